@@ -1,0 +1,142 @@
+//! `load`: check privileges, read this kernel's layout (BTF, tracefs formats), write it into the
+//! probes object as load-time globals, load it, and attach every hook by mode
+//! (kprobe → fentry → tracepoint). Produces the maps the `source` stage reads.
+
+pub mod attach;
+pub mod btf;
+pub mod privilege;
+pub mod tracefs;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+};
+use wirespan_shared::{
+    GLOBAL_AGENT_TGID, GLOBAL_SET_STATE_FORMAT, GLOBAL_SOCK_OFFSETS, LOST_CAUSES,
+};
+
+pub use self::attach::{AttachMode, HOOKS, HookReport, error_chain};
+
+/// The probes object, built by build.rs from `probes-ebpf` for the bpfel target.
+static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probes"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Privilege(#[from] privilege::PrivilegeError),
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("cannot read kernel struct offsets: {0}")]
+    Btf(#[from] btf::BtfError),
+    #[error("loading the probes object failed: {}", error_chain(.0))]
+    Object(#[source] aya::EbpfError),
+    #[error(transparent)]
+    Attach(#[from] attach::AttachError),
+    #[error("the probes object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("map {name} is unusable: {}", error_chain(.source))]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+}
+
+/// Loaded and attached probes. Dropping it detaches and unloads every program; the maps taken
+/// out of it (`events`, `lost`) stay readable, so the ring buffer can be drained after detach.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub report: Vec<HookReport>,
+}
+
+/// The maps the agent reads, owned apart from the programs.
+pub struct ProbeMaps {
+    pub events: RingBuf<MapData>,
+    pub lost: LostCounters,
+}
+
+/// The kernel's per-CPU counts of lost events, by `LOST_*` cause.
+pub struct LostCounters(PerCpuArray<MapData, u64>);
+
+impl Probes {
+    /// Check privileges, load the probes with this kernel's offsets, attach every hook.
+    /// `forced` restricts every hook to one attach mode (for tests of each mode).
+    pub fn load(forced: Option<AttachMode>) -> Result<(Self, ProbeMaps), LoadError> {
+        privilege::check()?;
+        raise_memlock_on_old_kernels();
+        let tracefs_root = tracefs::ensure_mounted()?;
+        let sock_offsets = btf::sock_common_offsets(&btf::Btf::from_sys_fs()?)?;
+        let set_state = tracefs::set_state_format(&tracefs_root)?;
+        let agent_tgid = std::process::id();
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_SOCK_OFFSETS, &sock_offsets, true)
+            .override_global(GLOBAL_SET_STATE_FORMAT, &set_state, true)
+            .override_global(GLOBAL_AGENT_TGID, &agent_tgid, true)
+            .load(PROBES_OBJECT)
+            .map_err(LoadError::Object)?;
+        let maps = ProbeMaps {
+            events: take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?,
+            lost: LostCounters(take_map(&mut ebpf, "LOST", PerCpuArray::try_from)?),
+        };
+        let report = attach::attach_hooks(&mut ebpf, forced)?;
+        Ok((Self { ebpf, report }, maps))
+    }
+
+    /// Detach and unload every program (the same as dropping `self`, said out loud).
+    pub fn detach(self) {
+        drop(self.ebpf);
+    }
+}
+
+fn take_map<M>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<M, aya::maps::MapError>,
+) -> Result<M, LoadError> {
+    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+    convert(map).map_err(|source| LoadError::Map { name, source })
+}
+
+impl LostCounters {
+    /// Events lost in the kernel so far, per cause (`LOST_*`), summed over CPUs.
+    #[must_use]
+    pub fn counts(&self) -> [u64; LOST_CAUSES as usize] {
+        let mut counts = [0; LOST_CAUSES as usize];
+        for (cause, count) in (0..LOST_CAUSES).zip(counts.iter_mut()) {
+            if let Ok(per_cpu) = self.0.get(&cause, 0) {
+                *count = per_cpu.iter().sum();
+            }
+        }
+        counts
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones to the memory cgroup,
+/// where raising the limit is pointless and may be refused (no CAP_SYS_RESOURCE). A refusal
+/// is a warning, never fatal.
+fn raise_memlock_on_old_kernels() {
+    if kernel_release_at_least(5, 11) {
+        return;
+    }
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit struct for the duration of the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
+        eprintln!(
+            "wirespan: warning: cannot raise RLIMIT_MEMLOCK ({}); loading may fail on this kernel",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn kernel_release_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}

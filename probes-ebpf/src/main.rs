@@ -1,0 +1,34 @@
+//! wirespan's kernel side. Probes are thin: capture, tag with pid/tid/five-tuple, send through the
+//! `EVENTS` ring buffer. Parsing belongs to user space.
+//!
+//! One file per hook family: `conn` (TCP connection lifecycle). Shared maps are in `maps`, reads of
+//! kernel structs (at offsets user space found in BTF) in `sock`.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod conn;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod sock;
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // No probe code panics (Result everywhere); the verifier rejects unbounded loops anyway.
+    loop {}
+}
+
+/// bpf_probe_read_kernel and the ring buffer helpers are GPL-only.
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!(
+        "probes-ebpf builds only for the bpfel-unknown-none target; collector/build.rs builds it"
+    );
+}
