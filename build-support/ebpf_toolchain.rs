@@ -11,6 +11,7 @@ pub const BPF_LINKER_VERSION: &str = "0.13";
 
 /// Where wirespan keeps what is slow to fetch or build, outside any clone:
 /// `$WIRESPAN_CACHE`, else `$XDG_CACHE_HOME/wirespan`, else `$HOME/.cache/wirespan`.
+#[must_use]
 pub fn cache_dir() -> std::path::PathBuf {
     if let Some(dir) = std::env::var_os("WIRESPAN_CACHE") {
         return dir.into();
@@ -23,16 +24,19 @@ pub fn cache_dir() -> std::path::PathBuf {
 }
 
 /// `cargo install --root` of bpf-linker, keyed by the nightly whose LLVM it links.
+#[must_use]
 pub fn bpf_linker_root() -> std::path::PathBuf {
     cache_dir().join(format!("bpf-linker-{BPF_LINKER_VERSION}-{EBPF_NIGHTLY}"))
 }
 
 /// The bpf-linker binary; its runpath points at `llvm_prefix()/lib`, so both must be kept.
+#[must_use]
 pub fn bpf_linker_bin() -> std::path::PathBuf {
     bpf_linker_root().join("bin").join("bpf-linker")
 }
 
 /// `LLVM_PREFIX` bpf-linker was built with: links to the nightly's own libLLVM.
+#[must_use]
 pub fn llvm_prefix() -> std::path::PathBuf {
     cache_dir().join(format!("llvm-{EBPF_NIGHTLY}"))
 }

@@ -1,47 +1,120 @@
-//! Builds `probes-ebpf` for the bpfel target with the pinned nightly and bpf-linker, and embeds
-//! the object (see `load`). Without that toolchain it stops with one line naming the fix.
+//! Builds `probes-ebpf` for the bpfel target with the pinned nightly and bpf-linker, and puts the
+//! object at `$OUT_DIR/probes` for `load` to embed. Without that toolchain it stops with one line
+//! naming the fix.
+//!
+//! This is what aya-build does, with two differences: success is quiet (aya-build turns every
+//! line of the nested cargo into a warning), and the nested build shares one target directory
+//! (`target/probes-ebpf`) across profiles, so `cargo build`, `clippy` and `test` compile the
+//! probes once.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, anyhow};
 
 include!("../build-support/ebpf_toolchain.rs");
 
+const TARGET: &str = "bpfel-unknown-none";
+
 fn main() -> anyhow::Result<()> {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let workspace = manifest_dir
+        .parent()
+        .context("collector is one level down")?;
+    for watched in ["probes-ebpf", "shared", "build-support"] {
+        println!(
+            "cargo::rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
+    }
     println!("cargo::rerun-if-env-changed=WIRESPAN_CACHE");
+
     if let Some(missing) = missing_toolchain() {
         println!("cargo::error=the eBPF toolchain is missing ({missing}): run `cargo xtask setup`");
         return Ok(());
     }
     let linker = bpf_linker_bin();
     println!("cargo::rerun-if-changed={}", linker.display());
-    // aya-build runs the nightly cargo, whose bpfel target links with `bpf-linker` from PATH.
+
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from)
+        .join("probes-ebpf");
+    let out = build_probes(workspace, &target_dir, &linker)?;
+    if !out.status.success() {
+        // Show the compiler's own messages: they say what to fix in the probes.
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            println!("cargo::warning={line}");
+        }
+        println!(
+            "cargo::error=building probes-ebpf for {TARGET} failed ({}); see the warnings above",
+            out.status
+        );
+        return Ok(());
+    }
+    let object = target_dir.join(TARGET).join("release").join("probes");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::copy(&object, out_dir.join("probes"))
+        .with_context(|| format!("copying {} into OUT_DIR", object.display()))?;
+    Ok(())
+}
+
+fn build_probes(
+    workspace: &Path,
+    target_dir: &Path,
+    linker: &Path,
+) -> anyhow::Result<std::process::Output> {
+    // The bpfel target links with `bpf-linker` from PATH: put ours first.
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![
         linker
             .parent()
-            .context("bpf-linker path has a parent")?
+            .context("bpf-linker has a directory")?
             .to_path_buf(),
     ];
     dirs.extend(std::env::split_paths(&path));
-    // SAFETY: build scripts are single-threaded at this point.
-    unsafe { std::env::set_var("PATH", std::env::join_paths(dirs)?) };
-
-    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
-    let probes_dir = Path::new(&manifest_dir)
-        .join("../probes-ebpf")
-        .canonicalize()?;
-    let probes_dir = probes_dir
-        .to_str()
-        .ok_or_else(|| anyhow!("non-UTF-8 path"))?;
-    aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "probes-ebpf",
-            root_dir: probes_dir,
-            ..Default::default()
-        }],
-        aya_build::Toolchain::Custom(EBPF_NIGHTLY),
-    )
+    let rustflags = [
+        &format!(
+            "--cfg=bpf_target_arch=\"{}\"",
+            std::env::var("CARGO_CFG_TARGET_ARCH")?
+        ),
+        "-Cdebuginfo=2",
+        // BTF in the object lets aya and the verifier check the programs' types.
+        "-Clink-arg=--btf",
+    ]
+    .join("\x1f");
+    let mut cmd = Command::new("rustup");
+    cmd.args([
+        "run",
+        EBPF_NIGHTLY,
+        "cargo",
+        "build",
+        "--package",
+        "probes-ebpf",
+        "--bins",
+    ])
+    .args([
+        "--release",
+        "--target",
+        TARGET,
+        "-Z",
+        "build-std=core",
+        "--target-dir",
+    ])
+    .arg(target_dir)
+    .current_dir(workspace)
+    .env("PATH", std::env::join_paths(dirs)?)
+    .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+    // The outer cargo's settings name the stable compiler; the nested build must use the
+    // nightly's own.
+    .env_remove("RUSTC")
+    .env_remove("RUSTC_WORKSPACE_WRAPPER")
+    .env_remove("RUSTC_WRAPPER")
+    .env_remove("CARGO")
+    .env_remove("RUSTUP_TOOLCHAIN");
+    cmd.output()
+        .map_err(|e| anyhow!("cannot run rustup to build the probes: {e}"))
 }
 
 /// What of the eBPF toolchain is missing, if anything.

@@ -29,7 +29,7 @@ pub struct ConnectEvent {
     pub mode: u16,
     pub pid: u32,
     pub tid: u32,
-    pub _pad0: u32,
+    pub pad0: u32,
     pub ts_ns: u64,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
@@ -37,6 +37,7 @@ pub struct ConnectEvent {
 }
 
 impl ConnectEvent {
+    #[must_use]
     pub const fn zeroed() -> Self {
         Self {
             kind: EVENT_CONNECT,
@@ -46,7 +47,7 @@ impl ConnectEvent {
             mode: 0,
             pid: 0,
             tid: 0,
-            _pad0: 0,
+            pad0: 0,
             ts_ns: 0,
             saddr: [0; 16],
             daddr: [0; 16],

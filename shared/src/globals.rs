@@ -13,10 +13,11 @@ pub struct SockCommonOffsets {
     pub skc_family: u32,
     pub skc_v6_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
-    pub _pad0: u32,
+    pub pad0: u32,
 }
 
 impl SockCommonOffsets {
+    #[must_use]
     pub const fn zeroed() -> Self {
         Self {
             skc_daddr: 0,
@@ -26,7 +27,7 @@ impl SockCommonOffsets {
             skc_family: 0,
             skc_v6_daddr: 0,
             skc_v6_rcv_saddr: 0,
-            _pad0: 0,
+            pad0: 0,
         }
     }
 }
@@ -43,6 +44,7 @@ pub struct SetStateFormat {
 }
 
 impl SetStateFormat {
+    #[must_use]
     pub const fn zeroed() -> Self {
         Self {
             skaddr: 0,

@@ -296,7 +296,7 @@ pub fn sock_common_offsets(btf: &Btf) -> Result<SockCommonOffsets, BtfError> {
         skc_family: off("skc_family")?,
         skc_v6_daddr: off("skc_v6_daddr")?,
         skc_v6_rcv_saddr: off("skc_v6_rcv_saddr")?,
-        _pad0: 0,
+        pad0: 0,
     })
 }
 
@@ -336,9 +336,9 @@ mod tests {
         };
         let mut types = Vec::new();
         let mut push = |words: &[u32]| {
-            words
-                .iter()
-                .for_each(|w| types.extend_from_slice(&w.to_le_bytes()))
+            for w in words {
+                types.extend_from_slice(&w.to_le_bytes());
+            }
         };
         push(&[name("int"), KIND_INT << 24, 4, 32]); // [1] int
         push(&[
@@ -411,7 +411,11 @@ mod kernel_tests {
         let field = |line: &str, key: &str| -> u32 {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
-                .map_or(0, |v| v.parse().unwrap())
+                // Values may carry punctuation (`type_id=12,`): take the leading digits.
+                .map_or(0, |v| {
+                    let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+                    digits.parse().unwrap()
+                })
         };
         let mut dump = RawDump::new();
         let mut current = 0;

@@ -1,0 +1,131 @@
+//! Shared helpers of the privileged end-to-end tests: run the real `wirespan` binary as its own
+//! process (the agent never captures its own process, so the test process must be another one),
+//! wait until it reports ready, stop it with SIGTERM, and collect what it printed.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use wirespan::testing::{cannot_run, privileged};
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_wirespan");
+
+/// True when the test may go on; otherwise reports why not (a failure under `CI=true`).
+pub fn require_privileges() -> bool {
+    if privileged() {
+        return true;
+    }
+    cannot_run("needs root or CAP_BPF + CAP_PERFMON to load probes");
+    false
+}
+
+/// A running agent.
+pub struct Agent {
+    child: Child,
+    /// The start-up report (stderr lines up to and including `ready`).
+    pub report: Vec<String>,
+    stderr_rest: mpsc::Receiver<String>,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+/// What the agent printed, once stopped.
+pub struct Stopped {
+    pub stdout: String,
+    pub stderr: String,
+    pub status: std::process::ExitStatus,
+}
+
+impl Agent {
+    /// Start `wirespan <args>` and wait (up to 60 s) until it is attached and ready.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(AGENT)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the wirespan binary");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            out.read_to_string(&mut text).unwrap();
+            text
+        });
+        let (tx, rx) = mpsc::channel();
+        let err = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut report = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    let ready = line.starts_with("wirespan: ready");
+                    report.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "agent did not become ready; it printed:\n{}",
+                        report.join("\n")
+                    );
+                }
+            }
+        }
+        Self {
+            child,
+            report,
+            stderr_rest: rx,
+            stdout,
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit and collect the output.
+    pub fn stop(self) -> Stopped {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.stop_after_exit()
+    }
+
+    /// Wait for the agent to exit by itself (`--duration`), then collect the output.
+    pub fn stop_after_exit(mut self) -> Stopped {
+        let status = self.child.wait().unwrap();
+        let stdout = self.stdout.join().unwrap();
+        let mut stderr = self.report.join("\n");
+        while let Ok(line) = self.stderr_rest.recv_timeout(Duration::from_secs(5)) {
+            stderr.push('\n');
+            stderr.push_str(&line);
+        }
+        Stopped {
+            stdout,
+            stderr,
+            status,
+        }
+    }
+}
+
+impl Stopped {
+    /// The JSON-lines events, failing on any line that is not JSON.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect()
+    }
+}
+
+/// This thread's kernel tid.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}

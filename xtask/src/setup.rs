@@ -1,0 +1,147 @@
+//! `cargo xtask setup`: make the machine able to build and test wirespan. Each step checks first
+//! and only installs what is missing, so a second run takes well under a second.
+
+use std::{path::Path, process::Command, time::Instant};
+
+use anyhow::{Context as _, bail};
+
+include!("../../build-support/ebpf_toolchain.rs");
+
+pub fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    nightly_with_rust_src()?;
+    bpf_linker()?;
+    bpftool()?;
+    check_go();
+    eprintln!("xtask: setup complete in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn output_ok(cmd: &mut Command) -> Option<String> {
+    cmd.output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+fn nightly_sysroot() -> Option<String> {
+    output_ok(Command::new("rustup").args(["run", EBPF_NIGHTLY, "rustc", "--print", "sysroot"]))
+}
+
+fn nightly_with_rust_src() -> anyhow::Result<()> {
+    let ready = nightly_sysroot().is_some_and(|root| {
+        Path::new(&root)
+            .join("lib/rustlib/src/rust/library/core")
+            .exists()
+    });
+    if ready {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {EBPF_NIGHTLY} with rust-src (for the eBPF probes)");
+    let status = Command::new("rustup")
+        .args([
+            "toolchain",
+            "install",
+            EBPF_NIGHTLY,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ])
+        .status()
+        .context("cannot run rustup (install it from https://rustup.rs)")?;
+    if !status.success() {
+        bail!("rustup toolchain install {EBPF_NIGHTLY} failed ({status})");
+    }
+    Ok(())
+}
+
+/// bpf-linker must link against the nightly's own LLVM: there is no system libLLVM here, and an
+/// older LLVM rejects the nightly's bitcode ("Invalid record").
+fn bpf_linker() -> anyhow::Result<()> {
+    let linker = bpf_linker_bin();
+    if output_ok(Command::new(&linker).arg("--version")).is_some() {
+        return Ok(());
+    }
+    let sysroot = nightly_sysroot().context("the eBPF nightly is missing after installing it")?;
+    let lib_dir = Path::new(&sysroot).join("lib");
+    let libllvm = std::fs::read_dir(&lib_dir)
+        .with_context(|| format!("cannot list {}", lib_dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with("libLLVM.so") || name.starts_with("libLLVM-"))
+        .with_context(|| format!("{EBPF_NIGHTLY} ships no libLLVM in {}", lib_dir.display()))?;
+    // The linker's runpath is <prefix>/lib and it loads the versioned name: link both.
+    let prefix_lib = llvm_prefix().join("lib");
+    std::fs::create_dir_all(&prefix_lib)?;
+    for name in ["libLLVM.so", libllvm.as_str()] {
+        let link = prefix_lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib_dir.join(&libllvm), &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+    }
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {libllvm} (about a minute, once)"
+    );
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            &format!("^{BPF_LINKER_VERSION}"),
+            "--root",
+        ])
+        .arg(bpf_linker_root())
+        .env("LLVM_PREFIX", llvm_prefix())
+        // Outside the workspace, so its rust-toolchain.toml does not apply to a tool install.
+        .current_dir(cache_dir())
+        .status()
+        .context("cannot run cargo install")?;
+    if !status.success() {
+        bail!("cargo install bpf-linker failed ({status})");
+    }
+    output_ok(Command::new(&linker).arg("--version"))
+        .with_context(|| format!("{} was installed but does not run", linker.display()))?;
+    Ok(())
+}
+
+/// bpftool is the second, independent reader of the kernel's BTF in the offset tests.
+fn bpftool() -> anyhow::Result<()> {
+    if output_ok(Command::new("bpftool").arg("version")).is_some() {
+        return Ok(());
+    }
+    if !is_root() {
+        eprintln!(
+            "xtask: bpftool is missing and installing it needs root: sudo apt-get install bpftool"
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing bpftool (Debian package)");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "bpftool"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+    };
+    let ok = install().is_ok_and(|s| s.success()) || {
+        let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        install().is_ok_and(|s| s.success())
+    };
+    if !ok {
+        bail!("apt-get install bpftool failed");
+    }
+    Ok(())
+}
+
+/// Go builds the example services of later steps; only checked here.
+fn check_go() {
+    match output_ok(Command::new("go").arg("version")) {
+        Some(version) => eprintln!("xtask: found {version}"),
+        None => eprintln!("xtask: warning: Go is not installed; the Go examples will need it"),
+    }
+}
