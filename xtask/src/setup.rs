@@ -74,7 +74,8 @@ fn bpf_linker() -> anyhow::Result<()> {
         .with_context(|| format!("cannot list {}", lib_dir.display()))?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|name| name.starts_with("libLLVM.so") || name.starts_with("libLLVM-"))
+        // The real library is `libLLVM.so.<ver>`; `libLLVM-<ver>.so` beside it is a linker script.
+        .find(|name| name.starts_with("libLLVM.so."))
         .with_context(|| format!("{EBPF_NIGHTLY} ships no libLLVM in {}", lib_dir.display()))?;
     // The linker's runpath is <prefix>/lib and it loads the versioned name: link both.
     let prefix_lib = llvm_prefix().join("lib");
