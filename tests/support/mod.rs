@@ -65,21 +65,17 @@ impl Agent {
         });
         let mut report = Vec::new();
         loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    let ready = line.starts_with("wirespan: ready");
-                    report.push(line);
-                    if ready {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "agent did not become ready; it printed:\n{}",
-                        report.join("\n")
-                    );
-                }
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+                let _ = child.kill();
+                panic!(
+                    "agent did not become ready; it printed:\n{}",
+                    report.join("\n")
+                );
+            };
+            let ready = line.starts_with("wirespan: ready");
+            report.push(line);
+            if ready {
+                break;
             }
         }
         Self {
@@ -93,7 +89,7 @@ impl Agent {
     /// SIGTERM, then wait for a clean exit and collect the output.
     pub fn stop(self) -> Stopped {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.child.id().cast_signed(), libc::SIGTERM) };
         self.stop_after_exit()
     }
 

@@ -34,8 +34,19 @@ enum Cmd {
     Test,
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    match dispatch(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One readable line; the commands' own output above says the rest.
+            eprintln!("xtask: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Cmd) -> anyhow::Result<()> {
+    match command {
         Cmd::Setup => setup::run(),
         Cmd::Run { args } => {
             setup::run()?;
