@@ -1,19 +1,24 @@
-//! The agent's run: load and attach the probes, report how each hook attached, stream events
-//! from the ring buffer to a sink until the shutdown signal, then detach and drain what is left,
-//! so nothing already captured is lost. Shutdown and sink are injected.
+//! The agent's run: load and attach the probes, report how each hook attached, stream records
+//! from the ring buffer (optionally into a recording) and events to a sink until the shutdown
+//! signal, then detach and drain what is left, so nothing already captured is lost. A replay
+//! feeds a recording through the same pipeline. Shutdown, sink and recorder are injected.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use wirespan_shared::{LOST_CAUSE_NAMES, LOST_CAUSES};
 
 use crate::{
     export::EventSink,
-    load::{AttachMode, HookReport, LoadError, Probes},
+    load::{HookReport, LoadError, LoadOptions, Probes},
     source::{
-        Event,
-        ringbuf::{ReadStats, RingBufSource},
+        decode,
+        recording::{RecordingError, RecordingReader, RecordingWriter},
+        ringbuf::RingBufSource,
     },
 };
+
+/// How often kernel losses are logged while there are any.
+const LOSS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -23,50 +28,53 @@ pub enum AgentError {
     Read(#[source] std::io::Error),
     #[error("writing events failed: {0}")]
     Write(#[source] std::io::Error),
-}
-
-/// Options of one run.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunOptions {
-    /// Restrict every hook to this attach mode instead of trying them in order.
-    pub attach_mode: Option<AttachMode>,
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
 }
 
 /// What a run saw, for the summary at exit.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunSummary {
-    pub read: ReadStats,
+    /// Records decoded into events.
+    pub events: u64,
+    /// Records that did not decode (skipped).
+    pub malformed: u64,
     /// Events lost in the kernel, by `LOST_*` cause.
     pub lost: [u64; LOST_CAUSES as usize],
 }
 
 impl RunSummary {
-    /// `123 events; lost: none` or `... lost: 4 (ring buffer full)`.
+    /// `123 events, 0 malformed; lost in kernel: none` or `...: 4 (ring buffer full)`.
     #[must_use]
     pub fn describe(&self) -> String {
-        let lost: Vec<String> = self
-            .lost
-            .iter()
-            .zip(LOST_CAUSE_NAMES)
-            .filter(|(n, _)| **n > 0)
-            .map(|(n, cause)| format!("{n} ({cause})"))
-            .collect();
-        let lost = if lost.is_empty() {
-            "none".to_owned()
-        } else {
-            lost.join(", ")
-        };
         format!(
-            "{} events, {} malformed; lost in kernel: {lost}",
-            self.read.events, self.read.malformed
+            "{} events, {} malformed; lost in kernel: {}",
+            self.events,
+            self.malformed,
+            describe_lost(&self.lost)
         )
     }
 }
 
-/// Why the read loop stopped early.
+fn describe_lost(lost: &[u64; LOST_CAUSES as usize]) -> String {
+    let parts: Vec<String> = lost
+        .iter()
+        .zip(LOST_CAUSE_NAMES)
+        .filter(|(n, _)| **n > 0)
+        .map(|(n, cause)| format!("{n} ({cause})"))
+        .collect();
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Why the pipeline stopped early.
 enum StepError {
     Read(std::io::Error),
     Write(std::io::Error),
+    Recording(RecordingError),
 }
 
 impl From<std::io::Error> for StepError {
@@ -75,47 +83,127 @@ impl From<std::io::Error> for StepError {
     }
 }
 
-/// Run until `shutdown` resolves. `on_ready` receives the attach report once every hook is
-/// attached (the caller prints it; tests wait for it).
+/// Raw record → (recording) → decode → sink. Records that do not decode are counted, skipped.
+struct Pipeline<'a> {
+    sink: &'a mut dyn EventSink,
+    recorder: Option<&'a mut RecordingWriter>,
+    summary: RunSummary,
+}
+
+impl Pipeline<'_> {
+    fn record(&mut self, raw: &[u8]) -> Result<(), StepError> {
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.record(raw).map_err(StepError::Recording)?;
+        }
+        let Ok(event) = decode(raw) else {
+            self.summary.malformed += 1;
+            return Ok(());
+        };
+        self.summary.events += 1;
+        self.sink.event(&event).map_err(StepError::Write)
+    }
+
+    fn flush(&mut self) -> Result<(), StepError> {
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.flush().map_err(StepError::Recording)?;
+        }
+        self.sink.flush().map_err(StepError::Write)
+    }
+
+    /// The summary, or the error that stopped the run. A closed pipe on the output (`| head`)
+    /// is a normal end.
+    fn finish(self, outcome: Result<(), StepError>) -> Result<RunSummary, AgentError> {
+        match outcome {
+            Ok(()) => Ok(self.summary),
+            Err(StepError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                Ok(self.summary)
+            }
+            Err(StepError::Read(e)) => Err(AgentError::Read(e)),
+            Err(StepError::Write(e)) => Err(AgentError::Write(e)),
+            Err(StepError::Recording(e)) => Err(AgentError::Recording(e)),
+        }
+    }
+}
+
+/// Run live until `shutdown` resolves. `on_ready` receives the attach report once every hook is
+/// attached (the caller prints it; tests wait for it). With `recorder`, every raw record is also
+/// written to a recording.
 pub async fn run(
-    options: RunOptions,
+    options: &LoadOptions,
     sink: &mut dyn EventSink,
+    recorder: Option<&mut RecordingWriter>,
     on_ready: impl FnOnce(&[HookReport]),
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, AgentError> {
-    let (probes, maps) = Probes::load(options.attach_mode)?;
+    let (probes, maps) = Probes::load(options)?;
     on_ready(&probes.report);
     let mut source = RingBufSource::new(maps.events).map_err(AgentError::Read)?;
+    let mut pipeline = Pipeline {
+        sink,
+        recorder,
+        summary: RunSummary::default(),
+    };
+    let mut loss_log = tokio::time::interval(LOSS_LOG_INTERVAL);
+    loss_log.tick().await;
 
     tokio::pin!(shutdown);
     let outcome = loop {
         let batch = tokio::select! {
             () = &mut shutdown => None,
-            batch = source.next_batch(|e: &Event| sink.event(e).map_err(StepError::Write)) => Some(batch),
+            _ = loss_log.tick() => {
+                let lost = maps.lost.counts();
+                if lost.iter().any(|n| *n > 0) {
+                    eprintln!("wirespan: lost in kernel so far: {}", describe_lost(&lost));
+                }
+                Some(Ok(()))
+            }
+            batch = source.next_batch(|raw| pipeline.record(raw)) => Some(batch),
         };
         match batch {
             None => break Ok(()),
             Some(Err(e)) => break Err(e),
             Some(Ok(())) => {}
         }
-        if let Err(e) = sink.flush() {
-            break Err(StepError::Write(e));
+        if let Err(e) = pipeline.flush() {
+            break Err(e);
         }
     };
     // Detach first so no new events arrive, then take what the ring buffer still holds.
     probes.detach();
     let outcome = outcome
-        .and_then(|()| source.drain_now(|e: &Event| sink.event(e).map_err(StepError::Write)))
-        .and_then(|()| sink.flush().map_err(StepError::Write));
-    let summary = RunSummary {
-        read: source.stats,
-        lost: maps.lost.counts(),
+        .and_then(|()| source.drain_now(|raw| pipeline.record(raw)))
+        .and_then(|()| pipeline.flush());
+    pipeline.summary.lost = maps.lost.counts();
+    pipeline.finish(outcome)
+}
+
+/// Feed a recording through the pipeline (no privileges needed). A truncated recording delivers
+/// every complete record, then reports the truncation.
+pub fn replay(
+    reader: &mut RecordingReader,
+    sink: &mut dyn EventSink,
+) -> Result<RunSummary, AgentError> {
+    let mut pipeline = Pipeline {
+        sink,
+        recorder: None,
+        summary: RunSummary::default(),
     };
-    match outcome {
-        Ok(()) => Ok(summary),
-        Err(StepError::Read(e)) => Err(AgentError::Read(e)),
-        // The reader went away (a closed pipe, `| head`): stop quietly.
-        Err(StepError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(summary),
-        Err(StepError::Write(e)) => Err(AgentError::Write(e)),
+    let mut outcome = Ok(());
+    loop {
+        match reader.next_record() {
+            Ok(Some(raw)) => {
+                if let Err(e) = pipeline.record(&raw) {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                outcome = Err(StepError::Recording(e));
+                break;
+            }
+        }
     }
+    let flushed = pipeline.flush();
+    pipeline.finish(outcome.and(flushed))
 }

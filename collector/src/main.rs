@@ -1,20 +1,21 @@
-//! The `wirespan` command line: parse flags, wire a sink and a shutdown signal into
-//! `agent::run`, print the start-up report and the summary. Errors end in one line and exit 1.
+//! The `wirespan` command line: parse flags, wire a source, a sink and a shutdown signal into
+//! `agent`, print the start-up report and the summary. Errors end in one line and exit 1.
 
-use std::{io::Write, process::ExitCode, time::Duration};
+use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wirespan::{
-    agent::{self, RunOptions},
+    agent::{self, RunSummary},
     export::{EventSink, clock::WallClock, console::ConsoleSink, json::JsonLinesSink},
-    load::AttachMode,
+    load::{AttachMode, DEFAULT_CAPTURE_BYTES, Filters, HookReport, LoadOptions},
+    source::recording::{RecordingInfo, RecordingReader, RecordingWriter},
 };
 
-/// eBPF tracing agent: watches TCP connections (and, as it grows, socket syscalls and Go's
+/// eBPF tracing agent: watches TCP connections and socket syscalls (and, as it grows, Go's
 /// net/http and grpc-go) and turns them into OpenTelemetry traces, with no code change.
 ///
-/// Needs Linux >= 5.8 with BTF, and root or CAP_BPF + CAP_PERFMON.
+/// Needs Linux >= 5.8 with BTF, and root or CAP_BPF + CAP_PERFMON (not for --replay).
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -26,19 +27,32 @@ struct Cli {
 enum Command {
     /// Run the agent and export what it sees.
     Run {
-        /// Where the output goes. `console` prints one line per TCP connect.
+        /// Where the output goes. `console` prints one line per connect, accept and close.
         #[arg(long, value_enum, default_value_t = Exporter::Console)]
         exporter: Exporter,
         #[command(flatten)]
-        common: CommonArgs,
+        capture: CaptureArgs,
     },
-    /// Print every kernel event as one line (tcpdump-like), or as JSON lines with --json.
+    /// Print every kernel event (connect, accept, close, data) as one line, tcpdump-like, or as
+    /// JSON lines with --json.
     Events {
-        /// One JSON object per line: type, pid, tid, comm, saddr, sport, daddr, dport, ts_ns, mode.
+        /// One JSON object per line: type, pid, tid, comm, conn_id, saddr, sport (this process's
+        /// end), daddr, dport (the peer), direction, bytes, seq, goid, ts_ns, and more.
         #[arg(long)]
         json: bool,
+        /// Read events from a recording (`wirespan record`) instead of the kernel.
+        #[arg(long, value_name = "FILE")]
+        replay: Option<PathBuf>,
         #[command(flatten)]
-        common: CommonArgs,
+        capture: CaptureArgs,
+    },
+    /// Write the raw event stream to a versioned recording, for replay and test fixtures.
+    Record {
+        /// The recording to write (replaced if it exists).
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+        #[command(flatten)]
+        capture: CaptureArgs,
     },
 }
 
@@ -49,14 +63,51 @@ enum Exporter {
 }
 
 #[derive(Args)]
-struct CommonArgs {
+struct CaptureArgs {
     /// Stop after this many seconds (probes detached, ring buffer drained). Default: until
     /// Ctrl-C or SIGTERM, which do the same.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
-    /// Attach every hook in this mode only, instead of trying kprobe, fentry, then tracepoint.
+    /// Prefer this attach mode for every hook that has it, instead of trying kprobe, fentry,
+    /// then tracepoint.
     #[arg(long, value_enum, env = "WIRESPAN_ATTACH_MODE")]
     attach_mode: Option<AttachMode>,
+    /// Payload bytes captured per read or write (byte counts stay exact beyond it). At most 16384.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CAPTURE_BYTES)]
+    capture_bytes: u32,
+    /// Only these processes (repeatable).
+    #[arg(long, value_name = "PID")]
+    pid: Vec<u32>,
+    /// Only connections with this port at either end (repeatable).
+    #[arg(long, value_name = "PORT")]
+    port: Vec<u16>,
+    /// Only processes in this cgroup v2 directory, absolute or under /sys/fs/cgroup (repeatable).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Vec<PathBuf>,
+}
+
+impl CaptureArgs {
+    fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            attach_mode: self.attach_mode,
+            capture_bytes: self.capture_bytes,
+            filters: Filters {
+                pids: self.pid.clone(),
+                ports: self.port.clone(),
+                cgroups: self.cgroup.clone(),
+            },
+        }
+    }
+
+    fn duration(&self) -> anyhow::Result<Option<Duration>> {
+        self.duration
+            .map(|secs| {
+                Duration::try_from_secs_f64(secs).map_err(|_| {
+                    anyhow::anyhow!("--duration {secs}: expected a non-negative number of seconds")
+                })
+            })
+            .transpose()
+    }
 }
 
 fn main() -> ExitCode {
@@ -71,59 +122,102 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let (common, mut sink): (CommonArgs, Box<dyn EventSink>) = match cli.command {
+    let stdout = || std::io::stdout().lock();
+    match cli.command {
+        Command::Events {
+            json,
+            replay: Some(path),
+            ..
+        } => {
+            let mut reader = RecordingReader::open(&path)?;
+            let clock = WallClock::with_offset(i128::from(reader.info.wall_offset_ns));
+            let mut sink: Box<dyn EventSink> = if json {
+                Box::new(JsonLinesSink::new(stdout()))
+            } else {
+                Box::new(ConsoleSink::new(stdout(), clock, true))
+            };
+            let summary = agent::replay(&mut reader, sink.as_mut())?;
+            eprintln!(
+                "wirespan: replayed {}: {}",
+                path.display(),
+                summary.describe()
+            );
+            Ok(())
+        }
+        Command::Events {
+            json,
+            replay: None,
+            capture,
+        } => {
+            let mut sink: Box<dyn EventSink> = if json {
+                Box::new(JsonLinesSink::new(stdout()))
+            } else {
+                Box::new(ConsoleSink::new(stdout(), WallClock::system(), true))
+            };
+            let summary = live(&capture, sink.as_mut(), None)?;
+            eprintln!("wirespan: stopped: {}", summary.describe());
+            Ok(())
+        }
         Command::Run {
             exporter: Exporter::Console,
-            common,
+            capture,
+        } => {
+            let mut sink = ConsoleSink::new(stdout(), WallClock::system(), false);
+            let summary = live(&capture, &mut sink, None)?;
+            eprintln!("wirespan: stopped: {}", summary.describe());
+            Ok(())
         }
-        | Command::Events {
-            json: false,
-            common,
-        } => (
-            common,
-            Box::new(ConsoleSink::new(
-                std::io::stdout().lock(),
-                WallClock::system(),
-            )),
-        ),
-        Command::Events { json: true, common } => (
-            common,
-            Box::new(JsonLinesSink::new(std::io::stdout().lock())),
-        ),
-    };
-    let duration = common
-        .duration
-        .map(|secs| {
-            Duration::try_from_secs_f64(secs).map_err(|_| {
-                anyhow::anyhow!("--duration {secs}: expected a non-negative number of seconds")
-            })
-        })
-        .transpose()?;
+        Command::Record { output, capture } => {
+            let info = RecordingInfo {
+                wall_offset_ns: WallClock::system().offset_ns() as i64,
+                capture_bytes: capture.capture_bytes,
+            };
+            let mut recorder = RecordingWriter::create(&output, info)?;
+            let mut sink = ConsoleSink::new(std::io::sink(), WallClock::system(), false);
+            let summary = live(&capture, &mut sink, Some(&mut recorder))?;
+            recorder.finish()?;
+            eprintln!(
+                "wirespan: recorded to {}: {}",
+                output.display(),
+                summary.describe()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A live run on the current thread until the duration, Ctrl-C or SIGTERM.
+fn live(
+    capture: &CaptureArgs,
+    sink: &mut dyn EventSink,
+    recorder: Option<&mut RecordingWriter>,
+) -> anyhow::Result<RunSummary> {
+    let duration = capture.duration()?;
+    let options = capture.load_options();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let options = RunOptions {
-        attach_mode: common.attach_mode,
-    };
-    let summary = runtime.block_on(async {
+    runtime.block_on(async {
         let shutdown = shutdown_signal(duration)?;
-        let on_ready = |report: &[wirespan::load::HookReport]| {
-            let mut err = std::io::stderr().lock();
-            for hook in report {
-                for line in hook.to_string().lines() {
-                    let _ = writeln!(err, "wirespan: {line}");
-                }
-            }
-            let until = duration.map_or("Ctrl-C or SIGTERM".to_owned(), |d| {
-                format!("{d:?} have passed")
-            });
-            let _ = writeln!(err, "wirespan: ready; capturing until {until}");
-        };
-        anyhow::Ok(agent::run(options, sink.as_mut(), on_ready, shutdown).await?)
-    })?;
-    eprintln!("wirespan: stopped: {}", summary.describe());
-    Ok(())
+        let on_ready = |report: &[HookReport]| print_report(report, duration);
+        anyhow::Ok(agent::run(&options, sink, recorder, on_ready, shutdown).await?)
+    })
+}
+
+/// The start-up report on stderr: one line per hook, its failed modes indented below, then
+/// `ready` (which tests and scripts wait for).
+fn print_report(report: &[HookReport], duration: Option<Duration>) {
+    let mut err = std::io::stderr().lock();
+    for hook in report {
+        for line in hook.to_string().lines() {
+            let _ = writeln!(err, "wirespan: {line}");
+        }
+    }
+    let until = duration.map_or("Ctrl-C or SIGTERM".to_owned(), |d| {
+        format!("{d:?} have passed")
+    });
+    let _ = writeln!(err, "wirespan: ready; capturing until {until}");
 }
 
 /// Resolves at the first of: the duration elapsing, Ctrl-C (SIGINT), SIGTERM.

@@ -1,94 +1,218 @@
-//! TCP connect hooks, one program per attach mode. User space tries them in order (kprobe →
-//! fentry → tracepoint) and keeps the first that loads and attaches; all three emit the same
-//! `ConnectEvent`.
+//! TCP connection lifecycle hooks: connect, accept, close, one program per attach mode. User
+//! space tries the modes of each hook in order (kprobe → fentry → tracepoint) and keeps the first
+//! that loads and attaches; every mode of a hook emits the same `ConnEvent`.
 //!
-//! - kprobe / fentry on `tcp_connect(struct sock *)`: runs in the connecting task after the kernel
-//!   chose the source port, so one hook sees the whole five-tuple and the pid/tid.
-//! - tracepoint `sock:inet_sock_set_state`: CLOSE→SYN_SENT runs in the connecting task but before
-//!   the source port is chosen; SYN_SENT→ESTABLISHED has the full five-tuple but may run in softirq.
-//!   The two are joined on the sock address through `PENDING_CONNECTS`.
+//! - connect: kprobe / fentry on `tcp_connect(struct sock *)` run in the connecting task after
+//!   the source port is chosen. The tracepoint mode uses `sock:inet_sock_set_state`:
+//!   CLOSE→SYN_SENT runs in the connecting task but before the port is chosen, SYN_SENT→ESTABLISHED
+//!   has the full five-tuple but may run in softirq; the two are joined on the sock address.
+//! - accept: a kretprobe on `inet_csk_accept` (returns the new sock), or `sys_exit_accept{,4}`
+//!   with the returned fd resolved to its sock.
+//! - close: kprobe / fentry on `tcp_close`, or `inet_sock_set_state` → CLOSE.
+//!
+//! Every connection gets a fresh id at connect or accept, kept in `CONNS` until close.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{fentry, kprobe, tracepoint},
-    programs::{FEntryContext, ProbeContext, TracePointContext},
+    macros::{fentry, kprobe, kretprobe, tracepoint},
+    programs::{FEntryContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use wirespan_shared::{
-    ConnectEvent, IPPROTO_TCP, LOST_READ_FAILED, LOST_RINGBUF_FULL, LOST_START_UNSEEN, MODE_FENTRY,
-    MODE_KPROBE, MODE_TRACEPOINT, PendingConnect, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT,
+    ConnEvent, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, IPPROTO_TCP, LOST_READ_FAILED,
+    LOST_RINGBUF_FULL, LOST_START_UNSEEN, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
+    SYSCALL_RET_OFFSET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT,
 };
 
 use crate::{
-    maps::{EVENTS, PENDING_CONNECTS, agent_tgid, count_lost, set_state_format, sock_offsets},
-    sock::read_tuple,
+    maps::{
+        CONNS, ConnInfo, EVENTS, PENDING_CONNECTS, PendingConnect, count_lost, next_conn_id,
+        ports_pass, process_passes, set_state_format, settings,
+    },
+    sock::{read_tuple, tcp_sock_of_fd},
 };
 
 #[kprobe]
 pub fn tcp_connect_kprobe(ctx: ProbeContext) -> u32 {
-    match ctx.arg::<*const u8>(0) {
-        Some(sk) => emit_from_current(sk, MODE_KPROBE),
+    match ctx.arg::<u64>(0) {
+        Some(sk) => start_in_current(sk, EVENT_CONNECT, MODE_KPROBE),
         None => 0,
     }
 }
 
 #[fentry(function = "tcp_connect")]
 pub fn tcp_connect_fentry(ctx: FEntryContext) -> u32 {
-    emit_from_current(ctx.arg::<*const u8>(0), MODE_FENTRY)
+    start_in_current(ctx.arg::<u64>(0), EVENT_CONNECT, MODE_FENTRY)
 }
 
+#[kretprobe]
+pub fn inet_csk_accept_kretprobe(ctx: RetProbeContext) -> u32 {
+    let sk: u64 = ctx.ret();
+    if sk == 0 {
+        return 0;
+    }
+    start_in_current(sk, EVENT_ACCEPT, MODE_KPROBE)
+}
+
+/// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`: the return value is the new fd.
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    let Ok(fd) = (unsafe { ctx.read_at::<i64>(SYSCALL_RET_OFFSET) }) else {
+        return 0;
+    };
+    if fd < 0 || !process_passes((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return 0;
+    }
+    match tcp_sock_of_fd(fd) {
+        Ok(0) => 0,
+        Ok(sk) => start_in_current(sk, EVENT_ACCEPT, MODE_TRACEPOINT),
+        Err(_) => {
+            count_lost(LOST_READ_FAILED);
+            0
+        }
+    }
+}
+
+#[kprobe]
+pub fn tcp_close_kprobe(ctx: ProbeContext) -> u32 {
+    match ctx.arg::<u64>(0) {
+        Some(sk) => emit_close(sk, MODE_KPROBE),
+        None => 0,
+    }
+}
+
+#[fentry(function = "tcp_close")]
+pub fn tcp_close_fentry(ctx: FEntryContext) -> u32 {
+    emit_close(ctx.arg::<u64>(0), MODE_FENTRY)
+}
+
+/// `sock:inet_sock_set_state`, connect half (tracepoint mode of the connect hook).
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    match try_inet_sock_set_state(&ctx) {
+    match try_set_state_connect(&ctx) {
         Ok(v) | Err(v) => v,
     }
 }
 
-/// Emit a connect whose sock already has its five-tuple, from the connecting task's context.
+/// `sock:inet_sock_set_state`, close half (tracepoint mode of the close hook).
+#[tracepoint]
+pub fn inet_sock_set_state_close(ctx: TracePointContext) -> u32 {
+    match read_transition(&ctx) {
+        Ok((_, TCP_CLOSE, sk)) => emit_close(sk, MODE_TRACEPOINT),
+        _ => 0,
+    }
+}
+
+/// (old state, new state, sock address) of a TCP `inet_sock_set_state` record.
 #[inline(always)]
-fn emit_from_current(sk: *const u8, mode: u16) -> u32 {
+fn read_transition(ctx: &TracePointContext) -> Result<(i32, i32, u64), u32> {
+    let format = set_state_format();
+    let protocol: u16 = unsafe { ctx.read_at(format.protocol as usize) }.map_err(|_| 0u32)?;
+    if protocol != IPPROTO_TCP {
+        return Err(0);
+    }
+    let old: i32 = unsafe { ctx.read_at(format.oldstate as usize) }.map_err(|_| 0u32)?;
+    let new: i32 = unsafe { ctx.read_at(format.newstate as usize) }.map_err(|_| 0u32)?;
+    let sk: u64 = unsafe { ctx.read_at(format.skaddr as usize) }.map_err(|_| 0u32)?;
+    Ok((old, new, sk))
+}
+
+/// A connection starts in the current task: give it a fresh id and emit connect or accept.
+#[inline(always)]
+fn start_in_current(sk: u64, kind: u32, mode: u16) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
-    if pid == agent_tgid() {
+    if !process_passes(pid) {
         return 0;
     }
-    let mut ev = ConnectEvent::zeroed();
-    ev.mode = mode;
-    ev.pid = pid;
-    ev.tid = pid_tgid as u32;
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev.comm = bpf_get_current_comm().unwrap_or_default();
-    send(sk, &mut ev);
+    let owner = PendingConnect {
+        pid,
+        tid: pid_tgid as u32,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    start(sk, kind, mode, &owner);
     0
 }
 
+/// Emit the start of a connection and record it in `CONNS` under a fresh id: a sock address
+/// reused by a new connection must never inherit the old one's id.
 #[inline(always)]
-fn send(sk: *const u8, ev: &mut ConnectEvent) {
-    let offsets = sock_offsets();
-    if unsafe { read_tuple(sk, &offsets, ev) }.is_err() {
+fn start(sk: u64, kind: u32, mode: u16, owner: &PendingConnect) {
+    let Ok(tuple) = read_tuple(sk) else {
         count_lost(LOST_READ_FAILED);
         return;
+    };
+    if !ports_pass(tuple.sport, tuple.dport) {
+        return;
     }
-    if EVENTS.output(ev, 0).is_err() {
+    let info = ConnInfo {
+        conn_id: next_conn_id(),
+        pid: owner.pid,
+        tid: owner.tid,
+        comm: owner.comm,
+        tuple,
+    };
+    let _ = CONNS.insert(&sk, &info, 0);
+    let mut ev = ConnEvent::zeroed(kind);
+    ev.mode = mode;
+    ev.pid = owner.pid;
+    ev.tid = owner.tid;
+    ev.ts_ns = owner.ts_ns;
+    ev.comm = owner.comm;
+    ev.conn_id = info.conn_id;
+    ev.family = tuple.family;
+    ev.sport = tuple.sport;
+    ev.dport = tuple.dport;
+    ev.saddr = tuple.saddr;
+    ev.daddr = tuple.daddr;
+    if EVENTS.output(&ev, 0).is_err() {
         count_lost(LOST_RINGBUF_FULL);
     }
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
-    let format = set_state_format();
-    let protocol: u16 = unsafe { ctx.read_at(format.protocol as usize) }.map_err(|_| 0u32)?;
-    if protocol != IPPROTO_TCP {
-        return Ok(0);
+/// The end of a connection the probes knew: emit close with its id and owner, forget it.
+#[inline(always)]
+fn emit_close(sk: u64, mode: u16) -> u32 {
+    let Some(info) = (unsafe { CONNS.get(&sk) }).copied() else {
+        return 0;
+    };
+    let _ = CONNS.remove(&sk);
+    let mut ev = ConnEvent::zeroed(EVENT_CLOSE);
+    ev.mode = mode;
+    ev.pid = info.pid;
+    ev.tid = info.tid;
+    ev.comm = info.comm;
+    ev.conn_id = info.conn_id;
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.family = info.tuple.family;
+    ev.sport = info.tuple.sport;
+    ev.dport = info.tuple.dport;
+    ev.saddr = info.tuple.saddr;
+    ev.daddr = info.tuple.daddr;
+    if EVENTS.output(&ev, 0).is_err() {
+        count_lost(LOST_RINGBUF_FULL);
     }
-    let old: i32 = unsafe { ctx.read_at(format.oldstate as usize) }.map_err(|_| 0u32)?;
-    let new: i32 = unsafe { ctx.read_at(format.newstate as usize) }.map_err(|_| 0u32)?;
-    let skaddr: u64 = unsafe { ctx.read_at(format.skaddr as usize) }.map_err(|_| 0u32)?;
+    0
+}
 
+fn try_set_state_connect(ctx: &TracePointContext) -> Result<u32, u32> {
+    let (old, new, sk) = read_transition(ctx)?;
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
-            // The agent's own connects are recorded too, so that their ESTABLISHED is recognised
-            // and skipped rather than counted as a connect whose start was not seen.
+            // Process context: decide here whether the connect is wanted (agent, pid, cgroup).
             let pid_tgid = bpf_get_current_pid_tgid();
             let pid = (pid_tgid >> 32) as u32;
+            if !process_passes(pid) {
+                // Remember it anyway, so ESTABLISHED knows it was seen and skips it quietly.
+                let skip = PendingConnect {
+                    pid: 0,
+                    tid: 0,
+                    ts_ns: 0,
+                    comm: [0; 16],
+                };
+                let _ = PENDING_CONNECTS.insert(&sk, &skip, 0);
+                return Ok(0);
+            }
             let pending = PendingConnect {
                 pid,
                 tid: pid_tgid as u32,
@@ -96,29 +220,21 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
                 comm: bpf_get_current_comm().unwrap_or_default(),
             };
             // LRU map: an insert never fails for lack of room, the oldest entry goes instead.
-            let _ = PENDING_CONNECTS.insert(&skaddr, &pending, 0);
+            let _ = PENDING_CONNECTS.insert(&sk, &pending, 0);
         }
         (TCP_SYN_SENT, TCP_ESTABLISHED) => {
-            let Some(pending) = (unsafe { PENDING_CONNECTS.get(&skaddr) }).copied() else {
-                // Mid-handshake when the agent started, or evicted from the LRU table.
+            let Some(pending) = (unsafe { PENDING_CONNECTS.get(&sk) }).copied() else {
                 count_lost(LOST_START_UNSEEN);
                 return Ok(0);
             };
-            let _ = PENDING_CONNECTS.remove(&skaddr);
-            if pending.pid == agent_tgid() {
-                return Ok(0);
+            let _ = PENDING_CONNECTS.remove(&sk);
+            if pending.pid != 0 && pending.pid != settings().agent_tgid {
+                start(sk, EVENT_CONNECT, MODE_TRACEPOINT, &pending);
             }
-            let mut ev = ConnectEvent::zeroed();
-            ev.mode = MODE_TRACEPOINT;
-            ev.pid = pending.pid;
-            ev.tid = pending.tid;
-            ev.ts_ns = pending.ts_ns;
-            ev.comm = pending.comm;
-            send(skaddr as *const u8, &mut ev);
         }
         (TCP_SYN_SENT, TCP_CLOSE) => {
             // Refused or timed out: no connection, nothing to report.
-            let _ = PENDING_CONNECTS.remove(&skaddr);
+            let _ = PENDING_CONNECTS.remove(&sk);
         }
         _ => {}
     }

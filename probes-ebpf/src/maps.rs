@@ -1,33 +1,92 @@
-//! Maps and load-time globals shared by all hook families.
+//! Maps and load-time globals shared by all hook families, and the kernel-only types they hold.
 
+use crate::sock::Tuple;
 use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_smp_processor_id},
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use wirespan_shared::{LOST_CAUSES, PendingConnect, SetStateFormat, SockCommonOffsets};
+use wirespan_shared::{
+    COMM_LEN, DataEvent, FILTER_CGROUP, FILTER_PID, FILTER_PORT, FdOffsets, LOST_CAUSES,
+    SetStateFormat, Settings, SockCommonOffsets,
+};
 
 /// Every event goes through this one bounded ring buffer; a full buffer is counted in `LOST`.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
 /// Events lost in the kernel, per CPU, indexed by the `LOST_*` cause.
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_CAUSES, 0);
 
-/// Tracepoint mode: sock address → who started connecting on it. LRU keeps it bounded when a
-/// sock never reaches ESTABLISHED or CLOSE (simultaneous open, a lost transition).
+/// Tracepoint mode: who started connecting on a sock, until it reaches ESTABLISHED.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingConnect {
+    pub pid: u32,
+    pub tid: u32,
+    pub ts_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// sock address → pending connect. LRU keeps it bounded when a sock never reaches ESTABLISHED or
+/// CLOSE (simultaneous open, a lost transition).
 #[map]
 pub static PENDING_CONNECTS: LruHashMap<u64, PendingConnect> =
     LruHashMap::with_max_entries(65_536, 0);
+
+/// A connection the probes have seen: its id, the process that owns it (close may run in
+/// softirq, where the current task is someone else), and its five-tuple (by the time a sock
+/// reaches CLOSE the kernel has released its local port).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnInfo {
+    pub conn_id: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: [u8; COMM_LEN],
+    pub tuple: Tuple,
+}
+
+/// sock address → connection, from connect/accept (or the first byte of an older connection)
+/// until close. LRU: a close that was never seen cannot fill it.
+#[map]
+pub static CONNS: LruHashMap<u64, ConnInfo> = LruHashMap::with_max_entries(262_144, 0);
+
+/// Per-CPU counters behind connection ids.
+#[map]
+static NEXT_CONN_ID: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch space for building a data event (too big for the 512-byte BPF stack), one slot per
+/// CPU indexed by CPU number (user space sizes it to the possible CPUs at load). Not a per-CPU
+/// array: those cap values at 32 KiB, and a data event is bigger.
+#[map]
+pub static SCRATCH: Array<DataEvent> = Array::with_max_entries(1, 0);
+
+/// This CPU's scratch data event. Probes run with migration disabled and the data exit hook
+/// cannot nest on one CPU, so the slot is ours until the probe returns.
+#[inline(always)]
+pub fn scratch_event() -> Option<*mut DataEvent> {
+    SCRATCH.get_ptr_mut(unsafe { bpf_get_smp_processor_id() })
+}
+
+/// Filter values; a filter is on when its `FILTER_*` bit is set in `SETTINGS.filters`.
+#[map]
+pub static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+#[map]
+pub static FILTER_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
+#[map]
+pub static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 
 /// Written by user space before load (see collector/src/load); zero only until then.
 #[unsafe(no_mangle)]
 static SOCK_OFFSETS: SockCommonOffsets = SockCommonOffsets::zeroed();
 #[unsafe(no_mangle)]
-static SET_STATE_FORMAT: SetStateFormat = SetStateFormat::zeroed();
-/// The agent's own tgid: its writes and connections are never captured (no feedback loop).
+static FD_OFFSETS: FdOffsets = FdOffsets::zeroed();
 #[unsafe(no_mangle)]
-static AGENT_TGID: u32 = 0;
+static SET_STATE_FORMAT: SetStateFormat = SetStateFormat::zeroed();
+#[unsafe(no_mangle)]
+static SETTINGS: Settings = Settings::zeroed();
 
 // Volatile reads keep the compiler from folding the zero initialisers into the code.
 #[inline(always)]
@@ -36,13 +95,18 @@ pub fn sock_offsets() -> SockCommonOffsets {
 }
 
 #[inline(always)]
+pub fn fd_offsets() -> FdOffsets {
+    unsafe { core::ptr::read_volatile(&FD_OFFSETS) }
+}
+
+#[inline(always)]
 pub fn set_state_format() -> SetStateFormat {
     unsafe { core::ptr::read_volatile(&SET_STATE_FORMAT) }
 }
 
 #[inline(always)]
-pub fn agent_tgid() -> u32 {
-    unsafe { core::ptr::read_volatile(&AGENT_TGID) }
+pub fn settings() -> Settings {
+    unsafe { core::ptr::read_volatile(&SETTINGS) }
 }
 
 #[inline(always)]
@@ -51,4 +115,48 @@ pub fn count_lost(cause: u32) {
         // Per-CPU slot: no other writer can race this increment.
         unsafe { *counter += 1 };
     }
+}
+
+/// A connection id never handed out before: a per-CPU counter with the CPU number in the low
+/// 12 bits, so CPUs never collide and no atomics are needed.
+#[inline(always)]
+pub fn next_conn_id() -> u64 {
+    let cpu = u64::from(unsafe { bpf_get_smp_processor_id() }) & 0xfff;
+    match NEXT_CONN_ID.get_ptr_mut(0) {
+        Some(counter) => unsafe {
+            *counter += 1;
+            (*counter << 12) | cpu
+        },
+        None => 0,
+    }
+}
+
+/// Whether events of this process are wanted: never the agent's own (its exporter traffic would
+/// feed back into itself), and only the `--pid` / `--cgroup` ones when those filters are on.
+/// Call it in the process's own context (the cgroup is the current task's).
+#[inline(always)]
+pub fn process_passes(tgid: u32) -> bool {
+    let s = settings();
+    if tgid == s.agent_tgid {
+        return false;
+    }
+    if s.filters & FILTER_PID != 0 && unsafe { FILTER_PIDS.get(&tgid) }.is_none() {
+        return false;
+    }
+    if s.filters & FILTER_CGROUP != 0 {
+        let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        if unsafe { FILTER_CGROUPS.get(&cgroup) }.is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether a connection with these ports is wanted (`--port` matches either end).
+#[inline(always)]
+pub fn ports_pass(sport: u16, dport: u16) -> bool {
+    if settings().filters & FILTER_PORT == 0 {
+        return true;
+    }
+    unsafe { FILTER_PORTS.get(&sport).is_some() || FILTER_PORTS.get(&dport).is_some() }
 }

@@ -1,39 +1,116 @@
-//! Reads of `struct sock_common` at the offsets user space found in the kernel's BTF.
+//! Reads of kernel structs at the offsets user space found in the kernel's BTF: a sock's
+//! five-tuple and TCP sequence numbers, and the path from a file descriptor to its sock.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use wirespan_shared::{AF_INET, AF_INET6, ConnectEvent, SockCommonOffsets};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use wirespan_shared::{AF_INET, AF_INET6, IPPROTO_TCP, S_IFMT, S_IFSOCK, SOCK_STREAM};
 
-/// Fill the event's family, addresses and ports from a `struct sock *`.
-///
-/// # Safety
-/// `sk` must be a kernel `struct sock` pointer; every read goes through bpf_probe_read_kernel,
-/// so a stale pointer yields an error, never a fault.
+use crate::maps::{fd_offsets, sock_offsets};
+
+/// Family, addresses (network order) and ports (host order) of a connection, this end first.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Tuple {
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub pad0: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
 #[inline(always)]
-pub unsafe fn read_tuple(
-    sk: *const u8,
-    off: &SockCommonOffsets,
-    ev: &mut ConnectEvent,
-) -> Result<(), i32> {
+unsafe fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
+}
+
+/// The five-tuple of a `struct sock *`. Every read goes through bpf_probe_read_kernel, so a
+/// stale pointer yields an error, never a fault.
+#[inline(always)]
+pub fn read_tuple(sk: u64) -> Result<Tuple, i32> {
+    let off = sock_offsets();
+    let mut t = Tuple {
+        family: 0,
+        sport: 0,
+        dport: 0,
+        pad0: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
     unsafe {
-        let family: u16 = bpf_probe_read_kernel(sk.add(off.skc_family as usize).cast())?;
-        match family {
+        t.family = read(sk, off.skc_family)?;
+        match t.family {
             AF_INET => {
-                let s: [u8; 4] = bpf_probe_read_kernel(sk.add(off.skc_rcv_saddr as usize).cast())?;
-                let d: [u8; 4] = bpf_probe_read_kernel(sk.add(off.skc_daddr as usize).cast())?;
-                ev.saddr[..4].copy_from_slice(&s);
-                ev.daddr[..4].copy_from_slice(&d);
+                let s: [u8; 4] = read(sk, off.skc_rcv_saddr)?;
+                let d: [u8; 4] = read(sk, off.skc_daddr)?;
+                t.saddr[..4].copy_from_slice(&s);
+                t.daddr[..4].copy_from_slice(&d);
             }
             AF_INET6 => {
-                ev.saddr = bpf_probe_read_kernel(sk.add(off.skc_v6_rcv_saddr as usize).cast())?;
-                ev.daddr = bpf_probe_read_kernel(sk.add(off.skc_v6_daddr as usize).cast())?;
+                t.saddr = read(sk, off.skc_v6_rcv_saddr)?;
+                t.daddr = read(sk, off.skc_v6_daddr)?;
             }
             _ => return Err(-1),
         }
-        ev.family = family;
         // skc_num is the local port in host order; skc_dport is in network order.
-        ev.sport = bpf_probe_read_kernel(sk.add(off.skc_num as usize).cast())?;
-        let dport: u16 = bpf_probe_read_kernel(sk.add(off.skc_dport as usize).cast())?;
-        ev.dport = u16::from_be(dport);
+        t.sport = read(sk, off.skc_num)?;
+        let dport: u16 = read(sk, off.skc_dport)?;
+        t.dport = u16::from_be(dport);
     }
-    Ok(())
+    Ok(t)
+}
+
+/// The TCP sequence number of the next byte to send (`write_seq`) or to read (`copied_seq`).
+#[inline(always)]
+pub fn tcp_seq(sk: u64, egress: bool) -> u32 {
+    let off = fd_offsets();
+    let field = if egress {
+        off.tcp_write_seq
+    } else {
+        off.tcp_copied_seq
+    };
+    unsafe { read(sk, field) }.unwrap_or(0)
+}
+
+/// The TCP sock behind a file descriptor of the current task, or 0 when the fd is not an
+/// IPv4/IPv6 TCP socket: task → files → fdtable → file → (socket inode?) → socket → sock.
+#[inline(always)]
+pub fn tcp_sock_of_fd(fd: i64) -> Result<u64, i32> {
+    let off = fd_offsets();
+    if fd < 0 {
+        return Ok(0);
+    }
+    unsafe {
+        let task = bpf_get_current_task();
+        let files: u64 = read(task, off.task_files)?;
+        let fdt: u64 = read(files, off.files_fdt)?;
+        let max_fds: u32 = read(fdt, off.fdtable_max_fds)?;
+        if fd as u64 >= u64::from(max_fds) {
+            return Ok(0);
+        }
+        let fd_array: u64 = read(fdt, off.fdtable_fd)?;
+        let file: u64 = bpf_probe_read_kernel((fd_array + (fd as u64) * 8) as *const u64)?;
+        if file == 0 {
+            return Ok(0);
+        }
+        let inode: u64 = read(file, off.file_f_inode)?;
+        let mode: u16 = read(inode, off.inode_i_mode)?;
+        if mode & S_IFMT != S_IFSOCK {
+            return Ok(0);
+        }
+        let socket: u64 = read(file, off.file_private_data)?;
+        let sk: u64 = read(socket, off.socket_sk)?;
+        if sk == 0 {
+            return Ok(0);
+        }
+        let protocol: u16 = read(sk, off.sock_protocol)?;
+        let sock_type: u16 = read(sk, off.sock_type)?;
+        let family: u16 = read(sk, sock_offsets().skc_family)?;
+        if protocol != IPPROTO_TCP
+            || sock_type != SOCK_STREAM
+            || (family != AF_INET && family != AF_INET6)
+        {
+            return Ok(0);
+        }
+        Ok(sk)
+    }
 }

@@ -1,7 +1,16 @@
-//! Events sent from the kernel to user space through the `EVENTS` ring buffer.
+//! Events sent from the kernel to user space through the `EVENTS` ring buffer. Each starts with
+//! a `u32` tag (`EVENT_*`) so user space can check the kind before reading the rest.
 
-/// Tag of a [`ConnectEvent`].
+/// Bumped whenever an event layout changes; recordings carry it so a replay of an older layout
+/// is refused instead of misread.
+pub const EVENT_ABI_VERSION: u32 = 2;
+
+/// Tags of [`ConnEvent`]: a connect (client side), an accept (server side), a close.
 pub const EVENT_CONNECT: u32 = 1;
+pub const EVENT_ACCEPT: u32 = 2;
+pub const EVENT_CLOSE: u32 = 3;
+/// Tag of [`DataEvent`].
+pub const EVENT_DATA: u32 = 4;
 
 /// Address families, as the kernel numbers them (`AF_INET`, `AF_INET6`).
 pub const AF_INET: u16 = 2;
@@ -15,13 +24,15 @@ pub const MODE_KPROBE: u16 = 1;
 pub const MODE_FENTRY: u16 = 2;
 pub const MODE_TRACEPOINT: u16 = 3;
 
-/// A TCP connect as seen on the connecting side, with the source port the kernel chose.
+/// A connection's lifecycle: connect, accept or close (see `kind`).
 ///
-/// Addresses are in network byte order, IPv4 in the first 4 bytes of the 16; ports are in host
-/// byte order. `ts_ns` is `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`) when the connect was issued.
+/// `saddr`/`sport` are this process's end (for an accept, the listening address), `daddr`/`dport`
+/// the peer. Addresses are in network byte order, IPv4 in the first 4 bytes of the 16; ports in
+/// host byte order. `ts_ns` is `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`). `conn_id` is unique for the
+/// connection's whole life: fds and ports are reused, ids are not.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnectEvent {
+pub struct ConnEvent {
     pub kind: u32,
     pub family: u16,
     pub sport: u16,
@@ -31,16 +42,17 @@ pub struct ConnectEvent {
     pub tid: u32,
     pub pad0: u32,
     pub ts_ns: u64,
+    pub conn_id: u64,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     pub comm: [u8; COMM_LEN],
 }
 
-impl ConnectEvent {
+impl ConnEvent {
     #[must_use]
-    pub const fn zeroed() -> Self {
+    pub const fn zeroed(kind: u32) -> Self {
         Self {
-            kind: EVENT_CONNECT,
+            kind,
             family: 0,
             sport: 0,
             dport: 0,
@@ -49,6 +61,7 @@ impl ConnectEvent {
             tid: 0,
             pad0: 0,
             ts_ns: 0,
+            conn_id: 0,
             saddr: [0; 16],
             daddr: [0; 16],
             comm: [0; COMM_LEN],
@@ -56,45 +69,95 @@ impl ConnectEvent {
     }
 }
 
+/// Direction of a data event, from the process's point of view.
+pub const DIR_EGRESS: u16 = 1;
+pub const DIR_INGRESS: u16 = 2;
+
+/// `DataHeader.flags`: the goroutine id is known (Go programs, once their offsets are loaded).
+pub const DATA_FLAG_GOID_KNOWN: u32 = 1;
+
+/// The most payload bytes one data event can carry (`--capture-bytes` is at most this).
+pub const MAX_CAPTURE: usize = 16_384;
+
+/// Fixed part of a data event; `captured` payload bytes follow it in the ring-buffer record.
+///
+/// `bytes` is what the syscall returned (exact, even when the payload is cut at `captured`).
+/// `seq` is the TCP sequence number of the first byte: `write_seq` before a send, `copied_seq`
+/// before a receive, so a writer's and a reader's events of the same bytes carry the same numbers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataHeader {
+    pub kind: u32,
+    pub direction: u16,
+    pub family: u16,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub captured: u32,
+    pub conn_id: u64,
+    pub bytes: u64,
+    pub ts_enter_ns: u64,
+    pub ts_exit_ns: u64,
+    pub goid: u64,
+    pub flags: u32,
+    pub pad0: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A data event as the probes build it in per-CPU scratch space. The payload is twice
+/// `MAX_CAPTURE` so that iovec segments can be appended at any offset below `MAX_CAPTURE` with a
+/// length of up to `MAX_CAPTURE` and stay in bounds (what the verifier checks); only
+/// `size_of::<DataHeader>() + captured` bytes are sent.
+#[repr(C)]
+pub struct DataEvent {
+    pub header: DataHeader,
+    pub payload: [u8; 2 * MAX_CAPTURE],
+}
+
 /// Why an event was lost in the kernel; index into the `LOST` per-CPU array.
 pub const LOST_RINGBUF_FULL: u32 = 0;
 /// A kernel read (`bpf_probe_read_kernel`) of a socket failed.
 pub const LOST_READ_FAILED: u32 = 1;
-/// Tracepoint mode saw a connect reach ESTABLISHED without having seen it start (it started
-/// before the agent, or its entry was evicted from the bounded `PENDING_CONNECTS` table).
+/// Tracepoint mode saw a connect reach ESTABLISHED without having seen it start (mid-handshake
+/// when the agent started, or evicted from the bounded `PENDING_CONNECTS` table).
 pub const LOST_START_UNSEEN: u32 = 2;
-pub const LOST_CAUSES: u32 = 3;
+/// A syscall's entry could not be remembered for its exit (table full).
+pub const LOST_IO_TABLE_FULL: u32 = 3;
+/// Reading the payload from the process's memory failed (the event is sent without it).
+pub const LOST_PAYLOAD_READ_FAILED: u32 = 4;
+pub const LOST_CAUSES: u32 = 5;
 
 /// Names of the loss causes, indexed like the `LOST_*` constants.
 pub const LOST_CAUSE_NAMES: [&str; LOST_CAUSES as usize] = [
     "ring buffer full",
     "kernel read failed",
     "connect start not seen",
+    "syscall table full",
+    "payload read failed",
 ];
-
-/// Value of the `PENDING_CONNECTS` map (tracepoint mode): who started a connect on a sock, kept
-/// until the sock reaches ESTABLISHED, where the five-tuple is complete.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct PendingConnect {
-    pub pid: u32,
-    pub tid: u32,
-    pub ts_ns: u64,
-    pub comm: [u8; COMM_LEN],
-}
-
-#[cfg(feature = "user")]
-// SAFETY: plain #[repr(C)] data with explicit padding; any bit pattern is valid.
-unsafe impl aya::Pod for PendingConnect {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn connect_event_has_no_implicit_padding() {
-        // 4 + 2*4 + 4*3 + 8 + 16*3 = 80; a different size means the compiler inserted padding.
-        assert_eq!(core::mem::size_of::<ConnectEvent>(), 80);
-        assert_eq!(core::mem::align_of::<ConnectEvent>(), 8);
+    fn layouts_have_no_implicit_padding() {
+        // Sums of the field sizes: a different size means the compiler inserted padding.
+        assert_eq!(size_of::<ConnEvent>(), 4 + 2 * 4 + 4 * 3 + 8 * 2 + 16 * 3);
+        assert_eq!(
+            size_of::<DataHeader>(),
+            4 + 2 * 2 + 4 * 3 + 2 * 2 + 4 * 2 + 8 * 5 + 4 * 2 + 16 * 3
+        );
+        assert_eq!(
+            size_of::<DataEvent>(),
+            size_of::<DataHeader>() + 2 * MAX_CAPTURE
+        );
+        assert_eq!(align_of::<ConnEvent>(), 8);
+        assert_eq!(align_of::<DataHeader>(), 8);
     }
 }

@@ -32,6 +32,46 @@ impl SockCommonOffsets {
     }
 }
 
+/// Byte offsets along the path fd → `struct sock` (task → files → fdtable → file → socket →
+/// sock), and of the TCP sequence numbers, read from the running kernel's BTF. `tcp_sock`,
+/// `inet_sock` and `sock` share their start, so the `tcp_*` offsets apply to a sock pointer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdOffsets {
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_private_data: u32,
+    pub file_f_inode: u32,
+    pub inode_i_mode: u32,
+    pub socket_sk: u32,
+    pub sock_protocol: u32,
+    pub sock_type: u32,
+    pub tcp_write_seq: u32,
+    pub tcp_copied_seq: u32,
+}
+
+impl FdOffsets {
+    #[must_use]
+    pub const fn zeroed() -> Self {
+        Self {
+            task_files: 0,
+            files_fdt: 0,
+            fdtable_max_fds: 0,
+            fdtable_fd: 0,
+            file_private_data: 0,
+            file_f_inode: 0,
+            inode_i_mode: 0,
+            socket_sk: 0,
+            sock_protocol: 0,
+            sock_type: 0,
+            tcp_write_seq: 0,
+            tcp_copied_seq: 0,
+        }
+    }
+}
+
 /// Byte offsets of the `sock:inet_sock_set_state` record fields, read from the tracepoint's
 /// `format` file in tracefs.
 #[repr(C)]
@@ -55,20 +95,65 @@ impl SetStateFormat {
     }
 }
 
-/// TCP states used by the connect hooks (`include/net/tcp_states.h`).
+/// Run-time settings: the agent's own tgid (never captured: no feedback loop), how many payload
+/// bytes to capture, and which filters are on (`FILTER_*` bits; the values are in the
+/// `FILTER_PIDS`, `FILTER_PORTS` and `FILTER_CGROUPS` maps).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub agent_tgid: u32,
+    pub capture_bytes: u32,
+    pub filters: u32,
+    pub pad0: u32,
+}
+
+impl Settings {
+    #[must_use]
+    pub const fn zeroed() -> Self {
+        Self {
+            agent_tgid: 0,
+            capture_bytes: 0,
+            filters: 0,
+            pad0: 0,
+        }
+    }
+}
+
+pub const FILTER_PID: u32 = 1;
+pub const FILTER_PORT: u32 = 2;
+pub const FILTER_CGROUP: u32 = 4;
+
+/// TCP states used by the connection hooks (`include/net/tcp_states.h`).
 pub const TCP_ESTABLISHED: i32 = 1;
 pub const TCP_SYN_SENT: i32 = 2;
 pub const TCP_CLOSE: i32 = 7;
 pub const IPPROTO_TCP: u16 = 6;
+pub const SOCK_STREAM: u16 = 1;
+/// `S_IFMT` and `S_IFSOCK` of `inode.i_mode`.
+pub const S_IFMT: u16 = 0o170_000;
+pub const S_IFSOCK: u16 = 0o140_000;
 
 /// Names of the globals in the eBPF object.
 pub const GLOBAL_SOCK_OFFSETS: &str = "SOCK_OFFSETS";
+pub const GLOBAL_FD_OFFSETS: &str = "FD_OFFSETS";
 pub const GLOBAL_SET_STATE_FORMAT: &str = "SET_STATE_FORMAT";
-pub const GLOBAL_AGENT_TGID: &str = "AGENT_TGID";
+pub const GLOBAL_SETTINGS: &str = "SETTINGS";
 
 #[cfg(feature = "user")]
 // SAFETY: plain #[repr(C)] u32 fields; any bit pattern is valid.
 unsafe impl aya::Pod for SockCommonOffsets {}
 #[cfg(feature = "user")]
 // SAFETY: plain #[repr(C)] u32 fields; any bit pattern is valid.
+unsafe impl aya::Pod for FdOffsets {}
+#[cfg(feature = "user")]
+// SAFETY: plain #[repr(C)] u32 fields; any bit pattern is valid.
 unsafe impl aya::Pod for SetStateFormat {}
+#[cfg(feature = "user")]
+// SAFETY: plain #[repr(C)] u32 fields; any bit pattern is valid.
+unsafe impl aya::Pod for Settings {}
+
+/// Layout of `syscalls:sys_enter_*` / `sys_exit_*` records: after the 8-byte common header and
+/// the syscall number, arguments are 8-byte slots from offset 16; an exit's return value is at
+/// 16. Stable across kernels; the tests check it against this kernel's tracefs formats.
+pub const SYSCALL_ARG_OFFSET: usize = 16;
+pub const SYSCALL_RET_OFFSET: usize = 16;

@@ -32,6 +32,12 @@ impl WallClock {
         Self { offset_ns }
     }
 
+    /// realtime − monotonic, in nanoseconds (what recordings store).
+    #[must_use]
+    pub fn offset_ns(&self) -> i128 {
+        self.offset_ns
+    }
+
     #[must_use]
     pub fn unix_ns(&self, monotonic_ns: u64) -> u64 {
         (i128::from(monotonic_ns) + self.offset_ns).max(0) as u64

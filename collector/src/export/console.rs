@@ -1,39 +1,84 @@
-//! The console view: one readable line per event, both ends as `addr:port`.
+//! The console view: one readable line per event (tcpdump-like), both ends as `addr:port`.
+//! `wirespan run` shows the connection lifecycle; `wirespan events` shows data too, with a short
+//! escaped preview of the payload.
 
-use std::io::Write;
+use std::{fmt::Write as _, io::Write};
 
 use super::{EventSink, clock::WallClock};
-use crate::source::{Connect, Event};
+use crate::source::{Conn, Data, Event};
+
+/// How many payload bytes a data line previews.
+const PREVIEW_BYTES: usize = 64;
 
 pub struct ConsoleSink<W: Write> {
     out: W,
     clock: WallClock,
+    show_data: bool,
 }
 
 impl<W: Write> ConsoleSink<W> {
-    pub fn new(out: W, clock: WallClock) -> Self {
-        Self { out, clock }
+    /// `show_data`: print data events too, not only connect, accept and close.
+    pub fn new(out: W, clock: WallClock, show_data: bool) -> Self {
+        Self {
+            out,
+            clock,
+            show_data,
+        }
     }
 }
 
-/// `11:06:43.123456 connect curl pid=42 tid=42 127.0.0.1:40000 -> 127.0.0.1:8080`
+/// `11:06:43.123456 connect curl pid=42 tid=42 conn=4097 127.0.0.1:40000 -> 127.0.0.1:8080`
 #[must_use]
-pub fn connect_line(c: &Connect, clock: &WallClock) -> String {
+pub fn conn_line(c: &Conn, clock: &WallClock) -> String {
     format!(
-        "{} connect {} pid={} tid={} {} -> {}",
+        "{} {} {} pid={} tid={} conn={} {} -> {}",
         clock.time_of_day(c.ts_ns),
+        c.kind.as_str(),
         c.comm,
         c.pid,
         c.tid,
+        c.conn_id,
         c.local,
         c.remote
     )
 }
 
+/// `11:06:43.123456 egress curl pid=42 tid=42 conn=4097 127.0.0.1:40000 -> 127.0.0.1:8080
+/// seq=1 bytes=78 "GET / HTTP/1.1\r\n..."`
+#[must_use]
+pub fn data_line(d: &Data, clock: &WallClock) -> String {
+    let mut line = format!(
+        "{} {} {} pid={} tid={} conn={} {} -> {} seq={} bytes={}",
+        clock.time_of_day(d.ts_enter_ns),
+        d.direction.as_str(),
+        d.comm,
+        d.pid,
+        d.tid,
+        d.conn_id,
+        d.local,
+        d.remote,
+        d.seq,
+        d.bytes
+    );
+    if let Some(goid) = d.goid {
+        let _ = write!(line, " goid={goid}");
+    }
+    let preview = &d.payload[..d.payload.len().min(PREVIEW_BYTES)];
+    let more = if (d.bytes as usize) > preview.len() {
+        "..."
+    } else {
+        ""
+    };
+    let _ = write!(line, " \"{}\"{more}", preview.escape_ascii());
+    line
+}
+
 impl<W: Write> EventSink for ConsoleSink<W> {
     fn event(&mut self, event: &Event) -> std::io::Result<()> {
         match event {
-            Event::Connect(c) => writeln!(self.out, "{}", connect_line(c, &self.clock)),
+            Event::Conn(c) => writeln!(self.out, "{}", conn_line(c, &self.clock)),
+            Event::Data(d) if self.show_data => writeln!(self.out, "{}", data_line(d, &self.clock)),
+            Event::Data(_) => Ok(()),
         }
     }
 
@@ -45,24 +90,31 @@ impl<W: Write> EventSink for ConsoleSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::AttachMode;
+    use crate::source::{decode, decode::raw};
 
     #[test]
     fn prints_both_ends_as_addr_port() {
-        let connect = Connect {
-            pid: 42,
-            tid: 43,
-            comm: "curl".into(),
-            local: "[::1]:40000".parse().unwrap(),
-            remote: "[::1]:8080".parse().unwrap(),
-            ts_ns: 0,
-            mode: AttachMode::Tracepoint,
-        };
-        let mut sink = ConsoleSink::new(Vec::new(), WallClock::with_offset(3_600_000_000_000));
-        sink.event(&Event::Connect(connect)).unwrap();
+        let mut ev = raw::connect();
+        ev.ts_ns = 0;
+        let mut sink =
+            ConsoleSink::new(Vec::new(), WallClock::with_offset(3_600_000_000_000), false);
+        sink.event(&decode(&raw::bytes_of(&ev)).unwrap()).unwrap();
+        sink.event(&decode(&raw::data(b"x", 1)).unwrap()).unwrap();
         assert_eq!(
             String::from_utf8(sink.out).unwrap(),
-            "01:00:00.000000 connect curl pid=42 tid=43 [::1]:40000 -> [::1]:8080\n"
+            "01:00:00.000000 connect curl pid=10 tid=11 conn=7 127.0.0.1:40000 -> 127.0.0.2:8080\n"
+        );
+    }
+
+    #[test]
+    fn data_lines_preview_the_payload_escaped() {
+        let Event::Data(d) = decode(&raw::data(b"GET / HTTP/1.1\r\n", 100)).unwrap() else {
+            panic!()
+        };
+        let line = data_line(&d, &WallClock::with_offset(0));
+        assert!(
+            line.ends_with(r#"egress py pid=10 tid=12 conn=7 [::1]:40000 -> [::1]:80 seq=1000 bytes=100 "GET / HTTP/1.1\r\n"..."#),
+            "{line}"
         );
     }
 }

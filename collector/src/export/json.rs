@@ -1,27 +1,94 @@
-//! JSON lines: one object per event, with the field names `wirespan events --json` documents
-//! (`type`, `pid`, `tid`, `comm`, `saddr`, `sport` = this process's end, `daddr`, `dport` = the
-//! peer, `ts_ns` = CLOCK_MONOTONIC, `mode` = the attach mode that saw it).
+//! JSON lines: one object per event. Every event has `type` (connect | accept | close | data),
+//! `pid`, `tid`, `comm`, `conn_id`, `saddr`/`sport` (this process's end), `daddr`/`dport` (the
+//! peer) and `ts_ns` (CLOCK_MONOTONIC). Lifecycle events add `mode` (the attach mode that saw
+//! them); data events add `direction`, `bytes` (exact), `seq`, `goid` with `goid_known`, `fd`,
+//! `ts_exit_ns`, `captured` and `payload` (the captured bytes as text, invalid UTF-8 replaced).
 
 use std::io::Write;
 
 use serde::Serialize;
 
 use super::EventSink;
-use crate::source::Event;
+use crate::source::{Conn, Data, Event};
 
 #[derive(Serialize)]
-struct ConnectRecord<'a> {
+struct ConnRecord<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     pid: u32,
     tid: u32,
     comm: &'a str,
+    conn_id: u64,
     saddr: String,
     sport: u16,
     daddr: String,
     dport: u16,
     ts_ns: u64,
     mode: String,
+}
+
+#[derive(Serialize)]
+struct DataRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    conn_id: u64,
+    saddr: String,
+    sport: u16,
+    daddr: String,
+    dport: u16,
+    direction: &'static str,
+    bytes: u64,
+    seq: u32,
+    goid: u64,
+    goid_known: bool,
+    fd: i32,
+    ts_ns: u64,
+    ts_exit_ns: u64,
+    captured: usize,
+    payload: String,
+}
+
+fn conn_record(c: &Conn) -> ConnRecord<'_> {
+    ConnRecord {
+        kind: c.kind.as_str(),
+        pid: c.pid,
+        tid: c.tid,
+        comm: &c.comm,
+        conn_id: c.conn_id,
+        saddr: c.local.ip().to_string(),
+        sport: c.local.port(),
+        daddr: c.remote.ip().to_string(),
+        dport: c.remote.port(),
+        ts_ns: c.ts_ns,
+        mode: c.mode.to_string(),
+    }
+}
+
+fn data_record(d: &Data) -> DataRecord<'_> {
+    DataRecord {
+        kind: "data",
+        pid: d.pid,
+        tid: d.tid,
+        comm: &d.comm,
+        conn_id: d.conn_id,
+        saddr: d.local.ip().to_string(),
+        sport: d.local.port(),
+        daddr: d.remote.ip().to_string(),
+        dport: d.remote.port(),
+        direction: d.direction.as_str(),
+        bytes: d.bytes,
+        seq: d.seq,
+        goid: d.goid.unwrap_or(0),
+        goid_known: d.goid.is_some(),
+        fd: d.fd,
+        ts_ns: d.ts_enter_ns,
+        ts_exit_ns: d.ts_exit_ns,
+        captured: d.payload.len(),
+        payload: String::from_utf8_lossy(&d.payload).into_owned(),
+    }
 }
 
 pub struct JsonLinesSink<W: Write> {
@@ -37,23 +104,10 @@ impl<W: Write> JsonLinesSink<W> {
 impl<W: Write> EventSink for JsonLinesSink<W> {
     fn event(&mut self, event: &Event) -> std::io::Result<()> {
         match event {
-            Event::Connect(c) => {
-                let record = ConnectRecord {
-                    kind: "connect",
-                    pid: c.pid,
-                    tid: c.tid,
-                    comm: &c.comm,
-                    saddr: c.local.ip().to_string(),
-                    sport: c.local.port(),
-                    daddr: c.remote.ip().to_string(),
-                    dport: c.remote.port(),
-                    ts_ns: c.ts_ns,
-                    mode: c.mode.to_string(),
-                };
-                serde_json::to_writer(&mut self.out, &record)?;
-                self.out.write_all(b"\n")
-            }
+            Event::Conn(c) => serde_json::to_writer(&mut self.out, &conn_record(c))?,
+            Event::Data(d) => serde_json::to_writer(&mut self.out, &data_record(d))?,
         }
+        self.out.write_all(b"\n")
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -64,33 +118,61 @@ impl<W: Write> EventSink for JsonLinesSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{load::AttachMode, source::Connect};
+    use crate::source::{decode, decode::raw};
+
+    fn json_of(event: &Event) -> serde_json::Value {
+        let mut sink = JsonLinesSink::new(Vec::new());
+        sink.event(event).unwrap();
+        let line = String::from_utf8(sink.out).unwrap();
+        assert_eq!(line.matches('\n').count(), 1);
+        serde_json::from_str(line.trim_end()).unwrap()
+    }
 
     #[test]
-    fn writes_one_object_per_line() {
-        let mut sink = JsonLinesSink::new(Vec::new());
-        let connect = Connect {
-            pid: 1,
-            tid: 2,
-            comm: "c\"x".into(),
-            local: "127.0.0.1:5".parse().unwrap(),
-            remote: "127.0.0.1:6".parse().unwrap(),
-            ts_ns: 7,
-            mode: AttachMode::Kprobe,
-        };
-        sink.event(&Event::Connect(connect)).unwrap();
-        let line = String::from_utf8(sink.out).unwrap();
-        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+    fn lifecycle_events_have_the_documented_fields() {
+        let v = json_of(&decode(&raw::bytes_of(&raw::connect())).unwrap());
         assert_eq!(v["type"], "connect");
-        assert_eq!(v["comm"], "c\"x");
+        assert_eq!(
+            (v["pid"].as_u64(), v["tid"].as_u64(), v["conn_id"].as_u64()),
+            (Some(10), Some(11), Some(7))
+        );
         assert_eq!(
             (v["saddr"].as_str(), v["sport"].as_u64()),
-            (Some("127.0.0.1"), Some(5))
+            (Some("127.0.0.1"), Some(40_000))
         );
         assert_eq!(
             (v["daddr"].as_str(), v["dport"].as_u64()),
-            (Some("127.0.0.1"), Some(6))
+            (Some("127.0.0.2"), Some(8080))
         );
-        assert_eq!(v["mode"], "kprobe");
+        assert_eq!(
+            (v["comm"].as_str(), v["ts_ns"].as_u64()),
+            (Some("curl"), Some(99))
+        );
+        assert_eq!(v["mode"], "tracepoint");
+    }
+
+    #[test]
+    fn data_events_have_the_documented_fields() {
+        let v = json_of(&decode(&raw::data(b"GET /\xff", 1 << 20)).unwrap());
+        assert_eq!(v["type"], "data");
+        assert_eq!(v["direction"], "egress");
+        assert_eq!(v["bytes"], 1 << 20);
+        assert_eq!(
+            (v["seq"].as_u64(), v["captured"].as_u64()),
+            (Some(1000), Some(6))
+        );
+        assert_eq!(
+            (v["goid"].as_u64(), v["goid_known"].as_bool()),
+            (Some(0), Some(false))
+        );
+        assert_eq!(v["payload"], "GET /\u{fffd}");
+        assert_eq!(
+            (v["saddr"].as_str(), v["dport"].as_u64()),
+            (Some("::1"), Some(80))
+        );
+        assert_eq!(
+            (v["ts_ns"].as_u64(), v["ts_exit_ns"].as_u64()),
+            (Some(5), Some(6))
+        );
     }
 }

@@ -30,9 +30,10 @@ impl fmt::Display for AttachMode {
     }
 }
 
-/// Where one mode of a hook attaches.
+/// Where a program attaches.
 #[derive(Debug, Clone, Copy)]
 pub enum Target {
+    /// A kernel function (kprobe, kretprobe, fentry).
     Function(&'static str),
     Tracepoint {
         category: &'static str,
@@ -49,12 +50,34 @@ impl fmt::Display for Target {
     }
 }
 
-/// One way to attach a hook: the mode, the program in the object, and its target.
+/// One program of the probes object and the targets it attaches to.
+#[derive(Debug, Clone, Copy)]
+pub struct Attachment {
+    pub program: &'static str,
+    pub targets: &'static [Target],
+}
+
+/// One way to attach a hook: a mode and the programs that make it up.
 #[derive(Debug, Clone, Copy)]
 pub struct HookMode {
     pub mode: AttachMode,
-    pub program: &'static str,
-    pub target: Target,
+    pub attachments: &'static [Attachment],
+}
+
+impl HookMode {
+    /// The targets, for the report: `sock:inet_sock_set_state` or `syscalls:sys_enter_read, ...`.
+    fn targets(&self) -> String {
+        let all: Vec<String> = self
+            .attachments
+            .iter()
+            .flat_map(|a| a.targets.iter().map(ToString::to_string))
+            .collect();
+        if all.len() > 3 {
+            format!("{}, ... {} tracepoints", all[..2].join(", "), all.len())
+        } else {
+            all.join(", ")
+        }
+    }
 }
 
 /// A kernel-side hook with its modes in order of preference.
@@ -66,31 +89,131 @@ pub struct Hook {
     pub modes: &'static [HookMode],
 }
 
+const fn function(program: &'static str, targets: &'static [Target]) -> Attachment {
+    Attachment { program, targets }
+}
+
+const fn syscall(name: &'static str) -> Target {
+    Target::Tracepoint {
+        category: "syscalls",
+        name,
+    }
+}
+
+const SET_STATE: Target = Target::Tracepoint {
+    category: "sock",
+    name: "inet_sock_set_state",
+};
+
 /// Every hook wirespan attaches, in the order they are attached.
-pub const HOOKS: &[Hook] = &[Hook {
-    name: "tcp_connect",
-    required: true,
-    modes: &[
-        HookMode {
-            mode: AttachMode::Kprobe,
-            program: "tcp_connect_kprobe",
-            target: Target::Function("tcp_connect"),
-        },
-        HookMode {
-            mode: AttachMode::Fentry,
-            program: "tcp_connect_fentry",
-            target: Target::Function("tcp_connect"),
-        },
-        HookMode {
-            mode: AttachMode::Tracepoint,
-            program: "inet_sock_set_state",
-            target: Target::Tracepoint {
-                category: "sock",
-                name: "inet_sock_set_state",
+pub const HOOKS: &[Hook] = &[
+    Hook {
+        name: "tcp_connect",
+        required: true,
+        modes: &[
+            HookMode {
+                mode: AttachMode::Kprobe,
+                attachments: &[function(
+                    "tcp_connect_kprobe",
+                    &[Target::Function("tcp_connect")],
+                )],
             },
-        },
-    ],
-}];
+            HookMode {
+                mode: AttachMode::Fentry,
+                attachments: &[function(
+                    "tcp_connect_fentry",
+                    &[Target::Function("tcp_connect")],
+                )],
+            },
+            HookMode {
+                mode: AttachMode::Tracepoint,
+                attachments: &[function("inet_sock_set_state", &[SET_STATE])],
+            },
+        ],
+    },
+    Hook {
+        name: "tcp_accept",
+        required: true,
+        modes: &[
+            // fexit would need the return slot's index, which moved when inet_csk_accept lost
+            // arguments in 6.10; the kretprobe reads the return register on every kernel.
+            HookMode {
+                mode: AttachMode::Kprobe,
+                attachments: &[function(
+                    "inet_csk_accept_kretprobe",
+                    &[Target::Function("inet_csk_accept")],
+                )],
+            },
+            HookMode {
+                mode: AttachMode::Tracepoint,
+                attachments: &[function(
+                    "sys_exit_accept",
+                    &[syscall("sys_exit_accept4"), syscall("sys_exit_accept")],
+                )],
+            },
+        ],
+    },
+    Hook {
+        name: "tcp_close",
+        required: true,
+        modes: &[
+            HookMode {
+                mode: AttachMode::Kprobe,
+                attachments: &[function(
+                    "tcp_close_kprobe",
+                    &[Target::Function("tcp_close")],
+                )],
+            },
+            HookMode {
+                mode: AttachMode::Fentry,
+                attachments: &[function(
+                    "tcp_close_fentry",
+                    &[Target::Function("tcp_close")],
+                )],
+            },
+            HookMode {
+                mode: AttachMode::Tracepoint,
+                attachments: &[function("inet_sock_set_state_close", &[SET_STATE])],
+            },
+        ],
+    },
+    Hook {
+        name: "socket_data",
+        required: true,
+        // The syscall tracepoints are the data path on every kernel: they see the user buffer
+        // and the fd, which the kernel-internal functions no longer have.
+        modes: &[HookMode {
+            mode: AttachMode::Tracepoint,
+            attachments: &[
+                function(
+                    "sys_enter_read",
+                    &[syscall("sys_enter_read"), syscall("sys_enter_recvfrom")],
+                ),
+                function(
+                    "sys_enter_write",
+                    &[syscall("sys_enter_write"), syscall("sys_enter_sendto")],
+                ),
+                function("sys_enter_readv", &[syscall("sys_enter_readv")]),
+                function("sys_enter_writev", &[syscall("sys_enter_writev")]),
+                function("sys_enter_recvmsg", &[syscall("sys_enter_recvmsg")]),
+                function("sys_enter_sendmsg", &[syscall("sys_enter_sendmsg")]),
+                function(
+                    "sys_exit_data",
+                    &[
+                        syscall("sys_exit_read"),
+                        syscall("sys_exit_recvfrom"),
+                        syscall("sys_exit_write"),
+                        syscall("sys_exit_sendto"),
+                        syscall("sys_exit_readv"),
+                        syscall("sys_exit_writev"),
+                        syscall("sys_exit_recvmsg"),
+                        syscall("sys_exit_sendmsg"),
+                    ],
+                ),
+            ],
+        }],
+    },
+];
 
 /// A mode that did not attach, and exactly why.
 #[derive(Debug, Clone)]
@@ -164,7 +287,8 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Try each mode of each hook (only `forced` when given); keep the first that attaches.
+/// Try each mode of each hook in order and keep the first that attaches. With `forced`, a hook
+/// that has that mode tries only it; hooks without it (data has only tracepoints) keep theirs.
 pub fn attach_hooks(
     ebpf: &mut Ebpf,
     forced: Option<AttachMode>,
@@ -172,23 +296,11 @@ pub fn attach_hooks(
     let mut kernel_btf = None;
     let mut reports = Vec::new();
     for hook in HOOKS {
-        let modes: Vec<&HookMode> = hook
+        let has_forced = forced.is_some_and(|f| hook.modes.iter().any(|m| m.mode == f));
+        let modes = hook
             .modes
             .iter()
-            .filter(|m| forced.is_none_or(|f| f == m.mode))
-            .collect();
-        if let (Some(mode), true) = (forced, modes.is_empty()) {
-            let available = hook
-                .modes
-                .iter()
-                .map(|m| m.mode.to_string())
-                .collect::<Vec<_>>();
-            return Err(AttachError::NoSuchMode {
-                hook: hook.name,
-                mode,
-                available: available.join(", "),
-            });
-        }
+            .filter(|m| !has_forced || forced == Some(m.mode));
         let mut report = HookReport {
             hook: hook.name,
             attached: None,
@@ -197,14 +309,16 @@ pub fn attach_hooks(
         for mode in modes {
             match attach_mode(ebpf, mode, &mut kernel_btf) {
                 Ok(()) => {
-                    report.attached = Some((mode.mode, mode.target.to_string()));
+                    report.attached = Some((mode.mode, mode.targets()));
                     break;
                 }
-                Err(error) => report.failures.push(ModeFailure {
-                    mode: mode.mode,
-                    target: mode.target.to_string(),
-                    error,
-                }),
+                Err(error) => {
+                    report.failures.push(ModeFailure {
+                        mode: mode.mode,
+                        target: mode.targets(),
+                        error,
+                    });
+                }
             }
         }
         if report.attached.is_none() && hook.required {
@@ -218,53 +332,91 @@ pub fn attach_hooks(
     Ok(reports)
 }
 
-/// Load and attach one mode's program; on failure, unload it and return the error text.
+/// Load and attach every program of one mode; on failure, unload what it loaded (which also
+/// detaches) and return the error text.
 fn attach_mode(
     ebpf: &mut Ebpf,
     mode: &HookMode,
     kernel_btf: &mut Option<aya::Btf>,
 ) -> Result<(), String> {
-    let program = ebpf
-        .program_mut(mode.program)
-        .ok_or_else(|| format!("program {} is missing from the probes object", mode.program))?;
-    let result: Result<(), ProgramError> = match (mode.mode, mode.target) {
-        (AttachMode::Kprobe, Target::Function(function)) => {
-            let kprobe: &mut KProbe = program.try_into().map_err(|e| error_chain(&e))?;
-            kprobe
-                .load()
-                .and_then(|()| kprobe.attach(function, 0))
-                .map(drop)
-                .inspect_err(|_| {
-                    let _ = kprobe.unload();
-                })
+    let mut done: Vec<&str> = Vec::new();
+    let mut result = Ok(());
+    for attachment in mode.attachments {
+        result = attach_program(ebpf, mode.mode, attachment, kernel_btf);
+        if result.is_err() {
+            break;
         }
-        (AttachMode::Fentry, Target::Function(function)) => {
+        done.push(attachment.program);
+    }
+    if result.is_err() {
+        for program in done {
+            if let Some(p) = ebpf.program_mut(program) {
+                let _ = unload(p);
+            }
+        }
+    }
+    result
+}
+
+fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
+    match program {
+        aya::programs::Program::KProbe(p) => p.unload(),
+        aya::programs::Program::FEntry(p) => p.unload(),
+        aya::programs::Program::TracePoint(p) => p.unload(),
+        _ => Ok(()),
+    }
+}
+
+fn attach_program(
+    ebpf: &mut Ebpf,
+    mode: AttachMode,
+    attachment: &Attachment,
+    kernel_btf: &mut Option<aya::Btf>,
+) -> Result<(), String> {
+    let name = attachment.program;
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} is missing from the probes object"))?;
+    let result: Result<(), ProgramError> = match mode {
+        AttachMode::Kprobe => {
+            let kprobe: &mut KProbe = program.try_into().map_err(|e| error_chain(&e))?;
+            kprobe.load().and_then(|()| {
+                attachment.targets.iter().try_for_each(|t| match t {
+                    Target::Function(f) => kprobe.attach(f, 0).map(drop),
+                    Target::Tracepoint { .. } => Err(ProgramError::UnexpectedProgramType),
+                })
+            })
+        }
+        AttachMode::Fentry => {
             if kernel_btf.is_none() {
                 *kernel_btf = Some(aya::Btf::from_sys_fs().map_err(|e| error_chain(&e))?);
             }
             let btf = kernel_btf.as_ref().expect("set above");
             let fentry: &mut FEntry = program.try_into().map_err(|e| error_chain(&e))?;
+            let [Target::Function(function)] = attachment.targets else {
+                return Err(format!("fentry program {name} needs exactly one function"));
+            };
             fentry
                 .load(function, btf)
                 .and_then(|()| fentry.attach())
                 .map(drop)
-                .inspect_err(|_| {
-                    let _ = fentry.unload();
-                })
         }
-        (AttachMode::Tracepoint, Target::Tracepoint { category, name }) => {
+        AttachMode::Tracepoint => {
             let tracepoint: &mut TracePoint = program.try_into().map_err(|e| error_chain(&e))?;
-            tracepoint
-                .load()
-                .and_then(|()| tracepoint.attach(category, name))
-                .map(drop)
-                .inspect_err(|_| {
-                    let _ = tracepoint.unload();
+            tracepoint.load().and_then(|()| {
+                attachment.targets.iter().try_for_each(|t| match t {
+                    Target::Tracepoint { category, name } => {
+                        tracepoint.attach(category, name).map(drop)
+                    }
+                    Target::Function(_) => Err(ProgramError::UnexpectedProgramType),
                 })
+            })
         }
-        (mode, target) => return Err(format!("mode {mode} cannot attach to {target}")),
     };
-    result.map_err(|e| describe_failure(&e))
+    result.map_err(|e| {
+        let _ = unload(program);
+        describe_failure(&e)
+    })
 }
 
 /// The error text, with an empty verifier log said out loud (fentry refused by the kernel shows
@@ -284,18 +436,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_hook_tries_kprobe_then_fentry_then_tracepoint() {
+    fn every_hook_tries_modes_in_order_and_ends_in_tracepoint() {
+        let rank = |m: AttachMode| {
+            [
+                AttachMode::Kprobe,
+                AttachMode::Fentry,
+                AttachMode::Tracepoint,
+            ]
+            .iter()
+            .position(|x| *x == m)
+            .unwrap()
+        };
         for hook in HOOKS {
-            let order: Vec<AttachMode> = hook.modes.iter().map(|m| m.mode).collect();
+            let order: Vec<usize> = hook.modes.iter().map(|m| rank(m.mode)).collect();
+            assert!(order.is_sorted(), "{}: modes out of order", hook.name);
+            // Tracepoints work wherever BPF does: every hook has that fallback.
             assert_eq!(
-                order,
-                [
-                    AttachMode::Kprobe,
-                    AttachMode::Fentry,
-                    AttachMode::Tracepoint
-                ]
+                hook.modes.last().unwrap().mode,
+                AttachMode::Tracepoint,
+                "{}",
+                hook.name
             );
         }
+        let connect = HOOKS.iter().find(|h| h.name == "tcp_connect").unwrap();
+        let order: Vec<AttachMode> = connect.modes.iter().map(|m| m.mode).collect();
+        assert_eq!(
+            order,
+            [
+                AttachMode::Kprobe,
+                AttachMode::Fentry,
+                AttachMode::Tracepoint
+            ]
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, path::Path};
 
-use wirespan_shared::SockCommonOffsets;
+use wirespan_shared::{FdOffsets, SockCommonOffsets};
 
 /// Where the running kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -300,6 +300,24 @@ pub fn sock_common_offsets(btf: &Btf) -> Result<SockCommonOffsets, BtfError> {
     })
 }
 
+/// The offsets along fd → sock and of the TCP sequence numbers, from this kernel's BTF.
+pub fn fd_offsets(btf: &Btf) -> Result<FdOffsets, BtfError> {
+    Ok(FdOffsets {
+        task_files: btf.member_offset("task_struct", "files")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
+        fdtable_fd: btf.member_offset("fdtable", "fd")?,
+        file_private_data: btf.member_offset("file", "private_data")?,
+        file_f_inode: btf.member_offset("file", "f_inode")?,
+        inode_i_mode: btf.member_offset("inode", "i_mode")?,
+        socket_sk: btf.member_offset("socket", "sk")?,
+        sock_protocol: btf.member_offset("sock", "sk_protocol")?,
+        sock_type: btf.member_offset("sock", "sk_type")?,
+        tcp_write_seq: btf.member_offset("tcp_sock", "write_seq")?,
+        tcp_copied_seq: btf.member_offset("tcp_sock", "copied_seq")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,7 +474,7 @@ mod kernel_tests {
     }
 
     #[test]
-    fn sock_common_offsets_match_bpftool() {
+    fn kernel_offsets_match_bpftool() {
         if !Path::new(VMLINUX_BTF).exists() {
             return cannot_run("the kernel publishes no BTF at /sys/kernel/btf/vmlinux");
         }
@@ -479,5 +497,27 @@ mod kernel_tests {
         assert_eq!(ours.skc_v6_rcv_saddr, theirs("skc_v6_rcv_saddr"));
         // The pair sits in an anonymous union, daddr first: a layout fact the probes rely on.
         assert_eq!(ours.skc_rcv_saddr, ours.skc_daddr + 4);
+
+        let fd = fd_offsets(&Btf::from_sys_fs().unwrap()).unwrap();
+        let theirs = |strukt: &str, member: &str| {
+            let id = dump
+                .iter()
+                .find(|(_, (kind, _, _))| *kind == format!("STRUCT {strukt}"))
+                .map(|(id, _)| *id)
+                .unwrap();
+            bpftool_offset(&dump, id, member).unwrap()
+        };
+        assert_eq!(fd.task_files, theirs("task_struct", "files"));
+        assert_eq!(fd.files_fdt, theirs("files_struct", "fdt"));
+        assert_eq!(fd.fdtable_max_fds, theirs("fdtable", "max_fds"));
+        assert_eq!(fd.fdtable_fd, theirs("fdtable", "fd"));
+        assert_eq!(fd.file_private_data, theirs("file", "private_data"));
+        assert_eq!(fd.file_f_inode, theirs("file", "f_inode"));
+        assert_eq!(fd.inode_i_mode, theirs("inode", "i_mode"));
+        assert_eq!(fd.socket_sk, theirs("socket", "sk"));
+        assert_eq!(fd.sock_protocol, theirs("sock", "sk_protocol"));
+        assert_eq!(fd.sock_type, theirs("sock", "sk_type"));
+        assert_eq!(fd.tcp_write_seq, theirs("tcp_sock", "write_seq"));
+        assert_eq!(fd.tcp_copied_seq, theirs("tcp_sock", "copied_seq"));
     }
 }

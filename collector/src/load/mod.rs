@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod btf;
+pub mod filters;
 pub mod privilege;
 pub mod tracefs;
 
@@ -12,10 +13,37 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
 };
 use wirespan_shared::{
-    GLOBAL_AGENT_TGID, GLOBAL_SET_STATE_FORMAT, GLOBAL_SOCK_OFFSETS, LOST_CAUSES,
+    GLOBAL_FD_OFFSETS, GLOBAL_SET_STATE_FORMAT, GLOBAL_SETTINGS, GLOBAL_SOCK_OFFSETS, LOST_CAUSES,
+    MAX_CAPTURE, Settings,
 };
 
-pub use self::attach::{AttachMode, HOOKS, HookReport, error_chain};
+pub use self::{
+    attach::{AttachMode, HOOKS, HookReport, error_chain},
+    filters::Filters,
+};
+
+/// Payload bytes captured per data event unless `--capture-bytes` says otherwise.
+pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
+
+/// What to load and how.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Prefer this attach mode for every hook that has it, instead of trying them in order.
+    pub attach_mode: Option<AttachMode>,
+    /// Payload bytes captured per data event, at most `MAX_CAPTURE`.
+    pub capture_bytes: u32,
+    pub filters: Filters,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            attach_mode: None,
+            capture_bytes: DEFAULT_CAPTURE_BYTES,
+            filters: Filters::default(),
+        }
+    }
+}
 
 /// The probes object, built by build.rs from `probes-ebpf` for the bpfel target.
 static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probes"));
@@ -32,6 +60,15 @@ pub enum LoadError {
     Object(#[source] aya::EbpfError),
     #[error(transparent)]
     Attach(#[from] attach::AttachError),
+    #[error(transparent)]
+    Filter(#[from] filters::FilterError),
+    #[error("cannot count the possible CPUs from {path}: {source}")]
+    Cpus {
+        path: &'static str,
+        source: std::io::Error,
+    },
+    #[error("--capture-bytes {0}: at most {MAX_CAPTURE} bytes per event")]
+    CaptureBytes(u32),
     #[error("the probes object has no map {0}")]
     MissingMap(&'static str),
     #[error("map {name} is unusable: {}", error_chain(.source))]
@@ -58,27 +95,45 @@ pub struct ProbeMaps {
 pub struct LostCounters(PerCpuArray<MapData, u64>);
 
 impl Probes {
-    /// Check privileges, load the probes with this kernel's offsets, attach every hook.
-    /// `forced` restricts every hook to one attach mode (for tests of each mode).
-    pub fn load(forced: Option<AttachMode>) -> Result<(Self, ProbeMaps), LoadError> {
+    /// Check privileges, load the probes with this kernel's offsets and the options' settings,
+    /// fill the filters, attach every hook.
+    pub fn load(options: &LoadOptions) -> Result<(Self, ProbeMaps), LoadError> {
+        if options.capture_bytes as usize > MAX_CAPTURE {
+            return Err(LoadError::CaptureBytes(options.capture_bytes));
+        }
+        // Bad filter input is reported before anything touches the kernel.
+        let cgroup_ids = options.filters.cgroup_ids()?;
         privilege::check()?;
         raise_memlock_on_old_kernels();
         let tracefs_root = tracefs::ensure_mounted()?;
-        let sock_offsets = btf::sock_common_offsets(&btf::Btf::from_sys_fs()?)?;
+        let kernel_btf = btf::Btf::from_sys_fs()?;
+        let sock_offsets = btf::sock_common_offsets(&kernel_btf)?;
+        let fd_offsets = btf::fd_offsets(&kernel_btf)?;
+        drop(kernel_btf);
         let set_state = tracefs::set_state_format(&tracefs_root)?;
-        let agent_tgid = std::process::id();
+        let settings = Settings {
+            agent_tgid: std::process::id(),
+            capture_bytes: options.capture_bytes,
+            filters: options.filters.bits(),
+            pad0: 0,
+        };
 
+        let cpus =
+            aya::util::nr_cpus().map_err(|(path, source)| LoadError::Cpus { path, source })?;
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries("SCRATCH", cpus.get())
             .override_global(GLOBAL_SOCK_OFFSETS, &sock_offsets, true)
+            .override_global(GLOBAL_FD_OFFSETS, &fd_offsets, true)
             .override_global(GLOBAL_SET_STATE_FORMAT, &set_state, true)
-            .override_global(GLOBAL_AGENT_TGID, &agent_tgid, true)
+            .override_global(GLOBAL_SETTINGS, &settings, true)
             .load(PROBES_OBJECT)
             .map_err(LoadError::Object)?;
+        options.filters.write_maps(&mut ebpf, &cgroup_ids)?;
         let maps = ProbeMaps {
             events: take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?,
             lost: LostCounters(take_map(&mut ebpf, "LOST", PerCpuArray::try_from)?),
         };
-        let report = attach::attach_hooks(&mut ebpf, forced)?;
+        let report = attach::attach_hooks(&mut ebpf, options.attach_mode)?;
         Ok((Self { ebpf, report }, maps))
     }
 

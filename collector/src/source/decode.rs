@@ -1,36 +1,114 @@
 //! Raw ring-buffer records → [`Event`]s. Pure check-then-parse over a byte slice: the record's
 //! length and tag are checked before any field is read, and a bad record is an error value,
-//! never a panic (a newer probe, a torn record).
+//! never a panic (a newer probe, a torn record, a corrupt recording).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use wirespan_shared::{
-    AF_INET, AF_INET6, COMM_LEN, ConnectEvent, EVENT_CONNECT, MODE_FENTRY, MODE_KPROBE,
-    MODE_TRACEPOINT,
+    AF_INET, AF_INET6, COMM_LEN, ConnEvent, DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS,
+    DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, MAX_CAPTURE, MODE_FENTRY,
+    MODE_KPROBE, MODE_TRACEPOINT,
 };
 
 use crate::load::AttachMode;
 
-/// A TCP connect, seen on the connecting side.
+/// Which lifecycle step a [`Conn`] event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnKind {
+    /// This process connected out (client side).
+    Connect,
+    /// This process accepted a connection (server side).
+    Accept,
+    /// The connection ended.
+    Close,
+}
+
+impl ConnKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Accept => "accept",
+            Self::Close => "close",
+        }
+    }
+}
+
+/// A connection's lifecycle event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Connect {
+pub struct Conn {
+    pub kind: ConnKind,
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
-    /// This process's end, with the source port the kernel chose.
+    /// Unique for the connection's whole life (fds and ports are reused, ids are not).
+    pub conn_id: u64,
+    /// This process's end (for a connect, with the source port the kernel chose).
     pub local: SocketAddr,
     /// The peer.
     pub remote: SocketAddr,
-    /// `CLOCK_MONOTONIC` nanoseconds when the connect was issued.
+    /// `CLOCK_MONOTONIC` nanoseconds.
     pub ts_ns: u64,
     /// The attach mode whose probe saw it.
     pub mode: AttachMode,
 }
 
+/// Which way bytes moved, from the process's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Egress,
+    Ingress,
+}
+
+impl Direction {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Egress => "egress",
+            Self::Ingress => "ingress",
+        }
+    }
+}
+
+/// Bytes a process sent or received on a TCP connection, in one syscall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Data {
+    pub direction: Direction,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub fd: i32,
+    pub conn_id: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// What the syscall returned: exact, even when `payload` is cut.
+    pub bytes: u64,
+    /// TCP sequence number of the first byte (the peer's event of the same bytes has the same).
+    pub seq: u32,
+    /// Goroutine id, when the process is a Go program whose offsets are known.
+    pub goid: Option<u64>,
+    pub ts_enter_ns: u64,
+    pub ts_exit_ns: u64,
+    /// The first `--capture-bytes` bytes.
+    pub payload: Vec<u8>,
+}
+
 /// One decoded kernel event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Connect(Connect),
+    Conn(Conn),
+    Data(Data),
+}
+
+impl Event {
+    /// The process the event belongs to.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        match self {
+            Self::Conn(c) => c.pid,
+            Self::Data(d) => d.pid,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +121,12 @@ pub enum DecodeError {
     Family(u16),
     #[error("unknown attach mode {0}")]
     Mode(u16),
+    #[error("unknown direction {0}")]
+    Direction(u16),
+    #[error(
+        "data event claims {captured} captured bytes (at most {MAX_CAPTURE} and what the record holds)"
+    )]
+    Captured { captured: u32 },
 }
 
 /// Decode one ring-buffer record.
@@ -55,7 +139,10 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
             got: record.len(),
         })?;
     match kind {
-        EVENT_CONNECT => decode_connect(&read_struct::<ConnectEvent>(record)?).map(Event::Connect),
+        EVENT_CONNECT | EVENT_ACCEPT | EVENT_CLOSE => {
+            decode_conn(&read_struct::<ConnEvent>(record)?).map(Event::Conn)
+        }
+        EVENT_DATA => decode_data(record).map(Event::Data),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -74,24 +161,78 @@ fn read_struct<T: Copy>(record: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { record.as_ptr().cast::<T>().read_unaligned() })
 }
 
-fn decode_connect(raw: &ConnectEvent) -> Result<Connect, DecodeError> {
-    let (local, remote) = match raw.family {
-        AF_INET => (ipv4(&raw.saddr), ipv4(&raw.daddr)),
-        AF_INET6 => (
-            IpAddr::V6(Ipv6Addr::from(raw.saddr)),
-            IpAddr::V6(Ipv6Addr::from(raw.daddr)),
-        ),
-        other => return Err(DecodeError::Family(other)),
+fn decode_conn(raw: &ConnEvent) -> Result<Conn, DecodeError> {
+    let (local, remote) = endpoints(raw.family, &raw.saddr, raw.sport, &raw.daddr, raw.dport)?;
+    let kind = match raw.kind {
+        EVENT_CONNECT => ConnKind::Connect,
+        EVENT_ACCEPT => ConnKind::Accept,
+        _ => ConnKind::Close,
     };
-    Ok(Connect {
+    Ok(Conn {
+        kind,
         pid: raw.pid,
         tid: raw.tid,
         comm: comm(&raw.comm),
-        local: SocketAddr::new(local, raw.sport),
-        remote: SocketAddr::new(remote, raw.dport),
+        conn_id: raw.conn_id,
+        local,
+        remote,
         ts_ns: raw.ts_ns,
         mode: mode(raw.mode)?,
     })
+}
+
+fn decode_data(record: &[u8]) -> Result<Data, DecodeError> {
+    let h: DataHeader = read_struct(record)?;
+    let start = size_of::<DataHeader>();
+    let captured = h.captured as usize;
+    if captured > MAX_CAPTURE || record.len() < start + captured {
+        return Err(DecodeError::Captured {
+            captured: h.captured,
+        });
+    }
+    let (local, remote) = endpoints(h.family, &h.saddr, h.sport, &h.daddr, h.dport)?;
+    let direction = match h.direction {
+        DIR_EGRESS => Direction::Egress,
+        DIR_INGRESS => Direction::Ingress,
+        other => return Err(DecodeError::Direction(other)),
+    };
+    Ok(Data {
+        direction,
+        pid: h.pid,
+        tid: h.tid,
+        comm: comm(&h.comm),
+        fd: h.fd,
+        conn_id: h.conn_id,
+        local,
+        remote,
+        bytes: h.bytes,
+        seq: h.seq,
+        goid: (h.flags & DATA_FLAG_GOID_KNOWN != 0).then_some(h.goid),
+        ts_enter_ns: h.ts_enter_ns,
+        ts_exit_ns: h.ts_exit_ns,
+        payload: record[start..start + captured].to_vec(),
+    })
+}
+
+fn endpoints(
+    family: u16,
+    saddr: &[u8; 16],
+    sport: u16,
+    daddr: &[u8; 16],
+    dport: u16,
+) -> Result<(SocketAddr, SocketAddr), DecodeError> {
+    let (local, remote) = match family {
+        AF_INET => (ipv4(saddr), ipv4(daddr)),
+        AF_INET6 => (
+            IpAddr::V6(Ipv6Addr::from(*saddr)),
+            IpAddr::V6(Ipv6Addr::from(*daddr)),
+        ),
+        other => return Err(DecodeError::Family(other)),
+    };
+    Ok((
+        SocketAddr::new(local, sport),
+        SocketAddr::new(remote, dport),
+    ))
 }
 
 fn ipv4(bytes: &[u8; 16]) -> IpAddr {
@@ -112,23 +253,21 @@ fn mode(raw: u16) -> Result<AttachMode, DecodeError> {
     }
 }
 
+/// Test helpers: raw records built the way the probes build them.
 #[cfg(test)]
-mod tests {
+pub(crate) mod raw {
     use super::*;
 
-    fn bytes_of(ev: &ConnectEvent) -> Vec<u8> {
-        // SAFETY: ConnectEvent is #[repr(C)] plain data without implicit padding.
+    pub fn bytes_of<T>(value: &T) -> Vec<u8> {
+        // SAFETY: only used with the #[repr(C)] contract types, which have no implicit padding.
         unsafe {
-            std::slice::from_raw_parts(
-                std::ptr::from_ref(ev).cast::<u8>(),
-                size_of::<ConnectEvent>(),
-            )
+            std::slice::from_raw_parts(std::ptr::from_ref(value).cast::<u8>(), size_of::<T>())
         }
         .to_vec()
     }
 
-    fn sample() -> ConnectEvent {
-        let mut ev = ConnectEvent::zeroed();
+    pub fn connect() -> ConnEvent {
+        let mut ev = ConnEvent::zeroed(EVENT_CONNECT);
         ev.family = AF_INET;
         ev.sport = 40_000;
         ev.dport = 8080;
@@ -136,60 +275,122 @@ mod tests {
         ev.pid = 10;
         ev.tid = 11;
         ev.ts_ns = 99;
+        ev.conn_id = 7;
         ev.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         ev.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
         ev.comm[..4].copy_from_slice(b"curl");
         ev
     }
 
+    pub fn data(payload: &[u8], bytes: u64) -> Vec<u8> {
+        // SAFETY: DataHeader is plain data; all-zero is a valid value.
+        let mut h: DataHeader = unsafe { std::mem::zeroed() };
+        h.kind = EVENT_DATA;
+        h.direction = DIR_EGRESS;
+        h.family = AF_INET6;
+        h.pid = 10;
+        h.tid = 12;
+        h.fd = 3;
+        h.sport = 40_000;
+        h.dport = 80;
+        h.seq = 1000;
+        h.captured = payload.len() as u32;
+        h.conn_id = 7;
+        h.bytes = bytes;
+        h.ts_enter_ns = 5;
+        h.ts_exit_ns = 6;
+        h.saddr = Ipv6Addr::LOCALHOST.octets();
+        h.daddr = Ipv6Addr::LOCALHOST.octets();
+        h.comm[..2].copy_from_slice(b"py");
+        let mut record = bytes_of(&h);
+        record.extend_from_slice(payload);
+        record
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{raw::*, *};
+
     #[test]
     fn decodes_ipv4_connect() {
-        let Event::Connect(c) = decode(&bytes_of(&sample())).unwrap();
+        let Event::Conn(c) = decode(&bytes_of(&connect())).unwrap() else {
+            panic!("not conn")
+        };
+        assert_eq!(c.kind, ConnKind::Connect);
         assert_eq!(c.local, "127.0.0.1:40000".parse().unwrap());
         assert_eq!(c.remote, "127.0.0.2:8080".parse().unwrap());
         assert_eq!(
-            (c.pid, c.tid, c.comm.as_str(), c.ts_ns),
-            (10, 11, "curl", 99)
+            (c.pid, c.tid, c.comm.as_str(), c.ts_ns, c.conn_id),
+            (10, 11, "curl", 99, 7)
         );
         assert_eq!(c.mode, AttachMode::Tracepoint);
     }
 
     #[test]
-    fn decodes_ipv6_connect() {
-        let mut ev = sample();
+    fn decodes_ipv6_and_v4_mapped_addresses() {
+        let mut ev = connect();
+        ev.kind = EVENT_ACCEPT;
         ev.family = AF_INET6;
         ev.saddr = Ipv6Addr::LOCALHOST.octets();
         ev.daddr = "::ffff:10.0.0.1".parse::<Ipv6Addr>().unwrap().octets();
-        let Event::Connect(c) = decode(&bytes_of(&ev)).unwrap();
+        let Event::Conn(c) = decode(&bytes_of(&ev)).unwrap() else {
+            panic!("not conn")
+        };
+        assert_eq!(c.kind, ConnKind::Accept);
         assert_eq!(c.local, "[::1]:40000".parse().unwrap());
         assert_eq!(c.remote, "[::ffff:10.0.0.1]:8080".parse().unwrap());
     }
 
     #[test]
+    fn decodes_data_with_its_payload_and_exact_byte_count() {
+        let Event::Data(d) = decode(&data(b"GET /", 1 << 20)).unwrap() else {
+            panic!("not data")
+        };
+        assert_eq!(d.payload, b"GET /");
+        assert_eq!(d.bytes, 1 << 20);
+        assert_eq!(
+            (d.direction, d.seq, d.conn_id, d.fd),
+            (Direction::Egress, 1000, 7, 3)
+        );
+        assert_eq!(d.goid, None);
+        assert_eq!(d.local, "[::1]:40000".parse().unwrap());
+    }
+
+    #[test]
     fn bad_records_are_errors_not_panics() {
-        let good = bytes_of(&sample());
+        let good = bytes_of(&connect());
         assert_eq!(decode(&[]), Err(DecodeError::TooShort { need: 4, got: 0 }));
         assert_eq!(
             decode(&good[..20]),
-            Err(DecodeError::TooShort { need: 80, got: 20 })
+            Err(DecodeError::TooShort {
+                need: size_of::<ConnEvent>(),
+                got: 20
+            })
         );
         let mut unknown = good.clone();
         unknown[0] = 200;
         assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(200)));
-        let mut ev = sample();
+        let mut ev = connect();
         ev.family = 1;
         assert_eq!(decode(&bytes_of(&ev)), Err(DecodeError::Family(1)));
-        ev = sample();
+        ev = connect();
         ev.mode = 9;
         assert_eq!(decode(&bytes_of(&ev)), Err(DecodeError::Mode(9)));
+        // A data header that claims more payload than the record holds.
+        let mut short = data(b"abcdef", 6);
+        short.truncate(short.len() - 2);
+        assert_eq!(decode(&short), Err(DecodeError::Captured { captured: 6 }));
         // Every prefix of a valid record, and arbitrary bytes, decode without panicking.
-        for len in 0..good.len() {
-            let _ = decode(&good[..len]);
+        let full = data(b"payload", 7);
+        for len in 0..full.len() {
+            let _ = decode(&full[..len]);
         }
         for seed in 0u8..=255 {
-            let noise: Vec<u8> = (0..96u8)
+            let mut noise: Vec<u8> = (0..200u8)
                 .map(|i| i.wrapping_mul(seed).wrapping_add(seed))
                 .collect();
+            noise[..4].copy_from_slice(&(u32::from(seed) % 6).to_ne_bytes());
             let _ = decode(&noise);
         }
     }

@@ -1,7 +1,9 @@
-//! `source`: where events come from. Today the kernel's ring buffer (`ringbuf`); every raw record
-//! is decoded by the pure `decode` into an [`Event`] for the stages after it.
+//! `source`: where events come from. Either the kernel's ring buffer (`ringbuf`) or a recording
+//! made earlier (`recording`, replayed without privileges). Both yield raw records; the pure
+//! `decode` turns each into an [`Event`] for the stages after it.
 
 pub mod decode;
+pub mod recording;
 pub mod ringbuf;
 
-pub use decode::{Connect, DecodeError, Event, decode};
+pub use decode::{Conn, ConnKind, Data, DecodeError, Direction, Event, decode};

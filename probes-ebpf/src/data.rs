@@ -1,0 +1,289 @@
+//! Socket data hooks: the read/write family of syscalls on TCP sockets (tracepoint mode only:
+//! `syscalls:sys_enter_*` / `sys_exit_*`, a stable ABI on every kernel).
+//!
+//! Entry resolves the fd to its TCP sock (anything else is dropped here, cheaply), notes the TCP
+//! sequence number of the first byte and the buffer, and keeps them per thread in `ACTIVE_IO`.
+//! Exit, knowing how many bytes moved, copies the first `capture_bytes` of them (across iovec
+//! segments) after a fixed header and sends both in one ring-buffer record. Reads are captured at
+//! exit, when the buffer holds the data; EAGAIN and other errors send nothing.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated,
+    },
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use wirespan_shared::{
+    DIR_EGRESS, DIR_INGRESS, DataHeader, EVENT_DATA, LOST_IO_TABLE_FULL, LOST_PAYLOAD_READ_FAILED,
+    LOST_READ_FAILED, LOST_RINGBUF_FULL, MAX_CAPTURE, SYSCALL_ARG_OFFSET, SYSCALL_RET_OFFSET,
+};
+
+use crate::{
+    maps::{
+        CONNS, ConnInfo, EVENTS, count_lost, next_conn_id, ports_pass, process_passes,
+        scratch_event, settings,
+    },
+    sock::{Tuple, read_tuple, tcp_seq, tcp_sock_of_fd},
+};
+
+/// How a syscall passes its buffer: one buffer, an iovec array, or a `struct user_msghdr`.
+const SHAPE_BUF: u8 = 0;
+const SHAPE_IOV: u8 = 1;
+const SHAPE_MSG: u8 = 2;
+/// iovec segments copied at most (the rest still count in `bytes`).
+const MAX_IOVECS: u64 = 8;
+/// `struct user_msghdr` (user ABI): msg_iov at 16, msg_iovlen at 24.
+const MSGHDR_IOV: u64 = 16;
+const MSGHDR_IOVLEN: u64 = 24;
+
+/// What a syscall's entry noted for its exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IoArgs {
+    sk: u64,
+    buf: u64,
+    count: u64,
+    ts_enter_ns: u64,
+    fd: i32,
+    seq: u32,
+    direction: u16,
+    shape: u8,
+    pad0: [u8; 5],
+}
+
+/// Thread (pid_tgid) → the socket syscall it is in. LRU: a thread that dies inside a syscall
+/// never reaches its exit, and must not leak an entry.
+#[map]
+static ACTIVE_IO: LruHashMap<u64, IoArgs> = LruHashMap::with_max_entries(65_536, 0);
+
+#[tracepoint]
+pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_BUF, DIR_INGRESS)
+}
+
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_BUF, DIR_EGRESS)
+}
+
+#[tracepoint]
+pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_IOV, DIR_INGRESS)
+}
+
+#[tracepoint]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_IOV, DIR_EGRESS)
+}
+
+#[tracepoint]
+pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_MSG, DIR_INGRESS)
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    enter(&ctx, SHAPE_MSG, DIR_EGRESS)
+}
+
+#[tracepoint]
+pub fn sys_exit_data(ctx: TracePointContext) -> u32 {
+    match try_exit(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> Result<u64, ()> {
+    unsafe { ctx.read_at::<u64>(SYSCALL_ARG_OFFSET + 8 * n) }.map_err(|_| ())
+}
+
+#[inline(always)]
+fn enter(ctx: &TracePointContext, shape: u8, direction: u16) -> u32 {
+    match try_enter(ctx, shape, direction) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_enter(ctx: &TracePointContext, shape: u8, direction: u16) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !process_passes((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    // Syscall args are `unsigned long` slots; the fd is the low 32 bits, signed.
+    let fd = i64::from(arg(ctx, 0)? as i32);
+    let sk = match tcp_sock_of_fd(fd) {
+        Ok(0) => return Ok(()),
+        Ok(sk) => sk,
+        Err(_) => {
+            count_lost(LOST_READ_FAILED);
+            return Err(());
+        }
+    };
+    let tuple = read_tuple(sk).map_err(|_| count_lost(LOST_READ_FAILED))?;
+    if !ports_pass(tuple.sport, tuple.dport) {
+        return Ok(());
+    }
+    let (buf, count) = match shape {
+        SHAPE_MSG => {
+            let msg = arg(ctx, 1)?;
+            let iov: u64 =
+                unsafe { bpf_probe_read_user((msg + MSGHDR_IOV) as *const u64) }.map_err(|_| ())?;
+            let iovlen: u64 = unsafe { bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64) }
+                .map_err(|_| ())?;
+            (iov, iovlen)
+        }
+        _ => (arg(ctx, 1)?, arg(ctx, 2)?),
+    };
+    let args = IoArgs {
+        sk,
+        buf,
+        count,
+        ts_enter_ns: unsafe { bpf_ktime_get_ns() },
+        fd: fd as i32,
+        seq: tcp_seq(sk, direction == DIR_EGRESS),
+        direction,
+        shape,
+        pad0: [0; 5],
+    };
+    if ACTIVE_IO.insert(&pid_tgid, &args, 0).is_err() {
+        count_lost(LOST_IO_TABLE_FULL);
+    }
+    Ok(())
+}
+
+fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let args = match unsafe { ACTIVE_IO.get(&pid_tgid) } {
+        Some(args) => *args,
+        None => return Ok(()),
+    };
+    let _ = ACTIVE_IO.remove(&pid_tgid);
+    let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET_OFFSET) }.map_err(|_| ())?;
+    if ret <= 0 {
+        // EAGAIN on a non-blocking socket, another error, or end of stream: no bytes moved.
+        return Ok(());
+    }
+    let ev = scratch_event().ok_or(())?;
+    let ev = unsafe { &mut *ev };
+    let tuple = read_tuple(args.sk).map_err(|_| count_lost(LOST_READ_FAILED))?;
+    let pid = (pid_tgid >> 32) as u32;
+    let comm = bpf_get_current_comm().unwrap_or_default();
+    let conn_id = conn_id_of(args.sk, pid, pid_tgid as u32, comm, &tuple);
+
+    let h = &mut ev.header;
+    h.kind = EVENT_DATA;
+    h.direction = args.direction;
+    h.family = tuple.family;
+    h.pid = pid;
+    h.tid = pid_tgid as u32;
+    h.fd = args.fd;
+    h.sport = tuple.sport;
+    h.dport = tuple.dport;
+    h.seq = args.seq;
+    h.conn_id = conn_id;
+    h.bytes = ret as u64;
+    h.ts_enter_ns = args.ts_enter_ns;
+    h.ts_exit_ns = unsafe { bpf_ktime_get_ns() };
+    // The goroutine id needs per-binary offsets (Go uprobes); until then it is unknown.
+    h.goid = 0;
+    h.flags = 0;
+    h.pad0 = 0;
+    h.saddr = tuple.saddr;
+    h.daddr = tuple.daddr;
+    h.comm = comm;
+
+    let mut want = ret as u64;
+    let limit = u64::from(settings().capture_bytes);
+    if want > limit {
+        want = limit;
+    }
+    let payload = ev.payload.as_mut_ptr();
+    let captured = match args.shape {
+        SHAPE_BUF => copy_user(payload, 0, args.buf, want),
+        _ => copy_iovecs(payload, args.buf, args.count, want),
+    };
+    let captured = match captured {
+        Ok(n) => n,
+        Err(()) => {
+            count_lost(LOST_PAYLOAD_READ_FAILED);
+            0
+        }
+    };
+    ev.header.captured = captured as u32;
+    // The mask changes nothing (captured <= MAX_CAPTURE) but shows the verifier the bound.
+    let size = size_of::<DataHeader>() + (captured as usize & (2 * MAX_CAPTURE - 1));
+    let record = unsafe { core::slice::from_raw_parts((ev as *const _) as *const u8, size) };
+    if EVENTS.output(record, 0).is_err() {
+        count_lost(LOST_RINGBUF_FULL);
+    }
+    Ok(())
+}
+
+/// The connection id of a sock, handing out a new one for a connection older than the agent
+/// (its first byte is where wirespan starts to follow it).
+#[inline(always)]
+fn conn_id_of(sk: u64, pid: u32, tid: u32, comm: [u8; 16], tuple: &Tuple) -> u64 {
+    if let Some(info) = unsafe { CONNS.get(&sk) } {
+        return info.conn_id;
+    }
+    let info = ConnInfo {
+        conn_id: next_conn_id(),
+        pid,
+        tid,
+        comm,
+        tuple: *tuple,
+    };
+    // BPF_NOEXIST: if another CPU registered it meanwhile, use that id.
+    if CONNS.insert(&sk, &info, 1).is_err()
+        && let Some(existing) = unsafe { CONNS.get(&sk) }
+    {
+        return existing.conn_id;
+    }
+    info.conn_id
+}
+
+/// Copy `len` bytes of user memory into the payload at `off`; returns how many were copied.
+/// `off < MAX_CAPTURE` and `len <= MAX_CAPTURE` keep the write inside the 2×MAX_CAPTURE payload.
+#[inline(always)]
+fn copy_user(payload: *mut u8, off: u64, src: u64, len: u64) -> Result<u64, ()> {
+    if off >= MAX_CAPTURE as u64 || len == 0 {
+        return Ok(0);
+    }
+    let mut n = len;
+    if n > MAX_CAPTURE as u64 {
+        n = MAX_CAPTURE as u64;
+    }
+    let rc = unsafe {
+        generated::bpf_probe_read_user(
+            payload.add(off as usize) as *mut c_void,
+            n as u32,
+            src as *const c_void,
+        )
+    };
+    if rc < 0 { Err(()) } else { Ok(n) }
+}
+
+/// Copy up to `want` bytes spread over an iovec array (at most `MAX_IOVECS` segments).
+#[inline(always)]
+fn copy_iovecs(payload: *mut u8, iov: u64, iovcnt: u64, want: u64) -> Result<u64, ()> {
+    let mut off = 0u64;
+    for i in 0..MAX_IOVECS {
+        if i >= iovcnt || off >= want {
+            break;
+        }
+        let segment: [u64; 2] =
+            unsafe { bpf_probe_read_user((iov + i * 16) as *const [u64; 2]) }.map_err(|_| ())?;
+        let mut take = segment[1];
+        if take > want - off {
+            take = want - off;
+        }
+        off += copy_user(payload, off, segment[0], take)?;
+    }
+    Ok(off)
+}
