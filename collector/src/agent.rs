@@ -155,17 +155,22 @@ pub async fn run(
                 if lost.iter().any(|n| *n > 0) {
                     eprintln!("wirespan: lost in kernel so far: {}", describe_lost(&lost));
                 }
-                Some(Ok(()))
+                Some(Ok(false))
             }
             batch = source.next_batch(|raw| pipeline.record(raw)) => Some(batch),
         };
-        match batch {
+        let more_waiting = match batch {
             None => break Ok(()),
             Some(Err(e)) => break Err(e),
-            Some(Ok(())) => {}
-        }
+            Some(Ok(more_waiting)) => more_waiting,
+        };
         if let Err(e) = pipeline.flush() {
             break Err(e);
+        }
+        if more_waiting {
+            // The buffer never ran empty: let the runtime poll its drivers (signals, timers)
+            // before the next batch, or a flood of events would starve shutdown.
+            tokio::task::yield_now().await;
         }
     };
     // Detach first so no new events arrive, then take what the ring buffer still holds.

@@ -42,16 +42,24 @@ pub struct Stopped {
 impl Agent {
     /// Start `wirespan <args>` and wait (up to 60 s) until it is attached and ready.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_stdout(args, Stdio::piped())
+    }
+
+    /// Like `start`, with the agent's standard output going to `stdout` (then `Stopped.stdout`
+    /// stays empty).
+    pub fn start_with_stdout(args: &[&str], stdout: Stdio) -> Self {
         let mut child = Command::new(AGENT)
             .args(args)
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the wirespan binary");
-        let mut out = child.stdout.take().unwrap();
+        let out = child.stdout.take();
         let stdout = std::thread::spawn(move || {
             let mut text = String::new();
-            out.read_to_string(&mut text).unwrap();
+            if let Some(mut out) = out {
+                out.read_to_string(&mut text).unwrap();
+            }
             text
         });
         let (tx, rx) = mpsc::channel();
@@ -118,6 +126,96 @@ impl Stopped {
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect()
     }
+}
+
+impl Agent {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A Python HTTP/1.1 keep-alive file server (tests/support/http_server.py) on a free port.
+pub struct HttpServer {
+    child: Child,
+    pub port: u16,
+    pub dir: std::path::PathBuf,
+}
+
+impl HttpServer {
+    /// Serve `files` (name, contents) from a fresh directory on `host`.
+    pub fn start(host: &str, files: &[(&str, &[u8])]) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("wirespan-http-{}-{}", std::process::id(), gettid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, contents) in files {
+            std::fs::write(dir.join(name), contents).unwrap();
+        }
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/support/http_server.py"
+        );
+        let mut child = Command::new("python3")
+            .args([script, dir.to_str().unwrap(), host])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let port = first.trim().parse().expect("the server prints its port");
+        Self { child, port, dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Data events of one connection end, selected by pid and this end's port.
+pub fn data_of<'a>(
+    events: &'a [serde_json::Value],
+    pid: u32,
+    sport: u16,
+    direction: &str,
+) -> Vec<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| {
+            e["type"] == "data"
+                && e["pid"] == pid
+                && e["sport"] == sport
+                && e["direction"] == direction
+        })
+        .collect()
+}
+
+/// Sum of `bytes` over events.
+pub fn total_bytes(events: &[&serde_json::Value]) -> u64 {
+    events.iter().map(|e| e["bytes"].as_u64().unwrap()).sum()
+}
+
+/// Events of one direction are in order and contiguous: each starts at the TCP sequence number
+/// where the previous one ended. Returns (first seq, total bytes).
+pub fn contiguous_range(events: &[&serde_json::Value]) -> (u32, u64) {
+    let first = events.first().expect("at least one data event")["seq"]
+        .as_u64()
+        .unwrap() as u32;
+    let mut next = first;
+    for e in events {
+        let seq = e["seq"].as_u64().unwrap() as u32;
+        assert_eq!(seq, next, "data events out of order or with a gap: {e}");
+        next = seq.wrapping_add(e["bytes"].as_u64().unwrap() as u32);
+    }
+    (first, total_bytes(events))
 }
 
 /// This thread's kernel tid.
