@@ -408,3 +408,157 @@ fn splice_all(socket: &TcpStream) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn privileged_every_read_and_write_syscall_is_captured_across_iovecs() {
+    if !require_privileges() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let agent = Agent::start(&["events", "--json", "--port", &port.to_string()]);
+    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let (c, s) = (client.as_raw_fd(), server.as_raw_fd());
+    let mut buf = [0u8; 64];
+    let iov = |parts: &[&[u8]]| -> Vec<libc::iovec> {
+        parts
+            .iter()
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut _,
+                iov_len: p.len(),
+            })
+            .collect()
+    };
+    // SAFETY: every call gets valid fds and buffers that outlive it.
+    unsafe {
+        assert_eq!(libc::write(c, b"w-write".as_ptr().cast(), 7), 7);
+        assert_eq!(libc::read(s, buf.as_mut_ptr().cast(), 7), 7);
+
+        let segments = iov(&[b"w-", b"writev-", b"3segs"]);
+        assert_eq!(libc::writev(c, segments.as_ptr(), 3), 14);
+        let (mut a, mut b) = ([0u8; 5], [0u8; 9]);
+        let targets = [
+            libc::iovec {
+                iov_base: a.as_mut_ptr().cast(),
+                iov_len: 5,
+            },
+            libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: 9,
+            },
+        ];
+        assert_eq!(libc::readv(s, targets.as_ptr(), 2), 14);
+
+        let segments = iov(&[b"w-send", b"msg"]);
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = segments.as_ptr() as *mut _;
+        msg.msg_iovlen = 2;
+        assert_eq!(libc::sendmsg(c, &raw const msg, 0), 9);
+        let targets = [
+            libc::iovec {
+                iov_base: a.as_mut_ptr().cast(),
+                iov_len: 4,
+            },
+            libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: 5,
+            },
+        ];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = targets.as_ptr() as *mut _;
+        msg.msg_iovlen = 2;
+        assert_eq!(libc::recvmsg(s, &raw mut msg, libc::MSG_WAITALL), 9);
+
+        assert_eq!(libc::send(c, b"w-sendto".as_ptr().cast(), 8, 0), 8);
+        assert_eq!(
+            libc::recv(s, buf.as_mut_ptr().cast(), 8, libc::MSG_WAITALL),
+            8
+        );
+    }
+    let stopped = agent.stop();
+    let events = stopped.events();
+    let me = std::process::id();
+    let sent: Vec<&str> = data_of(&events, me, client.local_addr().unwrap().port(), "egress")
+        .iter()
+        .map(|e| e["payload"].as_str().unwrap())
+        .collect();
+    let received: Vec<&str> = data_of(&events, me, port, "ingress")
+        .iter()
+        .map(|e| e["payload"].as_str().unwrap())
+        .collect();
+    let expected = ["w-write", "w-writev-3segs", "w-sendmsg", "w-sendto"];
+    assert_eq!(
+        sent, expected,
+        "write, writev, sendmsg, send(to), iovecs joined in order"
+    );
+    assert_eq!(
+        received, expected,
+        "read, readv, recvmsg, recv(from), iovecs joined in order"
+    );
+}
+
+#[test]
+fn privileged_pid_and_cgroup_filters_keep_only_the_chosen_processes() {
+    if !require_privileges() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A helper process in its own cgroup, sending one tagged message when told to.
+    let root = wirespan::load::filters::cgroup2_mount().expect("a cgroup v2 mount");
+    let cgroup = root.join(format!("wirespan-test-{}", std::process::id()));
+    std::fs::create_dir_all(&cgroup).expect("a new cgroup v2 directory");
+    let helper = |tag: &str| {
+        std::process::Command::new("python3")
+            .args(["-c", &format!(
+                "import socket,sys\nsys.stdin.readline()\ns=socket.create_connection(('127.0.0.1',{port}))\ns.sendall(b'{tag}')\ns.close()"
+            )])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut in_cgroup = helper("from-cgroup");
+    std::fs::write(cgroup.join("cgroup.procs"), in_cgroup.id().to_string()).unwrap();
+    let mut by_pid = helper("from-pid");
+    let mut other = helper("from-other");
+    let agent = Agent::start(&[
+        "events",
+        "--json",
+        "--pid",
+        &by_pid.id().to_string(),
+        "--cgroup",
+        cgroup.to_str().unwrap(),
+    ]);
+    let acceptor = std::thread::spawn(move || {
+        for _ in 0..3 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut sink = Vec::new();
+            s.read_to_end(&mut sink).unwrap();
+        }
+    });
+    for child in [&mut in_cgroup, &mut by_pid, &mut other] {
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    acceptor.join().unwrap();
+    let stopped = agent.stop();
+    let _ = std::fs::remove_dir(&cgroup);
+    let events = stopped.events();
+    let payloads: HashSet<&str> = events
+        .iter()
+        .filter_map(|e| e["payload"].as_str())
+        .collect();
+    assert!(payloads.contains("from-cgroup"), "{payloads:?}");
+    assert!(payloads.contains("from-pid"), "{payloads:?}");
+    assert!(
+        !payloads.contains("from-other"),
+        "a filtered-out process was captured"
+    );
+    let pids: HashSet<u64> = events.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
+    let allowed = HashSet::from([u64::from(in_cgroup.id()), u64::from(by_pid.id())]);
+    assert!(
+        pids.is_subset(&allowed),
+        "only the chosen processes: {pids:?}"
+    );
+}

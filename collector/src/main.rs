@@ -75,13 +75,15 @@ struct CaptureArgs {
     /// Payload bytes captured per read or write (byte counts stay exact beyond it). At most 16384.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CAPTURE_BYTES)]
     capture_bytes: u32,
-    /// Only these processes (repeatable).
+    /// Only these processes (repeatable). With --cgroup too, processes matching either.
     #[arg(long, value_name = "PID")]
     pid: Vec<u32>,
-    /// Only connections with this port at either end (repeatable).
+    /// Only connections with this port at either end (repeatable; combines with the process
+    /// filters: both must match).
     #[arg(long, value_name = "PORT")]
     port: Vec<u16>,
     /// Only processes in this cgroup v2 directory, absolute or under /sys/fs/cgroup (repeatable).
+    /// With --pid too, processes matching either.
     #[arg(long, value_name = "PATH")]
     cgroup: Vec<PathBuf>,
 }

@@ -132,7 +132,7 @@ pub fn next_conn_id() -> u64 {
 }
 
 /// Whether events of this process are wanted: never the agent's own (its exporter traffic would
-/// feed back into itself), and only the `--pid` / `--cgroup` ones when those filters are on.
+/// feed back into itself); with `--pid` or `--cgroup`, only processes that match either.
 /// Call it in the process's own context (the cgroup is the current task's).
 #[inline(always)]
 pub fn process_passes(tgid: u32) -> bool {
@@ -140,16 +140,20 @@ pub fn process_passes(tgid: u32) -> bool {
     if tgid == s.agent_tgid {
         return false;
     }
-    if s.filters & FILTER_PID != 0 && unsafe { FILTER_PIDS.get(&tgid) }.is_none() {
-        return false;
+    let selecting = s.filters & (FILTER_PID | FILTER_CGROUP);
+    if selecting == 0 {
+        return true;
+    }
+    if s.filters & FILTER_PID != 0 && unsafe { FILTER_PIDS.get(&tgid) }.is_some() {
+        return true;
     }
     if s.filters & FILTER_CGROUP != 0 {
         let cgroup = unsafe { bpf_get_current_cgroup_id() };
-        if unsafe { FILTER_CGROUPS.get(&cgroup) }.is_none() {
-            return false;
+        if unsafe { FILTER_CGROUPS.get(&cgroup) }.is_some() {
+            return true;
         }
     }
-    true
+    false
 }
 
 /// Whether a connection with these ports is wanted (`--port` matches either end).

@@ -13,12 +13,14 @@ use super::error_chain;
 pub struct Filters {
     pub pids: Vec<u32>,
     pub ports: Vec<u16>,
-    /// cgroup v2 directories (absolute, or relative to /sys/fs/cgroup).
+    /// cgroup v2 directories (absolute, or relative to the cgroup v2 mount).
     pub cgroups: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
+    #[error("--cgroup {path}: not a cgroup v2 directory ({mount})")]
+    NotCgroup2 { path: String, mount: String },
     #[error(
         "--cgroup {path}: {source} (give a cgroup v2 directory, e.g. /sys/fs/cgroup/system.slice/nginx.service)"
     )]
@@ -48,22 +50,35 @@ impl Filters {
     }
 
     /// cgroup v2 ids: the inode number of each cgroup directory, which is what
-    /// bpf_get_current_cgroup_id returns.
+    /// bpf_get_current_cgroup_id returns. Relative paths are under the cgroup v2 mount; a path on
+    /// another filesystem (a cgroup v1 hierarchy, a plain directory) is refused, since no task
+    /// could ever match it.
     pub fn cgroup_ids(&self) -> Result<Vec<u64>, FilterError> {
+        if self.cgroups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mount = cgroup2_mount();
         self.cgroups
             .iter()
             .map(|path| {
-                let full = if path.is_absolute() {
-                    path.clone()
-                } else {
-                    PathBuf::from("/sys/fs/cgroup").join(path)
+                let full = match (&mount, path.is_absolute()) {
+                    (_, true) => path.clone(),
+                    (Some(root), false) => root.join(path),
+                    (None, false) => PathBuf::from("/sys/fs/cgroup").join(path),
                 };
-                std::fs::metadata(&full)
-                    .map(|m| m.ino())
-                    .map_err(|source| FilterError::Cgroup {
-                        path: full.display().to_string(),
-                        source,
-                    })
+                let shown = full.display().to_string();
+                let meta = std::fs::metadata(&full).map_err(|source| FilterError::Cgroup {
+                    path: shown.clone(),
+                    source,
+                })?;
+                if !is_cgroup2(&full) {
+                    let mount = mount.as_ref().map_or_else(
+                        || "this system mounts no cgroup v2".to_owned(),
+                        |m| format!("cgroup v2 is mounted at {}", m.display()),
+                    );
+                    return Err(FilterError::NotCgroup2 { path: shown, mount });
+                }
+                Ok(meta.ino())
             })
             .collect()
     }
@@ -74,6 +89,31 @@ impl Filters {
         fill(ebpf, "FILTER_PORTS", &self.ports)?;
         fill(ebpf, "FILTER_CGROUPS", cgroup_ids)
     }
+}
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid systems).
+#[must_use]
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        // `id parent major:minor root mountpoint options ... - fstype source options`
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+fn is_cgroup2(path: &std::path::Path) -> bool {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid C string and a zeroed statfs buffer for the call to fill.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) };
+    rc == 0 && stat.f_type == CGROUP2_SUPER_MAGIC
 }
 
 fn fill<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, keys: &[K]) -> Result<(), FilterError> {
@@ -103,12 +143,28 @@ mod tests {
             cgroups: vec!["/".into()],
         };
         assert_eq!(f.bits(), FILTER_PID | FILTER_PORT | FILTER_CGROUP);
-        assert_eq!(f.cgroup_ids().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn cgroup_paths_must_be_cgroup_v2_directories() {
         let missing = Filters {
             cgroups: vec!["no/such/group".into()],
             ..Filters::default()
         };
         let err = missing.cgroup_ids().unwrap_err().to_string();
-        assert!(err.contains("/sys/fs/cgroup/no/such/group"), "{err}");
+        assert!(err.contains("no/such/group"), "{err}");
+        let plain = Filters {
+            cgroups: vec![std::env::temp_dir()],
+            ..Filters::default()
+        };
+        let err = plain.cgroup_ids().unwrap_err().to_string();
+        assert!(err.contains("not a cgroup v2 directory"), "{err}");
+        if let Some(root) = cgroup2_mount() {
+            let root_filter = Filters {
+                cgroups: vec![root],
+                ..Filters::default()
+            };
+            assert_eq!(root_filter.cgroup_ids().unwrap().len(), 1);
+        }
     }
 }
