@@ -452,7 +452,7 @@ fn privileged_every_read_and_write_syscall_is_captured_across_iovecs() {
 
         let segments = iov(&[b"w-send", b"msg"]);
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = segments.as_ptr() as *mut _;
+        msg.msg_iov = segments.as_ptr().cast_mut();
         msg.msg_iovlen = 2;
         assert_eq!(libc::sendmsg(c, &raw const msg, 0), 9);
         let targets = [
@@ -466,7 +466,7 @@ fn privileged_every_read_and_write_syscall_is_captured_across_iovecs() {
             },
         ];
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = targets.as_ptr() as *mut _;
+        msg.msg_iov = targets.as_ptr().cast_mut();
         msg.msg_iovlen = 2;
         assert_eq!(libc::recvmsg(s, &raw mut msg, libc::MSG_WAITALL), 9);
 
