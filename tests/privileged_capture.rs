@@ -562,3 +562,86 @@ fn privileged_pid_and_cgroup_filters_keep_only_the_chosen_processes() {
         "only the chosen processes: {pids:?}"
     );
 }
+
+/// JSON events without connection ids and timestamps: two agents number connections
+/// independently, and each probe reads the clock itself.
+fn without_conn_ids(events: &[Value]) -> Vec<String> {
+    let mut lines: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            for field in ["conn_id", "ts_ns", "ts_exit_ns"] {
+                e.as_object_mut().unwrap().remove(field);
+            }
+            e.to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn privileged_recording_replays_unprivileged_to_the_events_seen_live() {
+    if !require_privileges() {
+        return;
+    }
+    let server = HttpServer::start("127.0.0.1", &[("a.txt", b"hello"), ("b.txt", b"world!")]);
+    let port = server.port.to_string();
+    let recording = std::env::temp_dir().join(format!("wirespan-{}.rec", std::process::id()));
+    let live = Agent::start(&["events", "--json", "--port", &port]);
+    let recorder = Agent::start(&[
+        "record",
+        "--output",
+        recording.to_str().unwrap(),
+        "--port",
+        &port,
+    ]);
+    let mut client = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    keep_alive_gets(&mut client, &["a.txt", "b.txt", "a.txt"]);
+    drop(client);
+    std::thread::sleep(Duration::from_millis(300));
+    let recorder_run = recorder.stop();
+    assert!(recorder_run.status.success(), "{}", recorder_run.stderr);
+    let live = live.stop();
+
+    // Replay without any privilege: root without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN.
+    let replay = std::process::Command::new("setpriv")
+        .args([
+            "--bounding-set",
+            "-bpf,-perfmon,-sys_admin",
+            support::AGENT,
+            "events",
+            "--json",
+            "--replay",
+        ])
+        .arg(&recording)
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let replayed: Vec<Value> = String::from_utf8(replay.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        replayed.iter().any(|e| e["type"] == "accept"),
+        "the recording has the exchange"
+    );
+    assert_eq!(
+        without_conn_ids(&replayed),
+        without_conn_ids(&live.events())
+    );
+
+    if std::env::var_os("WIRESPAN_WRITE_FIXTURES").is_some() {
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/http_keepalive.rec"
+        );
+        std::fs::copy(&recording, fixture).unwrap();
+    }
+    let _ = std::fs::remove_file(&recording);
+}

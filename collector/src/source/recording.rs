@@ -44,7 +44,7 @@ pub enum RecordingError {
     )]
     Abi { path: PathBuf, found: u32 },
     #[error(
-        "{path} is truncated: record {index} at byte {offset} is cut short ({records_read} complete records were read)"
+        "{path} is truncated at record {index} (byte {offset}): the recorder was stopped before it finished, or the file was cut; {records_read} complete records were read"
     )]
     Truncated {
         path: PathBuf,
