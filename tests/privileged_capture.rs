@@ -645,3 +645,81 @@ fn privileged_recording_replays_unprivileged_to_the_events_seen_live() {
     }
     let _ = std::fs::remove_file(&recording);
 }
+
+#[test]
+fn privileged_lost_events_are_counted_by_cause_logged_and_totalled() {
+    if !require_privileges() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // The agent writes into a pipe nobody reads yet: it blocks, the 1 MiB ring buffer fills.
+    let mut fds = [0; 2];
+    // SAFETY: a valid two-int array for pipe(2); the fds are owned right after.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (read_end, write_end) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    let agent = Agent::start_with_stdout(
+        &[
+            "events",
+            "--json",
+            "--ring-buffer-mib",
+            "1",
+            "--port",
+            &port.to_string(),
+        ],
+        Stdio::from(write_end),
+    );
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let chunk = vec![b'z'; 4096];
+    let (writes, mut reads) = (3000, 0u64);
+    let mut buf = vec![0; 8192];
+    for _ in 0..writes {
+        client.write_all(&chunk).unwrap();
+        let mut got = 0;
+        while got < chunk.len() {
+            got += server.read(&mut buf[..chunk.len() - got]).unwrap();
+            reads += 1;
+        }
+    }
+    drop(client);
+    drop(server);
+    // Let the 10 s loss log come due, then let the agent write again.
+    std::thread::sleep(Duration::from_secs(11));
+    let output = std::thread::spawn(move || {
+        let mut text = String::new();
+        BufReader::new(read_end).read_to_string(&mut text).unwrap();
+        text
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = agent.stop();
+    let seen = output.join().unwrap().lines().count() as u64;
+    let stderr = &stopped.stderr;
+    assert!(stopped.status.success(), "{stderr}");
+    let periodic = stderr
+        .lines()
+        .find(|l| l.starts_with("wirespan: lost in kernel so far: "));
+    assert!(
+        periodic.is_some_and(|l| l.contains("(ring buffer full)")),
+        "periodic loss log: {stderr}"
+    );
+    let total = stderr
+        .lines()
+        .find(|l| l.starts_with("wirespan: stopped: "))
+        .unwrap();
+    let lost: u64 = total
+        .split("lost in kernel: ")
+        .nth(1)
+        .and_then(|t| t.split(" (ring buffer full)").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no ring-buffer loss count in {total:?}"));
+    assert!(lost > 0, "{total}");
+    // connect + accept + two closes + every write + every read: each delivered or counted lost.
+    assert_eq!(seen + lost, 4 + writes + reads, "{total}");
+}

@@ -8,7 +8,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wirespan::{
     agent::{self, RunSummary},
     export::{EventSink, clock::WallClock, console::ConsoleSink, json::JsonLinesSink},
-    load::{AttachMode, DEFAULT_CAPTURE_BYTES, Filters, HookReport, LoadOptions},
+    load::{
+        AttachMode, DEFAULT_CAPTURE_BYTES, DEFAULT_RING_BUFFER_MIB, Filters, HookReport,
+        LoadOptions,
+    },
     source::recording::{RecordingInfo, RecordingReader, RecordingWriter},
 };
 
@@ -75,6 +78,10 @@ struct CaptureArgs {
     /// Payload bytes captured per read or write (byte counts stay exact beyond it). At most 16384.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CAPTURE_BYTES)]
     capture_bytes: u32,
+    /// Size of the kernel-to-agent event ring buffer, in MiB (a power of two). What does not fit
+    /// while the agent catches up is lost, counted and reported.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_RING_BUFFER_MIB)]
+    ring_buffer_mib: u32,
     /// Only these processes (repeatable). With --cgroup too, processes matching either.
     #[arg(long, value_name = "PID")]
     pid: Vec<u32>,
@@ -93,6 +100,7 @@ impl CaptureArgs {
         LoadOptions {
             attach_mode: self.attach_mode,
             capture_bytes: self.capture_bytes,
+            ring_buffer_mib: self.ring_buffer_mib,
             filters: Filters {
                 pids: self.pid.clone(),
                 ports: self.port.clone(),

@@ -24,6 +24,9 @@ pub use self::{
 
 /// Payload bytes captured per data event unless `--capture-bytes` says otherwise.
 pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
+/// Size of the event ring buffer unless `--ring-buffer-mib` says otherwise: about 4000 full
+/// 4 KiB data events of slack while user space catches up.
+pub const DEFAULT_RING_BUFFER_MIB: u32 = 16;
 
 /// What to load and how.
 #[derive(Debug, Clone)]
@@ -32,6 +35,8 @@ pub struct LoadOptions {
     pub attach_mode: Option<AttachMode>,
     /// Payload bytes captured per data event, at most `MAX_CAPTURE`.
     pub capture_bytes: u32,
+    /// Size of the event ring buffer in MiB: a power of two.
+    pub ring_buffer_mib: u32,
     pub filters: Filters,
 }
 
@@ -40,6 +45,7 @@ impl Default for LoadOptions {
         Self {
             attach_mode: None,
             capture_bytes: DEFAULT_CAPTURE_BYTES,
+            ring_buffer_mib: DEFAULT_RING_BUFFER_MIB,
             filters: Filters::default(),
         }
     }
@@ -62,6 +68,8 @@ pub enum LoadError {
     Attach(#[from] attach::AttachError),
     #[error(transparent)]
     Filter(#[from] filters::FilterError),
+    #[error("--ring-buffer-mib {0}: give a power of two from 1 to 1024")]
+    RingBufferSize(u32),
     #[error("cannot count the possible CPUs from {path}: {source}")]
     Cpus {
         path: &'static str,
@@ -101,6 +109,10 @@ impl Probes {
         if options.capture_bytes as usize > MAX_CAPTURE {
             return Err(LoadError::CaptureBytes(options.capture_bytes));
         }
+        let ring_mib = options.ring_buffer_mib;
+        if !ring_mib.is_power_of_two() || ring_mib > 1024 {
+            return Err(LoadError::RingBufferSize(ring_mib));
+        }
         // Bad filter input is reported before anything touches the kernel.
         let cgroup_ids = options.filters.cgroup_ids()?;
         privilege::check()?;
@@ -122,6 +134,7 @@ impl Probes {
             aya::util::nr_cpus().map_err(|(path, source)| LoadError::Cpus { path, source })?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("SCRATCH", cpus.get())
+            .map_max_entries("EVENTS", ring_mib << 20)
             .override_global(GLOBAL_SOCK_OFFSETS, &sock_offsets, true)
             .override_global(GLOBAL_FD_OFFSETS, &fd_offsets, true)
             .override_global(GLOBAL_SET_STATE_FORMAT, &set_state, true)
