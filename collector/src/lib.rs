@@ -8,5 +8,6 @@
 pub mod agent;
 pub mod export;
 pub mod load;
+pub mod protocol;
 pub mod source;
 pub mod testing;

@@ -1,0 +1,146 @@
+//! What the decoders produce: exchanges, one request with its response, modelled as an enum of
+//! per-protocol payloads (no flat struct whose fields every protocol reuses).
+
+use crate::source::Direction;
+
+/// One request/response exchange on a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// Which of this process's directions carried the request: egress when the process is the
+    /// client, ingress when it is the server.
+    pub request_direction: Direction,
+    /// Syscall entry time of the first request byte (CLOCK_MONOTONIC ns).
+    pub start_ns: u64,
+    /// Syscall exit time of the last response byte (or of the last byte seen).
+    pub end_ns: u64,
+    /// Bytes on the wire, including bodies that were not captured.
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub detail: Detail,
+    pub flags: Flags,
+}
+
+/// The protocol-specific part of an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    Http(Http),
+    Grpc(Grpc),
+}
+
+/// Conditions that make an exchange less than complete; all false for a clean one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent conditions, reported as they are"
+)]
+pub struct Flags {
+    /// The capture joined mid-connection and header state was unknown: only what could be
+    /// decoded safely is filled in (never a guess from a wrong HPACK table).
+    pub headers_unknown: bool,
+    /// Part of a head was not captured (cut at `--capture-bytes`).
+    pub truncated: bool,
+    /// The stream was reset (HTTP/2 RST_STREAM) or the connection went away mid-exchange.
+    pub reset: bool,
+    /// No (complete) response was seen before the connection closed.
+    pub no_response: bool,
+}
+
+/// HTTP version of an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    Http10,
+    Http11,
+    Http2,
+}
+
+impl HttpVersion {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http10 => "1.0",
+            Self::Http11 => "1.1",
+            Self::Http2 => "2",
+        }
+    }
+}
+
+/// Request headers the later stages use (correlation, span attributes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interesting {
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    pub user_agent: Option<String>,
+    pub content_type: Option<String>,
+}
+
+impl Interesting {
+    /// Keep `value` if `name` (lowercase) is one of the interesting headers.
+    pub fn offer(&mut self, name: &[u8], value: &[u8]) {
+        let slot = match name {
+            b"traceparent" => &mut self.traceparent,
+            b"tracestate" => &mut self.tracestate,
+            b"user-agent" => &mut self.user_agent,
+            b"content-type" => &mut self.content_type,
+            _ => return,
+        };
+        *slot = Some(String::from_utf8_lossy(value).into_owned());
+    }
+}
+
+/// An HTTP/1.x or HTTP/2 exchange.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Http {
+    pub version: Option<HttpVersion>,
+    /// Empty when unknown (a mid-connection HTTP/2 start).
+    pub method: String,
+    /// Path and query, as sent (`/a?b=c`).
+    pub target: String,
+    /// `Host` (HTTP/1) or `:authority` (HTTP/2).
+    pub host: Option<String>,
+    pub headers: Interesting,
+    pub status: Option<u16>,
+    /// HTTP/2 stream id.
+    pub stream_id: Option<u32>,
+}
+
+/// A gRPC call over HTTP/2: one exchange per stream, whatever its streaming shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grpc {
+    pub http: Http,
+    /// `package.Service` and `Method`, from `:path` `/package.Service/Method`.
+    pub service: String,
+    pub method: String,
+    /// `grpc-status` from the trailers (or a trailers-only response).
+    pub status: Option<u32>,
+    pub message: Option<String>,
+    /// Length-prefixed messages seen each way.
+    pub request_messages: u64,
+    pub response_messages: u64,
+}
+
+impl Grpc {
+    /// Split `/package.Service/Method` into service and method.
+    #[must_use]
+    pub fn split_path(path: &str) -> Option<(&str, &str)> {
+        let rest = path.strip_prefix('/')?;
+        let (service, method) = rest.split_once('/')?;
+        (!service.is_empty() && !method.is_empty() && !method.contains('/'))
+            .then_some((service, method))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_paths_split_into_service_and_method() {
+        assert_eq!(
+            Grpc::split_path("/helloworld.Greeter/SayHello"),
+            Some(("helloworld.Greeter", "SayHello"))
+        );
+        assert_eq!(Grpc::split_path("/a/b/c"), None);
+        assert_eq!(Grpc::split_path("/nomethod"), None);
+        assert_eq!(Grpc::split_path("//x"), None);
+    }
+}

@@ -1,0 +1,748 @@
+//! HTTP/2 (RFC 9113): frames of both directions, HPACK with one dynamic table per direction,
+//! streams paired into exchanges, gRPC on top (service and method from `:path`, status from the
+//! trailers or a trailers-only response, message counts from the length-prefixed DATA).
+//!
+//! DATA payloads are counted, not buffered; other frames are buffered whole (up to a cap).
+//! A gap (bytes beyond `--capture-bytes`) inside a DATA payload is skipped by count; anywhere
+//! else the direction loses its framing and, if a header block was lost, its HPACK table. It
+//! then waits for a syscall that starts on a plausible frame boundary, and decodes headers only
+//! from what does not depend on the lost table.
+
+pub mod frame;
+pub mod hpack;
+
+use std::collections::HashMap;
+
+use self::frame::{
+    CONTINUATION, DATA, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY, FrameHeader,
+    HEADER_LEN, HEADERS, PUSH_PROMISE, RST_STREAM, SETTINGS,
+};
+use super::{
+    Segment,
+    exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion},
+};
+use crate::source::Direction;
+
+/// The client connection preface (RFC 9113 section 3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Streams tracked at once per connection; more are counted and ignored.
+pub const MAX_STREAMS: usize = 1024;
+/// Non-DATA frames (and header blocks with their CONTINUATIONs) buffered at most.
+pub const MAX_BUFFERED_FRAME: usize = 256 * 1024;
+const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
+
+/// Counters of what the decoder had to drop.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Stats {
+    /// Times a direction lost its framing.
+    pub desyncs: u64,
+    /// Header blocks not decoded in full (unknown or lost HPACK state, malformed).
+    pub undecoded_header_blocks: u64,
+    /// Streams ignored because `MAX_STREAMS` were open.
+    pub stream_overflow: u64,
+    /// Frames too large to buffer, skipped by count.
+    pub oversized_frames: u64,
+}
+
+/// Counts gRPC length-prefixed messages in one direction of a stream.
+#[derive(Debug, Clone, Copy)]
+enum MessageCounter {
+    /// Reading the 5-byte prefix: bytes of it seen, and the length bytes so far.
+    Prefix(u8, [u8; 4]),
+    /// Skipping a message body.
+    Body(u64),
+    /// A gap fell inside a prefix: counting stopped.
+    Lost,
+}
+
+impl Default for MessageCounter {
+    fn default() -> Self {
+        Self::Prefix(0, [0; 4])
+    }
+}
+
+impl MessageCounter {
+    /// Feed payload bytes; returns how many messages started in them.
+    fn feed(&mut self, mut bytes: &[u8]) -> u64 {
+        let mut started = 0;
+        while !bytes.is_empty() {
+            match self {
+                Self::Lost => return started,
+                Self::Body(left) => {
+                    let take = (*left).min(bytes.len() as u64);
+                    bytes = &bytes[take as usize..];
+                    *left -= take;
+                    if *left == 0 {
+                        *self = Self::default();
+                    }
+                }
+                Self::Prefix(got, len) => {
+                    if *got > 0 {
+                        len[*got as usize - 1] = bytes[0];
+                    }
+                    *got += 1;
+                    bytes = &bytes[1..];
+                    if *got == 5 {
+                        started += 1;
+                        let body = u64::from(u32::from_be_bytes(*len));
+                        *self = if body == 0 {
+                            Self::default()
+                        } else {
+                            Self::Body(body)
+                        };
+                    }
+                }
+            }
+        }
+        started
+    }
+
+    fn gap(&mut self, n: u64) {
+        *self = match *self {
+            Self::Body(left) if n < left => Self::Body(left - n),
+            Self::Body(left) if n == left => Self::default(),
+            _ => Self::Lost,
+        };
+    }
+}
+
+/// One stream's exchange in progress.
+#[derive(Debug, Default)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one stream"
+)]
+struct Stream {
+    http: Http,
+    grpc: bool,
+    grpc_status: Option<u32>,
+    grpc_message: Option<String>,
+    messages: [MessageCounter; 2],
+    message_counts: [u64; 2],
+    start_ns: Option<u64>,
+    end_ns: u64,
+    bytes: [u64; 2],
+    request_headers_seen: bool,
+    response_headers_seen: bool,
+    request_ended: bool,
+    headers_unknown: bool,
+    truncated: bool,
+}
+
+/// A header block waiting for its CONTINUATION frames.
+#[derive(Debug)]
+struct PendingBlock {
+    stream: u32,
+    kind: u8,
+    end_stream: bool,
+    block: Vec<u8>,
+}
+
+/// The payload of the frame being read, when it is consumed as it arrives.
+#[derive(Debug, Clone, Copy)]
+enum Streaming {
+    /// A DATA frame: padding length still to read (PADDED), data bytes left, padding left.
+    Data {
+        stream: u32,
+        flags: u8,
+        pad_known: bool,
+        data_left: u64,
+        pad_left: u64,
+    },
+    /// A frame too large to buffer, skipped by count.
+    Skip { left: u64 },
+}
+
+#[derive(Debug)]
+struct DirState {
+    buf: Vec<u8>,
+    streaming: Option<Streaming>,
+    expect_preface: bool,
+    synced: bool,
+    hpack: hpack::Decoder,
+    pending_block: Option<PendingBlock>,
+}
+
+impl DirState {
+    fn new(from_start: bool, expect_preface: bool) -> Self {
+        Self {
+            buf: Vec::new(),
+            streaming: None,
+            expect_preface,
+            synced: true,
+            hpack: hpack::Decoder::new(from_start),
+            pending_block: None,
+        }
+    }
+}
+
+/// HTTP/2 state of one connection.
+#[derive(Debug)]
+pub struct Http2Conn {
+    /// Which direction carries requests; `None` until a header block shows it (mid-connection).
+    request_direction: Option<Direction>,
+    /// Index 0: egress, 1: ingress.
+    dirs: [DirState; 2],
+    streams: HashMap<u32, Stream>,
+    from_start: bool,
+    pub stats: Http2Stats,
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Egress => 0,
+        Direction::Ingress => 1,
+    }
+}
+
+fn other(d: Direction) -> Direction {
+    match d {
+        Direction::Egress => Direction::Ingress,
+        Direction::Ingress => Direction::Egress,
+    }
+}
+
+impl Http2Conn {
+    /// A connection seen from its preface, which travels in `request_direction`.
+    #[must_use]
+    pub fn from_preface(request_direction: Direction) -> Self {
+        let mut dirs = [DirState::new(true, false), DirState::new(true, false)];
+        dirs[dir_index(request_direction)].expect_preface = true;
+        Self {
+            request_direction: Some(request_direction),
+            dirs,
+            streams: HashMap::new(),
+            from_start: true,
+            stats: Http2Stats::default(),
+        }
+    }
+
+    /// A connection joined mid-way: HPACK state unknown, roles not yet known.
+    #[must_use]
+    pub fn mid_connection() -> Self {
+        Self {
+            request_direction: None,
+            dirs: [DirState::new(false, false), DirState::new(false, false)],
+            streams: HashMap::new(),
+            from_start: false,
+            stats: Http2Stats::default(),
+        }
+    }
+
+    /// Feed one syscall's bytes; completed exchanges are appended to `out`.
+    pub fn feed(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        let d = dir_index(seg.direction);
+        if !self.dirs[d].synced {
+            if !frame::starts_with_frames(seg.data) {
+                return;
+            }
+            self.dirs[d].synced = true;
+            self.dirs[d].buf.clear();
+            self.dirs[d].streaming = None;
+            self.dirs[d].pending_block = None;
+        }
+        if self.dirs[d].buf.len() + seg.data.len() > MAX_BUFFERED_FRAME + HEADER_LEN {
+            self.stats.oversized_frames += 1;
+            self.lose_sync(seg.direction, true);
+            return;
+        }
+        self.dirs[d].buf.extend_from_slice(seg.data);
+        self.run(seg, out);
+        if seg.missing > 0 {
+            self.gap(seg, out);
+        }
+    }
+
+    /// The connection closed: streams still open are emitted as they are.
+    pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>) {
+        let mut ids: Vec<u32> = self.streams.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(mut s) = self.streams.remove(&id) {
+                s.end_ns = s.end_ns.max(ts_ns);
+                let no_response = !s.response_headers_seen;
+                out.push(self.exchange(
+                    id,
+                    s,
+                    Flags {
+                        no_response,
+                        reset: !no_response,
+                        ..Flags::default()
+                    },
+                ));
+            }
+        }
+    }
+
+    fn lose_sync(&mut self, direction: Direction, header_state_lost: bool) {
+        self.stats.desyncs += 1;
+        let dir = &mut self.dirs[dir_index(direction)];
+        dir.synced = false;
+        dir.buf.clear();
+        dir.streaming = None;
+        if header_state_lost || dir.pending_block.take().is_some() {
+            dir.hpack.mark_unknown();
+        }
+    }
+
+    /// Uncaptured bytes: fine inside a DATA payload or a skipped frame, lost framing elsewhere.
+    fn gap(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        let d = dir_index(seg.direction);
+        if !self.dirs[d].synced {
+            return;
+        }
+        let mut missing = seg.missing;
+        let is_request = self.request_direction == Some(seg.direction);
+        if self.dirs[d].buf.is_empty() {
+            match self.dirs[d].streaming {
+                Some(Streaming::Skip { left }) if missing <= left => {
+                    self.dirs[d].streaming = (missing < left).then_some(Streaming::Skip {
+                        left: left - missing,
+                    });
+                    missing = 0;
+                }
+                Some(Streaming::Data {
+                    stream,
+                    flags,
+                    pad_known: true,
+                    data_left,
+                    pad_left,
+                }) if missing <= data_left + pad_left => {
+                    let in_data = missing.min(data_left);
+                    if let Some(s) = self.streams.get_mut(&stream) {
+                        s.bytes[usize::from(!is_request)] += missing;
+                        s.messages[usize::from(!is_request)].gap(in_data);
+                        s.end_ns = s.end_ns.max(seg.ts_exit_ns);
+                    }
+                    let (data_left, pad_left) =
+                        (data_left - in_data, pad_left - (missing - in_data));
+                    missing = 0;
+                    if data_left + pad_left == 0 {
+                        self.dirs[d].streaming = None;
+                        self.end_of_data(seg, stream, flags, out);
+                    } else {
+                        self.dirs[d].streaming = Some(Streaming::Data {
+                            stream,
+                            flags,
+                            pad_known: true,
+                            data_left,
+                            pad_left,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        if missing > 0 {
+            // Headers may have been in the lost bytes: the table can no longer be trusted.
+            self.lose_sync(seg.direction, true);
+        }
+    }
+
+    /// Consume every complete frame (and streamed DATA bytes) in the direction's buffer.
+    fn run(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        let d = dir_index(seg.direction);
+        if self.dirs[d].expect_preface {
+            if self.dirs[d].buf.len() < PREFACE.len() {
+                return;
+            }
+            if !self.dirs[d].buf.starts_with(PREFACE) {
+                self.lose_sync(seg.direction, true);
+                return;
+            }
+            self.dirs[d].buf.drain(..PREFACE.len());
+            self.dirs[d].expect_preface = false;
+        }
+        loop {
+            if !self.dirs[d].synced {
+                return;
+            }
+            if let Some(streaming) = self.dirs[d].streaming {
+                if !self.stream_payload(seg, streaming, out) {
+                    return;
+                }
+                continue;
+            }
+            let Some(header) = FrameHeader::parse(&self.dirs[d].buf) else {
+                return;
+            };
+            if !header.plausible() {
+                self.lose_sync(seg.direction, true);
+                return;
+            }
+            if header.kind == DATA {
+                self.dirs[d].buf.drain(..HEADER_LEN);
+                let pad_known = header.flags & FLAG_PADDED == 0;
+                self.dirs[d].streaming = Some(Streaming::Data {
+                    stream: header.stream,
+                    flags: header.flags,
+                    pad_known,
+                    data_left: u64::from(header.len),
+                    pad_left: 0,
+                });
+                self.count_frame_header(seg, header);
+                continue;
+            }
+            if header.len as usize > MAX_BUFFERED_FRAME {
+                self.stats.oversized_frames += 1;
+                self.dirs[d].buf.drain(..HEADER_LEN);
+                self.dirs[d].streaming = Some(Streaming::Skip {
+                    left: u64::from(header.len),
+                });
+                if matches!(header.kind, HEADERS | CONTINUATION | PUSH_PROMISE) {
+                    self.dirs[d].hpack.mark_unknown();
+                }
+                continue;
+            }
+            let total = HEADER_LEN + header.len as usize;
+            if self.dirs[d].buf.len() < total {
+                return;
+            }
+            let payload: Vec<u8> = self.dirs[d].buf[HEADER_LEN..total].to_vec();
+            self.dirs[d].buf.drain(..total);
+            self.count_frame_header(seg, header);
+            self.frame(seg, header, &payload, out);
+        }
+    }
+
+    /// Count a frame's header (and, for non-DATA frames, payload) bytes to its stream.
+    fn count_frame_header(&mut self, seg: &Segment<'_>, header: FrameHeader) {
+        let is_request = self.request_direction == Some(seg.direction);
+        if let Some(s) = self.streams.get_mut(&header.stream) {
+            let extra = if header.kind == DATA {
+                0
+            } else {
+                u64::from(header.len)
+            };
+            s.bytes[usize::from(!is_request)] += HEADER_LEN as u64 + extra;
+            if !is_request {
+                s.end_ns = s.end_ns.max(seg.ts_exit_ns);
+            }
+        }
+    }
+
+    /// Consume buffered bytes of a streamed payload; false when more bytes are needed.
+    fn stream_payload(
+        &mut self,
+        seg: &Segment<'_>,
+        streaming: Streaming,
+        out: &mut Vec<Exchange>,
+    ) -> bool {
+        let d = dir_index(seg.direction);
+        let is_request = self.request_direction == Some(seg.direction);
+        match streaming {
+            Streaming::Skip { left } => {
+                let take = (left as usize).min(self.dirs[d].buf.len());
+                self.dirs[d].buf.drain(..take);
+                let left = left - take as u64;
+                self.dirs[d].streaming = (left > 0).then_some(Streaming::Skip { left });
+                left == 0
+            }
+            Streaming::Data {
+                stream,
+                flags,
+                pad_known: false,
+                data_left,
+                ..
+            } => {
+                let Some(&pad) = self.dirs[d].buf.first() else {
+                    return false;
+                };
+                self.dirs[d].buf.drain(..1);
+                let pad = u64::from(pad).min(data_left.saturating_sub(1));
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.bytes[usize::from(!is_request)] += 1;
+                }
+                self.dirs[d].streaming = Some(Streaming::Data {
+                    stream,
+                    flags,
+                    pad_known: true,
+                    data_left: data_left.saturating_sub(1 + pad),
+                    pad_left: pad,
+                });
+                true
+            }
+            Streaming::Data {
+                stream,
+                flags,
+                pad_known: true,
+                data_left,
+                pad_left,
+            } => {
+                let buf = &self.dirs[d].buf;
+                let data_take = (data_left as usize).min(buf.len());
+                let pad_take = (pad_left as usize).min(buf.len() - data_take);
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    let side = usize::from(!is_request);
+                    s.message_counts[side] += s.messages[side].feed(&buf[..data_take]);
+                    s.bytes[side] += (data_take + pad_take) as u64;
+                    if !is_request {
+                        s.end_ns = s.end_ns.max(seg.ts_exit_ns);
+                    }
+                }
+                self.dirs[d].buf.drain(..data_take + pad_take);
+                let (data_left, pad_left) =
+                    (data_left - data_take as u64, pad_left - pad_take as u64);
+                if data_left + pad_left > 0 {
+                    self.dirs[d].streaming = Some(Streaming::Data {
+                        stream,
+                        flags,
+                        pad_known: true,
+                        data_left,
+                        pad_left,
+                    });
+                    return false;
+                }
+                self.dirs[d].streaming = None;
+                self.end_of_data(seg, stream, flags, out);
+                true
+            }
+        }
+    }
+
+    fn end_of_data(&mut self, seg: &Segment<'_>, stream: u32, flags: u8, out: &mut Vec<Exchange>) {
+        if flags & FLAG_END_STREAM != 0 {
+            self.end_stream(seg, stream, out);
+        }
+    }
+
+    /// A complete non-DATA frame.
+    fn frame(
+        &mut self,
+        seg: &Segment<'_>,
+        header: FrameHeader,
+        payload: &[u8],
+        out: &mut Vec<Exchange>,
+    ) {
+        let d = dir_index(seg.direction);
+        match header.kind {
+            HEADERS | PUSH_PROMISE => {
+                let Some(fragment) = header_fragment(header, payload) else {
+                    self.lose_sync(seg.direction, true);
+                    return;
+                };
+                let block = PendingBlock {
+                    stream: header.stream,
+                    kind: header.kind,
+                    end_stream: header.flags & FLAG_END_STREAM != 0,
+                    block: fragment.to_vec(),
+                };
+                if header.flags & FLAG_END_HEADERS != 0 {
+                    self.header_block(seg, &block, out);
+                } else {
+                    self.dirs[d].pending_block = Some(block);
+                }
+            }
+            CONTINUATION => {
+                let Some(mut block) = self.dirs[d].pending_block.take() else {
+                    // The HEADERS it continues was not seen.
+                    self.stats.undecoded_header_blocks += 1;
+                    self.dirs[d].hpack.mark_unknown();
+                    return;
+                };
+                if block.block.len() + payload.len() > MAX_BUFFERED_FRAME {
+                    self.stats.oversized_frames += 1;
+                    self.dirs[d].hpack.mark_unknown();
+                    return;
+                }
+                block.block.extend_from_slice(payload);
+                if header.flags & FLAG_END_HEADERS != 0 {
+                    self.header_block(seg, &block, out);
+                } else {
+                    self.dirs[d].pending_block = Some(block);
+                }
+            }
+            RST_STREAM => {
+                if let Some(mut s) = self.streams.remove(&header.stream) {
+                    s.end_ns = s.end_ns.max(seg.ts_exit_ns);
+                    out.push(self.exchange(
+                        header.stream,
+                        s,
+                        Flags {
+                            reset: true,
+                            ..Flags::default()
+                        },
+                    ));
+                }
+            }
+            SETTINGS if header.flags & 0x1 == 0 => {
+                // The sender's decoder limit binds the encoder of the other direction.
+                for setting in payload.as_chunks::<6>().0 {
+                    let id = u16::from_be_bytes([setting[0], setting[1]]);
+                    let value =
+                        u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+                    if id == SETTINGS_HEADER_TABLE_SIZE {
+                        self.dirs[dir_index(other(seg.direction))]
+                            .hpack
+                            .set_allowed_max(value);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A complete header block (HEADERS or PUSH_PROMISE with its CONTINUATIONs).
+    fn header_block(&mut self, seg: &Segment<'_>, block: &PendingBlock, out: &mut Vec<Exchange>) {
+        let d = dir_index(seg.direction);
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let decoded = self.dirs[d]
+            .hpack
+            .decode(&block.block, |n, v| fields.push((n.to_vec(), v.to_vec())));
+        if decoded.is_err() {
+            self.stats.undecoded_header_blocks += 1;
+        }
+        if block.kind == PUSH_PROMISE {
+            // Decoded only to keep the table in step; pushed streams are not exchanges here.
+            return;
+        }
+        if self.request_direction.is_none() {
+            self.request_direction = role_from_fields(&fields, seg.direction);
+            if self.request_direction.is_none() {
+                return;
+            }
+        }
+        let is_request = self.request_direction == Some(seg.direction);
+        let headers_unknown = decoded.is_err();
+        if is_request {
+            if !self.streams.contains_key(&block.stream) && self.streams.len() >= MAX_STREAMS {
+                self.stats.stream_overflow += 1;
+                return;
+            }
+            let s = self.streams.entry(block.stream).or_default();
+            if !s.request_headers_seen {
+                s.request_headers_seen = true;
+                s.start_ns = Some(seg.ts_enter_ns);
+                s.headers_unknown |= headers_unknown;
+                apply_request_fields(s, &fields);
+                s.bytes[0] += (HEADER_LEN + block.block.len()) as u64;
+            }
+            if block.end_stream {
+                s.request_ended = true;
+            }
+        } else {
+            let Some(s) = self.streams.get_mut(&block.stream) else {
+                // The request was before the capture started: nothing to pair it with.
+                return;
+            };
+            s.headers_unknown |= headers_unknown;
+            s.response_headers_seen = true;
+            s.end_ns = s.end_ns.max(seg.ts_exit_ns);
+            apply_response_fields(s, &fields);
+            if block.end_stream {
+                self.end_stream(seg, block.stream, out);
+            }
+        }
+    }
+
+    /// END_STREAM in one direction: the exchange is complete when the response ends.
+    fn end_stream(&mut self, seg: &Segment<'_>, stream: u32, out: &mut Vec<Exchange>) {
+        let is_request = self.request_direction == Some(seg.direction);
+        if is_request {
+            if let Some(s) = self.streams.get_mut(&stream) {
+                s.request_ended = true;
+            }
+            return;
+        }
+        if let Some(mut s) = self.streams.remove(&stream) {
+            s.end_ns = s.end_ns.max(seg.ts_exit_ns);
+            out.push(self.exchange(stream, s, Flags::default()));
+        }
+    }
+
+    fn exchange(&self, id: u32, s: Stream, mut flags: Flags) -> Exchange {
+        flags.headers_unknown |= s.headers_unknown || !self.from_start && !s.request_headers_seen;
+        flags.truncated |= s.truncated;
+        let mut http = s.http;
+        http.version = Some(HttpVersion::Http2);
+        http.stream_id = Some(id);
+        let detail = if s.grpc {
+            let (service, method) = Grpc::split_path(&http.target)
+                .map(|(s, m)| (s.to_owned(), m.to_owned()))
+                .unwrap_or_default();
+            Detail::Grpc(Grpc {
+                http,
+                service,
+                method,
+                status: s.grpc_status,
+                message: s.grpc_message,
+                request_messages: s.message_counts[0],
+                response_messages: s.message_counts[1],
+            })
+        } else {
+            Detail::Http(http)
+        };
+        Exchange {
+            request_direction: self.request_direction.unwrap_or(Direction::Egress),
+            start_ns: s.start_ns.unwrap_or(s.end_ns),
+            end_ns: s.end_ns,
+            request_bytes: s.bytes[0],
+            response_bytes: s.bytes[1],
+            detail,
+            flags,
+        }
+    }
+}
+
+/// The header block fragment of a HEADERS or PUSH_PROMISE payload (padding and priority or
+/// promised-stream fields removed), or None when the lengths do not add up.
+fn header_fragment(header: FrameHeader, payload: &[u8]) -> Option<&[u8]> {
+    let mut start = 0;
+    let mut end = payload.len();
+    if header.flags & FLAG_PADDED != 0 {
+        let pad = usize::from(*payload.first()?);
+        start += 1;
+        end = end.checked_sub(pad)?;
+    }
+    if header.kind == HEADERS && header.flags & FLAG_PRIORITY != 0 {
+        start += 5;
+    }
+    if header.kind == PUSH_PROMISE {
+        start += 4;
+    }
+    payload.get(start..end)
+}
+
+/// Which direction carries requests, from the pseudo-headers of a block seen in `direction`.
+fn role_from_fields(fields: &[(Vec<u8>, Vec<u8>)], direction: Direction) -> Option<Direction> {
+    fields.iter().find_map(|(name, _)| match name.as_slice() {
+        b":status" => Some(other(direction)),
+        b":method" | b":path" | b":scheme" | b":authority" => Some(direction),
+        _ => None,
+    })
+}
+
+fn text(value: &[u8]) -> String {
+    String::from_utf8_lossy(value).into_owned()
+}
+
+fn apply_request_fields(s: &mut Stream, fields: &[(Vec<u8>, Vec<u8>)]) {
+    for (name, value) in fields {
+        match name.as_slice() {
+            b":method" => s.http.method = text(value),
+            b":path" => s.http.target = text(value),
+            b":authority" => s.http.host = Some(text(value)),
+            b"content-type" => {
+                s.grpc = value.starts_with(b"application/grpc");
+                s.http.headers.offer(name, value);
+            }
+            _ => s.http.headers.offer(name, value),
+        }
+    }
+}
+
+fn apply_response_fields(s: &mut Stream, fields: &[(Vec<u8>, Vec<u8>)]) {
+    for (name, value) in fields {
+        match name.as_slice() {
+            b":status" => {
+                s.http.status = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            }
+            b"grpc-status" => {
+                s.grpc_status = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            }
+            b"grpc-message" => s.grpc_message = Some(text(value)),
+            b"content-type" if value.starts_with(b"application/grpc") => s.grpc = true,
+            _ => {}
+        }
+    }
+}

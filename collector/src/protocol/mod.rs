@@ -1,0 +1,136 @@
+//! `protocol`: a connection's two byte streams → request/response exchanges. Pure, no I/O.
+//!
+//! The input is one [`Segment`] per syscall: the bytes that were captured, the count that was
+//! not (a gap after them), and the syscall's times. [`ConnDecoder`] recognises the protocol from
+//! the first bytes (an HTTP/1 request or status line, the HTTP/2 preface, or valid HTTP/2 frames
+//! when the capture joined mid-connection), caches it, and hands the segments to that decoder.
+//! Unknown protocols are counted, never guessed.
+
+pub mod exchange;
+pub mod http1;
+pub mod http2;
+
+pub use exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion, Interesting};
+
+use crate::source::Direction;
+
+/// One syscall's worth of a connection's bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'a> {
+    /// From this process's point of view.
+    pub direction: Direction,
+    /// The captured prefix.
+    pub data: &'a [u8],
+    /// Bytes the syscall moved beyond `data` (not captured).
+    pub missing: u64,
+    pub ts_enter_ns: u64,
+    pub ts_exit_ns: u64,
+}
+
+/// Segments looked at before a connection is declared of unknown protocol.
+const DETECT_SEGMENTS: u32 = 4;
+
+/// What a connection turned out to carry.
+#[derive(Debug)]
+enum State {
+    Detecting { seen: u32 },
+    Http1(Box<http1::Http1Conn>),
+    Http2(Box<http2::Http2Conn>),
+    Unknown,
+}
+
+/// The protocol decoder of one connection.
+#[derive(Debug)]
+pub struct ConnDecoder {
+    state: State,
+}
+
+/// Which protocol a decoder settled on, for counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detected {
+    Pending,
+    Http1,
+    Http2,
+    Unknown,
+}
+
+impl Default for ConnDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConnDecoder {
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            state: State::Detecting { seen: 0 },
+        }
+    }
+
+    #[must_use]
+    pub fn detected(&self) -> Detected {
+        match self.state {
+            State::Detecting { .. } => Detected::Pending,
+            State::Http1(_) => Detected::Http1,
+            State::Http2(_) => Detected::Http2,
+            State::Unknown => Detected::Unknown,
+        }
+    }
+
+    /// Feed one syscall's bytes; completed exchanges are appended to `out`.
+    pub fn feed(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        if let State::Detecting { seen } = self.state {
+            self.state = detect(seg, seen);
+        }
+        match &mut self.state {
+            State::Http1(conn) => conn.feed(seg, out),
+            State::Http2(conn) => conn.feed(seg, out),
+            State::Detecting { .. } | State::Unknown => {}
+        }
+    }
+
+    /// The connection closed at `ts_ns`: flush what is still open.
+    pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>) {
+        match &mut self.state {
+            State::Http1(conn) => conn.close(ts_ns, out),
+            State::Http2(conn) => conn.close(ts_ns, out),
+            State::Detecting { .. } | State::Unknown => {}
+        }
+    }
+}
+
+fn opposite(direction: Direction) -> Direction {
+    match direction {
+        Direction::Egress => Direction::Ingress,
+        Direction::Ingress => Direction::Egress,
+    }
+}
+
+/// Recognise the protocol from a segment, or keep waiting (up to `DETECT_SEGMENTS`).
+fn detect(seg: &Segment<'_>, seen: u32) -> State {
+    let data = seg.data;
+    if data.starts_with(http2::PREFACE) {
+        return State::Http2(Box::new(http2::Http2Conn::from_preface(seg.direction)));
+    }
+    if http1::looks_like_request(data) {
+        return State::Http1(Box::new(http1::Http1Conn::new(seg.direction)));
+    }
+    if http1::looks_like_response(data) {
+        return State::Http1(Box::new(http1::Http1Conn::new(opposite(seg.direction))));
+    }
+    if http2::frame::starts_with_frames(data) {
+        // Joined mid-connection: HPACK state and roles unknown until header blocks show them.
+        return State::Http2(Box::new(http2::Http2Conn::mid_connection()));
+    }
+    if data.is_empty() || seen + 1 < DETECT_SEGMENTS {
+        State::Detecting {
+            seen: seen + u32::from(!data.is_empty()),
+        }
+    } else {
+        State::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests;
