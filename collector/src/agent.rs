@@ -1,14 +1,16 @@
 //! The agent's run: load and attach the probes, report how each hook attached, stream records
-//! from the ring buffer (optionally into a recording) and events to a sink until the shutdown
-//! signal, then detach and drain what is left, so nothing already captured is lost. A replay
-//! feeds a recording through the same pipeline. Shutdown, sink and recorder are injected.
+//! from the ring buffer (optionally into a recording) through decode to an output until the
+//! shutdown signal, then detach and drain what is left, so nothing already captured is lost. The
+//! output is either events, or exchanges (conn → protocol stages). A replay feeds a recording
+//! through the same pipeline. Shutdown, output and recorder are injected.
 
 use std::{future::Future, time::Duration};
 
 use wirespan_shared::{LOST_CAUSE_NAMES, LOST_CAUSES};
 
 use crate::{
-    export::EventSink,
+    conn::{ConnExchange, ConnTable},
+    export::{EventSink, ExchangeSink},
     load::{HookReport, LoadError, LoadOptions, Probes},
     source::{
         decode,
@@ -83,14 +85,49 @@ impl From<std::io::Error> for StepError {
     }
 }
 
-/// Raw record → (recording) → decode → sink. Records that do not decode are counted, skipped.
-struct Pipeline<'a> {
-    sink: &'a mut dyn EventSink,
-    recorder: Option<&'a mut RecordingWriter>,
-    summary: RunSummary,
+/// Where decoded events go: straight to an event sink, or through the connection table and
+/// protocol decoders to an exchange sink.
+pub enum Output<'a> {
+    Events(&'a mut dyn EventSink),
+    Exchanges {
+        table: ConnTable,
+        sink: &'a mut dyn ExchangeSink,
+    },
 }
 
-impl Pipeline<'_> {
+impl<'a> Output<'a> {
+    /// Exchanges through a connection table with default limits.
+    pub fn exchanges(sink: &'a mut dyn ExchangeSink) -> Self {
+        Self::Exchanges {
+            table: ConnTable::default(),
+            sink,
+        }
+    }
+}
+
+/// Idle connections are looked for every this many events.
+const EXPIRE_EVERY: u64 = 4096;
+
+/// Raw record → (recording) → decode → output. Records that do not decode are counted, skipped.
+struct Pipeline<'a> {
+    output: Output<'a>,
+    recorder: Option<&'a mut RecordingWriter>,
+    summary: RunSummary,
+    exchanges: Vec<ConnExchange>,
+    last_ts_ns: u64,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(output: Output<'a>, recorder: Option<&'a mut RecordingWriter>) -> Self {
+        Self {
+            output,
+            recorder,
+            summary: RunSummary::default(),
+            exchanges: Vec::new(),
+            last_ts_ns: 0,
+        }
+    }
+
     fn record(&mut self, raw: &[u8]) -> Result<(), StepError> {
         if let Some(recorder) = self.recorder.as_mut() {
             recorder.record(raw).map_err(StepError::Recording)?;
@@ -100,14 +137,46 @@ impl Pipeline<'_> {
             return Ok(());
         };
         self.summary.events += 1;
-        self.sink.event(&event).map_err(StepError::Write)
+        match &mut self.output {
+            Output::Events(sink) => sink.event(&event).map_err(StepError::Write),
+            Output::Exchanges { table, .. } => {
+                self.last_ts_ns = self.last_ts_ns.max(event.ts_ns());
+                table.on_event(&event, &mut self.exchanges);
+                if self.summary.events.is_multiple_of(EXPIRE_EVERY) {
+                    table.expire(self.last_ts_ns, &mut self.exchanges);
+                }
+                self.deliver_exchanges()
+            }
+        }
+    }
+
+    fn deliver_exchanges(&mut self) -> Result<(), StepError> {
+        if let Output::Exchanges { sink, .. } = &mut self.output {
+            for x in self.exchanges.drain(..) {
+                sink.exchange(&x).map_err(StepError::Write)?;
+            }
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), StepError> {
         if let Some(recorder) = self.recorder.as_mut() {
             recorder.flush().map_err(StepError::Recording)?;
         }
-        self.sink.flush().map_err(StepError::Write)
+        match &mut self.output {
+            Output::Events(sink) => sink.flush(),
+            Output::Exchanges { sink, .. } => sink.flush(),
+        }
+        .map_err(StepError::Write)
+    }
+
+    /// The end of the stream: connections still open give up what they hold.
+    fn end_of_stream(&mut self) -> Result<(), StepError> {
+        if let Output::Exchanges { table, .. } = &mut self.output {
+            table.finish(self.last_ts_ns, &mut self.exchanges);
+        }
+        self.deliver_exchanges()?;
+        self.flush()
     }
 
     /// The summary, or the error that stopped the run. A closed pipe on the output (`| head`)
@@ -128,21 +197,17 @@ impl Pipeline<'_> {
 /// Run live until `shutdown` resolves. `on_ready` receives the attach report once every hook is
 /// attached (the caller prints it; tests wait for it). With `recorder`, every raw record is also
 /// written to a recording.
-pub async fn run(
+pub async fn run<'a>(
     options: &LoadOptions,
-    sink: &mut dyn EventSink,
-    recorder: Option<&mut RecordingWriter>,
+    output: Output<'a>,
+    recorder: Option<&'a mut RecordingWriter>,
     on_ready: impl FnOnce(&[HookReport]),
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, AgentError> {
     let (probes, maps) = Probes::load(options)?;
     on_ready(&probes.report);
     let mut source = RingBufSource::new(maps.events).map_err(AgentError::Read)?;
-    let mut pipeline = Pipeline {
-        sink,
-        recorder,
-        summary: RunSummary::default(),
-    };
+    let mut pipeline = Pipeline::new(output, recorder);
     let mut loss_log = tokio::time::interval(LOSS_LOG_INTERVAL);
     loss_log.tick().await;
 
@@ -177,22 +242,15 @@ pub async fn run(
     probes.detach();
     let outcome = outcome
         .and_then(|()| source.drain_now(|raw| pipeline.record(raw)))
-        .and_then(|()| pipeline.flush());
+        .and_then(|()| pipeline.end_of_stream());
     pipeline.summary.lost = maps.lost.counts();
     pipeline.finish(outcome)
 }
 
 /// Feed a recording through the pipeline (no privileges needed). A truncated recording delivers
 /// every complete record, then reports the truncation.
-pub fn replay(
-    reader: &mut RecordingReader,
-    sink: &mut dyn EventSink,
-) -> Result<RunSummary, AgentError> {
-    let mut pipeline = Pipeline {
-        sink,
-        recorder: None,
-        summary: RunSummary::default(),
-    };
+pub fn replay(reader: &mut RecordingReader, output: Output<'_>) -> Result<RunSummary, AgentError> {
+    let mut pipeline = Pipeline::new(output, None);
     let mut outcome = Ok(());
     loop {
         match reader.next_record() {
@@ -209,6 +267,6 @@ pub fn replay(
             }
         }
     }
-    let flushed = pipeline.flush();
+    let flushed = pipeline.end_of_stream();
     pipeline.finish(outcome.and(flushed))
 }

@@ -1,13 +1,24 @@
 //! The `wirespan` command line: parse flags, wire a source, a sink and a shutdown signal into
 //! `agent`, print the start-up report and the summary. Errors end in one line and exit 1.
 
-use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wirespan::{
-    agent::{self, RunSummary},
-    export::{EventSink, clock::WallClock, console::ConsoleSink, json::JsonLinesSink},
+    agent::{self, Output, RunSummary},
+    export::{
+        EventSink, ExchangeSink,
+        clock::WallClock,
+        console::ConsoleSink,
+        exchanges::{ConsoleExchanges, JsonExchanges},
+        json::JsonLinesSink,
+    },
     load::{
         AttachMode, DEFAULT_CAPTURE_BYTES, DEFAULT_RING_BUFFER_MIB, Filters, HookReport,
         LoadOptions,
@@ -41,6 +52,20 @@ enum Command {
     Events {
         /// One JSON object per line: type, pid, tid, comm, conn_id, saddr, sport (this process's
         /// end), daddr, dport (the peer), direction, bytes, seq, goid, ts_ns, and more.
+        #[arg(long)]
+        json: bool,
+        /// Read events from a recording (`wirespan record`) instead of the kernel.
+        #[arg(long, value_name = "FILE")]
+        replay: Option<PathBuf>,
+        #[command(flatten)]
+        capture: CaptureArgs,
+    },
+    /// Print every request/response exchange (HTTP/1.x, HTTP/2, gRPC) decoded from the
+    /// connections' bytes: one line each, or JSON lines with --json.
+    Exchanges {
+        /// One JSON object per line: conn_id, pid, comm, saddr, sport, daddr, dport, role,
+        /// protocol, version, method, target, host, status, stream_id, grpc_*, traceparent,
+        /// start_ns, end_ns, request_bytes, response_bytes and flags.
         #[arg(long)]
         json: bool,
         /// Read events from a recording (`wirespan record`) instead of the kernel.
@@ -136,46 +161,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Events {
             json,
-            replay: Some(path),
-            ..
+            replay,
+            capture,
         } => {
-            let mut reader = RecordingReader::open(&path)?;
-            let clock = WallClock::with_offset(i128::from(reader.info.wall_offset_ns));
+            let clock = clock_for(replay.as_deref())?;
             let mut sink: Box<dyn EventSink> = if json {
                 Box::new(JsonLinesSink::new(stdout()))
             } else {
                 Box::new(ConsoleSink::new(stdout(), clock, true))
             };
-            let summary = agent::replay(&mut reader, sink.as_mut())?;
-            eprintln!(
-                "wirespan: replayed {}: {}",
-                path.display(),
-                summary.describe()
-            );
-            Ok(())
+            from_source(
+                replay.as_deref(),
+                &capture,
+                Output::Events(sink.as_mut()),
+                None,
+            )
         }
-        Command::Events {
+        Command::Exchanges {
             json,
-            replay: None,
+            replay,
             capture,
         } => {
-            let mut sink: Box<dyn EventSink> = if json {
-                Box::new(JsonLinesSink::new(stdout()))
+            let clock = clock_for(replay.as_deref())?;
+            let mut sink: Box<dyn ExchangeSink> = if json {
+                Box::new(JsonExchanges::new(stdout()))
             } else {
-                Box::new(ConsoleSink::new(stdout(), WallClock::system(), true))
+                Box::new(ConsoleExchanges::new(stdout(), clock))
             };
-            let summary = live(&capture, sink.as_mut(), None)?;
-            eprintln!("wirespan: stopped: {}", summary.describe());
-            Ok(())
+            from_source(
+                replay.as_deref(),
+                &capture,
+                Output::exchanges(sink.as_mut()),
+                None,
+            )
         }
         Command::Run {
             exporter: Exporter::Console,
             capture,
         } => {
             let mut sink = ConsoleSink::new(stdout(), WallClock::system(), false);
-            let summary = live(&capture, &mut sink, None)?;
-            eprintln!("wirespan: stopped: {}", summary.describe());
-            Ok(())
+            from_source(None, &capture, Output::Events(&mut sink), None)
         }
         Command::Record { output, capture } => {
             let info = RecordingInfo {
@@ -184,7 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut recorder = RecordingWriter::create(&output, info)?;
             let mut sink = ConsoleSink::new(std::io::sink(), WallClock::system(), false);
-            let summary = live(&capture, &mut sink, Some(&mut recorder))?;
+            let summary = live(&capture, Output::Events(&mut sink), Some(&mut recorder))?;
             recorder.finish()?;
             eprintln!(
                 "wirespan: recorded to {}: {}",
@@ -196,11 +221,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// A live run on the current thread until the duration, Ctrl-C or SIGTERM.
-fn live(
+/// The wall clock for a view: the recording's own (so a replay shows the original times), or
+/// this system's.
+fn clock_for(replay: Option<&Path>) -> anyhow::Result<WallClock> {
+    Ok(match replay {
+        Some(path) => {
+            WallClock::with_offset(i128::from(RecordingReader::open(path)?.info.wall_offset_ns))
+        }
+        None => WallClock::system(),
+    })
+}
+
+/// Run the output from a recording (when `replay` is given) or live, and print the summary.
+fn from_source<'a>(
+    replay: Option<&Path>,
     capture: &CaptureArgs,
-    sink: &mut dyn EventSink,
-    recorder: Option<&mut RecordingWriter>,
+    output: Output<'a>,
+    recorder: Option<&'a mut RecordingWriter>,
+) -> anyhow::Result<()> {
+    if let Some(path) = replay {
+        let mut reader = RecordingReader::open(path)?;
+        let summary = agent::replay(&mut reader, output)?;
+        eprintln!(
+            "wirespan: replayed {}: {}",
+            path.display(),
+            summary.describe()
+        );
+    } else {
+        let summary = live(capture, output, recorder)?;
+        eprintln!("wirespan: stopped: {}", summary.describe());
+    }
+    Ok(())
+}
+
+/// A live run on the current thread until the duration, Ctrl-C or SIGTERM.
+fn live<'a>(
+    capture: &CaptureArgs,
+    output: Output<'a>,
+    recorder: Option<&'a mut RecordingWriter>,
 ) -> anyhow::Result<RunSummary> {
     let duration = capture.duration()?;
     let options = capture.load_options();
@@ -211,7 +269,7 @@ fn live(
     runtime.block_on(async {
         let shutdown = shutdown_signal(duration)?;
         let on_ready = |report: &[HookReport]| print_report(report, duration);
-        anyhow::Ok(agent::run(&options, sink, recorder, on_ready, shutdown).await?)
+        anyhow::Ok(agent::run(&options, output, recorder, on_ready, shutdown).await?)
     })
 }
 

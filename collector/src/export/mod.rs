@@ -1,15 +1,23 @@
-//! `export`: the end of the flow. Sinks take decoded events (later: spans) and write them out:
-//! `console` for people, `json` (one object per line) for scripts and tests.
+//! `export`: the end of the flow. Sinks take decoded events or exchanges (later: spans) and
+//! write them out: `console` for people, `json` (one object per line) for scripts and tests,
+//! `exchanges` for the protocol stage's request/response pairs.
 
 pub mod clock;
 pub mod console;
+pub mod exchanges;
 pub mod json;
 
-use crate::source::Event;
+use crate::{conn::ConnExchange, source::Event};
 
 /// Where events go. Writes are buffered; `flush` is called after each ring-buffer batch so a
 /// live view stays live without a syscall per event.
 pub trait EventSink {
     fn event(&mut self, event: &Event) -> std::io::Result<()>;
+    fn flush(&mut self) -> std::io::Result<()>;
+}
+
+/// Where exchanges (the `protocol` stage's output) go.
+pub trait ExchangeSink {
+    fn exchange(&mut self, exchange: &ConnExchange) -> std::io::Result<()>;
     fn flush(&mut self) -> std::io::Result<()>;
 }

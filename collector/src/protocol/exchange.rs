@@ -1,6 +1,8 @@
 //! What the decoders produce: exchanges, one request with its response, modelled as an enum of
 //! per-protocol payloads (no flat struct whose fields every protocol reuses).
 
+use std::fmt;
+
 use crate::source::Direction;
 
 /// One request/response exchange on a connection.
@@ -9,7 +11,8 @@ pub struct Exchange {
     /// Which of this process's directions carried the request: egress when the process is the
     /// client, ingress when it is the server.
     pub request_direction: Direction,
-    /// Syscall entry time of the first request byte (CLOCK_MONOTONIC ns).
+    /// When the first request byte moved (CLOCK_MONOTONIC ns): the entry of the write that sent
+    /// it, or the exit of the read that received it (see `Segment::first_byte_ns`).
     pub start_ns: u64,
     /// Syscall exit time of the last response byte (or of the last byte seen).
     pub end_ns: u64,
@@ -127,6 +130,72 @@ impl Grpc {
         (!service.is_empty() && !method.is_empty() && !method.contains('/'))
             .then_some((service, method))
     }
+}
+
+impl fmt::Display for Exchange {
+    /// Everything but times and host (which carry ports), for views and golden files:
+    /// `HTTP/1.1 GET /a -> 200 req=78 resp=190` or
+    /// `gRPC pkg.Svc/Method stream=1 -> grpc-status 5 "not found" msgs=1/0 req=.. resp=..`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let http = match &self.detail {
+            Detail::Http(h) => h,
+            Detail::Grpc(g) => &g.http,
+        };
+        let version = http.version.map_or("?", HttpVersion::as_str);
+        let status = http
+            .status
+            .map_or_else(|| "-".to_owned(), |s| s.to_string());
+        match &self.detail {
+            Detail::Http(h) => write!(
+                f,
+                "HTTP/{version} {} {} -> {status}",
+                or_dash(&h.method),
+                or_dash(&h.target)
+            )?,
+            Detail::Grpc(g) => {
+                let grpc_status = g.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+                write!(
+                    f,
+                    "gRPC {}/{} -> {status} grpc-status {grpc_status}",
+                    or_dash(&g.service),
+                    or_dash(&g.method)
+                )?;
+                if let Some(message) = &g.message {
+                    write!(f, " {message:?}")?;
+                }
+                write!(f, " msgs={}/{}", g.request_messages, g.response_messages)?;
+            }
+        }
+        if let Some(id) = http.stream_id {
+            write!(f, " stream={id}")?;
+        }
+        write!(
+            f,
+            " req={} resp={}",
+            self.request_bytes, self.response_bytes
+        )?;
+        let Flags {
+            headers_unknown,
+            truncated,
+            reset,
+            no_response,
+        } = self.flags;
+        for (on, name) in [
+            (headers_unknown, "headers-unknown"),
+            (truncated, "truncated"),
+            (reset, "reset"),
+            (no_response, "no-response"),
+        ] {
+            if on {
+                write!(f, " [{name}]")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() { "-" } else { text }
 }
 
 #[cfg(test)]

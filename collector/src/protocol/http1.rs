@@ -285,7 +285,7 @@ impl Http1Conn {
         let line = String::from_utf8_lossy(&side.buf[..line_end])
             .trim_end()
             .to_owned();
-        let start_ns = side.progress.map_or(seg.ts_enter_ns, |p| p.start_ns);
+        let start_ns = side.progress.map_or(seg.first_byte_ns(), |p| p.start_ns);
         let bytes = side.progress.map_or(0, |p| p.bytes);
         let mut parts = line.split(' ');
         if is_request {
@@ -337,7 +337,7 @@ impl Http1Conn {
             }
             if side.progress.is_none() && !side.buf.is_empty() {
                 side.progress = Some(Progress {
-                    start_ns: seg.ts_enter_ns,
+                    start_ns: seg.first_byte_ns(),
                     ..Progress::default()
                 });
             }
@@ -418,7 +418,7 @@ impl Http1Conn {
             }
             if side.progress.is_none() && !side.buf.is_empty() {
                 side.progress = Some(Progress {
-                    start_ns: seg.ts_enter_ns,
+                    start_ns: seg.first_byte_ns(),
                     ..Progress::default()
                 });
             }

@@ -27,6 +27,19 @@ pub struct Segment<'a> {
     pub ts_exit_ns: u64,
 }
 
+impl Segment<'_> {
+    /// When the segment's first byte moved: a write's entry, but a read's exit. A blocking read
+    /// enters long before bytes arrive (an idle keep-alive connection waits there), so its entry
+    /// time would stretch a server's request by the idle time.
+    #[must_use]
+    pub fn first_byte_ns(&self) -> u64 {
+        match self.direction {
+            Direction::Egress => self.ts_enter_ns,
+            Direction::Ingress => self.ts_exit_ns,
+        }
+    }
+}
+
 /// Segments looked at before a connection is declared of unknown protocol.
 const DETECT_SEGMENTS: u32 = 4;
 

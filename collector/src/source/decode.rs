@@ -101,6 +101,15 @@ pub enum Event {
 }
 
 impl Event {
+    /// When it happened (a data event: when its syscall returned), CLOCK_MONOTONIC ns.
+    #[must_use]
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Self::Conn(c) => c.ts_ns,
+            Self::Data(d) => d.ts_exit_ns,
+        }
+    }
+
     /// The process the event belongs to.
     #[must_use]
     pub fn pid(&self) -> u32 {

@@ -612,7 +612,7 @@ impl Http2Conn {
             let s = self.streams.entry(block.stream).or_default();
             if !s.request_headers_seen {
                 s.request_headers_seen = true;
-                s.start_ns = Some(seg.ts_enter_ns);
+                s.start_ns = Some(seg.first_byte_ns());
                 s.headers_unknown |= headers_unknown;
                 apply_request_fields(s, &fields);
                 s.bytes[0] += (HEADER_LEN + block.block.len()) as u64;

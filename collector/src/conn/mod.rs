@@ -1,0 +1,317 @@
+//! `conn`: the connection table between `source` and `protocol`. Each connection (by the
+//! probes' connection id) gets a protocol decoder; data events become [`Segment`]s (captured
+//! bytes plus the count that was not captured), close events flush the decoder, and the
+//! exchanges come out tagged with the connection's process and addresses.
+//!
+//! Bounded: at most `max_conns` connections are tracked (the least recently active is flushed
+//! and dropped when a new one needs room), and connections idle longer than `idle_timeout_ns`
+//! release their state. Both are counted.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use crate::{
+    protocol::{ConnDecoder, Detected, Exchange, Segment},
+    source::{ConnKind, Event},
+};
+
+/// Defaults: enough connections for a busy host, and the idle time after which a keep-alive
+/// connection's parse state is given up.
+pub const DEFAULT_MAX_CONNS: usize = 65_536;
+pub const DEFAULT_IDLE_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
+
+/// An exchange with the connection it happened on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnExchange {
+    pub conn_id: u64,
+    pub pid: u32,
+    pub comm: String,
+    /// This process's end and the peer.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub exchange: Exchange,
+}
+
+/// What the table dropped or gave up on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnStats {
+    pub evicted: u64,
+    pub expired: u64,
+    /// Connections whose protocol was not recognised.
+    pub unknown_protocol: u64,
+}
+
+struct Entry {
+    decoder: ConnDecoder,
+    pid: u32,
+    comm: String,
+    local: SocketAddr,
+    remote: SocketAddr,
+    last_ns: u64,
+    counted_unknown: bool,
+}
+
+/// Every tracked connection's decoder.
+pub struct ConnTable {
+    conns: HashMap<u64, Entry>,
+    max_conns: usize,
+    idle_timeout_ns: u64,
+    pub stats: ConnStats,
+    scratch: Vec<Exchange>,
+}
+
+impl Default for ConnTable {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_CONNS, DEFAULT_IDLE_TIMEOUT_NS)
+    }
+}
+
+impl ConnTable {
+    #[must_use]
+    pub fn new(max_conns: usize, idle_timeout_ns: u64) -> Self {
+        Self {
+            conns: HashMap::new(),
+            max_conns: max_conns.max(1),
+            idle_timeout_ns,
+            stats: ConnStats::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Connections currently tracked.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Take one event; exchanges it completes are appended to `out`.
+    pub fn on_event(&mut self, event: &Event, out: &mut Vec<ConnExchange>) {
+        match event {
+            Event::Conn(c) => match c.kind {
+                ConnKind::Connect | ConnKind::Accept => {
+                    // A new connection under this id: whatever was there is over.
+                    self.close(c.conn_id, c.ts_ns, out);
+                    self.ensure(c.conn_id, c.pid, &c.comm, c.local, c.remote, c.ts_ns, out);
+                }
+                ConnKind::Close => self.close(c.conn_id, c.ts_ns, out),
+            },
+            Event::Data(d) => {
+                let seg = Segment {
+                    direction: d.direction,
+                    data: &d.payload,
+                    missing: d.bytes.saturating_sub(d.payload.len() as u64),
+                    ts_enter_ns: d.ts_enter_ns,
+                    ts_exit_ns: d.ts_exit_ns,
+                };
+                self.ensure(
+                    d.conn_id,
+                    d.pid,
+                    &d.comm,
+                    d.local,
+                    d.remote,
+                    d.ts_exit_ns,
+                    out,
+                );
+                let entry = self.conns.get_mut(&d.conn_id).expect("ensured above");
+                entry.last_ns = d.ts_exit_ns;
+                entry.decoder.feed(&seg, &mut self.scratch);
+                if entry.decoder.detected() == Detected::Unknown && !entry.counted_unknown {
+                    entry.counted_unknown = true;
+                    self.stats.unknown_protocol += 1;
+                }
+                let (pid, comm, local, remote) =
+                    (entry.pid, entry.comm.clone(), entry.local, entry.remote);
+                for exchange in self.scratch.drain(..) {
+                    out.push(ConnExchange {
+                        conn_id: d.conn_id,
+                        pid,
+                        comm: comm.clone(),
+                        local,
+                        remote,
+                        exchange,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Give up connections idle since before `now_ns - idle_timeout`: flush and forget them.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<ConnExchange>) {
+        let cutoff = now_ns.saturating_sub(self.idle_timeout_ns);
+        let idle: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| e.last_ns < cutoff)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            self.stats.expired += 1;
+            self.close(id, now_ns, out);
+        }
+    }
+
+    /// The end of the event stream: flush every connection.
+    pub fn finish(&mut self, ts_ns: u64, out: &mut Vec<ConnExchange>) {
+        let mut ids: Vec<u64> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.close(id, ts_ns, out);
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the fields of a new entry, taken from either event kind"
+    )]
+    /// Make sure the connection has an entry, making room if the table is full.
+    fn ensure(
+        &mut self,
+        conn_id: u64,
+        pid: u32,
+        comm: &str,
+        local: SocketAddr,
+        remote: SocketAddr,
+        ts_ns: u64,
+        out: &mut Vec<ConnExchange>,
+    ) {
+        if !self.conns.contains_key(&conn_id) && self.conns.len() >= self.max_conns {
+            let oldest = self
+                .conns
+                .iter()
+                .min_by_key(|(_, e)| e.last_ns)
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.stats.evicted += 1;
+                self.close(oldest, ts_ns, out);
+            }
+        }
+        self.conns.entry(conn_id).or_insert_with(|| Entry {
+            decoder: ConnDecoder::new(),
+            pid,
+            comm: comm.to_owned(),
+            local,
+            remote,
+            last_ns: ts_ns,
+            counted_unknown: false,
+        });
+    }
+
+    fn close(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<ConnExchange>) {
+        let Some(mut entry) = self.conns.remove(&conn_id) else {
+            return;
+        };
+        entry.decoder.close(ts_ns, &mut self.scratch);
+        for exchange in self.scratch.drain(..) {
+            out.push(ConnExchange {
+                conn_id,
+                pid: entry.pid,
+                comm: entry.comm.clone(),
+                local: entry.local,
+                remote: entry.remote,
+                exchange,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::AttachMode;
+    use crate::source::{Conn, Data, Direction};
+
+    fn data(conn_id: u64, direction: Direction, payload: &[u8], bytes: u64, ts: u64) -> Event {
+        Event::Data(Data {
+            direction,
+            pid: 1,
+            tid: 1,
+            comm: "c".into(),
+            fd: 3,
+            conn_id,
+            local: "127.0.0.1:1000".parse().unwrap(),
+            remote: "127.0.0.1:80".parse().unwrap(),
+            bytes,
+            seq: 0,
+            goid: None,
+            ts_enter_ns: ts,
+            ts_exit_ns: ts + 1,
+            payload: payload.to_vec(),
+        })
+    }
+
+    fn close(conn_id: u64, ts: u64) -> Event {
+        Event::Conn(Conn {
+            kind: ConnKind::Close,
+            pid: 1,
+            tid: 1,
+            comm: "c".into(),
+            conn_id,
+            local: "127.0.0.1:1000".parse().unwrap(),
+            remote: "127.0.0.1:80".parse().unwrap(),
+            ts_ns: ts,
+            mode: AttachMode::Tracepoint,
+        })
+    }
+
+    #[test]
+    fn connections_are_decoded_apart_and_flushed_at_close() {
+        let mut table = ConnTable::default();
+        let mut out = Vec::new();
+        table.on_event(
+            &data(1, Direction::Egress, b"GET /one HTTP/1.1\r\n\r\n", 21, 10),
+            &mut out,
+        );
+        table.on_event(
+            &data(2, Direction::Egress, b"GET /two HTTP/1.1\r\n\r\n", 21, 11),
+            &mut out,
+        );
+        table.on_event(
+            &data(
+                2,
+                Direction::Ingress,
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+                27,
+                12,
+            ),
+            &mut out,
+        );
+        table.on_event(&close(1, 20), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].conn_id, 2);
+        assert_eq!(out[1].conn_id, 1);
+        assert!(out[1].exchange.flags.no_response);
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_idle_connections_expire() {
+        let mut table = ConnTable::new(2, 100);
+        let mut out = Vec::new();
+        for id in 0..5 {
+            table.on_event(
+                &data(
+                    id,
+                    Direction::Egress,
+                    b"GET / HTTP/1.1\r\n\r\n",
+                    18,
+                    id * 10,
+                ),
+                &mut out,
+            );
+        }
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.stats.evicted, 3);
+        table.expire(1_000, &mut out);
+        assert!(table.is_empty());
+        assert_eq!(table.stats.expired, 2);
+        assert_eq!(
+            out.len(),
+            5,
+            "every request was flushed as an exchange without response"
+        );
+    }
+}
