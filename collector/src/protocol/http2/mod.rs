@@ -334,6 +334,12 @@ impl Http2Conn {
             }
         }
         if missing > 0 {
+            // The stream whose DATA ran into the lost bytes has an unknown size from here.
+            if let Some(Streaming::Data { stream, .. }) = self.dirs[d].streaming
+                && let Some(s) = self.streams.get_mut(&stream)
+            {
+                s.truncated = true;
+            }
             // Headers may have been in the lost bytes: the table can no longer be trusted.
             self.lose_sync(seg.direction, true);
         }

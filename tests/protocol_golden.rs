@@ -1,0 +1,516 @@
+//! Golden tests of the protocol decoders against real peers: hyper (HTTP/1.1) and h2 (HTTP/2,
+//! with gRPC framing) talk over real sockets through a recording proxy, which keeps what each
+//! side wrote, one read at a time, as the client process's syscalls would show it. Each read is
+//! cut at 4096 bytes with the rest counted as missing, like `--capture-bytes 4096`. The decoded
+//! exchanges are compared with `tests/golden/<case>.txt` (times and ports left out); on a mismatch
+//! the actual output is written beside it as `<case>.actual.txt`.
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    net::SocketAddr,
+    path::PathBuf,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http_body::Frame;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+use wirespan::{
+    protocol::{ConnDecoder, Detail, Exchange, Segment},
+    source::Direction,
+};
+
+const CAPTURE: usize = 4096;
+
+/// What crossed the proxy: (client's direction, bytes, monotonic ns).
+type Recording = Arc<Mutex<Vec<(Direction, Vec<u8>, u64)>>>;
+
+/// A proxy on a free port that forwards one connection to `upstream` and records both ways.
+async fn recording_proxy(upstream: SocketAddr) -> (SocketAddr, Recording) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let recording: Recording = Arc::default();
+    let rec = Arc::clone(&recording);
+    let epoch = Instant::now();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = TcpStream::connect(upstream).await.unwrap();
+        client.set_nodelay(true).unwrap();
+        server.set_nodelay(true).unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let up_rec = Arc::clone(&rec);
+        let up = tokio::spawn(async move {
+            let mut buf = vec![0; 65_536];
+            while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                up_rec.lock().unwrap().push((
+                    Direction::Egress,
+                    buf[..n].to_vec(),
+                    epoch.elapsed().as_nanos() as u64,
+                ));
+                if sw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sw.shutdown().await;
+        });
+        let mut buf = vec![0; 65_536];
+        while let Ok(n @ 1..) = sr.read(&mut buf).await {
+            rec.lock().unwrap().push((
+                Direction::Ingress,
+                buf[..n].to_vec(),
+                epoch.elapsed().as_nanos() as u64,
+            ));
+            if cw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = cw.shutdown().await;
+        let _ = up.await;
+    });
+    (addr, recording)
+}
+
+/// Decode recorded reads, each cut at `CAPTURE` bytes, starting at read `skip`.
+fn decode(recording: &Recording, skip: usize) -> Vec<Exchange> {
+    let reads = recording.lock().unwrap().clone();
+    let mut decoder = ConnDecoder::new();
+    let mut out = Vec::new();
+    for (direction, bytes, ts) in reads.iter().skip(skip) {
+        let captured = bytes.len().min(CAPTURE);
+        let seg = Segment {
+            direction: *direction,
+            data: &bytes[..captured],
+            missing: (bytes.len() - captured) as u64,
+            ts_enter_ns: *ts,
+            ts_exit_ns: *ts,
+        };
+        decoder.feed(&seg, &mut out);
+    }
+    decoder.close(u64::MAX / 2, &mut out);
+    out
+}
+
+fn check_golden(case: &str, exchanges: &[Exchange]) {
+    // A truncated exchange's size depends on where the kernel (here: the proxy's reads) split
+    // the bytes, which varies from run to run; everything else is fixed.
+    let line = |e: &Exchange| {
+        let text = e.to_string();
+        if e.flags.truncated {
+            text.split(" resp=").next().unwrap().to_owned() + " resp=? [truncated]"
+        } else {
+            text
+        }
+    };
+    let actual: String = exchanges.iter().map(|e| line(e) + "\n").collect();
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden"));
+    let golden = dir.join(format!("{case}.txt"));
+    let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+    if actual != expected {
+        let written = dir.join(format!("{case}.actual.txt"));
+        std::fs::write(&written, &actual).unwrap();
+        panic!(
+            "{case}: exchanges differ from {}; actual output written to {}:\n{actual}",
+            golden.display(),
+            written.display()
+        );
+    }
+}
+
+// ---------------------------------------------------------------- HTTP/1.1 (hyper)
+
+/// A request or response body sent in the given pieces, with no length: chunked on the wire.
+struct Chunks(VecDeque<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+type BoxBody = http_body_util::Either<http_body_util::Full<Bytes>, Chunks>;
+
+async fn hyper_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        use http_body_util::BodyExt;
+                        let path = req.uri().path().to_owned();
+                        let _ = req.into_body().collect().await;
+                        let body: BoxBody = match path.as_str() {
+                            "/chunked" => http_body_util::Either::Right(Chunks(
+                                [&b"first,"[..], b"second,", b"third"]
+                                    .into_iter()
+                                    .map(Bytes::from_static)
+                                    .collect(),
+                            )),
+                            "/big" => http_body_util::Either::Left(http_body_util::Full::new(
+                                Bytes::from(vec![b'b'; 100_000]),
+                            )),
+                            "/missing" => {
+                                let mut r = hyper::Response::new(http_body_util::Either::Left(
+                                    http_body_util::Full::new(Bytes::from_static(b"no")),
+                                ));
+                                *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                                r.headers_mut().insert(
+                                    "date",
+                                    "Mon, 23 Nov 2026 12:00:00 GMT".parse().unwrap(),
+                                );
+                                return Ok::<_, Infallible>(r);
+                            }
+                            _ => http_body_util::Either::Left(http_body_util::Full::new(
+                                Bytes::from(format!("hello {path}")),
+                            )),
+                        };
+                        let mut r = hyper::Response::new(body);
+                        // A fixed date keeps the golden sizes stable.
+                        r.headers_mut()
+                            .insert("date", "Mon, 23 Nov 2026 12:00:00 GMT".parse().unwrap());
+                        Ok::<_, Infallible>(r)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn hyper_client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<BoxBody> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn get(
+    sender: &mut hyper::client::conn::http1::SendRequest<BoxBody>,
+    method: &str,
+    path: &str,
+    body: BoxBody,
+) -> u16 {
+    use http_body_util::BodyExt;
+    sender.ready().await.unwrap();
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "svc.local")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .body(body)
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    resp.into_body().collect().await.unwrap();
+    status
+}
+
+fn empty() -> BoxBody {
+    http_body_util::Either::Left(http_body_util::Full::new(Bytes::new()))
+}
+
+#[tokio::test]
+async fn http1_keep_alive_chunked_and_larger_than_the_capture() {
+    let (proxy, recording) = recording_proxy(hyper_server().await).await;
+    let mut client = hyper_client(proxy).await;
+    assert_eq!(get(&mut client, "GET", "/a", empty()).await, 200);
+    assert_eq!(get(&mut client, "GET", "/missing?x=1", empty()).await, 404);
+    assert_eq!(get(&mut client, "GET", "/chunked", empty()).await, 200);
+    let upload = Chunks(
+        [&b"part1-"[..], b"part2"]
+            .into_iter()
+            .map(Bytes::from_static)
+            .collect(),
+    );
+    assert_eq!(
+        get(
+            &mut client,
+            "POST",
+            "/upload",
+            http_body_util::Either::Right(upload)
+        )
+        .await,
+        200
+    );
+    assert_eq!(get(&mut client, "GET", "/big", empty()).await, 200);
+    assert_eq!(get(&mut client, "HEAD", "/a", empty()).await, 200);
+    assert_eq!(get(&mut client, "GET", "/after-big", empty()).await, 200);
+    drop(client);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let exchanges = decode(&recording, 0);
+    for e in &exchanges {
+        let Detail::Http(h) = &e.detail else {
+            panic!("not HTTP")
+        };
+        assert_eq!(h.host.as_deref(), Some("svc.local"));
+        assert_eq!(
+            h.headers.traceparent.as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+    }
+    check_golden("http1_keep_alive", &exchanges);
+}
+
+#[tokio::test]
+async fn http1_pipelined_pair() {
+    let (proxy, recording) = recording_proxy(hyper_server().await).await;
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    // Two requests in one write; hyper answers them in order on the same connection.
+    stream
+        .write_all(b"GET /p1 HTTP/1.1\r\nHost: svc.local\r\n\r\nGET /p2 HTTP/1.1\r\nHost: svc.local\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = vec![0; 4096];
+    while seen.windows(9).filter(|w| w == b"hello /p2").count() == 0 {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "server closed early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(stream);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    check_golden("http1_pipelined", &decode(&recording, 0));
+}
+
+// ---------------------------------------------------------------- HTTP/2 and gRPC (h2)
+
+/// A gRPC message: compressed flag, big-endian length, payload.
+fn grpc_message(payload: &[u8]) -> Bytes {
+    let mut m = vec![0];
+    m.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    m.extend_from_slice(payload);
+    Bytes::from(m)
+}
+
+async fn h2_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut conn = h2::server::handshake(stream).await.unwrap();
+        while let Some(Ok((req, mut respond))) = conn.accept().await {
+            tokio::spawn(async move {
+                let path = req.uri().path().to_owned();
+                let mut body = req.into_body();
+                while let Some(Ok(chunk)) = body.data().await {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+                let grpc = |status: u16| {
+                    http::Response::builder()
+                        .status(status)
+                        .header("content-type", "application/grpc")
+                        .body(())
+                        .unwrap()
+                };
+                let trailers = |code: &str, message: Option<&str>| {
+                    let mut t = http::HeaderMap::new();
+                    t.insert("grpc-status", code.parse().unwrap());
+                    if let Some(m) = message {
+                        t.insert("grpc-message", m.parse().unwrap());
+                    }
+                    t
+                };
+                match path.as_str() {
+                    "/reset" => respond.send_reset(h2::Reason::REFUSED_STREAM),
+                    "/echo.Echo/Unary" => {
+                        let mut send = respond.send_response(grpc(200), false).unwrap();
+                        send.send_data(grpc_message(b"pong"), false).unwrap();
+                        send.send_trailers(trailers("0", None)).unwrap();
+                    }
+                    "/echo.Echo/Missing" => {
+                        // Trailers-only: the status travels in the response headers.
+                        let resp = http::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", "5")
+                            .header("grpc-message", "no such thing")
+                            .body(())
+                            .unwrap();
+                        respond.send_response(resp, true).unwrap();
+                    }
+                    "/echo.Echo/Stream" => {
+                        let mut send = respond.send_response(grpc(200), false).unwrap();
+                        for i in 0..3 {
+                            send.send_data(grpc_message(format!("item-{i}").as_bytes()), false)
+                                .unwrap();
+                        }
+                        send.send_trailers(trailers("0", None)).unwrap();
+                    }
+                    "/big" => {
+                        let mut send = respond
+                            .send_response(http::Response::new(()), false)
+                            .unwrap();
+                        send.reserve_capacity(60_000);
+                        send.send_data(Bytes::from(vec![b'x'; 60_000]), true)
+                            .unwrap();
+                    }
+                    _ => {
+                        let resp = http::Response::builder()
+                            .status(200)
+                            .header("content-type", "text/plain")
+                            .body(())
+                            .unwrap();
+                        let mut send = respond.send_response(resp, false).unwrap();
+                        send.send_data(Bytes::from(format!("hello {path}")), true)
+                            .unwrap();
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One HTTP/2 request on `client`; returns (status or reset, grpc-status, DATA bytes).
+async fn h2_call(
+    client: &mut h2::client::SendRequest<Bytes>,
+    method: &str,
+    path: &str,
+    grpc_request: Option<&[u8]>,
+) -> (Option<u16>, Option<String>, usize) {
+    *client = client.clone().ready().await.unwrap();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://svc.local{path}"))
+        .header("user-agent", "golden-test/1")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
+    if grpc_request.is_some() {
+        req = req
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+    }
+    let (response, mut send) = client
+        .send_request(req.body(()).unwrap(), grpc_request.is_none())
+        .unwrap();
+    if let Some(payload) = grpc_request {
+        send.send_data(grpc_message(payload), true).unwrap();
+    }
+    let Ok(resp) = response.await else {
+        return (None, None, 0);
+    };
+    let status = resp.status().as_u16();
+    let grpc_in_headers = resp
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let mut body = resp.into_body();
+    let mut bytes = 0;
+    while let Some(Ok(chunk)) = body.data().await {
+        bytes += chunk.len();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.ok().flatten();
+    let grpc = grpc_in_headers.or_else(|| {
+        trailers.and_then(|t| t.get("grpc-status").map(|v| v.to_str().unwrap().to_owned()))
+    });
+    (Some(status), grpc, bytes)
+}
+
+#[tokio::test]
+async fn http2_warm_connection_reset_grpc_and_large_data() {
+    let (proxy, recording) = recording_proxy(h2_server().await).await;
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(conn);
+    // Three requests with the same headers: the third is all dynamic-table references.
+    for path in ["/one", "/two", "/three"] {
+        assert_eq!(h2_call(&mut client, "GET", path, None).await.0, Some(200));
+    }
+    assert_eq!(h2_call(&mut client, "GET", "/reset", None).await.0, None);
+    assert_eq!(
+        h2_call(&mut client, "POST", "/echo.Echo/Unary", Some(b"ping"))
+            .await
+            .1
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        h2_call(&mut client, "POST", "/echo.Echo/Missing", Some(b"?"))
+            .await
+            .1
+            .as_deref(),
+        Some("5")
+    );
+    let (_, code, bytes) = h2_call(&mut client, "POST", "/echo.Echo/Stream", Some(b"go")).await;
+    assert_eq!((code.as_deref(), bytes), (Some("0"), 3 * 11));
+    assert_eq!(h2_call(&mut client, "GET", "/big", None).await.2, 60_000);
+    assert_eq!(
+        h2_call(&mut client, "GET", "/after-big", None).await.0,
+        Some(200)
+    );
+    drop(client);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let full = decode(&recording, 0);
+    check_golden("http2_grpc", &full);
+
+    // Joining mid-connection: drop the first reads. Every exchange then decoded must either be
+    // marked headers-unknown or agree with the full decode of the same stream; never wrong.
+    let reads = recording.lock().unwrap().len();
+    for skip in 1..reads {
+        for e in decode(&recording, skip) {
+            let http = match &e.detail {
+                Detail::Http(h) => h,
+                Detail::Grpc(g) => &g.http,
+            };
+            let same = full.iter().find(|f| match &f.detail {
+                Detail::Http(h) => h.stream_id == http.stream_id,
+                Detail::Grpc(g) => g.http.stream_id == http.stream_id,
+            });
+            let Some(same) = same else {
+                panic!("skip {skip}: an exchange on an unknown stream: {e}")
+            };
+            let truth = match &same.detail {
+                Detail::Http(h) => h,
+                Detail::Grpc(g) => &g.http,
+            };
+            // Whatever was filled in must be right; without the flag, all of it must be there.
+            let complete = !e.flags.headers_unknown;
+            for (got, want) in [(&http.method, &truth.method), (&http.target, &truth.target)] {
+                assert!(
+                    got == want || !complete && got.is_empty(),
+                    "skip {skip}: {got:?} is not {want:?}"
+                );
+            }
+            assert!(
+                http.status == truth.status || !complete && http.status.is_none(),
+                "skip {skip}: status {:?} is not {:?}",
+                http.status,
+                truth.status
+            );
+            if let (Detail::Grpc(got), Detail::Grpc(want)) = (&e.detail, &same.detail) {
+                assert!(
+                    got.status == want.status || got.status.is_none(),
+                    "skip {skip}: grpc-status"
+                );
+            }
+        }
+    }
+}
