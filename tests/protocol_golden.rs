@@ -5,6 +5,8 @@
 //! exchanges are compared with `tests/golden/<case>.txt` (times and ports left out); on a mismatch
 //! the actual output is written beside it as `<case>.actual.txt`.
 
+mod support;
+
 use std::{
     collections::VecDeque,
     convert::Infallible,
@@ -513,4 +515,170 @@ async fn http2_warm_connection_reset_grpc_and_large_data() {
             }
         }
     }
+}
+
+/// What each path of the h2 server answers: (method, status, grpc-status).
+fn expected_h2(path: &str) -> (&'static str, Option<u16>, Option<u32>) {
+    match path {
+        "/reset" => ("GET", None, None),
+        "/echo.Echo/Unary" | "/echo.Echo/Stream" => ("POST", Some(200), Some(0)),
+        "/echo.Echo/Missing" => ("POST", Some(200), Some(5)),
+        _ => ("GET", Some(200), None),
+    }
+}
+
+/// Real HTTP/1.1 and HTTP/2 + gRPC traffic recorded by the agent from the kernel, replayed
+/// through `wirespan exchanges`: every exchange, at both ends, has the right method, path,
+/// status and gRPC code. With WIRESPAN_WRITE_FIXTURES set, the recording becomes
+/// tests/fixtures/http_grpc.rec (replayed by `recorded_http_and_grpc_replay_to_the_right_exchanges`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_recorded_http2_grpc_and_http1_replay_to_the_right_exchanges() {
+    if !support::require_privileges() {
+        return;
+    }
+    let h2_addr = h2_server().await;
+    let h1_addr = hyper_server().await;
+    let recording = std::env::temp_dir().join(format!("wirespan-h2-{}.rec", std::process::id()));
+    let agent = tokio::task::spawn_blocking({
+        let (h2_port, h1_port, path) = (
+            h2_addr.port().to_string(),
+            h1_addr.port().to_string(),
+            recording.clone(),
+        );
+        move || {
+            support::Agent::start(&[
+                "record",
+                "--output",
+                path.to_str().unwrap(),
+                "--port",
+                &h2_port,
+                "--port",
+                &h1_port,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    let stream = TcpStream::connect(h2_addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(conn);
+    for path in ["/one", "/two", "/three", "/reset"] {
+        h2_call(&mut client, "GET", path, None).await;
+    }
+    for path in [
+        "/echo.Echo/Unary",
+        "/echo.Echo/Missing",
+        "/echo.Echo/Stream",
+    ] {
+        h2_call(&mut client, "POST", path, Some(b"ping")).await;
+    }
+    drop(client);
+    let mut h1 = hyper_client(h1_addr).await;
+    for path in ["/a", "/missing?x=1", "/chunked"] {
+        get(&mut h1, "GET", path, empty()).await;
+    }
+    drop(h1);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stopped = tokio::task::spawn_blocking(move || agent.stop())
+        .await
+        .unwrap();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+
+    let out = std::process::Command::new(support::AGENT)
+        .args(["exchanges", "--json", "--replay"])
+        .arg(&recording)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exchanges: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    check_recorded_exchanges(&exchanges);
+    if std::env::var_os("WIRESPAN_WRITE_FIXTURES").is_some() {
+        std::fs::copy(
+            &recording,
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/fixtures/http_grpc.rec"
+            ),
+        )
+        .unwrap();
+    }
+    let _ = std::fs::remove_file(&recording);
+}
+
+/// Both ends of 7 HTTP/2 (4 plain, 3 gRPC) and 3 HTTP/1.1 exchanges, each decoded right.
+fn check_recorded_exchanges(exchanges: &[serde_json::Value]) {
+    let h2: Vec<_> = exchanges.iter().filter(|e| e["version"] == "2").collect();
+    let h1: Vec<_> = exchanges.iter().filter(|e| e["version"] == "1.1").collect();
+    assert_eq!(
+        h2.len(),
+        14,
+        "7 HTTP/2 exchanges at each end: {exchanges:#?}"
+    );
+    assert_eq!(
+        h1.len(),
+        6,
+        "3 HTTP/1.1 exchanges at each end: {exchanges:#?}"
+    );
+    for e in &h2 {
+        let target = e["target"].as_str().unwrap();
+        let (method, status, grpc) = expected_h2(target);
+        assert_eq!(e["method"], method, "{e}");
+        assert_eq!(e["status"].as_u64().map(|s| s as u16), status, "{e}");
+        assert_eq!(e["grpc_status"].as_u64().map(|s| s as u32), grpc, "{e}");
+        assert_eq!(e["headers_unknown"], false, "{e}");
+        if grpc.is_some() {
+            assert_eq!(e["protocol"], "grpc");
+            assert_eq!(e["grpc_service"], "echo.Echo");
+        }
+    }
+    for e in &h1 {
+        let want = if e["target"] == "/missing?x=1" {
+            404
+        } else {
+            200
+        };
+        assert_eq!(
+            (e["method"].as_str(), e["status"].as_u64()),
+            (Some("GET"), Some(want)),
+            "{e}"
+        );
+    }
+    let roles: Vec<&str> = exchanges
+        .iter()
+        .map(|e| e["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles.iter().filter(|r| **r == "client").count(), 10);
+    assert_eq!(roles.iter().filter(|r| **r == "server").count(), 10);
+}
+
+/// The committed recording (tests/fixtures/http_grpc.rec) replays, unprivileged, to the same.
+#[test]
+fn recorded_http_and_grpc_replay_to_the_right_exchanges() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/http_grpc.rec"
+    );
+    let out = std::process::Command::new(support::AGENT)
+        .args(["exchanges", "--json", "--replay", fixture])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exchanges: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    check_recorded_exchanges(&exchanges);
 }

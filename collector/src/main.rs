@@ -150,7 +150,16 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("wirespan: error: {err:#}");
+            // One line: the error and each cause that does not already repeat in it (many of
+            // the errors name their cause in their own message).
+            let mut text = err.to_string();
+            for cause in err.chain().skip(1) {
+                let cause = cause.to_string();
+                if !text.contains(&cause) {
+                    text = format!("{text}: {cause}");
+                }
+            }
+            eprintln!("wirespan: error: {text}");
             ExitCode::FAILURE
         }
     }

@@ -36,7 +36,7 @@ const SHAPE_BUF: u8 = 0;
 const SHAPE_IOV: u8 = 1;
 const SHAPE_MSG: u8 = 2;
 /// iovec segments copied at most (the rest still count in `bytes`).
-const MAX_IOVECS: u64 = 8;
+const MAX_IOVECS: u64 = 32;
 /// `struct user_msghdr` (user ABI): msg_iov at 16, msg_iovlen at 24.
 const MSGHDR_IOV: u64 = 16;
 const MSGHDR_IOVLEN: u64 = 24;

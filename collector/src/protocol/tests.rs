@@ -299,3 +299,36 @@ fn damaged_streams_never_panic() {
         decoder.close(round, &mut out);
     }
 }
+
+#[test]
+fn http2_server_settings_before_the_client_preface_is_still_a_connection_start() {
+    // The server's side: its own SETTINGS goes out first, then the client's preface arrives.
+    let settings: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    let mut request = vec![0, 0, 0, 1, 5, 0, 0, 0, 1];
+    // :method GET, :scheme http, :path /, :authority www.example.com (indexed into the table).
+    let block = [
+        0x82, 0x86, 0x84, 0x41, 0x0f, b'w', b'w', b'w', b'.', b'e', b'x', b'a', b'm', b'p', b'l',
+        b'e', b'.', b'c', b'o', b'm',
+    ];
+    request[2] = block.len() as u8;
+    request.extend_from_slice(&block);
+    // The second request refers to the inserted :authority (index 62).
+    let second = [0, 0, 4, 1, 5, 0, 0, 0, 3, 0x82, 0x86, 0x84, 0xbe];
+    let response = |stream: u8| vec![0, 0, 1, 1, 5, 0, 0, 0, stream, 0x88];
+    let out = run(&[
+        (CLIENT, settings, 0),
+        (SERVER, http2::PREFACE, 0),
+        (SERVER, settings, 0),
+        (SERVER, &request, 0),
+        (CLIENT, &response(1), 0),
+        (SERVER, &second, 0),
+        (CLIENT, &response(3), 0),
+    ]);
+    assert_eq!(out.len(), 2);
+    for e in &out {
+        assert_eq!(e.flags, Flags::default(), "{e}");
+        assert_eq!(http(e).host.as_deref(), Some("www.example.com"));
+        assert_eq!(http(e).status, Some(200));
+        assert_eq!(e.request_direction, SERVER);
+    }
+}

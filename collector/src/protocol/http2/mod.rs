@@ -231,6 +231,12 @@ impl Http2Conn {
 
     /// Feed one syscall's bytes; completed exchanges are appended to `out`.
     pub fn feed(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        if !self.from_start && seg.data.starts_with(PREFACE) {
+            // The preface only ever opens a connection: what looked like a mid-connection join
+            // was the server's SETTINGS, written before it read the client's preface. Nothing
+            // with header state has passed yet, so both tables are known (empty).
+            *self = Self::from_preface(seg.direction);
+        }
         let d = dir_index(seg.direction);
         if !self.dirs[d].synced {
             if !frame::starts_with_frames(seg.data) {
