@@ -30,7 +30,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then check formatting and lints and run every test (privileged ones need root).
+    /// Set up, then check formatting and lints, run every test (privileged ones need root), and
+    /// run each decoder fuzz target for a bounded time.
     Test,
 }
 
@@ -112,5 +113,39 @@ fn test() -> anyhow::Result<()> {
     if !setup::is_root() {
         eprintln!("xtask: not root: privileged tests will be skipped (they fail under CI=true)");
     }
-    run_checked(cargo().args(["test"]))
+    run_checked(cargo().args(["test"]))?;
+    fuzz()
+}
+
+/// The decoder fuzz targets of collector/fuzz, each for a bounded time (`WIRESPAN_FUZZ_SECONDS`,
+/// default 20). New inputs go to a corpus in the cache, beside the committed seeds, so longer
+/// runs (`cargo fuzz run <target>` by hand) pick up where these left off.
+fn fuzz() -> anyhow::Result<()> {
+    const TARGETS: [&str; 4] = ["http1", "http2", "hpack", "events"];
+    let seconds = std::env::var("WIRESPAN_FUZZ_SECONDS").unwrap_or_else(|_| "20".to_owned());
+    let fuzz_dir = workspace_root().join("collector/fuzz");
+    for target in TARGETS {
+        let corpus = setup::cache_dir().join("fuzz-corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        eprintln!("xtask: fuzzing {target} for {seconds} s");
+        run_checked(
+            Command::new(setup::cargo_fuzz_bin())
+                .args(["fuzz", "run", "--fuzz-dir"])
+                .arg(&fuzz_dir)
+                .arg(target)
+                .arg(&corpus)
+                .arg(fuzz_dir.join("seeds").join(target))
+                .args([
+                    "--",
+                    &format!("-max_total_time={seconds}"),
+                    "-print_final_stats=1",
+                ])
+                // The targets build with the pinned nightly (sanitizers need it).
+                .env("RUSTUP_TOOLCHAIN", setup::EBPF_NIGHTLY),
+        )
+        .with_context(|| {
+            format!("fuzz target {target} found a failing input (see collector/fuzz/artifacts)")
+        })?;
+    }
+    Ok(())
 }

@@ -9,9 +9,16 @@ include!("../../build-support/ebpf_toolchain.rs");
 
 pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
+    std::fs::create_dir_all(cache_dir()).with_context(|| {
+        format!(
+            "cannot create the cache directory {}",
+            cache_dir().display()
+        )
+    })?;
     nightly_with_rust_src()?;
     bpf_linker()?;
     bpftool()?;
+    cargo_fuzz()?;
     check_go();
     eprintln!("xtask: setup complete in {:.1?}", started.elapsed());
     Ok(())
@@ -108,6 +115,41 @@ fn bpf_linker() -> anyhow::Result<()> {
     }
     output_ok(Command::new(&linker).arg("--version"))
         .with_context(|| format!("{} was installed but does not run", linker.display()))?;
+    Ok(())
+}
+
+/// cargo-fuzz version `cargo xtask test` runs the decoder fuzz targets with.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// The cargo-fuzz binary, kept in the cache by version.
+pub fn cargo_fuzz_bin() -> std::path::PathBuf {
+    cache_dir()
+        .join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"))
+        .join("bin")
+        .join("cargo-fuzz")
+}
+
+fn cargo_fuzz() -> anyhow::Result<()> {
+    if output_ok(Command::new(cargo_fuzz_bin()).arg("--version")).is_some() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (about 40 s, once)");
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--root",
+        ])
+        .arg(cache_dir().join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}")))
+        .current_dir(cache_dir())
+        .status()
+        .context("cannot run cargo install")?;
+    if !status.success() {
+        bail!("cargo install cargo-fuzz failed ({status})");
+    }
     Ok(())
 }
 
