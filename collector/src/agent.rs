@@ -4,12 +4,12 @@
 //! output is either events, or exchanges (conn → protocol stages). A replay feeds a recording
 //! through the same pipeline. Shutdown, output and recorder are injected.
 
-use std::{future::Future, time::Duration};
+use std::{fmt::Write as _, future::Future, time::Duration};
 
 use wirespan_shared::{LOST_CAUSE_NAMES, LOST_CAUSES};
 
 use crate::{
-    conn::{ConnExchange, ConnTable},
+    conn::{ConnExchange, ConnStats, ConnTable},
     export::{EventSink, ExchangeSink},
     load::{HookReport, LoadError, LoadOptions, Probes},
     source::{
@@ -43,18 +43,28 @@ pub struct RunSummary {
     pub malformed: u64,
     /// Events lost in the kernel, by `LOST_*` cause.
     pub lost: [u64; LOST_CAUSES as usize],
+    /// What the connection table gave up on, when exchanges were decoded.
+    pub conns: Option<ConnStats>,
 }
 
 impl RunSummary {
     /// `123 events, 0 malformed; lost in kernel: none` or `...: 4 (ring buffer full)`.
     #[must_use]
     pub fn describe(&self) -> String {
-        format!(
+        let mut text = format!(
             "{} events, {} malformed; lost in kernel: {}",
             self.events,
             self.malformed,
             describe_lost(&self.lost)
-        )
+        );
+        if let Some(c) = self.conns {
+            let _ = write!(
+                text,
+                "; connections: {} of unknown protocol, {} evicted (table full), {} evicted (memory), {} expired idle",
+                c.unknown_protocol, c.evicted, c.evicted_for_memory, c.expired
+            );
+        }
+        text
     }
 }
 
@@ -174,6 +184,7 @@ impl<'a> Pipeline<'a> {
     fn end_of_stream(&mut self) -> Result<(), StepError> {
         if let Output::Exchanges { table, .. } = &mut self.output {
             table.finish(self.last_ts_ns, &mut self.exchanges);
+            self.summary.conns = Some(table.stats);
         }
         self.deliver_exchanges()?;
         self.flush()

@@ -4,8 +4,9 @@
 //! exchanges come out tagged with the connection's process and addresses.
 //!
 //! Bounded: at most `max_conns` connections are tracked (the least recently active is flushed
-//! and dropped when a new one needs room), and connections idle longer than `idle_timeout_ns`
-//! release their state. Both are counted.
+//! and dropped when a new one needs room), the decoders together hold at most `memory_budget`
+//! bytes (the least recently active go first when it is exceeded), and connections idle longer
+//! than `idle_timeout_ns` release their state. All of it is counted.
 
 use std::{collections::HashMap, net::SocketAddr};
 
@@ -18,6 +19,8 @@ use crate::{
 /// connection's parse state is given up.
 pub const DEFAULT_MAX_CONNS: usize = 65_536;
 pub const DEFAULT_IDLE_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
+/// What all connections' decoders may hold together.
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
 
 /// An exchange with the connection it happened on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +37,10 @@ pub struct ConnExchange {
 /// What the table dropped or gave up on.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ConnStats {
+    /// Dropped to make room for a new connection.
     pub evicted: u64,
+    /// Dropped because the decoders together went over the memory budget.
+    pub evicted_for_memory: u64,
     pub expired: u64,
     /// Connections whose protocol was not recognised.
     pub unknown_protocol: u64,
@@ -48,6 +54,8 @@ struct Entry {
     remote: SocketAddr,
     last_ns: u64,
     counted_unknown: bool,
+    /// The decoder's size when last measured (its share of `ConnTable::buffered`).
+    buffered: usize,
 }
 
 /// Every tracked connection's decoder.
@@ -55,6 +63,9 @@ pub struct ConnTable {
     conns: HashMap<u64, Entry>,
     max_conns: usize,
     idle_timeout_ns: u64,
+    memory_budget: usize,
+    /// Sum of the entries' `buffered`.
+    buffered: usize,
     pub stats: ConnStats,
     scratch: Vec<Exchange>,
 }
@@ -72,9 +83,18 @@ impl ConnTable {
             conns: HashMap::new(),
             max_conns: max_conns.max(1),
             idle_timeout_ns,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            buffered: 0,
             stats: ConnStats::default(),
             scratch: Vec::new(),
         }
+    }
+
+    /// Set what all decoders may hold together, in bytes.
+    #[must_use]
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
     }
 
     /// Connections currently tracked.
@@ -125,6 +145,9 @@ impl ConnTable {
                 }
                 let (pid, comm, local, remote) =
                     (entry.pid, entry.comm.clone(), entry.local, entry.remote);
+                let now = entry.decoder.buffered_bytes();
+                self.buffered = self.buffered + now - entry.buffered;
+                entry.buffered = now;
                 for exchange in self.scratch.drain(..) {
                     out.push(ConnExchange {
                         conn_id: d.conn_id,
@@ -135,8 +158,31 @@ impl ConnTable {
                         exchange,
                     });
                 }
+                self.enforce_budget(d.ts_exit_ns, out);
             }
         }
+    }
+
+    /// Over the memory budget: flush and drop the least recently active connections.
+    fn enforce_budget(&mut self, ts_ns: u64, out: &mut Vec<ConnExchange>) {
+        while self.buffered > self.memory_budget {
+            let Some(oldest) = self
+                .conns
+                .iter()
+                .min_by_key(|(_, e)| e.last_ns)
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            self.stats.evicted_for_memory += 1;
+            self.close(oldest, ts_ns, out);
+        }
+    }
+
+    /// Bytes all decoders hold together (as last measured).
+    #[must_use]
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
     }
 
     /// Give up connections idle since before `now_ns - idle_timeout`: flush and forget them.
@@ -197,6 +243,7 @@ impl ConnTable {
             remote,
             last_ns: ts_ns,
             counted_unknown: false,
+            buffered: 0,
         });
     }
 
@@ -204,6 +251,7 @@ impl ConnTable {
         let Some(mut entry) = self.conns.remove(&conn_id) else {
             return;
         };
+        self.buffered -= entry.buffered;
         entry.decoder.close(ts_ns, &mut self.scratch);
         for exchange in self.scratch.drain(..) {
             out.push(ConnExchange {
@@ -285,6 +333,27 @@ mod tests {
         assert_eq!(out[1].conn_id, 1);
         assert!(out[1].exchange.flags.no_response);
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn decoders_together_stay_within_the_memory_budget() {
+        let mut table = ConnTable::default().with_memory_budget(10_000);
+        let mut out = Vec::new();
+        // Incomplete heads are buffered: each connection holds a few KiB.
+        let head = [b"GET / HTTP/1.1\r\nX-Pad: ".as_slice(), &[b'p'; 3000]].concat();
+        for id in 0..10 {
+            table.on_event(
+                &data(id, Direction::Egress, &head, head.len() as u64, id * 10),
+                &mut out,
+            );
+            assert!(
+                table.buffered_bytes() <= 10_000,
+                "over budget: {}",
+                table.buffered_bytes()
+            );
+        }
+        assert!(table.stats.evicted_for_memory > 0);
+        assert!(table.len() < 10);
     }
 
     #[test]

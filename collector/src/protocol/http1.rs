@@ -184,6 +184,12 @@ impl Http1Conn {
         }
     }
 
+    /// Bytes this connection holds (buffers, plus an estimate per waiting request).
+    #[must_use]
+    pub fn buffered_bytes(&self) -> usize {
+        self.requests.buf.capacity() + self.responses.buf.capacity() + self.pending.len() * 256
+    }
+
     /// The connection closed: a body that runs until close ends here; requests still waiting
     /// are emitted without a response.
     pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>) {

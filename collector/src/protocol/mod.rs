@@ -92,6 +92,16 @@ impl ConnDecoder {
         }
     }
 
+    /// Bytes the decoder holds, for the connection table's memory budget.
+    #[must_use]
+    pub fn buffered_bytes(&self) -> usize {
+        match &self.state {
+            State::Http1(conn) => conn.buffered_bytes(),
+            State::Http2(conn) => conn.buffered_bytes(),
+            State::Detecting { .. } | State::Unknown => 0,
+        }
+    }
+
     /// Feed one syscall's bytes; completed exchanges are appended to `out`.
     pub fn feed(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
         if let State::Detecting { seen } = self.state {

@@ -120,6 +120,12 @@ impl Decoder {
         }
     }
 
+    /// Bytes the dynamic table holds, by the HPACK measure.
+    #[must_use]
+    pub fn table_bytes(&self) -> usize {
+        self.size
+    }
+
     #[must_use]
     pub fn is_known(&self) -> bool {
         self.known

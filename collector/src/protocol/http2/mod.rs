@@ -259,6 +259,20 @@ impl Http2Conn {
         }
     }
 
+    /// Bytes this connection holds: buffers, header tables, open streams (estimated).
+    #[must_use]
+    pub fn buffered_bytes(&self) -> usize {
+        self.dirs
+            .iter()
+            .map(|d| {
+                d.buf.capacity()
+                    + d.hpack.table_bytes()
+                    + d.pending_block.as_ref().map_or(0, |b| b.block.capacity())
+            })
+            .sum::<usize>()
+            + self.streams.len() * 512
+    }
+
     /// The connection closed: streams still open are emitted as they are.
     pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>) {
         let mut ids: Vec<u32> = self.streams.keys().copied().collect();
