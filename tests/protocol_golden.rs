@@ -584,22 +584,7 @@ async fn privileged_recorded_http2_grpc_and_http1_replay_to_the_right_exchanges(
         .unwrap();
     assert!(stopped.status.success(), "{}", stopped.stderr);
 
-    let out = std::process::Command::new(support::AGENT)
-        .args(["exchanges", "--json", "--replay"])
-        .arg(&recording)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let exchanges: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    check_recorded_exchanges(&exchanges);
+    check_recorded_exchanges(&replay_exchanges(&recording));
     if std::env::var_os("WIRESPAN_WRITE_FIXTURES").is_some() {
         std::fs::copy(
             &recording,
@@ -611,6 +596,25 @@ async fn privileged_recorded_http2_grpc_and_http1_replay_to_the_right_exchanges(
         .unwrap();
     }
     let _ = std::fs::remove_file(&recording);
+}
+
+/// `wirespan exchanges --json --replay <recording>`, unprivileged, parsed.
+fn replay_exchanges(recording: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(support::AGENT)
+        .args(["exchanges", "--json", "--replay"])
+        .arg(recording)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Both ends of 7 HTTP/2 (4 plain, 3 gRPC) and 3 HTTP/1.1 exchanges, each decoded right.
@@ -666,19 +670,5 @@ fn recorded_http_and_grpc_replay_to_the_right_exchanges() {
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/fixtures/http_grpc.rec"
     );
-    let out = std::process::Command::new(support::AGENT)
-        .args(["exchanges", "--json", "--replay", fixture])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let exchanges: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    check_recorded_exchanges(&exchanges);
+    check_recorded_exchanges(&replay_exchanges(std::path::Path::new(fixture)));
 }

@@ -80,6 +80,16 @@ impl Side {
             progress: None,
         }
     }
+
+    /// Bytes waiting and no message in progress: one starts, in this segment.
+    fn begin_message(&mut self, seg: &Segment<'_>) {
+        if self.progress.is_none() && !self.buf.is_empty() {
+            self.progress = Some(Progress {
+                start_ns: seg.first_byte_ns(),
+                ..Progress::default()
+            });
+        }
+    }
 }
 
 /// A request waiting for (or receiving) its response.
@@ -341,12 +351,7 @@ impl Http1Conn {
             if !side.synced {
                 return;
             }
-            if side.progress.is_none() && !side.buf.is_empty() {
-                side.progress = Some(Progress {
-                    start_ns: seg.first_byte_ns(),
-                    ..Progress::default()
-                });
-            }
+            side.begin_message(seg);
             match side.body {
                 Body::Head => {
                     if side.buf.is_empty() {
@@ -422,12 +427,7 @@ impl Http1Conn {
             if !side.synced {
                 return;
             }
-            if side.progress.is_none() && !side.buf.is_empty() {
-                side.progress = Some(Progress {
-                    start_ns: seg.first_byte_ns(),
-                    ..Progress::default()
-                });
-            }
+            side.begin_message(seg);
             match side.body {
                 Body::Head => {
                     if side.buf.is_empty() {
