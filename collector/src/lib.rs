@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod conn;
 pub mod export;
+pub mod golang;
 pub mod load;
 pub mod protocol;
 pub mod source;

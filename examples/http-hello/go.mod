@@ -1,0 +1,3 @@
+module wirespan.dev/examples/http-hello
+
+go 1.22
