@@ -71,6 +71,27 @@ fn go_binaries_give_build_info_functions_and_return_offsets_stripped_or_not() {
             assert_eq!(bin.build_info.go_version, version);
             assert_eq!(bin.build_info.path, "wirespan.dev/examples/http-hello");
         }
+        // Struct layouts from DWARF; a stripped binary has none, and says so.
+        let offsets = plain_bin
+            .member_offsets(&[
+                ("runtime.g", "goid"),
+                ("net/http.Request", "Method"),
+                ("net/http.Request", "URL"),
+                ("net/url.URL", "Path"),
+            ])
+            .unwrap();
+        let at = |s: &str, m: &str| offsets.get(&(s.to_owned(), m.to_owned())).copied();
+        assert_eq!(at("net/http.Request", "Method"), Some(0), "{version}");
+        assert_eq!(at("net/http.Request", "URL"), Some(16), "{version}");
+        assert_eq!(at("net/url.URL", "Path"), Some(56), "{version}");
+        assert!(
+            at("runtime.g", "goid").is_some_and(|o| o > 0 && o < 512),
+            "{version}: {offsets:?}"
+        );
+        assert!(matches!(
+            stripped_bin.member_offsets(&[("runtime.g", "goid")]),
+            Err(wirespan::golang::dwarf::DwarfError::Missing)
+        ));
         let bytes = std::fs::read(&plain).unwrap();
         for name in FUNCTIONS {
             let from_symtab = plain_bin

@@ -4,6 +4,7 @@
 //! return instructions (uprobes on each RET, never uretprobes).
 
 pub mod buildinfo;
+pub mod dwarf;
 pub mod returns;
 pub mod symbols;
 
@@ -142,4 +143,18 @@ fn file_offset(file: &object::File<'_>, address: u64) -> Option<u64> {
         (address >= start && address < start + size && address - start < file_size)
             .then(|| file_start + (address - start))
     })
+}
+
+impl GoBinary {
+    /// Struct member offsets from the binary's DWARF (see `dwarf`).
+    pub fn member_offsets(
+        &self,
+        wanted: &[(&str, &str)],
+    ) -> Result<dwarf::MemberOffsets, dwarf::DwarfError> {
+        let file = object::File::parse(&*self.data).map_err(|e| dwarf::DwarfError::Section {
+            section: "ELF",
+            reason: e.to_string(),
+        })?;
+        dwarf::member_offsets(&file, wanted)
+    }
 }
