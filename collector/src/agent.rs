@@ -11,6 +11,7 @@ use wirespan_shared::{LOST_CAUSE_NAMES, LOST_CAUSES};
 use crate::{
     conn::{ConnExchange, ConnStats, ConnTable},
     export::{EventSink, ExchangeSink},
+    golang::attach::GoReport,
     load::{HookReport, LoadError, LoadOptions, Probes},
     source::{
         decode,
@@ -212,11 +213,11 @@ pub async fn run<'a>(
     options: &LoadOptions,
     output: Output<'a>,
     recorder: Option<&'a mut RecordingWriter>,
-    on_ready: impl FnOnce(&[HookReport]),
+    on_ready: impl FnOnce(&[HookReport], &[GoReport]),
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, AgentError> {
     let (probes, maps) = Probes::load(options)?;
-    on_ready(&probes.report);
+    on_ready(&probes.report, &probes.go_report);
     let mut source = RingBufSource::new(maps.events).map_err(AgentError::Read)?;
     let mut pipeline = Pipeline::new(output, recorder);
     let mut loss_log = tokio::time::interval(LOSS_LOG_INTERVAL);

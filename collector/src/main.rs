@@ -19,6 +19,7 @@ use wirespan::{
         exchanges::{ConsoleExchanges, JsonExchanges},
         json::JsonLinesSink,
     },
+    golang::attach::GoReport,
     load::{
         AttachMode, DEFAULT_CAPTURE_BYTES, DEFAULT_RING_BUFFER_MIB, Filters, HookReport,
         LoadOptions,
@@ -277,19 +278,22 @@ fn live<'a>(
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal(duration)?;
-        let on_ready = |report: &[HookReport]| print_report(report, duration);
+        let on_ready = |report: &[HookReport], go: &[GoReport]| print_report(report, go, duration);
         anyhow::Ok(agent::run(&options, output, recorder, on_ready, shutdown).await?)
     })
 }
 
 /// The start-up report on stderr: one line per hook, its failed modes indented below, then
 /// `ready` (which tests and scripts wait for).
-fn print_report(report: &[HookReport], duration: Option<Duration>) {
+fn print_report(report: &[HookReport], go: &[GoReport], duration: Option<Duration>) {
     let mut err = std::io::stderr().lock();
     for hook in report {
         for line in hook.to_string().lines() {
             let _ = writeln!(err, "wirespan: {line}");
         }
+    }
+    for binary in go {
+        let _ = writeln!(err, "wirespan: {binary}");
     }
     let until = duration.map_or("Ctrl-C or SIGTERM".to_owned(), |d| {
         format!("{d:?} have passed")

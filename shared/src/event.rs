@@ -1,8 +1,9 @@
 //! Events sent from the kernel to user space through the `EVENTS` ring buffer. Each starts with
 //! a `u32` tag (`EVENT_*`) so user space can check the kind before reading the rest.
 
-/// Bumped whenever an event layout changes; recordings carry it so a replay of an older layout
-/// is refused instead of misread.
+/// Bumped whenever an existing event layout changes; recordings carry it so a replay of an older
+/// layout is refused instead of misread. A new event kind does not bump it: older readers skip
+/// (and count) kinds they do not know.
 pub const EVENT_ABI_VERSION: u32 = 2;
 
 /// Tags of [`ConnEvent`]: a connect (client side), an accept (server side), a close.
@@ -11,6 +12,9 @@ pub const EVENT_ACCEPT: u32 = 2;
 pub const EVENT_CLOSE: u32 = 3;
 /// Tag of [`DataEvent`].
 pub const EVENT_DATA: u32 = 4;
+/// Tags of [`GoServeEvent`]: a Go `net/http` server handler starts, and returns.
+pub const EVENT_GO_SERVE_START: u32 = 5;
+pub const EVENT_GO_SERVE_END: u32 = 6;
 
 /// Address families, as the kernel numbers them (`AF_INET`, `AF_INET6`).
 pub const AF_INET: u16 = 2;
@@ -119,6 +123,48 @@ pub struct DataEvent {
     pub payload: [u8; 2 * MAX_CAPTURE],
 }
 
+/// Bytes of the method, path and host a [`GoServeEvent`] carries at most.
+pub const GO_METHOD_LEN: usize = 16;
+pub const GO_PATH_LEN: usize = 128;
+pub const GO_HOST_LEN: usize = 64;
+
+/// A Go `net/http` request as its server handler sees it (`serverHandler.ServeHTTP`), read at
+/// the function's entry (start: method, path, host) and at each of its RET instructions (end:
+/// the status the handler wrote, 0 when unknown). `goid` ties it to the goroutine, and through
+/// it to the syscalls that goroutine makes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoServeEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub status: u32,
+    pub goid: u64,
+    pub ts_ns: u64,
+    pub method_len: u16,
+    pub path_len: u16,
+    pub host_len: u16,
+    pub pad0: u16,
+    pub method: [u8; GO_METHOD_LEN],
+    pub path: [u8; GO_PATH_LEN],
+    pub host: [u8; GO_HOST_LEN],
+}
+
+/// Per-process layout of the Go structures the uprobes read (`GO_PROCS` map value), from the
+/// binary's DWARF. `response_itab` is the address of the `*http.response` → `ResponseWriter`
+/// itab: the status is read only when the handler's writer is that type.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoOffsets {
+    pub g_goid: u32,
+    pub request_method: u32,
+    pub request_url: u32,
+    pub request_host: u32,
+    pub url_path: u32,
+    pub response_status: u32,
+    pub response_itab: u64,
+}
+
 /// Why an event was lost in the kernel; index into the `LOST` per-CPU array.
 pub const LOST_RINGBUF_FULL: u32 = 0;
 /// A kernel read (`bpf_probe_read_kernel`) of a socket failed.
@@ -141,6 +187,10 @@ pub const LOST_CAUSE_NAMES: [&str; LOST_CAUSES as usize] = [
     "payload read failed",
 ];
 
+#[cfg(feature = "user")]
+// SAFETY: plain #[repr(C)] integers; any bit pattern is valid.
+unsafe impl aya::Pod for GoOffsets {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +209,10 @@ mod tests {
         );
         assert_eq!(align_of::<ConnEvent>(), 8);
         assert_eq!(align_of::<DataHeader>(), 8);
+        assert_eq!(
+            size_of::<GoServeEvent>(),
+            4 * 4 + 8 * 2 + 2 * 4 + GO_METHOD_LEN + GO_PATH_LEN + GO_HOST_LEN
+        );
+        assert_eq!(size_of::<GoOffsets>(), 4 * 6 + 8);
     }
 }

@@ -119,6 +119,8 @@ impl ConnTable {
                 }
                 ConnKind::Close => self.close(c.conn_id, c.ts_ns, out),
             },
+            // Go context joins in the correlation stage, not here.
+            Event::GoServe(_) => {}
             Event::Data(d) => {
                 let seg = Segment {
                     direction: d.direction,

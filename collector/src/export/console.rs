@@ -5,7 +5,7 @@
 use std::{fmt::Write as _, io::Write};
 
 use super::{EventSink, clock::WallClock};
-use crate::source::{Conn, Data, Event};
+use crate::source::{Conn, Data, Event, GoServe};
 
 /// How many payload bytes a data line previews.
 const PREVIEW_BYTES: usize = 64;
@@ -73,12 +73,32 @@ pub fn data_line(d: &Data, clock: &WallClock) -> String {
     line
 }
 
+/// `11:06:43.123456 go-serve-start pid=42 tid=43 goid=17 GET svc:8080/hello?x` or
+/// `... go-serve-end pid=42 tid=43 goid=17 status=200`.
+#[must_use]
+pub fn go_serve_line(g: &GoServe, clock: &WallClock) -> String {
+    let time = clock.time_of_day(g.ts_ns);
+    if g.start {
+        format!(
+            "{time} go-serve-start pid={} tid={} goid={} {} {}{}",
+            g.pid, g.tid, g.goid, g.method, g.host, g.path
+        )
+    } else {
+        let status = g.status.map_or_else(|| "?".to_owned(), |s| s.to_string());
+        format!(
+            "{time} go-serve-end pid={} tid={} goid={} status={status}",
+            g.pid, g.tid, g.goid
+        )
+    }
+}
+
 impl<W: Write> EventSink for ConsoleSink<W> {
     fn event(&mut self, event: &Event) -> std::io::Result<()> {
         match event {
             Event::Conn(c) => writeln!(self.out, "{}", conn_line(c, &self.clock)),
             Event::Data(d) if self.show_data => writeln!(self.out, "{}", data_line(d, &self.clock)),
             Event::Data(_) => Ok(()),
+            Event::GoServe(g) => writeln!(self.out, "{}", go_serve_line(g, &self.clock)),
         }
     }
 

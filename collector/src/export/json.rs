@@ -3,13 +3,15 @@
 //! peer) and `ts_ns` (CLOCK_MONOTONIC). Lifecycle events add `mode` (the attach mode that saw
 //! them); data events add `direction`, `bytes` (exact), `seq`, `goid` with `goid_known`, `fd`,
 //! `ts_exit_ns`, `captured` and `payload` (the captured bytes as text, invalid UTF-8 replaced).
+//! Go handler events are `go_serve_start` (`method`, `path`, `host`) and `go_serve_end`
+//! (`status`), with `pid`, `tid`, `goid` and `ts_ns`.
 
 use std::io::Write;
 
 use serde::Serialize;
 
 use super::EventSink;
-use crate::source::{Conn, Data, Event};
+use crate::source::{Conn, Data, Event, GoServe};
 
 #[derive(Serialize)]
 struct ConnRecord<'a> {
@@ -91,6 +93,38 @@ fn data_record(d: &Data) -> DataRecord<'_> {
     }
 }
 
+#[derive(Serialize)]
+struct GoServeRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    pid: u32,
+    tid: u32,
+    goid: u64,
+    method: &'a str,
+    path: &'a str,
+    host: &'a str,
+    status: Option<u16>,
+    ts_ns: u64,
+}
+
+fn go_serve_record(g: &GoServe) -> GoServeRecord<'_> {
+    GoServeRecord {
+        kind: if g.start {
+            "go_serve_start"
+        } else {
+            "go_serve_end"
+        },
+        pid: g.pid,
+        tid: g.tid,
+        goid: g.goid,
+        method: &g.method,
+        path: &g.path,
+        host: &g.host,
+        status: g.status,
+        ts_ns: g.ts_ns,
+    }
+}
+
 pub struct JsonLinesSink<W: Write> {
     out: W,
 }
@@ -106,6 +140,7 @@ impl<W: Write> EventSink for JsonLinesSink<W> {
         match event {
             Event::Conn(c) => serde_json::to_writer(&mut self.out, &conn_record(c))?,
             Event::Data(d) => serde_json::to_writer(&mut self.out, &data_record(d))?,
+            Event::GoServe(g) => serde_json::to_writer(&mut self.out, &go_serve_record(g))?,
         }
         self.out.write_all(b"\n")
     }

@@ -3,6 +3,7 @@
 //! (symbol table, or `.gopclntab` when stripped), and the file offsets of their entries and
 //! return instructions (uprobes on each RET, never uretprobes).
 
+pub mod attach;
 pub mod buildinfo;
 pub mod dwarf;
 pub mod returns;
@@ -57,6 +58,7 @@ impl GoBinary {
     /// Read `path` and locate the `wanted` functions.
     pub fn open(path: &Path, wanted: &[&str]) -> Result<Self, GoBinaryError> {
         let shown = path.display().to_string();
+        // Read, not mapped: a binary truncated in place while mapped would SIGBUS the agent.
         let data = std::fs::read(path).map_err(|source| GoBinaryError::Read {
             path: shown.clone(),
             source,
@@ -111,6 +113,15 @@ impl GoBinary {
             stripped,
             functions,
         })
+    }
+
+    /// The address of a symbol (an itab, say) from the symbol table; None when stripped.
+    #[must_use]
+    pub fn symbol_address(&self, name: &str) -> Option<u64> {
+        let file = object::File::parse(&*self.data).ok()?;
+        file.symbols()
+            .find(|s| s.name() == Ok(name))
+            .map(|s| s.address())
     }
 
     /// The uprobe offsets of a function, if the binary has it.

@@ -91,6 +91,8 @@ pub enum LoadError {
 pub struct Probes {
     ebpf: Ebpf,
     pub report: Vec<HookReport>,
+    /// The Go programs found at start, attached or skipped.
+    pub go_report: Vec<crate::golang::attach::GoReport>,
 }
 
 /// The maps the agent reads, owned apart from the programs.
@@ -147,7 +149,19 @@ impl Probes {
             lost: LostCounters(take_map(&mut ebpf, "LOST", PerCpuArray::try_from)?),
         };
         let report = attach::attach_hooks(&mut ebpf, options.attach_mode)?;
-        Ok((Self { ebpf, report }, maps))
+        let go_report = crate::golang::attach::attach_running(
+            &mut ebpf,
+            settings.agent_tgid,
+            &options.filters.pids,
+        );
+        Ok((
+            Self {
+                ebpf,
+                report,
+                go_report,
+            },
+            maps,
+        ))
     }
 
     /// Detach and unload every program (the same as dropping `self`, said out loud).

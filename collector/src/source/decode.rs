@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use wirespan_shared::{
     AF_INET, AF_INET6, COMM_LEN, ConnEvent, DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS,
-    DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, MAX_CAPTURE, MODE_FENTRY,
-    MODE_KPROBE, MODE_TRACEPOINT,
+    DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_GO_SERVE_END,
+    EVENT_GO_SERVE_START, GoServeEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
 };
 
 use crate::load::AttachMode;
@@ -93,11 +93,28 @@ pub struct Data {
     pub payload: Vec<u8>,
 }
 
+/// A Go `net/http` server handler starting or returning, on a goroutine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoServe {
+    /// True at the handler's entry (method, path, host set); false at its return (status).
+    pub start: bool,
+    pub pid: u32,
+    pub tid: u32,
+    pub goid: u64,
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    /// At the return: the status the handler wrote (None when unknown or not written).
+    pub status: Option<u16>,
+    pub ts_ns: u64,
+}
+
 /// One decoded kernel event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Conn(Conn),
     Data(Data),
+    GoServe(GoServe),
 }
 
 impl Event {
@@ -107,6 +124,7 @@ impl Event {
         match self {
             Self::Conn(c) => c.ts_ns,
             Self::Data(d) => d.ts_exit_ns,
+            Self::GoServe(g) => g.ts_ns,
         }
     }
 
@@ -116,6 +134,7 @@ impl Event {
         match self {
             Self::Conn(c) => c.pid,
             Self::Data(d) => d.pid,
+            Self::GoServe(g) => g.pid,
         }
     }
 }
@@ -152,6 +171,9 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
             decode_conn(&read_struct::<ConnEvent>(record)?).map(Event::Conn)
         }
         EVENT_DATA => decode_data(record).map(Event::Data),
+        EVENT_GO_SERVE_START | EVENT_GO_SERVE_END => Ok(Event::GoServe(decode_go_serve(
+            &read_struct::<GoServeEvent>(record)?,
+        ))),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -221,6 +243,27 @@ fn decode_data(record: &[u8]) -> Result<Data, DecodeError> {
         ts_exit_ns: h.ts_exit_ns,
         payload: record[start..start + captured].to_vec(),
     })
+}
+
+fn go_text(bytes: &[u8], len: u16) -> String {
+    String::from_utf8_lossy(&bytes[..usize::from(len).min(bytes.len())]).into_owned()
+}
+
+fn decode_go_serve(raw: &GoServeEvent) -> GoServe {
+    GoServe {
+        start: raw.kind == EVENT_GO_SERVE_START,
+        pid: raw.pid,
+        tid: raw.tid,
+        goid: raw.goid,
+        method: go_text(&raw.method, raw.method_len),
+        path: go_text(&raw.path, raw.path_len),
+        host: go_text(&raw.host, raw.host_len),
+        // Go's response.status is 0 until WriteHeader; a valid code is 100..=999.
+        status: u16::try_from(raw.status)
+            .ok()
+            .filter(|s| (100..1000).contains(s)),
+        ts_ns: raw.ts_ns,
+    }
 }
 
 fn endpoints(

@@ -1,0 +1,150 @@
+//! Go uprobes: `net/http.serverHandler.ServeHTTP` at its entry and at each RET instruction
+//! (never a uretprobe: Go moves stacks, golang/go#22008). Go's register ABI puts the handler's
+//! `*http.Request` in RDI and the `ResponseWriter` interface in RBX (itab) and RCX (data); the
+//! current goroutine's `g` is in R14. Probes only read; offsets come per process from user space
+//! (`GO_PROCS`), and a process without an entry is ignored.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    macros::{map, uprobe},
+    maps::{HashMap, LruHashMap},
+    programs::ProbeContext,
+};
+use wirespan_shared::{
+    EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, GO_HOST_LEN, GO_METHOD_LEN, GO_PATH_LEN, GoOffsets,
+    GoServeEvent, LOST_RINGBUF_FULL,
+};
+
+use crate::maps::{EVENTS, count_lost, process_passes};
+
+/// tgid → the layout of its binary. Written by user space for each Go process it attached to.
+#[map]
+pub static GO_PROCS: HashMap<u32, GoOffsets> = HashMap::with_max_entries(4096, 0);
+
+/// A handler in progress, from its entry to its return.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ServeKey {
+    tgid: u32,
+    pad0: u32,
+    goid: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ServeCtx {
+    /// The `*http.response` behind the ResponseWriter, 0 when the writer is another type.
+    response: u64,
+}
+
+#[map]
+static SERVING: LruHashMap<ServeKey, ServeCtx> = LruHashMap::with_max_entries(65_536, 0);
+
+#[uprobe]
+pub fn go_serve_http(ctx: ProbeContext) -> u32 {
+    match try_serve(&ctx, true) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[uprobe]
+pub fn go_serve_http_return(ctx: ProbeContext) -> u32 {
+    match try_serve(&ctx, false) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[inline(always)]
+fn read_u64(address: u64) -> Result<u64, ()> {
+    unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| ())
+}
+
+/// Copy a Go string (header `{ptr, len}` at `header`) into `dst`; returns the bytes copied.
+#[inline(always)]
+fn read_go_string(header: u64, dst: &mut [u8], cap: usize) -> u16 {
+    let (Ok(ptr), Ok(len)) = (read_u64(header), read_u64(header + 8)) else {
+        return 0;
+    };
+    let mut n = len as usize;
+    if n > cap {
+        n = cap;
+    }
+    let rc = unsafe {
+        generated::bpf_probe_read_user(
+            dst.as_mut_ptr() as *mut c_void,
+            n as u32,
+            ptr as *const c_void,
+        )
+    };
+    if rc < 0 { 0 } else { n as u16 }
+}
+
+fn try_serve(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let offsets = unsafe { GO_PROCS.get(&tgid) }.copied().ok_or(())?;
+    if !process_passes(tgid) {
+        return Ok(());
+    }
+    let regs = unsafe { &*ctx.regs };
+    let goid = read_u64(regs.r14 + u64::from(offsets.g_goid))?;
+    let key = ServeKey {
+        tgid,
+        pad0: 0,
+        goid,
+    };
+
+    let mut entry_buf = EVENTS
+        .reserve::<GoServeEvent>(0)
+        .ok_or_else(|| count_lost(LOST_RINGBUF_FULL))?;
+    let ev = unsafe { &mut *entry_buf.as_mut_ptr() };
+    ev.pid = tgid;
+    ev.tid = pid_tgid as u32;
+    ev.goid = goid;
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.status = 0;
+    ev.method_len = 0;
+    ev.path_len = 0;
+    ev.host_len = 0;
+    ev.pad0 = 0;
+    if entry {
+        ev.kind = EVENT_GO_SERVE_START;
+        let request = regs.rdi;
+        ev.method_len = read_go_string(
+            request + u64::from(offsets.request_method),
+            &mut ev.method,
+            GO_METHOD_LEN,
+        );
+        ev.host_len = read_go_string(
+            request + u64::from(offsets.request_host),
+            &mut ev.host,
+            GO_HOST_LEN,
+        );
+        if let Ok(url) = read_u64(request + u64::from(offsets.request_url))
+            && url != 0
+        {
+            ev.path_len =
+                read_go_string(url + u64::from(offsets.url_path), &mut ev.path, GO_PATH_LEN);
+        }
+        let response = if offsets.response_itab != 0 && regs.rbx == offsets.response_itab {
+            regs.rcx
+        } else {
+            0
+        };
+        let _ = SERVING.insert(&key, &ServeCtx { response }, 0);
+    } else {
+        ev.kind = EVENT_GO_SERVE_END;
+        if let Some(serving) = unsafe { SERVING.get(&key) }.copied() {
+            let _ = SERVING.remove(&key);
+            if serving.response != 0 && offsets.response_status != 0 {
+                // `status int`: 0 until the handler writes a header (then 200 is implied).
+                ev.status = read_u64(serving.response + u64::from(offsets.response_status))
+                    .unwrap_or(0) as u32;
+            }
+        }
+    }
+    entry_buf.submit(0);
+    Ok(())
+}
