@@ -61,12 +61,12 @@ impl Service {
     /// GET `path` on a new connection; returns the status code and body.
     fn get(&self, path: &str) -> (u16, String) {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
-        write!(
-            stream,
+        // One write, as real clients do, so the server reads each request whole.
+        let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
             self.addr
-        )
-        .unwrap();
+        );
+        stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let status = response
@@ -170,6 +170,39 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
             "every request was seen, in order"
         );
         assert_eq!(starts.iter().filter(|s| s["path"] == "/chain").count(), 100);
+        // The syscalls that read each request carry the goroutine that served it: the Go request
+        // context sits next to its syscall events.
+        let reads: Vec<&Value> = events
+            .iter()
+            .filter(|e| {
+                e["type"] == "data" && e["pid"] == service.pid() && e["direction"] == "ingress"
+            })
+            .collect();
+        let mut joined = 0;
+        for read in &reads {
+            let payload = read["payload"].as_str().unwrap_or("");
+            let Some(target) = payload
+                .strip_prefix("GET ")
+                .and_then(|p| p.split(' ').next())
+            else {
+                continue;
+            };
+            assert_eq!(read["goid_known"], true, "{read}");
+            let path = target.split('?').next().unwrap();
+            let served = starts
+                .iter()
+                .find(|s| s["goid"] == read["goid"] && s["path"] == path);
+            assert!(
+                served.is_some(),
+                "no handler on goroutine {} for {target}: {read}",
+                read["goid"]
+            );
+            joined += 1;
+        }
+        assert_eq!(
+            joined, 1100,
+            "every request read was tied to its handler's goroutine"
+        );
         drop(service);
     }
 }

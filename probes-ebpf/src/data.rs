@@ -11,21 +11,23 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user, generated,
     },
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
 };
 use wirespan_shared::{
-    DIR_EGRESS, DIR_INGRESS, DataHeader, EVENT_DATA, LOST_IO_TABLE_FULL, LOST_PAYLOAD_READ_FAILED,
-    LOST_READ_FAILED, LOST_RINGBUF_FULL, MAX_CAPTURE, SYSCALL_ARG_OFFSET, SYSCALL_RET_OFFSET,
+    DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS, DataHeader, EVENT_DATA, LOST_IO_TABLE_FULL,
+    LOST_PAYLOAD_READ_FAILED, LOST_READ_FAILED, LOST_RINGBUF_FULL, MAX_CAPTURE, SYSCALL_ARG_OFFSET,
+    SYSCALL_RET_OFFSET,
 };
 
 use crate::{
+    golang::GO_PROCS,
     maps::{
-        CONNS, ConnInfo, EVENTS, count_lost, next_conn_id, ports_pass, process_passes,
+        CONNS, ConnInfo, EVENTS, count_lost, fd_offsets, next_conn_id, ports_pass, process_passes,
         scratch_event, settings,
     },
     sock::{Tuple, read_tuple, tcp_seq, tcp_sock_of_fd},
@@ -190,9 +192,10 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     h.bytes = ret as u64;
     h.ts_enter_ns = args.ts_enter_ns;
     h.ts_exit_ns = unsafe { bpf_ktime_get_ns() };
-    // The goroutine id needs per-binary offsets (Go uprobes); until then it is unknown.
-    h.goid = 0;
-    h.flags = 0;
+    (h.goid, h.flags) = match current_goid(pid) {
+        Some(goid) => (goid, DATA_FLAG_GOID_KNOWN),
+        None => (0, 0),
+    };
     h.pad0 = 0;
     h.saddr = tuple.saddr;
     h.daddr = tuple.daddr;
@@ -223,6 +226,29 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
         count_lost(LOST_RINGBUF_FULL);
     }
     Ok(())
+}
+
+/// The goroutine making the current syscall, in a Go process whose layout user space provided
+/// (`GO_PROCS`): Go keeps the running `g` at -8 from the thread's TLS base (internal linking, the
+/// default), and `g.goid` at the binary's offset.
+#[inline(always)]
+fn current_goid(tgid: u32) -> Option<u64> {
+    let offsets = unsafe { GO_PROCS.get(&tgid) }?;
+    let task = unsafe { bpf_get_current_task() };
+    let fsbase: u64 = unsafe {
+        bpf_probe_read_kernel((task + u64::from(fd_offsets().task_fsbase)) as *const u64)
+    }
+    .ok()?;
+    if fsbase < 8 {
+        return None;
+    }
+    let g: u64 = unsafe { bpf_probe_read_user((fsbase - 8) as *const u64) }.ok()?;
+    if g == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_user((g + u64::from(offsets.g_goid)) as *const u64) }
+        .ok()
+        .filter(|goid| *goid != 0)
 }
 
 /// The connection id of a sock, handing out a new one for a connection older than the agent

@@ -50,6 +50,9 @@ pub struct FdOffsets {
     pub sock_type: u32,
     pub tcp_write_seq: u32,
     pub tcp_copied_seq: u32,
+    /// `task_struct.thread.fsbase` (x86-64): the thread's TLS base, where Go keeps `g` at -8.
+    pub task_fsbase: u32,
+    pub pad0: u32,
 }
 
 impl FdOffsets {
@@ -68,6 +71,8 @@ impl FdOffsets {
             sock_type: 0,
             tcp_write_seq: 0,
             tcp_copied_seq: 0,
+            task_fsbase: 0,
+            pad0: 0,
         }
     }
 }

@@ -315,6 +315,9 @@ pub fn fd_offsets(btf: &Btf) -> Result<FdOffsets, BtfError> {
         sock_type: btf.member_offset("sock", "sk_type")?,
         tcp_write_seq: btf.member_offset("tcp_sock", "write_seq")?,
         tcp_copied_seq: btf.member_offset("tcp_sock", "copied_seq")?,
+        task_fsbase: btf.member_offset("task_struct", "thread")?
+            + btf.member_offset("thread_struct", "fsbase")?,
+        pad0: 0,
     })
 }
 
@@ -519,5 +522,9 @@ mod kernel_tests {
         assert_eq!(fd.sock_type, theirs("sock", "sk_type"));
         assert_eq!(fd.tcp_write_seq, theirs("tcp_sock", "write_seq"));
         assert_eq!(fd.tcp_copied_seq, theirs("tcp_sock", "copied_seq"));
+        assert_eq!(
+            fd.task_fsbase,
+            theirs("task_struct", "thread") + theirs("thread_struct", "fsbase")
+        );
     }
 }
