@@ -208,6 +208,37 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
 }
 
 #[test]
+fn privileged_go_program_started_after_the_agent_is_found_by_its_exec_and_traced() {
+    if !require_privileges() {
+        return;
+    }
+    let Some(binary) = build(None, false) else {
+        return cannot_run("cannot build examples/http-hello");
+    };
+    let mut agent = Agent::start(&["events", "--json"]);
+    let service = Service::start(&binary);
+    agent.wait_for_line(&format!(
+        "pids {}): attached net/http.serverHandler.ServeHTTP",
+        service.pid()
+    ));
+    for i in 0..20 {
+        assert_eq!(service.get(&format!("/hello?name=late{i}")).0, 200);
+    }
+    let stopped = agent.stop();
+    let events = stopped.events();
+    let starts: Vec<&Value> = go_events(&events, "go_serve_start")
+        .into_iter()
+        .filter(|e| e["pid"] == service.pid())
+        .collect();
+    assert_eq!(starts.len(), 20, "{}", stopped.stderr);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "exec" && e["pid"] == service.pid())
+    );
+}
+
+#[test]
 fn privileged_stripped_go_binary_is_skipped_in_one_line_and_its_syscalls_still_traced() {
     if !require_privileges() {
         return;

@@ -14,7 +14,7 @@ use crate::{
     golang::attach::GoReport,
     load::{HookReport, LoadError, LoadOptions, Probes},
     source::{
-        decode,
+        Event, decode,
         recording::{RecordingError, RecordingReader, RecordingWriter},
         ringbuf::RingBufSource,
     },
@@ -126,6 +126,8 @@ struct Pipeline<'a> {
     summary: RunSummary,
     exchanges: Vec<ConnExchange>,
     last_ts_ns: u64,
+    /// Processes that executed a program since the last batch (live runs attach Go uprobes).
+    execs: Vec<u32>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -136,6 +138,7 @@ impl<'a> Pipeline<'a> {
             summary: RunSummary::default(),
             exchanges: Vec::new(),
             last_ts_ns: 0,
+            execs: Vec::new(),
         }
     }
 
@@ -148,6 +151,9 @@ impl<'a> Pipeline<'a> {
             return Ok(());
         };
         self.summary.events += 1;
+        if let Event::Exec(exec) = &event {
+            self.execs.push(exec.pid);
+        }
         match &mut self.output {
             Output::Events(sink) => sink.event(&event).map_err(StepError::Write),
             Output::Exchanges { table, .. } => {
@@ -216,7 +222,7 @@ pub async fn run<'a>(
     on_ready: impl FnOnce(&[HookReport], &[GoReport]),
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, AgentError> {
-    let (probes, maps) = Probes::load(options)?;
+    let (mut probes, maps) = Probes::load(options)?;
     on_ready(&probes.report, &probes.go_report);
     let mut source = RingBufSource::new(maps.events).map_err(AgentError::Read)?;
     let mut pipeline = Pipeline::new(output, recorder);
@@ -243,6 +249,12 @@ pub async fn run<'a>(
         };
         if let Err(e) = pipeline.flush() {
             break Err(e);
+        }
+        // Go programs started since the last batch get their uprobes (a report line if new).
+        for pid in pipeline.execs.drain(..) {
+            if let Some(report) = probes.exec(pid) {
+                eprintln!("wirespan: {report}");
+            }
         }
         if more_waiting {
             // The buffer never ran empty: let the runtime poll its drivers (signals, timers)

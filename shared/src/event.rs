@@ -15,6 +15,19 @@ pub const EVENT_DATA: u32 = 4;
 /// Tags of [`GoServeEvent`]: a Go `net/http` server handler starts, and returns.
 pub const EVENT_GO_SERVE_START: u32 = 5;
 pub const EVENT_GO_SERVE_END: u32 = 6;
+/// Tag of [`ExecEvent`]: a process replaced its program (execve); Go programs started after the
+/// agent are found this way.
+pub const EVENT_EXEC: u32 = 7;
+
+/// A process executed a new program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub ts_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
 
 /// Address families, as the kernel numbers them (`AF_INET`, `AF_INET6`).
 pub const AF_INET: u16 = 2;
@@ -214,5 +227,6 @@ mod tests {
             4 * 4 + 8 * 2 + 2 * 4 + GO_METHOD_LEN + GO_PATH_LEN + GO_HOST_LEN
         );
         assert_eq!(size_of::<GoOffsets>(), 4 * 6 + 8);
+        assert_eq!(size_of::<ExecEvent>(), 4 * 2 + 8 + COMM_LEN);
     }
 }

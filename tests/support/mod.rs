@@ -132,6 +132,25 @@ impl Agent {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Wait (up to 30 s) for a stderr line after `ready` that contains `text`; the lines read
+    /// are kept in the report.
+    pub fn wait_for_line(&mut self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            let Ok(line) = self.stderr_rest.recv_timeout(left) else {
+                break;
+            };
+            self.report.push(line.clone());
+            if line.contains(text) {
+                return line;
+            }
+        }
+        panic!(
+            "no line with {text:?} from the agent; it printed:\n{}",
+            self.report.join("\n")
+        );
+    }
 }
 
 /// A Python HTTP/1.1 keep-alive file server (tests/support/http_server.py) on a free port.

@@ -99,6 +99,16 @@ impl<W: Write> EventSink for ConsoleSink<W> {
             Event::Data(d) if self.show_data => writeln!(self.out, "{}", data_line(d, &self.clock)),
             Event::Data(_) => Ok(()),
             Event::GoServe(g) => writeln!(self.out, "{}", go_serve_line(g, &self.clock)),
+            Event::Exec(e) if self.show_data => {
+                writeln!(
+                    self.out,
+                    "{} exec {} pid={}",
+                    self.clock.time_of_day(e.ts_ns),
+                    e.comm,
+                    e.pid
+                )
+            }
+            Event::Exec(_) => Ok(()),
         }
     }
 

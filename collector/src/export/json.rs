@@ -141,6 +141,10 @@ impl<W: Write> EventSink for JsonLinesSink<W> {
             Event::Conn(c) => serde_json::to_writer(&mut self.out, &conn_record(c))?,
             Event::Data(d) => serde_json::to_writer(&mut self.out, &data_record(d))?,
             Event::GoServe(g) => serde_json::to_writer(&mut self.out, &go_serve_record(g))?,
+            Event::Exec(e) => serde_json::to_writer(
+                &mut self.out,
+                &serde_json::json!({ "type": "exec", "pid": e.pid, "comm": e.comm, "ts_ns": e.ts_ns }),
+            )?,
         }
         self.out.write_all(b"\n")
     }

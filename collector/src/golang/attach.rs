@@ -1,6 +1,7 @@
-//! Finding Go programs and attaching the Go uprobes to them. At start the agent scans /proc;
-//! every executable is examined once per inode (programs of one binary share one attachment),
-//! and each process of a usable binary gets its layout written into `GO_PROCS`. A binary whose
+//! Finding Go programs and attaching the Go uprobes to them. At start the agent scans /proc, and
+//! later every exec event names a new program; each executable is examined once per inode
+//! (programs of one binary share one attachment), and each process of a usable binary gets its
+//! layout written into `GO_PROCS` (the probes forget it when the process exits). A binary whose
 //! layout cannot be determined is skipped with one report line; its syscalls are still traced.
 
 use std::{
@@ -88,65 +89,161 @@ fn offsets_of(binary: &GoBinary) -> Result<GoOffsets, String> {
     })
 }
 
-/// Processes by executable inode: (dev, inode) → (a path to it, pids).
-fn go_candidates(agent_pid: u32) -> HashMap<(u64, u64), (PathBuf, Vec<u32>)> {
-    let mut by_inode: HashMap<(u64, u64), (PathBuf, Vec<u32>)> = HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return by_inode;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == agent_pid {
-            continue;
-        }
-        let exe = entry.path().join("exe");
-        // Kernel threads have no exe; processes gone meanwhile fail here too.
-        let Ok(meta) = std::fs::metadata(&exe) else {
-            continue;
-        };
-        by_inode
-            .entry((meta.dev(), meta.ino()))
-            .or_insert_with(|| (exe, Vec::new()))
-            .1
-            .push(pid);
-    }
-    by_inode
+/// The executable of a process: a path to it and its (device, inode).
+fn executable(pid: u32) -> Option<(PathBuf, (u64, u64))> {
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    // Kernel threads have no exe; processes gone meanwhile fail here too.
+    let meta = std::fs::metadata(&exe).ok()?;
+    Some((exe, (meta.dev(), meta.ino())))
 }
 
-/// Attach the Go uprobes to every Go program running now (only the `only_pids` ones when that is
-/// not empty; the probes also apply the cgroup filter themselves).
-pub fn attach_running(ebpf: &mut Ebpf, agent_pid: u32, only_pids: &[u32]) -> Vec<GoReport> {
-    let mut reports = Vec::new();
-    for (_, (exe, mut pids)) in go_candidates(agent_pid) {
-        pids.retain(|p| only_pids.is_empty() || only_pids.contains(p));
-        if pids.is_empty() {
-            continue;
+/// What was decided about one binary (by inode), so each is examined and attached once.
+enum Binary {
+    /// Not a Go program, or unreadable.
+    NotGo,
+    /// A Go program whose layout is unknown: reported once, left to syscall tracing.
+    Skipped,
+    /// Attached; its processes get this layout.
+    Attached {
+        offsets: GoOffsets,
+        go_version: String,
+        path: PathBuf,
+    },
+}
+
+/// Finds Go programs and attaches the Go uprobes to each binary once.
+pub struct GoAttacher {
+    agent_pid: u32,
+    /// With `--pid`: only these processes.
+    only_pids: Vec<u32>,
+    binaries: HashMap<(u64, u64), Binary>,
+}
+
+impl GoAttacher {
+    #[must_use]
+    pub fn new(agent_pid: u32, only_pids: &[u32]) -> Self {
+        Self {
+            agent_pid,
+            only_pids: only_pids.to_vec(),
+            binaries: HashMap::new(),
         }
-        pids.sort_unstable();
+    }
+
+    fn wanted(&self, pid: u32) -> bool {
+        pid != self.agent_pid && (self.only_pids.is_empty() || self.only_pids.contains(&pid))
+    }
+
+    /// Attach to every Go program running now; one report per Go binary.
+    pub fn attach_running(&mut self, ebpf: &mut Ebpf) -> Vec<GoReport> {
+        let mut by_inode: HashMap<(u64, u64), (PathBuf, Vec<u32>)> = HashMap::new();
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if !self.wanted(pid) {
+                    continue;
+                }
+                if let Some((exe, inode)) = executable(pid) {
+                    by_inode
+                        .entry(inode)
+                        .or_insert_with(|| (exe, Vec::new()))
+                        .1
+                        .push(pid);
+                }
+            }
+        }
+        let mut reports: Vec<GoReport> = by_inode
+            .into_iter()
+            .filter_map(|(inode, (exe, mut pids))| {
+                pids.sort_unstable();
+                self.attach(ebpf, inode, &exe, &pids)
+            })
+            .collect();
+        reports.sort_by(|a, b| a.binary.cmp(&b.binary));
+        reports
+    }
+
+    /// A process started a new program: attach if it is Go (a report for a Go process, unless
+    /// its binary was already skipped).
+    pub fn attach_pid(&mut self, ebpf: &mut Ebpf, pid: u32) -> Option<GoReport> {
+        if !self.wanted(pid) {
+            return None;
+        }
+        let (exe, inode) = executable(pid)?;
+        self.attach(ebpf, inode, &exe, &[pid])
+    }
+
+    fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        inode: (u64, u64),
+        exe: &Path,
+        pids: &[u32],
+    ) -> Option<GoReport> {
+        if let Some(known) = self.binaries.get(&inode) {
+            // Already decided: a new process of an attached binary only needs its layout entry.
+            let Binary::Attached {
+                offsets,
+                go_version,
+                path,
+            } = known
+            else {
+                return None;
+            };
+            let skipped = write_offsets(ebpf, pids, *offsets).err();
+            return Some(GoReport {
+                binary: path.clone(),
+                pids: pids.to_vec(),
+                go_version: Some(go_version.clone()),
+                skipped,
+            });
+        }
         // Not a Go program (no build info), or unreadable: nothing to report.
-        let Ok(binary) = GoBinary::open(&exe, &[SERVE_HTTP]) else {
-            continue;
+        let Ok(binary) = GoBinary::open(exe, &[SERVE_HTTP]) else {
+            self.binaries.insert(inode, Binary::NotGo);
+            return None;
         };
-        let real_path = std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone());
         let mut report = GoReport {
-            binary: real_path,
-            pids: pids.clone(),
+            binary: std::fs::read_link(exe).unwrap_or_else(|_| exe.to_path_buf()),
+            pids: pids.to_vec(),
             go_version: Some(binary.build_info.go_version.clone()),
             skipped: None,
         };
-        if let Err(why) = attach_binary(ebpf, &binary, &exe, &pids) {
-            report.skipped = Some(why);
-        }
-        reports.push(report);
+        match attach_binary(ebpf, &binary, exe, pids) {
+            Ok(offsets) => self.binaries.insert(
+                inode,
+                Binary::Attached {
+                    offsets,
+                    go_version: binary.build_info.go_version.clone(),
+                    path: report.binary.clone(),
+                },
+            ),
+            Err(why) => {
+                report.skipped = Some(why);
+                self.binaries.insert(inode, Binary::Skipped)
+            }
+        };
+        Some(report)
     }
-    reports.sort_by(|a, b| a.binary.cmp(&b.binary));
-    reports
+}
+
+fn write_offsets(ebpf: &mut Ebpf, pids: &[u32], offsets: GoOffsets) -> Result<(), String> {
+    let map = ebpf
+        .map_mut("GO_PROCS")
+        .ok_or("the probes object has no GO_PROCS map")?;
+    let mut procs: BpfHashMap<_, u32, GoOffsets> =
+        BpfHashMap::try_from(map).map_err(|e| error_chain(&e))?;
+    for pid in pids {
+        procs
+            .insert(pid, &offsets, 0)
+            .map_err(|e| error_chain(&e))?;
+    }
+    Ok(())
 }
 
 fn attach_binary(
@@ -154,7 +251,7 @@ fn attach_binary(
     binary: &GoBinary,
     exe: &Path,
     pids: &[u32],
-) -> Result<(), String> {
+) -> Result<GoOffsets, String> {
     let Some(probe) = binary.probe(SERVE_HTTP) else {
         return Err(format!(
             "no {SERVE_HTTP} (the program does not serve net/http)"
@@ -164,18 +261,7 @@ fn attach_binary(
         return Err(format!("no RET instruction found in {SERVE_HTTP}"));
     }
     let offsets = offsets_of(binary)?;
-    {
-        let map = ebpf
-            .map_mut("GO_PROCS")
-            .ok_or("the probes object has no GO_PROCS map")?;
-        let mut procs: BpfHashMap<_, u32, GoOffsets> =
-            BpfHashMap::try_from(map).map_err(|e| error_chain(&e))?;
-        for pid in pids {
-            procs
-                .insert(pid, &offsets, 0)
-                .map_err(|e| error_chain(&e))?;
-        }
-    }
+    write_offsets(ebpf, pids, offsets)?;
     let entry = [UProbeAttachLocation::AbsoluteOffset(probe.entry_offset)];
     let returns: Vec<UProbeAttachLocation<'_>> = probe
         .return_offsets
@@ -198,5 +284,5 @@ fn attach_binary(
             .attach(points.iter().copied(), exe, UProbeScope::AllProcesses)
             .map_err(|e| error_chain(&e))?;
     }
-    Ok(())
+    Ok(offsets)
 }

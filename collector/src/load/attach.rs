@@ -178,6 +178,29 @@ pub const HOOKS: &[Hook] = &[
         ],
     },
     Hook {
+        name: "process_exec",
+        required: true,
+        modes: &[HookMode {
+            mode: AttachMode::Tracepoint,
+            attachments: &[
+                function(
+                    "sched_process_exec",
+                    &[Target::Tracepoint {
+                        category: "sched",
+                        name: "sched_process_exec",
+                    }],
+                ),
+                function(
+                    "sched_process_exit",
+                    &[Target::Tracepoint {
+                        category: "sched",
+                        name: "sched_process_exit",
+                    }],
+                ),
+            ],
+        }],
+    },
+    Hook {
         name: "socket_data",
         required: true,
         // The syscall tracepoints are the data path on every kernel: they see the user buffer

@@ -21,6 +21,7 @@ pub use self::{
     attach::{AttachMode, HOOKS, HookReport, error_chain},
     filters::Filters,
 };
+use crate::golang::attach::{GoAttacher, GoReport};
 
 /// Payload bytes captured per data event unless `--capture-bytes` says otherwise.
 pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
@@ -92,7 +93,8 @@ pub struct Probes {
     ebpf: Ebpf,
     pub report: Vec<HookReport>,
     /// The Go programs found at start, attached or skipped.
-    pub go_report: Vec<crate::golang::attach::GoReport>,
+    pub go_report: Vec<GoReport>,
+    go: GoAttacher,
 }
 
 /// The maps the agent reads, owned apart from the programs.
@@ -149,19 +151,22 @@ impl Probes {
             lost: LostCounters(take_map(&mut ebpf, "LOST", PerCpuArray::try_from)?),
         };
         let report = attach::attach_hooks(&mut ebpf, options.attach_mode)?;
-        let go_report = crate::golang::attach::attach_running(
-            &mut ebpf,
-            settings.agent_tgid,
-            &options.filters.pids,
-        );
+        let mut go = GoAttacher::new(settings.agent_tgid, &options.filters.pids);
+        let go_report = go.attach_running(&mut ebpf);
         Ok((
             Self {
                 ebpf,
                 report,
                 go_report,
+                go,
             },
             maps,
         ))
+    }
+
+    /// A process executed a program: attach the Go uprobes if it is a Go program not seen yet.
+    pub fn exec(&mut self, pid: u32) -> Option<GoReport> {
+        self.go.attach_pid(&mut self.ebpf, pid)
     }
 
     /// Detach and unload every program (the same as dropping `self`, said out loud).

@@ -6,8 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use wirespan_shared::{
     AF_INET, AF_INET6, COMM_LEN, ConnEvent, DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS,
-    DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_GO_SERVE_END,
-    EVENT_GO_SERVE_START, GoServeEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
+    DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_EXEC,
+    EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, ExecEvent, GoServeEvent, MAX_CAPTURE, MODE_FENTRY,
+    MODE_KPROBE, MODE_TRACEPOINT,
 };
 
 use crate::load::AttachMode;
@@ -109,12 +110,21 @@ pub struct GoServe {
     pub ts_ns: u64,
 }
 
+/// A process executed a new program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
+    pub pid: u32,
+    pub comm: String,
+    pub ts_ns: u64,
+}
+
 /// One decoded kernel event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Conn(Conn),
     Data(Data),
     GoServe(GoServe),
+    Exec(Exec),
 }
 
 impl Event {
@@ -125,6 +135,7 @@ impl Event {
             Self::Conn(c) => c.ts_ns,
             Self::Data(d) => d.ts_exit_ns,
             Self::GoServe(g) => g.ts_ns,
+            Self::Exec(e) => e.ts_ns,
         }
     }
 
@@ -135,6 +146,7 @@ impl Event {
             Self::Conn(c) => c.pid,
             Self::Data(d) => d.pid,
             Self::GoServe(g) => g.pid,
+            Self::Exec(e) => e.pid,
         }
     }
 }
@@ -171,6 +183,14 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
             decode_conn(&read_struct::<ConnEvent>(record)?).map(Event::Conn)
         }
         EVENT_DATA => decode_data(record).map(Event::Data),
+        EVENT_EXEC => {
+            let raw = read_struct::<ExecEvent>(record)?;
+            Ok(Event::Exec(Exec {
+                pid: raw.pid,
+                comm: comm(&raw.comm),
+                ts_ns: raw.ts_ns,
+            }))
+        }
         EVENT_GO_SERVE_START | EVENT_GO_SERVE_END => Ok(Event::GoServe(decode_go_serve(
             &read_struct::<GoServeEvent>(record)?,
         ))),
