@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use wirespan_shared::{EVENT_EXEC, ExecEvent, LOST_RINGBUF_FULL};
+use wirespan_shared::{EVENT_EXEC, ExecEvent, LOST_EXEC_RINGBUF_FULL};
 
 use crate::{
     golang::GO_PROCS,
@@ -29,7 +29,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         comm: bpf_get_current_comm().unwrap_or_default(),
     };
     if EVENTS.output(&ev, 0).is_err() {
-        count_lost(LOST_RINGBUF_FULL);
+        count_lost(LOST_EXEC_RINGBUF_FULL);
     }
     0
 }

@@ -189,7 +189,10 @@ pub const LOST_START_UNSEEN: u32 = 2;
 pub const LOST_IO_TABLE_FULL: u32 = 3;
 /// Reading the payload from the process's memory failed (the event is sent without it).
 pub const LOST_PAYLOAD_READ_FAILED: u32 = 4;
-pub const LOST_CAUSES: u32 = 5;
+/// An exec event did not fit in the ring buffer (counted apart: exec events are not filtered by
+/// port, so they would blur the count of the traffic's own losses).
+pub const LOST_EXEC_RINGBUF_FULL: u32 = 5;
+pub const LOST_CAUSES: u32 = 6;
 
 /// Names of the loss causes, indexed like the `LOST_*` constants.
 pub const LOST_CAUSE_NAMES: [&str; LOST_CAUSES as usize] = [
@@ -198,6 +201,7 @@ pub const LOST_CAUSE_NAMES: [&str; LOST_CAUSES as usize] = [
     "connect start not seen",
     "syscall table full",
     "payload read failed",
+    "ring buffer full, exec events",
 ];
 
 #[cfg(feature = "user")]

@@ -97,7 +97,6 @@ impl<W: Write> EventSink for ConsoleSink<W> {
         match event {
             Event::Conn(c) => writeln!(self.out, "{}", conn_line(c, &self.clock)),
             Event::Data(d) if self.show_data => writeln!(self.out, "{}", data_line(d, &self.clock)),
-            Event::Data(_) => Ok(()),
             Event::GoServe(g) => writeln!(self.out, "{}", go_serve_line(g, &self.clock)),
             Event::Exec(e) if self.show_data => {
                 writeln!(
@@ -108,7 +107,8 @@ impl<W: Write> EventSink for ConsoleSink<W> {
                     e.pid
                 )
             }
-            Event::Exec(_) => Ok(()),
+            // `wirespan run` shows the connection lifecycle and Go handlers only.
+            Event::Data(_) | Event::Exec(_) => Ok(()),
         }
     }
 
