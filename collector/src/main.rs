@@ -42,7 +42,8 @@ struct Cli {
 enum Command {
     /// Run the agent and export what it sees.
     Run {
-        /// Where the output goes. `console` prints one line per connect, accept and close.
+        /// Where the output goes. `console` prints one line per connect, accept and close, and per
+        /// Go net/http handler start and end.
         #[arg(long, value_enum, default_value_t = Exporter::Console)]
         exporter: Exporter,
         #[command(flatten)]

@@ -130,9 +130,10 @@ impl GoBinary {
         let range = *self.functions.get(name)?;
         let file = object::File::parse(&*self.data).ok()?;
         let entry_offset = file_offset(&file, range.address)?;
+        let end = entry_offset.checked_add(range.size)?;
         let code = self
             .data
-            .get(entry_offset as usize..(entry_offset + range.size) as usize)?;
+            .get(usize::try_from(entry_offset).ok()?..usize::try_from(end).ok()?)?;
         let return_offsets = returns::return_offsets(code, range.address)
             .into_iter()
             .map(|r| entry_offset + r)
