@@ -10,16 +10,22 @@
 
 pub mod frame;
 pub mod hpack;
+mod stream;
 
 use std::collections::HashMap;
 
-use self::frame::{
-    CONTINUATION, DATA, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY, FrameHeader,
-    HEADER_LEN, HEADERS, PUSH_PROMISE, RST_STREAM, SETTINGS,
+use self::{
+    frame::{
+        CONTINUATION, DATA, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FrameHeader,
+        HEADER_LEN, HEADERS, PUSH_PROMISE, RST_STREAM, SETTINGS,
+    },
+    stream::{
+        Stream, apply_request_fields, apply_response_fields, header_fragment, role_from_fields,
+    },
 };
 use super::{
     Segment,
-    exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion},
+    exchange::{Detail, Exchange, Flags, Grpc, HttpVersion},
 };
 use crate::source::Direction;
 
@@ -42,91 +48,6 @@ pub struct Http2Stats {
     pub stream_overflow: u64,
     /// Frames too large to buffer, skipped by count.
     pub oversized_frames: u64,
-}
-
-/// Counts gRPC length-prefixed messages in one direction of a stream.
-#[derive(Debug, Clone, Copy)]
-enum MessageCounter {
-    /// Reading the 5-byte prefix: bytes of it seen, and the length bytes so far.
-    Prefix(u8, [u8; 4]),
-    /// Skipping a message body.
-    Body(u64),
-    /// A gap fell inside a prefix: counting stopped.
-    Lost,
-}
-
-impl Default for MessageCounter {
-    fn default() -> Self {
-        Self::Prefix(0, [0; 4])
-    }
-}
-
-impl MessageCounter {
-    /// Feed payload bytes; returns how many messages started in them.
-    fn feed(&mut self, mut bytes: &[u8]) -> u64 {
-        let mut started = 0;
-        while !bytes.is_empty() {
-            match self {
-                Self::Lost => return started,
-                Self::Body(left) => {
-                    let take = (*left).min(bytes.len() as u64);
-                    bytes = &bytes[take as usize..];
-                    *left -= take;
-                    if *left == 0 {
-                        *self = Self::default();
-                    }
-                }
-                Self::Prefix(got, len) => {
-                    if *got > 0 {
-                        len[*got as usize - 1] = bytes[0];
-                    }
-                    *got += 1;
-                    bytes = &bytes[1..];
-                    if *got == 5 {
-                        started += 1;
-                        let body = u64::from(u32::from_be_bytes(*len));
-                        *self = if body == 0 {
-                            Self::default()
-                        } else {
-                            Self::Body(body)
-                        };
-                    }
-                }
-            }
-        }
-        started
-    }
-
-    fn gap(&mut self, n: u64) {
-        *self = match *self {
-            Self::Body(left) if n < left => Self::Body(left - n),
-            Self::Body(left) if n == left => Self::default(),
-            _ => Self::Lost,
-        };
-    }
-}
-
-/// One stream's exchange in progress.
-#[derive(Debug, Default)]
-#[expect(
-    clippy::struct_excessive_bools,
-    reason = "independent facts about one stream"
-)]
-struct Stream {
-    http: Http,
-    grpc: bool,
-    grpc_status: Option<u32>,
-    grpc_message: Option<String>,
-    messages: [MessageCounter; 2],
-    message_counts: [u64; 2],
-    start_ns: Option<u64>,
-    end_ns: u64,
-    bytes: [u64; 2],
-    request_headers_seen: bool,
-    response_headers_seen: bool,
-    request_ended: bool,
-    headers_unknown: bool,
-    truncated: bool,
 }
 
 /// A header block waiting for its CONTINUATION frames.
@@ -706,69 +627,6 @@ impl Http2Conn {
             response_bytes: s.bytes[1],
             detail,
             flags,
-        }
-    }
-}
-
-/// The header block fragment of a HEADERS or PUSH_PROMISE payload (padding and priority or
-/// promised-stream fields removed), or None when the lengths do not add up.
-fn header_fragment(header: FrameHeader, payload: &[u8]) -> Option<&[u8]> {
-    let mut start = 0;
-    let mut end = payload.len();
-    if header.flags & FLAG_PADDED != 0 {
-        let pad = usize::from(*payload.first()?);
-        start += 1;
-        end = end.checked_sub(pad)?;
-    }
-    if header.kind == HEADERS && header.flags & FLAG_PRIORITY != 0 {
-        start += 5;
-    }
-    if header.kind == PUSH_PROMISE {
-        start += 4;
-    }
-    payload.get(start..end)
-}
-
-/// Which direction carries requests, from the pseudo-headers of a block seen in `direction`.
-fn role_from_fields(fields: &[(Vec<u8>, Vec<u8>)], direction: Direction) -> Option<Direction> {
-    fields.iter().find_map(|(name, _)| match name.as_slice() {
-        b":status" => Some(other(direction)),
-        b":method" | b":path" | b":scheme" | b":authority" => Some(direction),
-        _ => None,
-    })
-}
-
-fn text(value: &[u8]) -> String {
-    String::from_utf8_lossy(value).into_owned()
-}
-
-fn apply_request_fields(s: &mut Stream, fields: &[(Vec<u8>, Vec<u8>)]) {
-    for (name, value) in fields {
-        match name.as_slice() {
-            b":method" => s.http.method = text(value),
-            b":path" => s.http.target = text(value),
-            b":authority" => s.http.host = Some(text(value)),
-            b"content-type" => {
-                s.grpc = value.starts_with(b"application/grpc");
-                s.http.headers.offer(name, value);
-            }
-            _ => s.http.headers.offer(name, value),
-        }
-    }
-}
-
-fn apply_response_fields(s: &mut Stream, fields: &[(Vec<u8>, Vec<u8>)]) {
-    for (name, value) in fields {
-        match name.as_slice() {
-            b":status" => {
-                s.http.status = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
-            }
-            b"grpc-status" => {
-                s.grpc_status = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
-            }
-            b"grpc-message" => s.grpc_message = Some(text(value)),
-            b"content-type" if value.starts_with(b"application/grpc") => s.grpc = true,
-            _ => {}
         }
     }
 }
