@@ -1,5 +1,5 @@
-//! Go uprobes: `net/http.serverHandler.ServeHTTP` at its entry and at each RET instruction
-//! (never a uretprobe: Go moves stacks, golang/go#22008). Go's register ABI puts the handler's
+//! Go uprobes: `net/http.serverHandler.ServeHTTP` and `runtime.newproc1`, each at its entry and
+//! at each RET instruction (never a uretprobe: Go moves stacks, golang/go#22008). Go's register ABI puts the handler's
 //! `*http.Request` in RDI and the `ResponseWriter` interface in RBX (itab) and RCX (data); the
 //! current goroutine's `g` is in R14. Probes only read; offsets come per process from user space
 //! (`GO_PROCS`), and a process without an entry is ignored.
@@ -13,8 +13,8 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use wirespan_shared::{
-    EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, GO_HOST_LEN, GO_METHOD_LEN, GO_PATH_LEN, GoOffsets,
-    GoServeEvent, LOST_RINGBUF_FULL,
+    EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, GO_HOST_LEN, GO_METHOD_LEN,
+    GO_PATH_LEN, GoOffsets, GoServeEvent, GoSpawnEvent, LOST_RINGBUF_FULL,
 };
 
 use crate::maps::{EVENTS, count_lost, process_passes};
@@ -41,6 +41,59 @@ struct ServeCtx {
 
 #[map]
 static SERVING: LruHashMap<ServeKey, ServeCtx> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Thread → the goid of the goroutine calling `runtime.newproc1`, from its entry to its return.
+/// newproc1 runs on the system stack of one thread, so the thread id pairs the two.
+#[map]
+static SPAWNING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16_384, 0);
+
+/// `runtime.newproc1(fn, callergp *g, ...)` entry: the caller's g is the second argument (RBX).
+#[uprobe]
+pub fn go_newproc1(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(offsets) = (unsafe { GO_PROCS.get(&((pid_tgid >> 32) as u32)) }).copied() else {
+        return 0;
+    };
+    let regs = unsafe { &*ctx.regs };
+    if let Ok(parent) = read_u64(regs.rbx + u64::from(offsets.g_goid)) {
+        let _ = SPAWNING.insert(&pid_tgid, &parent, 0);
+    }
+    0
+}
+
+/// `runtime.newproc1` at each RET: the new g is the result (RAX), its goid already assigned.
+#[uprobe]
+pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(parent) = (unsafe { SPAWNING.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = SPAWNING.remove(&pid_tgid);
+    let Some(offsets) = (unsafe { GO_PROCS.get(&tgid) }).copied() else {
+        return 0;
+    };
+    if !process_passes(tgid) {
+        return 0;
+    }
+    let regs = unsafe { &*ctx.regs };
+    let Ok(child) = read_u64(regs.rax + u64::from(offsets.g_goid)) else {
+        return 0;
+    };
+    let ev = GoSpawnEvent {
+        kind: EVENT_GO_SPAWN,
+        pid: tgid,
+        tid: pid_tgid as u32,
+        pad0: 0,
+        parent_goid: parent,
+        child_goid: child,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if EVENTS.output(&ev, 0).is_err() {
+        count_lost(LOST_RINGBUF_FULL);
+    }
+    0
+}
 
 #[uprobe]
 pub fn go_serve_http(ctx: ProbeContext) -> u32 {

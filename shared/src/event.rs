@@ -19,6 +19,23 @@ pub const EVENT_GO_SERVE_END: u32 = 6;
 /// agent are found this way.
 pub const EVENT_EXEC: u32 = 7;
 
+/// Tag of [`GoSpawnEvent`]: a goroutine started another (`runtime.newproc1`).
+pub const EVENT_GO_SPAWN: u32 = 8;
+
+/// A goroutine created another: the ancestry that keeps work handed to child goroutines, at any
+/// depth, tied to the request that caused it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoSpawnEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub pad0: u32,
+    pub parent_goid: u64,
+    pub child_goid: u64,
+    pub ts_ns: u64,
+}
+
 /// A process executed a new program.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,5 +249,6 @@ mod tests {
         );
         assert_eq!(size_of::<GoOffsets>(), 4 * 6 + 8);
         assert_eq!(size_of::<ExecEvent>(), 4 * 2 + 8 + COMM_LEN);
+        assert_eq!(size_of::<GoSpawnEvent>(), 4 * 4 + 8 * 3);
     }
 }

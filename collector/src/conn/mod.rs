@@ -120,7 +120,7 @@ impl ConnTable {
                 ConnKind::Close => self.close(c.conn_id, c.ts_ns, out),
             },
             // Go context joins in the correlation stage, not here.
-            Event::GoServe(_) | Event::Exec(_) => {}
+            Event::GoServe(_) | Event::GoSpawn(_) | Event::Exec(_) => {}
             Event::Data(d) => {
                 let seg = Segment {
                     direction: d.direction,

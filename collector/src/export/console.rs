@@ -98,6 +98,15 @@ impl<W: Write> EventSink for ConsoleSink<W> {
             Event::Conn(c) => writeln!(self.out, "{}", conn_line(c, &self.clock)),
             Event::Data(d) if self.show_data => writeln!(self.out, "{}", data_line(d, &self.clock)),
             Event::GoServe(g) => writeln!(self.out, "{}", go_serve_line(g, &self.clock)),
+            Event::GoSpawn(g) if self.show_data => writeln!(
+                self.out,
+                "{} go-spawn pid={} tid={} goid={} -> goid={}",
+                self.clock.time_of_day(g.ts_ns),
+                g.pid,
+                g.tid,
+                g.parent_goid,
+                g.child_goid
+            ),
             Event::Exec(e) if self.show_data => {
                 writeln!(
                     self.out,
@@ -108,7 +117,7 @@ impl<W: Write> EventSink for ConsoleSink<W> {
                 )
             }
             // `wirespan run` shows the connection lifecycle and Go handlers only.
-            Event::Data(_) | Event::Exec(_) => Ok(()),
+            Event::Data(_) | Event::GoSpawn(_) | Event::Exec(_) => Ok(()),
         }
     }
 

@@ -4,7 +4,8 @@
 //! them); data events add `direction`, `bytes` (exact), `seq`, `goid` with `goid_known`, `fd`,
 //! `ts_exit_ns`, `captured` and `payload` (the captured bytes as text, invalid UTF-8 replaced).
 //! Go handler events are `go_serve_start` (`method`, `path`, `host`) and `go_serve_end`
-//! (`status`), with `pid`, `tid`, `goid` and `ts_ns`.
+//! (`status`), with `pid`, `tid`, `goid` and `ts_ns`; `go_spawn` has `parent_goid` and
+//! `child_goid`; `exec` has `pid` and `comm`.
 
 use std::io::Write;
 
@@ -141,6 +142,13 @@ impl<W: Write> EventSink for JsonLinesSink<W> {
             Event::Conn(c) => serde_json::to_writer(&mut self.out, &conn_record(c))?,
             Event::Data(d) => serde_json::to_writer(&mut self.out, &data_record(d))?,
             Event::GoServe(g) => serde_json::to_writer(&mut self.out, &go_serve_record(g))?,
+            Event::GoSpawn(g) => serde_json::to_writer(
+                &mut self.out,
+                &serde_json::json!({
+                    "type": "go_spawn", "pid": g.pid, "tid": g.tid,
+                    "parent_goid": g.parent_goid, "child_goid": g.child_goid, "ts_ns": g.ts_ns,
+                }),
+            )?,
             Event::Exec(e) => serde_json::to_writer(
                 &mut self.out,
                 &serde_json::json!({ "type": "exec", "pid": e.pid, "comm": e.comm, "ts_ns": e.ts_ns }),

@@ -24,6 +24,7 @@ use super::GoBinary;
 use crate::load::error_chain;
 
 pub const SERVE_HTTP: &str = "net/http.serverHandler.ServeHTTP";
+pub const NEWPROC1: &str = "runtime.newproc1";
 const RESPONSE_ITAB: &str = "go:itab.*net/http.response,net/http.ResponseWriter";
 const MEMBERS: [(&str, &str); 6] = [
     ("runtime.g", "goid"),
@@ -52,7 +53,7 @@ impl std::fmt::Display for GoReport {
         match &self.skipped {
             None => write!(
                 f,
-                "go: {} ({version}, pids {}): attached {SERVE_HTTP}",
+                "go: {} ({version}, pids {}): attached {SERVE_HTTP}, {NEWPROC1}",
                 self.binary.display(),
                 pids.join(",")
             ),
@@ -204,7 +205,7 @@ impl GoAttacher {
             });
         }
         // Not a Go program (no build info), or unreadable: nothing to report.
-        let Ok(binary) = GoBinary::open(exe, &[SERVE_HTTP]) else {
+        let Ok(binary) = GoBinary::open(exe, &[SERVE_HTTP, NEWPROC1]) else {
             self.binaries.insert(inode, Binary::NotGo);
             return None;
         };
@@ -246,6 +247,36 @@ fn write_offsets(ebpf: &mut Ebpf, pids: &[u32], offsets: GoOffsets) -> Result<()
     Ok(())
 }
 
+/// Attach `entry_program` at the function's entry and `return_program` at each of its RETs.
+fn attach_function(
+    ebpf: &mut Ebpf,
+    exe: &Path,
+    probe: &super::FunctionProbe,
+    entry_program: &str,
+    return_program: &str,
+) -> Result<(), String> {
+    let entry = [UProbeAttachLocation::AbsoluteOffset(probe.entry_offset)];
+    let returns: Vec<UProbeAttachLocation<'_>> = probe
+        .return_offsets
+        .iter()
+        .map(|o| UProbeAttachLocation::AbsoluteOffset(*o))
+        .collect();
+    for (program, points) in [(entry_program, &entry[..]), (return_program, &returns[..])] {
+        let uprobe: &mut UProbe = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("the probes object has no program {program}"))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| error_chain(&e))?;
+        if uprobe.fd().is_err() {
+            uprobe.load().map_err(|e| error_chain(&e))?;
+        }
+        uprobe
+            .attach(points.iter().copied(), exe, UProbeScope::AllProcesses)
+            .map_err(|e| error_chain(&e))?;
+    }
+    Ok(())
+}
+
 fn attach_binary(
     ebpf: &mut Ebpf,
     binary: &GoBinary,
@@ -262,27 +293,12 @@ fn attach_binary(
     }
     let offsets = offsets_of(binary)?;
     write_offsets(ebpf, pids, offsets)?;
-    let entry = [UProbeAttachLocation::AbsoluteOffset(probe.entry_offset)];
-    let returns: Vec<UProbeAttachLocation<'_>> = probe
-        .return_offsets
-        .iter()
-        .map(|o| UProbeAttachLocation::AbsoluteOffset(*o))
-        .collect();
-    for (program, points) in [
-        ("go_serve_http", &entry[..]),
-        ("go_serve_http_return", &returns[..]),
-    ] {
-        let uprobe: &mut UProbe = ebpf
-            .program_mut(program)
-            .ok_or_else(|| format!("the probes object has no program {program}"))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| error_chain(&e))?;
-        if uprobe.fd().is_err() {
-            uprobe.load().map_err(|e| error_chain(&e))?;
-        }
-        uprobe
-            .attach(points.iter().copied(), exe, UProbeScope::AllProcesses)
-            .map_err(|e| error_chain(&e))?;
-    }
+    attach_function(ebpf, exe, &probe, "go_serve_http", "go_serve_http_return")?;
+    // Goroutine ancestry: without it only the handler's own goroutine is tied to its request.
+    let spawn = binary
+        .probe(NEWPROC1)
+        .filter(|p| !p.return_offsets.is_empty());
+    let spawn = spawn.ok_or_else(|| format!("no {NEWPROC1} with a RET instruction"))?;
+    attach_function(ebpf, exe, &spawn, "go_newproc1", "go_newproc1_return")?;
     Ok(offsets)
 }

@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use wirespan_shared::{
     AF_INET, AF_INET6, COMM_LEN, ConnEvent, DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS,
     DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_EXEC,
-    EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, ExecEvent, GoServeEvent, MAX_CAPTURE, MODE_FENTRY,
-    MODE_KPROBE, MODE_TRACEPOINT,
+    EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, ExecEvent, GoServeEvent,
+    GoSpawnEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
 };
 
 use crate::load::AttachMode;
@@ -110,6 +110,16 @@ pub struct GoServe {
     pub ts_ns: u64,
 }
 
+/// A goroutine started another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoSpawn {
+    pub pid: u32,
+    pub tid: u32,
+    pub parent_goid: u64,
+    pub child_goid: u64,
+    pub ts_ns: u64,
+}
+
 /// A process executed a new program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exec {
@@ -124,6 +134,7 @@ pub enum Event {
     Conn(Conn),
     Data(Data),
     GoServe(GoServe),
+    GoSpawn(GoSpawn),
     Exec(Exec),
 }
 
@@ -135,6 +146,7 @@ impl Event {
             Self::Conn(c) => c.ts_ns,
             Self::Data(d) => d.ts_exit_ns,
             Self::GoServe(g) => g.ts_ns,
+            Self::GoSpawn(g) => g.ts_ns,
             Self::Exec(e) => e.ts_ns,
         }
     }
@@ -146,6 +158,7 @@ impl Event {
             Self::Conn(c) => c.pid,
             Self::Data(d) => d.pid,
             Self::GoServe(g) => g.pid,
+            Self::GoSpawn(g) => g.pid,
             Self::Exec(e) => e.pid,
         }
     }
@@ -183,6 +196,16 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
             decode_conn(&read_struct::<ConnEvent>(record)?).map(Event::Conn)
         }
         EVENT_DATA => decode_data(record).map(Event::Data),
+        EVENT_GO_SPAWN => {
+            let raw = read_struct::<GoSpawnEvent>(record)?;
+            Ok(Event::GoSpawn(GoSpawn {
+                pid: raw.pid,
+                tid: raw.tid,
+                parent_goid: raw.parent_goid,
+                child_goid: raw.child_goid,
+                ts_ns: raw.ts_ns,
+            }))
+        }
         EVENT_EXEC => {
             let raw = read_struct::<ExecEvent>(record)?;
             Ok(Event::Exec(Exec {

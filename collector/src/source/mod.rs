@@ -6,4 +6,6 @@ pub mod decode;
 pub mod recording;
 pub mod ringbuf;
 
-pub use decode::{Conn, ConnKind, Data, DecodeError, Direction, Event, Exec, GoServe, decode};
+pub use decode::{
+    Conn, ConnKind, Data, DecodeError, Direction, Event, Exec, GoServe, GoSpawn, decode,
+};
