@@ -13,8 +13,9 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use wirespan_shared::{
-    EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, GO_HOST_LEN, GO_METHOD_LEN,
-    GO_PATH_LEN, GoOffsets, GoServeEvent, GoSpawnEvent, LOST_RINGBUF_FULL,
+    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START,
+    EVENT_GO_SPAWN, GO_HOST_LEN, GO_METHOD_LEN, GO_PATH_LEN, GoOffsets, GoServeEvent, GoSpawnEvent,
+    LOST_RINGBUF_FULL,
 };
 
 use crate::maps::{EVENTS, count_lost, process_passes};
@@ -93,6 +94,72 @@ pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
         count_lost(LOST_RINGBUF_FULL);
     }
     0
+}
+
+/// `(*http.Transport).roundTrip(req *Request)`: RAX is the transport, RBX the request.
+#[uprobe]
+pub fn go_round_trip(ctx: ProbeContext) -> u32 {
+    match try_round_trip(&ctx, true) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// roundTrip at each RET: `(*Response, error)` in RAX and RBX/RCX.
+#[uprobe]
+pub fn go_round_trip_return(ctx: ProbeContext) -> u32 {
+    match try_round_trip(&ctx, false) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_round_trip(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let offsets = unsafe { GO_PROCS.get(&tgid) }.copied().ok_or(())?;
+    if !process_passes(tgid) {
+        return Ok(());
+    }
+    let regs = unsafe { &*ctx.regs };
+    let goid = read_u64(regs.r14 + u64::from(offsets.g_goid))?;
+    let mut entry_buf = EVENTS
+        .reserve::<GoServeEvent>(0)
+        .ok_or_else(|| count_lost(LOST_RINGBUF_FULL))?;
+    let ev = unsafe { &mut *entry_buf.as_mut_ptr() };
+    ev.pid = tgid;
+    ev.tid = pid_tgid as u32;
+    ev.goid = goid;
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.status = 0;
+    ev.method_len = 0;
+    ev.path_len = 0;
+    ev.host_len = 0;
+    ev.pad0 = 0;
+    if entry {
+        ev.kind = EVENT_GO_CLIENT_START;
+        let request = regs.rbx;
+        ev.method_len = read_go_string(
+            request + u64::from(offsets.request_method),
+            &mut ev.method,
+            GO_METHOD_LEN,
+        );
+        if let Ok(url) = read_u64(request + u64::from(offsets.request_url))
+            && url != 0
+        {
+            ev.path_len =
+                read_go_string(url + u64::from(offsets.url_path), &mut ev.path, GO_PATH_LEN);
+            ev.host_len =
+                read_go_string(url + u64::from(offsets.url_host), &mut ev.host, GO_HOST_LEN);
+        }
+    } else {
+        ev.kind = EVENT_GO_CLIENT_END;
+        let response = regs.rax;
+        if response != 0 && offsets.client_status_code != 0 {
+            ev.status =
+                read_u64(response + u64::from(offsets.client_status_code)).unwrap_or(0) as u32;
+        }
+    }
+    entry_buf.submit(0);
+    Ok(())
 }
 
 #[uprobe]

@@ -15,6 +15,10 @@ pub const EVENT_DATA: u32 = 4;
 /// Tags of [`GoServeEvent`]: a Go `net/http` server handler starts, and returns.
 pub const EVENT_GO_SERVE_START: u32 = 5;
 pub const EVENT_GO_SERVE_END: u32 = 6;
+/// Tags of [`GoServeEvent`] for the client side: `(*http.Transport).roundTrip` starts (method,
+/// URL host and path), and returns (the response's status code, 0 on an error).
+pub const EVENT_GO_CLIENT_START: u32 = 9;
+pub const EVENT_GO_CLIENT_END: u32 = 10;
 /// Tag of [`ExecEvent`]: a process replaced its program (execve); Go programs started after the
 /// agent are found this way.
 pub const EVENT_EXEC: u32 = 7;
@@ -193,6 +197,9 @@ pub struct GoOffsets {
     pub url_path: u32,
     pub response_status: u32,
     pub response_itab: u64,
+    /// `url.URL.Host` (client requests carry their host there) and `http.Response.StatusCode`.
+    pub url_host: u32,
+    pub client_status_code: u32,
 }
 
 /// Why an event was lost in the kernel; index into the `LOST` per-CPU array.
@@ -247,7 +254,7 @@ mod tests {
             size_of::<GoServeEvent>(),
             4 * 4 + 8 * 2 + 2 * 4 + GO_METHOD_LEN + GO_PATH_LEN + GO_HOST_LEN
         );
-        assert_eq!(size_of::<GoOffsets>(), 4 * 6 + 8);
+        assert_eq!(size_of::<GoOffsets>(), 4 * 8 + 8);
         assert_eq!(size_of::<ExecEvent>(), 4 * 2 + 8 + COMM_LEN);
         assert_eq!(size_of::<GoSpawnEvent>(), 4 * 4 + 8 * 3);
     }

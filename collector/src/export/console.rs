@@ -73,20 +73,21 @@ pub fn data_line(d: &Data, clock: &WallClock) -> String {
     line
 }
 
-/// `11:06:43.123456 go-serve-start pid=42 tid=43 goid=17 GET svc:8080/hello?x` or
-/// `... go-serve-end pid=42 tid=43 goid=17 status=200`.
+/// `11:06:43.123456 go-serve-start pid=42 tid=43 goid=17 GET svc:8080/hello` or
+/// `... go-serve-end pid=42 tid=43 goid=17 status=200`; `go-client-*` for outbound requests.
 #[must_use]
 pub fn go_serve_line(g: &GoServe, clock: &WallClock) -> String {
     let time = clock.time_of_day(g.ts_ns);
+    let side = if g.client { "client" } else { "serve" };
     if g.start {
         format!(
-            "{time} go-serve-start pid={} tid={} goid={} {} {}{}",
+            "{time} go-{side}-start pid={} tid={} goid={} {} {}{}",
             g.pid, g.tid, g.goid, g.method, g.host, g.path
         )
     } else {
         let status = g.status.map_or_else(|| "?".to_owned(), |s| s.to_string());
         format!(
-            "{time} go-serve-end pid={} tid={} goid={} status={status}",
+            "{time} go-{side}-end pid={} tid={} goid={} status={status}",
             g.pid, g.tid, g.goid
         )
     }

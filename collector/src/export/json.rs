@@ -4,7 +4,8 @@
 //! them); data events add `direction`, `bytes` (exact), `seq`, `goid` with `goid_known`, `fd`,
 //! `ts_exit_ns`, `captured` and `payload` (the captured bytes as text, invalid UTF-8 replaced).
 //! Go handler events are `go_serve_start` (`method`, `path`, `host`) and `go_serve_end`
-//! (`status`), with `pid`, `tid`, `goid` and `ts_ns`; `go_spawn` has `parent_goid` and
+//! (`status`), Go client requests `go_client_start` and `go_client_end` likewise, all with
+//! `pid`, `tid`, `goid` and `ts_ns`; `go_spawn` has `parent_goid` and
 //! `child_goid`; `exec` has `pid` and `comm`.
 
 use std::io::Write;
@@ -110,10 +111,11 @@ struct GoServeRecord<'a> {
 
 fn go_serve_record(g: &GoServe) -> GoServeRecord<'_> {
     GoServeRecord {
-        kind: if g.start {
-            "go_serve_start"
-        } else {
-            "go_serve_end"
+        kind: match (g.client, g.start) {
+            (false, true) => "go_serve_start",
+            (false, false) => "go_serve_end",
+            (true, true) => "go_client_start",
+            (true, false) => "go_client_end",
         },
         pid: g.pid,
         tid: g.tid,

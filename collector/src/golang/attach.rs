@@ -25,8 +25,11 @@ use crate::load::error_chain;
 
 pub const SERVE_HTTP: &str = "net/http.serverHandler.ServeHTTP";
 pub const NEWPROC1: &str = "runtime.newproc1";
+pub const ROUND_TRIP: &str = "net/http.(*Transport).roundTrip";
 const RESPONSE_ITAB: &str = "go:itab.*net/http.response,net/http.ResponseWriter";
-const MEMBERS: [(&str, &str); 6] = [
+const MEMBERS: [(&str, &str); 8] = [
+    ("net/url.URL", "Host"),
+    ("net/http.Response", "StatusCode"),
     ("runtime.g", "goid"),
     ("net/http.Request", "Method"),
     ("net/http.Request", "URL"),
@@ -53,7 +56,7 @@ impl std::fmt::Display for GoReport {
         match &self.skipped {
             None => write!(
                 f,
-                "go: {} ({version}, pids {}): attached {SERVE_HTTP}, {NEWPROC1}",
+                "go: {} ({version}, pids {}): attached {SERVE_HTTP}, {NEWPROC1}, {ROUND_TRIP}",
                 self.binary.display(),
                 pids.join(",")
             ),
@@ -87,6 +90,8 @@ fn offsets_of(binary: &GoBinary) -> Result<GoOffsets, String> {
         // Without these the start is still traced; only the status stays unknown.
         response_status: at("net/http.response", "status").unwrap_or(0),
         response_itab: binary.symbol_address(RESPONSE_ITAB).unwrap_or(0),
+        url_host: at("net/url.URL", "Host")?,
+        client_status_code: at("net/http.Response", "StatusCode").unwrap_or(0),
     })
 }
 
@@ -205,7 +210,7 @@ impl GoAttacher {
             });
         }
         // Not a Go program (no build info), or unreadable: nothing to report.
-        let Ok(binary) = GoBinary::open(exe, &[SERVE_HTTP, NEWPROC1]) else {
+        let Ok(binary) = GoBinary::open(exe, &[SERVE_HTTP, NEWPROC1, ROUND_TRIP]) else {
             self.binaries.insert(inode, Binary::NotGo);
             return None;
         };
@@ -300,5 +305,12 @@ fn attach_binary(
         .filter(|p| !p.return_offsets.is_empty());
     let spawn = spawn.ok_or_else(|| format!("no {NEWPROC1} with a RET instruction"))?;
     attach_function(ebpf, exe, &spawn, "go_newproc1", "go_newproc1_return")?;
+    // Outbound requests, when the program has an HTTP client at all.
+    if let Some(client) = binary
+        .probe(ROUND_TRIP)
+        .filter(|p| !p.return_offsets.is_empty())
+    {
+        attach_function(ebpf, exe, &client, "go_round_trip", "go_round_trip_return")?;
+    }
     Ok(offsets)
 }

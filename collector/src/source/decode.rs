@@ -7,8 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use wirespan_shared::{
     AF_INET, AF_INET6, COMM_LEN, ConnEvent, DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS,
     DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_EXEC,
-    EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, ExecEvent, GoServeEvent,
-    GoSpawnEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
+    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START,
+    EVENT_GO_SPAWN, ExecEvent, GoServeEvent, GoSpawnEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE,
+    MODE_TRACEPOINT,
 };
 
 use crate::load::AttachMode;
@@ -94,10 +95,13 @@ pub struct Data {
     pub payload: Vec<u8>,
 }
 
-/// A Go `net/http` server handler starting or returning, on a goroutine.
+/// A Go `net/http` request on a goroutine: a server handler (`serverHandler.ServeHTTP`) or a
+/// client round trip (`(*Transport).roundTrip`), starting or returning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoServe {
-    /// True at the handler's entry (method, path, host set); false at its return (status).
+    /// True for an outbound (client) request, false for a handler.
+    pub client: bool,
+    /// True at the entry (method, path, host set); false at the return (status).
     pub start: bool,
     pub pid: u32,
     pub tid: u32,
@@ -214,9 +218,11 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
                 ts_ns: raw.ts_ns,
             }))
         }
-        EVENT_GO_SERVE_START | EVENT_GO_SERVE_END => Ok(Event::GoServe(decode_go_serve(
-            &read_struct::<GoServeEvent>(record)?,
-        ))),
+        EVENT_GO_SERVE_START | EVENT_GO_SERVE_END | EVENT_GO_CLIENT_START | EVENT_GO_CLIENT_END => {
+            Ok(Event::GoServe(decode_go_serve(
+                &read_struct::<GoServeEvent>(record)?,
+            )))
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -294,7 +300,8 @@ fn go_text(bytes: &[u8], len: u16) -> String {
 
 fn decode_go_serve(raw: &GoServeEvent) -> GoServe {
     GoServe {
-        start: raw.kind == EVENT_GO_SERVE_START,
+        client: matches!(raw.kind, EVENT_GO_CLIENT_START | EVENT_GO_CLIENT_END),
+        start: matches!(raw.kind, EVENT_GO_SERVE_START | EVENT_GO_CLIENT_START),
         pid: raw.pid,
         tid: raw.tid,
         goid: raw.goid,
