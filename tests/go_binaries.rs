@@ -14,8 +14,8 @@ const FUNCTIONS: [&str; 2] = [
     "net/http.serverHandler.ServeHTTP",
     "net/http.(*Transport).roundTrip",
 ];
-/// The machine's Go, and an older one fetched with GOTOOLCHAIN (cached by Go after the first).
-const TOOLCHAINS: [Option<&str>; 2] = [None, Some("go1.22.12")];
+/// The machine's Go, and older ones fetched with GOTOOLCHAIN (cached by Go after the first).
+const TOOLCHAINS: [Option<&str>; 3] = [None, Some("go1.22.12"), Some("go1.24.11")];
 
 fn build(toolchain: Option<&str>, stripped: bool) -> Option<PathBuf> {
     let example = Path::new(concat!(

@@ -1,6 +1,7 @@
-//! Privileged end to end (needs root, a kernel and Go): Go `net/http` handlers traced with
-//! uprobes on the function entry and on every RET (no uretprobes), in real programs built with
-//! two Go toolchains, started before the agent. Method, path, host, status and goroutine ids are
+//! Privileged end to end (needs root, a kernel and Go): Go `net/http` handlers and client round
+//! trips traced with uprobes on the function entry and on every RET (no uretprobes), in real
+//! programs built with three Go toolchains (1.22, 1.24 and the machine's newest), started before
+//! and after the agent. Method, path, host, status, goroutine ids and goroutine ancestry are
 //! checked on 1,000 requests; the program never crashes, and keeps serving after the agent
 //! detaches. A stripped build (no DWARF) is skipped with one report line, its syscalls traced.
 
@@ -101,7 +102,7 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
     if !require_privileges() {
         return;
     }
-    for toolchain in [None, Some("go1.22.12")] {
+    for toolchain in [None, Some("go1.22.12"), Some("go1.24.11")] {
         let Some(binary) = build(toolchain, false) else {
             return cannot_run(&format!(
                 "cannot build examples/http-hello with Go {toolchain:?}"
