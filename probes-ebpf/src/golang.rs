@@ -9,7 +9,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::{map, uprobe},
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LruHashMap, ring_buf::RingBufEntry},
     programs::ProbeContext,
 };
 use wirespan_shared::{
@@ -96,6 +96,26 @@ pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Reserve a request event in the ring buffer with its common fields set (the caller sets the
+/// kind and the rest, then submits: every path after a reserve must submit or discard).
+#[inline(always)]
+fn reserve_http_event(pid_tgid: u64, goid: u64) -> Result<RingBufEntry<GoServeEvent>, ()> {
+    let mut entry = EVENTS
+        .reserve::<GoServeEvent>(0)
+        .ok_or_else(|| count_lost(LOST_RINGBUF_FULL))?;
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    ev.goid = goid;
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.status = 0;
+    ev.method_len = 0;
+    ev.path_len = 0;
+    ev.host_len = 0;
+    ev.pad0 = 0;
+    Ok(entry)
+}
+
 /// `(*http.Transport).roundTrip(req *Request)`: RAX is the transport, RBX the request.
 #[uprobe]
 pub fn go_round_trip(ctx: ProbeContext) -> u32 {
@@ -121,19 +141,8 @@ fn try_round_trip(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
     }
     let regs = unsafe { &*ctx.regs };
     let goid = read_u64(regs.r14 + u64::from(offsets.g_goid))?;
-    let mut entry_buf = EVENTS
-        .reserve::<GoServeEvent>(0)
-        .ok_or_else(|| count_lost(LOST_RINGBUF_FULL))?;
+    let mut entry_buf = reserve_http_event(pid_tgid, goid)?;
     let ev = unsafe { &mut *entry_buf.as_mut_ptr() };
-    ev.pid = tgid;
-    ev.tid = pid_tgid as u32;
-    ev.goid = goid;
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev.status = 0;
-    ev.method_len = 0;
-    ev.path_len = 0;
-    ev.host_len = 0;
-    ev.pad0 = 0;
     if entry {
         ev.kind = EVENT_GO_CLIENT_START;
         let request = regs.rbx;
@@ -216,19 +225,8 @@ fn try_serve(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
         goid,
     };
 
-    let mut entry_buf = EVENTS
-        .reserve::<GoServeEvent>(0)
-        .ok_or_else(|| count_lost(LOST_RINGBUF_FULL))?;
+    let mut entry_buf = reserve_http_event(pid_tgid, goid)?;
     let ev = unsafe { &mut *entry_buf.as_mut_ptr() };
-    ev.pid = tgid;
-    ev.tid = pid_tgid as u32;
-    ev.goid = goid;
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev.status = 0;
-    ev.method_len = 0;
-    ev.path_len = 0;
-    ev.host_len = 0;
-    ev.pad0 = 0;
     if entry {
         ev.kind = EVENT_GO_SERVE_START;
         let request = regs.rdi;
