@@ -232,3 +232,30 @@ fn privileged_without_bpf_capabilities_exits_1_naming_them() {
         "{stderr}"
     );
 }
+
+#[test]
+fn privileged_a_required_hook_without_a_working_mode_stops_the_agent_naming_each_error() {
+    if !require_privileges() {
+        return;
+    }
+    if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        // Kprobes work here: forcing them cannot fail (the qemu kernel tests cover that mode).
+        return;
+    }
+    // Only kprobes allowed, on a kernel without them: tcp_connect has no mode left.
+    let out = std::process::Command::new(support::AGENT)
+        .args(["events", "--attach-mode", "kprobe", "--duration", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no attach mode of required hook tcp_connect worked"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("kprobe (tcp_connect): `/sys/bus/event_source/devices/kprobe/type`"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+}
