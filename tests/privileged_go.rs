@@ -240,7 +240,7 @@ fn privileged_go_program_started_after_the_agent_is_found_by_its_exec_and_traced
 }
 
 #[test]
-fn privileged_stripped_go_binary_is_skipped_in_one_line_and_its_syscalls_still_traced() {
+fn privileged_stripped_go_binary_is_traced_with_the_offsets_table() {
     if !require_privileges() {
         return;
     }
@@ -257,18 +257,82 @@ fn privileged_stripped_go_binary_is_skipped_in_one_line_and_its_syscalls_still_t
         .filter(|l| l.contains(&format!("pids {})", service.pid())))
         .collect();
     assert_eq!(lines.len(), 1, "{}", stopped.stderr);
+    assert!(
+        lines[0].contains("attached") && lines[0].contains("layout from the offsets table"),
+        "{}",
+        lines[0]
+    );
+    let events = stopped.events();
+    let starts = go_events(&events, "go_serve_start");
+    assert_eq!(starts.len(), 1, "{}", stopped.stderr);
+    assert_eq!(
+        (starts[0]["method"].as_str(), starts[0]["path"].as_str()),
+        (Some("GET"), Some("/hello"))
+    );
+    // Without symbols the response writer's type is unknown: the status is not guessed.
+    let ends = go_events(&events, "go_serve_end");
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0]["status"], Value::Null);
+}
+
+#[test]
+fn privileged_go_binary_of_an_unknown_layout_is_skipped_in_one_line_and_its_syscalls_still_traced()
+{
+    if !require_privileges() {
+        return;
+    }
+    // Go 1.19, stripped: no DWARF, and three minor versions from the nearest table entry.
+    let example = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/http-hello"
+    ));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("http-hello-go1.19");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(example.join("main.go"), dir.join("main.go")).unwrap();
+    std::fs::write(
+        dir.join("go.mod"),
+        "module wirespan.dev/examples/http-hello\n\ngo 1.19\n",
+    )
+    .unwrap();
+    let binary = dir.join("http-hello");
+    let built = Command::new("go")
+        .args(["build", "-ldflags=-s -w", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .current_dir(&dir)
+        .env("GOTOOLCHAIN", "go1.19.13")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built {
+        return cannot_run("cannot build examples/http-hello with go1.19.13");
+    }
+    let service = Service::start(&binary);
+    let agent = Agent::start(&["events", "--json", "--pid", &service.pid().to_string()]);
+    assert_eq!(service.get("/hello?name=old").0, 200);
+    let stopped = agent.stop();
+    let lines: Vec<&str> = stopped
+        .stderr
+        .lines()
+        .filter(|l| l.contains(&format!("pids {})", service.pid())))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", stopped.stderr);
     assert!(lines[0].contains("skipped: no DWARF"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("no offsets table entry near go1.19.13"),
+        "{}",
+        lines[0]
+    );
     let events = stopped.events();
     assert_eq!(
         go_events(&events, "go_serve_start").len(),
         0,
-        "no Go layout, no Go events"
+        "no layout, no Go events"
     );
     assert!(events.iter().any(|e| {
         e["type"] == "data"
             && e["payload"]
                 .as_str()
                 .unwrap_or("")
-                .starts_with("GET /hello?name=s")
+                .starts_with("GET /hello?name=old")
     }));
 }

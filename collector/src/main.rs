@@ -76,6 +76,13 @@ enum Command {
         #[command(flatten)]
         capture: CaptureArgs,
     },
+    /// Print the Go struct layouts wirespan reads from binaries' DWARF, as offsets-table JSON
+    /// (`cargo xtask offsets` builds the committed table with it). Needs no privileges.
+    GoOffsets {
+        /// Unstripped Go binaries.
+        #[arg(required = true)]
+        binaries: Vec<PathBuf>,
+    },
     /// Write the raw event stream to a versioned recording, for replay and test fixtures.
     Record {
         /// The recording to write (replaced if it exists).
@@ -212,6 +219,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let mut sink = ConsoleSink::new(stdout(), WallClock::system(), false);
             from_source(None, &capture, Output::Events(&mut sink), None)
+        }
+        Command::GoOffsets { binaries } => {
+            let mut table = wirespan::golang::offsets_table::Table::new();
+            for path in binaries {
+                let binary = wirespan::golang::GoBinary::open(&path, &[])?;
+                let offsets = wirespan::golang::attach::dwarf_offsets(&binary)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                table.insert(
+                    binary.build_info.go_version.clone(),
+                    wirespan::golang::offsets_table::TableEntry::from_offsets(&offsets),
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&table)?);
+            Ok(())
         }
         Command::Record { output, capture } => {
             let info = RecordingInfo {

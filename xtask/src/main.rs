@@ -30,6 +30,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Regenerate collector/src/golang/offsets.json, the Go struct layouts for stripped binaries,
+    /// from real builds of examples/http-hello with each supported Go toolchain.
+    Offsets,
     /// Set up, then check formatting and lints, run every test (privileged ones need root), and
     /// run each decoder fuzz target for a bounded time.
     Test,
@@ -53,6 +56,10 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
             setup::run()?;
             run_agent(&args)
         }
+        Cmd::Offsets => {
+            setup::run()?;
+            offsets()
+        }
         Cmd::Test => {
             setup::run()?;
             test()
@@ -67,10 +74,13 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Run a command in the workspace root; fail with the command line when it fails.
+/// Run a command (in the workspace root unless it names a directory); fail with the command
+/// line when it fails.
 fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(workspace_root());
+    }
     let status = cmd
-        .current_dir(workspace_root())
         .status()
         .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
@@ -115,6 +125,51 @@ fn test() -> anyhow::Result<()> {
     }
     run_checked(cargo().args(["test"]))?;
     fuzz()
+}
+
+/// Go toolchains whose layouts the offsets table records (fetched through GOTOOLCHAIN).
+const GO_VERSIONS: [&str; 3] = ["go1.22.12", "go1.24.11", "go1.26.8"];
+
+fn offsets() -> anyhow::Result<()> {
+    let out_dir = workspace_root().join("target/go-offsets");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut binaries = Vec::new();
+    for version in GO_VERSIONS {
+        let binary = out_dir.join(format!("http-hello-{version}"));
+        eprintln!("xtask: building examples/http-hello with {version}");
+        run_checked(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(&binary)
+                .arg(".")
+                .current_dir(workspace_root().join("examples/http-hello"))
+                .env("GOTOOLCHAIN", version),
+        )?;
+        binaries.push(binary);
+    }
+    let output = cargo()
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "wirespan",
+            "--",
+            "go-offsets",
+        ])
+        .args(&binaries)
+        .current_dir(workspace_root())
+        .output()
+        .context("cannot run wirespan go-offsets")?;
+    if !output.status.success() {
+        bail!(
+            "wirespan go-offsets failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let table = workspace_root().join("collector/src/golang/offsets.json");
+    std::fs::write(&table, &output.stdout)?;
+    eprintln!("xtask: wrote {}", table.display());
+    Ok(())
 }
 
 /// The decoder fuzz targets of collector/fuzz, each for a bounded time (`WIRESPAN_FUZZ_SECONDS`,

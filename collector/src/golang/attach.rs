@@ -47,6 +47,8 @@ pub struct GoReport {
     pub go_version: Option<String>,
     /// None when attached; otherwise why the binary was skipped.
     pub skipped: Option<String>,
+    /// Where the layout came from when not from the binary's own DWARF.
+    pub note: Option<String>,
 }
 
 impl std::fmt::Display for GoReport {
@@ -54,12 +56,18 @@ impl std::fmt::Display for GoReport {
         let version = self.go_version.as_deref().unwrap_or("Go");
         let pids: Vec<String> = self.pids.iter().map(ToString::to_string).collect();
         match &self.skipped {
-            None => write!(
-                f,
-                "go: {} ({version}, pids {}): attached {SERVE_HTTP}, {NEWPROC1}, {ROUND_TRIP}",
-                self.binary.display(),
-                pids.join(",")
-            ),
+            None => {
+                write!(
+                    f,
+                    "go: {} ({version}, pids {}): attached {SERVE_HTTP}, {NEWPROC1}, {ROUND_TRIP}",
+                    self.binary.display(),
+                    pids.join(",")
+                )?;
+                match &self.note {
+                    Some(note) => write!(f, " ({note})"),
+                    None => Ok(()),
+                }
+            }
             Some(why) => write!(
                 f,
                 "go: {} ({version}, pids {}): skipped: {why}",
@@ -70,8 +78,30 @@ impl std::fmt::Display for GoReport {
     }
 }
 
-/// The layout the probes need, or why it cannot be had.
-fn offsets_of(binary: &GoBinary) -> Result<GoOffsets, String> {
+/// The layout the probes need: from DWARF, else from the committed table by Go version (the
+/// second field says which entry), or why it cannot be had.
+fn layout_of(binary: &GoBinary) -> Result<(GoOffsets, Option<String>), String> {
+    match dwarf_offsets(binary) {
+        Ok(offsets) => Ok((offsets, None)),
+        Err(dwarf_error) => {
+            let version = &binary.build_info.go_version;
+            let table = super::offsets_table::committed();
+            let (entry, known) =
+                super::offsets_table::lookup(&table, version).ok_or_else(|| {
+                    format!("{dwarf_error}, and no offsets table entry near {version}")
+                })?;
+            let how = if known == version {
+                format!("layout from the offsets table ({known})")
+            } else {
+                format!("layout from the offsets table of the nearest known version, {known}")
+            };
+            Ok((entry.to_offsets(), Some(how)))
+        }
+    }
+}
+
+/// The layout from the binary's DWARF, or why it cannot be had.
+pub fn dwarf_offsets(binary: &GoBinary) -> Result<GoOffsets, String> {
     let members = binary
         .member_offsets(&MEMBERS)
         .map_err(|e| format!("{e} (struct layouts unknown)"))?;
@@ -207,6 +237,7 @@ impl GoAttacher {
                 pids: pids.to_vec(),
                 go_version: Some(go_version.clone()),
                 skipped,
+                note: None,
             });
         }
         // Not a Go program (no build info), or unreadable: nothing to report.
@@ -219,16 +250,20 @@ impl GoAttacher {
             pids: pids.to_vec(),
             go_version: Some(binary.build_info.go_version.clone()),
             skipped: None,
+            note: None,
         };
         match attach_binary(ebpf, &binary, exe, pids) {
-            Ok(offsets) => self.binaries.insert(
-                inode,
-                Binary::Attached {
-                    offsets,
-                    go_version: binary.build_info.go_version.clone(),
-                    path: report.binary.clone(),
-                },
-            ),
+            Ok((offsets, note)) => {
+                report.note = note;
+                self.binaries.insert(
+                    inode,
+                    Binary::Attached {
+                        offsets,
+                        go_version: binary.build_info.go_version.clone(),
+                        path: report.binary.clone(),
+                    },
+                )
+            }
             Err(why) => {
                 report.skipped = Some(why);
                 self.binaries.insert(inode, Binary::Skipped)
@@ -287,7 +322,7 @@ fn attach_binary(
     binary: &GoBinary,
     exe: &Path,
     pids: &[u32],
-) -> Result<GoOffsets, String> {
+) -> Result<(GoOffsets, Option<String>), String> {
     let Some(probe) = binary.probe(SERVE_HTTP) else {
         return Err(format!(
             "no {SERVE_HTTP} (the program does not serve net/http)"
@@ -296,7 +331,7 @@ fn attach_binary(
     if probe.return_offsets.is_empty() {
         return Err(format!("no RET instruction found in {SERVE_HTTP}"));
     }
-    let offsets = offsets_of(binary)?;
+    let (offsets, note) = layout_of(binary)?;
     write_offsets(ebpf, pids, offsets)?;
     attach_function(ebpf, exe, &probe, "go_serve_http", "go_serve_http_return")?;
     // Goroutine ancestry: without it only the handler's own goroutine is tied to its request.
@@ -312,5 +347,5 @@ fn attach_binary(
     {
         attach_function(ebpf, exe, &client, "go_round_trip", "go_round_trip_return")?;
     }
-    Ok(offsets)
+    Ok((offsets, note))
 }

@@ -6,6 +6,7 @@
 pub mod attach;
 pub mod buildinfo;
 pub mod dwarf;
+pub mod offsets_table;
 pub mod returns;
 pub mod symbols;
 
