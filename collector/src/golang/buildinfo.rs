@@ -50,17 +50,23 @@ impl BuildInfo {
     /// (major, minor, patch) of the Go version, for offset-table lookups.
     #[must_use]
     pub fn go_semver(&self) -> Option<(u32, u32, u32)> {
-        let v = self.go_version.strip_prefix("go")?;
-        let v = v
-            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .next()?;
-        let mut parts = v.split('.').map(|p| p.parse().ok());
-        Some((
-            parts.next()??,
-            parts.next().flatten().unwrap_or(0),
-            parts.next().flatten().unwrap_or(0),
-        ))
+        go_semver(&self.go_version)
     }
+}
+
+/// (major, minor, patch) of a Go version string (`go1.22.12`, `go1.21rc2`).
+#[must_use]
+pub fn go_semver(version: &str) -> Option<(u32, u32, u32)> {
+    let v = version.strip_prefix("go")?;
+    let v = v
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()?;
+    let mut parts = v.split('.').map(|p| p.parse().ok());
+    Some((
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+        parts.next().flatten().unwrap_or(0),
+    ))
 }
 
 /// Parse the build info from the bytes of the `.go.buildinfo` section (or any buffer that starts

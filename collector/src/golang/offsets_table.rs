@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use wirespan_shared::GoOffsets;
 
+use super::buildinfo::go_semver;
+
 /// The layout fields a table entry records (the itab address is per binary, not per version).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableEntry {
@@ -64,19 +66,6 @@ pub fn committed() -> Table {
     serde_json::from_str(include_str!("offsets.json")).unwrap_or_default()
 }
 
-fn semver(version: &str) -> Option<(u32, u32, u32)> {
-    let v = version.strip_prefix("go")?;
-    let v = v
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .next()?;
-    let mut parts = v.split('.').map(|p| p.parse().ok());
-    Some((
-        parts.next()??,
-        parts.next().flatten().unwrap_or(0),
-        parts.next().flatten().unwrap_or(0),
-    ))
-}
-
 /// The layout for `version`: its own entry, or the nearest known one (named in the second
 /// field) of the same major version within two minor versions.
 #[must_use]
@@ -84,11 +73,11 @@ pub fn lookup<'t>(table: &'t Table, version: &str) -> Option<(&'t TableEntry, &'
     if let Some((known, entry)) = table.get_key_value(version) {
         return Some((entry, known));
     }
-    let (major, minor, patch) = semver(version)?;
+    let (major, minor, patch) = go_semver(version)?;
     table
         .iter()
         .filter_map(|(known, entry)| {
-            let (kmaj, kmin, kpatch) = semver(known)?;
+            let (kmaj, kmin, kpatch) = go_semver(known)?;
             (kmaj == major && kmin.abs_diff(minor) <= 2).then_some((
                 (kmin.abs_diff(minor), kpatch.abs_diff(patch)),
                 entry,
