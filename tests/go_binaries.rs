@@ -67,6 +67,13 @@ fn go_binaries_give_build_info_functions_and_return_offsets_stripped_or_not() {
         let plain_bin = GoBinary::open(&plain, &FUNCTIONS).unwrap();
         let stripped_bin = GoBinary::open(&stripped, &FUNCTIONS).unwrap();
         assert!(!plain_bin.stripped && stripped_bin.stripped);
+        assert!(
+            wirespan::golang::looks_like_go(&plain) && wirespan::golang::looks_like_go(&stripped)
+        );
+        assert!(
+            !wirespan::golang::looks_like_go(Path::new("/bin/sh")),
+            "a C program is not Go"
+        );
         for bin in [&plain_bin, &stripped_bin] {
             assert_eq!(bin.build_info.go_version, version);
             assert_eq!(bin.build_info.path, "wirespan.dev/examples/http-hello");

@@ -240,8 +240,12 @@ impl GoAttacher {
                 note: None,
             });
         }
-        // Not a Go program (no build info), or unreadable: nothing to report.
-        let Ok(binary) = GoBinary::open(exe, &[SERVE_HTTP, NEWPROC1, ROUND_TRIP]) else {
+        // Not a Go program (no build info), or unreadable: nothing to report. The cheap check
+        // first, so that the many non-Go programs exec'd on a machine are not read whole.
+        let binary = super::looks_like_go(exe)
+            .then(|| GoBinary::open(exe, &[SERVE_HTTP, NEWPROC1, ROUND_TRIP]).ok())
+            .flatten();
+        let Some(binary) = binary else {
             self.binaries.insert(inode, Binary::NotGo);
             return None;
         };

@@ -37,6 +37,25 @@ pub enum GoBinaryError {
     },
 }
 
+/// Whether a file looks like a Go executable, from its first 16 KiB only: Go's linker puts a
+/// `.note.go.buildid` note (name `Go`, type 4) near the start of every binary it writes. Every
+/// exec on the machine is checked, so this must not read whole binaries.
+#[must_use]
+pub fn looks_like_go(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(16 * 1024);
+    if file.take(16 * 1024).read_to_end(&mut head).is_err() || !head.starts_with(b"\x7fELF") {
+        return false;
+    }
+    // ELF note: namesz=4, descsz, type=4, name "Go\0\0".
+    head.windows(16).any(|w| {
+        w[0..4] == 4u32.to_le_bytes() && w[8..12] == 4u32.to_le_bytes() && &w[12..16] == b"Go\0\0"
+    })
+}
+
 /// Where a uprobe goes: file offsets of a function's entry and of each of its returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionProbe {
