@@ -46,12 +46,6 @@ impl BuildInfo {
             .find(|m| m.path == path)
             .map(|m| m.version.as_str())
     }
-
-    /// (major, minor, patch) of the Go version, for offset-table lookups.
-    #[must_use]
-    pub fn go_semver(&self) -> Option<(u32, u32, u32)> {
-        go_semver(&self.go_version)
-    }
 }
 
 /// (major, minor, patch) of a Go version string (`go1.22.12`, `go1.21rc2`).
@@ -187,7 +181,7 @@ mod tests {
         data.extend(section("go1.22.12", &modinfo));
         let info = parse(&data).unwrap();
         assert_eq!(info.go_version, "go1.22.12");
-        assert_eq!(info.go_semver(), Some((1, 22, 12)));
+        assert_eq!(go_semver(&info.go_version), Some((1, 22, 12)));
         assert_eq!(info.path, "example.com/svc");
         assert_eq!(
             info.main_module.as_ref().map(|m| m.path.as_str()),
@@ -215,15 +209,6 @@ mod tests {
         for cut in MAGIC.len()..full.len() {
             assert!(parse(&full[..cut]).is_err(), "cut at {cut}");
         }
-        assert_eq!(
-            BuildInfo {
-                go_version: "go1.21rc2".into(),
-                path: String::new(),
-                main_module: None,
-                deps: vec![]
-            }
-            .go_semver(),
-            Some((1, 21, 0))
-        );
+        assert_eq!(go_semver("go1.21rc2"), Some((1, 21, 0)));
     }
 }

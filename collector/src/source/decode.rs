@@ -154,18 +154,6 @@ impl Event {
             Self::Exec(e) => e.ts_ns,
         }
     }
-
-    /// The process the event belongs to.
-    #[must_use]
-    pub fn pid(&self) -> u32 {
-        match self {
-            Self::Conn(c) => c.pid,
-            Self::Data(d) => d.pid,
-            Self::GoServe(g) => g.pid,
-            Self::GoSpawn(g) => g.pid,
-            Self::Exec(e) => e.pid,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -251,7 +251,7 @@ impl Http1Conn {
         let in_cut_head = side.body == Body::Head && !side.buf.is_empty();
         if completes {
             if is_request {
-                self.finish_request(seg);
+                self.finish_request();
             } else {
                 self.finish_response(seg.ts_exit_ns, out);
             }
@@ -369,7 +369,7 @@ impl Http1Conn {
                         BodyStep::Done => {
                             let used = (before - side.buf.len()) as u64;
                             self.add_request_bytes(used);
-                            self.finish_request(seg);
+                            self.finish_request();
                         }
                         BodyStep::NeedMore => {
                             let used = (before - side.buf.len()) as u64;
@@ -395,7 +395,7 @@ impl Http1Conn {
         }
     }
 
-    fn finish_request(&mut self, _seg: &Segment<'_>) {
+    fn finish_request(&mut self) {
         self.requests.progress = None;
         self.requests.body = Body::Head;
     }
