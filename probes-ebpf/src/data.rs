@@ -2,7 +2,7 @@
 //! `syscalls:sys_enter_*` / `sys_exit_*`, a stable ABI on every kernel).
 //!
 //! Entry resolves the fd to its TCP sock (anything else is dropped here, cheaply), notes the TCP
-//! sequence number of the first byte and the buffer, and keeps them per thread in `ACTIVE_IO`.
+//! sequence number of the first byte, the five-tuple and the buffer, and keeps them per thread in `ACTIVE_IO`.
 //! Exit, knowing how many bytes moved, copies the first `capture_bytes` of them (across iovec
 //! segments) after a fixed header and sends both in one ring-buffer record. Reads are captured at
 //! exit, when the buffer holds the data; EAGAIN and other errors send nothing.
@@ -47,6 +47,8 @@ const MSGHDR_IOVLEN: u64 = 24;
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct IoArgs {
+    /// The five-tuple read at entry, for the exit (it cannot change during the syscall).
+    tuple: Tuple,
     sk: u64,
     buf: u64,
     count: u64,
@@ -143,6 +145,7 @@ fn try_enter(ctx: &TracePointContext, shape: u8, direction: u16) -> Result<(), (
         _ => (arg(ctx, 1)?, arg(ctx, 2)?),
     };
     let args = IoArgs {
+        tuple,
         sk,
         buf,
         count,
@@ -173,7 +176,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     }
     let ev = scratch_event().ok_or(())?;
     let ev = unsafe { &mut *ev };
-    let tuple = read_tuple(args.sk).map_err(|_| count_lost(LOST_READ_FAILED))?;
+    let tuple = args.tuple;
     let pid = (pid_tgid >> 32) as u32;
     let comm = bpf_get_current_comm().unwrap_or_default();
     let conn_id = conn_id_of(args.sk, pid, pid_tgid as u32, comm, &tuple);
