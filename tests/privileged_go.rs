@@ -93,6 +93,16 @@ impl Drop for Service {
     }
 }
 
+/// The one start-up report line about the Go process `pid` (panics unless there is exactly one).
+fn report_line(stderr: &str, pid: u32) -> &str {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(&format!("pids {pid})")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    lines[0]
+}
+
 fn go_events<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == kind).collect()
 }
@@ -251,16 +261,11 @@ fn privileged_stripped_go_binary_is_traced_with_the_offsets_table() {
     let agent = Agent::start(&["events", "--json", "--pid", &service.pid().to_string()]);
     assert_eq!(service.get("/hello?name=s").0, 200);
     let stopped = agent.stop();
-    let lines: Vec<&str> = stopped
-        .stderr
-        .lines()
-        .filter(|l| l.contains(&format!("pids {})", service.pid())))
-        .collect();
-    assert_eq!(lines.len(), 1, "{}", stopped.stderr);
+    let line = report_line(&stopped.stderr, service.pid());
     assert!(
-        lines[0].contains("attached") && lines[0].contains("layout from the offsets table"),
+        line.contains("attached") && line.contains("layout from the offsets table"),
         "{}",
-        lines[0]
+        line
     );
     let events = stopped.events();
     let starts = go_events(&events, "go_serve_start");
@@ -310,17 +315,12 @@ fn privileged_go_binary_of_an_unknown_layout_is_skipped_in_one_line_and_its_sysc
     let agent = Agent::start(&["events", "--json", "--pid", &service.pid().to_string()]);
     assert_eq!(service.get("/hello?name=old").0, 200);
     let stopped = agent.stop();
-    let lines: Vec<&str> = stopped
-        .stderr
-        .lines()
-        .filter(|l| l.contains(&format!("pids {})", service.pid())))
-        .collect();
-    assert_eq!(lines.len(), 1, "{}", stopped.stderr);
-    assert!(lines[0].contains("skipped: no DWARF"), "{}", lines[0]);
+    let line = report_line(&stopped.stderr, service.pid());
+    assert!(line.contains("skipped: no DWARF"), "{}", line);
     assert!(
-        lines[0].contains("no offsets table entry near go1.19.13"),
+        line.contains("no offsets table entry near go1.19.13"),
         "{}",
-        lines[0]
+        line
     );
     let events = stopped.events();
     assert_eq!(
