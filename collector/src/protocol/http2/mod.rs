@@ -258,18 +258,7 @@ impl Http2Conn {
                     let (data_left, pad_left) =
                         (data_left - in_data, pad_left - (missing - in_data));
                     missing = 0;
-                    if data_left + pad_left == 0 {
-                        self.dirs[d].streaming = None;
-                        self.end_of_data(seg, stream, flags, out);
-                    } else {
-                        self.dirs[d].streaming = Some(Streaming::Data {
-                            stream,
-                            flags,
-                            pad_known: true,
-                            data_left,
-                            pad_left,
-                        });
-                    }
+                    self.data_progress(seg, stream, flags, data_left, pad_left, out);
                 }
                 _ => {}
             }
@@ -430,21 +419,36 @@ impl Http2Conn {
                 self.dirs[d].buf.drain(..data_take + pad_take);
                 let (data_left, pad_left) =
                     (data_left - data_take as u64, pad_left - pad_take as u64);
-                if data_left + pad_left > 0 {
-                    self.dirs[d].streaming = Some(Streaming::Data {
-                        stream,
-                        flags,
-                        pad_known: true,
-                        data_left,
-                        pad_left,
-                    });
-                    return false;
-                }
-                self.dirs[d].streaming = None;
-                self.end_of_data(seg, stream, flags, out);
-                true
+                self.data_progress(seg, stream, flags, data_left, pad_left, out)
             }
         }
+    }
+
+    /// A DATA payload has `data_left` + `pad_left` bytes to go: keep streaming it, or, when it
+    /// is done, close it (END_STREAM). Returns whether it is done.
+    fn data_progress(
+        &mut self,
+        seg: &Segment<'_>,
+        stream: u32,
+        flags: u8,
+        data_left: u64,
+        pad_left: u64,
+        out: &mut Vec<Exchange>,
+    ) -> bool {
+        let d = dir_index(seg.direction);
+        if data_left + pad_left > 0 {
+            self.dirs[d].streaming = Some(Streaming::Data {
+                stream,
+                flags,
+                pad_known: true,
+                data_left,
+                pad_left,
+            });
+            return false;
+        }
+        self.dirs[d].streaming = None;
+        self.end_of_data(seg, stream, flags, out);
+        true
     }
 
     fn end_of_data(&mut self, seg: &Segment<'_>, stream: u32, flags: u8, out: &mut Vec<Exchange>) {
