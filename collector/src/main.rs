@@ -221,15 +221,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             from_source(None, &capture, Output::Events(&mut sink), None)
         }
         Command::GoOffsets { binaries } => {
-            let mut table = wirespan::golang::offsets_table::Table::new();
+            let mut table = wirespan::golang::offsets_table::Table::default();
             for path in binaries {
                 let binary = wirespan::golang::GoBinary::open(&path, &[])?;
-                let offsets = wirespan::golang::attach::dwarf_offsets(&binary)
+                let (offsets, grpc) = wirespan::golang::attach::dwarf_layout(&binary)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                table.insert(
+                table.go.insert(
                     binary.build_info.go_version.clone(),
                     wirespan::golang::offsets_table::TableEntry::from_offsets(&offsets),
                 );
+                if let Some(grpc) = grpc {
+                    let grpc = grpc.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    let version = binary
+                        .build_info
+                        .module_version(wirespan::golang::grpc::GRPC_MODULE)
+                        .unwrap_or_default()
+                        .to_owned();
+                    table.grpc.insert(version, grpc);
+                }
             }
             println!("{}", serde_json::to_string_pretty(&table)?);
             Ok(())

@@ -18,19 +18,23 @@ use wirespan_shared::{
     LOST_RINGBUF_FULL,
 };
 
-use crate::maps::{EVENTS, count_lost, process_passes};
+use crate::{
+    grpc::HANDLING_STREAM,
+    maps::{EVENTS, count_lost, process_passes},
+};
 
 /// tgid → the layout of its binary. Written by user space for each Go process it attached to.
 #[map]
 pub static GO_PROCS: HashMap<u32, GoOffsets> = HashMap::with_max_entries(4096, 0);
 
-/// A handler in progress, from its entry to its return.
+/// A goroutine of a process: the key of per-goroutine state kept from a function's entry to
+/// its return (a handler in progress, a gRPC call).
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct ServeKey {
-    tgid: u32,
-    pad0: u32,
-    goid: u64,
+pub struct GoroutineKey {
+    pub tgid: u32,
+    pub pad0: u32,
+    pub goid: u64,
 }
 
 #[repr(C)]
@@ -41,12 +45,22 @@ struct ServeCtx {
 }
 
 #[map]
-static SERVING: LruHashMap<ServeKey, ServeCtx> = LruHashMap::with_max_entries(65_536, 0);
+static SERVING: LruHashMap<GoroutineKey, ServeCtx> = LruHashMap::with_max_entries(65_536, 0);
 
-/// Thread → the goid of the goroutine calling `runtime.newproc1`, from its entry to its return.
-/// newproc1 runs on the system stack of one thread, so the thread id pairs the two.
+/// A `runtime.newproc1` call in progress: the calling goroutine, and the gRPC stream whose
+/// headers it was handling (0 when none).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Spawning {
+    parent_goid: u64,
+    stream_id: u32,
+    pad0: u32,
+}
+
+/// Thread → the `runtime.newproc1` call it is making, from its entry to its return. newproc1
+/// runs on the system stack of one thread, so the thread id pairs the two.
 #[map]
-static SPAWNING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16_384, 0);
+static SPAWNING: LruHashMap<u64, Spawning> = LruHashMap::with_max_entries(16_384, 0);
 
 /// `runtime.newproc1(fn, callergp *g, ...)` entry: the caller's g is the second argument (RBX).
 #[uprobe]
@@ -56,8 +70,19 @@ pub fn go_newproc1(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let regs = unsafe { &*ctx.regs };
-    if let Ok(parent) = read_u64(regs.rbx + u64::from(offsets.g_goid)) {
-        let _ = SPAWNING.insert(&pid_tgid, &parent, 0);
+    if let Ok(parent_goid) = read_u64(regs.rbx + u64::from(offsets.g_goid)) {
+        let key = GoroutineKey {
+            tgid: (pid_tgid >> 32) as u32,
+            pad0: 0,
+            goid: parent_goid,
+        };
+        let stream_id = unsafe { HANDLING_STREAM.get(&key) }.copied().unwrap_or(0);
+        let spawning = Spawning {
+            parent_goid,
+            stream_id,
+            pad0: 0,
+        };
+        let _ = SPAWNING.insert(&pid_tgid, &spawning, 0);
     }
     0
 }
@@ -67,7 +92,7 @@ pub fn go_newproc1(ctx: ProbeContext) -> u32 {
 pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let Some(parent) = (unsafe { SPAWNING.get(&pid_tgid) }).copied() else {
+    let Some(spawning) = (unsafe { SPAWNING.get(&pid_tgid) }).copied() else {
         return 0;
     };
     let _ = SPAWNING.remove(&pid_tgid);
@@ -85,8 +110,8 @@ pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
         kind: EVENT_GO_SPAWN,
         pid: tgid,
         tid: pid_tgid as u32,
-        pad0: 0,
-        parent_goid: parent,
+        stream_id: spawning.stream_id,
+        parent_goid: spawning.parent_goid,
         child_goid: child,
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
@@ -186,13 +211,13 @@ pub fn go_serve_http_return(ctx: ProbeContext) -> u32 {
 }
 
 #[inline(always)]
-fn read_u64(address: u64) -> Result<u64, ()> {
+pub fn read_u64(address: u64) -> Result<u64, ()> {
     unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| ())
 }
 
 /// Copy a Go string (header `{ptr, len}` at `header`) into `dst`; returns the bytes copied.
 #[inline(always)]
-fn read_go_string(header: u64, dst: &mut [u8], cap: usize) -> u16 {
+pub fn read_go_string(header: u64, dst: &mut [u8], cap: usize) -> u16 {
     let (Ok(ptr), Ok(len)) = (read_u64(header), read_u64(header + 8)) else {
         return 0;
     };
@@ -219,7 +244,7 @@ fn try_serve(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
     }
     let regs = unsafe { &*ctx.regs };
     let goid = read_u64(regs.r14 + u64::from(offsets.g_goid))?;
-    let key = ServeKey {
+    let key = GoroutineKey {
         tgid,
         pad0: 0,
         goid,

@@ -1,6 +1,8 @@
 //! Events sent from the kernel to user space through the `EVENTS` ring buffer. Each starts with
 //! a `u32` tag (`EVENT_*`) so user space can check the kind before reading the rest.
 
+use crate::grpc::GrpcOffsets;
+
 /// Bumped whenever an existing event layout changes; recordings carry it so a replay of an older
 /// layout is refused instead of misread. A new event kind does not bump it: older readers skip
 /// (and count) kinds they do not know.
@@ -34,7 +36,10 @@ pub struct GoSpawnEvent {
     pub kind: u32,
     pub pid: u32,
     pub tid: u32,
-    pub pad0: u32,
+    /// The HTTP/2 stream whose request headers the parent goroutine was handling when it started
+    /// the child, 0 otherwise: grpc-go's server starts each stream's handler goroutine from
+    /// `operateHeaders`, so this names the stream a handler goroutine serves.
+    pub stream_id: u32,
     pub parent_goid: u64,
     pub child_goid: u64,
     pub ts_ns: u64,
@@ -200,6 +205,8 @@ pub struct GoOffsets {
     /// `url.URL.Host` (client requests carry their host there) and `http.Response.StatusCode`.
     pub url_host: u32,
     pub client_status_code: u32,
+    /// grpc-go and golang.org/x/net layouts; all zero when the program has no grpc-go.
+    pub grpc: GrpcOffsets,
 }
 
 /// Why an event was lost in the kernel; index into the `LOST` per-CPU array.
@@ -254,7 +261,7 @@ mod tests {
             size_of::<GoServeEvent>(),
             4 * 4 + 8 * 2 + 2 * 4 + GO_METHOD_LEN + GO_PATH_LEN + GO_HOST_LEN
         );
-        assert_eq!(size_of::<GoOffsets>(), 4 * 8 + 8);
+        assert_eq!(size_of::<GoOffsets>(), 4 * 8 + 8 + size_of::<GrpcOffsets>());
         assert_eq!(size_of::<ExecEvent>(), 4 * 2 + 8 + COMM_LEN);
         assert_eq!(size_of::<GoSpawnEvent>(), 4 * 4 + 8 * 3);
     }

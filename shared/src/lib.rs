@@ -8,6 +8,8 @@
 
 pub mod event;
 pub mod globals;
+pub mod grpc;
 
 pub use event::*;
 pub use globals::*;
+pub use grpc::*;

@@ -120,7 +120,11 @@ impl ConnTable {
                 ConnKind::Close => self.close(c.conn_id, c.ts_ns, out),
             },
             // Go context joins in the correlation stage, not here.
-            Event::GoServe(_) | Event::GoSpawn(_) | Event::Exec(_) => {}
+            Event::GoServe(_)
+            | Event::GoSpawn(_)
+            | Event::GoHeaders(_)
+            | Event::GoGrpcCall(_)
+            | Event::Exec(_) => {}
             Event::Data(d) => {
                 let seg = Segment {
                     direction: d.direction,

@@ -5,7 +5,7 @@
 use std::{fmt::Write as _, io::Write};
 
 use super::{EventSink, clock::WallClock};
-use crate::source::{Conn, Data, Event, GoServe};
+use crate::source::{Conn, Data, Event, GoConnection, GoGrpcCall, GoHeaders, GoServe};
 
 /// How many payload bytes a data line previews.
 const PREVIEW_BYTES: usize = 64;
@@ -93,20 +93,99 @@ pub fn go_serve_line(g: &GoServe, clock: &WallClock) -> String {
     }
 }
 
+/// Header values that are never printed or exported.
+pub const REDACTED_HEADERS: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "proxy-authorization",
+];
+
+fn connection_text(c: &GoConnection) -> String {
+    match c.endpoints {
+        Some((local, remote)) => format!("fd={} {local} -> {remote}", c.fd),
+        None if c.fd >= 0 => format!("fd={}", c.fd),
+        None => "conn=?".to_owned(),
+    }
+}
+
+/// `11:06:43.123456 go-grpc-headers sent pid=42 tid=43 goid=17 stream=1 end fd=7 a -> b
+/// :status=200 grpc-status=5` (values of credentials headers are redacted).
+#[must_use]
+pub fn go_headers_line(h: &GoHeaders, clock: &WallClock) -> String {
+    let fields: Vec<String> = h
+        .fields
+        .iter()
+        .map(|f| {
+            let value = if REDACTED_HEADERS.contains(&f.name.as_str()) {
+                "<redacted>"
+            } else {
+                &f.value
+            };
+            format!("{}={value}{}", f.name, if f.cut { "…" } else { "" })
+        })
+        .collect();
+    format!(
+        "{} go-grpc-headers {} pid={} tid={} goid={} stream={}{} {} {}{}",
+        clock.time_of_day(h.ts_ns),
+        h.source.as_str(),
+        h.pid,
+        h.tid,
+        h.goid,
+        h.stream_id,
+        if h.end_stream { " end" } else { "" },
+        connection_text(&h.conn),
+        fields.join(" "),
+        if h.fields_left_out > 0 {
+            format!(" (+{} fields)", h.fields_left_out)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// `… go-grpc-call-start pid=42 tid=43 goid=17 /pkg.Svc/Method` or
+/// `… go-grpc-call-end pid=42 tid=43 goid=17 code=5 stream=3 fd=7 a -> b`.
+#[must_use]
+pub fn go_grpc_call_line(c: &GoGrpcCall, clock: &WallClock) -> String {
+    let time = clock.time_of_day(c.ts_ns);
+    match c.status {
+        None => format!(
+            "{time} go-grpc-call-start pid={} tid={} goid={} {}",
+            c.pid, c.tid, c.goid, c.method
+        ),
+        Some(code) => format!(
+            "{time} go-grpc-call-end pid={} tid={} goid={} code={code} stream={} {}",
+            c.pid,
+            c.tid,
+            c.goid,
+            c.stream_id,
+            connection_text(&c.conn)
+        ),
+    }
+}
+
 impl<W: Write> EventSink for ConsoleSink<W> {
     fn event(&mut self, event: &Event) -> std::io::Result<()> {
         match event {
             Event::Conn(c) => writeln!(self.out, "{}", conn_line(c, &self.clock)),
             Event::Data(d) if self.show_data => writeln!(self.out, "{}", data_line(d, &self.clock)),
             Event::GoServe(g) => writeln!(self.out, "{}", go_serve_line(g, &self.clock)),
+            Event::GoHeaders(h) => writeln!(self.out, "{}", go_headers_line(h, &self.clock)),
+            Event::GoGrpcCall(c) => writeln!(self.out, "{}", go_grpc_call_line(c, &self.clock)),
             Event::GoSpawn(g) if self.show_data => writeln!(
                 self.out,
-                "{} go-spawn pid={} tid={} goid={} -> goid={}",
+                "{} go-spawn pid={} tid={} goid={} -> goid={}{}",
                 self.clock.time_of_day(g.ts_ns),
                 g.pid,
                 g.tid,
                 g.parent_goid,
-                g.child_goid
+                g.child_goid,
+                if g.stream_id == 0 {
+                    String::new()
+                } else {
+                    format!(" (handler of stream {})", g.stream_id)
+                }
             ),
             Event::Exec(e) if self.show_data => {
                 writeln!(

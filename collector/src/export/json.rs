@@ -13,7 +13,8 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::EventSink;
-use crate::source::{Conn, Data, Event, GoServe};
+use super::console::REDACTED_HEADERS;
+use crate::source::{Conn, Data, Event, GoConnection, GoHeaders, GoServe};
 
 #[derive(Serialize)]
 struct ConnRecord<'a> {
@@ -128,6 +129,36 @@ fn go_serve_record(g: &GoServe) -> GoServeRecord<'_> {
     }
 }
 
+fn connection_json(c: &GoConnection) -> serde_json::Value {
+    serde_json::json!({
+        "fd": c.fd,
+        "local": c.endpoints.map(|(l, _)| l.to_string()),
+        "remote": c.endpoints.map(|(_, r)| r.to_string()),
+    })
+}
+
+/// A header block; credential values are redacted (see `console::REDACTED_HEADERS`).
+fn go_headers_json(h: &GoHeaders) -> serde_json::Value {
+    let fields: Vec<serde_json::Value> = h
+        .fields
+        .iter()
+        .map(|f| {
+            let value = if REDACTED_HEADERS.contains(&f.name.as_str()) {
+                "<redacted>"
+            } else {
+                f.value.as_str()
+            };
+            serde_json::json!([f.name, value])
+        })
+        .collect();
+    serde_json::json!({
+        "type": "go_headers", "source": h.source.as_str(), "pid": h.pid, "tid": h.tid,
+        "goid": h.goid, "stream_id": h.stream_id, "end_stream": h.end_stream,
+        "conn": connection_json(&h.conn), "fields": fields,
+        "fields_left_out": h.fields_left_out, "ts_ns": h.ts_ns,
+    })
+}
+
 pub struct JsonLinesSink<W: Write> {
     out: W,
 }
@@ -148,7 +179,18 @@ impl<W: Write> EventSink for JsonLinesSink<W> {
                 &mut self.out,
                 &serde_json::json!({
                     "type": "go_spawn", "pid": g.pid, "tid": g.tid,
-                    "parent_goid": g.parent_goid, "child_goid": g.child_goid, "ts_ns": g.ts_ns,
+                    "parent_goid": g.parent_goid, "child_goid": g.child_goid,
+                    "stream_id": g.stream_id, "ts_ns": g.ts_ns,
+                }),
+            )?,
+            Event::GoHeaders(h) => serde_json::to_writer(&mut self.out, &go_headers_json(h))?,
+            Event::GoGrpcCall(c) => serde_json::to_writer(
+                &mut self.out,
+                &serde_json::json!({
+                    "type": if c.start { "go_grpc_call_start" } else { "go_grpc_call_end" },
+                    "pid": c.pid, "tid": c.tid, "goid": c.goid, "method": c.method,
+                    "status": c.status, "stream_id": c.stream_id,
+                    "conn": connection_json(&c.conn), "ts_ns": c.ts_ns,
                 }),
             )?,
             Event::Exec(e) => serde_json::to_writer(

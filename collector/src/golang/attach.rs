@@ -18,9 +18,9 @@ use aya::{
         uprobe::{UProbeAttachLocation, UProbeScope},
     },
 };
-use wirespan_shared::GoOffsets;
+use wirespan_shared::{GoOffsets, GrpcOffsets};
 
-use super::GoBinary;
+use super::{GoBinary, grpc};
 use crate::load::error_chain;
 
 pub const SERVE_HTTP: &str = "net/http.serverHandler.ServeHTTP";
@@ -47,8 +47,10 @@ pub struct GoReport {
     pub go_version: Option<String>,
     /// None when attached; otherwise why the binary was skipped.
     pub skipped: Option<String>,
-    /// Where the layout came from when not from the binary's own DWARF.
+    /// Where the layout came from when not from the binary's own DWARF, and what was left out.
     pub note: Option<String>,
+    /// The functions attached (short names).
+    pub functions: Vec<String>,
 }
 
 impl std::fmt::Display for GoReport {
@@ -59,9 +61,10 @@ impl std::fmt::Display for GoReport {
             None => {
                 write!(
                     f,
-                    "go: {} ({version}, pids {}): attached {SERVE_HTTP}, {NEWPROC1}, {ROUND_TRIP}",
+                    "go: {} ({version}, pids {}): attached {}",
                     self.binary.display(),
-                    pids.join(",")
+                    pids.join(","),
+                    self.functions.join(", ")
                 )?;
                 match &self.note {
                     Some(note) => write!(f, " ({note})"),
@@ -78,40 +81,80 @@ impl std::fmt::Display for GoReport {
     }
 }
 
-/// The layout the probes need: from DWARF, else from the committed table by Go version (the
-/// second field says which entry), or why it cannot be had.
-fn layout_of(binary: &GoBinary) -> Result<(GoOffsets, Option<String>), String> {
-    match dwarf_offsets(binary) {
-        Ok(offsets) => Ok((offsets, None)),
+/// The layout the probes need: from DWARF, else from the committed table by Go version and
+/// grpc-go version, with notes on where it came from and on what was left out; or why it cannot
+/// be had at all.
+fn layout_of(binary: &GoBinary) -> Result<(GoOffsets, Vec<String>), String> {
+    let mut notes = Vec::new();
+    let grpc_version = binary.build_info.module_version(grpc::GRPC_MODULE);
+    let (mut offsets, grpc_layout) = match dwarf_layout(binary) {
+        Ok(found) => found,
         Err(dwarf_error) => {
             let version = &binary.build_info.go_version;
             let table = super::offsets_table::committed();
             let (entry, known) =
-                super::offsets_table::lookup(&table, version).ok_or_else(|| {
+                super::offsets_table::lookup(&table.go, version).ok_or_else(|| {
                     format!("{dwarf_error}, and no offsets table entry near {version}")
                 })?;
-            let how = if known == version {
+            notes.push(if known == version {
                 format!("layout from the offsets table ({known})")
             } else {
                 format!("layout from the offsets table of the nearest known version, {known}")
-            };
-            Ok((entry.to_offsets(), Some(how)))
+            });
+            let grpc_layout = grpc_version.map(|v| {
+                super::offsets_table::lookup_grpc(&table.grpc, v)
+                    .map(|(layout, known)| {
+                        if known != v {
+                            notes.push(format!(
+                                "grpc-go layout of the nearest known version, {known}"
+                            ));
+                        }
+                        let mut layout = *layout;
+                        layout.tcp_conn_itab =
+                            binary.symbol_address(grpc::TCP_CONN_ITAB).unwrap_or(0);
+                        layout.status_error_itab =
+                            binary.symbol_address(grpc::STATUS_ERROR_ITAB).unwrap_or(0);
+                        layout
+                    })
+                    .ok_or_else(|| format!("no offsets table entry near grpc-go {v}"))
+            });
+            (entry.to_offsets(), grpc_layout)
         }
+    };
+    match grpc_layout {
+        Some(Ok(layout)) => offsets.grpc = layout,
+        Some(Err(why)) => notes.push(format!("gRPC not traced: {why}")),
+        None => {}
     }
+    Ok((offsets, notes))
 }
 
-/// The layout from the binary's DWARF, or why it cannot be had.
-pub fn dwarf_offsets(binary: &GoBinary) -> Result<GoOffsets, String> {
-    let members = binary
-        .member_offsets(&MEMBERS)
+/// The layout from the binary's DWARF: net/http and runtime (or why it cannot be had), and the
+/// grpc-go part when the program uses grpc-go (or why that part cannot be had).
+pub fn dwarf_layout(
+    binary: &GoBinary,
+) -> Result<(GoOffsets, Option<Result<GrpcOffsets, String>>), String> {
+    let uses_grpc = binary
+        .build_info
+        .module_version(grpc::GRPC_MODULE)
+        .is_some();
+    let mut members = MEMBERS.to_vec();
+    let mut functions = Vec::new();
+    if uses_grpc {
+        members.extend(grpc::MEMBERS);
+        functions.extend(grpc::FUNCTIONS);
+    }
+    let facts = binary
+        .inspect(&members, &functions)
         .map_err(|e| format!("{e} (struct layouts unknown)"))?;
     let at = |s: &str, m: &str| {
-        members
+        facts
+            .members
             .get(&(s.to_owned(), m.to_owned()))
-            .map(|o| *o as u32)
+            .map(|m| m.offset as u32)
             .ok_or_else(|| format!("no {s}.{m} in DWARF"))
     };
-    Ok(GoOffsets {
+    let offsets = GoOffsets {
         g_goid: at("runtime.g", "goid")?,
         request_method: at("net/http.Request", "Method")?,
         request_url: at("net/http.Request", "URL")?,
@@ -122,7 +165,10 @@ pub fn dwarf_offsets(binary: &GoBinary) -> Result<GoOffsets, String> {
         response_itab: binary.symbol_address(RESPONSE_ITAB).unwrap_or(0),
         url_host: at("net/url.URL", "Host")?,
         client_status_code: at("net/http.Response", "StatusCode").unwrap_or(0),
-    })
+        grpc: GrpcOffsets::default(),
+    };
+    let grpc_layout = uses_grpc.then(|| grpc::layout_from_dwarf(&facts, binary));
+    Ok((offsets, grpc_layout))
 }
 
 /// The executable of a process: a path to it and its (device, inode).
@@ -144,6 +190,7 @@ enum Binary {
         offsets: GoOffsets,
         go_version: String,
         path: PathBuf,
+        functions: Vec<String>,
     },
 }
 
@@ -227,6 +274,7 @@ impl GoAttacher {
                 offsets,
                 go_version,
                 path,
+                functions,
             } = known
             else {
                 return None;
@@ -238,12 +286,13 @@ impl GoAttacher {
                 go_version: Some(go_version.clone()),
                 skipped,
                 note: None,
+                functions: functions.clone(),
             });
         }
         // Not a Go program (no build info), or unreadable: nothing to report. The cheap check
         // first, so that the many non-Go programs exec'd on a machine are not read whole.
         let binary = super::looks_like_go(exe)
-            .then(|| GoBinary::open(exe, &[SERVE_HTTP, NEWPROC1, ROUND_TRIP]).ok())
+            .then(|| GoBinary::open(exe, &wanted_functions()).ok())
             .flatten();
         let Some(binary) = binary else {
             self.binaries.insert(inode, Binary::NotGo);
@@ -255,16 +304,19 @@ impl GoAttacher {
             go_version: Some(binary.build_info.go_version.clone()),
             skipped: None,
             note: None,
+            functions: Vec::new(),
         };
         match attach_binary(ebpf, &binary, exe, pids) {
-            Ok((offsets, note)) => {
-                report.note = note;
+            Ok(attached) => {
+                report.note = (!attached.notes.is_empty()).then(|| attached.notes.join("; "));
+                report.functions.clone_from(&attached.functions);
                 self.binaries.insert(
                     inode,
                     Binary::Attached {
-                        offsets,
+                        offsets: attached.offsets,
                         go_version: binary.build_info.go_version.clone(),
                         path: report.binary.clone(),
+                        functions: attached.functions,
                     },
                 )
             }
@@ -306,19 +358,42 @@ fn attach_function(
         .map(|o| UProbeAttachLocation::AbsoluteOffset(*o))
         .collect();
     for (program, points) in [(entry_program, &entry[..]), (return_program, &returns[..])] {
+        if program.is_empty() {
+            continue;
+        }
+        let failed = |e: &dyn std::error::Error| format!("{program}: {}", error_chain(e));
         let uprobe: &mut UProbe = ebpf
             .program_mut(program)
             .ok_or_else(|| format!("the probes object has no program {program}"))?
             .try_into()
-            .map_err(|e: aya::programs::ProgramError| error_chain(&e))?;
+            .map_err(|e: aya::programs::ProgramError| failed(&e))?;
         if uprobe.fd().is_err() {
-            uprobe.load().map_err(|e| error_chain(&e))?;
+            uprobe.load().map_err(|e| failed(&e))?;
         }
         uprobe
             .attach(points.iter().copied(), exe, UProbeScope::AllProcesses)
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| failed(&e))?;
     }
     Ok(())
+}
+
+/// Every function the probes may go on.
+fn wanted_functions() -> Vec<&'static str> {
+    let mut wanted = vec![SERVE_HTTP, NEWPROC1, ROUND_TRIP];
+    wanted.extend(grpc::PROBES.iter().map(|(name, _, _)| *name));
+    wanted
+}
+
+/// What `attach_binary` did.
+struct Attached {
+    offsets: GoOffsets,
+    notes: Vec<String>,
+    functions: Vec<String>,
+}
+
+/// The last path segment of a Go function name, for the report (`(*Transport).roundTrip`).
+fn short_name(name: &str) -> String {
+    name.rsplit('/').next().unwrap_or(name).to_owned()
 }
 
 fn attach_binary(
@@ -326,30 +401,54 @@ fn attach_binary(
     binary: &GoBinary,
     exe: &Path,
     pids: &[u32],
-) -> Result<(GoOffsets, Option<String>), String> {
-    let Some(probe) = binary.probe(SERVE_HTTP) else {
-        return Err(format!(
-            "no {SERVE_HTTP} (the program does not serve net/http)"
-        ));
-    };
-    if probe.return_offsets.is_empty() {
-        return Err(format!("no RET instruction found in {SERVE_HTTP}"));
+) -> Result<Attached, String> {
+    // Each probed function with its entry and return programs ("" when only the entry is
+    // needed), and whether its layout is known.
+    let (offsets, mut notes) = layout_of(binary)?;
+    let grpc_known = offsets.grpc.field_size != 0;
+    let mut plan: Vec<(&str, &str, &str)> = vec![
+        (SERVE_HTTP, "go_serve_http", "go_serve_http_return"),
+        (ROUND_TRIP, "go_round_trip", "go_round_trip_return"),
+    ];
+    if grpc_known {
+        plan.extend(grpc::PROBES);
     }
-    let (offsets, note) = layout_of(binary)?;
-    write_offsets(ebpf, pids, offsets)?;
-    attach_function(ebpf, exe, &probe, "go_serve_http", "go_serve_http_return")?;
+    let present: Vec<_> = plan
+        .into_iter()
+        .filter_map(|(name, entry, ret)| Some((binary.probe(name)?, entry, ret)))
+        .collect();
+    if !present
+        .iter()
+        .any(|(p, _, _)| p.name == SERVE_HTTP || p.name.starts_with(grpc::GRPC_MODULE))
+    {
+        return Err(format!(
+            "neither {SERVE_HTTP} nor grpc-go's server or client (the program serves no requests wirespan reads)"
+        ));
+    }
     // Goroutine ancestry: without it only the handler's own goroutine is tied to its request.
     let spawn = binary
         .probe(NEWPROC1)
-        .filter(|p| !p.return_offsets.is_empty());
-    let spawn = spawn.ok_or_else(|| format!("no {NEWPROC1} with a RET instruction"))?;
-    attach_function(ebpf, exe, &spawn, "go_newproc1", "go_newproc1_return")?;
-    // Outbound requests, when the program has an HTTP client at all.
-    if let Some(client) = binary
-        .probe(ROUND_TRIP)
         .filter(|p| !p.return_offsets.is_empty())
-    {
-        attach_function(ebpf, exe, &client, "go_round_trip", "go_round_trip_return")?;
+        .ok_or_else(|| format!("no {NEWPROC1} with a RET instruction"))?;
+    attach_function(ebpf, exe, &spawn, "go_newproc1", "go_newproc1_return")?;
+    let mut functions = vec![short_name(NEWPROC1)];
+    for (probe, entry, ret) in present {
+        if !ret.is_empty() && probe.return_offsets.is_empty() {
+            notes.push(format!(
+                "no RET instruction found in {}: not attached",
+                probe.name
+            ));
+            continue;
+        }
+        attach_function(ebpf, exe, &probe, entry, ret)?;
+        functions.push(short_name(&probe.name));
     }
-    Ok((offsets, note))
+    // Last: until a process has its layout entry, the probes above ignore it, so a failure
+    // part-way leaves nothing half-traced.
+    write_offsets(ebpf, pids, offsets)?;
+    Ok(Attached {
+        offsets,
+        notes,
+        functions,
+    })
 }

@@ -22,11 +22,38 @@ pub enum DwarfError {
     Malformed(#[from] gimli::Error),
 }
 
+/// What was found in the DWARF: struct members (offset, and whether the member is a pointer)
+/// and the parameter names of functions, in order.
+#[derive(Debug, Default)]
+pub struct Facts {
+    pub members: HashMap<(String, String), Member>,
+    pub params: HashMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub offset: u64,
+    pub pointer: bool,
+}
+
 /// Find the offsets of `wanted` (struct, member) pairs in the binary's DWARF.
 pub fn member_offsets(
     file: &object::File<'_>,
     wanted: &[(&str, &str)],
 ) -> Result<MemberOffsets, DwarfError> {
+    Ok(inspect(file, wanted, &[])?
+        .members
+        .into_iter()
+        .map(|(k, m)| (k, m.offset))
+        .collect())
+}
+
+/// Find `members` ((struct, member) pairs) and the parameters of `functions`.
+pub fn inspect(
+    file: &object::File<'_>,
+    members: &[(&str, &str)],
+    functions: &[&str],
+) -> Result<Facts, DwarfError> {
     if file.section_by_name(".debug_info").is_none() {
         return Err(DwarfError::Missing);
     }
@@ -51,16 +78,21 @@ pub fn member_offsets(
         ))
     };
     let dwarf = gimli::Dwarf::load(load)?;
-    let mut found = MemberOffsets::new();
+    let mut found = Facts::default();
+    let wanted = members;
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
         let unit = dwarf.unit(header)?;
         let mut entries = unit.entries();
         let mut current_struct: Option<(String, isize)> = None;
+        let mut current_function: Option<(String, isize)> = None;
         while let Some(entry) = entries.next_dfs()? {
             let depth = entry.depth();
             if current_struct.as_ref().is_some_and(|(_, d)| depth <= *d) {
                 current_struct = None;
+            }
+            if current_function.as_ref().is_some_and(|(_, d)| depth <= *d) {
+                current_function = None;
             }
             let name = match entry.attr_value(gimli::DW_AT_name) {
                 Some(value) => dwarf
@@ -69,7 +101,14 @@ pub fn member_offsets(
                     .into_owned(),
                 None => continue,
             };
-            if entry.tag() == gimli::DW_TAG_structure_type {
+            if entry.tag() == gimli::DW_TAG_subprogram {
+                current_function = functions.contains(&name.as_str()).then_some((name, depth));
+            } else if entry.tag() == gimli::DW_TAG_formal_parameter
+                && let Some((function, d)) = &current_function
+                && depth == d + 1
+            {
+                found.params.entry(function.clone()).or_default().push(name);
+            } else if entry.tag() == gimli::DW_TAG_structure_type {
                 current_struct = wanted
                     .iter()
                     .any(|(s, _)| *s == name)
@@ -80,13 +119,23 @@ pub fn member_offsets(
                 && let Some(AttributeValue::Udata(offset)) =
                     entry.attr_value(gimli::DW_AT_data_member_location)
             {
-                found.insert((strukt.clone(), name), offset);
+                let pointer = match entry.attr_value(gimli::DW_AT_type) {
+                    Some(AttributeValue::UnitRef(target)) => {
+                        unit.entry(target)?.tag() == gimli::DW_TAG_pointer_type
+                    }
+                    _ => false,
+                };
+                found
+                    .members
+                    .insert((strukt.clone(), name), Member { offset, pointer });
             }
         }
-        if wanted
-            .iter()
-            .all(|(s, m)| found.contains_key(&((*s).to_owned(), (*m).to_owned())))
-        {
+        let all_members = wanted.iter().all(|(s, m)| {
+            found
+                .members
+                .contains_key(&((*s).to_owned(), (*m).to_owned()))
+        });
+        if all_members && functions.iter().all(|f| found.params.contains_key(*f)) {
             break;
         }
     }

@@ -6,6 +6,7 @@
 pub mod attach;
 pub mod buildinfo;
 pub mod dwarf;
+pub mod grpc;
 pub mod offsets_table;
 pub mod returns;
 pub mod symbols;
@@ -188,5 +189,18 @@ impl GoBinary {
             reason: e.to_string(),
         })?;
         dwarf::member_offsets(&file, wanted)
+    }
+
+    /// Struct members and function parameters from the binary's DWARF (see `dwarf::inspect`).
+    pub fn inspect(
+        &self,
+        members: &[(&str, &str)],
+        functions: &[&str],
+    ) -> Result<dwarf::Facts, dwarf::DwarfError> {
+        let file = object::File::parse(&*self.data).map_err(|e| dwarf::DwarfError::Section {
+            section: "ELF",
+            reason: e.to_string(),
+        })?;
+        dwarf::inspect(&file, members, functions)
     }
 }

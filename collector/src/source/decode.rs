@@ -7,11 +7,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use wirespan_shared::{
     AF_INET, AF_INET6, COMM_LEN, ConnEvent, DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS,
     DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_EXEC,
-    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START,
-    EVENT_GO_SPAWN, ExecEvent, GoServeEvent, GoSpawnEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE,
-    MODE_TRACEPOINT,
+    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_GRPC_CLIENT_END,
+    EVENT_GO_GRPC_CLIENT_START, EVENT_GO_HEADERS, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START,
+    EVENT_GO_SPAWN, ExecEvent, GoGrpcCallEvent, GoHeadersEvent, GoServeEvent, GoSpawnEvent,
+    MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
 };
 
+use super::grpc::{GoGrpcCall, GoHeaders};
 use crate::load::AttachMode;
 
 /// Which lifecycle step a [`Conn`] event is.
@@ -119,6 +121,8 @@ pub struct GoServe {
 pub struct GoSpawn {
     pub pid: u32,
     pub tid: u32,
+    /// The gRPC stream the parent was handling headers of (the child is its handler), or 0.
+    pub stream_id: u32,
     pub parent_goid: u64,
     pub child_goid: u64,
     pub ts_ns: u64,
@@ -139,6 +143,8 @@ pub enum Event {
     Data(Data),
     GoServe(GoServe),
     GoSpawn(GoSpawn),
+    GoHeaders(GoHeaders),
+    GoGrpcCall(GoGrpcCall),
     Exec(Exec),
 }
 
@@ -151,6 +157,8 @@ impl Event {
             Self::Data(d) => d.ts_exit_ns,
             Self::GoServe(g) => g.ts_ns,
             Self::GoSpawn(g) => g.ts_ns,
+            Self::GoHeaders(g) => g.ts_ns,
+            Self::GoGrpcCall(g) => g.ts_ns,
             Self::Exec(e) => e.ts_ns,
         }
     }
@@ -193,6 +201,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
             Ok(Event::GoSpawn(GoSpawn {
                 pid: raw.pid,
                 tid: raw.tid,
+                stream_id: raw.stream_id,
                 parent_goid: raw.parent_goid,
                 child_goid: raw.child_goid,
                 ts_ns: raw.ts_ns,
@@ -210,6 +219,15 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
             Ok(Event::GoServe(decode_go_serve(
                 &read_struct::<GoServeEvent>(record)?,
             )))
+        }
+        EVENT_GO_HEADERS => super::grpc::decode_headers(&read_struct::<GoHeadersEvent>(record)?)
+            .map(Event::GoHeaders),
+        EVENT_GO_GRPC_CLIENT_START | EVENT_GO_GRPC_CLIENT_END => {
+            Ok(Event::GoGrpcCall(super::grpc::decode_call(&read_struct::<
+                GoGrpcCallEvent,
+            >(
+                record
+            )?)))
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
@@ -282,7 +300,7 @@ fn decode_data(record: &[u8]) -> Result<Data, DecodeError> {
     })
 }
 
-fn go_text(bytes: &[u8], len: u16) -> String {
+pub(super) fn go_text(bytes: &[u8], len: u16) -> String {
     String::from_utf8_lossy(&bytes[..usize::from(len).min(bytes.len())]).into_owned()
 }
 
@@ -304,7 +322,7 @@ fn decode_go_serve(raw: &GoServeEvent) -> GoServe {
     }
 }
 
-fn endpoints(
+pub(super) fn endpoints(
     family: u16,
     saddr: &[u8; 16],
     sport: u16,

@@ -3,9 +3,11 @@
 //! `decode` turns each into an [`Event`] for the stages after it.
 
 pub mod decode;
+pub mod grpc;
 pub mod recording;
 pub mod ringbuf;
 
 pub use decode::{
     Conn, ConnKind, Data, DecodeError, Direction, Event, Exec, GoServe, GoSpawn, decode,
 };
+pub use grpc::{GoConnection, GoGrpcCall, GoHeaders, HeaderField, HeadersSource};

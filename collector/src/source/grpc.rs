@@ -1,0 +1,143 @@
+//! Decoding of the grpc-go events: header blocks ([`GoHeaders`]) and unary client calls
+//! ([`GoGrpcCall`]). Check-then-parse like the rest of `decode`.
+
+use std::net::SocketAddr;
+
+use wirespan_shared::{
+    EVENT_GO_GRPC_CLIENT_START, GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_VALUE_LEN,
+    GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn,
+    GoGrpcCallEvent, GoHeadersEvent,
+};
+
+use super::decode::{DecodeError, endpoints, go_text};
+
+/// Where a header block was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadersSource {
+    /// A request's headers, as a gRPC server decoded them.
+    ServerReceived,
+    /// Response headers or trailers, as a gRPC client decoded them.
+    ClientReceived,
+    /// Headers being sent: a client's request, or a server's response headers or trailers.
+    Sent,
+}
+
+impl HeadersSource {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ServerReceived => "server_received",
+            Self::ClientReceived => "client_received",
+            Self::Sent => "sent",
+        }
+    }
+}
+
+/// A connection a Go event names: its fd and, when readable, its endpoints (local first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoConnection {
+    pub fd: i32,
+    pub endpoints: Option<(SocketAddr, SocketAddr)>,
+}
+
+/// One HTTP/2 header field; `cut` when the value (or name) was longer than its slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderField {
+    pub name: String,
+    pub value: String,
+    pub cut: bool,
+}
+
+/// A header block grpc-go handled on a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoHeaders {
+    pub source: HeadersSource,
+    pub pid: u32,
+    pub tid: u32,
+    pub goid: u64,
+    pub stream_id: u32,
+    pub end_stream: bool,
+    pub conn: GoConnection,
+    pub fields: Vec<HeaderField>,
+    /// Fields in the block beyond those carried.
+    pub fields_left_out: u32,
+    pub ts_ns: u64,
+}
+
+impl GoHeaders {
+    /// The value of the first field called `name`.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.value.as_str())
+    }
+}
+
+/// A unary gRPC call by a Go client, starting (method) or returning (status, stream, conn).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoGrpcCall {
+    pub start: bool,
+    pub pid: u32,
+    pub tid: u32,
+    pub goid: u64,
+    pub method: String,
+    /// At the return: the gRPC status code.
+    pub status: Option<u32>,
+    pub stream_id: u32,
+    pub conn: GoConnection,
+    pub ts_ns: u64,
+}
+
+fn connection(raw: &GoConn) -> GoConnection {
+    GoConnection {
+        fd: raw.fd,
+        endpoints: endpoints(raw.family, &raw.saddr, raw.sport, &raw.daddr, raw.dport).ok(),
+    }
+}
+
+pub(super) fn decode_headers(raw: &GoHeadersEvent) -> Result<GoHeaders, DecodeError> {
+    let source = match raw.source {
+        GO_HEADERS_SERVER_RECEIVED => HeadersSource::ServerReceived,
+        GO_HEADERS_CLIENT_RECEIVED => HeadersSource::ClientReceived,
+        GO_HEADERS_SENT => HeadersSource::Sent,
+        other => return Err(DecodeError::Direction(other)),
+    };
+    let carried = (raw.field_count as usize).min(GO_HEADER_FIELDS);
+    let fields = (0..carried)
+        .map(|i| HeaderField {
+            name: go_text(&raw.names[i], raw.name_len[i]),
+            value: go_text(&raw.values[i], raw.value_len[i]),
+            cut: usize::from(raw.name_len[i]) > GO_HEADER_NAME_LEN
+                || usize::from(raw.value_len[i]) > GO_HEADER_VALUE_LEN,
+        })
+        .collect();
+    Ok(GoHeaders {
+        source,
+        pid: raw.pid,
+        tid: raw.tid,
+        goid: raw.goid,
+        stream_id: raw.stream_id,
+        end_stream: raw.end_stream != 0,
+        conn: connection(&raw.conn),
+        fields,
+        fields_left_out: raw.field_count.saturating_sub(carried as u32),
+        ts_ns: raw.ts_ns,
+    })
+}
+
+pub(super) fn decode_call(raw: &GoGrpcCallEvent) -> GoGrpcCall {
+    let start = raw.kind == EVENT_GO_GRPC_CLIENT_START;
+    GoGrpcCall {
+        start,
+        pid: raw.pid,
+        tid: raw.tid,
+        goid: raw.goid,
+        method: go_text(&raw.method, raw.method_len),
+        status: (!start).then_some(raw.status),
+        stream_id: raw.stream_id,
+        conn: connection(&raw.conn),
+        ts_ns: raw.ts_ns,
+    }
+}

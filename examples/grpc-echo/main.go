@@ -1,0 +1,196 @@
+// grpc-echo: a grpc-go service with one unary method (Say) and one server-streaming method
+// (Count), and a client that calls it. It has no generated code: messages are raw bytes through a
+// codec registered under the name "proto", so one source builds against every grpc-go version
+// the tests use (GRPC_VERSION picks one through `go get`).
+//
+//	grpc-echo server [--listen ADDR]          serve; print the address on the first line
+//	grpc-echo client --target ADDR [--requests N] [--streams N]
+//
+// The client sends each unary call with a `traceparent` of its own (call i has span id i), and a
+// message of "fail" on every fifth call, which the server answers with codes.NotFound. It prints
+// one line per outcome to stdout and exits non-zero if anything unexpected came back.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"strconv"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// rawCodec moves []byte messages as they are.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return nil, fmt.Errorf("rawCodec: %T is not *[]byte", v)
+	}
+	return *b, nil
+}
+
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return fmt.Errorf("rawCodec: %T is not *[]byte", v)
+	}
+	*b = append((*b)[:0], data...)
+	return nil
+}
+
+func (rawCodec) Name() string { return "proto" }
+
+const service = "wirespan.echo.Echo"
+
+func say(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	var in []byte
+	if err := dec(&in); err != nil {
+		return nil, err
+	}
+	if string(in) == "fail" {
+		return nil, status.Error(codes.NotFound, "asked to fail")
+	}
+	// Hand the work to a grandchild goroutine, as real handlers do with fan-out.
+	out := make(chan []byte, 1)
+	go func() {
+		go func() { out <- append([]byte("echo "), in...) }()
+	}()
+	reply := <-out
+	return &reply, nil
+}
+
+func count(_ any, stream grpc.ServerStream) error {
+	var in []byte
+	if err := stream.RecvMsg(&in); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(string(in))
+	if err != nil {
+		return status.Error(codes.InvalidArgument, "not a number")
+	}
+	for i := 1; i <= n; i++ {
+		msg := []byte(strconv.Itoa(i))
+		if err := stream.SendMsg(&msg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var serviceDesc = grpc.ServiceDesc{
+	ServiceName: service,
+	HandlerType: (*any)(nil),
+	Methods:     []grpc.MethodDesc{{MethodName: "Say", Handler: say}},
+	Streams:     []grpc.StreamDesc{{StreamName: "Count", Handler: count, ServerStreams: true}},
+}
+
+func serve(args []string) {
+	flags := flag.NewFlagSet("server", flag.ExitOnError)
+	addr := flags.String("listen", "127.0.0.1:0", "address to serve on")
+	_ = flags.Parse(args)
+	listener, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	server := grpc.NewServer()
+	server.RegisterService(&serviceDesc, struct{}{})
+	fmt.Println(listener.Addr().String())
+	log.Fatal(server.Serve(listener))
+}
+
+// Traceparent of call i: a fixed trace id and span id i, so a test can tell calls apart.
+func traceparent(i int) string {
+	return fmt.Sprintf("00-0af7651916cd43dd8448eb211c80319c-%016x-01", i+1)
+}
+
+func client(args []string) {
+	flags := flag.NewFlagSet("client", flag.ExitOnError)
+	target := flags.String("target", "", "server address")
+	requests := flags.Int("requests", 10, "unary calls to make")
+	streams := flags.Int("streams", 2, "server-streaming calls to make")
+	_ = flags.Parse(args)
+	//nolint:staticcheck // grpc.Dial works on every grpc-go version the tests use.
+	conn, err := grpc.Dial(*target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	failed := false
+	for i := 0; i < *requests; i++ {
+		msg := []byte("hi " + strconv.Itoa(i))
+		want := codes.OK
+		if i%5 == 4 {
+			msg, want = []byte("fail"), codes.NotFound
+		}
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", traceparent(i))
+		var reply []byte
+		err := conn.Invoke(ctx, "/"+service+"/Say", &msg, &reply)
+		if got := status.Code(err); got != want {
+			fmt.Printf("call %d: got %v, want %v\n", i, got, want)
+			failed = true
+		}
+	}
+	for i := 0; i < *streams; i++ {
+		desc := &serviceDesc.Streams[0]
+		stream, err := conn.NewStream(context.Background(), desc, "/"+service+"/Count")
+		if err != nil {
+			log.Fatal(err)
+		}
+		msg := []byte("3")
+		if err := stream.SendMsg(&msg); err != nil {
+			log.Fatal(err)
+		}
+		if err := stream.CloseSend(); err != nil {
+			log.Fatal(err)
+		}
+		got := 0
+		for {
+			var reply []byte
+			err := stream.RecvMsg(&reply)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				log.Fatal(err)
+			}
+			got++
+		}
+		if got != 3 {
+			fmt.Printf("stream %d: %d messages, want 3\n", i, got)
+			failed = true
+		}
+	}
+	fmt.Printf("done: %d unary, %d streams\n", *requests, *streams)
+	if failed {
+		os.Exit(1)
+	}
+}
+
+func main() {
+	encoding.RegisterCodec(rawCodec{})
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: grpc-echo server [--listen ADDR] | client --target ADDR [--requests N] [--streams N]")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "server":
+		serve(os.Args[2:])
+	case "client":
+		client(os.Args[2:])
+	default:
+		fmt.Fprintf(os.Stderr, "unknown command %q\n", os.Args[1])
+		os.Exit(2)
+	}
+}

@@ -1,0 +1,440 @@
+//! grpc-go uprobes. Headers are copied where grpc-go holds them as a contiguous
+//! `[]hpack.HeaderField`: inbound at `(*http2Server).operateHeaders` and
+//! `(*http2Client).operateHeaders` (already HPACK-decoded, so warm connections keep full
+//! headers), outbound at `(*loopyWriter).writeHeader` (before encoding). Unary client calls are
+//! read on the caller's goroutine at `(*ClientConn).Invoke`, with the stream and connection that
+//! `(*http2Client).NewStream` picked for it. Probes only read; returns are uprobes on RET
+//! instructions (never uretprobes: Go moves stacks, golang/go#22008).
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
+    macros::{map, uprobe},
+    maps::LruHashMap,
+    programs::ProbeContext,
+};
+use wirespan_shared::{
+    EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_HEADERS, GO_GRPC_METHOD_LEN,
+    GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED,
+    GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn, GoGrpcCallEvent, GoHeadersEvent,
+    GoOffsets, GrpcOffsets, LOST_RINGBUF_FULL,
+};
+
+use crate::{
+    golang::{GO_PROCS, GoroutineKey, read_go_string, read_u64},
+    maps::{EVENTS, count_lost, process_passes},
+    sock::{read_tuple, tcp_sock_of_fd},
+};
+
+/// Goroutine → the stream whose request headers it is handling in `(*http2Server).operateHeaders`,
+/// from the function's entry to its return. `runtime.newproc1` reads it: the goroutine started
+/// meanwhile is that stream's handler.
+#[map]
+pub static HANDLING_STREAM: LruHashMap<GoroutineKey, u32> = LruHashMap::with_max_entries(16_384, 0);
+
+/// A unary call in progress on its caller's goroutine: the connection and stream
+/// `(*http2Client).NewStream` chose (the stream pointer; its id is assigned later, by the
+/// transport's writer goroutine, and read when the call returns).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CallCtx {
+    stream: u64,
+    conn: GoConn,
+}
+
+#[map]
+static CALLS: LruHashMap<GoroutineKey, CallCtx> = LruHashMap::with_max_entries(65_536, 0);
+
+/// The offsets of the current process, if it is an attached Go program that passes the filters,
+/// with its pid/tgid and the current goroutine's id.
+#[inline(always)]
+fn current(regs: &pt_regs) -> Option<(u64, GoOffsets, u64)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let offsets = unsafe { GO_PROCS.get(&tgid) }.copied()?;
+    if !process_passes(tgid) {
+        return None;
+    }
+    let goid = read_u64(regs.r14 + u64::from(offsets.g_goid)).ok()?;
+    Some((pid_tgid, offsets, goid))
+}
+
+#[inline(always)]
+fn goroutine(pid_tgid: u64, goid: u64) -> GoroutineKey {
+    GoroutineKey {
+        tgid: (pid_tgid >> 32) as u32,
+        pad0: 0,
+        goid,
+    }
+}
+
+/// A Go register-ABI argument by slot (0 RAX, 1 RBX, 2 RCX, 3 RDI, 4 RSI). Every register is
+/// loaded first: the verifier refuses a context read at a computed offset, which is what a
+/// `match` on the slot compiles to.
+#[inline(always)]
+fn arg(regs: &pt_regs, slot: u32) -> u64 {
+    let loaded = unsafe {
+        [
+            core::ptr::read_volatile(&regs.rax),
+            core::ptr::read_volatile(&regs.rbx),
+            core::ptr::read_volatile(&regs.rcx),
+            core::ptr::read_volatile(&regs.rdi),
+            core::ptr::read_volatile(&regs.rsi),
+        ]
+    };
+    if slot == 1 {
+        loaded[1]
+    } else if slot == 3 {
+        loaded[3]
+    } else if slot == 0 {
+        loaded[0]
+    } else if slot == 2 {
+        loaded[2]
+    } else if slot == 4 {
+        loaded[4]
+    } else {
+        0
+    }
+}
+
+const NO_CONN: GoConn = GoConn {
+    family: 0,
+    sport: 0,
+    dport: 0,
+    pad0: 0,
+    fd: -1,
+    pad1: 0,
+    saddr: [0; 16],
+    daddr: [0; 16],
+};
+
+/// The connection behind a `net.Conn` interface value at `iface`: its fd
+/// (`*net.TCPConn` → `net.conn.fd` → `netFD.pfd.Sysfd`) and, through the current task's fd
+/// table, its five-tuple.
+#[inline(always)]
+fn read_conn(iface: u64, g: &GrpcOffsets) -> GoConn {
+    let mut conn = NO_CONN;
+    let (Ok(itab), Ok(data)) = (read_u64(iface), read_u64(iface + 8)) else {
+        return conn;
+    };
+    if data == 0 || (g.tcp_conn_itab != 0 && itab != g.tcp_conn_itab) {
+        return conn;
+    }
+    let Ok(netfd) = read_u64(data + u64::from(g.conn_fd)) else {
+        return conn;
+    };
+    let Ok(sysfd) = read_u64(netfd + u64::from(g.netfd_sysfd)) else {
+        return conn;
+    };
+    conn.fd = sysfd as i32;
+    if let Ok(sk) = tcp_sock_of_fd(i64::from(conn.fd))
+        && sk != 0
+        && let Ok(t) = read_tuple(sk)
+    {
+        conn.family = t.family;
+        conn.sport = t.sport;
+        conn.dport = t.dport;
+        conn.saddr = t.saddr;
+        conn.daddr = t.daddr;
+    }
+    conn
+}
+
+/// Copy up to `len` bytes from user memory at `src` into `dst` (at most `cap`).
+#[inline(always)]
+fn copy_user(dst: *mut u8, cap: usize, src: u64, len: u64) {
+    let mut n = len as usize;
+    if n > cap {
+        n = cap;
+    }
+    if n == 0 {
+        return;
+    }
+    unsafe {
+        generated::bpf_probe_read_user(dst as *mut c_void, n as u32, src as *const c_void);
+    }
+}
+
+/// Send one headers event for the `[]hpack.HeaderField` at (`fields`, `count`).
+#[inline(always)]
+fn send_headers(pid_tgid: u64, goid: u64, g: &GrpcOffsets, meta: HeaderBlock) -> Result<(), ()> {
+    let mut entry = EVENTS
+        .reserve::<GoHeadersEvent>(0)
+        .ok_or_else(|| count_lost(LOST_RINGBUF_FULL))?;
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.kind = EVENT_GO_HEADERS;
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    ev.stream_id = meta.stream_id;
+    ev.goid = goid;
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.source = meta.source;
+    ev.end_stream = meta.end_stream;
+    ev.field_count = meta.count as u32;
+    ev.conn = meta.conn;
+    for i in 0..GO_HEADER_FIELDS {
+        ev.name_len[i] = 0;
+        ev.value_len[i] = 0;
+        if (i as u64) >= meta.count {
+            continue;
+        }
+        let field = meta.fields + (i as u64) * u64::from(g.field_size);
+        let (Ok(name), Ok(name_len)) = (read_u64(field), read_u64(field + 8)) else {
+            continue;
+        };
+        let value_at = field + u64::from(g.field_value);
+        let (Ok(value), Ok(value_len)) = (read_u64(value_at), read_u64(value_at + 8)) else {
+            continue;
+        };
+        copy_user(ev.names[i].as_mut_ptr(), GO_HEADER_NAME_LEN, name, name_len);
+        copy_user(
+            ev.values[i].as_mut_ptr(),
+            GO_HEADER_VALUE_LEN,
+            value,
+            value_len,
+        );
+        ev.name_len[i] = name_len.min(u64::from(u16::MAX)) as u16;
+        ev.value_len[i] = value_len.min(u64::from(u16::MAX)) as u16;
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// What `send_headers` needs besides the process: where the fields are and what they belong to.
+struct HeaderBlock {
+    source: u16,
+    end_stream: u16,
+    stream_id: u32,
+    fields: u64,
+    count: u64,
+    conn: GoConn,
+}
+
+/// The fields and stream id of a `*http2.MetaHeadersFrame`.
+#[inline(always)]
+fn meta_frame(frame: u64, g: &GrpcOffsets) -> Result<(u64, u64, u32), ()> {
+    let fields = read_u64(frame + u64::from(g.meta_fields))?;
+    let count = read_u64(frame + u64::from(g.meta_fields) + 8)?;
+    // MetaHeadersFrame embeds *HeadersFrame first; the stream id is in its FrameHeader.
+    let headers_frame = read_u64(frame)?;
+    let stream_id = read_u64(headers_frame + u64::from(g.frame_stream_id))? as u32;
+    Ok((fields, count, stream_id))
+}
+
+/// `(*http2Server).operateHeaders(…, frame *http2.MetaHeadersFrame, …)` entry: a request's
+/// headers arrived. Until the function returns, goroutines it starts serve this stream.
+#[uprobe]
+pub fn go_grpc_server_headers(ctx: ProbeContext) -> u32 {
+    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, offsets, goid)) = current(regs) else {
+        return 0;
+    };
+    let g = offsets.grpc;
+    let Ok((fields, count, stream_id)) = meta_frame(arg(regs, g.server_frame_arg), &g) else {
+        return 0;
+    };
+    let _ = HANDLING_STREAM.insert(&goroutine(pid_tgid, goid), &stream_id, 0);
+    let conn = read_conn(regs.rax + u64::from(g.server_conn), &g);
+    let block = HeaderBlock {
+        source: GO_HEADERS_SERVER_RECEIVED,
+        end_stream: 0,
+        stream_id,
+        fields,
+        count,
+        conn,
+    };
+    let _ = send_headers(pid_tgid, goid, &g, block);
+    0
+}
+
+/// `(*http2Server).operateHeaders` at each RET: the stream's handler has been started.
+#[uprobe]
+pub fn go_grpc_server_headers_return(ctx: ProbeContext) -> u32 {
+    let regs = unsafe { &*ctx.regs };
+    if let Some((pid_tgid, _, goid)) = current(regs) {
+        let _ = HANDLING_STREAM.remove(&goroutine(pid_tgid, goid));
+    }
+    0
+}
+
+/// `(*http2Client).operateHeaders(frame *http2.MetaHeadersFrame)` entry: response headers or
+/// trailers (with `grpc-status`) arrived.
+#[uprobe]
+pub fn go_grpc_client_headers(ctx: ProbeContext) -> u32 {
+    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, offsets, goid)) = current(regs) else {
+        return 0;
+    };
+    let g = offsets.grpc;
+    let Ok((fields, count, stream_id)) = meta_frame(regs.rbx, &g) else {
+        return 0;
+    };
+    let block = HeaderBlock {
+        source: GO_HEADERS_CLIENT_RECEIVED,
+        end_stream: 0,
+        stream_id,
+        fields,
+        count,
+        conn: read_conn(regs.rax + u64::from(g.client_conn), &g),
+    };
+    let _ = send_headers(pid_tgid, goid, &g, block);
+    0
+}
+
+/// `(*loopyWriter).writeHeader(streamID uint32, endStream bool, hf []hpack.HeaderField, …)`
+/// entry: RAX the writer, RBX the stream id, RCX endStream, RDI/RSI the fields.
+#[uprobe]
+pub fn go_grpc_write_header(ctx: ProbeContext) -> u32 {
+    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, offsets, goid)) = current(regs) else {
+        return 0;
+    };
+    let g = offsets.grpc;
+    let block = HeaderBlock {
+        source: GO_HEADERS_SENT,
+        end_stream: (regs.rcx & 0xff) as u16,
+        stream_id: regs.rbx as u32,
+        fields: regs.rdi,
+        count: regs.rsi,
+        conn: read_conn(regs.rax + u64::from(g.loopy_conn), &g),
+    };
+    let _ = send_headers(pid_tgid, goid, &g, block);
+    0
+}
+
+/// `(*http2Client).NewStream(ctx, callHdr, …)` entry: RAX is the transport; remember its
+/// connection for the call on this goroutine.
+#[uprobe]
+pub fn go_grpc_new_stream(ctx: ProbeContext) -> u32 {
+    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, offsets, goid)) = current(regs) else {
+        return 0;
+    };
+    let call = CallCtx {
+        stream: 0,
+        conn: read_conn(
+            regs.rax + u64::from(offsets.grpc.client_conn),
+            &offsets.grpc,
+        ),
+    };
+    let _ = CALLS.insert(&goroutine(pid_tgid, goid), &call, 0);
+    0
+}
+
+/// `(*http2Client).NewStream` at each RET: RAX is the new stream (nil on an error).
+#[uprobe]
+pub fn go_grpc_new_stream_return(ctx: ProbeContext) -> u32 {
+    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, _, goid)) = current(regs) else {
+        return 0;
+    };
+    let key = goroutine(pid_tgid, goid);
+    if let Some(call) = CALLS.get_ptr_mut(&key) {
+        unsafe { (*call).stream = regs.rax };
+    }
+    0
+}
+
+/// `(*ClientConn).Invoke(ctx, method string, …)` entry: RAX the ClientConn, RBX/RCX the
+/// context, RDI/RSI the method.
+#[uprobe]
+pub fn go_grpc_invoke(ctx: ProbeContext) -> u32 {
+    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, _, goid)) = current(regs) else {
+        return 0;
+    };
+    let _ = CALLS.remove(&goroutine(pid_tgid, goid));
+    let Ok(mut entry) = reserve_call(pid_tgid, goid) else {
+        return 0;
+    };
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.kind = EVENT_GO_GRPC_CLIENT_START;
+    let mut len = regs.rsi;
+    if len > GO_GRPC_METHOD_LEN as u64 {
+        len = GO_GRPC_METHOD_LEN as u64;
+    }
+    copy_user(ev.method.as_mut_ptr(), GO_GRPC_METHOD_LEN, regs.rdi, len);
+    ev.method_len = len as u16;
+    entry.submit(0);
+    0
+}
+
+/// `(*ClientConn).Invoke` at each RET: the `error` result is in RAX (itab) and RBX (data).
+#[uprobe]
+pub fn go_grpc_invoke_return(ctx: ProbeContext) -> u32 {
+    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, offsets, goid)) = current(regs) else {
+        return 0;
+    };
+    let g = offsets.grpc;
+    let key = goroutine(pid_tgid, goid);
+    let call = unsafe { CALLS.get(&key) }.copied();
+    let _ = CALLS.remove(&key);
+    let Ok(mut entry) = reserve_call(pid_tgid, goid) else {
+        return 0;
+    };
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.kind = EVENT_GO_GRPC_CLIENT_END;
+    ev.status = status_code(regs.rax, regs.rbx, &g);
+    if let Some(call) = call {
+        ev.conn = call.conn;
+        ev.stream_id = stream_id(call.stream, &g);
+    }
+    entry.submit(0);
+    0
+}
+
+/// The gRPC code of an `error` interface value: 0 for nil; the code inside a `*status.Error`;
+/// 2 (Unknown, as grpc-go's `status.Code` says) for any other error type.
+#[inline(always)]
+fn status_code(itab: u64, data: u64, g: &GrpcOffsets) -> u32 {
+    if itab == 0 {
+        return 0;
+    }
+    if g.status_error_itab == 0 || itab != g.status_error_itab || data == 0 {
+        return 2;
+    }
+    let code = read_u64(data + u64::from(g.error_status))
+        .and_then(|status| read_u64(status + u64::from(g.status_proto)))
+        .and_then(|proto| read_u64(proto + u64::from(g.proto_code)));
+    // Code is an int32; the upper half of the word is the next field.
+    code.map_or(2, |c| c as u32)
+}
+
+/// The id of the stream `NewStream` returned, once the writer goroutine has assigned it.
+#[inline(always)]
+fn stream_id(stream: u64, g: &GrpcOffsets) -> u32 {
+    if stream == 0 {
+        return 0;
+    }
+    let base = if g.stream_via == u32::MAX {
+        Ok(stream)
+    } else {
+        read_u64(stream + u64::from(g.stream_via))
+    };
+    base.and_then(|b| read_u64(b + u64::from(g.stream_id)))
+        .map_or(0, |id| id as u32)
+}
+
+#[inline(always)]
+fn reserve_call(
+    pid_tgid: u64,
+    goid: u64,
+) -> Result<aya_ebpf::maps::ring_buf::RingBufEntry<GoGrpcCallEvent>, ()> {
+    let mut entry = EVENTS
+        .reserve::<GoGrpcCallEvent>(0)
+        .ok_or_else(|| count_lost(LOST_RINGBUF_FULL))?;
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    ev.status = 0;
+    ev.goid = goid;
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.stream_id = 0;
+    ev.method_len = 0;
+    ev.pad0 = 0;
+    ev.conn = NO_CONN;
+    Ok(entry)
+}
