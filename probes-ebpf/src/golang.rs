@@ -76,7 +76,15 @@ pub fn go_newproc1(ctx: ProbeContext) -> u32 {
             pad0: 0,
             goid: parent_goid,
         };
-        let stream_id = unsafe { HANDLING_STREAM.get(&key) }.copied().unwrap_or(0);
+        // newproc1(fn, callergp, callerpc, ...): RCX is where the `go` statement is.
+        let caller_pc = regs.rcx;
+        let g = &offsets.grpc;
+        let handler_site = caller_pc >= g.handler_spawn_lo && caller_pc < g.handler_spawn_hi;
+        let stream_id = if handler_site {
+            unsafe { HANDLING_STREAM.get(&key) }.copied().unwrap_or(0)
+        } else {
+            0
+        };
         let spawning = Spawning {
             parent_goid,
             stream_id,

@@ -17,9 +17,9 @@ use aya_ebpf::{
 };
 use wirespan_shared::{
     EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_HEADERS, GO_GRPC_METHOD_LEN,
-    GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED,
-    GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn, GoGrpcCallEvent, GoHeadersEvent,
-    GoOffsets, GrpcOffsets, LOST_RINGBUF_FULL,
+    GO_GRPC_STATUS_UNKNOWN, GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_VALUE_LEN,
+    GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn,
+    GoGrpcCallEvent, GoHeadersEvent, GoOffsets, GrpcOffsets, LOST_RINGBUF_FULL,
 };
 
 use crate::{
@@ -387,13 +387,17 @@ pub fn go_grpc_invoke_return(ctx: ProbeContext) -> u32 {
 }
 
 /// The gRPC code of an `error` interface value: 0 for nil; the code inside a `*status.Error`;
-/// 2 (Unknown, as grpc-go's `status.Code` says) for any other error type.
+/// 2 (Unknown, as grpc-go's `status.Code` says) for any other error type; `GO_GRPC_STATUS_UNKNOWN`
+/// for an error when the binary has no symbols to tell a `*status.Error` by its itab.
 #[inline(always)]
 fn status_code(itab: u64, data: u64, g: &GrpcOffsets) -> u32 {
     if itab == 0 {
         return 0;
     }
-    if g.status_error_itab == 0 || itab != g.status_error_itab || data == 0 {
+    if g.status_error_itab == 0 {
+        return GO_GRPC_STATUS_UNKNOWN;
+    }
+    if itab != g.status_error_itab || data == 0 {
         return 2;
     }
     let code = read_u64(data + u64::from(g.error_status))

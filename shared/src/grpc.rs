@@ -25,6 +25,10 @@ pub const GO_HEADER_FIELDS: usize = 16;
 pub const GO_HEADER_NAME_LEN: usize = 32;
 /// Fits a `traceparent` (55 bytes) and a short `tracestate`; longer values are cut and marked.
 pub const GO_HEADER_VALUE_LEN: usize = 96;
+/// [`GoGrpcCallEvent::status`] of a failed call whose code could not be read (a stripped binary:
+/// without symbols the `*status.Error` type cannot be recognised). The trailers the client
+/// received on the same stream still carry it.
+pub const GO_GRPC_STATUS_UNKNOWN: u32 = u32::MAX;
 /// Bytes of a gRPC method name (`/package.Service/Method`) a [`GoGrpcCallEvent`] carries.
 pub const GO_GRPC_METHOD_LEN: usize = 128;
 
@@ -124,6 +128,13 @@ pub struct GrpcOffsets {
     pub tcp_conn_itab: u64,
     #[cfg_attr(feature = "user", serde(skip))]
     pub status_error_itab: u64,
+    /// Code addresses of the grpc-go server's per-stream spawn site (`(*Server).serveStreams`
+    /// and its closures): a goroutine started from there while `operateHeaders` runs is the
+    /// stream's handler. Others started meanwhile (the runtime's GC workers, say) are not.
+    #[cfg_attr(feature = "user", serde(skip))]
+    pub handler_spawn_lo: u64,
+    #[cfg_attr(feature = "user", serde(skip))]
+    pub handler_spawn_hi: u64,
 }
 
 #[cfg(feature = "user")]
@@ -151,6 +162,6 @@ mod tests {
             size_of::<GoGrpcCallEvent>(),
             4 * 4 + 8 * 2 + 4 + 2 * 2 + size_of::<GoConn>() + GO_GRPC_METHOD_LEN
         );
-        assert_eq!(size_of::<GrpcOffsets>(), 4 * 16 + 8 * 2);
+        assert_eq!(size_of::<GrpcOffsets>(), 4 * 16 + 8 * 4);
     }
 }

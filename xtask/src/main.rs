@@ -129,6 +129,21 @@ fn test() -> anyhow::Result<()> {
 
 /// Go toolchains whose layouts the offsets table records (fetched through GOTOOLCHAIN).
 const GO_VERSIONS: [&str; 3] = ["go1.22.12", "go1.24.11", "go1.26.8"];
+/// grpc-go versions the table records, each built with the Go toolchain the tests pair it with.
+const GRPC_VERSIONS: [(&str, &str); 3] = [
+    ("v1.56.3", "go1.22.12"),
+    ("v1.70.0", "go1.24.11"),
+    ("v1.85.0", "go1.26.8"),
+];
+
+fn go_checked(dir: &Path, toolchain: &str, args: &[&str]) -> anyhow::Result<()> {
+    run_checked(
+        Command::new("go")
+            .args(args)
+            .current_dir(dir)
+            .env("GOTOOLCHAIN", toolchain),
+    )
+}
 
 fn offsets() -> anyhow::Result<()> {
     let out_dir = workspace_root().join("target/go-offsets");
@@ -137,14 +152,37 @@ fn offsets() -> anyhow::Result<()> {
     for version in GO_VERSIONS {
         let binary = out_dir.join(format!("http-hello-{version}"));
         eprintln!("xtask: building examples/http-hello with {version}");
-        run_checked(
-            Command::new("go")
-                .args(["build", "-o"])
-                .arg(&binary)
-                .arg(".")
-                .current_dir(workspace_root().join("examples/http-hello"))
-                .env("GOTOOLCHAIN", version),
+        let out = binary.to_str().context("non-UTF-8 path")?;
+        go_checked(
+            &workspace_root().join("examples/http-hello"),
+            version,
+            &["build", "-o", out, "."],
         )?;
+        binaries.push(binary);
+    }
+    // grpc-echo against each grpc-go version, in a module directory of its own (the example's
+    // go.mod pins the newest grpc-go).
+    for (grpc, toolchain) in GRPC_VERSIONS {
+        let module = out_dir.join(format!("grpc-echo-{grpc}"));
+        std::fs::create_dir_all(&module)?;
+        std::fs::copy(
+            workspace_root().join("examples/grpc-echo/main.go"),
+            module.join("main.go"),
+        )?;
+        std::fs::write(
+            module.join("go.mod"),
+            "module wirespan.dev/examples/grpc-echo\n\ngo 1.22\n",
+        )?;
+        eprintln!("xtask: building examples/grpc-echo against grpc-go {grpc} with {toolchain}");
+        go_checked(
+            &module,
+            toolchain,
+            &["get", &format!("google.golang.org/grpc@{grpc}")],
+        )?;
+        go_checked(&module, toolchain, &["mod", "tidy"])?;
+        let binary = out_dir.join(format!("grpc-echo-{grpc}-{toolchain}"));
+        let out = binary.to_str().context("non-UTF-8 path")?;
+        go_checked(&module, toolchain, &["build", "-o", out, "."])?;
         binaries.push(binary);
     }
     let output = cargo()

@@ -149,20 +149,23 @@ pub fn go_headers_line(h: &GoHeaders, clock: &WallClock) -> String {
 #[must_use]
 pub fn go_grpc_call_line(c: &GoGrpcCall, clock: &WallClock) -> String {
     let time = clock.time_of_day(c.ts_ns);
-    match c.status {
-        None => format!(
+    if c.start {
+        return format!(
             "{time} go-grpc-call-start pid={} tid={} goid={} {}",
             c.pid, c.tid, c.goid, c.method
-        ),
-        Some(code) => format!(
-            "{time} go-grpc-call-end pid={} tid={} goid={} code={code} stream={} {}",
-            c.pid,
-            c.tid,
-            c.goid,
-            c.stream_id,
-            connection_text(&c.conn)
-        ),
+        );
     }
+    let code = c
+        .status
+        .map_or_else(|| "?".to_owned(), |code| code.to_string());
+    format!(
+        "{time} go-grpc-call-end pid={} tid={} goid={} code={code} stream={} {}",
+        c.pid,
+        c.tid,
+        c.goid,
+        c.stream_id,
+        connection_text(&c.conn)
+    )
 }
 
 impl<W: Write> EventSink for ConsoleSink<W> {

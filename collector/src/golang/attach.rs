@@ -114,6 +114,8 @@ fn layout_of(binary: &GoBinary) -> Result<(GoOffsets, Vec<String>), String> {
                             binary.symbol_address(grpc::TCP_CONN_ITAB).unwrap_or(0);
                         layout.status_error_itab =
                             binary.symbol_address(grpc::STATUS_ERROR_ITAB).unwrap_or(0);
+                        (layout.handler_spawn_lo, layout.handler_spawn_hi) =
+                            grpc::spawn_site_range(binary);
                         layout
                     })
                     .ok_or_else(|| format!("no offsets table entry near grpc-go {v}"))
@@ -187,7 +189,7 @@ enum Binary {
     Skipped,
     /// Attached; its processes get this layout.
     Attached {
-        offsets: GoOffsets,
+        offsets: Box<GoOffsets>,
         go_version: String,
         path: PathBuf,
         functions: Vec<String>,
@@ -279,7 +281,7 @@ impl GoAttacher {
             else {
                 return None;
             };
-            let skipped = write_offsets(ebpf, pids, *offsets).err();
+            let skipped = write_offsets(ebpf, pids, **offsets).err();
             return Some(GoReport {
                 binary: path.clone(),
                 pids: pids.to_vec(),
@@ -313,7 +315,7 @@ impl GoAttacher {
                 self.binaries.insert(
                     inode,
                     Binary::Attached {
-                        offsets: attached.offsets,
+                        offsets: Box::new(attached.offsets),
                         go_version: binary.build_info.go_version.clone(),
                         path: report.binary.clone(),
                         functions: attached.functions,
@@ -381,6 +383,7 @@ fn attach_function(
 fn wanted_functions() -> Vec<&'static str> {
     let mut wanted = vec![SERVE_HTTP, NEWPROC1, ROUND_TRIP];
     wanted.extend(grpc::PROBES.iter().map(|(name, _, _)| *name));
+    wanted.extend(grpc::SPAWN_SITES);
     wanted
 }
 

@@ -119,12 +119,7 @@ pub fn inspect(
                 && let Some(AttributeValue::Udata(offset)) =
                     entry.attr_value(gimli::DW_AT_data_member_location)
             {
-                let pointer = match entry.attr_value(gimli::DW_AT_type) {
-                    Some(AttributeValue::UnitRef(target)) => {
-                        unit.entry(target)?.tag() == gimli::DW_TAG_pointer_type
-                    }
-                    _ => false,
-                };
+                let pointer = type_is_pointer(&dwarf, &unit, entry.attr_value(gimli::DW_AT_type))?;
                 found
                     .members
                     .insert((strukt.clone(), name), Member { offset, pointer });
@@ -140,4 +135,36 @@ pub fn inspect(
         }
     }
     Ok(found)
+}
+
+type Reader<'a> = EndianSlice<'a, LittleEndian>;
+
+/// Whether a `DW_AT_type` names a pointer type. Go refers to types with `DW_FORM_ref_addr`
+/// (offsets into the whole `.debug_info`, its types living in a unit of their own), so the
+/// target may be in another unit.
+fn type_is_pointer(
+    dwarf: &gimli::Dwarf<Reader<'_>>,
+    unit: &gimli::Unit<Reader<'_>>,
+    attr: Option<AttributeValue<Reader<'_>>>,
+) -> Result<bool, DwarfError> {
+    let tag = match attr {
+        Some(AttributeValue::UnitRef(target)) => unit.entry(target)?.tag(),
+        Some(AttributeValue::DebugInfoRef(target)) => {
+            let mut headers = dwarf.units();
+            let mut found = None;
+            while let Some(header) = headers.next()? {
+                if let Some(local) = target.to_unit_offset(&header) {
+                    let other = dwarf.unit(header)?;
+                    found = Some(other.entry(local)?.tag());
+                    break;
+                }
+            }
+            match found {
+                Some(tag) => tag,
+                None => return Ok(false),
+            }
+        }
+        _ => return Ok(false),
+    };
+    Ok(tag == gimli::DW_TAG_pointer_type)
 }

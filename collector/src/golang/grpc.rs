@@ -37,6 +37,30 @@ pub const PROBES: [(&str, &str, &str); 5] = [
     (INVOKE, "go_grpc_invoke", "go_grpc_invoke_return"),
 ];
 
+/// The grpc-go server's per-stream spawn site: `serveStreams` and the closures that start each
+/// stream's handler goroutine (`func1` or `func2`, by version).
+pub const SPAWN_SITES: [&str; 3] = [
+    "google.golang.org/grpc.(*Server).serveStreams",
+    "google.golang.org/grpc.(*Server).serveStreams.func1",
+    "google.golang.org/grpc.(*Server).serveStreams.func2",
+];
+
+/// The address range spanning the spawn sites the binary has, leaving out any that lie over
+/// 1 MiB from `serveStreams` itself (a closure numbered alike elsewhere); (0, 0) when none.
+#[must_use]
+pub fn spawn_site_range(binary: &GoBinary) -> (u64, u64) {
+    let Some(base) = binary.function(SPAWN_SITES[0]) else {
+        return (0, 0);
+    };
+    SPAWN_SITES
+        .iter()
+        .filter_map(|name| binary.function(name))
+        .filter(|r| r.address.abs_diff(base.address) < 1 << 20)
+        .fold((u64::MAX, 0), |(lo, hi), r| {
+            (lo.min(r.address), hi.max(r.address + r.size))
+        })
+}
+
 pub const TCP_CONN_ITAB: &str = "go:itab.*net.TCPConn,net.Conn";
 pub const STATUS_ERROR_ITAB: &str = "go:itab.*google.golang.org/grpc/internal/status.Error,error";
 
@@ -122,6 +146,8 @@ pub fn layout_from_dwarf(facts: &Facts, binary: &GoBinary) -> Result<GrpcOffsets
         pad0: 0,
         tcp_conn_itab: binary.symbol_address(TCP_CONN_ITAB).unwrap_or(0),
         status_error_itab: binary.symbol_address(STATUS_ERROR_ITAB).unwrap_or(0),
+        handler_spawn_lo: spawn_site_range(binary).0,
+        handler_spawn_hi: spawn_site_range(binary).1,
     })
 }
 

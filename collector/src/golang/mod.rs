@@ -145,6 +145,12 @@ impl GoBinary {
             .map(|s| s.address())
     }
 
+    /// The address range of a function asked for at `open`, if the binary has it.
+    #[must_use]
+    pub fn function(&self, name: &str) -> Option<Range> {
+        self.functions.get(name).copied()
+    }
+
     /// The uprobe offsets of a function, if the binary has it.
     #[must_use]
     pub fn probe(&self, name: &str) -> Option<FunctionProbe> {

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 
 use wirespan_shared::{
-    EVENT_GO_GRPC_CLIENT_START, GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_VALUE_LEN,
-    GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn,
-    GoGrpcCallEvent, GoHeadersEvent,
+    EVENT_GO_GRPC_CLIENT_START, GO_GRPC_STATUS_UNKNOWN, GO_HEADER_FIELDS, GO_HEADER_NAME_LEN,
+    GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED,
+    GoConn, GoGrpcCallEvent, GoHeadersEvent,
 };
 
 use super::decode::{DecodeError, endpoints, go_text};
@@ -83,7 +83,8 @@ pub struct GoGrpcCall {
     pub tid: u32,
     pub goid: u64,
     pub method: String,
-    /// At the return: the gRPC status code.
+    /// At the return: the gRPC status code (None at the start, and for a failed call of a
+    /// stripped binary, whose code is in the trailers the client received on `stream_id`).
     pub status: Option<u32>,
     pub stream_id: u32,
     pub conn: GoConnection,
@@ -135,7 +136,7 @@ pub(super) fn decode_call(raw: &GoGrpcCallEvent) -> GoGrpcCall {
         tid: raw.tid,
         goid: raw.goid,
         method: go_text(&raw.method, raw.method_len),
-        status: (!start).then_some(raw.status),
+        status: (!start && raw.status != GO_GRPC_STATUS_UNKNOWN).then_some(raw.status),
         stream_id: raw.stream_id,
         conn: connection(&raw.conn),
         ts_ns: raw.ts_ns,

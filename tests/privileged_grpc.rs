@@ -1,0 +1,357 @@
+//! Privileged end to end (needs root, a kernel and Go): grpc-go servers and clients traced with
+//! uprobes, across Go and grpc-go versions (go1.22 + grpc-go 1.56, go1.24 + 1.70, the machine's
+//! newest Go + 1.85), each built with DWARF and stripped. The server starts before the agent and
+//! the client after it. For 1,000 unary calls and 5 server-streaming calls the test checks, call
+//! by call: the method, the `traceparent` each call sent (read on both sides), the stream ids,
+//! the five-tuple, the gRPC status (OK, or NotFound on every fifth call), the handler goroutine
+//! of each stream and the grandchild goroutine it starts; and that nothing crashed.
+
+mod support;
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use serde_json::Value;
+use support::{Agent, require_privileges};
+use wirespan::testing::cannot_run;
+
+/// (Go toolchain, grpc-go version): spread from the oldest supported to the newest.
+const MATRIX: [(&str, &str); 3] = [
+    ("go1.22.12", "v1.56.3"),
+    ("go1.24.11", "v1.70.0"),
+    ("go1.26.8", "v1.85.0"),
+];
+const CALLS: usize = 1000;
+const STREAMS: usize = 5;
+const SAY: &str = "/wirespan.echo.Echo/Say";
+const COUNT: &str = "/wirespan.echo.Echo/Count";
+
+/// Build examples/grpc-echo against one grpc-go version with one Go toolchain, in a module
+/// directory of its own (the example's go.mod pins the newest grpc-go).
+fn build(toolchain: &str, grpc: &str, stripped: bool) -> Result<PathBuf, String> {
+    let example = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/grpc-echo"
+    ));
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let module = tmp.join(format!("grpc-echo-module-{grpc}-{toolchain}"));
+    std::fs::create_dir_all(&module).map_err(|e| e.to_string())?;
+    std::fs::copy(example.join("main.go"), module.join("main.go")).map_err(|e| e.to_string())?;
+    if !module.join("go.sum").exists() {
+        std::fs::write(
+            module.join("go.mod"),
+            "module wirespan.dev/examples/grpc-echo\n\ngo 1.22\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let get = format!("google.golang.org/grpc@{grpc}");
+        for args in [&["get", get.as_str()][..], &["mod", "tidy"]] {
+            go(&module, toolchain, args)?;
+        }
+    }
+    let out = tmp.join(format!(
+        "grpc-echo-{grpc}-{toolchain}{}",
+        if stripped { "-stripped" } else { "" }
+    ));
+    let out_arg = out.to_str().ok_or("non-UTF-8 path")?;
+    if stripped {
+        go(
+            &module,
+            toolchain,
+            &["build", "-ldflags=-s -w", "-o", out_arg, "."],
+        )?;
+    } else {
+        go(&module, toolchain, &["build", "-o", out_arg, "."])?;
+    }
+    Ok(out)
+}
+
+fn go(dir: &Path, toolchain: &str, args: &[&str]) -> Result<(), String> {
+    let output = Command::new("go")
+        .args(args)
+        .current_dir(dir)
+        .env("GOTOOLCHAIN", toolchain)
+        .output()
+        .map_err(|e| format!("cannot run go: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "go {} ({toolchain}) failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// A running grpc-echo server and the address it serves on.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(binary: &Path) -> Self {
+        let mut child = Command::new(binary)
+            .arg("server")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut addr = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut addr)
+            .unwrap();
+        Self {
+            child,
+            addr: addr.trim().to_owned(),
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the client to completion; its pid and whether every call came back as expected.
+fn run_client(binary: &Path, addr: &str, calls: usize, streams: usize) -> (u32, bool, String) {
+    let child = Command::new(binary)
+        .args(["client", "--target", addr])
+        .args(["--requests", &calls.to_string()])
+        .args(["--streams", &streams.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    (
+        pid,
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn of_type<'a>(events: &'a [Value], kind: &str, pid: u32) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == kind && e["pid"] == pid)
+        .collect()
+}
+
+fn header<'a>(event: &'a Value, name: &str) -> Option<&'a str> {
+    event["fields"]
+        .as_array()?
+        .iter()
+        .find(|f| f[0] == name)
+        .and_then(|f| f[1].as_str())
+}
+
+/// Call i's traceparent, as the client sends it.
+fn traceparent(i: usize) -> String {
+    format!("00-0af7651916cd43dd8448eb211c80319c-{:016x}-01", i + 1)
+}
+
+#[test]
+fn privileged_grpc_go_calls_are_traced_across_go_and_grpc_versions_stripped_or_not() {
+    if !require_privileges() {
+        return;
+    }
+    for (toolchain, grpc) in MATRIX {
+        for stripped in [false, true] {
+            let binary = match build(toolchain, grpc, stripped) {
+                Ok(binary) => binary,
+                Err(why) => return cannot_run(&format!("cannot build grpc-echo: {why}")),
+            };
+            let variant = format!("{toolchain} grpc-go {grpc} stripped={stripped}");
+            check_variant(&binary, &variant, stripped);
+        }
+    }
+}
+
+fn check_variant(binary: &Path, variant: &str, stripped: bool) {
+    // The server starts before the agent (found by the /proc scan), the client after it (found
+    // by its exec event).
+    let mut server = Server::start(binary);
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let agent = Agent::start(&["events", "--json", "--port", &port]);
+    let report = agent.report.join("\n");
+    let server_line = report
+        .lines()
+        .find(|l| l.contains(&format!("pids {})", server.child.id())))
+        .unwrap_or_else(|| panic!("{variant}: no report line for the server:\n{report}"));
+    for function in [
+        "(*http2Server).operateHeaders",
+        "(*loopyWriter).writeHeader",
+    ] {
+        assert!(server_line.contains(function), "{variant}: {server_line}");
+    }
+    assert_eq!(
+        server_line.contains("layout from the offsets table"),
+        stripped,
+        "{variant}: {server_line}"
+    );
+    let (client_pid, client_ok, client_out) = run_client(binary, &server.addr, CALLS, STREAMS);
+    assert!(
+        client_ok,
+        "{variant}: the client saw wrong answers: {client_out}"
+    );
+    let stopped = agent.stop();
+    // Detached, the server still answers.
+    assert!(server.alive(), "{variant}: the server died");
+    assert!(
+        run_client(binary, &server.addr, 5, 1).1,
+        "{variant}: after detach"
+    );
+    let events = stopped.events();
+    let summary = stopped.stderr.lines().last().unwrap_or("").to_owned();
+
+    check_client(
+        &events,
+        client_pid,
+        &server.addr,
+        variant,
+        stripped,
+        &summary,
+    );
+    check_server(&events, server.child.id(), &server.addr, variant, &summary);
+}
+
+/// The client's calls: method, caller goroutine, stream, connection, headers sent and status.
+fn check_client(
+    events: &[Value],
+    client_pid: u32,
+    server_addr: &str,
+    variant: &str,
+    stripped: bool,
+    summary: &str,
+) {
+    // Client side: one call start and end per unary call, in order on the caller goroutine.
+    let starts = of_type(events, "go_grpc_call_start", client_pid);
+    let ends = of_type(events, "go_grpc_call_end", client_pid);
+    assert_eq!(starts.len(), CALLS, "{variant}: {summary}");
+    assert_eq!(ends.len(), CALLS, "{variant}: {summary}");
+    let client_sent: HashMap<u64, &Value> = of_type(events, "go_headers", client_pid)
+        .into_iter()
+        .filter(|h| h["source"] == "sent")
+        .map(|h| (h["stream_id"].as_u64().unwrap(), h))
+        .collect();
+    let client_trailers: HashMap<u64, &Value> = of_type(events, "go_headers", client_pid)
+        .into_iter()
+        .filter(|h| h["source"] == "client_received" && header(h, "grpc-status").is_some())
+        .map(|h| (h["stream_id"].as_u64().unwrap(), h))
+        .collect();
+    let mut call_streams = Vec::new();
+    for (i, (start, end)) in starts.iter().zip(&ends).enumerate() {
+        assert_eq!(start["method"], SAY, "{variant}");
+        assert_eq!(start["goid"], end["goid"], "{variant}: call {i}");
+        let want_code = if i % 5 == 4 { 5 } else { 0 };
+        let stream = end["stream_id"].as_u64().unwrap();
+        assert!(
+            stream % 2 == 1,
+            "{variant}: call {i}: client stream ids are odd: {end}"
+        );
+        assert_eq!(end["conn"]["remote"], server_addr, "{variant}: {end}");
+        // The headers sent on the call's stream are the call's own.
+        let sent = client_sent
+            .get(&stream)
+            .unwrap_or_else(|| panic!("{variant}: no headers sent on stream {stream}"));
+        assert_eq!(header(sent, ":path"), Some(SAY), "{variant}");
+        assert_eq!(
+            header(sent, "traceparent"),
+            Some(traceparent(i).as_str()),
+            "{variant}"
+        );
+        // The status: read from the returned error, or (stripped, failed) from the trailers.
+        let trailers = client_trailers[&stream];
+        assert_eq!(
+            header(trailers, "grpc-status"),
+            Some(want_code.to_string().as_str()),
+            "{variant}"
+        );
+        match end["status"].as_u64() {
+            Some(code) => assert_eq!(code, want_code, "{variant}: call {i}: {end}"),
+            None => assert!(stripped && want_code != 0, "{variant}: call {i}: {end}"),
+        }
+        call_streams.push(stream);
+    }
+    let unique: std::collections::HashSet<_> = call_streams.iter().collect();
+    assert_eq!(unique.len(), CALLS, "{variant}: one stream per call");
+}
+
+/// The server's side of each call: the request headers it read, the goroutine that handled it
+/// (and that goroutine's descendants), and the status in its trailers.
+fn check_server(
+    events: &[Value],
+    server_pid: u32,
+    server_addr: &str,
+    variant: &str,
+    summary: &str,
+) {
+    // Server side: each request's headers, its handler goroutine and its trailers.
+    let received: Vec<&Value> = of_type(events, "go_headers", server_pid)
+        .into_iter()
+        .filter(|h| h["source"] == "server_received")
+        .collect();
+    assert_eq!(received.len(), CALLS + STREAMS, "{variant}: {summary}");
+    let spawns = of_type(events, "go_spawn", server_pid);
+    let trailers: HashMap<u64, &Value> = of_type(events, "go_headers", server_pid)
+        .into_iter()
+        .filter(|h| h["source"] == "sent" && h["end_stream"] == true)
+        .map(|h| (h["stream_id"].as_u64().unwrap(), h))
+        .collect();
+    let mut says = 0;
+    for request in &received {
+        let stream = request["stream_id"].as_u64().unwrap();
+        assert_eq!(
+            request["conn"]["local"], server_addr,
+            "{variant}: {request}"
+        );
+        let path = header(request, ":path").unwrap();
+        let handler = spawns
+            .iter()
+            .find(|s| s["stream_id"] == stream && s["parent_goid"] == request["goid"])
+            .unwrap_or_else(|| panic!("{variant}: no handler goroutine for stream {stream}"));
+        let status = header(trailers[&stream], "grpc-status");
+        if path == SAY {
+            let i = says;
+            says += 1;
+            assert_eq!(
+                header(request, "traceparent"),
+                Some(traceparent(i).as_str()),
+                "{variant}: the server read call {i}'s own headers"
+            );
+            assert_eq!(
+                status,
+                Some(if i % 5 == 4 { "5" } else { "0" }),
+                "{variant}: call {i}"
+            );
+            // Successful Say handlers start a child that starts a grandchild: both descend
+            // from the stream's handler goroutine.
+            if i % 5 != 4 {
+                let child = spawns
+                    .iter()
+                    .find(|s| s["parent_goid"] == handler["child_goid"])
+                    .unwrap_or_else(|| panic!("{variant}: call {i}: no child goroutine"));
+                assert!(
+                    spawns
+                        .iter()
+                        .any(|s| s["parent_goid"] == child["child_goid"]),
+                    "{variant}: call {i}: no grandchild goroutine"
+                );
+            }
+        } else {
+            assert_eq!(path, COUNT, "{variant}");
+            assert_eq!(status, Some("0"), "{variant}");
+        }
+    }
+    assert_eq!(says, CALLS, "{variant}");
+}
