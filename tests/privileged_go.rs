@@ -125,7 +125,7 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
         let report = agent.report.join("\n");
         assert!(
             report.contains(&format!(
-                "pids {}): attached runtime.newproc1, http.serverHandler.ServeHTTP, http.(*Transport).roundTrip",
+                "pids {}): attached runtime.newproc1, runtime.goexit1, http.serverHandler.ServeHTTP, http.(*Transport).roundTrip",
                 service.pid()
             )),
             "{report}"
@@ -229,7 +229,7 @@ fn privileged_go_program_started_after_the_agent_is_found_by_its_exec_and_traced
     let mut agent = Agent::start(&["events", "--json"]);
     let service = Service::start(&binary);
     agent.wait_for_line(&format!(
-        "pids {}): attached runtime.newproc1, http.serverHandler.ServeHTTP, http.(*Transport).roundTrip",
+        "pids {}): attached runtime.newproc1, runtime.goexit1, http.serverHandler.ServeHTTP, http.(*Transport).roundTrip",
         service.pid()
     ));
     for i in 0..20 {

@@ -1,5 +1,6 @@
-//! Go uprobes: `net/http.serverHandler.ServeHTTP` and `runtime.newproc1`, each at its entry and
-//! at each RET instruction (never a uretprobe: Go moves stacks, golang/go#22008). Go's register ABI puts the handler's
+//! Go uprobes: `net/http.serverHandler.ServeHTTP`, `(*http.Transport).roundTrip` and
+//! `runtime.newproc1`, each at its entry and at each RET instruction (never a uretprobe: Go
+//! moves stacks, golang/go#22008), and `runtime.goexit1` at its entry. Go's register ABI puts the handler's
 //! `*http.Request` in RDI and the `ResponseWriter` interface in RBX (itab) and RCX (data); the
 //! current goroutine's `g` is in R14. Probes only read; offsets come per process from user space
 //! (`GO_PROCS`), and a process without an entry is ignored.
@@ -13,13 +14,13 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use wirespan_shared::{
-    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START,
-    EVENT_GO_SPAWN, GO_HOST_LEN, GO_METHOD_LEN, GO_PATH_LEN, GoOffsets, GoServeEvent, GoSpawnEvent,
-    LOST_RINGBUF_FULL,
+    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_EXIT, EVENT_GO_SERVE_END,
+    EVENT_GO_SERVE_START, EVENT_GO_SPAWN, GO_HOST_LEN, GO_METHOD_LEN, GO_PATH_LEN, GoExitEvent,
+    GoOffsets, GoServeEvent, GoSpawnEvent, LOST_RINGBUF_FULL,
 };
 
 use crate::{
-    grpc::HANDLING_STREAM,
+    grpc::{HANDLING_STREAM, forget_goroutine},
     maps::{EVENTS, count_lost, process_passes},
 };
 
@@ -121,6 +122,43 @@ pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
         stream_id: spawning.stream_id,
         parent_goid: spawning.parent_goid,
         child_goid: child,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if EVENTS.output(&ev, 0).is_err() {
+        count_lost(LOST_RINGBUF_FULL);
+    }
+    0
+}
+
+/// `runtime.goexit1` entry, on the ending goroutine (R14): drop its per-goroutine state here
+/// and tell user space, so neither side keeps state for goroutines that are gone.
+#[uprobe]
+pub fn go_goexit(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(offsets) = (unsafe { GO_PROCS.get(&tgid) }).copied() else {
+        return 0;
+    };
+    let regs = unsafe { &*ctx.regs };
+    let Ok(goid) = read_u64(regs.r14 + u64::from(offsets.g_goid)) else {
+        return 0;
+    };
+    let key = GoroutineKey {
+        tgid,
+        pad0: 0,
+        goid,
+    };
+    let _ = SERVING.remove(&key);
+    forget_goroutine(&key);
+    if !process_passes(tgid) {
+        return 0;
+    }
+    let ev = GoExitEvent {
+        kind: EVENT_GO_EXIT,
+        pid: tgid,
+        tid: pid_tgid as u32,
+        pad0: 0,
+        goid,
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
     if EVENTS.output(&ev, 0).is_err() {

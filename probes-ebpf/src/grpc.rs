@@ -47,6 +47,13 @@ struct CallCtx {
 #[map]
 static CALLS: LruHashMap<GoroutineKey, CallCtx> = LruHashMap::with_max_entries(65_536, 0);
 
+/// A goroutine ended: drop what the gRPC probes kept for it.
+#[inline(always)]
+pub fn forget_goroutine(key: &GoroutineKey) {
+    let _ = HANDLING_STREAM.remove(key);
+    let _ = CALLS.remove(key);
+}
+
 /// The offsets of the current process, if it is an attached Go program that passes the filters,
 /// with its pid/tgid and the current goroutine's id.
 #[inline(always)]

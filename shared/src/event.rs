@@ -45,6 +45,21 @@ pub struct GoSpawnEvent {
     pub ts_ns: u64,
 }
 
+/// Tag of [`GoExitEvent`]: a goroutine ended (`runtime.goexit1`).
+pub const EVENT_GO_EXIT: u32 = 14;
+
+/// A goroutine ended: user space forgets its ancestry, the probes their per-goroutine state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoExitEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub pad0: u32,
+    pub goid: u64,
+    pub ts_ns: u64,
+}
+
 /// A process executed a new program.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,5 +279,6 @@ mod tests {
         assert_eq!(size_of::<GoOffsets>(), 4 * 8 + 8 + size_of::<GrpcOffsets>());
         assert_eq!(size_of::<ExecEvent>(), 4 * 2 + 8 + COMM_LEN);
         assert_eq!(size_of::<GoSpawnEvent>(), 4 * 4 + 8 * 3);
+        assert_eq!(size_of::<GoExitEvent>(), 4 * 4 + 8 * 2);
     }
 }

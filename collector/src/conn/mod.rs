@@ -122,6 +122,7 @@ impl ConnTable {
             // Go context joins in the correlation stage, not here.
             Event::GoServe(_)
             | Event::GoSpawn(_)
+            | Event::GoExit(_)
             | Event::GoHeaders(_)
             | Event::GoGrpcCall(_)
             | Event::Exec(_) => {}

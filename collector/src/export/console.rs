@@ -190,6 +190,14 @@ impl<W: Write> EventSink for ConsoleSink<W> {
                     format!(" (handler of stream {})", g.stream_id)
                 }
             ),
+            Event::GoExit(g) if self.show_data => writeln!(
+                self.out,
+                "{} go-exit pid={} tid={} goid={}",
+                self.clock.time_of_day(g.ts_ns),
+                g.pid,
+                g.tid,
+                g.goid
+            ),
             Event::Exec(e) if self.show_data => {
                 writeln!(
                     self.out,
@@ -200,7 +208,7 @@ impl<W: Write> EventSink for ConsoleSink<W> {
                 )
             }
             // `wirespan run` shows the connection lifecycle and Go handlers only.
-            Event::Data(_) | Event::GoSpawn(_) | Event::Exec(_) => Ok(()),
+            Event::Data(_) | Event::GoSpawn(_) | Event::GoExit(_) | Event::Exec(_) => Ok(()),
         }
     }
 

@@ -183,6 +183,12 @@ impl<W: Write> EventSink for JsonLinesSink<W> {
                     "stream_id": g.stream_id, "ts_ns": g.ts_ns,
                 }),
             )?,
+            Event::GoExit(g) => serde_json::to_writer(
+                &mut self.out,
+                &serde_json::json!({
+                    "type": "go_exit", "pid": g.pid, "tid": g.tid, "goid": g.goid, "ts_ns": g.ts_ns,
+                }),
+            )?,
             Event::GoHeaders(h) => serde_json::to_writer(&mut self.out, &go_headers_json(h))?,
             Event::GoGrpcCall(c) => serde_json::to_writer(
                 &mut self.out,

@@ -26,6 +26,7 @@ use crate::load::error_chain;
 pub const SERVE_HTTP: &str = "net/http.serverHandler.ServeHTTP";
 pub const NEWPROC1: &str = "runtime.newproc1";
 pub const ROUND_TRIP: &str = "net/http.(*Transport).roundTrip";
+pub const GOEXIT1: &str = "runtime.goexit1";
 const RESPONSE_ITAB: &str = "go:itab.*net/http.response,net/http.ResponseWriter";
 const MEMBERS: [(&str, &str); 8] = [
     ("net/url.URL", "Host"),
@@ -381,7 +382,7 @@ fn attach_function(
 
 /// Every function the probes may go on.
 fn wanted_functions() -> Vec<&'static str> {
-    let mut wanted = vec![SERVE_HTTP, NEWPROC1, ROUND_TRIP];
+    let mut wanted = vec![SERVE_HTTP, NEWPROC1, ROUND_TRIP, GOEXIT1];
     wanted.extend(grpc::PROBES.iter().map(|(name, _, _)| *name));
     wanted.extend(grpc::SPAWN_SITES);
     wanted
@@ -435,6 +436,14 @@ fn attach_binary(
         .ok_or_else(|| format!("no {NEWPROC1} with a RET instruction"))?;
     attach_function(ebpf, exe, &spawn, "go_newproc1", "go_newproc1_return")?;
     let mut functions = vec![short_name(NEWPROC1)];
+    // Goroutine ends let both sides forget per-goroutine state; without them the bounded
+    // tables still evict the oldest entries.
+    if let Some(exit) = binary.probe(GOEXIT1) {
+        attach_function(ebpf, exe, &exit, "go_goexit", "")?;
+        functions.push(short_name(GOEXIT1));
+    } else {
+        notes.push(format!("no {GOEXIT1}: goroutine ends not seen"));
+    }
     for (probe, entry, ret) in present {
         if !ret.is_empty() && probe.return_offsets.is_empty() {
             notes.push(format!(

@@ -7,10 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use wirespan_shared::{
     AF_INET, AF_INET6, COMM_LEN, ConnEvent, DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS,
     DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_EXEC,
-    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_GRPC_CLIENT_END,
+    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_EXIT, EVENT_GO_GRPC_CLIENT_END,
     EVENT_GO_GRPC_CLIENT_START, EVENT_GO_HEADERS, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START,
-    EVENT_GO_SPAWN, ExecEvent, GoGrpcCallEvent, GoHeadersEvent, GoServeEvent, GoSpawnEvent,
-    MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
+    EVENT_GO_SPAWN, ExecEvent, GoExitEvent, GoGrpcCallEvent, GoHeadersEvent, GoServeEvent,
+    GoSpawnEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
 };
 
 use super::grpc::{GoGrpcCall, GoHeaders};
@@ -128,6 +128,15 @@ pub struct GoSpawn {
     pub ts_ns: u64,
 }
 
+/// A goroutine ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoExit {
+    pub pid: u32,
+    pub tid: u32,
+    pub goid: u64,
+    pub ts_ns: u64,
+}
+
 /// A process executed a new program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exec {
@@ -143,6 +152,7 @@ pub enum Event {
     Data(Data),
     GoServe(GoServe),
     GoSpawn(GoSpawn),
+    GoExit(GoExit),
     GoHeaders(GoHeaders),
     GoGrpcCall(GoGrpcCall),
     Exec(Exec),
@@ -157,6 +167,7 @@ impl Event {
             Self::Data(d) => d.ts_exit_ns,
             Self::GoServe(g) => g.ts_ns,
             Self::GoSpawn(g) => g.ts_ns,
+            Self::GoExit(g) => g.ts_ns,
             Self::GoHeaders(g) => g.ts_ns,
             Self::GoGrpcCall(g) => g.ts_ns,
             Self::Exec(e) => e.ts_ns,
@@ -204,6 +215,15 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
                 stream_id: raw.stream_id,
                 parent_goid: raw.parent_goid,
                 child_goid: raw.child_goid,
+                ts_ns: raw.ts_ns,
+            }))
+        }
+        EVENT_GO_EXIT => {
+            let raw = read_struct::<GoExitEvent>(record)?;
+            Ok(Event::GoExit(GoExit {
+                pid: raw.pid,
+                tid: raw.tid,
+                goid: raw.goid,
                 ts_ns: raw.ts_ns,
             }))
         }

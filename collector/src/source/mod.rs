@@ -8,6 +8,6 @@ pub mod recording;
 pub mod ringbuf;
 
 pub use decode::{
-    Conn, ConnKind, Data, DecodeError, Direction, Event, Exec, GoServe, GoSpawn, decode,
+    Conn, ConnKind, Data, DecodeError, Direction, Event, Exec, GoExit, GoServe, GoSpawn, decode,
 };
 pub use grpc::{GoConnection, GoGrpcCall, GoHeaders, HeaderField, HeadersSource};
