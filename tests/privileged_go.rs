@@ -61,10 +61,18 @@ impl Service {
 
     /// GET `path` on a new connection; returns the status code and body.
     fn get(&self, path: &str) -> (u16, String) {
+        self.get_traced(path, None)
+    }
+
+    /// GET `path`, with a `traceparent` whose parent span id is `span` when given.
+    fn get_traced(&self, path: &str, span: Option<u64>) -> (u16, String) {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
+        let traceparent = span.map_or_else(String::new, |span| {
+            format!("traceparent: {}\r\n", traceparent(span))
+        });
         // One write, as real clients do, so the server reads each request whole.
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{traceparent}Connection: close\r\n\r\n",
             self.addr
         );
         stream.write_all(request.as_bytes()).unwrap();
@@ -103,6 +111,10 @@ fn report_line(stderr: &str, pid: u32) -> &str {
     lines[0]
 }
 
+fn traceparent(span: u64) -> String {
+    format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{span:016x}-01")
+}
+
 fn go_events<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == kind).collect()
 }
@@ -137,7 +149,7 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
             } else {
                 format!("/hello?name=n{i}")
             };
-            let (status, _) = service.get(&path);
+            let (status, _) = service.get_traced(&path, Some(i + 1));
             assert_eq!(
                 status, 200,
                 "request {i} failed: the program must keep working"
@@ -214,8 +226,69 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
             joined, 1100,
             "every request read was tied to its handler's goroutine"
         );
+        check_connections(&events, &starts, &reads, &service.addr);
         drop(service);
     }
+}
+
+/// Each handler names the connection it serves, and each outbound request the pooled
+/// connection it goes out on; the bytes on that connection carry the request's own headers
+/// (its `traceparent`), which is where wirespan reads them (see `GoConnEvent`).
+fn check_connections(events: &[Value], starts: &[&Value], reads: &[&Value], addr: &str) {
+    let conns = go_events(events, "go_conn");
+    let conn_of = |start: &Value, role: &str| {
+        conns
+            .iter()
+            .find(|c| {
+                c["role"] == role
+                    && c["goid"] == start["goid"]
+                    && c["ts_ns"].as_u64() >= start["ts_ns"].as_u64()
+            })
+            .map(|c| c["conn"].clone())
+            .unwrap_or_else(|| panic!("no {role} connection for {start}"))
+    };
+    let mut traced = 0;
+    for start in starts {
+        let conn = conn_of(start, "server");
+        assert_eq!(conn["local"], addr, "{conn}");
+        let on_conn = |d: &&&Value| {
+            format!("{}:{}", d["daddr"].as_str().unwrap(), d["dport"]) == conn["remote"]
+        };
+        let request = reads
+            .iter()
+            .find(on_conn)
+            .unwrap_or_else(|| panic!("no bytes on {conn} for {start}"));
+        let payload = request["payload"].as_str().unwrap();
+        // The client's own requests carry a traceparent naming the request's index.
+        if let Some(name) = payload
+            .split_once("name=n")
+            .and_then(|(_, rest)| rest.split(' ').next())
+        {
+            let i: u64 = name.parse().unwrap();
+            assert!(
+                payload.contains(&format!("traceparent: {}", traceparent(i + 1))),
+                "{payload}"
+            );
+            traced += 1;
+        }
+    }
+    // 900 /hello?name=n<i> (the /chain requests carry their traceparent too, unchecked).
+    assert_eq!(traced, 900);
+    // Outbound: each /chain's round trip names the pooled connection it used, whichever
+    // goroutine dialled it.
+    let clients = go_events(events, "go_client_start");
+    assert_eq!(clients.len(), 100);
+    let mut remotes = std::collections::HashSet::new();
+    for client in clients {
+        let conn = conn_of(client, "client");
+        assert_eq!(conn["remote"], addr, "{conn}");
+        remotes.insert(conn["local"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        remotes.len() < 100,
+        "keep-alive: requests reuse pooled connections ({} used)",
+        remotes.len()
+    );
 }
 
 #[test]

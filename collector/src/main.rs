@@ -226,10 +226,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let binary = wirespan::golang::GoBinary::open(&path, &[])?;
                 let (offsets, grpc) = wirespan::golang::attach::dwarf_layout(&binary)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                table.go.insert(
-                    binary.build_info.go_version.clone(),
-                    wirespan::golang::offsets_table::TableEntry::from_offsets(&offsets),
-                );
+                // The first binary of a Go version gives its entry: later ones (grpc-echo, with
+                // no net/http server linked in) lack some of the net/http types.
+                table
+                    .go
+                    .entry(binary.build_info.go_version.clone())
+                    .or_insert_with(|| {
+                        wirespan::golang::offsets_table::TableEntry::from_offsets(&offsets)
+                    });
                 if let Some(grpc) = grpc {
                     let grpc = grpc.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                     let version = binary

@@ -14,14 +14,16 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use wirespan_shared::{
-    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_EXIT, EVENT_GO_SERVE_END,
-    EVENT_GO_SERVE_START, EVENT_GO_SPAWN, GO_HOST_LEN, GO_METHOD_LEN, GO_PATH_LEN, GoExitEvent,
-    GoOffsets, GoServeEvent, GoSpawnEvent, LOST_RINGBUF_FULL,
+    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_EXIT, EVENT_GO_SERVE_END,
+    EVENT_GO_SERVE_START, EVENT_GO_SPAWN, GO_CONN_CLIENT, GO_CONN_SERVER, GO_HOST_LEN,
+    GO_METHOD_LEN, GO_PATH_LEN, GoConn, GoConnEvent, GoExitEvent, GoOffsets, GoServeEvent,
+    GoSpawnEvent, LOST_RINGBUF_FULL,
 };
 
 use crate::{
     grpc::{HANDLING_STREAM, forget_goroutine},
     maps::{EVENTS, count_lost, process_passes},
+    sock::{read_tuple, tcp_sock_of_fd},
 };
 
 /// tgid → the layout of its binary. Written by user space for each Go process it attached to.
@@ -167,6 +169,49 @@ pub fn go_goexit(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Tell user space which connection the request on goroutine `goid` uses.
+#[inline(always)]
+fn send_conn(pid_tgid: u64, goid: u64, role: u32, conn: GoConn) {
+    let ev = GoConnEvent {
+        kind: EVENT_GO_CONN,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        role,
+        goid,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        conn,
+    };
+    if EVENTS.output(&ev, 0).is_err() {
+        count_lost(LOST_RINGBUF_FULL);
+    }
+}
+
+/// `(*persistConn).roundTrip(req)` entry, on the requesting goroutine: RAX is the pooled
+/// connection the request goes out on. Its reads and writes happen on the connection's own
+/// goroutines (started by whichever request dialled it), so this is what ties a request that
+/// reuses a pooled connection to the bytes on it.
+#[uprobe]
+pub fn go_persist_conn_round_trip(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(offsets) = (unsafe { GO_PROCS.get(&tgid) }).copied() else {
+        return 0;
+    };
+    if !process_passes(tgid) {
+        return 0;
+    }
+    let regs = unsafe { &*ctx.regs };
+    let Ok(goid) = read_u64(regs.r14 + u64::from(offsets.g_goid)) else {
+        return 0;
+    };
+    if offsets.persist_conn == u32::MAX {
+        return 0;
+    }
+    let conn = read_conn(regs.rax + u64::from(offsets.persist_conn), &offsets);
+    send_conn(pid_tgid, goid, GO_CONN_CLIENT, conn);
+    0
+}
+
 /// Reserve a request event in the ring buffer with its common fields set (the caller sets the
 /// kind and the rest, then submits: every path after a reserve must submit or discard).
 #[inline(always)]
@@ -261,6 +306,49 @@ pub fn read_u64(address: u64) -> Result<u64, ()> {
     unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| ())
 }
 
+pub const NO_CONN: GoConn = GoConn {
+    family: 0,
+    sport: 0,
+    dport: 0,
+    pad0: 0,
+    fd: -1,
+    pad1: 0,
+    saddr: [0; 16],
+    daddr: [0; 16],
+};
+
+/// The connection behind a `net.Conn` interface value at `iface`: its fd
+/// (`*net.TCPConn` → `net.conn.fd` → `netFD.pfd.Sysfd`) and, through the current task's fd
+/// table, its five-tuple.
+#[inline(always)]
+pub fn read_conn(iface: u64, g: &GoOffsets) -> GoConn {
+    let mut conn = NO_CONN;
+    let (Ok(itab), Ok(data)) = (read_u64(iface), read_u64(iface + 8)) else {
+        return conn;
+    };
+    if data == 0 || (g.tcp_conn_itab != 0 && itab != g.tcp_conn_itab) {
+        return conn;
+    }
+    let Ok(netfd) = read_u64(data + u64::from(g.conn_fd)) else {
+        return conn;
+    };
+    let Ok(sysfd) = read_u64(netfd + u64::from(g.netfd_sysfd)) else {
+        return conn;
+    };
+    conn.fd = sysfd as i32;
+    if let Ok(sk) = tcp_sock_of_fd(i64::from(conn.fd))
+        && sk != 0
+        && let Ok(t) = read_tuple(sk)
+    {
+        conn.family = t.family;
+        conn.sport = t.sport;
+        conn.dport = t.dport;
+        conn.saddr = t.saddr;
+        conn.daddr = t.daddr;
+    }
+    conn
+}
+
 /// Copy a Go string (header `{ptr, len}` at `header`) into `dst`; returns the bytes copied.
 #[inline(always)]
 pub fn read_go_string(header: u64, dst: &mut [u8], cap: usize) -> u16 {
@@ -323,6 +411,18 @@ fn try_serve(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
             0
         };
         let _ = SERVING.insert(&key, &ServeCtx { response }, 0);
+        if response != 0
+            && offsets.response_conn != u32::MAX
+            && let Ok(conn) = read_u64(response + u64::from(offsets.response_conn))
+            && conn != 0
+        {
+            send_conn(
+                pid_tgid,
+                goid,
+                GO_CONN_SERVER,
+                read_conn(conn + u64::from(offsets.conn_rwc), &offsets),
+            );
+        }
     } else {
         ev.kind = EVENT_GO_SERVE_END;
         if let Some(serving) = unsafe { SERVING.get(&key) }.copied() {

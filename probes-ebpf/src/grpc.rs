@@ -23,9 +23,8 @@ use wirespan_shared::{
 };
 
 use crate::{
-    golang::{GO_PROCS, GoroutineKey, read_go_string, read_u64},
+    golang::{GO_PROCS, GoroutineKey, NO_CONN, read_conn, read_u64},
     maps::{EVENTS, count_lost, process_passes},
-    sock::{read_tuple, tcp_sock_of_fd},
 };
 
 /// Goroutine → the stream whose request headers it is handling in `(*http2Server).operateHeaders`,
@@ -104,49 +103,6 @@ fn arg(regs: &pt_regs, slot: u32) -> u64 {
     } else {
         0
     }
-}
-
-const NO_CONN: GoConn = GoConn {
-    family: 0,
-    sport: 0,
-    dport: 0,
-    pad0: 0,
-    fd: -1,
-    pad1: 0,
-    saddr: [0; 16],
-    daddr: [0; 16],
-};
-
-/// The connection behind a `net.Conn` interface value at `iface`: its fd
-/// (`*net.TCPConn` → `net.conn.fd` → `netFD.pfd.Sysfd`) and, through the current task's fd
-/// table, its five-tuple.
-#[inline(always)]
-fn read_conn(iface: u64, g: &GrpcOffsets) -> GoConn {
-    let mut conn = NO_CONN;
-    let (Ok(itab), Ok(data)) = (read_u64(iface), read_u64(iface + 8)) else {
-        return conn;
-    };
-    if data == 0 || (g.tcp_conn_itab != 0 && itab != g.tcp_conn_itab) {
-        return conn;
-    }
-    let Ok(netfd) = read_u64(data + u64::from(g.conn_fd)) else {
-        return conn;
-    };
-    let Ok(sysfd) = read_u64(netfd + u64::from(g.netfd_sysfd)) else {
-        return conn;
-    };
-    conn.fd = sysfd as i32;
-    if let Ok(sk) = tcp_sock_of_fd(i64::from(conn.fd))
-        && sk != 0
-        && let Ok(t) = read_tuple(sk)
-    {
-        conn.family = t.family;
-        conn.sport = t.sport;
-        conn.dport = t.dport;
-        conn.saddr = t.saddr;
-        conn.daddr = t.daddr;
-    }
-    conn
 }
 
 /// Copy up to `len` bytes from user memory at `src` into `dst` (at most `cap`).
@@ -243,7 +199,7 @@ pub fn go_grpc_server_headers(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let _ = HANDLING_STREAM.insert(&goroutine(pid_tgid, goid), &stream_id, 0);
-    let conn = read_conn(regs.rax + u64::from(g.server_conn), &g);
+    let conn = read_conn(regs.rax + u64::from(g.server_conn), &offsets);
     let block = HeaderBlock {
         source: GO_HEADERS_SERVER_RECEIVED,
         end_stream: 0,
@@ -284,7 +240,7 @@ pub fn go_grpc_client_headers(ctx: ProbeContext) -> u32 {
         stream_id,
         fields,
         count,
-        conn: read_conn(regs.rax + u64::from(g.client_conn), &g),
+        conn: read_conn(regs.rax + u64::from(g.client_conn), &offsets),
     };
     let _ = send_headers(pid_tgid, goid, &g, block);
     0
@@ -305,7 +261,7 @@ pub fn go_grpc_write_header(ctx: ProbeContext) -> u32 {
         stream_id: regs.rbx as u32,
         fields: regs.rdi,
         count: regs.rsi,
-        conn: read_conn(regs.rax + u64::from(g.loopy_conn), &g),
+        conn: read_conn(regs.rax + u64::from(g.loopy_conn), &offsets),
     };
     let _ = send_headers(pid_tgid, goid, &g, block);
     0
@@ -321,10 +277,7 @@ pub fn go_grpc_new_stream(ctx: ProbeContext) -> u32 {
     };
     let call = CallCtx {
         stream: 0,
-        conn: read_conn(
-            regs.rax + u64::from(offsets.grpc.client_conn),
-            &offsets.grpc,
-        ),
+        conn: read_conn(regs.rax + u64::from(offsets.grpc.client_conn), &offsets),
     };
     let _ = CALLS.insert(&goroutine(pid_tgid, goid), &call, 0);
     0

@@ -1,7 +1,7 @@
 //! Events sent from the kernel to user space through the `EVENTS` ring buffer. Each starts with
 //! a `u32` tag (`EVENT_*`) so user space can check the kind before reading the rest.
 
-use crate::grpc::GrpcOffsets;
+use crate::grpc::{GoConn, GrpcOffsets};
 
 /// Bumped whenever an existing event layout changes; recordings carry it so a replay of an older
 /// layout is refused instead of misread. A new event kind does not bump it: older readers skip
@@ -43,6 +43,30 @@ pub struct GoSpawnEvent {
     pub parent_goid: u64,
     pub child_goid: u64,
     pub ts_ns: u64,
+}
+
+/// Tag of [`GoConnEvent`]: which connection a Go request uses.
+pub const EVENT_GO_CONN: u32 = 15;
+/// [`GoConnEvent::role`]: the connection a `net/http` handler serves (at `ServeHTTP` entry).
+pub const GO_CONN_SERVER: u32 = 1;
+/// The connection a client request was sent on (`(*persistConn).roundTrip` entry, on the
+/// requesting goroutine; the pooled connection's own goroutines do the I/O).
+pub const GO_CONN_CLIENT: u32 = 2;
+
+/// A Go request on goroutine `goid` uses connection `conn`. The request's headers
+/// (`traceparent`, `tracestate`) are read from the bytes on that connection, where they are
+/// still contiguous, instead of from the `http.Header` map (whose layout changed to a swiss map
+/// in Go 1.24).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoConnEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub role: u32,
+    pub goid: u64,
+    pub ts_ns: u64,
+    pub conn: GoConn,
 }
 
 /// Tag of [`GoExitEvent`]: a goroutine ended (`runtime.goexit1`).
@@ -220,6 +244,19 @@ pub struct GoOffsets {
     /// `url.URL.Host` (client requests carry their host there) and `http.Response.StatusCode`.
     pub url_host: u32,
     pub client_status_code: u32,
+    /// The connection behind a handler (`http.response.conn` → `http.conn.rwc`) and behind a
+    /// client request (`http.persistConn.conn`); both are `net.Conn` interface values.
+    /// `u32::MAX` when the program has no such type.
+    pub response_conn: u32,
+    pub conn_rwc: u32,
+    pub persist_conn: u32,
+    /// `net.conn.fd` → `netFD.pfd.Sysfd` (netFD embeds poll.FD first).
+    pub conn_fd: u32,
+    pub netfd_sysfd: u32,
+    pub pad0: u32,
+    /// Address of the `*net.TCPConn` → `net.Conn` itab; 0 when the binary has no symbols, and
+    /// then the connection is read without the type check (reads are checked, never trusted).
+    pub tcp_conn_itab: u64,
     /// grpc-go and golang.org/x/net layouts; all zero when the program has no grpc-go.
     pub grpc: GrpcOffsets,
 }
@@ -276,9 +313,16 @@ mod tests {
             size_of::<GoServeEvent>(),
             4 * 4 + 8 * 2 + 2 * 4 + GO_METHOD_LEN + GO_PATH_LEN + GO_HOST_LEN
         );
-        assert_eq!(size_of::<GoOffsets>(), 4 * 8 + 8 + size_of::<GrpcOffsets>());
+        assert_eq!(
+            size_of::<GoOffsets>(),
+            4 * 14 + 8 * 2 + size_of::<GrpcOffsets>()
+        );
         assert_eq!(size_of::<ExecEvent>(), 4 * 2 + 8 + COMM_LEN);
         assert_eq!(size_of::<GoSpawnEvent>(), 4 * 4 + 8 * 3);
         assert_eq!(size_of::<GoExitEvent>(), 4 * 4 + 8 * 2);
+        assert_eq!(
+            size_of::<GoConnEvent>(),
+            4 * 4 + 8 * 2 + size_of::<GoConn>()
+        );
     }
 }

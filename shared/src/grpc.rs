@@ -109,9 +109,6 @@ pub struct GrpcOffsets {
     /// `hpack.HeaderField.Value` and the size of a HeaderField.
     pub field_value: u32,
     pub field_size: u32,
-    /// `net.conn.fd` → `netFD.pfd.Sysfd`.
-    pub conn_fd: u32,
-    pub netfd_sysfd: u32,
     /// What `(*http2Client).NewStream` returns → the stream id: when `stream_via` is not
     /// `u32::MAX`, first follow the pointer at that offset (`ClientStream{*Stream}`).
     pub stream_via: u32,
@@ -122,10 +119,7 @@ pub struct GrpcOffsets {
     pub proto_code: u32,
     #[cfg_attr(feature = "user", serde(skip))]
     pub pad0: u32,
-    /// Addresses of the `*net.TCPConn` → `net.Conn` and `*status.Error` → `error` itabs (0
-    /// when the binary has no symbols: the conn is then read without the type check).
-    #[cfg_attr(feature = "user", serde(skip))]
-    pub tcp_conn_itab: u64,
+    /// Address of the `*status.Error` → `error` itab (0 when the binary has no symbols).
     #[cfg_attr(feature = "user", serde(skip))]
     pub status_error_itab: u64,
     /// Code addresses of the grpc-go server's per-stream spawn site (`(*Server).serveStreams`
@@ -162,6 +156,6 @@ mod tests {
             size_of::<GoGrpcCallEvent>(),
             4 * 4 + 8 * 2 + 4 + 2 * 2 + size_of::<GoConn>() + GO_GRPC_METHOD_LEN
         );
-        assert_eq!(size_of::<GrpcOffsets>(), 4 * 16 + 8 * 4);
+        assert_eq!(size_of::<GrpcOffsets>(), 4 * 14 + 8 * 3);
     }
 }

@@ -123,6 +123,7 @@ impl ConnTable {
             Event::GoServe(_)
             | Event::GoSpawn(_)
             | Event::GoExit(_)
+            | Event::GoConnUse(_)
             | Event::GoHeaders(_)
             | Event::GoGrpcCall(_)
             | Event::Exec(_) => {}

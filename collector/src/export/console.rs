@@ -5,7 +5,7 @@
 use std::{fmt::Write as _, io::Write};
 
 use super::{EventSink, clock::WallClock};
-use crate::source::{Conn, Data, Event, GoConnection, GoGrpcCall, GoHeaders, GoServe};
+use crate::source::{Conn, ConnRole, Data, Event, GoConnection, GoGrpcCall, GoHeaders, GoServe};
 
 /// How many payload bytes a data line previews.
 const PREVIEW_BYTES: usize = 64;
@@ -189,6 +189,19 @@ impl<W: Write> EventSink for ConsoleSink<W> {
                 } else {
                     format!(" (handler of stream {})", g.stream_id)
                 }
+            ),
+            Event::GoConnUse(u) => writeln!(
+                self.out,
+                "{} go-{}-conn pid={} tid={} goid={} {}",
+                self.clock.time_of_day(u.ts_ns),
+                match u.role {
+                    ConnRole::Server => "serve",
+                    ConnRole::Client => "client",
+                },
+                u.pid,
+                u.tid,
+                u.goid,
+                connection_text(&u.conn)
             ),
             Event::GoExit(g) if self.show_data => writeln!(
                 self.out,

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::EventSink;
 use super::console::REDACTED_HEADERS;
-use crate::source::{Conn, Data, Event, GoConnection, GoHeaders, GoServe};
+use crate::source::{Conn, ConnRole, Data, Event, GoConnection, GoHeaders, GoServe};
 
 #[derive(Serialize)]
 struct ConnRecord<'a> {
@@ -181,6 +181,17 @@ impl<W: Write> EventSink for JsonLinesSink<W> {
                     "type": "go_spawn", "pid": g.pid, "tid": g.tid,
                     "parent_goid": g.parent_goid, "child_goid": g.child_goid,
                     "stream_id": g.stream_id, "ts_ns": g.ts_ns,
+                }),
+            )?,
+            Event::GoConnUse(u) => serde_json::to_writer(
+                &mut self.out,
+                &serde_json::json!({
+                    "type": "go_conn", "role": match u.role {
+                        ConnRole::Server => "server",
+                        ConnRole::Client => "client",
+                    },
+                    "pid": u.pid, "tid": u.tid, "goid": u.goid,
+                    "conn": connection_json(&u.conn), "ts_ns": u.ts_ns,
                 }),
             )?,
             Event::GoExit(g) => serde_json::to_writer(

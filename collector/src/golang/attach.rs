@@ -27,8 +27,15 @@ pub const SERVE_HTTP: &str = "net/http.serverHandler.ServeHTTP";
 pub const NEWPROC1: &str = "runtime.newproc1";
 pub const ROUND_TRIP: &str = "net/http.(*Transport).roundTrip";
 pub const GOEXIT1: &str = "runtime.goexit1";
+pub const PERSIST_ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
+const TCP_CONN_ITAB: &str = "go:itab.*net.TCPConn,net.Conn";
 const RESPONSE_ITAB: &str = "go:itab.*net/http.response,net/http.ResponseWriter";
-const MEMBERS: [(&str, &str); 8] = [
+const MEMBERS: [(&str, &str); 13] = [
+    ("net/http.response", "conn"),
+    ("net/http.conn", "rwc"),
+    ("net/http.persistConn", "conn"),
+    ("net.conn", "fd"),
+    ("internal/poll.FD", "Sysfd"),
     ("net/url.URL", "Host"),
     ("net/http.Response", "StatusCode"),
     ("runtime.g", "goid"),
@@ -111,8 +118,6 @@ fn layout_of(binary: &GoBinary) -> Result<(GoOffsets, Vec<String>), String> {
                             ));
                         }
                         let mut layout = *layout;
-                        layout.tcp_conn_itab =
-                            binary.symbol_address(grpc::TCP_CONN_ITAB).unwrap_or(0);
                         layout.status_error_itab =
                             binary.symbol_address(grpc::STATUS_ERROR_ITAB).unwrap_or(0);
                         (layout.handler_spawn_lo, layout.handler_spawn_hi) =
@@ -121,7 +126,9 @@ fn layout_of(binary: &GoBinary) -> Result<(GoOffsets, Vec<String>), String> {
                     })
                     .ok_or_else(|| format!("no offsets table entry near grpc-go {v}"))
             });
-            (entry.to_offsets(), grpc_layout)
+            let mut offsets = entry.to_offsets();
+            offsets.tcp_conn_itab = binary.symbol_address(TCP_CONN_ITAB).unwrap_or(0);
+            (offsets, grpc_layout)
         }
     };
     match grpc_layout {
@@ -168,6 +175,15 @@ pub fn dwarf_layout(
         response_itab: binary.symbol_address(RESPONSE_ITAB).unwrap_or(0),
         url_host: at("net/url.URL", "Host")?,
         client_status_code: at("net/http.Response", "StatusCode").unwrap_or(0),
+        // Absent (u32::MAX) when the program has no net/http server or client.
+        response_conn: at("net/http.response", "conn").unwrap_or(u32::MAX),
+        conn_rwc: at("net/http.conn", "rwc").unwrap_or(u32::MAX),
+        persist_conn: at("net/http.persistConn", "conn").unwrap_or(u32::MAX),
+        conn_fd: at("net.conn", "fd")?,
+        // netFD embeds poll.FD first (`pfd`).
+        netfd_sysfd: at("internal/poll.FD", "Sysfd")?,
+        pad0: 0,
+        tcp_conn_itab: binary.symbol_address(TCP_CONN_ITAB).unwrap_or(0),
         grpc: GrpcOffsets::default(),
     };
     let grpc_layout = uses_grpc.then(|| grpc::layout_from_dwarf(&facts, binary));
@@ -382,7 +398,13 @@ fn attach_function(
 
 /// Every function the probes may go on.
 fn wanted_functions() -> Vec<&'static str> {
-    let mut wanted = vec![SERVE_HTTP, NEWPROC1, ROUND_TRIP, GOEXIT1];
+    let mut wanted = vec![
+        SERVE_HTTP,
+        NEWPROC1,
+        ROUND_TRIP,
+        GOEXIT1,
+        PERSIST_ROUND_TRIP,
+    ];
     wanted.extend(grpc::PROBES.iter().map(|(name, _, _)| *name));
     wanted.extend(grpc::SPAWN_SITES);
     wanted
@@ -413,6 +435,7 @@ fn attach_binary(
     let mut plan: Vec<(&str, &str, &str)> = vec![
         (SERVE_HTTP, "go_serve_http", "go_serve_http_return"),
         (ROUND_TRIP, "go_round_trip", "go_round_trip_return"),
+        (PERSIST_ROUND_TRIP, "go_persist_conn_round_trip", ""),
     ];
     if grpc_known {
         plan.extend(grpc::PROBES);

@@ -61,11 +61,10 @@ pub fn spawn_site_range(binary: &GoBinary) -> (u64, u64) {
         })
 }
 
-pub const TCP_CONN_ITAB: &str = "go:itab.*net.TCPConn,net.Conn";
 pub const STATUS_ERROR_ITAB: &str = "go:itab.*google.golang.org/grpc/internal/status.Error,error";
 
 /// The struct members the layout needs (`ClientStream.Stream` is absent before grpc-go 1.66).
-pub const MEMBERS: [(&str, &str); 14] = [
+pub const MEMBERS: [(&str, &str); 12] = [
     (
         "google.golang.org/grpc/internal/transport.http2Server",
         "conn",
@@ -83,8 +82,6 @@ pub const MEMBERS: [(&str, &str); 14] = [
     ("golang.org/x/net/http2.HeadersFrame", "FrameHeader"),
     ("golang.org/x/net/http2/hpack.HeaderField", "Value"),
     ("golang.org/x/net/http2/hpack.HeaderField", "Sensitive"),
-    ("net.conn", "fd"),
-    ("internal/poll.FD", "Sysfd"),
     ("google.golang.org/grpc/internal/transport.Stream", "id"),
     (
         "google.golang.org/grpc/internal/transport.ClientStream",
@@ -131,9 +128,6 @@ pub fn layout_from_dwarf(facts: &Facts, binary: &GoBinary) -> Result<GrpcOffsets
         field_value: at("golang.org/x/net/http2/hpack.HeaderField", "Value")?,
         // Name, Value, Sensitive bool: the struct is padded to a word after Sensitive.
         field_size: (at("golang.org/x/net/http2/hpack.HeaderField", "Sensitive")? + 8) & !7,
-        conn_fd: at("net.conn", "fd")?,
-        // netFD embeds poll.FD first (`pfd`).
-        netfd_sysfd: at("internal/poll.FD", "Sysfd")?,
         stream_via,
         stream_id,
         error_status: at("google.golang.org/grpc/internal/status.Error", "s")?,
@@ -144,7 +138,6 @@ pub fn layout_from_dwarf(facts: &Facts, binary: &GoBinary) -> Result<GrpcOffsets
             "Code",
         )?,
         pad0: 0,
-        tcp_conn_itab: binary.symbol_address(TCP_CONN_ITAB).unwrap_or(0),
         status_error_itab: binary.symbol_address(STATUS_ERROR_ITAB).unwrap_or(0),
         handler_spawn_lo: spawn_site_range(binary).0,
         handler_spawn_hi: spawn_site_range(binary).1,

@@ -24,6 +24,11 @@ pub struct TableEntry {
     pub url_host: u32,
     pub response_status: u32,
     pub client_status_code: u32,
+    pub response_conn: u32,
+    pub conn_rwc: u32,
+    pub persist_conn: u32,
+    pub conn_fd: u32,
+    pub netfd_sysfd: u32,
 }
 
 impl TableEntry {
@@ -38,6 +43,11 @@ impl TableEntry {
             url_host: o.url_host,
             response_status: o.response_status,
             client_status_code: o.client_status_code,
+            response_conn: o.response_conn,
+            conn_rwc: o.conn_rwc,
+            persist_conn: o.persist_conn,
+            conn_fd: o.conn_fd,
+            netfd_sysfd: o.netfd_sysfd,
         }
     }
 
@@ -55,6 +65,13 @@ impl TableEntry {
             response_itab: 0,
             url_host: self.url_host,
             client_status_code: self.client_status_code,
+            response_conn: self.response_conn,
+            conn_rwc: self.conn_rwc,
+            persist_conn: self.persist_conn,
+            conn_fd: self.conn_fd,
+            netfd_sysfd: self.netfd_sysfd,
+            pad0: 0,
+            tcp_conn_itab: 0,
             grpc: GrpcOffsets::default(),
         }
     }
@@ -130,6 +147,11 @@ mod tests {
             url_host: 40,
             response_status: 0,
             client_status_code: 16,
+            response_conn: 0,
+            conn_rwc: 16,
+            persist_conn: 80,
+            conn_fd: 0,
+            netfd_sysfd: 16,
         }
     }
 

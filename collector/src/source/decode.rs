@@ -7,13 +7,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use wirespan_shared::{
     AF_INET, AF_INET6, COMM_LEN, ConnEvent, DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS,
     DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_EXEC,
-    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_EXIT, EVENT_GO_GRPC_CLIENT_END,
-    EVENT_GO_GRPC_CLIENT_START, EVENT_GO_HEADERS, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START,
-    EVENT_GO_SPAWN, ExecEvent, GoExitEvent, GoGrpcCallEvent, GoHeadersEvent, GoServeEvent,
-    GoSpawnEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
+    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_EXIT,
+    EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_HEADERS, EVENT_GO_SERVE_END,
+    EVENT_GO_SERVE_START, EVENT_GO_SPAWN, ExecEvent, GoConnEvent, GoExitEvent, GoGrpcCallEvent,
+    GoHeadersEvent, GoServeEvent, GoSpawnEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE,
+    MODE_TRACEPOINT,
 };
 
-use super::grpc::{GoGrpcCall, GoHeaders};
+use super::grpc::{GoConnUse, GoGrpcCall, GoHeaders};
 use crate::load::AttachMode;
 
 /// Which lifecycle step a [`Conn`] event is.
@@ -153,6 +154,7 @@ pub enum Event {
     GoServe(GoServe),
     GoSpawn(GoSpawn),
     GoExit(GoExit),
+    GoConnUse(GoConnUse),
     GoHeaders(GoHeaders),
     GoGrpcCall(GoGrpcCall),
     Exec(Exec),
@@ -168,6 +170,7 @@ impl Event {
             Self::GoServe(g) => g.ts_ns,
             Self::GoSpawn(g) => g.ts_ns,
             Self::GoExit(g) => g.ts_ns,
+            Self::GoConnUse(g) => g.ts_ns,
             Self::GoHeaders(g) => g.ts_ns,
             Self::GoGrpcCall(g) => g.ts_ns,
             Self::Exec(e) => e.ts_ns,
@@ -217,6 +220,9 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
                 child_goid: raw.child_goid,
                 ts_ns: raw.ts_ns,
             }))
+        }
+        EVENT_GO_CONN => {
+            super::grpc::decode_conn_use(&read_struct::<GoConnEvent>(record)?).map(Event::GoConnUse)
         }
         EVENT_GO_EXIT => {
             let raw = read_struct::<GoExitEvent>(record)?;

@@ -1,12 +1,14 @@
-//! Decoding of the grpc-go events: header blocks ([`GoHeaders`]) and unary client calls
-//! ([`GoGrpcCall`]). Check-then-parse like the rest of `decode`.
+//! Decoding of the Go events that name connections: grpc-go header blocks ([`GoHeaders`]),
+//! unary gRPC client calls ([`GoGrpcCall`]) and the connection a net/http request uses
+//! ([`GoConnUse`]). Check-then-parse like the rest of `decode`.
 
 use std::net::SocketAddr;
 
 use wirespan_shared::{
-    EVENT_GO_GRPC_CLIENT_START, GO_GRPC_STATUS_UNKNOWN, GO_HEADER_FIELDS, GO_HEADER_NAME_LEN,
-    GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED,
-    GoConn, GoGrpcCallEvent, GoHeadersEvent,
+    EVENT_GO_GRPC_CLIENT_START, GO_CONN_CLIENT, GO_CONN_SERVER, GO_GRPC_STATUS_UNKNOWN,
+    GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED,
+    GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn, GoConnEvent, GoGrpcCallEvent,
+    GoHeadersEvent,
 };
 
 use super::decode::{DecodeError, endpoints, go_text};
@@ -89,6 +91,43 @@ pub struct GoGrpcCall {
     pub stream_id: u32,
     pub conn: GoConnection,
     pub ts_ns: u64,
+}
+
+/// Which side of a net/http request a [`GoConnUse`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRole {
+    /// The connection a handler serves.
+    Server,
+    /// The connection a client request goes out on.
+    Client,
+}
+
+/// A net/http request on goroutine `goid` uses connection `conn`: the join from the Go
+/// request to the bytes (and so the headers) on that connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoConnUse {
+    pub role: ConnRole,
+    pub pid: u32,
+    pub tid: u32,
+    pub goid: u64,
+    pub conn: GoConnection,
+    pub ts_ns: u64,
+}
+
+pub(super) fn decode_conn_use(raw: &GoConnEvent) -> Result<GoConnUse, DecodeError> {
+    let role = match raw.role {
+        GO_CONN_SERVER => ConnRole::Server,
+        GO_CONN_CLIENT => ConnRole::Client,
+        other => return Err(DecodeError::UnknownKind(other)),
+    };
+    Ok(GoConnUse {
+        role,
+        pid: raw.pid,
+        tid: raw.tid,
+        goid: raw.goid,
+        conn: connection(&raw.conn),
+        ts_ns: raw.ts_ns,
+    })
 }
 
 fn connection(raw: &GoConn) -> GoConnection {

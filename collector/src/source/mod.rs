@@ -10,4 +10,6 @@ pub mod ringbuf;
 pub use decode::{
     Conn, ConnKind, Data, DecodeError, Direction, Event, Exec, GoExit, GoServe, GoSpawn, decode,
 };
-pub use grpc::{GoConnection, GoGrpcCall, GoHeaders, HeaderField, HeadersSource};
+pub use grpc::{
+    ConnRole, GoConnUse, GoConnection, GoGrpcCall, GoHeaders, HeaderField, HeadersSource,
+};
