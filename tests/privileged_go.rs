@@ -193,42 +193,49 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
             "every request was seen, in order"
         );
         assert_eq!(starts.iter().filter(|s| s["path"] == "/chain").count(), 100);
-        // The syscalls that read each request carry the goroutine that served it: the Go request
-        // context sits next to its syscall events.
-        let reads: Vec<&Value> = events
-            .iter()
-            .filter(|e| {
-                e["type"] == "data" && e["pid"] == service.pid() && e["direction"] == "ingress"
-            })
-            .collect();
-        let mut joined = 0;
-        for read in &reads {
-            let payload = read["payload"].as_str().unwrap_or("");
-            let Some(target) = payload
-                .strip_prefix("GET ")
-                .and_then(|p| p.split(' ').next())
-            else {
-                continue;
-            };
-            assert_eq!(read["goid_known"], true, "{read}");
-            let path = target.split('?').next().unwrap();
-            let served = starts
-                .iter()
-                .find(|s| s["goid"] == read["goid"] && s["path"] == path);
-            assert!(
-                served.is_some(),
-                "no handler on goroutine {} for {target}: {read}",
-                read["goid"]
-            );
-            joined += 1;
-        }
-        assert_eq!(
-            joined, 1100,
-            "every request read was tied to its handler's goroutine"
-        );
+        let reads = check_reads_carry_goroutines(&events, &starts, service.pid());
         check_connections(&events, &starts, &reads, &service.addr);
         drop(service);
     }
+}
+
+/// The syscalls that read each request carry the goroutine that served it: the Go request
+/// context sits next to its syscall events. Returns the service's reads.
+fn check_reads_carry_goroutines<'a>(
+    events: &'a [Value],
+    starts: &[&Value],
+    pid: u32,
+) -> Vec<&'a Value> {
+    let reads: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "data" && e["pid"] == pid && e["direction"] == "ingress")
+        .collect();
+    let mut joined = 0;
+    for read in &reads {
+        let payload = read["payload"].as_str().unwrap_or("");
+        let Some(target) = payload
+            .strip_prefix("GET ")
+            .and_then(|p| p.split(' ').next())
+        else {
+            continue;
+        };
+        assert_eq!(read["goid_known"], true, "{read}");
+        let path = target.split('?').next().unwrap();
+        let served = starts
+            .iter()
+            .find(|s| s["goid"] == read["goid"] && s["path"] == path);
+        assert!(
+            served.is_some(),
+            "no handler on goroutine {} for {target}: {read}",
+            read["goid"]
+        );
+        joined += 1;
+    }
+    assert_eq!(
+        joined, 1100,
+        "every request read was tied to its handler's goroutine"
+    );
+    reads
 }
 
 /// Each handler names the connection it serves, and each outbound request the pooled
@@ -244,8 +251,10 @@ fn check_connections(events: &[Value], starts: &[&Value], reads: &[&Value], addr
                     && c["goid"] == start["goid"]
                     && c["ts_ns"].as_u64() >= start["ts_ns"].as_u64()
             })
-            .map(|c| c["conn"].clone())
-            .unwrap_or_else(|| panic!("no {role} connection for {start}"))
+            .map_or_else(
+                || panic!("no {role} connection for {start}"),
+                |c| c["conn"].clone(),
+            )
     };
     let mut traced = 0;
     for start in starts {
