@@ -1,9 +1,11 @@
 //! Privileged end to end (needs root, a kernel and Go): Go `net/http` handlers and client round
 //! trips traced with uprobes on the function entry and on every RET (no uretprobes), in real
-//! programs built with three Go toolchains (1.22, 1.24 and the machine's newest), started before
-//! and after the agent. Method, path, host, status, goroutine ids and goroutine ancestry are
-//! checked on 1,000 requests; the program never crashes, and keeps serving after the agent
-//! detaches. A stripped build (no DWARF) is skipped with one report line, its syscalls traced.
+//! programs built with three Go toolchains (1.22, 1.24 and the machine's newest), each with
+//! DWARF and stripped (layout from the committed table), started before and after the agent.
+//! Method, path, host, status, goroutine ids, goroutine ancestry, the connection each request
+//! uses and the `traceparent` on it are checked on 1,000 requests; the program never crashes,
+//! and keeps serving after the agent detaches. A binary of an unknown layout is skipped with one
+//! report line, its syscalls traced.
 
 mod support;
 
@@ -124,23 +126,33 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
     if !require_privileges() {
         return;
     }
-    for toolchain in [None, Some("go1.22.12"), Some("go1.24.11")] {
-        let Some(binary) = build(toolchain, false) else {
+    let variants = [None, Some("go1.22.12"), Some("go1.24.11")]
+        .into_iter()
+        .flat_map(|toolchain| [(toolchain, false), (toolchain, true)]);
+    for (toolchain, stripped) in variants {
+        let Some(binary) = build(toolchain, stripped) else {
             return cannot_run(&format!(
                 "cannot build examples/http-hello with Go {toolchain:?}"
             ));
         };
+        let toolchain = format!("{toolchain:?} stripped={stripped}");
         // Started before the agent.
         let service = Service::start(&binary);
         assert_eq!(service.get("/hello?name=warmup").0, 200);
         let agent = Agent::start(&["events", "--json", "--pid", &service.pid().to_string()]);
-        let report = agent.report.join("\n");
+        let line = report_line(&agent.report.join("\n"), service.pid()).to_owned();
         assert!(
-            report.contains(&format!(
-                "pids {}): attached runtime.newproc1, runtime.goexit1, http.serverHandler.ServeHTTP, http.(*Transport).roundTrip",
-                service.pid()
-            )),
-            "{report}"
+            line.contains(
+                "attached runtime.newproc1, runtime.goexit1, http.serverHandler.ServeHTTP, \
+                 http.(*Transport).roundTrip, http.(*persistConn).roundTrip"
+            ),
+            "{line}"
+        );
+        // A stripped binary has no DWARF: its layout comes from the committed table.
+        assert_eq!(
+            line.contains("layout from the offsets table"),
+            stripped,
+            "{line}"
         );
         let mut expected = Vec::new();
         for i in 0..1000 {
@@ -311,7 +323,7 @@ fn privileged_go_program_started_after_the_agent_is_found_by_its_exec_and_traced
     let mut agent = Agent::start(&["events", "--json"]);
     let service = Service::start(&binary);
     agent.wait_for_line(&format!(
-        "pids {}): attached runtime.newproc1, runtime.goexit1, http.serverHandler.ServeHTTP, http.(*Transport).roundTrip",
+        "pids {}): attached runtime.newproc1, runtime.goexit1, http.serverHandler.ServeHTTP, http.(*Transport).roundTrip, http.(*persistConn).roundTrip",
         service.pid()
     ));
     for i in 0..20 {
@@ -329,37 +341,6 @@ fn privileged_go_program_started_after_the_agent_is_found_by_its_exec_and_traced
             .iter()
             .any(|e| e["type"] == "exec" && e["pid"] == service.pid())
     );
-}
-
-#[test]
-fn privileged_stripped_go_binary_is_traced_with_the_offsets_table() {
-    if !require_privileges() {
-        return;
-    }
-    let Some(binary) = build(None, true) else {
-        return cannot_run("cannot build examples/http-hello stripped");
-    };
-    let service = Service::start(&binary);
-    let agent = Agent::start(&["events", "--json", "--pid", &service.pid().to_string()]);
-    assert_eq!(service.get("/hello?name=s").0, 200);
-    let stopped = agent.stop();
-    let line = report_line(&stopped.stderr, service.pid());
-    assert!(
-        line.contains("attached") && line.contains("layout from the offsets table"),
-        "{}",
-        line
-    );
-    let events = stopped.events();
-    let starts = go_events(&events, "go_serve_start");
-    assert_eq!(starts.len(), 1, "{}", stopped.stderr);
-    assert_eq!(
-        (starts[0]["method"].as_str(), starts[0]["path"].as_str()),
-        (Some("GET"), Some("/hello"))
-    );
-    // Without symbols the response writer's type is unknown: the status is not guessed.
-    let ends = go_events(&events, "go_serve_end");
-    assert_eq!(ends.len(), 1);
-    assert_eq!(ends[0]["status"], Value::Null);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use wirespan_shared::{
     EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_EXIT, EVENT_GO_SERVE_END,
     EVENT_GO_SERVE_START, EVENT_GO_SPAWN, GO_CONN_CLIENT, GO_CONN_SERVER, GO_HOST_LEN,
     GO_METHOD_LEN, GO_PATH_LEN, GoConn, GoConnEvent, GoExitEvent, GoOffsets, GoServeEvent,
-    GoSpawnEvent, LOST_RINGBUF_FULL,
+    GoSpawnEvent, ITAB_FIRST_METHOD, LOST_RINGBUF_FULL,
 };
 
 use crate::{
@@ -326,7 +326,7 @@ pub fn read_conn(iface: u64, g: &GoOffsets) -> GoConn {
     let (Ok(itab), Ok(data)) = (read_u64(iface), read_u64(iface + 8)) else {
         return conn;
     };
-    if data == 0 || (g.tcp_conn_itab != 0 && itab != g.tcp_conn_itab) {
+    if data == 0 || (g.tcp_conn_close_fn != 0 && !itab_is(itab, g.tcp_conn_close_fn)) {
         return conn;
     }
     let Ok(netfd) = read_u64(data + u64::from(g.conn_fd)) else {
@@ -347,6 +347,13 @@ pub fn read_conn(iface: u64, g: &GoOffsets) -> GoConn {
         conn.daddr = t.daddr;
     }
     conn
+}
+
+/// Whether the itab at `itab` has `first_method` as its first method (see
+/// `ITAB_FIRST_METHOD`): how an interface value's dynamic type is told.
+#[inline(always)]
+pub fn itab_is(itab: u64, first_method: u64) -> bool {
+    itab != 0 && read_u64(itab + ITAB_FIRST_METHOD) == Ok(first_method)
 }
 
 /// Copy a Go string (header `{ptr, len}` at `header`) into `dst`; returns the bytes copied.
@@ -405,11 +412,12 @@ fn try_serve(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
             ev.path_len =
                 read_go_string(url + u64::from(offsets.url_path), &mut ev.path, GO_PATH_LEN);
         }
-        let response = if offsets.response_itab != 0 && regs.rbx == offsets.response_itab {
-            regs.rcx
-        } else {
-            0
-        };
+        let response =
+            if offsets.response_header_fn != 0 && itab_is(regs.rbx, offsets.response_header_fn) {
+                regs.rcx
+            } else {
+                0
+            };
         let _ = SERVING.insert(&key, &ServeCtx { response }, 0);
         if response != 0
             && offsets.response_conn != u32::MAX

@@ -23,7 +23,7 @@ use wirespan_shared::{
 };
 
 use crate::{
-    golang::{GO_PROCS, GoroutineKey, NO_CONN, read_conn, read_u64},
+    golang::{GO_PROCS, GoroutineKey, NO_CONN, itab_is, read_conn, read_u64},
     maps::{EVENTS, count_lost, process_passes},
 };
 
@@ -354,10 +354,10 @@ fn status_code(itab: u64, data: u64, g: &GrpcOffsets) -> u32 {
     if itab == 0 {
         return 0;
     }
-    if g.status_error_itab == 0 {
+    if g.status_error_fn == 0 {
         return GO_GRPC_STATUS_UNKNOWN;
     }
-    if itab != g.status_error_itab || data == 0 {
+    if !itab_is(itab, g.status_error_fn) || data == 0 {
         return 2;
     }
     let code = read_u64(data + u64::from(g.error_status))

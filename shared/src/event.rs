@@ -228,6 +228,12 @@ pub struct GoServeEvent {
     pub host: [u8; GO_HOST_LEN],
 }
 
+/// Where an itab's method table starts (`inter`, `_type`, `hash` and padding come first, the
+/// same in every Go release with the register ABI). An interface value's dynamic type is told
+/// by its itab's first method, a function whose address even a stripped binary's pclntab gives,
+/// where the itab's own symbol is gone.
+pub const ITAB_FIRST_METHOD: u64 = 24;
+
 /// Per-process layout of the Go structures the uprobes read (`GO_PROCS` map value), from the
 /// binary's DWARF. `response_itab` is the address of the `*http.response` → `ResponseWriter`
 /// itab: the status is read only when the handler's writer is that type.
@@ -240,7 +246,9 @@ pub struct GoOffsets {
     pub request_host: u32,
     pub url_path: u32,
     pub response_status: u32,
-    pub response_itab: u64,
+    /// Address of `(*http.response).Header`: the ResponseWriter's itab is the `*http.response`
+    /// one when its first method is this function (see [`ITAB_FIRST_METHOD`]).
+    pub response_header_fn: u64,
     /// `url.URL.Host` (client requests carry their host there) and `http.Response.StatusCode`.
     pub url_host: u32,
     pub client_status_code: u32,
@@ -254,9 +262,10 @@ pub struct GoOffsets {
     pub conn_fd: u32,
     pub netfd_sysfd: u32,
     pub pad0: u32,
-    /// Address of the `*net.TCPConn` → `net.Conn` itab; 0 when the binary has no symbols, and
-    /// then the connection is read without the type check (reads are checked, never trusted).
-    pub tcp_conn_itab: u64,
+    /// Address of `(*net.TCPConn).Close`, the first method of the `*net.TCPConn` → `net.Conn`
+    /// itab; 0 when unknown, and then the connection is read without the type check (reads are
+    /// checked, never trusted).
+    pub tcp_conn_close_fn: u64,
     /// grpc-go and golang.org/x/net layouts; all zero when the program has no grpc-go.
     pub grpc: GrpcOffsets,
 }

@@ -25,9 +25,9 @@ pub const GO_HEADER_FIELDS: usize = 16;
 pub const GO_HEADER_NAME_LEN: usize = 32;
 /// Fits a `traceparent` (55 bytes) and a short `tracestate`; longer values are cut and marked.
 pub const GO_HEADER_VALUE_LEN: usize = 96;
-/// [`GoGrpcCallEvent::status`] of a failed call whose code could not be read (a stripped binary:
-/// without symbols the `*status.Error` type cannot be recognised). The trailers the client
-/// received on the same stream still carry it.
+/// [`GoGrpcCallEvent::status`] of a failed call whose code could not be read (the binary has no
+/// `(*status.Error).Error` to recognise the error type by). The trailers the client received on
+/// the same stream still carry it.
 pub const GO_GRPC_STATUS_UNKNOWN: u32 = u32::MAX;
 /// Bytes of a gRPC method name (`/package.Service/Method`) a [`GoGrpcCallEvent`] carries.
 pub const GO_GRPC_METHOD_LEN: usize = 128;
@@ -119,9 +119,10 @@ pub struct GrpcOffsets {
     pub proto_code: u32,
     #[cfg_attr(feature = "user", serde(skip))]
     pub pad0: u32,
-    /// Address of the `*status.Error` → `error` itab (0 when the binary has no symbols).
+    /// Address of `(*status.Error).Error`, the only method of the `*status.Error` → `error`
+    /// itab (0 when unknown).
     #[cfg_attr(feature = "user", serde(skip))]
-    pub status_error_itab: u64,
+    pub status_error_fn: u64,
     /// Code addresses of the grpc-go server's per-stream spawn site (`(*Server).serveStreams`
     /// and its closures): a goroutine started from there while `operateHeaders` runs is the
     /// stream's handler. Others started meanwhile (the runtime's GC workers, say) are not.

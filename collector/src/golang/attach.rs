@@ -28,8 +28,10 @@ pub const NEWPROC1: &str = "runtime.newproc1";
 pub const ROUND_TRIP: &str = "net/http.(*Transport).roundTrip";
 pub const GOEXIT1: &str = "runtime.goexit1";
 pub const PERSIST_ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
-const TCP_CONN_ITAB: &str = "go:itab.*net.TCPConn,net.Conn";
-const RESPONSE_ITAB: &str = "go:itab.*net/http.response,net/http.ResponseWriter";
+/// The first methods of the itabs the probes recognise (see `ITAB_FIRST_METHOD`): found by
+/// name in the symbol table or, when stripped, in `.gopclntab`.
+const TCP_CONN_METHOD: &str = "net.(*TCPConn).Close";
+const RESPONSE_METHOD: &str = "net/http.(*response).Header";
 const MEMBERS: [(&str, &str); 13] = [
     ("net/http.response", "conn"),
     ("net/http.conn", "rwc"),
@@ -118,8 +120,7 @@ fn layout_of(binary: &GoBinary) -> Result<(GoOffsets, Vec<String>), String> {
                             ));
                         }
                         let mut layout = *layout;
-                        layout.status_error_itab =
-                            binary.symbol_address(grpc::STATUS_ERROR_ITAB).unwrap_or(0);
+                        layout.status_error_fn = address_of(binary, grpc::STATUS_ERROR_METHOD);
                         (layout.handler_spawn_lo, layout.handler_spawn_hi) =
                             grpc::spawn_site_range(binary);
                         layout
@@ -127,7 +128,8 @@ fn layout_of(binary: &GoBinary) -> Result<(GoOffsets, Vec<String>), String> {
                     .ok_or_else(|| format!("no offsets table entry near grpc-go {v}"))
             });
             let mut offsets = entry.to_offsets();
-            offsets.tcp_conn_itab = binary.symbol_address(TCP_CONN_ITAB).unwrap_or(0);
+            offsets.tcp_conn_close_fn = address_of(binary, TCP_CONN_METHOD);
+            offsets.response_header_fn = address_of(binary, RESPONSE_METHOD);
             (offsets, grpc_layout)
         }
     };
@@ -172,7 +174,7 @@ pub fn dwarf_layout(
         url_path: at("net/url.URL", "Path")?,
         // Without these the start is still traced; only the status stays unknown.
         response_status: at("net/http.response", "status").unwrap_or(0),
-        response_itab: binary.symbol_address(RESPONSE_ITAB).unwrap_or(0),
+        response_header_fn: address_of(binary, RESPONSE_METHOD),
         url_host: at("net/url.URL", "Host")?,
         client_status_code: at("net/http.Response", "StatusCode").unwrap_or(0),
         // Absent (u32::MAX) when the program has no net/http server or client.
@@ -183,7 +185,7 @@ pub fn dwarf_layout(
         // netFD embeds poll.FD first (`pfd`).
         netfd_sysfd: at("internal/poll.FD", "Sysfd")?,
         pad0: 0,
-        tcp_conn_itab: binary.symbol_address(TCP_CONN_ITAB).unwrap_or(0),
+        tcp_conn_close_fn: address_of(binary, TCP_CONN_METHOD),
         grpc: GrpcOffsets::default(),
     };
     let grpc_layout = uses_grpc.then(|| grpc::layout_from_dwarf(&facts, binary));
@@ -396,7 +398,12 @@ fn attach_function(
     Ok(())
 }
 
-/// Every function the probes may go on.
+/// A function's address, 0 when the binary does not have it.
+fn address_of(binary: &GoBinary, function: &str) -> u64 {
+    binary.function(function).map_or(0, |f| f.address)
+}
+
+/// Every function the probes may go on, or whose address they compare with.
 fn wanted_functions() -> Vec<&'static str> {
     let mut wanted = vec![
         SERVE_HTTP,
@@ -404,6 +411,9 @@ fn wanted_functions() -> Vec<&'static str> {
         ROUND_TRIP,
         GOEXIT1,
         PERSIST_ROUND_TRIP,
+        TCP_CONN_METHOD,
+        RESPONSE_METHOD,
+        grpc::STATUS_ERROR_METHOD,
     ];
     wanted.extend(grpc::PROBES.iter().map(|(name, _, _)| *name));
     wanted.extend(grpc::SPAWN_SITES);

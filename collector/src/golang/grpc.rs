@@ -61,7 +61,8 @@ pub fn spawn_site_range(binary: &GoBinary) -> (u64, u64) {
         })
 }
 
-pub const STATUS_ERROR_ITAB: &str = "go:itab.*google.golang.org/grpc/internal/status.Error,error";
+/// The method that tells a `*status.Error` inside an `error` (see `ITAB_FIRST_METHOD`).
+pub const STATUS_ERROR_METHOD: &str = "google.golang.org/grpc/internal/status.(*Error).Error";
 
 /// The struct members the layout needs (`ClientStream.Stream` is absent before grpc-go 1.66).
 pub const MEMBERS: [(&str, &str); 12] = [
@@ -138,7 +139,9 @@ pub fn layout_from_dwarf(facts: &Facts, binary: &GoBinary) -> Result<GrpcOffsets
             "Code",
         )?,
         pad0: 0,
-        status_error_itab: binary.symbol_address(STATUS_ERROR_ITAB).unwrap_or(0),
+        status_error_fn: binary
+            .function(STATUS_ERROR_METHOD)
+            .map_or(0, |f| f.address),
         handler_spawn_lo: spawn_site_range(binary).0,
         handler_spawn_hi: spawn_site_range(binary).1,
     })

@@ -136,15 +136,6 @@ impl GoBinary {
         })
     }
 
-    /// The address of a symbol (an itab, say) from the symbol table; None when stripped.
-    #[must_use]
-    pub fn symbol_address(&self, name: &str) -> Option<u64> {
-        let file = object::File::parse(&*self.data).ok()?;
-        file.symbols()
-            .find(|s| s.name() == Ok(name))
-            .map(|s| s.address())
-    }
-
     /// The address range of a function asked for at `open`, if the binary has it.
     #[must_use]
     pub fn function(&self, name: &str) -> Option<Range> {

@@ -51,8 +51,8 @@ impl TableEntry {
         }
     }
 
-    /// The probes' layout; without symbols the response writer's itab is unknown, so handler
-    /// status codes stay unknown for stripped binaries.
+    /// The probes' layout; the function addresses that tell itabs apart are per binary and
+    /// filled in by the caller.
     #[must_use]
     pub fn to_offsets(&self) -> GoOffsets {
         GoOffsets {
@@ -62,7 +62,7 @@ impl TableEntry {
             request_host: self.request_host,
             url_path: self.url_path,
             response_status: self.response_status,
-            response_itab: 0,
+            response_header_fn: 0,
             url_host: self.url_host,
             client_status_code: self.client_status_code,
             response_conn: self.response_conn,
@@ -71,7 +71,7 @@ impl TableEntry {
             conn_fd: self.conn_fd,
             netfd_sysfd: self.netfd_sysfd,
             pad0: 0,
-            tcp_conn_itab: 0,
+            tcp_conn_close_fn: 0,
             grpc: GrpcOffsets::default(),
         }
     }
