@@ -195,6 +195,13 @@ fn check_variant(binary: &Path, variant: &str, stripped: bool) {
     ] {
         assert!(server_line.contains(function), "{variant}: {server_line}");
     }
+    // The build info names the Go and grpc-go versions.
+    let versions = variant
+        .split(" stripped")
+        .next()
+        .unwrap()
+        .replace(" grpc-go", ", grpc-go");
+    assert!(server_line.contains(&versions), "{variant}: {server_line}");
     assert_eq!(
         server_line.contains("layout from the offsets table"),
         stripped,

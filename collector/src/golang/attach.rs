@@ -53,7 +53,7 @@ const MEMBERS: [(&str, &str); 13] = [
 pub struct GoReport {
     pub binary: PathBuf,
     pub pids: Vec<u32>,
-    /// `go1.22.12`, when the build info was readable.
+    /// `go1.22.12` and the notable modules (`grpc-go v1.56.3`), when the build info was readable.
     pub go_version: Option<String>,
     /// None when attached; otherwise why the binary was skipped.
     pub skipped: Option<String>,
@@ -322,7 +322,7 @@ impl GoAttacher {
         let mut report = GoReport {
             binary: std::fs::read_link(exe).unwrap_or_else(|_| exe.to_path_buf()),
             pids: pids.to_vec(),
-            go_version: Some(binary.build_info.go_version.clone()),
+            go_version: Some(binary.build_info.versions()),
             skipped: None,
             note: None,
             functions: Vec::new(),
@@ -335,7 +335,7 @@ impl GoAttacher {
                     inode,
                     Binary::Attached {
                         offsets: Box::new(attached.offsets),
-                        go_version: binary.build_info.go_version.clone(),
+                        go_version: binary.build_info.versions(),
                         path: report.binary.clone(),
                         functions: attached.functions,
                     },

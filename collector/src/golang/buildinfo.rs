@@ -48,6 +48,28 @@ impl BuildInfo {
     }
 }
 
+/// The modules whose versions pick struct layouts or matter to tracing, with short names.
+const NOTABLE_MODULES: [(&str, &str); 3] = [
+    ("google.golang.org/grpc", "grpc-go"),
+    ("golang.org/x/net", "x/net"),
+    ("github.com/gin-gonic/gin", "gin"),
+];
+
+impl BuildInfo {
+    /// `go1.26.8, grpc-go v1.85.0, x/net v0.60.0`: the Go version and the notable modules the
+    /// program was built with, for the start-up report.
+    #[must_use]
+    pub fn versions(&self) -> String {
+        let mut parts = vec![self.go_version.clone()];
+        for (path, short) in NOTABLE_MODULES {
+            if let Some(version) = self.module_version(path) {
+                parts.push(format!("{short} {version}"));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
 /// (major, minor, patch) of a Go version string (`go1.22.12`, `go1.21rc2`).
 #[must_use]
 pub fn go_semver(version: &str) -> Option<(u32, u32, u32)> {
