@@ -275,9 +275,13 @@ fn check_connections(events: &[Value], starts: &[&Value], reads: &[&Value], addr
         let on_conn = |d: &&&Value| {
             format!("{}:{}", d["daddr"].as_str().unwrap(), d["dport"]) == conn["remote"]
         };
+        // Ports are reused over a thousand connections: the request is the last read on this
+        // address pair before the handler started.
         let request = reads
             .iter()
-            .find(on_conn)
+            .filter(on_conn)
+            .filter(|d| d["ts_ns"].as_u64() <= start["ts_ns"].as_u64())
+            .max_by_key(|d| d["ts_ns"].as_u64())
             .unwrap_or_else(|| panic!("no bytes on {conn} for {start}"));
         let payload = request["payload"].as_str().unwrap();
         // The client's own requests carry a traceparent naming the request's index.

@@ -1,8 +1,10 @@
 //! Go uprobes: `net/http.serverHandler.ServeHTTP`, `(*http.Transport).roundTrip` and
 //! `runtime.newproc1`, each at its entry and at each RET instruction (never a uretprobe: Go
-//! moves stacks, golang/go#22008), and `runtime.goexit1` at its entry. Go's register ABI puts the handler's
-//! `*http.Request` in RDI and the `ResponseWriter` interface in RBX (itab) and RCX (data); the
-//! current goroutine's `g` is in R14. Probes only read; offsets come per process from user space
+//! moves stacks, golang/go#22008), and `(*http.persistConn).roundTrip` and `runtime.goexit1` at
+//! their entries. Go's register ABI puts the handler's `*http.Request` in RDI and the
+//! `ResponseWriter` interface in RBX (itab) and RCX (data); the current goroutine's `g` is in
+//! R14. Also the helpers the grpc-go probes share: reading a `net.Conn`'s five-tuple, telling an
+//! interface value's type by its itab. Probes only read; offsets come per process from user space
 //! (`GO_PROCS`), and a process without an entry is ignored.
 
 use core::ffi::c_void;
@@ -358,7 +360,7 @@ pub fn itab_is(itab: u64, first_method: u64) -> bool {
 
 /// Copy a Go string (header `{ptr, len}` at `header`) into `dst`; returns the bytes copied.
 #[inline(always)]
-pub fn read_go_string(header: u64, dst: &mut [u8], cap: usize) -> u16 {
+fn read_go_string(header: u64, dst: &mut [u8], cap: usize) -> u16 {
     let (Ok(ptr), Ok(len)) = (read_u64(header), read_u64(header + 8)) else {
         return 0;
     };
