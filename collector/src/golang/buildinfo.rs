@@ -219,6 +219,21 @@ mod tests {
             "the replacement's version"
         );
         assert_eq!(info.module_version("github.com/gin-gonic/gin"), None);
+        assert_eq!(info.versions(), "go1.22.12, grpc-go v1.56.3, x/net v0.11.0");
+    }
+
+    #[test]
+    fn versions_name_gin_when_present() {
+        let info = BuildInfo {
+            go_version: "go1.24.11".into(),
+            path: "example.com/front".into(),
+            main_module: None,
+            deps: vec![Module {
+                path: "github.com/gin-gonic/gin".into(),
+                version: "v1.12.0".into(),
+            }],
+        };
+        assert_eq!(info.versions(), "go1.24.11, gin v1.12.0");
     }
 
     #[test]
