@@ -25,7 +25,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 use wirespan::{
-    protocol::{ConnDecoder, Detail, Exchange, Segment},
+    protocol::{ConnDecoder, Detail, Exchange, Origin, Segment},
     source::Direction,
 };
 
@@ -89,6 +89,7 @@ fn decode(recording: &Recording, skip: usize) -> Vec<Exchange> {
         let captured = bytes.len().min(CAPTURE);
         let seg = Segment {
             direction: *direction,
+            origin: Origin::default(),
             data: &bytes[..captured],
             missing: (bytes.len() - captured) as u64,
             ts_enter_ns: *ts,

@@ -1,8 +1,8 @@
 //! The agent's run: load and attach the probes, report how each hook attached, stream records
 //! from the ring buffer (optionally into a recording) through decode to an output until the
 //! shutdown signal, then detach and drain what is left, so nothing already captured is lost. The
-//! output is either events, or exchanges (conn → protocol stages). A replay feeds a recording
-//! through the same pipeline. Shutdown, output and recorder are injected.
+//! output is events, exchanges (conn → protocol stages) or spans (conn → protocol → correlate).
+//! A replay feeds a recording through the same pipeline. Shutdown, output and recorder are injected.
 
 use std::{fmt::Write as _, future::Future, time::Duration};
 
@@ -10,7 +10,8 @@ use wirespan_shared::{LOST_CAUSE_NAMES, LOST_CAUSES};
 
 use crate::{
     conn::{ConnExchange, ConnStats, ConnTable},
-    export::{EventSink, ExchangeSink},
+    correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS},
+    export::{EventSink, ExchangeSink, SpanSink},
     golang::attach::GoReport,
     load::{HookReport, LoadError, LoadOptions, Probes},
     source::{
@@ -18,6 +19,7 @@ use crate::{
         recording::{RecordingError, RecordingReader, RecordingWriter},
         ringbuf::RingBufSource,
     },
+    span::{IdGenerator, Span},
 };
 
 /// How often kernel losses are logged while there are any.
@@ -46,6 +48,8 @@ pub struct RunSummary {
     pub lost: [u64; LOST_CAUSES as usize],
     /// What the connection table gave up on, when exchanges were decoded.
     pub conns: Option<ConnStats>,
+    /// What the correlator made, when spans were.
+    pub spans: Option<CorrelateStats>,
 }
 
 impl RunSummary {
@@ -63,6 +67,13 @@ impl RunSummary {
                 text,
                 "; connections: {} of unknown protocol, {} evicted (table full), {} evicted (memory), {} expired idle",
                 c.unknown_protocol, c.evicted, c.evicted_for_memory, c.expired
+            );
+        }
+        if let Some(s) = self.spans {
+            let _ = write!(
+                text,
+                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting)",
+                s.spans, s.orphans, s.evicted
             );
         }
         text
@@ -104,6 +115,12 @@ pub enum Output<'a> {
         table: ConnTable,
         sink: &'a mut dyn ExchangeSink,
     },
+    /// Through the connection table, the protocol decoders and the correlator, to spans.
+    Spans {
+        table: ConnTable,
+        correlator: Box<Correlator>,
+        sink: &'a mut dyn SpanSink,
+    },
 }
 
 impl<'a> Output<'a> {
@@ -111,6 +128,18 @@ impl<'a> Output<'a> {
     pub fn exchanges(sink: &'a mut dyn ExchangeSink) -> Self {
         Self::Exchanges {
             table: ConnTable::default(),
+            sink,
+        }
+    }
+
+    /// Spans through a connection table and a correlator with default limits.
+    pub fn spans(sink: &'a mut dyn SpanSink) -> Self {
+        Self::Spans {
+            table: ConnTable::default(),
+            correlator: Box::new(Correlator::new(
+                DEFAULT_WINDOW_NS,
+                IdGenerator::from_entropy(),
+            )),
             sink,
         }
     }
@@ -125,6 +154,7 @@ struct Pipeline<'a> {
     recorder: Option<&'a mut RecordingWriter>,
     summary: RunSummary,
     exchanges: Vec<ConnExchange>,
+    spans: Vec<Span>,
     last_ts_ns: u64,
     /// Processes that executed a program since the last batch (live runs attach Go uprobes).
     execs: Vec<u32>,
@@ -137,6 +167,7 @@ impl<'a> Pipeline<'a> {
             recorder,
             summary: RunSummary::default(),
             exchanges: Vec::new(),
+            spans: Vec::new(),
             last_ts_ns: 0,
             execs: Vec::new(),
         }
@@ -164,14 +195,56 @@ impl<'a> Pipeline<'a> {
                 }
                 self.deliver_exchanges()
             }
+            Output::Spans {
+                table, correlator, ..
+            } => {
+                self.last_ts_ns = self.last_ts_ns.max(event.ts_ns());
+                // Contexts first: the exchange an event completes is judged with it known.
+                correlator.on_event(&event);
+                table.on_event(&event, &mut self.exchanges);
+                if self.summary.events.is_multiple_of(EXPIRE_EVERY) {
+                    table.expire(self.last_ts_ns, &mut self.exchanges);
+                }
+                for x in self.exchanges.drain(..) {
+                    correlator.on_exchange(x);
+                }
+                Ok(())
+            }
         }
     }
 
     fn deliver_exchanges(&mut self) -> Result<(), StepError> {
-        if let Output::Exchanges { sink, .. } = &mut self.output {
-            for x in self.exchanges.drain(..) {
-                sink.exchange(&x).map_err(StepError::Write)?;
+        match &mut self.output {
+            Output::Exchanges { sink, .. } => {
+                for x in self.exchanges.drain(..) {
+                    sink.exchange(&x).map_err(StepError::Write)?;
+                }
             }
+            Output::Spans { correlator, .. } => {
+                for x in self.exchanges.drain(..) {
+                    correlator.on_exchange(x);
+                }
+            }
+            Output::Events(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Spans whose parents are settled go to the sink.
+    fn deliver_spans(&mut self, end: bool) -> Result<(), StepError> {
+        if let Output::Spans {
+            correlator, sink, ..
+        } = &mut self.output
+        {
+            if end {
+                correlator.finish(&mut self.spans);
+            } else {
+                correlator.settle(&mut self.spans);
+            }
+            for span in self.spans.drain(..) {
+                sink.span(&span).map_err(StepError::Write)?;
+            }
+            self.summary.spans = Some(correlator.stats);
         }
         Ok(())
     }
@@ -180,20 +253,23 @@ impl<'a> Pipeline<'a> {
         if let Some(recorder) = self.recorder.as_mut() {
             recorder.flush().map_err(StepError::Recording)?;
         }
+        self.deliver_spans(false)?;
         match &mut self.output {
             Output::Events(sink) => sink.flush(),
             Output::Exchanges { sink, .. } => sink.flush(),
+            Output::Spans { sink, .. } => sink.flush(),
         }
         .map_err(StepError::Write)
     }
 
     /// The end of the stream: connections still open give up what they hold.
     fn end_of_stream(&mut self) -> Result<(), StepError> {
-        if let Output::Exchanges { table, .. } = &mut self.output {
+        if let Output::Exchanges { table, .. } | Output::Spans { table, .. } = &mut self.output {
             table.finish(self.last_ts_ns, &mut self.exchanges);
             self.summary.conns = Some(table.stats);
         }
         self.deliver_exchanges()?;
+        self.deliver_spans(true)?;
         self.flush()
     }
 

@@ -3,14 +3,16 @@
 //! The flow is one direction, each stage a module:
 //! `load` (probes into the kernel) → `source` (ring buffer or recording → decoded events) →
 //! `conn` (connection table, per-connection byte streams) → `protocol` (HTTP/1, HTTP/2, gRPC →
-//! exchanges) → `export` (console, JSON lines; OTLP later). `agent` wires them for one run;
-//! `main.rs` is the CLI. Later stages (correlate, span) slot in before export.
+//! exchanges) → `correlate` (parent links; `span` is its output model) → `export` (console trace
+//! trees, JSON lines; OTLP). `agent` wires them for one run; `main.rs` is the CLI.
 
 pub mod agent;
 pub mod conn;
+pub mod correlate;
 pub mod export;
 pub mod golang;
 pub mod load;
 pub mod protocol;
 pub mod source;
+pub mod span;
 pub mod testing;

@@ -18,6 +18,7 @@ use wirespan::{
         console::ConsoleSink,
         exchanges::{ConsoleExchanges, JsonExchanges},
         json::JsonLinesSink,
+        tree::TreeSink,
     },
     golang::attach::GoReport,
     load::{
@@ -25,6 +26,7 @@ use wirespan::{
         LoadOptions,
     },
     source::recording::{RecordingInfo, RecordingReader, RecordingWriter},
+    span::resource::Resources,
 };
 
 /// eBPF tracing agent: watches TCP connections and socket syscalls (and, as it grows, Go's
@@ -40,12 +42,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the agent and export what it sees.
+    /// Run the agent and export what it sees as spans with parent links.
     Run {
-        /// Where the output goes. `console` prints one line per connect, accept and close, and per
-        /// Go net/http handler start and end.
+        /// Where the spans go. `console` prints each trace as an indented tree (service, kind,
+        /// name, status, duration) once its root span is complete.
         #[arg(long, value_enum, default_value_t = Exporter::Console)]
         exporter: Exporter,
+        /// Make spans from a recording (`wirespan record`) instead of the kernel.
+        #[arg(long, value_name = "FILE")]
+        replay: Option<PathBuf>,
+        /// Export `process.command_args` whole (by default only the program: arguments can hold
+        /// secrets).
+        #[arg(long)]
+        show_command_args: bool,
         #[command(flatten)]
         capture: CaptureArgs,
     },
@@ -215,10 +224,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run {
             exporter: Exporter::Console,
+            replay,
+            show_command_args,
             capture,
         } => {
-            let mut sink = ConsoleSink::new(stdout(), WallClock::system(), false);
-            from_source(None, &capture, Output::Events(&mut sink), None)
+            let resources = Resources::new(PathBuf::from("/proc"), show_command_args);
+            let mut sink = TreeSink::new(stdout(), resources);
+            from_source(replay.as_deref(), &capture, Output::spans(&mut sink), None)
         }
         Command::GoOffsets { binaries } => {
             let mut table = wirespan::golang::offsets_table::Table::default();

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use wirespan::{
-    protocol::{ConnDecoder, Segment, fuzzing::for_each_segment, http2::PREFACE},
+    protocol::{ConnDecoder, Origin, Segment, fuzzing::for_each_segment, http2::PREFACE},
     source::Direction,
 };
 
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let mut decoder = ConnDecoder::new();
     let mut out = Vec::new();
     if mode & 0x80 == 0 {
-        let preface = Segment { direction: Direction::Egress, data: PREFACE, missing: 0, ts_enter_ns: 0, ts_exit_ns: 0 };
+        let preface = Segment { direction: Direction::Egress, origin: Origin::default(), data: PREFACE, missing: 0, ts_enter_ns: 0, ts_exit_ns: 0 };
         decoder.feed(&preface, &mut out);
     }
     for_each_segment(rest, |seg| decoder.feed(&seg, &mut out));

@@ -11,7 +11,7 @@
 use std::{collections::HashMap, net::SocketAddr};
 
 use crate::{
-    protocol::{ConnDecoder, Detected, Exchange, Segment},
+    protocol::{ConnDecoder, Detected, Exchange, Origin, Segment},
     source::{ConnKind, Event},
 };
 
@@ -130,6 +130,11 @@ impl ConnTable {
             Event::Data(d) => {
                 let seg = Segment {
                     direction: d.direction,
+                    origin: Origin {
+                        seq: d.seq,
+                        tid: d.tid,
+                        goid: d.goid,
+                    },
                     data: &d.payload,
                     missing: d.bytes.saturating_sub(d.payload.len() as u64),
                     ts_enter_ns: d.ts_enter_ns,

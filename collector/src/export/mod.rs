@@ -1,13 +1,14 @@
-//! `export`: the end of the flow. Sinks take decoded events or exchanges (later: spans) and
-//! write them out: `console` for people, `json` (one object per line) for scripts and tests,
-//! `exchanges` for the protocol stage's request/response pairs.
+//! `export`: the end of the flow. Sinks take decoded events, exchanges or spans and write them
+//! out: `console` for people, `json` (one object per line) for scripts and tests, `exchanges`
+//! for the protocol stage's request/response pairs, `tree` for spans as trace trees.
 
 pub mod clock;
 pub mod console;
 pub mod exchanges;
 pub mod json;
+pub mod tree;
 
-use crate::{conn::ConnExchange, source::Event};
+use crate::{conn::ConnExchange, source::Event, span::Span};
 
 /// Where events go. Writes are buffered; `flush` is called after each ring-buffer batch so a
 /// live view stays live without a syscall per event.
@@ -19,5 +20,11 @@ pub trait EventSink {
 /// Where exchanges (the `protocol` stage's output) go.
 pub trait ExchangeSink {
     fn exchange(&mut self, exchange: &ConnExchange) -> std::io::Result<()>;
+    fn flush(&mut self) -> std::io::Result<()>;
+}
+
+/// Where spans (the `correlate` stage's output) go.
+pub trait SpanSink {
+    fn span(&mut self, span: &Span) -> std::io::Result<()>;
     fn flush(&mut self) -> std::io::Result<()>;
 }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::Origin;
 use crate::source::Direction;
 
 /// One request/response exchange on a connection.
@@ -14,6 +15,8 @@ pub struct Exchange {
     /// When the first request byte moved (CLOCK_MONOTONIC ns): the entry of the write that sent
     /// it, or the exit of the read that received it (see `Segment::first_byte_ns`).
     pub start_ns: u64,
+    /// Who moved the request's first byte (sequence number, thread, goroutine).
+    pub origin: Origin,
     /// Syscall exit time of the last response byte (or of the last byte seen).
     pub end_ns: u64,
     /// Bytes on the wire, including bodies that were not captured.

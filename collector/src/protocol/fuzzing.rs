@@ -3,7 +3,7 @@
 //! bit 0 is the direction (0 egress, 1 ingress) and bits 1..8 scaled by 97 are the bytes that were
 //! not captured after them.
 
-use super::Segment;
+use super::{Origin, Segment};
 use crate::source::Direction;
 
 /// Call `f` with each segment encoded in `data`; times increase by one per segment.
@@ -19,6 +19,7 @@ pub fn for_each_segment(mut data: &[u8], mut f: impl FnMut(Segment<'_>)) {
         ts += 1;
         f(Segment {
             direction,
+            origin: Origin::default(),
             data: &rest[..take],
             missing: u64::from(control >> 1) * 97,
             ts_enter_ns: ts,

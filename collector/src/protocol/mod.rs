@@ -20,6 +20,8 @@ use crate::source::Direction;
 pub struct Segment<'a> {
     /// From this process's point of view.
     pub direction: Direction,
+    /// Who moved the bytes: the TCP sequence number of the first, the thread and goroutine.
+    pub origin: Origin,
     /// The captured prefix.
     pub data: &'a [u8],
     /// Bytes the syscall moved beyond `data` (not captured).
@@ -28,7 +30,29 @@ pub struct Segment<'a> {
     pub ts_exit_ns: u64,
 }
 
+/// Who moved bytes: the TCP sequence number of the first byte (a client's write and the
+/// server's read of the same request carry the same), the thread, and the goroutine when known.
+/// Correlation ties requests together with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub seq: u32,
+    pub tid: u32,
+    pub goid: Option<u64>,
+}
+
 impl Segment<'_> {
+    /// The origin of the byte `buffered` bytes before the end of this segment's data, for a
+    /// decoder whose buffer ends with this segment and holds `buffered` bytes: a message that
+    /// starts at the buffer's front may have started in an earlier segment.
+    #[must_use]
+    pub fn origin_of_buffer_front(&self, buffered: usize) -> Origin {
+        let ahead = self.data.len() as i64 - buffered as i64;
+        Origin {
+            seq: self.origin.seq.wrapping_add(ahead as u32),
+            ..self.origin
+        }
+    }
+
     /// When the segment's first byte moved: a write's entry, but a read's exit. A blocking read
     /// enters long before bytes arrive (an idle keep-alive connection waits there), so its entry
     /// time would stretch a server's request by the idle time.

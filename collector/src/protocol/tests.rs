@@ -16,6 +16,7 @@ fn run(segments: &[(Direction, &[u8], u64)]) -> Vec<Exchange> {
         decoder.feed(
             &Segment {
                 direction: *direction,
+                origin: Origin::default(),
                 data,
                 missing: *missing,
                 ts_enter_ns: t,
@@ -226,6 +227,7 @@ fn unknown_protocols_are_not_guessed() {
         decoder.feed(
             &Segment {
                 direction: CLIENT,
+                origin: Origin::default(),
                 data: b"\x16\x03\x01\x02\x00 TLS hello",
                 missing: 0,
                 ts_enter_ns: 0,
@@ -288,6 +290,7 @@ fn damaged_streams_never_panic() {
             decoder.feed(
                 &Segment {
                     direction,
+                    origin: Origin::default(),
                     data: &data,
                     missing,
                     ts_enter_ns: step,

@@ -12,7 +12,7 @@ mod framing;
 
 use self::framing::{Body, BodyStep, Chunk, consume_body, request_head, response_body, version_of};
 use super::{
-    Segment,
+    Origin, Segment,
     exchange::{Detail, Exchange, Flags, Http},
 };
 use crate::source::Direction;
@@ -38,6 +38,7 @@ pub struct Http1Stats {
 #[derive(Debug, Default, Clone, Copy)]
 struct Progress {
     start_ns: u64,
+    origin: Origin,
     bytes: u64,
     truncated: bool,
 }
@@ -65,6 +66,7 @@ impl Side {
         if self.progress.is_none() && !self.buf.is_empty() {
             self.progress = Some(Progress {
                 start_ns: seg.first_byte_ns(),
+                origin: seg.origin_of_buffer_front(self.buf.len()),
                 ..Progress::default()
             });
         }
@@ -76,6 +78,7 @@ impl Side {
 struct Pending {
     http: Http,
     start_ns: u64,
+    origin: Origin,
     request_bytes: u64,
     truncated: bool,
     /// HEAD requests get responses without a body.
@@ -281,6 +284,9 @@ impl Http1Conn {
             .trim_end()
             .to_owned();
         let start_ns = side.progress.map_or(seg.first_byte_ns(), |p| p.start_ns);
+        let origin = side
+            .progress
+            .map_or_else(|| seg.origin_of_buffer_front(side.buf.len()), |p| p.origin);
         let bytes = side.progress.map_or(0, |p| p.bytes);
         let mut parts = line.split(' ');
         if is_request {
@@ -296,6 +302,7 @@ impl Http1Conn {
             self.push_pending(Pending {
                 http,
                 start_ns,
+                origin,
                 request_bytes: bytes,
                 truncated: true,
                 head_method: method == "HEAD",
@@ -350,11 +357,13 @@ impl Http1Conn {
                     side.buf.drain(..consumed);
                     let progress = side.progress.get_or_insert_default();
                     progress.bytes += consumed as u64;
-                    let (start_ns, bytes) = (progress.start_ns, progress.bytes);
+                    let (start_ns, origin, bytes) =
+                        (progress.start_ns, progress.origin, progress.bytes);
                     side.body = body;
                     self.push_pending(Pending {
                         http,
                         start_ns,
+                        origin,
                         request_bytes: bytes,
                         truncated: false,
                         head_method,
@@ -494,6 +503,7 @@ impl Http1Conn {
         Exchange {
             request_direction: self.request_direction,
             start_ns: p.start_ns,
+            origin: p.origin,
             end_ns,
             request_bytes: p.request_bytes,
             response_bytes,

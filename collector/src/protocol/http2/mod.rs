@@ -564,6 +564,9 @@ impl Http2Conn {
             if !s.request_headers_seen {
                 s.request_headers_seen = true;
                 s.start_ns = Some(seg.first_byte_ns());
+                // HTTP/2 requests are joined across processes by stream id; the segment's
+                // sequence number is kept for completeness.
+                s.origin = seg.origin;
                 s.headers_unknown |= headers_unknown;
                 apply_request_fields(s, &fields);
                 s.bytes[0] += (HEADER_LEN + block.block.len()) as u64;
@@ -626,6 +629,7 @@ impl Http2Conn {
         Exchange {
             request_direction: self.request_direction.unwrap_or(Direction::Egress),
             start_ns: s.start_ns.unwrap_or(s.end_ns),
+            origin: s.origin,
             end_ns: s.end_ns,
             request_bytes: s.bytes[0],
             response_bytes: s.bytes[1],

@@ -3,7 +3,10 @@
 
 use super::frame::{FLAG_PADDED, FLAG_PRIORITY, FrameHeader, HEADERS, PUSH_PROMISE};
 use super::other;
-use crate::{protocol::exchange::Http, source::Direction};
+use crate::{
+    protocol::{Origin, exchange::Http},
+    source::Direction,
+};
 
 /// Counts gRPC length-prefixed messages in one direction of a stream.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +84,7 @@ pub(super) struct Stream {
     pub(super) messages: [MessageCounter; 2],
     pub(super) message_counts: [u64; 2],
     pub(super) start_ns: Option<u64>,
+    pub(super) origin: Origin,
     pub(super) end_ns: u64,
     pub(super) bytes: [u64; 2],
     pub(super) request_headers_seen: bool,

@@ -1,0 +1,333 @@
+//! Execution contexts: which inbound request a process was serving when it made an outbound
+//! one. Go programs: the goroutine that made the call (the caller of `roundTrip` or `Invoke`,
+//! not the pooled connection's writer), walked up its ancestry to a handler goroutine. Other
+//! programs: the thread, for thread-per-request servers (it read a request on an accepted
+//! connection and has not answered yet).
+//!
+//! Fed with events in order; asked about each outbound exchange when it completes.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    net::SocketAddr,
+};
+
+use crate::{
+    conn::ConnExchange,
+    protocol::Detail,
+    source::{ConnKind, ConnRole, Direction, Event, GoConnUse, HeadersSource},
+};
+
+/// An inbound request an outbound one was made for; resolved against server exchanges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerRef {
+    /// A net/http handler that started at `ts` serving connection (local, remote).
+    Handler {
+        pid: u32,
+        local: SocketAddr,
+        remote: SocketAddr,
+        ts: u64,
+    },
+    /// A grpc-go handler of stream `stream` on connection (local, remote).
+    Stream {
+        pid: u32,
+        local: SocketAddr,
+        remote: SocketAddr,
+        stream: u32,
+    },
+    /// A thread that read a request on connection (local, remote) at `ts` and had not answered.
+    Thread {
+        pid: u32,
+        tid: u32,
+        local: SocketAddr,
+        remote: SocketAddr,
+        ts: u64,
+    },
+}
+
+/// What the contexts say about an outbound exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Made while serving this inbound request.
+    Serving(ServerRef),
+    /// Made outside any inbound request (a client program, a background job).
+    NoServer,
+    /// Not known yet (a gRPC call's return, which names its stream, has not arrived).
+    NotYet,
+}
+
+/// How deep goroutine ancestry is followed.
+const MAX_DEPTH: usize = 256;
+/// Goroutines, handlers and connection uses are forgotten this long after they end.
+const GRACE_NS: u64 = 30_000_000_000;
+
+/// One handler run of a net/http serving goroutine (which serves a keep-alive connection's
+/// requests one after another).
+#[derive(Debug, Clone, Copy)]
+struct HandlerRun {
+    start: u64,
+    end: Option<u64>,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
+#[derive(Debug, Default)]
+struct GoProcess {
+    parent: HashMap<u64, u64>,
+    /// net/http handler runs by goroutine.
+    handlers: HashMap<u64, Vec<HandlerRun>>,
+    /// grpc-go handler goroutines: the stream and connection they serve.
+    stream_handlers: HashMap<u64, (u32, SocketAddr, SocketAddr)>,
+    /// (reader goroutine, stream) → connection, from the request headers it decoded.
+    stream_conns: HashMap<(u64, u32), (SocketAddr, SocketAddr)>,
+    /// Client requests by connection: (when, requesting goroutine), oldest first.
+    client_uses: HashMap<(SocketAddr, SocketAddr), VecDeque<(u64, u64)>>,
+    /// Unary gRPC calls by (connection, stream): the calling goroutine.
+    grpc_calls: HashMap<(SocketAddr, SocketAddr, u32), u64>,
+    /// Whether this program makes gRPC calls at all (then an outbound gRPC exchange waits for
+    /// its call's return).
+    makes_grpc_calls: bool,
+    /// Goroutines that ended, to forget after the grace period.
+    ended: VecDeque<(u64, u64)>,
+}
+
+/// A thread serving a request: the connection it read it on and when.
+#[derive(Debug, Clone, Copy)]
+struct Serving {
+    conn_id: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    ts: u64,
+}
+
+/// Every process's execution contexts.
+#[derive(Debug, Default)]
+pub struct Contexts {
+    go: HashMap<u32, GoProcess>,
+    /// Connections this host accepted (server side), by connection id.
+    accepted: HashSet<u64>,
+    /// (pid, tid) → the request that thread is serving.
+    threads: HashMap<(u32, u32), Serving>,
+}
+
+impl Contexts {
+    /// Take in one event.
+    pub fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::Conn(c) => match c.kind {
+                ConnKind::Accept => {
+                    self.accepted.insert(c.conn_id);
+                }
+                ConnKind::Close => {
+                    self.accepted.remove(&c.conn_id);
+                }
+                ConnKind::Connect => {}
+            },
+            Event::Data(d) => {
+                if d.goid.is_some() || !self.accepted.contains(&d.conn_id) {
+                    return;
+                }
+                let key = (d.pid, d.tid);
+                match d.direction {
+                    Direction::Ingress => {
+                        let serving = self.threads.get(&key);
+                        // A new request: the first read after the last answer.
+                        if serving.is_none_or(|s| s.conn_id != d.conn_id) {
+                            self.threads.insert(
+                                key,
+                                Serving {
+                                    conn_id: d.conn_id,
+                                    local: d.local,
+                                    remote: d.remote,
+                                    ts: d.ts_exit_ns,
+                                },
+                            );
+                        }
+                    }
+                    Direction::Egress => {
+                        if self
+                            .threads
+                            .get(&key)
+                            .is_some_and(|s| s.conn_id == d.conn_id)
+                        {
+                            self.threads.remove(&key);
+                        }
+                    }
+                }
+            }
+            Event::GoServe(g) if !g.client => {
+                let p = self.go.entry(g.pid).or_default();
+                if !g.start
+                    && let Some(run) = p.handlers.get_mut(&g.goid).and_then(|r| r.last_mut())
+                    && run.end.is_none()
+                {
+                    run.end = Some(g.ts_ns);
+                }
+            }
+            Event::GoConnUse(u) => self.on_conn_use(u),
+            Event::GoSpawn(s) => {
+                let p = self.go.entry(s.pid).or_default();
+                p.parent.insert(s.child_goid, s.parent_goid);
+                if s.stream_id != 0
+                    && let Some((local, remote)) =
+                        p.stream_conns.get(&(s.parent_goid, s.stream_id)).copied()
+                {
+                    p.stream_handlers
+                        .insert(s.child_goid, (s.stream_id, local, remote));
+                }
+            }
+            Event::GoExit(e) => {
+                let p = self.go.entry(e.pid).or_default();
+                p.ended.push_back((e.ts_ns, e.goid));
+                while let Some(&(ts, goid)) = p.ended.front() {
+                    if e.ts_ns.saturating_sub(ts) < GRACE_NS {
+                        break;
+                    }
+                    p.ended.pop_front();
+                    p.parent.remove(&goid);
+                    p.handlers.remove(&goid);
+                    p.stream_handlers.remove(&goid);
+                }
+            }
+            Event::GoHeaders(h) if h.source == HeadersSource::ServerReceived => {
+                if let Some((local, remote)) = h.conn.endpoints {
+                    let p = self.go.entry(h.pid).or_default();
+                    if p.stream_conns.len() > 65_536 {
+                        p.stream_conns.clear();
+                    }
+                    p.stream_conns
+                        .insert((h.goid, h.stream_id), (local, remote));
+                }
+            }
+            Event::GoGrpcCall(c) if !c.start => {
+                let p = self.go.entry(c.pid).or_default();
+                p.makes_grpc_calls = true;
+                if let Some((local, remote)) = c.conn.endpoints {
+                    if p.grpc_calls.len() > 65_536 {
+                        p.grpc_calls.clear();
+                    }
+                    p.grpc_calls.insert((local, remote, c.stream_id), c.goid);
+                }
+            }
+            Event::GoGrpcCall(c) => {
+                self.go.entry(c.pid).or_default().makes_grpc_calls = true;
+            }
+            Event::Exec(e) => {
+                self.go.remove(&e.pid);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_conn_use(&mut self, u: &GoConnUse) {
+        let Some((local, remote)) = u.conn.endpoints else {
+            return;
+        };
+        let p = self.go.entry(u.pid).or_default();
+        match u.role {
+            ConnRole::Server => {
+                let runs = p.handlers.entry(u.goid).or_default();
+                // One serving goroutine runs many handlers; the last few are enough.
+                if runs.len() >= 8 {
+                    runs.remove(0);
+                }
+                runs.push(HandlerRun {
+                    start: u.ts_ns,
+                    end: None,
+                    local,
+                    remote,
+                });
+            }
+            ConnRole::Client => {
+                let uses = p.client_uses.entry((local, remote)).or_default();
+                uses.push_back((u.ts_ns, u.goid));
+                while uses
+                    .front()
+                    .is_some_and(|(ts, _)| u.ts_ns.saturating_sub(*ts) > GRACE_NS)
+                    || uses.len() > 256
+                {
+                    uses.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Which inbound request, if any, an outbound exchange was made for.
+    #[must_use]
+    pub fn server_of(&self, x: &ConnExchange) -> Lookup {
+        let origin = &x.exchange.origin;
+        if let Some(p) = self.go.get(&x.pid) {
+            let Some(goid) = self.requesting_goroutine(p, x) else {
+                return Lookup::NotYet;
+            };
+            return goid.map_or(Lookup::NoServer, |g| {
+                self.handler_of(x.pid, p, g, x.exchange.start_ns)
+            });
+        }
+        match self.threads.get(&(x.pid, origin.tid)) {
+            Some(s) if s.ts <= x.exchange.start_ns => Lookup::Serving(ServerRef::Thread {
+                pid: x.pid,
+                tid: origin.tid,
+                local: s.local,
+                remote: s.remote,
+                ts: s.ts,
+            }),
+            _ => Lookup::NoServer,
+        }
+    }
+
+    /// The goroutine that asked for this outbound request: Some(None) when unknown, None when
+    /// its gRPC call has not returned yet.
+    #[expect(
+        clippy::option_option,
+        reason = "not yet / unknown / known are three answers"
+    )]
+    fn requesting_goroutine(&self, p: &GoProcess, x: &ConnExchange) -> Option<Option<u64>> {
+        if let Detail::Grpc(grpc) = &x.exchange.detail {
+            let stream = grpc.http.stream_id.unwrap_or(0);
+            return match p.grpc_calls.get(&(x.local, x.remote, stream)) {
+                Some(goid) => Some(Some(*goid)),
+                None if p.makes_grpc_calls => None,
+                None => Some(x.exchange.origin.goid),
+            };
+        }
+        // net/http: the last roundTrip on this connection that began before the request's first
+        // byte was written (the pooled connection's own goroutine writes it).
+        let by_use = p.client_uses.get(&(x.local, x.remote)).and_then(|uses| {
+            uses.iter()
+                .rev()
+                .find(|(ts, _)| *ts <= x.exchange.start_ns)
+                .map(|(_, goid)| *goid)
+        });
+        Some(by_use.or(x.exchange.origin.goid))
+    }
+
+    /// The handler a goroutine works for: itself or its nearest handler ancestor.
+    fn handler_of(&self, pid: u32, p: &GoProcess, goid: u64, at: u64) -> Lookup {
+        let mut g = goid;
+        for _ in 0..MAX_DEPTH {
+            if let Some(runs) = p.handlers.get(&g)
+                && let Some(run) = runs.iter().rev().find(|r| r.start <= at)
+            {
+                return Lookup::Serving(ServerRef::Handler {
+                    pid,
+                    local: run.local,
+                    remote: run.remote,
+                    ts: run.start,
+                });
+            }
+            if let Some(&(stream, local, remote)) = p.stream_handlers.get(&g) {
+                return Lookup::Serving(ServerRef::Stream {
+                    pid,
+                    local,
+                    remote,
+                    stream,
+                });
+            }
+            match p.parent.get(&g) {
+                Some(&parent) if parent != g => g = parent,
+                _ => break,
+            }
+        }
+        Lookup::NoServer
+    }
+}

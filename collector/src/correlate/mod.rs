@@ -1,0 +1,399 @@
+//! `correlate`: exchanges and execution contexts → spans with real parent links.
+//!
+//! - Each inbound exchange becomes a server span, each outbound one a client span.
+//! - Across processes, a server span's parent is the client span at the other end of the same
+//!   connection and request: the mirrored five-tuple and the TCP sequence number of the
+//!   request's first byte (HTTP/1), or the stream id (HTTP/2, whose streams share the bytes).
+//!   Never a time window alone.
+//! - Inside a process, a client span's parent is the server span being served when the request
+//!   was made (see `context`).
+//! - With no observed parent, a request's `traceparent` is adopted; otherwise a new trace starts.
+//!
+//! Exchanges complete response-first, so a child often completes before its parent: spans wait
+//! (bounded by `window_ns`) until their parent is emitted, then take its trace id. A span whose
+//! expected parent never arrives is emitted as a root after the window, and counted.
+
+pub mod context;
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    net::{IpAddr, SocketAddr},
+};
+
+use self::context::{Contexts, Lookup, ServerRef};
+use crate::{
+    conn::ConnExchange,
+    protocol::{Detail, Exchange},
+    source::{Direction, Event},
+    span::{IdGenerator, ParentLink, Payload, Span, SpanId, SpanKind, TraceId, TraceParent},
+};
+
+/// How long a span waits for its parent by default (event time).
+pub const DEFAULT_WINDOW_NS: u64 = 10_000_000_000;
+/// Spans waiting at most; beyond it the oldest are emitted without their parent.
+const MAX_PENDING: usize = 100_000;
+
+/// What identifies a request on its connection, the same at both ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum RequestId {
+    /// HTTP/1: the TCP sequence number of the request's first byte.
+    Seq(u32),
+    /// HTTP/2: the stream id.
+    Stream(u32),
+}
+
+/// A request as seen from its client: (client end, server end, request).
+type PeerKey = (SocketAddr, SocketAddr, RequestId);
+
+/// Where a node is indexed.
+#[derive(Debug, Clone, Copy)]
+enum NodeKey {
+    Client(PeerKey),
+    Server((u32, SocketAddr, SocketAddr)),
+}
+
+/// What the correlator counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CorrelateStats {
+    pub spans: u64,
+    /// Emitted without the parent they waited for.
+    pub orphans: u64,
+    /// Emitted early because too many spans were waiting.
+    pub evicted: u64,
+}
+
+struct Node {
+    id: u64,
+    x: ConnExchange,
+    kind: SpanKind,
+    /// Event time when it arrived; the window counts from here.
+    arrived_ns: u64,
+}
+
+/// An emitted span's ids, for its late children.
+#[derive(Debug, Clone, Copy)]
+struct Emitted {
+    trace_id: TraceId,
+    span_id: SpanId,
+    at_ns: u64,
+}
+
+/// Whether a span can be emitted now.
+enum Decision {
+    Child(u64, ParentLink),
+    Root(ParentLink),
+    Wait,
+}
+
+/// Turns exchanges into spans.
+pub struct Correlator {
+    window_ns: u64,
+    ids: IdGenerator,
+    contexts: Contexts,
+    pending: Vec<Node>,
+    pending_ids: HashSet<u64>,
+    /// Where each node is indexed, to take it out again when it is forgotten.
+    keys: HashMap<u64, NodeKey>,
+    next_id: u64,
+    emitted: HashMap<u64, Emitted>,
+    emitted_order: VecDeque<u64>,
+    /// Client nodes (pending or emitted) by their request, for the server at the other end.
+    clients: HashMap<PeerKey, u64>,
+    /// Server nodes (pending or emitted) by process and connection, for in-process children.
+    servers: HashMap<(u32, SocketAddr, SocketAddr), Vec<u64>>,
+    /// Every node's exchange summary, kept as long as `emitted` keeps it (for lookups).
+    server_info: HashMap<u64, ServerInfo>,
+    /// Addresses of this host (local ends of its connections), to tell local peers.
+    local_ips: HashSet<IpAddr>,
+    now_ns: u64,
+    pub stats: CorrelateStats,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ServerInfo {
+    start_ns: u64,
+    end_ns: u64,
+    stream: Option<u32>,
+    tid: u32,
+}
+
+impl Correlator {
+    #[must_use]
+    pub fn new(window_ns: u64, ids: IdGenerator) -> Self {
+        Self {
+            window_ns,
+            ids,
+            contexts: Contexts::default(),
+            pending: Vec::new(),
+            pending_ids: HashSet::new(),
+            keys: HashMap::new(),
+            next_id: 1,
+            emitted: HashMap::new(),
+            emitted_order: VecDeque::new(),
+            clients: HashMap::new(),
+            servers: HashMap::new(),
+            server_info: HashMap::new(),
+            local_ips: HashSet::new(),
+            now_ns: 0,
+            stats: CorrelateStats::default(),
+        }
+    }
+
+    /// Take in an event (execution contexts, the clock, this host's addresses).
+    pub fn on_event(&mut self, event: &Event) {
+        self.now_ns = self.now_ns.max(event.ts_ns());
+        if let Event::Conn(c) = event {
+            self.local_ips.insert(c.local.ip());
+        }
+        self.contexts.on_event(event);
+    }
+
+    /// Take in a completed exchange.
+    pub fn on_exchange(&mut self, x: ConnExchange) {
+        let kind = match x.exchange.request_direction {
+            Direction::Ingress => SpanKind::Server,
+            Direction::Egress => SpanKind::Client,
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.now_ns = self.now_ns.max(x.exchange.end_ns);
+        self.local_ips.insert(x.local.ip());
+        match kind {
+            SpanKind::Client => {
+                let key = (x.local, x.remote, request_id(&x.exchange));
+                self.clients.insert(key, id);
+                self.keys.insert(id, NodeKey::Client(key));
+            }
+            SpanKind::Server => {
+                let key = (x.pid, x.local, x.remote);
+                self.servers.entry(key).or_default().push(id);
+                self.keys.insert(id, NodeKey::Server(key));
+                self.server_info.insert(
+                    id,
+                    ServerInfo {
+                        start_ns: x.exchange.start_ns,
+                        end_ns: x.exchange.end_ns,
+                        stream: stream_of(&x.exchange),
+                        tid: x.exchange.origin.tid,
+                    },
+                );
+            }
+        }
+        self.pending_ids.insert(id);
+        self.pending.push(Node {
+            id,
+            x,
+            kind,
+            arrived_ns: self.now_ns,
+        });
+    }
+
+    /// Emit every span whose parent is settled (or whose wait is over) into `out`.
+    pub fn settle(&mut self, out: &mut Vec<Span>) {
+        // Parents start before their children: in start order most resolve in one pass.
+        self.pending.sort_by_key(|n| n.x.exchange.start_ns);
+        loop {
+            let mut progressed = false;
+            let mut i = 0;
+            while i < self.pending.len() {
+                let overflow = self.pending.len() > MAX_PENDING && i == 0;
+                let decision = match self.decide(&self.pending[i]) {
+                    Decision::Wait if overflow => {
+                        self.stats.evicted += 1;
+                        Decision::Root(ParentLink::Orphan)
+                    }
+                    Decision::Wait
+                        if self.now_ns.saturating_sub(self.pending[i].arrived_ns)
+                            > self.window_ns =>
+                    {
+                        self.stats.orphans += 1;
+                        Decision::Root(ParentLink::Orphan)
+                    }
+                    d => d,
+                };
+                match decision {
+                    Decision::Wait => i += 1,
+                    Decision::Child(parent, link) => {
+                        let node = self.pending.remove(i);
+                        self.pending_ids.remove(&node.id);
+                        let parent = self.emitted[&parent];
+                        out.push(self.emit(node, parent.trace_id, Some(parent.span_id), link));
+                        progressed = true;
+                    }
+                    Decision::Root(link) => {
+                        let node = self.pending.remove(i);
+                        self.pending_ids.remove(&node.id);
+                        // No parent seen: an instrumented caller's context, else a new trace.
+                        let (trace_id, parent, link) = match traceparent(&node.x.exchange) {
+                            Some(tp) => (tp.trace_id, Some(tp.parent_id), ParentLink::TraceParent),
+                            None => (self.ids.trace_id(), None, link),
+                        };
+                        out.push(self.emit(node, trace_id, parent, link));
+                        progressed = true;
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.forget_old();
+    }
+
+    /// Emit everything still waiting (end of stream): parents first, the rest as orphans.
+    pub fn finish(&mut self, out: &mut Vec<Span>) {
+        self.now_ns = u64::MAX;
+        self.settle(out);
+    }
+
+    fn decide(&self, node: &Node) -> Decision {
+        match node.kind {
+            SpanKind::Server => self.decide_server(node),
+            SpanKind::Client => self.decide_client(node),
+        }
+    }
+
+    /// A server span's parent: the client at the other end of the same request.
+    fn decide_server(&self, node: &Node) -> Decision {
+        let x = &node.x;
+        let key = (x.remote, x.local, request_id(&x.exchange));
+        if let Some(&client) = self.clients.get(&key) {
+            return if self.emitted.contains_key(&client) {
+                Decision::Child(client, ParentLink::Peer)
+            } else if self.pending_ids.contains(&client) {
+                Decision::Wait
+            } else {
+                Decision::Root(ParentLink::Root)
+            };
+        }
+        // A peer on this host may still complete its side (clients finish after servers).
+        if x.remote.ip().is_loopback() || self.local_ips.contains(&x.remote.ip()) {
+            Decision::Wait
+        } else {
+            Decision::Root(ParentLink::Root)
+        }
+    }
+
+    /// A client span's parent: the server span being served when the request was made.
+    fn decide_client(&self, node: &Node) -> Decision {
+        let server = match self.contexts.server_of(&node.x) {
+            Lookup::NoServer => return Decision::Root(ParentLink::Root),
+            Lookup::NotYet => return Decision::Wait,
+            Lookup::Serving(server) => server,
+        };
+        let (pid, local, remote, link) = match server {
+            ServerRef::Handler {
+                pid, local, remote, ..
+            }
+            | ServerRef::Stream {
+                pid, local, remote, ..
+            } => (pid, local, remote, ParentLink::Goroutine),
+            ServerRef::Thread {
+                pid, local, remote, ..
+            } => (pid, local, remote, ParentLink::Thread),
+        };
+        let candidates = self
+            .servers
+            .get(&(pid, local, remote))
+            .map_or(&[][..], Vec::as_slice);
+        let found = candidates.iter().rev().find(|id| {
+            self.server_info.get(id).is_some_and(|s| match server {
+                ServerRef::Handler { ts, .. } => s.start_ns <= ts && ts <= s.end_ns,
+                ServerRef::Stream { stream, .. } => s.stream == Some(stream),
+                ServerRef::Thread { tid, ts, .. } => {
+                    s.tid == tid && s.start_ns <= ts && ts <= s.end_ns
+                }
+            })
+        });
+        match found {
+            Some(&parent) if self.emitted.contains_key(&parent) => Decision::Child(parent, link),
+            // The server exchange completes after its client calls: wait for it.
+            _ => Decision::Wait,
+        }
+    }
+
+    fn emit(
+        &mut self,
+        node: Node,
+        trace_id: TraceId,
+        parent_span_id: Option<SpanId>,
+        link: ParentLink,
+    ) -> Span {
+        let span_id = self.ids.span_id();
+        self.emitted.insert(
+            node.id,
+            Emitted {
+                trace_id,
+                span_id,
+                at_ns: self.now_ns.min(node.x.exchange.end_ns.max(node.arrived_ns)),
+            },
+        );
+        self.emitted_order.push_back(node.id);
+        self.stats.spans += 1;
+        let x = node.x;
+        let f = x.exchange.flags;
+        Span {
+            trace_id,
+            span_id,
+            parent_span_id,
+            link,
+            kind: node.kind,
+            start_ns: x.exchange.start_ns,
+            end_ns: x.exchange.end_ns,
+            pid: x.pid,
+            comm: x.comm,
+            local: x.local,
+            remote: x.remote,
+            payload: Payload::of(&x.exchange),
+            incomplete: f.reset || f.no_response,
+        }
+    }
+
+    /// Drop emitted spans' ids and indexes older than two windows.
+    fn forget_old(&mut self) {
+        let horizon = self.now_ns.saturating_sub(2 * self.window_ns);
+        while let Some(&id) = self.emitted_order.front() {
+            if self.emitted.get(&id).is_some_and(|e| e.at_ns >= horizon) {
+                break;
+            }
+            self.emitted_order.pop_front();
+            self.emitted.remove(&id);
+            self.server_info.remove(&id);
+            match self.keys.remove(&id) {
+                Some(NodeKey::Client(key)) => {
+                    if self.clients.get(&key) == Some(&id) {
+                        self.clients.remove(&key);
+                    }
+                }
+                Some(NodeKey::Server(key)) => {
+                    if let Some(ids) = self.servers.get_mut(&key) {
+                        ids.retain(|i| *i != id);
+                        if ids.is_empty() {
+                            self.servers.remove(&key);
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+fn stream_of(x: &Exchange) -> Option<u32> {
+    match &x.detail {
+        Detail::Http(h) => h.stream_id,
+        Detail::Grpc(g) => g.http.stream_id,
+    }
+}
+
+fn request_id(x: &Exchange) -> RequestId {
+    stream_of(x).map_or(RequestId::Seq(x.origin.seq), RequestId::Stream)
+}
+
+fn traceparent(x: &Exchange) -> Option<TraceParent> {
+    let headers = match &x.detail {
+        Detail::Http(h) => &h.headers,
+        Detail::Grpc(g) => &g.http.headers,
+    };
+    headers.traceparent.as_deref().and_then(TraceParent::parse)
+}
