@@ -13,11 +13,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wirespan::{
     agent::{self, Output, RunSummary},
     export::{
-        EventSink, ExchangeSink,
+        EventSink, ExchangeSink, FanOut, SpanSink,
         clock::WallClock,
         console::ConsoleSink,
         exchanges::{ConsoleExchanges, JsonExchanges},
+        file::FileSink,
         json::JsonLinesSink,
+        otlp::{OtlpConfig, OtlpSink, Protocol, parse_headers},
         tree::TreeSink,
     },
     golang::attach::GoReport,
@@ -44,17 +46,11 @@ struct Cli {
 enum Command {
     /// Run the agent and export what it sees as spans with parent links.
     Run {
-        /// Where the spans go. `console` prints each trace as an indented tree (service, kind,
-        /// name, status, duration) once its root span is complete.
-        #[arg(long, value_enum, default_value_t = Exporter::Console)]
-        exporter: Exporter,
+        #[command(flatten)]
+        export: ExportArgs,
         /// Make spans from a recording (`wirespan record`) instead of the kernel.
         #[arg(long, value_name = "FILE")]
         replay: Option<PathBuf>,
-        /// Export `process.command_args` whole (by default only the program: arguments can hold
-        /// secrets).
-        #[arg(long)]
-        show_command_args: bool,
         #[command(flatten)]
         capture: CaptureArgs,
     },
@@ -102,10 +98,127 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Exporter {
-    /// Human-readable lines on standard output.
+    /// Each trace as an indented tree on standard output (service, kind, name, status,
+    /// duration), once its root span is complete.
     Console,
+    /// OTLP to a collector, Jaeger or Tempo (gRPC or HTTP/protobuf; see --otlp-*).
+    Otlp,
+    /// OTLP JSON lines into --output (the OpenTelemetry Collector file exporter's format).
+    File,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Where spans go; repeat to combine. Default: otlp when OTEL_EXPORTER_OTLP_ENDPOINT (or
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, console otherwise.
+    #[arg(long, value_enum)]
+    exporter: Vec<Exporter>,
+    /// OTLP endpoint, e.g. http://127.0.0.1:4317 for grpc or http://127.0.0.1:4318 for
+    /// http/protobuf [env: OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT].
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// grpc or http/protobuf [env: OTEL_EXPORTER_OTLP_PROTOCOL,
+    /// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL; default http/protobuf].
+    #[arg(long, value_name = "PROTOCOL")]
+    otlp_protocol: Option<String>,
+    /// Extra headers, key=value,key=value [env: OTEL_EXPORTER_OTLP_HEADERS,
+    /// OTEL_EXPORTER_OTLP_TRACES_HEADERS].
+    #[arg(long, value_name = "HEADERS")]
+    otlp_headers: Option<String>,
+    /// Export timeout in seconds [env: OTEL_EXPORTER_OTLP_TIMEOUT (ms),
+    /// OTEL_EXPORTER_OTLP_TRACES_TIMEOUT (ms); default 10].
+    #[arg(long, value_name = "SECS")]
+    otlp_timeout: Option<f64>,
+    /// Spans waiting for the OTLP exporter at most; more are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = wirespan::export::otlp::DEFAULT_QUEUE)]
+    otlp_queue: usize,
+    /// The file of --exporter file (replaced if it exists).
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Export `url.query` as sent (by default its value is REDACTED: queries carry tokens).
+    #[arg(long)]
+    show_query: bool,
+    /// Export `process.command_args` whole (by default only the program: arguments can hold
+    /// secrets).
+    #[arg(long)]
+    show_command_args: bool,
+}
+
+impl ExportArgs {
+    /// The exporters asked for, or the default.
+    fn exporters(&self) -> Vec<Exporter> {
+        if !self.exporter.is_empty() {
+            return self.exporter.clone();
+        }
+        let endpoint_set = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|e| !e.trim().is_empty()));
+        if endpoint_set || self.otlp_endpoint.is_some() {
+            vec![Exporter::Otlp]
+        } else {
+            vec![Exporter::Console]
+        }
+    }
+
+    /// The span sinks for a run whose times convert with `clock` (`offline` for a replay: the
+    /// recorded processes are gone, /proc is not theirs).
+    fn sinks(&self, clock: &WallClock, offline: bool) -> anyhow::Result<Vec<Box<dyn SpanSink>>> {
+        let resources = || {
+            if offline {
+                Resources::offline()
+            } else {
+                Resources::new(PathBuf::from("/proc"), self.show_command_args)
+            }
+        };
+        let mut sinks: Vec<Box<dyn SpanSink>> = Vec::new();
+        for exporter in self.exporters() {
+            match exporter {
+                Exporter::Console => {
+                    sinks.push(Box::new(TreeSink::new(std::io::stdout(), resources())));
+                }
+                Exporter::File => {
+                    let path = self
+                        .output
+                        .as_deref()
+                        .context("--exporter file needs --output FILE")?;
+                    let sink = FileSink::create(path, *clock, resources(), self.show_query)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    sinks.push(Box::new(sink));
+                }
+                Exporter::Otlp => {
+                    let timeout = self
+                        .otlp_timeout
+                        .map(|s| {
+                            Duration::try_from_secs_f64(s).map_err(|_| {
+                                anyhow::anyhow!("--otlp-timeout {s}: expected seconds")
+                            })
+                        })
+                        .transpose()?;
+                    let config = OtlpConfig {
+                        protocol: Protocol::resolve(self.otlp_protocol.as_deref())?,
+                        endpoint: self.otlp_endpoint.clone(),
+                        headers: self
+                            .otlp_headers
+                            .as_deref()
+                            .map(parse_headers)
+                            .transpose()?
+                            .unwrap_or_default(),
+                        timeout,
+                        queue: self.otlp_queue,
+                        show_query: self.show_query,
+                        show_command_args: self.show_command_args,
+                    };
+                    sinks.push(Box::new(OtlpSink::start(config, *clock, offline)?));
+                }
+            }
+        }
+        Ok(sinks)
+    }
 }
 
 #[derive(Args)]
@@ -223,13 +336,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Run {
-            exporter: Exporter::Console,
+            export,
             replay,
-            show_command_args,
             capture,
         } => {
-            let resources = Resources::new(PathBuf::from("/proc"), show_command_args);
-            let mut sink = TreeSink::new(stdout(), resources);
+            let clock = clock_for(replay.as_deref())?;
+            let mut sink = FanOut(export.sinks(&clock, replay.is_some())?);
             from_source(replay.as_deref(), &capture, Output::spans(&mut sink), None)
         }
         Command::GoOffsets { binaries } => {

@@ -14,7 +14,7 @@ use std::{
 use crate::{
     conn::ConnExchange,
     protocol::Detail,
-    source::{ConnKind, ConnRole, Direction, Event, GoConnUse, HeadersSource},
+    source::{ConnKind, ConnRole, Data, Direction, Event, GoConnUse, HeadersSource},
 };
 
 /// An inbound request an outbound one was made for; resolved against server exchanges.
@@ -122,38 +122,49 @@ impl Contexts {
                 }
                 ConnKind::Connect => {}
             },
-            Event::Data(d) => {
-                if d.goid.is_some() || !self.accepted.contains(&d.conn_id) {
-                    return;
-                }
-                let key = (d.pid, d.tid);
-                match d.direction {
-                    Direction::Ingress => {
-                        let serving = self.threads.get(&key);
-                        // A new request: the first read after the last answer.
-                        if serving.is_none_or(|s| s.conn_id != d.conn_id) {
-                            self.threads.insert(
-                                key,
-                                Serving {
-                                    conn_id: d.conn_id,
-                                    local: d.local,
-                                    remote: d.remote,
-                                    ts: d.ts_exit_ns,
-                                },
-                            );
-                        }
-                    }
-                    Direction::Egress => {
-                        if self
-                            .threads
-                            .get(&key)
-                            .is_some_and(|s| s.conn_id == d.conn_id)
-                        {
-                            self.threads.remove(&key);
-                        }
-                    }
+            Event::Data(d) => self.on_data(d),
+            _ => self.on_go_event(event),
+        }
+    }
+
+    /// A non-Go thread that reads on an accepted connection serves a request until it writes
+    /// on that connection.
+    fn on_data(&mut self, d: &Data) {
+        if d.goid.is_some() || !self.accepted.contains(&d.conn_id) {
+            return;
+        }
+        let key = (d.pid, d.tid);
+        match d.direction {
+            Direction::Ingress => {
+                let serving = self.threads.get(&key);
+                // A new request: the first read after the last answer.
+                if serving.is_none_or(|s| s.conn_id != d.conn_id) {
+                    self.threads.insert(
+                        key,
+                        Serving {
+                            conn_id: d.conn_id,
+                            local: d.local,
+                            remote: d.remote,
+                            ts: d.ts_exit_ns,
+                        },
+                    );
                 }
             }
+            Direction::Egress => {
+                if self
+                    .threads
+                    .get(&key)
+                    .is_some_and(|s| s.conn_id == d.conn_id)
+                {
+                    self.threads.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Goroutine ancestry, handlers, gRPC streams and calls.
+    fn on_go_event(&mut self, event: &Event) {
+        match event {
             Event::GoServe(g) if !g.client => {
                 let p = self.go.entry(g.pid).or_default();
                 if !g.start
@@ -256,11 +267,11 @@ impl Contexts {
     pub fn server_of(&self, x: &ConnExchange) -> Lookup {
         let origin = &x.exchange.origin;
         if let Some(p) = self.go.get(&x.pid) {
-            let Some(goid) = self.requesting_goroutine(p, x) else {
+            let Some(goid) = Self::requesting_goroutine(p, x) else {
                 return Lookup::NotYet;
             };
             return goid.map_or(Lookup::NoServer, |g| {
-                self.handler_of(x.pid, p, g, x.exchange.start_ns)
+                Self::handler_of(x.pid, p, g, x.exchange.start_ns)
             });
         }
         match self.threads.get(&(x.pid, origin.tid)) {
@@ -281,7 +292,7 @@ impl Contexts {
         clippy::option_option,
         reason = "not yet / unknown / known are three answers"
     )]
-    fn requesting_goroutine(&self, p: &GoProcess, x: &ConnExchange) -> Option<Option<u64>> {
+    fn requesting_goroutine(p: &GoProcess, x: &ConnExchange) -> Option<Option<u64>> {
         if let Detail::Grpc(grpc) = &x.exchange.detail {
             let stream = grpc.http.stream_id.unwrap_or(0);
             return match p.grpc_calls.get(&(x.local, x.remote, stream)) {
@@ -302,7 +313,7 @@ impl Contexts {
     }
 
     /// The handler a goroutine works for: itself or its nearest handler ancestor.
-    fn handler_of(&self, pid: u32, p: &GoProcess, goid: u64, at: u64) -> Lookup {
+    fn handler_of(pid: u32, p: &GoProcess, goid: u64, at: u64) -> Lookup {
         let mut g = goid;
         for _ in 0..MAX_DEPTH {
             if let Some(runs) = p.handlers.get(&g)

@@ -5,7 +5,10 @@
 pub mod clock;
 pub mod console;
 pub mod exchanges;
+pub mod file;
 pub mod json;
+pub mod otlp;
+pub mod spandata;
 pub mod tree;
 
 use crate::{conn::ConnExchange, source::Event, span::Span};
@@ -27,4 +30,23 @@ pub trait ExchangeSink {
 pub trait SpanSink {
     fn span(&mut self, span: &Span) -> std::io::Result<()>;
     fn flush(&mut self) -> std::io::Result<()>;
+}
+
+/// Several span sinks at once (`--exporter console --exporter otlp`).
+pub struct FanOut(pub Vec<Box<dyn SpanSink>>);
+
+impl SpanSink for FanOut {
+    fn span(&mut self, span: &Span) -> std::io::Result<()> {
+        for sink in &mut self.0 {
+            sink.span(span)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        for sink in &mut self.0 {
+            sink.flush()?;
+        }
+        Ok(())
+    }
 }

@@ -11,7 +11,7 @@
 //!       └ front          server GET /hello          200     0.2 ms
 //! ```
 
-use std::{collections::HashMap, io::Write};
+use std::{collections::HashSet, io::Write, time::Duration};
 
 use super::SpanSink;
 use crate::span::{Payload, Span, SpanKind, TraceId, resource::Resources};
@@ -24,7 +24,7 @@ pub struct TreeSink<W: Write> {
     resources: Resources,
     /// Spans since the last flush, by trace, in arrival order.
     waiting: Vec<Span>,
-    printed: HashMap<TraceId, ()>,
+    printed: HashSet<TraceId>,
     printed_order: std::collections::VecDeque<TraceId>,
 }
 
@@ -34,7 +34,7 @@ impl<W: Write> TreeSink<W> {
             out,
             resources,
             waiting: Vec::new(),
-            printed: HashMap::new(),
+            printed: HashSet::new(),
             printed_order: std::collections::VecDeque::new(),
         }
     }
@@ -54,7 +54,8 @@ impl<W: Write> TreeSink<W> {
                 .map_or_else(|| "-".to_owned(), |s| format!("grpc {s}")),
         };
         let error = if span.is_error() { " ERROR" } else { "" };
-        let ms = span.end_ns.saturating_sub(span.start_ns) as f64 / 1e6;
+        let ms =
+            Duration::from_nanos(span.end_ns.saturating_sub(span.start_ns)).as_secs_f64() * 1e3;
         let who = format!("{indent}{branch}{service}");
         format!(
             "  {who:<28} {kind} {:<34} {status:>7} {ms:>9.3} ms{error}",
@@ -103,7 +104,7 @@ impl<W: Write> SpanSink for TreeSink<W> {
             }
         }
         for (trace, spans) in by_trace {
-            if self.printed.contains_key(&trace) {
+            if self.printed.contains(&trace) {
                 for span in &spans {
                     let line = self.line(span, 0);
                     writeln!(self.out, "trace {trace} late:\n{line}")?;
@@ -111,7 +112,7 @@ impl<W: Write> SpanSink for TreeSink<W> {
                 continue;
             }
             self.print_trace(trace, &spans)?;
-            self.printed.insert(trace, ());
+            self.printed.insert(trace);
             self.printed_order.push_back(trace);
             if self.printed_order.len() > MAX_PRINTED
                 && let Some(old) = self.printed_order.pop_front()

@@ -46,9 +46,10 @@ impl Segment<'_> {
     /// starts at the buffer's front may have started in an earlier segment.
     #[must_use]
     pub fn origin_of_buffer_front(&self, buffered: usize) -> Origin {
-        let ahead = self.data.len() as i64 - buffered as i64;
+        // Sequence numbers wrap: (len - buffered) mod 2^32, computed in u32.
+        let ahead = (self.data.len() as u32).wrapping_sub(buffered as u32);
         Origin {
-            seq: self.origin.seq.wrapping_add(ahead as u32),
+            seq: self.origin.seq.wrapping_add(ahead),
             ..self.origin
         }
     }

@@ -27,12 +27,23 @@ impl Resources {
     #[must_use]
     pub fn new(proc_root: PathBuf, show_command_args: bool) -> Self {
         let host_name = std::fs::read_to_string(proc_root.join("sys/kernel/hostname"))
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "unknown".to_owned());
+            .map_or_else(|_| "unknown".to_owned(), |h| h.trim().to_owned());
         Self {
             proc_root,
             host_name,
             show_command_args,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Resources of a replayed recording: its processes are gone (their pids may now be other
+    /// processes'), so only what the events said is used.
+    #[must_use]
+    pub fn offline() -> Self {
+        Self {
+            proc_root: PathBuf::from("/nonexistent/wirespan-offline"),
+            host_name: "unknown".to_owned(),
+            show_command_args: false,
             cache: HashMap::new(),
         }
     }
@@ -65,8 +76,10 @@ fn read(root: &std::path::Path, host: &str, show_args: bool, pid: u32, comm: &st
     let executable = std::fs::read_link(dir.join("exe"))
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .map(|n| n.trim_end_matches(" (deleted)").to_owned())
-        .unwrap_or_else(|| comm.to_owned());
+        .map_or_else(
+            || comm.to_owned(),
+            |n| n.trim_end_matches(" (deleted)").to_owned(),
+        );
     let service_name = env_value("OTEL_SERVICE_NAME").unwrap_or_else(|| executable.clone());
     let mut attributes = vec![
         ("service.name".to_owned(), service_name.clone()),

@@ -1,0 +1,77 @@
+//! `--exporter file --output FILE`: OTLP JSON lines, one `ExportTraceServiceRequest` per line
+//! (the OpenTelemetry Collector file exporter's format, which its `otlpjsonfile` receiver reads
+//! back), written at each flush with the spans since the last, grouped one resource per process.
+
+use std::{fs::File, io::Write, path::Path};
+
+use opentelemetry_proto::{
+    tonic::collector::trace::v1::ExportTraceServiceRequest,
+    transform::{
+        common::tonic::ResourceAttributesWithSchema,
+        trace::tonic::group_spans_by_resource_and_scope,
+    },
+};
+
+use super::{SpanSink, clock::WallClock, spandata};
+use crate::span::{Span, resource::Resources};
+
+pub struct FileSink {
+    out: std::io::BufWriter<File>,
+    clock: WallClock,
+    resources: Resources,
+    show_query: bool,
+    waiting: Vec<Span>,
+}
+
+impl FileSink {
+    /// Create (or replace) `path`.
+    pub fn create(
+        path: &Path,
+        clock: WallClock,
+        resources: Resources,
+        show_query: bool,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            out: std::io::BufWriter::new(File::create(path)?),
+            clock,
+            resources,
+            show_query,
+            waiting: Vec::new(),
+        })
+    }
+}
+
+impl SpanSink for FileSink {
+    fn span(&mut self, span: &Span) -> std::io::Result<()> {
+        self.waiting.push(span.clone());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.waiting.is_empty() {
+            return self.out.flush();
+        }
+        let mut by_pid: Vec<(u32, Vec<Span>)> = Vec::new();
+        for span in self.waiting.drain(..) {
+            match by_pid.iter_mut().find(|(pid, _)| *pid == span.pid) {
+                Some((_, spans)) => spans.push(span),
+                None => by_pid.push((span.pid, vec![span])),
+            }
+        }
+        let mut request = ExportTraceServiceRequest::default();
+        for (pid, spans) in by_pid {
+            let resource = self.resources.of(pid, &spans[0].comm);
+            let resource = ResourceAttributesWithSchema::from(&spandata::sdk_resource(resource));
+            let data = spans
+                .iter()
+                .map(|s| spandata::span_data(s, &self.clock, self.show_query))
+                .collect();
+            request
+                .resource_spans
+                .extend(group_spans_by_resource_and_scope(data, &resource));
+        }
+        serde_json::to_writer(&mut self.out, &request)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}

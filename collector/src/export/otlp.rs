@@ -1,0 +1,394 @@
+//! OTLP export over gRPC or HTTP/protobuf with opentelemetry-otlp. The agent's loop hands spans
+//! to a bounded queue and never waits on the network; an export thread (with its own async
+//! runtime) batches them, groups each batch by process (one resource per process), retries with
+//! backoff, and counts what it had to drop. Closing drains the queue within the timeout.
+//!
+//! Configuration follows the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `_PROTOCOL`,
+//! `_HEADERS`, `_TIMEOUT` and their `_TRACES_` forms, which opentelemetry-otlp reads itself);
+//! the matching flags override them.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::trace::SpanExporter as _;
+
+use super::{SpanSink, clock::WallClock, spandata};
+use crate::span::{Span, resource::Resources};
+
+/// Spans waiting for export at most; more are dropped and counted.
+pub const DEFAULT_QUEUE: usize = 65_536;
+/// Spans per export request at most, and how long a partial batch waits.
+const MAX_BATCH: usize = 512;
+const BATCH_DELAY: Duration = Duration::from_millis(500);
+/// Tries per batch, and the first backoff (doubled after each failure).
+const TRIES: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+impl Protocol {
+    /// `grpc` or `http/protobuf`, as in `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub fn parse(text: &str) -> Result<Self, ExportError> {
+        match text.trim() {
+            "grpc" => Ok(Self::Grpc),
+            "http/protobuf" => Ok(Self::HttpProtobuf),
+            other => Err(ExportError::Protocol(other.to_owned())),
+        }
+    }
+
+    /// From the flag, else `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`, else the specification's default, HTTP/protobuf.
+    pub fn resolve(flag: Option<&str>) -> Result<Self, ExportError> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        flag.map(str::to_owned)
+            .or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
+            .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .map_or(Ok(Self::HttpProtobuf), |p| Self::parse(&p))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("unknown OTLP protocol {0:?}: use grpc or http/protobuf")]
+    Protocol(String),
+    #[error("bad OTLP header {0:?}: expected key=value")]
+    Header(String),
+    #[error("cannot set up the OTLP exporter: {0}")]
+    Build(String),
+    #[error("cannot start the export thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// What the flags said (each None falls back to the standard variables).
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    pub protocol: Protocol,
+    /// The base endpoint (`http://host:4318`); for HTTP, `/v1/traces` is added when it has no
+    /// path, as for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub endpoint: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+    pub queue: usize,
+    pub show_query: bool,
+    pub show_command_args: bool,
+}
+
+/// Parse `key=value,key=value` (the `OTEL_EXPORTER_OTLP_HEADERS` form).
+pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, ExportError> {
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| ExportError::Header(pair.to_owned()))?;
+            let k = k.trim();
+            if k.is_empty() {
+                return Err(ExportError::Header(pair.to_owned()));
+            }
+            Ok((k.to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Counts the export thread keeps.
+#[derive(Debug, Default)]
+pub struct ExportCounts {
+    pub exported: AtomicU64,
+    /// Dropped because the queue was full (the backend was slower than the traffic).
+    pub dropped_queue_full: AtomicU64,
+    /// Dropped after every try failed.
+    pub dropped_failed: AtomicU64,
+}
+
+/// The sink: a bounded queue into the export thread.
+pub struct OtlpSink {
+    tx: Option<SyncSender<Span>>,
+    counts: Arc<ExportCounts>,
+    thread: Option<JoinHandle<()>>,
+    protocol: Protocol,
+}
+
+impl OtlpSink {
+    /// Build the exporter (failing now on a bad configuration) and start the export thread.
+    pub fn start(config: OtlpConfig, clock: WallClock, offline: bool) -> Result<Self, ExportError> {
+        let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
+        let counts = Arc::new(ExportCounts::default());
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread_counts = Arc::clone(&counts);
+        let protocol = config.protocol;
+        let thread = std::thread::Builder::new()
+            .name("wirespan-otlp".into())
+            .spawn(move || {
+                let resources = if offline {
+                    Resources::offline()
+                } else {
+                    Resources::new(PathBuf::from("/proc"), config.show_command_args)
+                };
+                export_thread(&config, clock, resources, &rx, &thread_counts, &ready_tx);
+            })
+            .map_err(ExportError::Thread)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Self {
+                tx: Some(tx),
+                counts,
+                thread: Some(thread),
+                protocol,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ExportError::Build("the export thread ended".into())),
+        }
+    }
+
+    /// Stop taking spans, export what is queued, and report the counts.
+    pub fn close(&mut self) -> String {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let c = &self.counts;
+        format!(
+            "otlp ({}): {} spans exported, {} dropped (queue full), {} dropped (export failed)",
+            match self.protocol {
+                Protocol::Grpc => "grpc",
+                Protocol::HttpProtobuf => "http/protobuf",
+            },
+            c.exported.load(Ordering::Relaxed),
+            c.dropped_queue_full.load(Ordering::Relaxed),
+            c.dropped_failed.load(Ordering::Relaxed)
+        )
+    }
+}
+
+impl Drop for OtlpSink {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            eprintln!("wirespan: {}", self.close());
+        }
+    }
+}
+
+impl SpanSink for OtlpSink {
+    fn span(&mut self, span: &Span) -> std::io::Result<()> {
+        if let Some(tx) = &self.tx {
+            match tx.try_send(span.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.counts
+                        .dropped_queue_full
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.counts.dropped_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn build(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    let built = match config.protocol {
+        Protocol::Grpc => {
+            let mut b = builder.with_tonic();
+            if let Some(endpoint) = &config.endpoint {
+                b = b.with_endpoint(endpoint.clone());
+            }
+            if let Some(timeout) = config.timeout {
+                b = b.with_timeout(timeout);
+            }
+            if !config.headers.is_empty() {
+                let mut map = tonic::metadata::MetadataMap::new();
+                for (k, v) in &config.headers {
+                    let key = tonic::metadata::MetadataKey::from_bytes(k.to_lowercase().as_bytes())
+                        .map_err(|_| ExportError::Header(k.clone()))?;
+                    let value = v.parse().map_err(|_| ExportError::Header(v.clone()))?;
+                    map.insert(key, value);
+                }
+                b = b.with_metadata(map);
+            }
+            b.build()
+        }
+        Protocol::HttpProtobuf => {
+            let mut b = builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+            if let Some(endpoint) = &config.endpoint {
+                b = b.with_endpoint(http_traces_url(endpoint));
+            }
+            if let Some(timeout) = config.timeout {
+                b = b.with_timeout(timeout);
+            }
+            if !config.headers.is_empty() {
+                b = b.with_headers(config.headers.iter().cloned().collect::<HashMap<_, _>>());
+            }
+            b.build()
+        }
+    };
+    built.map_err(|e| ExportError::Build(e.to_string()))
+}
+
+/// A base endpoint gets the traces path, as `OTEL_EXPORTER_OTLP_ENDPOINT` does.
+fn http_traces_url(endpoint: &str) -> String {
+    let trimmed = endpoint.trim_end_matches('/');
+    let has_path = trimmed
+        .split_once("://")
+        .map_or(trimmed, |(_, rest)| rest)
+        .contains('/');
+    if has_path {
+        trimmed.to_owned()
+    } else {
+        format!("{trimmed}/v1/traces")
+    }
+}
+
+fn export_thread(
+    config: &OtlpConfig,
+    clock: WallClock,
+    mut resources: Resources,
+    rx: &Receiver<Span>,
+    counts: &ExportCounts,
+    ready: &mpsc::Sender<Result<(), ExportError>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(ExportError::Build(e.to_string())));
+            return;
+        }
+    };
+    // Built inside the runtime: tonic's channel wants one.
+    let mut exporter = match runtime.block_on(async { build(config) }) {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut last_failure_log: Option<Instant> = None;
+    loop {
+        let (batch, closed) = next_batch(rx);
+        if !batch.is_empty() {
+            // One export request per process: the resource is the process.
+            let mut by_pid: Vec<(u32, Vec<Span>)> = Vec::new();
+            for span in batch {
+                match by_pid.iter_mut().find(|(pid, _)| *pid == span.pid) {
+                    Some((_, spans)) => spans.push(span),
+                    None => by_pid.push((span.pid, vec![span])),
+                }
+            }
+            for (pid, spans) in by_pid {
+                let resource = resources.of(pid, &spans[0].comm).clone();
+                exporter.set_resource(&spandata::sdk_resource(&resource));
+                let data: Vec<_> = spans
+                    .iter()
+                    .map(|s| spandata::span_data(s, &clock, config.show_query))
+                    .collect();
+                let n = data.len() as u64;
+                match runtime.block_on(export_with_retry(&exporter, data)) {
+                    Ok(()) => {
+                        counts.exported.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        counts.dropped_failed.fetch_add(n, Ordering::Relaxed);
+                        if last_failure_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                            eprintln!("wirespan: otlp export failed ({n} spans dropped): {e}");
+                            last_failure_log = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+        }
+        if closed {
+            break;
+        }
+    }
+    let _ = exporter.shutdown();
+}
+
+/// Up to `MAX_BATCH` spans, waiting at most `BATCH_DELAY` after the first; and whether the
+/// queue was closed.
+fn next_batch(rx: &Receiver<Span>) -> (Vec<Span>, bool) {
+    let mut batch = Vec::new();
+    match rx.recv() {
+        Ok(span) => batch.push(span),
+        Err(_) => return (batch, true),
+    }
+    let deadline = Instant::now() + BATCH_DELAY;
+    while batch.len() < MAX_BATCH {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(span) => batch.push(span),
+            Err(RecvTimeoutError::Timeout) => break,
+            Err(RecvTimeoutError::Disconnected) => return (batch, true),
+        }
+    }
+    (batch, false)
+}
+
+async fn export_with_retry(
+    exporter: &opentelemetry_otlp::SpanExporter,
+    data: Vec<opentelemetry_sdk::trace::SpanData>,
+) -> Result<(), String> {
+    let mut backoff = FIRST_BACKOFF;
+    let mut last = String::new();
+    for attempt in 1..=TRIES {
+        match exporter.export(data.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        if attempt < TRIES {
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+    Err(format!("{last} (after {TRIES} tries)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_protocols_and_endpoints_parse_like_the_standard_variables() {
+        assert_eq!(
+            parse_headers("api-key=abc, x-team = core").unwrap(),
+            vec![
+                ("api-key".into(), "abc".into()),
+                ("x-team".into(), "core".into())
+            ]
+        );
+        assert!(parse_headers("novalue").is_err());
+        assert_eq!(Protocol::parse("grpc").unwrap(), Protocol::Grpc);
+        assert!(Protocol::parse("http/json").is_err());
+        assert_eq!(http_traces_url("http://h:4318"), "http://h:4318/v1/traces");
+        assert_eq!(http_traces_url("http://h:4318/"), "http://h:4318/v1/traces");
+        assert_eq!(
+            http_traces_url("http://h:4318/custom"),
+            "http://h:4318/custom"
+        );
+    }
+}
