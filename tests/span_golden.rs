@@ -1,0 +1,123 @@
+//! Unprivileged: recorded event streams (made by the privileged tests with `wirespan record`)
+//! replay through the whole chain (conn → protocol → correlate) into span trees, compared with
+//! golden files in tests/golden. The comparison leaves out ids and times and keeps the parent
+//! structure, names, kinds, how each parent was found, status and attributes. On a mismatch the
+//! actual tree is written beside the golden file as `<case>.actual.txt`.
+
+use std::path::PathBuf;
+
+use wirespan::{
+    agent::{self, Output},
+    conn::ConnTable,
+    correlate::{Correlator, DEFAULT_WINDOW_NS},
+    export::SpanSink,
+    source::recording::RecordingReader,
+    span::{IdGenerator, Span, Value},
+};
+
+#[derive(Default)]
+struct Collect(Vec<Span>);
+
+impl SpanSink for Collect {
+    fn span(&mut self, span: &Span) -> std::io::Result<()> {
+        self.0.push(span.clone());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn spans_of(fixture: &str) -> Vec<Span> {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures")).join(fixture);
+    let mut reader = RecordingReader::open(&path).unwrap();
+    let mut sink = Collect::default();
+    let output = Output::Spans {
+        table: ConnTable::default(),
+        correlator: Box::new(Correlator::new(DEFAULT_WINDOW_NS, IdGenerator::with_seed(7))),
+        sink: &mut sink,
+    };
+    let summary = agent::replay(&mut reader, output).unwrap();
+    assert_eq!(summary.spans.unwrap().orphans, 0, "{}", summary.describe());
+    sink.0
+}
+
+/// Each trace as an indented tree, traces in the order of their roots' start; ids and times
+/// left out.
+fn render(spans: &[Span]) -> String {
+    let mut out = String::new();
+    let mut roots: Vec<&Span> = spans
+        .iter()
+        .filter(|s| {
+            s.parent_span_id
+                .is_none_or(|p| !spans.iter().any(|o| o.span_id == p))
+        })
+        .collect();
+    roots.sort_by_key(|s| s.start_ns);
+    for root in roots {
+        out.push_str("trace\n");
+        let mut stack = vec![(root, 1)];
+        while let Some((span, depth)) = stack.pop() {
+            let mut attrs: Vec<String> = span
+                .attributes(false)
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::Str(s) => format!("{k}={s}"),
+                    Value::Int(i) => format!("{k}={i}"),
+                })
+                .collect();
+            attrs.sort();
+            out.push_str(&format!(
+                "{}{:?} {} [{:?}]{} {}\n",
+                "  ".repeat(depth),
+                span.kind,
+                span.name(),
+                span.link,
+                if span.is_error() {
+                    format!(" ERROR {}", span.status_message())
+                } else {
+                    String::new()
+                },
+                attrs.join(" ")
+            ));
+            let mut children: Vec<&Span> = spans
+                .iter()
+                .filter(|c| c.parent_span_id == Some(span.span_id))
+                .collect();
+            children.sort_by_key(|c| std::cmp::Reverse(c.start_ns));
+            stack.extend(children.into_iter().map(|c| (c, depth + 1)));
+        }
+    }
+    out
+}
+
+fn check(case: &str, actual: &str) {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden"));
+    let golden = dir.join(format!("{case}.txt"));
+    let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+    if actual != expected {
+        let written = dir.join(format!("{case}.actual.txt"));
+        std::fs::write(&written, actual).unwrap();
+        panic!(
+            "{case}: span trees differ from {}; actual written to {}:\n{actual}",
+            golden.display(),
+            written.display()
+        );
+    }
+}
+
+#[test]
+fn keep_alive_requests_from_curl_like_client_to_python_are_one_trace_each() {
+    let spans = spans_of("http_keepalive.rec");
+    // Three requests on one keep-alive connection: client and server span each, the server's
+    // parent the client at the other end (five-tuple + sequence number).
+    assert_eq!(spans.len(), 6);
+    check("spans_http_keepalive", &render(&spans));
+}
+
+#[test]
+fn http1_http2_and_grpc_exchanges_pair_up_by_sequence_number_or_stream() {
+    let spans = spans_of("http_grpc.rec");
+    check("spans_http_grpc", &render(&spans));
+}
