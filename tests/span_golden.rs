@@ -4,7 +4,7 @@
 //! structure, names, kinds, how each parent was found, status and attributes. On a mismatch the
 //! actual tree is written beside the golden file as `<case>.actual.txt`.
 
-use std::path::PathBuf;
+use std::{fmt::Write as _, path::PathBuf};
 
 use wirespan::{
     agent::{self, Output},
@@ -30,12 +30,16 @@ impl SpanSink for Collect {
 }
 
 fn spans_of(fixture: &str) -> Vec<Span> {
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures")).join(fixture);
+    let path =
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures")).join(fixture);
     let mut reader = RecordingReader::open(&path).unwrap();
     let mut sink = Collect::default();
     let output = Output::Spans {
         table: ConnTable::default(),
-        correlator: Box::new(Correlator::new(DEFAULT_WINDOW_NS, IdGenerator::with_seed(7))),
+        correlator: Box::new(Correlator::new(
+            DEFAULT_WINDOW_NS,
+            IdGenerator::with_seed(7),
+        )),
         sink: &mut sink,
     };
     let summary = agent::replay(&mut reader, output).unwrap();
@@ -68,8 +72,9 @@ fn render(spans: &[Span]) -> String {
                 })
                 .collect();
             attrs.sort();
-            out.push_str(&format!(
-                "{}{:?} {} [{:?}]{} {}\n",
+            let _ = writeln!(
+                out,
+                "{}{:?} {} [{:?}]{} {}",
                 "  ".repeat(depth),
                 span.kind,
                 span.name(),
@@ -80,7 +85,7 @@ fn render(spans: &[Span]) -> String {
                     String::new()
                 },
                 attrs.join(" ")
-            ));
+            );
             let mut children: Vec<&Span> = spans
                 .iter()
                 .filter(|c| c.parent_span_id == Some(span.span_id))

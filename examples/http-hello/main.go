@@ -1,6 +1,6 @@
-// http-hello: a net/http server whose handler calls another endpoint through a keep-alive
-// client, from a grandchild goroutine. wirespan's Go tests read its layout (build info, function
-// addresses, return instructions); later steps trace it end to end.
+// http-hello: a net/http server whose handlers call out through a keep-alive client: /chain
+// from a grandchild goroutine, /fanout twice in parallel from child goroutines (to --backend,
+// another http-hello, or itself). wirespan's Go tests trace it end to end.
 package main
 
 import (
@@ -11,10 +11,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 )
 
 func main() {
 	addr := flag.String("listen", "127.0.0.1:0", "address to serve on")
+	backend := flag.String("backend", "", "host:port that /fanout calls (default: this server)")
 	flag.Parse()
 	client := &http.Client{}
 	mux := http.NewServeMux()
@@ -37,6 +39,33 @@ func main() {
 			}()
 		}()
 		fmt.Fprint(w, <-result)
+	})
+	mux.HandleFunc("/fanout", func(w http.ResponseWriter, r *http.Request) {
+		// Two outbound calls at once, each from a child goroutine of the handler.
+		target := *backend
+		if target == "" {
+			target = r.Host
+		}
+		// The request's id travels on, so a test can tell which request each call served.
+		id := r.URL.Query().Get("id")
+		var wg sync.WaitGroup
+		bodies := make([]string, 2)
+		for i := range bodies {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := client.Get(fmt.Sprintf("http://%s/hello?name=fan%d&id=%s", target, i, id))
+				if err != nil {
+					bodies[i] = err.Error()
+					return
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				bodies[i] = string(body)
+			}()
+		}
+		wg.Wait()
+		fmt.Fprint(w, bodies[0], bodies[1])
 	})
 	listener, err := net.Listen("tcp", *addr)
 	if err != nil {
