@@ -4,7 +4,8 @@
 //! (examples/http-hello, OTEL_SERVICE_NAME=front), whose /fanout handler calls service B
 //! (another http-hello, OTEL_SERVICE_NAME=back) twice in parallel from child goroutines. Every
 //! request must be exactly one trace of six spans with every parent right; an inbound
-//! `traceparent` is honoured; and under 64 concurrent clients no span gets a wrong parent.
+//! `traceparent` is honoured; and under 64 concurrent clients no span gets a wrong parent. A
+//! non-Go chain (curl → Python) pairs by five-tuple and sequence number, through the file exporter.
 
 mod support;
 
@@ -465,4 +466,78 @@ fn privileged_spans_under_64_concurrent_clients_keep_every_parent_right() {
         ids.len(),
         spans.len()
     );
+}
+
+/// A non-Go chain: curl calls Python's http.server. No uprobes: the server spans' parents are
+/// curl's client spans, found by the mirrored five-tuple and the request's TCP sequence number.
+/// Exported with the file exporter (OTLP JSON lines, read back here).
+#[test]
+fn privileged_spans_of_curl_and_python_pair_by_five_tuple_and_sequence_number() {
+    if !require_privileges() {
+        return;
+    }
+    if Command::new("curl").arg("--version").output().is_err() {
+        return cannot_run("curl is not installed");
+    }
+    let server = support::HttpServer::start("127.0.0.1", &[("a.txt", b"hello")]);
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("spans-curl-python.jsonl");
+    let port = server.port.to_string();
+    let agent = Agent::start(&[
+        "run",
+        "--exporter",
+        "file",
+        "--output",
+        file.to_str().unwrap(),
+        "--port",
+        &port,
+    ]);
+    let url = format!("http://127.0.0.1:{port}/a.txt");
+    for _ in 0..5 {
+        let out = Command::new("curl").args(["-sf", &url]).output().unwrap();
+        assert_eq!(out.stdout, b"hello");
+    }
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    // One export request per line, in the OTLP JSON mapping.
+    let requests: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut spans = Vec::new();
+    for request in &requests {
+        for rs in request["resourceSpans"].as_array().unwrap() {
+            let service = rs["resource"]["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["key"] == "service.name")
+                .map(|a| a["value"]["stringValue"].as_str().unwrap().to_owned())
+                .unwrap();
+            for ss in rs["scopeSpans"].as_array().unwrap() {
+                for span in ss["spans"].as_array().unwrap() {
+                    spans.push((service.clone(), span.clone()));
+                }
+            }
+        }
+    }
+    let of = |service: &str, kind: u64| -> Vec<&serde_json::Value> {
+        spans
+            .iter()
+            .filter(|(s, span)| s.starts_with(service) && span["kind"] == kind)
+            .map(|(_, span)| span)
+            .collect()
+    };
+    let clients = of("curl", 3);
+    // The executable's name (python3.11 and the like): Python sets no OTEL_SERVICE_NAME here.
+    let servers = of("python3", 2);
+    assert_eq!((clients.len(), servers.len()), (5, 5), "{spans:#?}");
+    for server in servers {
+        let parent = clients
+            .iter()
+            .find(|c| c["spanId"] == server["parentSpanId"])
+            .unwrap_or_else(|| panic!("server span without its curl parent: {server}"));
+        assert_eq!(parent["traceId"], server["traceId"]);
+        assert_eq!(server["name"], "GET /a.txt");
+    }
 }
