@@ -14,6 +14,8 @@
 //! expected parent never arrives is emitted as a root after the window, and counted.
 
 pub mod context;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
