@@ -79,7 +79,7 @@ fn the_server_waits_for_its_client_and_becomes_its_child() {
         None,
     ));
     c.settle(&mut out);
-    assert!(out.is_empty(), "a local peer may still complete: wait");
+    assert_eq!(out.len(), 0, "a local peer may still complete: wait");
     c.on_exchange(exchange(
         1,
         Direction::Egress,
@@ -184,7 +184,7 @@ fn finish_emits_everything_still_waiting() {
         None,
     ));
     c.settle(&mut out);
-    assert!(out.is_empty());
+    assert_eq!(out.len(), 0, "still waiting");
     c.finish(&mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].link, ParentLink::Orphan);
