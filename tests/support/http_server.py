@@ -1,8 +1,12 @@
 """HTTP/1.1 keep-alive file server for wirespan's tests: serves the directory given as argv[1]
-on 127.0.0.1 (or argv[2]) on a free port, and prints the port on its first line."""
+on 127.0.0.1 (or argv[2]) on a free port, and prints the port on its first line.
+
+`GET /via/<port>/<path>` fetches http://127.0.0.1:<port>/<path> on the handler's own thread
+and returns it: a thread-per-request server that calls out while serving."""
 import functools
 import http.server
 import sys
+import urllib.request
 
 
 class KeepAliveHandler(http.server.SimpleHTTPRequestHandler):
@@ -11,6 +15,17 @@ class KeepAliveHandler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def do_GET(self):
+        if not self.path.startswith("/via/"):
+            return super().do_GET()
+        port, _, rest = self.path[len("/via/"):].partition("/")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{rest}") as upstream:
+            body = upstream.read()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 def main():

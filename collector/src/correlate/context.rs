@@ -34,7 +34,7 @@ pub enum ServerRef {
         remote: SocketAddr,
         stream: u32,
     },
-    /// A thread that read a request on connection (local, remote) at `ts` and had not answered.
+    /// A thread that read on connection (local, remote) at `ts` and had not answered.
     Thread {
         pid: u32,
         tid: u32,

@@ -68,6 +68,9 @@ struct Node {
     id: u64,
     x: ConnExchange,
     kind: SpanKind,
+    /// A client's execution context, looked up when it arrived: thread state is transient (the
+    /// thread answers and moves on), so it cannot wait for the settle.
+    context: Lookup,
     /// Event time when it arrived; the window counts from here.
     arrived_ns: u64,
 }
@@ -116,7 +119,6 @@ struct ServerInfo {
     start_ns: u64,
     end_ns: u64,
     stream: Option<u32>,
-    tid: u32,
 }
 
 impl Correlator {
@@ -176,16 +178,20 @@ impl Correlator {
                         start_ns: x.exchange.start_ns,
                         end_ns: x.exchange.end_ns,
                         stream: stream_of(&x.exchange),
-                        tid: x.exchange.origin.tid,
                     },
                 );
             }
         }
+        let context = match kind {
+            SpanKind::Client => self.contexts.server_of(&x),
+            SpanKind::Server => Lookup::NoServer,
+        };
         self.pending_ids.insert(id);
         self.pending.push(Node {
             id,
             x,
             kind,
+            context,
             arrived_ns: self.now_ns,
         });
     }
@@ -278,7 +284,13 @@ impl Correlator {
 
     /// A client span's parent: the server span being served when the request was made.
     fn decide_client(&self, node: &Node) -> Decision {
-        let server = match self.contexts.server_of(&node.x) {
+        // Not known on arrival (a gRPC call's return was still to come): ask again; Go state is
+        // kept for a while after goroutines end.
+        let context = match node.context {
+            Lookup::NotYet => self.contexts.server_of(&node.x),
+            known => known,
+        };
+        let server = match context {
             Lookup::NoServer => return Decision::Root(ParentLink::Root),
             Lookup::NotYet => return Decision::Wait,
             Lookup::Serving(server) => server,
@@ -298,18 +310,29 @@ impl Correlator {
             .servers
             .get(&(pid, local, remote))
             .map_or(&[][..], Vec::as_slice);
+        let at = node.x.exchange.start_ns;
         let found = candidates.iter().rev().find(|id| {
             self.server_info.get(id).is_some_and(|s| match server {
                 ServerRef::Handler { ts, .. } => s.start_ns <= ts && ts <= s.end_ns,
                 ServerRef::Stream { stream, .. } => s.stream == Some(stream),
-                ServerRef::Thread { tid, ts, .. } => {
-                    s.tid == tid && s.start_ns <= ts && ts <= s.end_ns
-                }
+                // The request the thread was serving when it sent this one.
+                ServerRef::Thread { .. } => s.start_ns <= at && at <= s.end_ns,
             })
         });
         match found {
             Some(&parent) if self.emitted.contains_key(&parent) => Decision::Child(parent, link),
-            // The server exchange completes after its client calls: wait for it.
+            // A thread's serving state is a heuristic (an event loop interleaves requests on one
+            // thread): once a later request on that connection has completed, the one that
+            // would contain this call never will.
+            None if matches!(server, ServerRef::Thread { .. })
+                && candidates
+                    .iter()
+                    .any(|id| self.server_info.get(id).is_some_and(|s| s.start_ns > at)) =>
+            {
+                Decision::Root(ParentLink::Root)
+            }
+            // The server exchange completes after its client calls (or is found but not yet
+            // emitted): wait for it.
             _ => Decision::Wait,
         }
     }
