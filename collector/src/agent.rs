@@ -11,7 +11,7 @@ use wirespan_shared::{LOST_CAUSE_NAMES, LOST_CAUSES};
 use crate::{
     conn::{ConnExchange, ConnStats, ConnTable},
     correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS},
-    export::{EventSink, ExchangeSink, SpanSink},
+    export::{EventSink, ExchangeSink, SpanSink, clock::monotonic_now_ns},
     golang::attach::GoReport,
     load::{HookReport, LoadError, LoadOptions, Probes},
     source::{
@@ -22,6 +22,8 @@ use crate::{
     span::{IdGenerator, Span},
 };
 
+/// How often the correlator's clock moves on when no events arrive.
+const CLOCK_TICK: Duration = Duration::from_secs(1);
 /// How often kernel losses are logged while there are any.
 const LOSS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -262,6 +264,14 @@ impl<'a> Pipeline<'a> {
         .map_err(StepError::Write)
     }
 
+    /// Time passed with no events (live runs): let waiting spans time out.
+    fn tick(&mut self, now_ns: u64) -> Result<(), StepError> {
+        if let Output::Spans { correlator, .. } = &mut self.output {
+            correlator.advance_clock(now_ns);
+        }
+        self.flush()
+    }
+
     /// The end of the stream: connections still open give up what they hold.
     fn end_of_stream(&mut self) -> Result<(), StepError> {
         if let Output::Exchanges { table, .. } | Output::Spans { table, .. } = &mut self.output {
@@ -304,11 +314,19 @@ pub async fn run<'a>(
     let mut pipeline = Pipeline::new(output, recorder);
     let mut loss_log = tokio::time::interval(LOSS_LOG_INTERVAL);
     loss_log.tick().await;
+    let mut clock_tick = tokio::time::interval(CLOCK_TICK);
+    clock_tick.tick().await;
 
     tokio::pin!(shutdown);
     let outcome = loop {
         let batch = tokio::select! {
             () = &mut shutdown => None,
+            _ = clock_tick.tick() => {
+                if let Err(e) = pipeline.tick(monotonic_now_ns()) {
+                    break Err(e);
+                }
+                Some(Ok(false))
+            }
             _ = loss_log.tick() => {
                 let lost = maps.lost.counts();
                 if lost.iter().any(|n| *n > 0) {

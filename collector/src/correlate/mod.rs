@@ -152,6 +152,12 @@ impl Correlator {
         self.contexts.on_event(event);
     }
 
+    /// Let time pass without events (a live run's idle periods): spans waiting for a parent
+    /// that will not come are emitted once the window is over, not at the next event.
+    pub fn advance_clock(&mut self, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
+    }
+
     /// Take in a completed exchange.
     pub fn on_exchange(&mut self, x: ConnExchange) {
         let kind = match x.exchange.request_direction {

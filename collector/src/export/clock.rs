@@ -18,6 +18,12 @@ fn now_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
+/// `CLOCK_MONOTONIC` now, in the kernel timestamps' units.
+#[must_use]
+pub fn monotonic_now_ns() -> u64 {
+    u64::try_from(now_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
+}
+
 impl WallClock {
     /// The offset of the running system, now.
     #[must_use]
