@@ -10,14 +10,14 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
 };
 
 use serde_json::Value;
-use support::{Agent, require_privileges};
+use support::{Agent, Listening, require_privileges};
 use wirespan::testing::cannot_run;
 
 fn build(toolchain: Option<&str>, stripped: bool) -> Option<PathBuf> {
@@ -43,64 +43,40 @@ fn build(toolchain: Option<&str>, stripped: bool) -> Option<PathBuf> {
 }
 
 /// A running http-hello and the address it serves on.
-struct Service {
-    child: Child,
-    addr: String,
+type Service = Listening;
+
+fn start(binary: &Path) -> Service {
+    Listening::start(&mut Command::new(binary))
 }
 
-impl Service {
-    fn start(binary: &Path) -> Self {
-        let mut child = Command::new(binary).stdout(Stdio::piped()).spawn().unwrap();
-        let mut addr = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut addr)
-            .unwrap();
-        Self {
-            child,
-            addr: addr.trim().to_owned(),
-        }
-    }
-
-    /// GET `path` on a new connection; returns the status code and body.
-    fn get(&self, path: &str) -> (u16, String) {
-        self.get_traced(path, None)
-    }
-
-    /// GET `path`, with a `traceparent` whose parent span id is `span` when given.
-    fn get_traced(&self, path: &str, span: Option<u64>) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        let traceparent = span.map_or_else(String::new, |span| {
-            format!("traceparent: {}\r\n", traceparent(span))
-        });
-        // One write, as real clients do, so the server reads each request whole.
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\n{traceparent}Connection: close\r\n\r\n",
-            self.addr
-        );
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (
-            status,
-            response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned(),
-        )
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
+/// GET `path` on a new connection; returns the status code and body.
+fn get(service: &Service, path: &str) -> (u16, String) {
+    get_traced(service, path, None)
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// GET `path`, with a `traceparent` whose parent span id is `span` when given.
+fn get_traced(service: &Service, path: &str, span: Option<u64>) -> (u16, String) {
+    let mut stream = TcpStream::connect(&service.addr).unwrap();
+    let traceparent = span.map_or_else(String::new, |span| {
+        format!("traceparent: {}\r\n", traceparent(span))
+    });
+    // One write, as real clients do, so the server reads each request whole.
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\n{traceparent}Connection: close\r\n\r\n",
+        service.addr
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned(),
+    )
 }
 
 /// The one start-up report line about the Go process `pid` (panics unless there is exactly one).
@@ -137,8 +113,8 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
         };
         let toolchain = format!("{toolchain:?} stripped={stripped}");
         // Started before the agent.
-        let service = Service::start(&binary);
-        assert_eq!(service.get("/hello?name=warmup").0, 200);
+        let service = start(&binary);
+        assert_eq!(get(&service, "/hello?name=warmup").0, 200);
         let agent = Agent::start(&["events", "--json", "--pid", &service.pid().to_string()]);
         let line = report_line(&agent.report.join("\n"), service.pid()).to_owned();
         assert!(
@@ -161,7 +137,7 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
             } else {
                 format!("/hello?name=n{i}")
             };
-            let (status, _) = service.get_traced(&path, Some(i + 1));
+            let (status, _) = get_traced(&service, &path, Some(i + 1));
             assert_eq!(
                 status, 200,
                 "request {i} failed: the program must keep working"
@@ -170,7 +146,7 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
         }
         let stopped = agent.stop();
         // Detached: the program still serves.
-        assert_eq!(service.get("/hello?name=after").0, 200);
+        assert_eq!(get(&service, "/hello?name=after").0, 200);
         let events = stopped.events();
         let starts = go_events(&events, "go_serve_start");
         let ends = go_events(&events, "go_serve_end");
@@ -325,13 +301,13 @@ fn privileged_go_program_started_after_the_agent_is_found_by_its_exec_and_traced
         return cannot_run("cannot build examples/http-hello");
     };
     let mut agent = Agent::start(&["events", "--json"]);
-    let service = Service::start(&binary);
+    let service = start(&binary);
     agent.wait_for_line(&format!(
         "pids {}): attached runtime.newproc1, runtime.goexit1, http.serverHandler.ServeHTTP, http.(*Transport).roundTrip, http.(*persistConn).roundTrip",
         service.pid()
     ));
     for i in 0..20 {
-        assert_eq!(service.get(&format!("/hello?name=late{i}")).0, 200);
+        assert_eq!(get(&service, &format!("/hello?name=late{i}")).0, 200);
     }
     let stopped = agent.stop();
     let events = stopped.events();
@@ -378,9 +354,9 @@ fn privileged_go_binary_of_an_unknown_layout_is_skipped_in_one_line_and_its_sysc
     if !built {
         return cannot_run("cannot build examples/http-hello with go1.19.13");
     }
-    let service = Service::start(&binary);
+    let service = start(&binary);
     let agent = Agent::start(&["events", "--json", "--pid", &service.pid().to_string()]);
-    assert_eq!(service.get("/hello?name=old").0, 200);
+    assert_eq!(get(&service, "/hello?name=old").0, 200);
     let stopped = agent.stop();
     let line = report_line(&stopped.stderr, service.pid());
     assert!(line.contains("skipped: no DWARF"), "{}", line);

@@ -11,13 +11,12 @@ mod support;
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
 
 use serde_json::Value;
-use support::{Agent, require_privileges};
+use support::{Agent, Listening, require_privileges};
 use wirespan::testing::cannot_run;
 
 /// (Go toolchain, grpc-go version): spread from the oldest supported to the newest.
@@ -88,41 +87,6 @@ fn go(dir: &Path, toolchain: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// A running grpc-echo server and the address it serves on.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(binary: &Path) -> Self {
-        let mut child = Command::new(binary)
-            .arg("server")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut addr = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut addr)
-            .unwrap();
-        Self {
-            child,
-            addr: addr.trim().to_owned(),
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Run the client to completion; its pid and whether every call came back as expected.
 fn run_client(binary: &Path, addr: &str, calls: usize, streams: usize) -> (u32, bool, String) {
     let child = Command::new(binary)
@@ -181,7 +145,7 @@ fn privileged_grpc_go_calls_are_traced_across_go_and_grpc_versions_stripped_or_n
 fn check_variant(binary: &Path, variant: &str, stripped: bool) {
     // The server starts before the agent (found by the /proc scan), the client after it (found
     // by its exec event).
-    let mut server = Server::start(binary);
+    let mut server = Listening::start(Command::new(binary).arg("server"));
     let port = server.addr.rsplit(':').next().unwrap().to_owned();
     let agent = Agent::start(&["events", "--json", "--port", &port]);
     let report = agent.report.join("\n");

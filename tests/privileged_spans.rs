@@ -11,10 +11,10 @@ mod support;
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::{
     },
     common::v1::{AnyValue, any_value},
 };
-use support::{Agent, require_privileges};
+use support::{Agent, Listening, require_privileges};
 use wirespan::testing::cannot_run;
 
 type Requests = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
@@ -197,39 +197,13 @@ fn build_hello() -> Option<PathBuf> {
         .then_some(out)
 }
 
-struct Service {
-    child: Child,
-    addr: String,
-}
-
-impl Service {
-    fn start(binary: &Path, name: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(binary)
+/// An http-hello named `name` (its OTEL_SERVICE_NAME).
+fn start_service(binary: &Path, name: &str, args: &[&str]) -> Listening {
+    Listening::start(
+        Command::new(binary)
             .args(args)
-            .env("OTEL_SERVICE_NAME", name)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut addr = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut addr)
-            .unwrap();
-        Self {
-            child,
-            addr: addr.trim().to_owned(),
-        }
-    }
-
-    fn port(&self) -> String {
-        self.addr.rsplit(':').next().unwrap().to_owned()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .env("OTEL_SERVICE_NAME", name),
+    )
 }
 
 /// GET /fanout?id=N on a new connection (optionally with a traceparent); the status.
@@ -255,8 +229,8 @@ fn scenario(protocol: &str, drive: impl FnOnce(&str) -> Vec<u64>) -> Option<(Vec
         cannot_run("cannot build examples/http-hello");
         return None;
     };
-    let back = Service::start(&binary, "back", &[]);
-    let front = Service::start(&binary, "front", &["--backend", &back.addr]);
+    let back = start_service(&binary, "back", &[]);
+    let front = start_service(&binary, "front", &["--backend", &back.addr]);
     let receiver = start_receiver(protocol);
     let agent = Agent::start(&[
         "run",

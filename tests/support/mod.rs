@@ -242,3 +242,45 @@ pub fn gettid() -> u32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() as u32 }
 }
+
+/// A program that prints the address it listens on as its first line (the Go examples do);
+/// killed when dropped.
+pub struct Listening {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Listening {
+    /// Spawn `cmd` and wait for its address.
+    pub fn start(cmd: &mut Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut addr = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut addr)
+            .unwrap();
+        Self {
+            child,
+            addr: addr.trim().to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn port(&self) -> String {
+        self.addr.rsplit(':').next().unwrap().to_owned()
+    }
+
+    /// Still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

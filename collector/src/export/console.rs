@@ -101,6 +101,16 @@ pub const REDACTED_HEADERS: [&str; 4] = [
     "proxy-authorization",
 ];
 
+/// A header's value as shown: credentials are `<redacted>`.
+#[must_use]
+pub fn shown_header_value<'a>(name: &str, value: &'a str) -> &'a str {
+    if REDACTED_HEADERS.contains(&name) {
+        "<redacted>"
+    } else {
+        value
+    }
+}
+
 fn connection_text(c: &GoConnection) -> String {
     match c.endpoints {
         Some((local, remote)) => format!("fd={} {local} -> {remote}", c.fd),
@@ -117,11 +127,7 @@ pub fn go_headers_line(h: &GoHeaders, clock: &WallClock) -> String {
         .fields
         .iter()
         .map(|f| {
-            let value = if REDACTED_HEADERS.contains(&f.name.as_str()) {
-                "<redacted>"
-            } else {
-                &f.value
-            };
+            let value = shown_header_value(&f.name, &f.value);
             format!("{}={value}{}", f.name, if f.cut { "…" } else { "" })
         })
         .collect();

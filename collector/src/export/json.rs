@@ -13,7 +13,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::EventSink;
-use super::console::REDACTED_HEADERS;
+use super::console::shown_header_value;
 use crate::source::{Conn, ConnRole, Data, Event, GoConnection, GoHeaders, GoServe};
 
 #[derive(Serialize)]
@@ -143,11 +143,7 @@ fn go_headers_json(h: &GoHeaders) -> serde_json::Value {
         .fields
         .iter()
         .map(|f| {
-            let value = if REDACTED_HEADERS.contains(&f.name.as_str()) {
-                "<redacted>"
-            } else {
-                f.value.as_str()
-            };
+            let value = shown_header_value(&f.name, &f.value);
             serde_json::json!([f.name, value])
         })
         .collect();
