@@ -11,6 +11,7 @@ mod support;
 
 use std::{
     collections::HashMap,
+    io::Write,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -87,16 +88,29 @@ fn go(dir: &Path, toolchain: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Run the client to completion; its pid and whether every call came back as expected.
-fn run_client(binary: &Path, addr: &str, calls: usize, streams: usize) -> (u32, bool, String) {
-    let child = Command::new(binary)
-        .args(["client", "--target", addr])
+/// Run the client to completion; its pid and whether every call came back as expected. With
+/// an agent, the client waits until the agent reports it attached (it was found by its exec),
+/// so that no call happens before the uprobes are there.
+fn run_client(
+    binary: &Path,
+    addr: &str,
+    calls: usize,
+    streams: usize,
+    agent: Option<&mut Agent>,
+) -> (u32, bool, String) {
+    let mut child = Command::new(binary)
+        .args(["client", "--target", addr, "--wait-stdin"])
         .args(["--requests", &calls.to_string()])
         .args(["--streams", &streams.to_string()])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
+    if let Some(agent) = agent {
+        agent.wait_for_line(&format!("pids {pid}): attached"));
+    }
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let output = child.wait_with_output().unwrap();
     (
         pid,
@@ -147,7 +161,7 @@ fn check_variant(binary: &Path, variant: &str, stripped: bool) {
     // by its exec event).
     let mut server = Listening::start(Command::new(binary).arg("server"));
     let port = server.addr.rsplit(':').next().unwrap().to_owned();
-    let agent = Agent::start(&["events", "--json", "--port", &port]);
+    let mut agent = Agent::start(&["events", "--json", "--port", &port]);
     let report = agent.report.join("\n");
     let server_line = report
         .lines()
@@ -171,7 +185,8 @@ fn check_variant(binary: &Path, variant: &str, stripped: bool) {
         stripped,
         "{variant}: {server_line}"
     );
-    let (client_pid, client_ok, client_out) = run_client(binary, &server.addr, CALLS, STREAMS);
+    let (client_pid, client_ok, client_out) =
+        run_client(binary, &server.addr, CALLS, STREAMS, Some(&mut agent));
     assert!(
         client_ok,
         "{variant}: the client saw wrong answers: {client_out}"
@@ -180,7 +195,7 @@ fn check_variant(binary: &Path, variant: &str, stripped: bool) {
     // Detached, the server still answers.
     assert!(server.alive(), "{variant}: the server died");
     assert!(
-        run_client(binary, &server.addr, 5, 1).1,
+        run_client(binary, &server.addr, 5, 1, None).1,
         "{variant}: after detach"
     );
     let events = stopped.events();

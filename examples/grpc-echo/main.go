@@ -4,7 +4,7 @@
 // the tests use (GRPC_VERSION picks one through `go get`).
 //
 //	grpc-echo server [--listen ADDR]          serve; print the address on the first line
-//	grpc-echo client --target ADDR [--requests N] [--streams N]
+//	grpc-echo client --target ADDR [--requests N] [--streams N] [--wait-stdin]
 //
 // The client sends each unary call with a `traceparent` of its own (call i has span id i), and a
 // message of "fail" on every fifth call, which the server answers with codes.NotFound. It prints
@@ -12,6 +12,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -120,7 +121,11 @@ func client(args []string) {
 	target := flags.String("target", "", "server address")
 	requests := flags.Int("requests", 10, "unary calls to make")
 	streams := flags.Int("streams", 2, "server-streaming calls to make")
+	waitStdin := flags.Bool("wait-stdin", false, "read a line from stdin before calling (lets a tracer attach first)")
 	_ = flags.Parse(args)
+	if *waitStdin {
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	}
 	//nolint:staticcheck // grpc.Dial works on every grpc-go version the tests use.
 	conn, err := grpc.Dial(*target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
