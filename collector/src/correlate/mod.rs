@@ -206,19 +206,20 @@ impl Correlator {
     pub fn settle(&mut self, out: &mut Vec<Span>) {
         // Parents start before their children: in start order most resolve in one pass.
         self.pending.sort_by_key(|n| n.x.exchange.start_ns);
+        // Over the bound, the oldest waiting spans go without their parent.
+        let mut excess = self.pending.len().saturating_sub(MAX_PENDING);
         loop {
             let mut progressed = false;
-            let mut i = 0;
-            while i < self.pending.len() {
-                let overflow = self.pending.len() > MAX_PENDING && i == 0;
-                let decision = match self.decide(&self.pending[i]) {
-                    Decision::Wait if overflow => {
+            let mut waiting = Vec::with_capacity(self.pending.len());
+            for node in std::mem::take(&mut self.pending) {
+                let decision = match self.decide(&node) {
+                    Decision::Wait if excess > 0 => {
+                        excess -= 1;
                         self.stats.evicted += 1;
                         Decision::Root(ParentLink::Orphan)
                     }
                     Decision::Wait
-                        if self.now_ns.saturating_sub(self.pending[i].arrived_ns)
-                            > self.window_ns =>
+                        if self.now_ns.saturating_sub(node.arrived_ns) > self.window_ns =>
                     {
                         self.stats.orphans += 1;
                         Decision::Root(ParentLink::Orphan)
@@ -226,16 +227,14 @@ impl Correlator {
                     d => d,
                 };
                 match decision {
-                    Decision::Wait => i += 1,
+                    Decision::Wait => waiting.push(node),
                     Decision::Child(parent, link) => {
-                        let node = self.pending.remove(i);
                         self.pending_ids.remove(&node.id);
                         let parent = self.emitted[&parent];
                         out.push(self.emit(node, parent.trace_id, Some(parent.span_id), link));
                         progressed = true;
                     }
                     Decision::Root(link) => {
-                        let node = self.pending.remove(i);
                         self.pending_ids.remove(&node.id);
                         // No parent seen: an instrumented caller's context, else a new trace.
                         let (trace_id, parent, link) = match traceparent(&node.x.exchange) {
@@ -247,6 +246,7 @@ impl Correlator {
                     }
                 }
             }
+            self.pending = waiting;
             if !progressed {
                 break;
             }
