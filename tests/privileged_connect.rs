@@ -175,7 +175,7 @@ fn privileged_duration_ends_the_run_cleanly_and_keeps_late_events() {
         return;
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let agent = Agent::start(&["run", "--exporter", "console", "--duration", "1.5"]);
+    let agent = Agent::start(&["events", "--duration", "1.5"]);
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let started = std::time::Instant::now();
     let stopped = agent.stop_after_exit();

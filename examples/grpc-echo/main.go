@@ -5,6 +5,8 @@
 //
 //	grpc-echo server [--listen ADDR]          serve; print the address on the first line
 //	grpc-echo client --target ADDR [--requests N] [--streams N] [--wait-stdin]
+//	grpc-echo relay [--listen ADDR] --target ADDR   a net/http backend: /relay?msg= calls Say,
+//	                                                /count?n= reads a Count stream
 //
 // The client sends each unary call with a `traceparent` of its own (call i has span id i), and a
 // message of "fail" on every fifth call, which the server answers with codes.NotFound. It prints
@@ -20,6 +22,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 
@@ -183,10 +186,58 @@ func client(args []string) {
 	}
 }
 
+// relay: a net/http service in front of the gRPC one, with one shared (pooled) connection.
+func relay(args []string) {
+	flags := flag.NewFlagSet("relay", flag.ExitOnError)
+	addr := flags.String("listen", "127.0.0.1:0", "address to serve on")
+	target := flags.String("target", "", "grpc-echo server address")
+	_ = flags.Parse(args)
+	//nolint:staticcheck // grpc.Dial works on every grpc-go version the tests use.
+	conn, err := grpc.Dial(*target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/relay", func(w http.ResponseWriter, r *http.Request) {
+		msg := []byte(r.URL.Query().Get("msg"))
+		var reply []byte
+		if err := conn.Invoke(r.Context(), "/"+service+"/Say", &msg, &reply); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		_, _ = w.Write(reply)
+	})
+	mux.HandleFunc("/count", func(w http.ResponseWriter, r *http.Request) {
+		stream, err := conn.NewStream(r.Context(), &serviceDesc.Streams[0], "/"+service+"/Count")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		n := []byte(r.URL.Query().Get("n"))
+		if err := stream.SendMsg(&n); err != nil || stream.CloseSend() != nil {
+			http.Error(w, "send failed", http.StatusBadGateway)
+			return
+		}
+		for {
+			var reply []byte
+			if err := stream.RecvMsg(&reply); err != nil {
+				break
+			}
+			fmt.Fprintf(w, "%s\n", reply)
+		}
+	})
+	listener, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(listener.Addr().String())
+	log.Fatal(http.Serve(listener, mux))
+}
+
 func main() {
 	encoding.RegisterCodec(rawCodec{})
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: grpc-echo server [--listen ADDR] | client --target ADDR [--requests N] [--streams N]")
+		fmt.Fprintln(os.Stderr, "usage: grpc-echo server [--listen ADDR] | client --target ADDR [--requests N] [--streams N] | relay [--listen ADDR] --target ADDR")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -194,6 +245,8 @@ func main() {
 		serve(os.Args[2:])
 	case "client":
 		client(os.Args[2:])
+	case "relay":
+		relay(os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "unknown command %q\n", os.Args[1])
 		os.Exit(2)
