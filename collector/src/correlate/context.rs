@@ -293,13 +293,23 @@ impl Contexts {
         reason = "not yet / unknown / known are three answers"
     )]
     fn requesting_goroutine(p: &GoProcess, x: &ConnExchange) -> Option<Option<u64>> {
-        if let Detail::Grpc(grpc) = &x.exchange.detail {
-            let stream = grpc.http.stream_id.unwrap_or(0);
-            return match p.grpc_calls.get(&(x.local, x.remote, stream)) {
-                Some(goid) => Some(Some(*goid)),
-                None if p.makes_grpc_calls => None,
-                None => Some(x.exchange.origin.goid),
-            };
+        let stream = match &x.exchange.detail {
+            Detail::Grpc(grpc) => grpc.http.stream_id,
+            Detail::Http(http) => http.stream_id,
+        };
+        if let Some(stream) = stream {
+            // A unary gRPC call names its stream when it returns (even when the bytes' HPACK
+            // state was unknown and the exchange could not tell it was gRPC).
+            if let Some(goid) = p.grpc_calls.get(&(x.local, x.remote, stream)) {
+                return Some(Some(*goid));
+            }
+            if matches!(x.exchange.detail, Detail::Grpc(_)) {
+                return if p.makes_grpc_calls {
+                    None
+                } else {
+                    Some(x.exchange.origin.goid)
+                };
+            }
         }
         // net/http: the last roundTrip on this connection that began before the request's first
         // byte was written (the pooled connection's own goroutine writes it).

@@ -14,6 +14,7 @@
 //! expected parent never arrives is emitted as a root after the window, and counted.
 
 pub mod context;
+mod enrich;
 #[cfg(test)]
 mod tests;
 
@@ -95,6 +96,7 @@ pub struct Correlator {
     window_ns: u64,
     ids: IdGenerator,
     contexts: Contexts,
+    go_headers: enrich::GoHeaderStore,
     pending: Vec<Node>,
     pending_ids: HashSet<u64>,
     /// Where each node is indexed, to take it out again when it is forgotten.
@@ -128,6 +130,7 @@ impl Correlator {
             window_ns,
             ids,
             contexts: Contexts::default(),
+            go_headers: enrich::GoHeaderStore::default(),
             pending: Vec::new(),
             pending_ids: HashSet::new(),
             keys: HashMap::new(),
@@ -146,8 +149,12 @@ impl Correlator {
     /// Take in an event (execution contexts, the clock, this host's addresses).
     pub fn on_event(&mut self, event: &Event) {
         self.now_ns = self.now_ns.max(event.ts_ns());
-        if let Event::Conn(c) = event {
-            self.local_ips.insert(c.local.ip());
+        match event {
+            Event::Conn(c) => {
+                self.local_ips.insert(c.local.ip());
+            }
+            Event::GoHeaders(h) => self.go_headers.on_headers(h),
+            _ => {}
         }
         self.contexts.on_event(event);
     }
@@ -159,7 +166,8 @@ impl Correlator {
     }
 
     /// Take in a completed exchange.
-    pub fn on_exchange(&mut self, x: ConnExchange) {
+    pub fn on_exchange(&mut self, mut x: ConnExchange) {
+        self.go_headers.fill(&mut x);
         let kind = match x.exchange.request_direction {
             Direction::Ingress => SpanKind::Server,
             Direction::Egress => SpanKind::Client,
