@@ -134,6 +134,30 @@ fn header<'a>(event: &'a Value, name: &str) -> Option<&'a str> {
         .and_then(|f| f[1].as_str())
 }
 
+/// Header blocks with a field the probe could not read, at most, per variant and side: a probe
+/// cannot fault pages in, so a constant string on a page the program has not touched yet (the
+/// first "0" status of a fresh process, say) reads as unreadable. Never as a wrong value.
+const UNREADABLE_BUDGET: usize = 5;
+
+/// Whether header `name` of `event` is `want`; a block with an unreadable field counts against
+/// the budget instead.
+fn expect_header(event: &Value, name: &str, want: &str, unreadable: &mut usize, context: &str) {
+    match header(event, name) {
+        Some(got) if got == want => {}
+        got if event["fields"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f[0].is_null() || f[1].is_null())) =>
+        {
+            *unreadable += 1;
+            assert!(
+                *unreadable <= UNREADABLE_BUDGET,
+                "{context}: {name} {got:?}: {event}"
+            );
+        }
+        got => panic!("{context}: {name} is {got:?}, want {want:?}: {event}"),
+    }
+}
+
 /// Call i's traceparent, as the client sends it.
 fn traceparent(i: usize) -> String {
     format!("00-0af7651916cd43dd8448eb211c80319c-{:016x}-01", i + 1)
@@ -225,10 +249,12 @@ fn check_client(
         .collect();
     let client_trailers: HashMap<u64, &Value> = of_type(events, "go_headers", client_pid)
         .into_iter()
-        .filter(|h| h["source"] == "client_received" && header(h, "grpc-status").is_some())
+        // The last block received on a stream is its trailers.
+        .filter(|h| h["source"] == "client_received")
         .map(|h| (h["stream_id"].as_u64().unwrap(), h))
         .collect();
     let mut call_streams = Vec::new();
+    let mut unreadable = 0;
     for (i, (start, end)) in starts.iter().zip(&ends).enumerate() {
         assert_eq!(start["method"], SAY, "{variant}");
         assert_eq!(start["goid"], end["goid"], "{variant}: call {i}");
@@ -243,18 +269,23 @@ fn check_client(
         let sent = client_sent
             .get(&stream)
             .unwrap_or_else(|| panic!("{variant}: no headers sent on stream {stream}"));
-        assert_eq!(header(sent, ":path"), Some(SAY), "{variant}");
-        assert_eq!(
-            header(sent, "traceparent"),
-            Some(traceparent(i).as_str()),
-            "{variant}"
+        let context = format!("{variant}: call {i}");
+        expect_header(sent, ":path", SAY, &mut unreadable, &context);
+        expect_header(
+            sent,
+            "traceparent",
+            &traceparent(i),
+            &mut unreadable,
+            &context,
         );
         // The status, read from the returned error, agrees with the trailers received.
         let trailers = client_trailers[&stream];
-        assert_eq!(
-            header(trailers, "grpc-status"),
-            Some(want_code.to_string().as_str()),
-            "{variant}"
+        expect_header(
+            trailers,
+            "grpc-status",
+            &want_code.to_string(),
+            &mut unreadable,
+            &context,
         );
         assert_eq!(end["status"], want_code, "{variant}: call {i}: {end}");
         call_streams.push(stream);
@@ -289,6 +320,7 @@ fn check_server(
         .map(|h| (h["stream_id"].as_u64().unwrap(), h))
         .collect();
     let mut says = 0;
+    let mut unreadable = 0;
     for request in &received {
         let stream = request["stream_id"].as_u64().unwrap();
         assert_eq!(
@@ -305,19 +337,25 @@ fn check_server(
             exits.contains(&handler["child_goid"].as_u64().unwrap()),
             "{variant}: stream {stream}: handler goroutine never ended"
         );
-        let status = header(trailers[&stream], "grpc-status");
         if path == SAY {
             let i = says;
             says += 1;
-            assert_eq!(
-                header(request, "traceparent"),
-                Some(traceparent(i).as_str()),
-                "{variant}: the server read call {i}'s own headers"
+            let context = format!("{variant}: call {i}");
+            // The server read call i's own headers.
+            expect_header(
+                request,
+                "traceparent",
+                &traceparent(i),
+                &mut unreadable,
+                &context,
             );
-            assert_eq!(
-                status,
-                Some(if i % 5 == 4 { "5" } else { "0" }),
-                "{variant}: call {i}"
+            let want = if i % 5 == 4 { "5" } else { "0" };
+            expect_header(
+                trailers[&stream],
+                "grpc-status",
+                want,
+                &mut unreadable,
+                &context,
             );
             // Successful Say handlers start a child that starts a grandchild: both descend
             // from the stream's handler goroutine.
@@ -340,7 +378,13 @@ fn check_server(
             }
         } else {
             assert_eq!(path, COUNT, "{variant}");
-            assert_eq!(status, Some("0"), "{variant}");
+            expect_header(
+                trailers[&stream],
+                "grpc-status",
+                "0",
+                &mut unreadable,
+                variant,
+            );
         }
     }
     assert_eq!(says, CALLS, "{variant}");

@@ -17,9 +17,9 @@ use aya_ebpf::{
 };
 use wirespan_shared::{
     EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_HEADERS, GO_GRPC_METHOD_LEN,
-    GO_GRPC_STATUS_UNKNOWN, GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_VALUE_LEN,
-    GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn,
-    GoGrpcCallEvent, GoHeadersEvent, GoOffsets, GrpcOffsets, LOST_RINGBUF_FULL,
+    GO_GRPC_STATUS_UNKNOWN, GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_UNREADABLE,
+    GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED,
+    GoConn, GoGrpcCallEvent, GoHeadersEvent, GoOffsets, GrpcOffsets, LOST_RINGBUF_FULL,
 };
 
 use crate::{
@@ -107,16 +107,29 @@ fn arg(regs: &pt_regs, slot: u32) -> u64 {
 
 /// Copy up to `len` bytes from user memory at `src` into `dst` (at most `cap`).
 #[inline(always)]
-fn copy_user(dst: *mut u8, cap: usize, src: u64, len: u64) {
+/// Whether the copy worked: a probe cannot fault a page in, so memory the program has not
+/// touched yet (a constant string on a page not mapped so far) reads as a failure.
+fn copy_user(dst: *mut u8, cap: usize, src: u64, len: u64) -> bool {
     let mut n = len as usize;
     if n > cap {
         n = cap;
     }
     if n == 0 {
-        return;
+        return true;
     }
     unsafe {
-        generated::bpf_probe_read_user(dst as *mut c_void, n as u32, src as *const c_void);
+        generated::bpf_probe_read_user(dst as *mut c_void, n as u32, src as *const c_void) == 0
+    }
+}
+
+/// A header length as the event carries it: `GO_HEADER_UNREADABLE` when the bytes could not be
+/// read, else the length (capped below that value).
+#[inline(always)]
+fn carried_len(len: u64, read: bool) -> u16 {
+    if read {
+        len.min(u64::from(GO_HEADER_UNREADABLE - 1)) as u16
+    } else {
+        GO_HEADER_UNREADABLE
     }
 }
 
@@ -151,15 +164,15 @@ fn send_headers(pid_tgid: u64, goid: u64, g: &GrpcOffsets, meta: HeaderBlock) ->
         let (Ok(value), Ok(value_len)) = (read_u64(value_at), read_u64(value_at + 8)) else {
             continue;
         };
-        copy_user(ev.names[i].as_mut_ptr(), GO_HEADER_NAME_LEN, name, name_len);
-        copy_user(
+        let name_read = copy_user(ev.names[i].as_mut_ptr(), GO_HEADER_NAME_LEN, name, name_len);
+        let value_read = copy_user(
             ev.values[i].as_mut_ptr(),
             GO_HEADER_VALUE_LEN,
             value,
             value_len,
         );
-        ev.name_len[i] = name_len.min(u64::from(u16::MAX)) as u16;
-        ev.value_len[i] = value_len.min(u64::from(u16::MAX)) as u16;
+        ev.name_len[i] = carried_len(name_len, name_read);
+        ev.value_len[i] = carried_len(value_len, value_read);
     }
     entry.submit(0);
     Ok(())

@@ -25,6 +25,9 @@ pub const GO_HEADER_FIELDS: usize = 16;
 pub const GO_HEADER_NAME_LEN: usize = 32;
 /// Fits a `traceparent` (55 bytes) and a short `tracestate`; longer values are cut and marked.
 pub const GO_HEADER_VALUE_LEN: usize = 96;
+/// A `name_len`/`value_len` that says the bytes could not be read (a page the program had not
+/// touched yet: probes cannot fault pages in). Real lengths are capped below it.
+pub const GO_HEADER_UNREADABLE: u16 = u16::MAX;
 /// [`GoGrpcCallEvent::status`] of a failed call whose code could not be read (the binary has no
 /// `(*status.Error).Error` to recognise the error type by). The trailers the client received on
 /// the same stream still carry it.

@@ -157,6 +157,7 @@ mod tests {
                     name: (*n).into(),
                     value: (*v).into(),
                     cut: false,
+                    unreadable: false,
                 })
                 .collect(),
             fields_left_out: 0,

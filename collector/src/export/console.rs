@@ -127,6 +127,16 @@ pub fn go_headers_line(h: &GoHeaders, clock: &WallClock) -> String {
         .fields
         .iter()
         .map(|f| {
+            if f.unreadable {
+                let or_unknown = |s: &str| {
+                    if s.is_empty() {
+                        "?".to_owned()
+                    } else {
+                        s.to_owned()
+                    }
+                };
+                return format!("{}={}", or_unknown(&f.name), or_unknown(&f.value));
+            }
             let value = shown_header_value(&f.name, &f.value);
             format!("{}={value}{}", f.name, if f.cut { "…" } else { "" })
         })

@@ -143,6 +143,12 @@ fn go_headers_json(h: &GoHeaders) -> serde_json::Value {
         .fields
         .iter()
         .map(|f| {
+            if f.unreadable {
+                // What the probe could not read is null, never a made-up value.
+                let name = (!f.name.is_empty()).then_some(f.name.as_str());
+                let value = (!f.value.is_empty()).then_some(f.value.as_str());
+                return serde_json::json!([name, value]);
+            }
             let value = shown_header_value(&f.name, &f.value);
             serde_json::json!([f.name, value])
         })

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 
 use wirespan_shared::{
     EVENT_GO_GRPC_CLIENT_START, GO_CONN_CLIENT, GO_CONN_SERVER, GO_GRPC_STATUS_UNKNOWN,
-    GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED,
-    GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn, GoConnEvent, GoGrpcCallEvent,
-    GoHeadersEvent,
+    GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_UNREADABLE, GO_HEADER_VALUE_LEN,
+    GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn, GoConnEvent,
+    GoGrpcCallEvent, GoHeadersEvent,
 };
 
 use super::decode::{DecodeError, endpoints, go_text};
@@ -42,12 +42,14 @@ pub struct GoConnection {
     pub endpoints: Option<(SocketAddr, SocketAddr)>,
 }
 
-/// One HTTP/2 header field; `cut` when the value (or name) was longer than its slot.
+/// One HTTP/2 header field; `cut` when the value (or name) was longer than its slot;
+/// `unreadable` when the probe could not read its bytes (then name or value is empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderField {
     pub name: String,
     pub value: String,
     pub cut: bool,
+    pub unreadable: bool,
 }
 
 /// A header block grpc-go handled on a stream.
@@ -146,11 +148,24 @@ pub(super) fn decode_headers(raw: &GoHeadersEvent) -> Result<GoHeaders, DecodeEr
     };
     let carried = (raw.field_count as usize).min(GO_HEADER_FIELDS);
     let fields = (0..carried)
-        .map(|i| HeaderField {
-            name: go_text(&raw.names[i], raw.name_len[i]),
-            value: go_text(&raw.values[i], raw.value_len[i]),
-            cut: usize::from(raw.name_len[i]) > GO_HEADER_NAME_LEN
-                || usize::from(raw.value_len[i]) > GO_HEADER_VALUE_LEN,
+        .map(|i| {
+            let (name_len, value_len) = (raw.name_len[i], raw.value_len[i]);
+            let readable = |len: u16| len != GO_HEADER_UNREADABLE;
+            HeaderField {
+                name: if readable(name_len) {
+                    go_text(&raw.names[i], name_len)
+                } else {
+                    String::new()
+                },
+                value: if readable(value_len) {
+                    go_text(&raw.values[i], value_len)
+                } else {
+                    String::new()
+                },
+                cut: (readable(name_len) && usize::from(name_len) > GO_HEADER_NAME_LEN)
+                    || (readable(value_len) && usize::from(value_len) > GO_HEADER_VALUE_LEN),
+                unreadable: !readable(name_len) || !readable(value_len),
+            }
         })
         .collect();
     Ok(GoHeaders {
