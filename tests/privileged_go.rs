@@ -89,6 +89,17 @@ fn report_line(stderr: &str, pid: u32) -> &str {
     lines[0]
 }
 
+/// The tests of this file build and trace the same binaries; run at the same time, their agents'
+/// uprobes sit on the same inodes, and a full-suite run once saw a handler count off by one.
+/// They run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn traceparent(span: u64) -> String {
     format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{span:016x}-01")
 }
@@ -102,6 +113,7 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
     if !require_privileges() {
         return;
     }
+    let _serial = serial();
     let variants = [None, Some("go1.22.12"), Some("go1.24.11")]
         .into_iter()
         .flat_map(|toolchain| [(toolchain, false), (toolchain, true)]);
@@ -297,6 +309,7 @@ fn privileged_go_program_started_after_the_agent_is_found_by_its_exec_and_traced
     if !require_privileges() {
         return;
     }
+    let _serial = serial();
     let Some(binary) = build(None, false) else {
         return cannot_run("cannot build examples/http-hello");
     };
@@ -329,6 +342,7 @@ fn privileged_go_binary_of_an_unknown_layout_is_skipped_in_one_line_and_its_sysc
     if !require_privileges() {
         return;
     }
+    let _serial = serial();
     // Go 1.19, stripped: no DWARF, and three minor versions from the nearest table entry.
     let example = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),

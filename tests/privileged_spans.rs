@@ -31,6 +31,16 @@ use wirespan::testing::cannot_run;
 
 type Requests = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
 
+/// The tests of this file build the same example and run agents that watch each other's
+/// services; they run one at a time (see privileged_go.rs).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 // ------------------------------------------------------------------ receivers
 
 struct Collector(Requests);
@@ -384,6 +394,7 @@ fn privileged_spans_over_otlp_grpc_form_one_trace_per_request_with_every_parent_
     if !require_privileges() {
         return;
     }
+    let _serial = serial();
     sequential_with_traceparent("grpc");
 }
 
@@ -392,6 +403,7 @@ fn privileged_spans_over_otlp_http_form_one_trace_per_request_with_every_parent_
     if !require_privileges() {
         return;
     }
+    let _serial = serial();
     sequential_with_traceparent("http/protobuf");
 }
 
@@ -400,6 +412,7 @@ fn privileged_spans_under_64_concurrent_clients_keep_every_parent_right() {
     if !require_privileges() {
         return;
     }
+    let _serial = serial();
     let Some((spans, ids)) = scenario("grpc", |front| {
         let deadline = Instant::now() + Duration::from_secs(10);
         let threads: Vec<_> = (0..64u64)
@@ -451,6 +464,7 @@ fn privileged_spans_of_curl_and_python_pair_by_five_tuple_sequence_number_and_th
     if !require_privileges() {
         return;
     }
+    let _serial = serial();
     if Command::new("curl").arg("--version").output().is_err() {
         return cannot_run("curl is not installed");
     }

@@ -2,6 +2,7 @@
 //! nothing is); `run` and `test` call it first, so the README's two commands work on a fresh
 //! machine.
 
+mod demo;
 mod setup;
 
 use std::{
@@ -30,6 +31,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Set up, build the agent and the example services (and Jaeger v2, once, with go install),
+    /// start them on loopback with a little traffic, and show the live trace trees. Ctrl-C stops
+    /// everything it started.
+    Demo {
+        /// Stop after this many seconds instead of waiting for Ctrl-C.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+    },
     /// Regenerate collector/src/golang/offsets.json, the Go struct layouts for stripped binaries,
     /// from real builds of examples/http-hello with each supported Go toolchain.
     Offsets,
@@ -55,6 +64,15 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
         Cmd::Run { args } => {
             setup::run()?;
             run_agent(&args)
+        }
+        Cmd::Demo { duration } => {
+            setup::run()?;
+            let agent = build_agent()?;
+            let duration = duration
+                .map(std::time::Duration::try_from_secs_f64)
+                .transpose()
+                .context("--duration: expected seconds")?;
+            demo::run(&agent, duration)
         }
         Cmd::Offsets => {
             setup::run()?;
@@ -93,7 +111,8 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-fn run_agent(args: &[String]) -> anyhow::Result<()> {
+/// Build the agent (release); its path.
+fn build_agent() -> anyhow::Result<PathBuf> {
     run_checked(cargo().args([
         "build",
         "--release",
@@ -102,7 +121,11 @@ fn run_agent(args: &[String]) -> anyhow::Result<()> {
         "--bin",
         "wirespan",
     ]))?;
-    let agent = workspace_root().join("target/release/wirespan");
+    Ok(workspace_root().join("target/release/wirespan"))
+}
+
+fn run_agent(args: &[String]) -> anyhow::Result<()> {
+    let agent = build_agent()?;
     let is_root = setup::is_root();
     let mut cmd = if is_root {
         Command::new(&agent)

@@ -1,0 +1,388 @@
+//! `cargo xtask demo`: the example services, the agent and, when it can be built, Jaeger v2,
+//! all on loopback. gin-front (/echo, /fanout) calls relay (net/http), which calls echo-grpc
+//! (grpc-go) for each request; a little traffic flows every two seconds. The console shows each
+//! trace as a tree; Jaeger (all-in-one, in-memory) gets the same spans over OTLP. Ctrl-C (or
+//! `--duration`) stops everything this started.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{run_checked, setup, workspace_root};
+
+/// Jaeger v2 is built from its Go module (`cmd/jaeger`, the all-in-one binary).
+const JAEGER_PACKAGE: &str = "github.com/jaegertracing/jaeger/cmd/jaeger";
+const JAEGER_VERSION: &str = "v1.76.0";
+
+/// Everything the demo started; stopped (the agent first, so it drains) when dropped.
+#[derive(Default)]
+struct Started {
+    children: Vec<(String, Child)>,
+}
+
+impl Started {
+    /// Start a service that prints its address on its first line; its address.
+    fn service(&mut self, name: &str, program: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env("OTEL_SERVICE_NAME", name)
+            .stdout(Stdio::piped());
+        let mut child =
+            spawn_unblocked(&mut cmd).with_context(|| format!("cannot start {name}"))?;
+        let mut addr = String::new();
+        BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut addr)?;
+        self.children.push((name.to_owned(), child));
+        let addr = addr.trim().to_owned();
+        if addr.is_empty() {
+            bail!("{name} exited before it listened");
+        }
+        Ok(addr)
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        // Last started first: the agent, then the services it watched, then Jaeger.
+        for (name, child) in self.children.iter_mut().rev() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id().cast_signed(), libc::SIGINT) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if child.try_wait().ok().flatten().is_none() {
+                eprintln!("xtask: {name} did not stop on SIGINT; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The signals that end the demo, blocked in this process (they are waited for) and unblocked
+/// again in every child, so Ctrl-C reaches them too.
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset operations on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGINT);
+        libc::sigaddset(&raw mut set, libc::SIGTERM);
+        set
+    }
+}
+
+fn spawn_unblocked(cmd: &mut Command) -> std::io::Result<Child> {
+    let set = stop_signals();
+    // SAFETY: pthread_sigmask is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &raw const set, std::ptr::null_mut());
+            Ok(())
+        })
+    };
+    cmd.spawn()
+}
+
+/// Wait for Ctrl-C or SIGTERM, or `duration`.
+fn wait_for_stop(duration: Option<Duration>) {
+    let set = stop_signals();
+    // SAFETY: waiting on the set blocked in this thread.
+    unsafe {
+        if let Some(d) = duration {
+            let timeout = libc::timespec {
+                tv_sec: d.as_secs().cast_signed(),
+                tv_nsec: i64::from(d.subsec_nanos()),
+            };
+            libc::sigtimedwait(&raw const set, std::ptr::null_mut(), &raw const timeout);
+        } else {
+            let mut signal = 0;
+            libc::sigwait(&raw const set, &raw mut signal);
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Build the demo's Go services through the Go module proxy.
+fn build_examples(bin: &Path) -> anyhow::Result<()> {
+    for example in ["grpc-echo", "gin-front"] {
+        eprintln!("xtask: building examples/{example}");
+        run_checked(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(bin.join(example))
+                .arg(".")
+                .current_dir(workspace_root().join("examples").join(example)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Jaeger's binary: built once with `go install` into the cache, or why it could not be.
+pub fn jaeger_binary() -> anyhow::Result<PathBuf> {
+    let dir = setup::cache_dir().join(format!("jaeger-{JAEGER_VERSION}"));
+    let binary = dir.join("jaeger");
+    if binary.exists() {
+        return Ok(binary);
+    }
+    eprintln!(
+        "xtask: building Jaeger {JAEGER_VERSION} with go install (once; cached in {})",
+        dir.display()
+    );
+    let status = Command::new("go")
+        .args(["install", &format!("{JAEGER_PACKAGE}@{JAEGER_VERSION}")])
+        .env("GOBIN", &dir)
+        .status()
+        .context("cannot run go")?;
+    if !status.success() || !binary.exists() {
+        bail!("go install {JAEGER_PACKAGE}@{JAEGER_VERSION} failed ({status})");
+    }
+    Ok(binary)
+}
+
+/// Ports of a running Jaeger.
+pub struct JaegerPorts {
+    pub otlp_grpc: u16,
+    pub query_http: u16,
+}
+
+/// Jaeger v2 all-in-one: OTLP in, in-memory storage, query API and UI, all on loopback.
+pub fn jaeger_config(dir: &Path, ports: &JaegerPorts) -> anyhow::Result<PathBuf> {
+    let config = format!(
+        "service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+extensions:
+  jaeger_query:
+    storage:
+      traces: memstore
+    http:
+      endpoint: 127.0.0.1:{query}
+    grpc:
+      endpoint: 127.0.0.1:{query_grpc}
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 100000
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{otlp}
+processors:
+  batch: {{}}
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+",
+        query = ports.query_http,
+        query_grpc = free_port()?,
+        otlp = ports.otlp_grpc,
+    );
+    let path = dir.join("jaeger.yaml");
+    std::fs::write(&path, config)?;
+    Ok(path)
+}
+
+/// Start Jaeger and wait (up to 30 s) until its query API answers.
+fn start_jaeger(started: &mut Started, binary: &Path, dir: &Path) -> anyhow::Result<JaegerPorts> {
+    let ports = JaegerPorts {
+        otlp_grpc: free_port()?,
+        query_http: free_port()?,
+    };
+    let config = jaeger_config(dir, &ports)?;
+    let log = std::fs::File::create(dir.join("jaeger.log"))?;
+    let mut cmd = Command::new(binary);
+    cmd.arg("--config")
+        .arg(&config)
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let child = spawn_unblocked(&mut cmd).context("cannot start Jaeger")?;
+    started.children.push(("jaeger".into(), child));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while http_get(&format!("127.0.0.1:{}", ports.query_http), "/api/services").is_err() {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "Jaeger did not answer on its query port; see {}",
+                dir.join("jaeger.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(ports)
+}
+
+/// A GET on a new connection; the body.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}
+
+/// Start the agent watching the services' ports (console trees, and OTLP to Jaeger when it
+/// runs) and wait until it is ready.
+fn start_agent(
+    started: &mut Started,
+    agent: &Path,
+    services: &[&String],
+    jaeger: Option<&JaegerPorts>,
+) -> anyhow::Result<()> {
+    let port = |addr: &str| addr.rsplit(':').next().unwrap_or_default().to_owned();
+    let mut args: Vec<String> = vec!["run".into(), "--exporter".into(), "console".into()];
+    for addr in services {
+        args.extend(["--port".into(), port(addr)]);
+    }
+    if let Some(ports) = jaeger {
+        args.extend([
+            "--exporter".into(),
+            "otlp".into(),
+            "--otlp-protocol".into(),
+            "grpc".into(),
+            "--otlp-endpoint".into(),
+            format!("http://127.0.0.1:{}", ports.otlp_grpc),
+        ]);
+    }
+    let mut cmd = if setup::is_root() {
+        Command::new(agent)
+    } else {
+        eprintln!("xtask: the agent needs root (or CAP_BPF + CAP_PERFMON); running it with sudo");
+        let mut sudo = Command::new("sudo");
+        sudo.arg(agent);
+        sudo
+    };
+    cmd.args(&args).stderr(Stdio::piped());
+    let mut agent_child = spawn_unblocked(&mut cmd).context("cannot start the agent")?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let stderr = agent_child.stderr.take().context("no agent stderr")?;
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if line.starts_with("wirespan: ready") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    started.children.push(("wirespan".into(), agent_child));
+    ready_rx
+        .recv_timeout(Duration::from_secs(120))
+        .context("the agent did not become ready")
+}
+
+/// `cargo xtask demo [--duration SECS]`.
+pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
+    let dir = setup::cache_dir().join("demo");
+    std::fs::create_dir_all(&dir)?;
+    build_examples(&dir)?;
+    let jaeger = jaeger_binary()
+        .map_err(|why| {
+            eprintln!("xtask: no Jaeger ({why:#}); the demo runs with the console view only");
+        })
+        .ok();
+    // Block the stop signals before any thread or child exists; they are waited for below.
+    let set = stop_signals();
+    // SAFETY: blocking signals in this thread; children unblock them (spawn_unblocked).
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) };
+
+    let mut started = Started::default();
+    let jaeger_ports = match &jaeger {
+        Some(binary) => match start_jaeger(&mut started, binary, &dir) {
+            Ok(ports) => Some(ports),
+            Err(why) => {
+                eprintln!("xtask: Jaeger did not start ({why:#}); console view only");
+                None
+            }
+        },
+        None => None,
+    };
+    let grpc = started.service("echo-grpc", &dir.join("grpc-echo"), &["server"])?;
+    let relay = started.service(
+        "relay",
+        &dir.join("grpc-echo"),
+        &["relay", "--target", &grpc],
+    )?;
+    let front = started.service("front", &dir.join("gin-front"), &["--backend", &relay])?;
+
+    start_agent(
+        &mut started,
+        agent,
+        &[&grpc, &relay, &front],
+        jaeger_ports.as_ref(),
+    )?;
+
+    eprintln!("xtask: demo running. front (gin): http://{front}/echo?msg=hi and /fanout");
+    eprintln!(
+        "xtask:   relay (net/http): http://{relay}/relay?msg=hi, /count?n=3; echo-grpc: {grpc}"
+    );
+    if let Some(ports) = &jaeger_ports {
+        let q = ports.query_http;
+        eprintln!(
+            "xtask:   Jaeger query API: http://127.0.0.1:{q}/api/services, /api/traces?service=front, /api/dependencies?endTs=<ms>&lookback=<ms>"
+        );
+        eprintln!(
+            "xtask:   Jaeger UI: http://127.0.0.1:{q}/ (a go-install build serves a placeholder page; the API above works)"
+        );
+    }
+    eprintln!("xtask: Ctrl-C stops everything the demo started.");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let stop = Arc::clone(&stop);
+        let (front, relay) = (front.clone(), relay.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let path = match n % 3 {
+                    0 => format!("/echo?msg=hello-{n}"),
+                    1 => format!("/fanout?msg=fan-{n}"),
+                    _ => String::new(),
+                };
+                let _ = if path.is_empty() {
+                    http_get(&relay, "/count?n=3")
+                } else {
+                    http_get(&front, &path)
+                };
+                n += 1;
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        })
+    };
+    wait_for_stop(duration);
+    stop.store(true, Ordering::Relaxed);
+    let _ = traffic.join();
+    eprintln!("xtask: stopping the demo");
+    drop(started);
+    Ok(())
+}
