@@ -23,7 +23,8 @@ use anyhow::{Context as _, bail};
 use super::{run_checked, setup, workspace_root};
 
 /// Jaeger v2 is built from its Go module (`cmd/jaeger`, the all-in-one binary).
-const JAEGER_PACKAGE: &str = "github.com/jaegertracing/jaeger/cmd/jaeger";
+const JAEGER_MODULE: &str = "github.com/jaegertracing/jaeger";
+const JAEGER_PACKAGE: &str = "./cmd/jaeger";
 const JAEGER_VERSION: &str = "v1.76.0";
 
 /// Everything the demo started; stopped (the agent first, so it drains) when dropped.
@@ -58,7 +59,15 @@ impl Drop for Started {
         for (name, child) in self.children.iter_mut().rev() {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(child.id().cast_signed(), libc::SIGINT) };
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            // The agent detaches one uprobe at a time, each waiting for an RCU grace period in
+            // the kernel: with hundreds of RET uprobes that takes a while, then it drains.
+            let patience = if name == "wirespan" {
+                eprintln!("xtask: waiting for the agent to detach its probes and export the rest");
+                Duration::from_secs(120)
+            } else {
+                Duration::from_secs(10)
+            };
+            let deadline = std::time::Instant::now() + patience;
             while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
             {
                 std::thread::sleep(Duration::from_millis(50));
@@ -134,7 +143,9 @@ fn build_examples(bin: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Jaeger's binary: built once with `go install` into the cache, or why it could not be.
+/// Jaeger's binary: built once from its Go module into the cache, or why it could not be.
+/// `go install ...@version` refuses the module (its go.mod has a replace directive), so the
+/// module is fetched through the proxy (`go mod download`) and built in a copy of itself.
 pub fn jaeger_binary() -> anyhow::Result<PathBuf> {
     let dir = setup::cache_dir().join(format!("jaeger-{JAEGER_VERSION}"));
     let binary = dir.join("jaeger");
@@ -142,17 +153,42 @@ pub fn jaeger_binary() -> anyhow::Result<PathBuf> {
         return Ok(binary);
     }
     eprintln!(
-        "xtask: building Jaeger {JAEGER_VERSION} with go install (once; cached in {})",
+        "xtask: building Jaeger {JAEGER_VERSION} from its Go module (once, a few minutes; cached in {})",
         dir.display()
     );
-    let status = Command::new("go")
-        .args(["install", &format!("{JAEGER_PACKAGE}@{JAEGER_VERSION}")])
-        .env("GOBIN", &dir)
-        .status()
+    let download = Command::new("go")
+        .args([
+            "mod",
+            "download",
+            "-json",
+            &format!("{JAEGER_MODULE}@{JAEGER_VERSION}"),
+        ])
+        .output()
         .context("cannot run go")?;
-    if !status.success() || !binary.exists() {
-        bail!("go install {JAEGER_PACKAGE}@{JAEGER_VERSION} failed ({status})");
+    if !download.status.success() {
+        bail!(
+            "go mod download {JAEGER_MODULE}@{JAEGER_VERSION} failed: {}",
+            String::from_utf8_lossy(&download.stdout).trim()
+        );
     }
+    let info: serde_json::Value = serde_json::from_slice(&download.stdout)?;
+    let module_dir = info["Dir"]
+        .as_str()
+        .context("go mod download gave no Dir")?;
+    // The module cache is read-only; build in a writable copy.
+    let source = dir.join("src");
+    let _ = std::fs::remove_dir_all(&source);
+    std::fs::create_dir_all(&dir)?;
+    run_checked(Command::new("cp").arg("-r").arg(module_dir).arg(&source))?;
+    run_checked(Command::new("chmod").args(["-R", "u+w"]).arg(&source))?;
+    run_checked(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&binary)
+            .arg(JAEGER_PACKAGE)
+            .current_dir(&source),
+    )?;
+    let _ = std::fs::remove_dir_all(&source);
     Ok(binary)
 }
 

@@ -54,6 +54,35 @@ impl GoHeaderStore {
         }
     }
 
+    /// When a span is made: a gRPC status the trailers' bytes did not give (an HPACK reference
+    /// the capture could not resolve) may come from grpc-go, whose trailers event follows the
+    /// read that completed the exchange. The stream's blocks are dropped then.
+    pub fn fill_status(&mut self, x: &mut ConnExchange) {
+        let stream = match &x.exchange.detail {
+            Detail::Http(h) => h.stream_id,
+            Detail::Grpc(g) => g.http.stream_id,
+        };
+        let Some(stream) = stream else {
+            return;
+        };
+        let Some(known) = self.streams.remove(&(x.pid, x.local, x.remote, stream)) else {
+            return;
+        };
+        if let Detail::Grpc(g) = &mut x.exchange.detail
+            && g.status.is_none()
+        {
+            let get = |name: &str| {
+                known
+                    .trailers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            };
+            g.status = get("grpc-status").and_then(|s| s.parse().ok());
+            g.message = g.message.take().or_else(|| get("grpc-message"));
+        }
+    }
+
     /// Fill in an HTTP/2 exchange whose request headers the bytes did not give.
     pub fn fill(&mut self, x: &mut ConnExchange) {
         let (http, unknown) = match &x.exchange.detail {
@@ -69,7 +98,11 @@ impl GoHeaderStore {
         if !unknown {
             return;
         }
-        let Some(known) = self.streams.remove(&(x.pid, x.local, x.remote, stream)) else {
+        let Some(known) = self
+            .streams
+            .get(&(x.pid, x.local, x.remote, stream))
+            .cloned()
+        else {
             return;
         };
         if known.request.is_empty() {

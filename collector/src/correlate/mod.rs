@@ -358,6 +358,8 @@ impl Correlator {
         parent_span_id: Option<SpanId>,
         link: ParentLink,
     ) -> Span {
+        let mut node = node;
+        self.go_headers.fill_status(&mut node.x);
         let span_id = self.ids.span_id();
         self.emitted.insert(
             node.id,
