@@ -10,6 +10,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    bindings::pt_regs,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::{map, uprobe},
     maps::{HashMap, LruHashMap, ring_buf::RingBufEntry},
@@ -171,6 +172,20 @@ pub fn go_goexit(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The offsets of the current process, if it is an attached Go program that passes the filters,
+/// with its pid/tgid and the current goroutine's id.
+#[inline(always)]
+pub fn current(regs: &pt_regs) -> Option<(u64, GoOffsets, u64)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let offsets = unsafe { GO_PROCS.get(&tgid) }.copied()?;
+    if !process_passes(tgid) {
+        return None;
+    }
+    let goid = read_u64(regs.r14 + u64::from(offsets.g_goid)).ok()?;
+    Some((pid_tgid, offsets, goid))
+}
+
 /// Tell user space which connection the request on goroutine `goid` uses.
 #[inline(always)]
 fn send_conn(pid_tgid: u64, goid: u64, role: u32, conn: GoConn) {
@@ -194,16 +209,8 @@ fn send_conn(pid_tgid: u64, goid: u64, role: u32, conn: GoConn) {
 /// reuses a pooled connection to the bytes on it.
 #[uprobe]
 pub fn go_persist_conn_round_trip(ctx: ProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    let Some(offsets) = (unsafe { GO_PROCS.get(&tgid) }).copied() else {
-        return 0;
-    };
-    if !process_passes(tgid) {
-        return 0;
-    }
     let regs = unsafe { &*ctx.regs };
-    let Ok(goid) = read_u64(regs.r14 + u64::from(offsets.g_goid)) else {
+    let Some((pid_tgid, offsets, goid)) = current(regs) else {
         return 0;
     };
     if offsets.persist_conn == u32::MAX {

@@ -23,7 +23,7 @@ use wirespan_shared::{
 };
 
 use crate::{
-    golang::{GO_PROCS, GoroutineKey, NO_CONN, itab_is, read_conn, read_u64},
+    golang::{GoroutineKey, NO_CONN, current, itab_is, read_conn, read_u64},
     maps::{EVENTS, count_lost, process_passes},
 };
 
@@ -51,20 +51,6 @@ static CALLS: LruHashMap<GoroutineKey, CallCtx> = LruHashMap::with_max_entries(6
 pub fn forget_goroutine(key: &GoroutineKey) {
     let _ = HANDLING_STREAM.remove(key);
     let _ = CALLS.remove(key);
-}
-
-/// The offsets of the current process, if it is an attached Go program that passes the filters,
-/// with its pid/tgid and the current goroutine's id.
-#[inline(always)]
-fn current(regs: &pt_regs) -> Option<(u64, GoOffsets, u64)> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    let offsets = unsafe { GO_PROCS.get(&tgid) }.copied()?;
-    if !process_passes(tgid) {
-        return None;
-    }
-    let goid = read_u64(regs.r14 + u64::from(offsets.g_goid)).ok()?;
-    Some((pid_tgid, offsets, goid))
 }
 
 #[inline(always)]
