@@ -9,6 +9,9 @@
 //!   was made (see `context`).
 //! - With no observed parent, a request's `traceparent` is adopted; otherwise a new trace starts.
 //!
+//! - HTTP/2 exchanges whose headers the bytes did not give (HPACK state unknown) take grpc-go's
+//!   decoded headers and trailers from the uprobes (see `enrich`).
+//!
 //! Exchanges complete response-first, so a child often completes before its parent: spans wait
 //! (bounded by `window_ns`) until their parent is emitted, then take its trace id. A span whose
 //! expected parent never arrives is emitted as a root after the window, and counted.
