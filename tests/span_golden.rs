@@ -2,7 +2,8 @@
 //! replay through the whole chain (conn → protocol → correlate) into span trees, compared with
 //! golden files in tests/golden. The comparison leaves out ids and times and keeps the parent
 //! structure, names, kinds, how each parent was found, status and attributes. On a mismatch the
-//! actual tree is written beside the golden file as `<case>.actual.txt`.
+//! actual tree is written beside the golden file as `<case>.actual.txt`. `wirespan map` is
+//! checked on a recording too.
 
 use std::{fmt::Write as _, path::PathBuf};
 
@@ -131,4 +132,38 @@ fn http1_http2_and_grpc_exchanges_pair_up_by_sequence_number_or_stream() {
     // thread heuristic is for thread-per-request servers; this pins down its limit.
     assert_eq!(orphans, 2);
     check("spans_http_grpc", &render(&spans));
+}
+
+#[test]
+fn the_service_map_of_a_recording_has_its_edge_with_counts() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/http_keepalive.rec"
+    );
+    let run = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wirespan"))
+            .args(["map", "--replay", fixture, "--format", format])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = run("table");
+    let row = table.lines().nth(1).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    // The recording's client (the test process that made it) called Python three times.
+    assert_eq!(
+        &cells[..4],
+        ["privileged_reco", "python3", "3", "0"],
+        "{table}"
+    );
+    let dot = run("dot");
+    assert!(
+        dot.contains("\"privileged_reco\" -> \"python3\" [label=\"3 req, 0 err"),
+        "{dot}"
+    );
 }

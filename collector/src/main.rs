@@ -19,6 +19,7 @@ use wirespan::{
         exchanges::{ConsoleExchanges, JsonExchanges},
         file::FileSink,
         json::JsonLinesSink,
+        map::ServiceMap,
         otlp::{OtlpConfig, OtlpSink, Protocol, parse_headers},
         tree::TreeSink,
     },
@@ -81,6 +82,18 @@ enum Command {
         #[command(flatten)]
         capture: CaptureArgs,
     },
+    /// The service graph observed over a run (until --duration, Ctrl-C or the end of a
+    /// --replay): each client→server edge with its request and error counts and latency p50/p99.
+    Map {
+        /// table (for the terminal), dot (Graphviz), or svg (rendered with Graphviz's `dot`).
+        #[arg(long, value_enum, default_value_t = MapFormat::Table)]
+        format: MapFormat,
+        /// Make the graph from a recording (`wirespan record`) instead of the kernel.
+        #[arg(long, value_name = "FILE")]
+        replay: Option<PathBuf>,
+        #[command(flatten)]
+        capture: CaptureArgs,
+    },
     /// Print the Go struct layouts wirespan reads from binaries' DWARF, as offsets-table JSON
     /// (`cargo xtask offsets` builds the committed table with it). Needs no privileges.
     GoOffsets {
@@ -107,6 +120,13 @@ enum Exporter {
     Otlp,
     /// OTLP JSON lines into --output (the OpenTelemetry Collector file exporter's format).
     File,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MapFormat {
+    Table,
+    Dot,
+    Svg,
 }
 
 #[derive(Args)]
@@ -344,6 +364,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut sink = FanOut(export.sinks(&clock, replay.is_some())?);
             from_source(replay.as_deref(), &capture, Output::spans(&mut sink), None)
         }
+        Command::Map {
+            format,
+            replay,
+            capture,
+        } => service_map(format, replay.as_deref(), &capture),
         Command::GoOffsets { binaries } => {
             let mut table = wirespan::golang::offsets_table::Table::default();
             for path in binaries {
@@ -399,6 +424,28 @@ fn clock_for(replay: Option<&Path>) -> anyhow::Result<WallClock> {
         }
         None => WallClock::system(),
     })
+}
+
+/// `wirespan map`: run to the end, then print the graph.
+fn service_map(
+    format: MapFormat,
+    replay: Option<&Path>,
+    capture: &CaptureArgs,
+) -> anyhow::Result<()> {
+    let resources = if replay.is_some() {
+        Resources::offline()
+    } else {
+        Resources::new(PathBuf::from("/proc"), false)
+    };
+    let mut map = ServiceMap::new(resources);
+    from_source(replay, capture, Output::spans(&mut map), None)?;
+    let text = match format {
+        MapFormat::Table => map.table(),
+        MapFormat::Dot => map.dot(),
+        MapFormat::Svg => map.svg()?,
+    };
+    print!("{text}");
+    Ok(())
 }
 
 /// Run the output from a recording (when `replay` is given) or live, and print the summary.

@@ -7,6 +7,7 @@ pub mod console;
 pub mod exchanges;
 pub mod file;
 pub mod json;
+pub mod map;
 pub mod otlp;
 pub mod spandata;
 pub mod tree;

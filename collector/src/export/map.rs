@@ -1,0 +1,212 @@
+//! `wirespan map`: the service graph observed over a run. Each edge is a client service calling a
+//! server service: a server span whose parent is a client span of another process (the same
+//! request seen from both ends). Printed as a table, as DOT, or as SVG through Graphviz's `dot`.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    fmt::Write as _,
+    io::Write,
+    process::{Command, Stdio},
+};
+
+use super::SpanSink;
+use crate::span::{ParentLink, Span, SpanId, SpanKind, resource::Resources};
+
+/// Client spans remembered for their server children, at most.
+const MAX_CLIENTS: usize = 100_000;
+/// Latencies kept per edge for the percentiles, at most (the first ones; counts stay exact).
+const MAX_SAMPLES: usize = 100_000;
+
+#[derive(Debug, Default, Clone)]
+pub struct Edge {
+    pub requests: u64,
+    pub errors: u64,
+    /// Server-side and client-side durations, ns.
+    server_ns: Vec<u64>,
+    client_ns: Vec<u64>,
+}
+
+impl Edge {
+    /// The `q` quantile (0..=1) of the server-side latency, ns.
+    #[must_use]
+    pub fn server_quantile(&self, q: f64) -> u64 {
+        quantile(&self.server_ns, q)
+    }
+
+    #[must_use]
+    pub fn client_quantile(&self, q: f64) -> u64 {
+        quantile(&self.client_ns, q)
+    }
+}
+
+fn quantile(samples: &[u64], q: f64) -> u64 {
+    if samples.is_empty() {
+        return 0;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "an index into at most MAX_SAMPLES samples"
+    )]
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Collects the graph from spans.
+pub struct ServiceMap {
+    resources: Resources,
+    clients: HashMap<SpanId, (String, u64)>,
+    client_order: VecDeque<SpanId>,
+    pub edges: BTreeMap<(String, String), Edge>,
+}
+
+impl ServiceMap {
+    #[must_use]
+    pub fn new(resources: Resources) -> Self {
+        Self {
+            resources,
+            clients: HashMap::new(),
+            client_order: VecDeque::new(),
+            edges: BTreeMap::new(),
+        }
+    }
+
+    /// The graph as a table: client, server, requests, errors, server p50/p99, client p50/p99.
+    #[must_use]
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<24} {:<24} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10}\n",
+            "CLIENT", "SERVER", "REQUESTS", "ERRORS", "SRV p50", "SRV p99", "CLI p50", "CLI p99"
+        );
+        let ms = |ns: u64| {
+            format!(
+                "{:.3}ms",
+                std::time::Duration::from_nanos(ns).as_secs_f64() * 1e3
+            )
+        };
+        for ((client, server), e) in &self.edges {
+            let _ = writeln!(
+                out,
+                "{client:<24} {server:<24} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10}",
+                e.requests,
+                e.errors,
+                ms(e.server_quantile(0.5)),
+                ms(e.server_quantile(0.99)),
+                ms(e.client_quantile(0.5)),
+                ms(e.client_quantile(0.99)),
+            );
+        }
+        out
+    }
+
+    /// The graph in Graphviz's DOT language.
+    #[must_use]
+    pub fn dot(&self) -> String {
+        let mut out = String::from("digraph services {\n  rankdir=LR;\n  node [shape=box];\n");
+        let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        for ((client, server), e) in &self.edges {
+            let label = format!(
+                "{} req, {} err, p50 {:.1}ms, p99 {:.1}ms",
+                e.requests,
+                e.errors,
+                std::time::Duration::from_nanos(e.server_quantile(0.5)).as_secs_f64() * 1e3,
+                std::time::Duration::from_nanos(e.server_quantile(0.99)).as_secs_f64() * 1e3
+            );
+            let _ = writeln!(
+                out,
+                "  {} -> {} [label={}];",
+                quote(client),
+                quote(server),
+                quote(&label)
+            );
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// SVG, rendered by Graphviz's `dot` (Debian package `graphviz`).
+    pub fn svg(&self) -> std::io::Result<String> {
+        let mut child = Command::new("dot")
+            .arg("-Tsvg")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot run Graphviz's dot ({e}): install the graphviz package"),
+                )
+            })?;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdin"))?
+            .write_all(self.dot().as_bytes())?;
+        let output = child.wait_with_output()?;
+        if !output.status.success() {
+            return Err(std::io::Error::other(format!(
+                "dot failed ({})",
+                output.status
+            )));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+impl SpanSink for ServiceMap {
+    fn span(&mut self, span: &Span) -> std::io::Result<()> {
+        let service = self.resources.of(span.pid, &span.comm).service_name.clone();
+        let duration = span.end_ns.saturating_sub(span.start_ns);
+        match span.kind {
+            SpanKind::Client => {
+                if self.clients.len() >= MAX_CLIENTS
+                    && let Some(old) = self.client_order.pop_front()
+                {
+                    self.clients.remove(&old);
+                }
+                self.clients.insert(span.span_id, (service, duration));
+                self.client_order.push_back(span.span_id);
+            }
+            SpanKind::Server => {
+                // Only the other end of the same request makes an edge.
+                let Some(parent) = span
+                    .parent_span_id
+                    .filter(|_| span.link == ParentLink::Peer)
+                else {
+                    return Ok(());
+                };
+                let Some((client, client_ns)) = self.clients.get(&parent).cloned() else {
+                    return Ok(());
+                };
+                let edge = self.edges.entry((client, service)).or_default();
+                edge.requests += 1;
+                edge.errors += u64::from(span.is_error());
+                if edge.server_ns.len() < MAX_SAMPLES {
+                    edge.server_ns.push(duration);
+                    edge.client_ns.push(client_ns);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_from_the_sorted_samples() {
+        let samples: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&samples, 0.5), 51);
+        assert_eq!(quantile(&samples, 0.99), 99);
+        assert_eq!(quantile(&[], 0.5), 0);
+    }
+}
