@@ -107,6 +107,9 @@ pub struct Contexts {
     accepted: HashSet<u64>,
     /// (pid, tid) → the request that thread is serving.
     threads: HashMap<(u32, u32), Serving>,
+    /// Connections closed (when, pid, local, remote): their client uses are forgotten after the
+    /// grace period, not at once (the close itself may complete the connection's last exchange).
+    closed: VecDeque<(u64, u32, SocketAddr, SocketAddr)>,
 }
 
 impl Contexts {
@@ -119,6 +122,10 @@ impl Contexts {
                 }
                 ConnKind::Close => {
                     self.accepted.remove(&c.conn_id);
+                    self.forget_closed(c.ts_ns);
+                    if self.go.contains_key(&c.pid) {
+                        self.closed.push_back((c.ts_ns, c.pid, c.local, c.remote));
+                    }
                 }
                 ConnKind::Connect => {}
             },
@@ -226,6 +233,24 @@ impl Contexts {
                 self.go.remove(&e.pid);
             }
             _ => {}
+        }
+    }
+
+    /// Drop the client uses of connections closed more than the grace period ago (unless the
+    /// address pair was used again since), so the table does not grow with every connection.
+    fn forget_closed(&mut self, now: u64) {
+        while let Some(&(ts, pid, local, remote)) = self.closed.front() {
+            if now.saturating_sub(ts) < GRACE_NS {
+                break;
+            }
+            self.closed.pop_front();
+            if let Some(p) = self.go.get_mut(&pid)
+                && p.client_uses
+                    .get(&(local, remote))
+                    .is_some_and(|uses| uses.back().is_none_or(|(last, _)| *last <= ts))
+            {
+                p.client_uses.remove(&(local, remote));
+            }
         }
     }
 
@@ -350,5 +375,53 @@ impl Contexts {
             }
         }
         Lookup::NoServer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        load::AttachMode,
+        source::{Conn, GoConnection},
+    };
+
+    fn close(pid: u32, local: &str, remote: &str, ts_ns: u64) -> Event {
+        Event::Conn(Conn {
+            kind: ConnKind::Close,
+            pid,
+            tid: pid,
+            comm: "go".into(),
+            conn_id: 1,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            ts_ns,
+            mode: AttachMode::Tracepoint,
+        })
+    }
+
+    #[test]
+    fn client_uses_of_closed_connections_are_forgotten_after_the_grace_period() {
+        let mut c = Contexts::default();
+        let (local, remote) = ("127.0.0.1:5000", "127.0.0.1:80");
+        c.on_event(&Event::GoConnUse(GoConnUse {
+            role: ConnRole::Client,
+            pid: 9,
+            tid: 9,
+            goid: 3,
+            conn: GoConnection {
+                fd: 4,
+                endpoints: Some((local.parse().unwrap(), remote.parse().unwrap())),
+            },
+            ts_ns: 10,
+        }));
+        c.on_event(&close(9, local, remote, 20));
+        assert_eq!(
+            c.go[&9].client_uses.len(),
+            1,
+            "kept through the grace period"
+        );
+        c.on_event(&close(9, "127.0.0.1:5001", remote, 20 + GRACE_NS));
+        assert_eq!(c.go[&9].client_uses.len(), 0);
     }
 }
