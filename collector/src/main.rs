@@ -18,6 +18,7 @@ use wirespan::{
         console::ConsoleSink,
         exchanges::{ConsoleExchanges, JsonExchanges},
         file::FileSink,
+        graph_metrics::{self, GraphMetrics},
         json::JsonLinesSink,
         map::ServiceMap,
         otlp::{OtlpConfig, OtlpSink, Protocol, parse_headers},
@@ -132,7 +133,10 @@ enum MapFormat {
 #[derive(Args)]
 struct ExportArgs {
     /// Where spans go; repeat to combine. Default: otlp when OTEL_EXPORTER_OTLP_ENDPOINT (or
-    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, console otherwise.
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, console otherwise. otlp also sends the
+    /// service graph as metrics named like Tempo's (traces_service_graph_request_total, ...,
+    /// labels client and server) every OTEL_METRIC_EXPORT_INTERVAL ms (60000) and at exit;
+    /// OTEL_METRICS_EXPORTER=none turns them off.
     #[arg(long, value_enum)]
     exporter: Vec<Exporter>,
     /// OTLP endpoint, e.g. http://127.0.0.1:4317 for grpc or http://127.0.0.1:4318 for
@@ -233,6 +237,9 @@ impl ExportArgs {
                         show_query: self.show_query,
                         show_command_args: self.show_command_args,
                     };
+                    if graph_metrics::enabled() {
+                        sinks.push(Box::new(GraphMetrics::start(&config, resources())?));
+                    }
                     sinks.push(Box::new(OtlpSink::start(config, *clock, offline)?));
                 }
             }

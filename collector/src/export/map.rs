@@ -55,11 +55,72 @@ fn quantile(samples: &[u64], q: f64) -> u64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
-/// Collects the graph from spans.
-pub struct ServiceMap {
+/// One request seen from both ends: a client span and the server span it caused in another
+/// process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeSample {
+    pub client: String,
+    pub server: String,
+    /// The server span ended in error.
+    pub failed: bool,
+    pub server_ns: u64,
+    pub client_ns: u64,
+}
+
+/// Pairs server spans with the client spans that are their parents (spans arrive parents
+/// first); shared by the map and the service-graph metrics.
+pub struct EdgeFinder {
     resources: Resources,
     clients: HashMap<SpanId, (String, u64)>,
     client_order: VecDeque<SpanId>,
+}
+
+impl EdgeFinder {
+    #[must_use]
+    pub fn new(resources: Resources) -> Self {
+        Self {
+            resources,
+            clients: HashMap::new(),
+            client_order: VecDeque::new(),
+        }
+    }
+
+    /// Remember a client span, or pair a server span with its client: the edge it makes.
+    pub fn observe(&mut self, span: &Span) -> Option<EdgeSample> {
+        let service = self.resources.of(span.pid, &span.comm).service_name.clone();
+        let duration = span.end_ns.saturating_sub(span.start_ns);
+        match span.kind {
+            SpanKind::Client => {
+                if self.clients.len() >= MAX_CLIENTS
+                    && let Some(old) = self.client_order.pop_front()
+                {
+                    self.clients.remove(&old);
+                }
+                self.clients.insert(span.span_id, (service, duration));
+                self.client_order.push_back(span.span_id);
+                None
+            }
+            SpanKind::Server => {
+                // Only the other end of the same request makes an edge.
+                let parent = span
+                    .parent_span_id
+                    .filter(|_| span.link == ParentLink::Peer)?;
+                let (client, client_ns) = self.clients.get(&parent).cloned()?;
+                Some(EdgeSample {
+                    client,
+                    server: service,
+                    failed: span.is_error(),
+                    server_ns: duration,
+                    client_ns,
+                })
+            }
+        }
+    }
+}
+
+/// Collects the graph from spans.
+pub struct ServiceMap {
+    finder: EdgeFinder,
     pub edges: BTreeMap<(String, String), Edge>,
 }
 
@@ -67,9 +128,7 @@ impl ServiceMap {
     #[must_use]
     pub fn new(resources: Resources) -> Self {
         Self {
-            resources,
-            clients: HashMap::new(),
-            client_order: VecDeque::new(),
+            finder: EdgeFinder::new(resources),
             edges: BTreeMap::new(),
         }
     }
@@ -158,36 +217,16 @@ impl ServiceMap {
 
 impl SpanSink for ServiceMap {
     fn span(&mut self, span: &Span) -> std::io::Result<()> {
-        let service = self.resources.of(span.pid, &span.comm).service_name.clone();
-        let duration = span.end_ns.saturating_sub(span.start_ns);
-        match span.kind {
-            SpanKind::Client => {
-                if self.clients.len() >= MAX_CLIENTS
-                    && let Some(old) = self.client_order.pop_front()
-                {
-                    self.clients.remove(&old);
-                }
-                self.clients.insert(span.span_id, (service, duration));
-                self.client_order.push_back(span.span_id);
-            }
-            SpanKind::Server => {
-                // Only the other end of the same request makes an edge.
-                let Some(parent) = span
-                    .parent_span_id
-                    .filter(|_| span.link == ParentLink::Peer)
-                else {
-                    return Ok(());
-                };
-                let Some((client, client_ns)) = self.clients.get(&parent).cloned() else {
-                    return Ok(());
-                };
-                let edge = self.edges.entry((client, service)).or_default();
-                edge.requests += 1;
-                edge.errors += u64::from(span.is_error());
-                if edge.server_ns.len() < MAX_SAMPLES {
-                    edge.server_ns.push(duration);
-                    edge.client_ns.push(client_ns);
-                }
+        if let Some(sample) = self.finder.observe(span) {
+            let edge = self
+                .edges
+                .entry((sample.client, sample.server))
+                .or_default();
+            edge.requests += 1;
+            edge.errors += u64::from(sample.failed);
+            if edge.server_ns.len() < MAX_SAMPLES {
+                edge.server_ns.push(sample.server_ns);
+                edge.client_ns.push(sample.client_ns);
             }
         }
         Ok(())

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod console;
 pub mod exchanges;
 pub mod file;
+pub mod graph_metrics;
 pub mod json;
 pub mod map;
 pub mod otlp;

@@ -208,56 +208,70 @@ impl SpanSink for OtlpSink {
 fn build(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let built = match config.protocol {
-        Protocol::Grpc => {
-            let mut b = builder.with_tonic();
-            if let Some(endpoint) = &config.endpoint {
-                b = b.with_endpoint(endpoint.clone());
-            }
-            if let Some(timeout) = config.timeout {
-                b = b.with_timeout(timeout);
-            }
-            if !config.headers.is_empty() {
-                let mut map = tonic::metadata::MetadataMap::new();
-                for (k, v) in &config.headers {
-                    let key = tonic::metadata::MetadataKey::from_bytes(k.to_lowercase().as_bytes())
-                        .map_err(|_| ExportError::Header(k.clone()))?;
-                    let value = v.parse().map_err(|_| ExportError::Header(v.clone()))?;
-                    map.insert(key, value);
-                }
-                b = b.with_metadata(map);
-            }
-            b.build()
-        }
-        Protocol::HttpProtobuf => {
-            let mut b = builder
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
-            if let Some(endpoint) = &config.endpoint {
-                b = b.with_endpoint(http_traces_url(endpoint));
-            }
-            if let Some(timeout) = config.timeout {
-                b = b.with_timeout(timeout);
-            }
-            if !config.headers.is_empty() {
-                b = b.with_headers(config.headers.iter().cloned().collect::<HashMap<_, _>>());
-            }
-            b.build()
-        }
+        Protocol::Grpc => configure_grpc(builder.with_tonic(), config)?.build(),
+        Protocol::HttpProtobuf => configure_http(builder.with_http(), config, "traces").build(),
     };
     built.map_err(|e| ExportError::Build(e.to_string()))
 }
 
-/// A base endpoint gets the traces path, as `OTEL_EXPORTER_OTLP_ENDPOINT` does.
-fn http_traces_url(endpoint: &str) -> String {
+/// The flags on a gRPC exporter builder (spans or metrics).
+pub(super) fn configure_grpc<B>(mut b: B, config: &OtlpConfig) -> Result<B, ExportError>
+where
+    B: WithExportConfig + WithTonicConfig,
+{
+    if let Some(endpoint) = &config.endpoint {
+        b = b.with_endpoint(endpoint.clone());
+    }
+    if let Some(timeout) = config.timeout {
+        b = b.with_timeout(timeout);
+    }
+    if !config.headers.is_empty() {
+        let mut map = tonic::metadata::MetadataMap::new();
+        for (k, v) in &config.headers {
+            let key = tonic::metadata::MetadataKey::from_bytes(k.to_lowercase().as_bytes())
+                .map_err(|_| ExportError::Header(k.clone()))?;
+            let value = v.parse().map_err(|_| ExportError::Header(v.clone()))?;
+            map.insert(key, value);
+        }
+        b = b.with_metadata(map);
+    }
+    Ok(b)
+}
+
+/// The flags on an HTTP/protobuf exporter builder; `signal` (`traces`, `metrics`) names the
+/// path a base endpoint gets.
+pub(super) fn configure_http<B>(b: B, config: &OtlpConfig, signal: &str) -> B
+where
+    B: WithExportConfig + WithHttpConfig,
+{
+    let mut b = b.with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+    if let Some(endpoint) = &config.endpoint {
+        b = b.with_endpoint(http_signal_url(endpoint, signal));
+    }
+    if let Some(timeout) = config.timeout {
+        b = b.with_timeout(timeout);
+    }
+    if !config.headers.is_empty() {
+        b = b.with_headers(config.headers.iter().cloned().collect::<HashMap<_, _>>());
+    }
+    b
+}
+
+/// A base endpoint gets the signal's path (`/v1/traces`), as `OTEL_EXPORTER_OTLP_ENDPOINT` does.
+fn http_signal_url(endpoint: &str, signal: &str) -> String {
     let trimmed = endpoint.trim_end_matches('/');
     let has_path = trimmed
         .split_once("://")
         .map_or(trimmed, |(_, rest)| rest)
         .contains('/');
     if has_path {
-        trimmed.to_owned()
+        // A traces URL given whole still names where the other signals go.
+        match trimmed.strip_suffix("/v1/traces") {
+            Some(base) if signal != "traces" => format!("{base}/v1/{signal}"),
+            _ => trimmed.to_owned(),
+        }
     } else {
-        format!("{trimmed}/v1/traces")
+        format!("{trimmed}/v1/{signal}")
     }
 }
 
@@ -384,11 +398,21 @@ mod tests {
         assert!(parse_headers("novalue").is_err());
         assert_eq!(Protocol::parse("grpc").unwrap(), Protocol::Grpc);
         assert!(Protocol::parse("http/json").is_err());
-        assert_eq!(http_traces_url("http://h:4318"), "http://h:4318/v1/traces");
-        assert_eq!(http_traces_url("http://h:4318/"), "http://h:4318/v1/traces");
         assert_eq!(
-            http_traces_url("http://h:4318/custom"),
+            http_signal_url("http://h:4318", "traces"),
+            "http://h:4318/v1/traces"
+        );
+        assert_eq!(
+            http_signal_url("http://h:4318/", "metrics"),
+            "http://h:4318/v1/metrics"
+        );
+        assert_eq!(
+            http_signal_url("http://h:4318/custom", "traces"),
             "http://h:4318/custom"
+        );
+        assert_eq!(
+            http_signal_url("http://h:4318/v1/traces", "metrics"),
+            "http://h:4318/v1/metrics"
         );
     }
 }
