@@ -20,16 +20,24 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
+    collector::{
+        metrics::v1::{
+            ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+            metrics_service_server::{MetricsService, MetricsServiceServer},
+        },
+        trace::v1::{
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+            trace_service_server::{TraceService, TraceServiceServer},
+        },
     },
     common::v1::{AnyValue, any_value},
+    metrics::v1::metric,
 };
 use support::{Agent, Listening, require_privileges};
 use wirespan::testing::cannot_run;
 
 type Requests = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
+type MetricRequests = Arc<Mutex<Vec<ExportMetricsServiceRequest>>>;
 
 /// The tests of this file build the same example and run agents that watch each other's
 /// services; they run one at a time (see privileged_go.rs).
@@ -44,6 +52,18 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 // ------------------------------------------------------------------ receivers
 
 struct Collector(Requests);
+struct MetricsCollector(MetricRequests);
+
+#[tonic::async_trait]
+impl MetricsService for MetricsCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Collector {
@@ -60,6 +80,7 @@ impl TraceService for Collector {
 struct Receiver {
     url: String,
     requests: Requests,
+    metrics: MetricRequests,
 }
 
 fn free_addr() -> SocketAddr {
@@ -71,8 +92,10 @@ fn free_addr() -> SocketAddr {
 
 fn start_receiver(protocol: &str) -> Receiver {
     let requests: Requests = Arc::default();
+    let metrics: MetricRequests = Arc::default();
     let addr = free_addr();
     let shared = Arc::clone(&requests);
+    let shared_metrics = Arc::clone(&metrics);
     let grpc = protocol == "grpc";
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -80,11 +103,12 @@ fn start_receiver(protocol: &str) -> Receiver {
             if grpc {
                 tonic::transport::Server::builder()
                     .add_service(TraceServiceServer::new(Collector(shared)))
+                    .add_service(MetricsServiceServer::new(MetricsCollector(shared_metrics)))
                     .serve(addr)
                     .await
                     .unwrap();
             } else {
-                serve_http(addr, shared).await;
+                serve_http(addr, shared, shared_metrics).await;
             }
         });
     });
@@ -97,27 +121,41 @@ fn start_receiver(protocol: &str) -> Receiver {
     Receiver {
         url: format!("http://{addr}"),
         requests,
+        metrics,
     }
 }
 
-/// OTLP/HTTP: POST /v1/traces with a protobuf `ExportTraceServiceRequest`.
-async fn serve_http(addr: SocketAddr, requests: Requests) {
+/// OTLP/HTTP: POST /v1/traces with a protobuf `ExportTraceServiceRequest`, /v1/metrics with an
+/// `ExportMetricsServiceRequest`.
+async fn serve_http(addr: SocketAddr, requests: Requests, metrics: MetricRequests) {
     use http_body_util::{BodyExt, Full};
     use prost::Message;
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     loop {
         let (stream, _) = listener.accept().await.unwrap();
         let requests = Arc::clone(&requests);
+        let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let requests = Arc::clone(&requests);
+                    let metrics = Arc::clone(&metrics);
                     async move {
-                        assert_eq!(req.uri().path(), "/v1/traces");
+                        let path = req.uri().path().to_owned();
                         let body = req.into_body().collect().await?.to_bytes();
-                        let decoded = ExportTraceServiceRequest::decode(body).unwrap();
-                        requests.lock().unwrap().push(decoded);
-                        let reply = ExportTraceServiceResponse::default().encode_to_vec();
+                        let reply = match path.as_str() {
+                            "/v1/traces" => {
+                                let decoded = ExportTraceServiceRequest::decode(body).unwrap();
+                                requests.lock().unwrap().push(decoded);
+                                ExportTraceServiceResponse::default().encode_to_vec()
+                            }
+                            "/v1/metrics" => {
+                                let decoded = ExportMetricsServiceRequest::decode(body).unwrap();
+                                metrics.lock().unwrap().push(decoded);
+                                ExportMetricsServiceResponse::default().encode_to_vec()
+                            }
+                            other => panic!("unexpected OTLP path {other}"),
+                        };
                         let mut response =
                             hyper::Response::new(Full::new(bytes::Bytes::from(reply)));
                         response
@@ -131,6 +169,53 @@ async fn serve_http(addr: SocketAddr, requests: Requests) {
                 .await;
         });
     }
+}
+
+/// The last value the receiver got of a service-graph counter, or a histogram's count, for the
+/// edge `client` → `server` (the metrics are cumulative).
+fn graph_value(
+    metrics: &[ExportMetricsServiceRequest],
+    name: &str,
+    client: &str,
+    server: &str,
+) -> u64 {
+    let mut last = 0;
+    for m in metrics
+        .iter()
+        .flat_map(|r| &r.resource_metrics)
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .filter(|m| m.name == name)
+    {
+        let edge = |attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+            let get = |k: &str| {
+                attrs
+                    .iter()
+                    .find(|kv| kv.key == k)
+                    .map(|kv| text(kv.value.as_ref()))
+            };
+            get("client").as_deref() == Some(client) && get("server").as_deref() == Some(server)
+        };
+        match &m.data {
+            Some(metric::Data::Sum(sum)) => {
+                for p in sum.data_points.iter().filter(|p| edge(&p.attributes)) {
+                    if let Some(
+                        opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(v),
+                    ) = p.value
+                    {
+                        last = v.cast_unsigned();
+                    }
+                }
+            }
+            Some(metric::Data::Histogram(h)) => {
+                for p in h.data_points.iter().filter(|p| edge(&p.attributes)) {
+                    last = p.count;
+                }
+            }
+            other => panic!("{name}: unexpected data {other:?}"),
+        }
+    }
+    last
 }
 
 // ------------------------------------------------------------------ received spans
@@ -234,7 +319,10 @@ fn fanout(addr: &str, id: u64, traceparent: Option<&str>) -> u16 {
 
 /// One scenario: the services, a receiver, the agent exporting to it; `drive` makes the
 /// requests (given A's address) and returns their ids. Returns the received spans.
-fn scenario(protocol: &str, drive: impl FnOnce(&str) -> Vec<u64>) -> Option<(Vec<Got>, Vec<u64>)> {
+fn scenario(
+    protocol: &str,
+    drive: impl FnOnce(&str) -> Vec<u64>,
+) -> Option<(Vec<Got>, Vec<u64>, Vec<ExportMetricsServiceRequest>)> {
     let Some(binary) = build_hello() else {
         cannot_run("cannot build examples/http-hello");
         return None;
@@ -272,8 +360,13 @@ fn scenario(protocol: &str, drive: impl FnOnce(&str) -> Vec<u64>) -> Option<(Vec
             .contains("0 dropped (queue full), 0 dropped (export failed)"),
         "{summary}"
     );
+    assert!(
+        stopped.stderr.contains("exports, 0 failed"),
+        "service graph metrics: {summary}"
+    );
     let got = flatten(&receiver.requests.lock().unwrap());
-    Some((got, ids))
+    let metrics = receiver.metrics.lock().unwrap().clone();
+    Some((got, ids, metrics))
 }
 
 /// The received spans by trace, and the client roots by their request's query.
@@ -359,7 +452,7 @@ impl<'a> Index<'a> {
 
 fn sequential_with_traceparent(protocol: &str) {
     const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let Some((spans, ids)) = scenario(protocol, |front| {
+    let Some((spans, ids, metrics)) = scenario(protocol, |front| {
         let ids: Vec<u64> = (0..20).collect();
         for &id in &ids {
             let traceparent = (id == 0).then_some(TRACEPARENT);
@@ -380,6 +473,24 @@ fn sequential_with_traceparent(protocol: &str) {
         .collect();
     assert_eq!(adopted.len(), 6, "{adopted:#?}");
     assert!(adopted.iter().any(|s| s.parent == hex("00f067aa0ba902b7")));
+    // The service graph, as metrics at the same endpoint: front called back twice per request,
+    // none failed, and each call was timed at both ends.
+    for name in [
+        "traces_service_graph_request_total",
+        "traces_service_graph_request_server_seconds",
+        "traces_service_graph_request_client_seconds",
+    ] {
+        assert_eq!(graph_value(&metrics, name, "front", "back"), 40, "{name}");
+    }
+    assert_eq!(
+        graph_value(
+            &metrics,
+            "traces_service_graph_request_failed_total",
+            "front",
+            "back"
+        ),
+        0
+    );
 }
 
 fn hex(text: &str) -> Vec<u8> {
@@ -413,7 +524,7 @@ fn privileged_spans_under_64_concurrent_clients_keep_every_parent_right() {
         return;
     }
     let _serial = serial();
-    let Some((spans, ids)) = scenario("grpc", |front| {
+    let Some((spans, ids, _)) = scenario("grpc", |front| {
         let deadline = Instant::now() + Duration::from_secs(10);
         let threads: Vec<_> = (0..64u64)
             .map(|t| {
