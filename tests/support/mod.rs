@@ -48,8 +48,14 @@ impl Agent {
     /// Like `start`, with the agent's standard output going to `stdout` (then `Stopped.stdout`
     /// stays empty).
     pub fn start_with_stdout(args: &[&str], stdout: Stdio) -> Self {
+        Self::start_with_env(args, stdout, &[])
+    }
+
+    /// Like `start_with_stdout`, with extra environment variables for the agent.
+    pub fn start_with_env(args: &[&str], stdout: Stdio, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(AGENT)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()

@@ -196,65 +196,27 @@ pub fn jaeger_binary() -> anyhow::Result<PathBuf> {
 pub struct JaegerPorts {
     pub otlp_grpc: u16,
     pub query_http: u16,
+    pub prometheus: u16,
 }
 
-/// Jaeger v2 all-in-one: OTLP in, in-memory storage, query API and UI, all on loopback.
-pub fn jaeger_config(dir: &Path, ports: &JaegerPorts) -> anyhow::Result<PathBuf> {
-    let config = format!(
-        "service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-extensions:
-  jaeger_query:
-    storage:
-      traces: memstore
-    http:
-      endpoint: 127.0.0.1:{query}
-    grpc:
-      endpoint: 127.0.0.1:{query_grpc}
-  jaeger_storage:
-    backends:
-      memstore:
-        memory:
-          max_traces: 100000
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{otlp}
-processors:
-  batch: {{}}
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: memstore
-",
-        query = ports.query_http,
-        query_grpc = free_port()?,
-        otlp = ports.otlp_grpc,
-    );
-    let path = dir.join("jaeger.yaml");
-    std::fs::write(&path, config)?;
-    Ok(path)
-}
-
-/// Start Jaeger and wait (up to 30 s) until its query API answers.
+/// Start Jaeger v2 all-in-one (otel-config/jaeger-all-in-one.yaml: OTLP in, in-memory storage,
+/// query API, service-graph metrics for Prometheus, all on loopback) and wait (up to 30 s) until
+/// its query API answers.
 fn start_jaeger(started: &mut Started, binary: &Path, dir: &Path) -> anyhow::Result<JaegerPorts> {
     let ports = JaegerPorts {
         otlp_grpc: free_port()?,
         query_http: free_port()?,
+        prometheus: free_port()?,
     };
-    let config = jaeger_config(dir, &ports)?;
     let log = std::fs::File::create(dir.join("jaeger.log"))?;
     let mut cmd = Command::new(binary);
     cmd.arg("--config")
-        .arg(&config)
+        .arg(workspace_root().join("otel-config/jaeger-all-in-one.yaml"))
+        .env("JAEGER_OTLP_GRPC_PORT", ports.otlp_grpc.to_string())
+        .env("JAEGER_OTLP_HTTP_PORT", free_port()?.to_string())
+        .env("JAEGER_QUERY_HTTP_PORT", ports.query_http.to_string())
+        .env("JAEGER_QUERY_GRPC_PORT", free_port()?.to_string())
+        .env("JAEGER_PROMETHEUS_PORT", ports.prometheus.to_string())
         .stdout(log.try_clone()?)
         .stderr(log);
     let child = spawn_unblocked(&mut cmd).context("cannot start Jaeger")?;
@@ -319,7 +281,10 @@ fn start_agent(
         sudo.arg(agent);
         sudo
     };
-    cmd.args(&args).stderr(Stdio::piped());
+    // The service-graph metrics every 5 s, so the demo's Prometheus endpoint fills quickly.
+    cmd.args(&args)
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "5000")
+        .stderr(Stdio::piped());
     let mut agent_child = spawn_unblocked(&mut cmd).context("cannot start the agent")?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let stderr = agent_child.stderr.take().context("no agent stderr")?;
@@ -389,6 +354,10 @@ pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
         );
         eprintln!(
             "xtask:   Jaeger UI: http://127.0.0.1:{q}/ (a go-install build serves a placeholder page; the API above works)"
+        );
+        eprintln!(
+            "xtask:   service graph metrics (Prometheus): http://127.0.0.1:{}/metrics",
+            ports.prometheus
         );
     }
     eprintln!("xtask: Ctrl-C stops everything the demo started.");

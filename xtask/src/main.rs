@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install what is missing: the eBPF nightly with rust-src, bpf-linker built against its LLVM,
-    /// bpftool (for tests); check Go.
+    /// bpftool (for tests), Graphviz (for `wirespan map --format svg`); check Go.
     Setup,
     /// Set up, build, and run the agent with the live console view. Extra arguments go to
     /// `wirespan run` (e.g. `cargo xtask run -- --duration 30`).
@@ -42,8 +42,9 @@ enum Cmd {
     /// Regenerate collector/src/golang/offsets.json, the Go struct layouts for stripped binaries,
     /// from real builds of examples/http-hello with each supported Go toolchain.
     Offsets,
-    /// Set up, then check formatting and lints, run every test (privileged ones need root), and
-    /// run each decoder fuzz target for a bounded time.
+    /// Set up, build Jaeger v2 once for the end-to-end test, then check formatting and lints,
+    /// run every test (privileged ones need root), and run each decoder fuzz target for a
+    /// bounded time.
     Test,
 }
 
@@ -146,7 +147,16 @@ fn test() -> anyhow::Result<()> {
     if !setup::is_root() {
         eprintln!("xtask: not root: privileged tests will be skipped (they fail under CI=true)");
     }
-    run_checked(cargo().args(["test"]))?;
+    // The end-to-end test's Jaeger, built once from its module (cached outside the clone).
+    let mut test = cargo();
+    test.arg("test");
+    match demo::jaeger_binary() {
+        Ok(jaeger) => {
+            test.env("WIRESPAN_JAEGER", jaeger);
+        }
+        Err(why) => eprintln!("xtask: cannot build Jaeger ({why:#}); its test will say so"),
+    }
+    run_checked(&mut test)?;
     fuzz()
 }
 

@@ -17,7 +17,7 @@ pub fn run() -> anyhow::Result<()> {
     })?;
     nightly_with_rust_src()?;
     bpf_linker()?;
-    bpftool()?;
+    debian_packages()?;
     cargo_fuzz()?;
     check_go();
     eprintln!("xtask: setup complete in {:.1?}", started.elapsed());
@@ -153,21 +153,28 @@ fn cargo_fuzz() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// bpftool is the second, independent reader of the kernel's BTF in the offset tests.
-fn bpftool() -> anyhow::Result<()> {
-    if output_ok(Command::new("bpftool").arg("version")).is_some() {
+/// bpftool is the second, independent reader of the kernel's BTF in the offset tests;
+/// Graphviz's `dot` renders `wirespan map --format svg`.
+fn debian_packages() -> anyhow::Result<()> {
+    debian_package("bpftool", Command::new("bpftool").arg("version"))?;
+    debian_package("graphviz", Command::new("dot").arg("-V"))
+}
+
+/// Install a Debian package unless `probe` already runs.
+fn debian_package(package: &str, probe: &mut Command) -> anyhow::Result<()> {
+    if probe.output().is_ok_and(|o| o.status.success()) {
         return Ok(());
     }
     if !is_root() {
         eprintln!(
-            "xtask: bpftool is missing and installing it needs root: sudo apt-get install bpftool"
+            "xtask: {package} is missing and installing it needs root: sudo apt-get install {package}"
         );
         return Ok(());
     }
-    eprintln!("xtask: installing bpftool (Debian package)");
+    eprintln!("xtask: installing {package} (Debian package)");
     let install = || {
         Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "bpftool"])
+            .args(["install", "-y", "--no-install-recommends", package])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
     };
@@ -176,7 +183,7 @@ fn bpftool() -> anyhow::Result<()> {
         install().is_ok_and(|s| s.success())
     };
     if !ok {
-        bail!("apt-get install bpftool failed");
+        bail!("apt-get install {package} failed");
     }
     Ok(())
 }
