@@ -10,7 +10,7 @@
 //!
 //! Checked through Jaeger's query API: each front-end request (sent with its own `traceparent`)
 //! is exactly one trace spanning every service, every parent right, and both ends of each hop
-//! name the same five-tuple. Jaeger's dependencies API shows the edges; the collector's
+//! name the same five-tuple; so is a server-streaming call through relay. Jaeger's dependencies API shows the edges; the collector's
 //! Prometheus endpoint shows the Tempo-named service-graph metrics with exact counts.
 
 mod support;
@@ -341,6 +341,36 @@ fn check_trace(spans: &[JSpan], sent_parent: &str, path: &str, calls: usize, grp
     }
 }
 
+/// A server-streaming call: the test's client span (the root) → relay's server span GET /count
+/// → relay's client span Count (opened with NewStream, no Invoke) → echo-grpc's server span.
+fn check_stream_trace(spans: &[JSpan], sent_parent: &str) {
+    assert_eq!(spans.len(), 4, "one trace of 4 spans: {spans:#?}");
+    let roots = children(spans, sent_parent);
+    assert_eq!(roots.len(), 1, "the caller's span is the root: {spans:#?}");
+    let root = roots[0];
+    assert_eq!(
+        (root.kind.as_str(), root.operation.as_str()),
+        ("client", "GET /count")
+    );
+    let relay_server = one_child(spans, root, "relay", "server", "GET /count");
+    assert_same_five_tuple(root, relay_server);
+    let relay_call = one_child(
+        spans,
+        relay_server,
+        "relay",
+        "client",
+        "wirespan.echo.Echo/Count",
+    );
+    let echo_server = one_child(
+        spans,
+        relay_call,
+        "echo-grpc",
+        "server",
+        "wirespan.echo.Echo/Count",
+    );
+    assert_same_five_tuple(relay_call, echo_server);
+}
+
 /// The value of a Prometheus sample line `name{...client="c"...server="s"...} value`.
 fn prometheus_value(text: &str, name: &str, client: &str, server: &str) -> Option<f64> {
     text.lines()
@@ -408,7 +438,8 @@ fn start_backends(binary: &Path) -> Backends {
 }
 
 /// A request sent: its trace id and parent span id (in the traceparent), path, calls from
-/// front to relay, and the gRPC status the chain ends with.
+/// front to relay (0: the request went to relay's /count), and the gRPC status the chains end
+/// with.
 struct Sent {
     trace_id: String,
     parent: String,
@@ -417,10 +448,21 @@ struct Sent {
     grpc_status: &'static str,
 }
 
+impl Sent {
+    fn spans(&self) -> usize {
+        if self.calls == 0 {
+            4
+        } else {
+            2 + self.calls * 4
+        }
+    }
+}
+
 /// Each request with its own trace id: /echo (one chain), /fanout (two parallel chains from
-/// child goroutines), and one that fails at the gRPC service (NotFound → 502 up the chain).
-/// Eight front → relay calls in all, one of them failed.
-fn send_requests(front: &str) -> Vec<Sent> {
+/// child goroutines), one that fails at the gRPC service (NotFound → 502 up the chain), and a
+/// server-streaming call through relay's /count. Eight front → relay calls in all, one of them
+/// failed; nine relay → echo-grpc calls.
+fn send_requests(front: &str, relay: &str) -> Vec<Sent> {
     let mut sent = Vec::new();
     for (n, (path, query, calls, status, grpc_status)) in [
         ("/echo", "msg=e2e-0", 1, 200, "0"),
@@ -429,6 +471,7 @@ fn send_requests(front: &str) -> Vec<Sent> {
         ("/fanout", "msg=fan-0", 2, 200, "0"),
         ("/fanout", "msg=fan-1", 2, 200, "0"),
         ("/echo", "msg=fail", 1, 502, "5"),
+        ("/count", "n=3", 0, 200, "0"),
     ]
     .into_iter()
     .enumerate()
@@ -436,7 +479,7 @@ fn send_requests(front: &str) -> Vec<Sent> {
         let trace_id = format!("{:032x}", 0x5e2e_0000_u128 + n as u128);
         let parent = format!("{:016x}", 0xa11ce_u64 + n as u64);
         let (got, body) = get(
-            front,
+            if calls == 0 { relay } else { front },
             &format!("{path}?{query}"),
             &format!("traceparent: 00-{trace_id}-{parent}-01\r\n"),
         );
@@ -476,15 +519,19 @@ fn check_dependencies(query: &str) {
         .collect();
     let edge = |a: &str, b: &str| edges.get(&(a.to_owned(), b.to_owned())).copied();
     assert_eq!(edge("front", "relay"), Some(8), "{deps}");
-    assert_eq!(edge("relay", "echo-grpc"), Some(8), "{deps}");
-    assert!(
-        edges.keys().any(|(a, b)| b == "front" && a != "front"),
-        "the test's calls into front: {deps}"
-    );
+    assert_eq!(edge("relay", "echo-grpc"), Some(9), "{deps}");
+    for callee in ["front", "relay"] {
+        assert!(
+            edges
+                .keys()
+                .any(|(a, b)| b == callee && !["front", "relay"].contains(&a.as_str())),
+            "the test's calls into {callee}: {deps}"
+        );
+    }
     // Jaeger's in-memory store also counts each span's link to its parent in the same service
-    // (server → its own client calls); across services there are exactly these three.
+    // (server → its own client calls); across services there are exactly these four.
     let across = edges.keys().filter(|(a, b)| a != b).count();
-    assert_eq!(across, 3, "no other edges: {deps}");
+    assert_eq!(across, 4, "no other edges: {deps}");
 }
 
 /// The service graph as metrics, through the collector's Prometheus endpoint: exact counts.
@@ -495,20 +542,26 @@ fn check_metrics(prometheus: &str) {
         let (_, text) = get(prometheus, "/metrics", "");
         let total =
             |c: &str, s: &str| prometheus_value(&text, "traces_service_graph_request_total", c, s);
-        if (total("front", "relay") == Some(8.0) && total("relay", "echo-grpc") == Some(8.0))
+        if (total("front", "relay") == Some(8.0) && total("relay", "echo-grpc") == Some(9.0))
             || Instant::now() > deadline
         {
             break text;
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    for (client, server) in [("front", "relay"), ("relay", "echo-grpc")] {
+    for (client, server, requests) in [("front", "relay", 8.0), ("relay", "echo-grpc", 9.0)] {
         let value = |name: &str| prometheus_value(&metrics, name, client, server);
         for (name, want) in [
-            ("traces_service_graph_request_total", 8.0),
+            ("traces_service_graph_request_total", requests),
             ("traces_service_graph_request_failed_total", 1.0),
-            ("traces_service_graph_request_server_seconds_count", 8.0),
-            ("traces_service_graph_request_client_seconds_count", 8.0),
+            (
+                "traces_service_graph_request_server_seconds_count",
+                requests,
+            ),
+            (
+                "traces_service_graph_request_client_seconds_count",
+                requests,
+            ),
         ] {
             assert_eq!(
                 value(name),
@@ -570,15 +623,19 @@ fn privileged_jaeger_shows_one_trace_per_front_end_request_across_all_services()
         &[("OTEL_METRIC_EXPORT_INTERVAL", "1000")],
     );
 
-    for sent in send_requests(&front.addr) {
-        let spans = fetch_trace(&backends.query, &sent.trace_id, 2 + sent.calls * 4);
-        check_trace(
-            &spans,
-            &sent.parent,
-            sent.path,
-            sent.calls,
-            sent.grpc_status,
-        );
+    for sent in send_requests(&front.addr, &relay.addr) {
+        let spans = fetch_trace(&backends.query, &sent.trace_id, sent.spans());
+        if sent.calls == 0 {
+            check_stream_trace(&spans, &sent.parent);
+        } else {
+            check_trace(
+                &spans,
+                &sent.parent,
+                sent.path,
+                sent.calls,
+                sent.grpc_status,
+            );
+        }
     }
     check_dependencies(&backends.query);
     check_metrics(&backends.prometheus);

@@ -3,7 +3,8 @@
 //! `(*http2Client).operateHeaders` (already HPACK-decoded, so warm connections keep full
 //! headers), outbound at `(*loopyWriter).writeHeader` (before encoding). Unary client calls are
 //! read on the caller's goroutine at `(*ClientConn).Invoke`, with the stream and connection that
-//! `(*http2Client).NewStream` picked for it. Probes only read; returns are uprobes on RET
+//! `(*http2Client).NewStream` picked for it; every stream NewStream opens (streaming calls too)
+//! is reported with its caller's goroutine. Probes only read; returns are uprobes on RET
 //! instructions (never uretprobes: Go moves stacks, golang/go#22008).
 
 use core::ffi::c_void;
@@ -16,10 +17,11 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use wirespan_shared::{
-    EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_HEADERS, GO_GRPC_METHOD_LEN,
-    GO_GRPC_STATUS_UNKNOWN, GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_UNREADABLE,
-    GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED,
-    GoConn, GoGrpcCallEvent, GoHeadersEvent, GoOffsets, GrpcOffsets, LOST_RINGBUF_FULL,
+    EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_GRPC_STREAM_OPENED,
+    EVENT_GO_HEADERS, GO_GRPC_METHOD_LEN, GO_GRPC_STATUS_UNKNOWN, GO_HEADER_FIELDS,
+    GO_HEADER_NAME_LEN, GO_HEADER_UNREADABLE, GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED,
+    GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn, GoGrpcCallEvent, GoHeadersEvent,
+    GoOffsets, GrpcOffsets, LOST_RINGBUF_FULL,
 };
 
 use crate::{
@@ -282,17 +284,32 @@ pub fn go_grpc_new_stream(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `(*http2Client).NewStream` at each RET: RAX is the new stream (nil on an error).
+/// `(*http2Client).NewStream` at each RET: RAX is the new stream (nil on an error). Its id was
+/// assigned inside NewStream, on this goroutine (grpc-go's `checkForStreamQuota`), so the stream
+/// is reported now: streaming calls never pass through `Invoke`.
 #[uprobe]
 pub fn go_grpc_new_stream_return(ctx: ProbeContext) -> u32 {
     let regs = unsafe { &*ctx.regs };
-    let Some((pid_tgid, _, goid)) = current(regs) else {
+    let Some((pid_tgid, offsets, goid)) = current(regs) else {
         return 0;
     };
     let key = goroutine(pid_tgid, goid);
-    if let Some(call) = CALLS.get_ptr_mut(&key) {
-        unsafe { (*call).stream = regs.rax };
+    let Some(call) = CALLS.get_ptr_mut(&key) else {
+        return 0;
+    };
+    unsafe { (*call).stream = regs.rax };
+    if regs.rax == 0 {
+        return 0;
     }
+    let conn = unsafe { (*call).conn };
+    let Ok(mut entry) = reserve_call(pid_tgid, goid) else {
+        return 0;
+    };
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.kind = EVENT_GO_GRPC_STREAM_OPENED;
+    ev.conn = conn;
+    ev.stream_id = stream_id(regs.rax, &offsets.grpc);
+    entry.submit(0);
     0
 }
 

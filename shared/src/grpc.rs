@@ -12,6 +12,10 @@ pub const EVENT_GO_HEADERS: u32 = 11;
 /// code, stream id and connection).
 pub const EVENT_GO_GRPC_CLIENT_START: u32 = 12;
 pub const EVENT_GO_GRPC_CLIENT_END: u32 = 13;
+/// Also a [`GoGrpcCallEvent`]: `(*http2Client).NewStream` returned a stream to its caller's
+/// goroutine (stream id and connection; no method or status). Streaming calls have no `Invoke`,
+/// so this is how their requesting goroutine is known.
+pub const EVENT_GO_GRPC_STREAM_OPENED: u32 = 16;
 
 /// [`GoHeadersEvent::source`]: the headers of a request a gRPC server received.
 pub const GO_HEADERS_SERVER_RECEIVED: u16 = 1;

@@ -57,8 +57,10 @@ impl Drop for Started {
     fn drop(&mut self) {
         // Last started first: the agent, then the services it watched, then Jaeger.
         for (name, child) in self.children.iter_mut().rev() {
+            // SIGTERM, not SIGINT: a shell starting the demo in the background makes its
+            // children ignore SIGINT, and Go programs keep it ignored.
             // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id().cast_signed(), libc::SIGINT) };
+            unsafe { libc::kill(child.id().cast_signed(), libc::SIGTERM) };
             // The agent detaches one uprobe at a time, each waiting for an RCU grace period in
             // the kernel: with hundreds of RET uprobes that takes a while, then it drains.
             let patience = if name == "wirespan" {
@@ -73,7 +75,7 @@ impl Drop for Started {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if child.try_wait().ok().flatten().is_none() {
-                eprintln!("xtask: {name} did not stop on SIGINT; killing it");
+                eprintln!("xtask: {name} did not stop on SIGTERM; killing it");
                 let _ = child.kill();
                 let _ = child.wait();
             }
@@ -250,20 +252,33 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
         .unwrap_or_default())
 }
 
-/// Start the agent watching the services' ports (console trees, and OTLP to Jaeger when it
-/// runs) and wait until it is ready.
+/// Where the demo's agent sends spans.
+enum Sink<'a> {
+    /// The live trace trees only (Jaeger could not run).
+    Console,
+    /// The trees, and OTLP/gRPC to the demo's Jaeger.
+    ConsoleAndJaeger(&'a JaegerPorts),
+    /// OTLP to the endpoint the standard variables name (the agent reads them).
+    UserEndpoint,
+}
+
+/// Start the agent watching the services' ports and wait until it is ready.
 fn start_agent(
     started: &mut Started,
     agent: &Path,
     services: &[&String],
-    jaeger: Option<&JaegerPorts>,
+    sink: &Sink,
 ) -> anyhow::Result<()> {
     let port = |addr: &str| addr.rsplit(':').next().unwrap_or_default().to_owned();
-    let mut args: Vec<String> = vec!["run".into(), "--exporter".into(), "console".into()];
+    let mut args: Vec<String> = vec!["run".into(), "--exporter".into()];
+    args.push(match sink {
+        Sink::UserEndpoint => "otlp".into(),
+        Sink::Console | Sink::ConsoleAndJaeger(_) => "console".into(),
+    });
     for addr in services {
         args.extend(["--port".into(), port(addr)]);
     }
-    if let Some(ports) = jaeger {
+    if let Sink::ConsoleAndJaeger(ports) = sink {
         args.extend([
             "--exporter".into(),
             "otlp".into(),
@@ -307,11 +322,24 @@ pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
     let dir = setup::cache_dir().join("demo");
     std::fs::create_dir_all(&dir)?;
     build_examples(&dir)?;
-    let jaeger = jaeger_binary()
-        .map_err(|why| {
-            eprintln!("xtask: no Jaeger ({why:#}); the demo runs with the console view only");
-        })
-        .ok();
+    // An OTLP endpoint in the environment is where the user wants the spans: no Jaeger then.
+    let user_endpoint = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok().filter(|e| !e.trim().is_empty()));
+    let jaeger = match &user_endpoint {
+        Some(endpoint) => {
+            eprintln!("xtask: OTLP endpoint configured ({endpoint}): spans go there, no Jaeger");
+            None
+        }
+        None => jaeger_binary()
+            .map_err(|why| {
+                eprintln!("xtask: no Jaeger ({why:#}); the demo runs with the console view only");
+            })
+            .ok(),
+    };
     // Block the stop signals before any thread or child exists; they are waited for below.
     let set = stop_signals();
     // SAFETY: blocking signals in this thread; children unblock them (spawn_unblocked).
@@ -336,12 +364,12 @@ pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
     )?;
     let front = started.service("front", &dir.join("gin-front"), &["--backend", &relay])?;
 
-    start_agent(
-        &mut started,
-        agent,
-        &[&grpc, &relay, &front],
-        jaeger_ports.as_ref(),
-    )?;
+    let sink = match (&user_endpoint, &jaeger_ports) {
+        (Some(_), _) => Sink::UserEndpoint,
+        (None, Some(ports)) => Sink::ConsoleAndJaeger(ports),
+        (None, None) => Sink::Console,
+    };
+    start_agent(&mut started, agent, &[&grpc, &relay, &front], &sink)?;
 
     eprintln!("xtask: demo running. front (gin): http://{front}/echo?msg=hi and /fanout");
     eprintln!(
@@ -360,6 +388,10 @@ pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
             ports.prometheus
         );
     }
+    eprintln!(
+        "xtask:   service map: sudo {} map --duration 20 --format svg > map.svg (table without --format)",
+        agent.display()
+    );
     eprintln!("xtask: Ctrl-C stops everything the demo started.");
 
     let stop = Arc::new(AtomicBool::new(false));

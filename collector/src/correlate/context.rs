@@ -14,7 +14,7 @@ use std::{
 use crate::{
     conn::ConnExchange,
     protocol::Detail,
-    source::{ConnKind, ConnRole, Data, Direction, Event, GoConnUse, HeadersSource},
+    source::{CallPhase, ConnKind, ConnRole, Data, Direction, Event, GoConnUse, HeadersSource},
 };
 
 /// An inbound request an outbound one was made for; resolved against server exchanges.
@@ -216,7 +216,8 @@ impl Contexts {
                         .insert((h.goid, h.stream_id), (local, remote));
                 }
             }
-            Event::GoGrpcCall(c) if !c.start => {
+            // A stream opened, or a unary call returned: the stream's requesting goroutine.
+            Event::GoGrpcCall(c) if c.phase != CallPhase::Start => {
                 let p = self.go.entry(c.pid).or_default();
                 p.makes_grpc_calls = true;
                 if let Some((local, remote)) = c.conn.endpoints {

@@ -5,7 +5,9 @@
 use std::{fmt::Write as _, io::Write};
 
 use super::{EventSink, clock::WallClock};
-use crate::source::{Conn, ConnRole, Data, Event, GoConnection, GoGrpcCall, GoHeaders, GoServe};
+use crate::source::{
+    CallPhase, Conn, ConnRole, Data, Event, GoConnection, GoGrpcCall, GoHeaders, GoServe,
+};
 
 /// How many payload bytes a data line previews.
 const PREVIEW_BYTES: usize = 64;
@@ -165,11 +167,24 @@ pub fn go_headers_line(h: &GoHeaders, clock: &WallClock) -> String {
 #[must_use]
 pub fn go_grpc_call_line(c: &GoGrpcCall, clock: &WallClock) -> String {
     let time = clock.time_of_day(c.ts_ns);
-    if c.start {
-        return format!(
-            "{time} go-grpc-call-start pid={} tid={} goid={} {}",
-            c.pid, c.tid, c.goid, c.method
-        );
+    match c.phase {
+        CallPhase::Start => {
+            return format!(
+                "{time} go-grpc-call-start pid={} tid={} goid={} {}",
+                c.pid, c.tid, c.goid, c.method
+            );
+        }
+        CallPhase::StreamOpened => {
+            return format!(
+                "{time} go-grpc-stream-opened pid={} tid={} goid={} stream={} {}",
+                c.pid,
+                c.tid,
+                c.goid,
+                c.stream_id,
+                connection_text(&c.conn)
+            );
+        }
+        CallPhase::End => {}
     }
     let code = c
         .status

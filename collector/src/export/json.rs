@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::EventSink;
 use super::console::shown_header_value;
-use crate::source::{Conn, ConnRole, Data, Event, GoConnection, GoHeaders, GoServe};
+use crate::source::{CallPhase, Conn, ConnRole, Data, Event, GoConnection, GoHeaders, GoServe};
 
 #[derive(Serialize)]
 struct ConnRecord<'a> {
@@ -206,7 +206,11 @@ impl<W: Write> EventSink for JsonLinesSink<W> {
             Event::GoGrpcCall(c) => serde_json::to_writer(
                 &mut self.out,
                 &serde_json::json!({
-                    "type": if c.start { "go_grpc_call_start" } else { "go_grpc_call_end" },
+                    "type": match c.phase {
+                        CallPhase::Start => "go_grpc_call_start",
+                        CallPhase::StreamOpened => "go_grpc_stream_opened",
+                        CallPhase::End => "go_grpc_call_end",
+                    },
                     "pid": c.pid, "tid": c.tid, "goid": c.goid, "method": c.method,
                     "status": c.status, "stream_id": c.stream_id,
                     "conn": connection_json(&c.conn), "ts_ns": c.ts_ns,

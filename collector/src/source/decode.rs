@@ -8,10 +8,10 @@ use wirespan_shared::{
     AF_INET, AF_INET6, COMM_LEN, ConnEvent, DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS,
     DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_EXEC,
     EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_EXIT,
-    EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_HEADERS, EVENT_GO_SERVE_END,
-    EVENT_GO_SERVE_START, EVENT_GO_SPAWN, ExecEvent, GoConnEvent, GoExitEvent, GoGrpcCallEvent,
-    GoHeadersEvent, GoServeEvent, GoSpawnEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE,
-    MODE_TRACEPOINT,
+    EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_GRPC_STREAM_OPENED,
+    EVENT_GO_HEADERS, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, ExecEvent,
+    GoConnEvent, GoExitEvent, GoGrpcCallEvent, GoHeadersEvent, GoServeEvent, GoSpawnEvent,
+    MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
 };
 
 use super::grpc::{GoConnUse, GoGrpcCall, GoHeaders};
@@ -248,7 +248,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         }
         EVENT_GO_HEADERS => super::grpc::decode_headers(&read_struct::<GoHeadersEvent>(record)?)
             .map(Event::GoHeaders),
-        EVENT_GO_GRPC_CLIENT_START | EVENT_GO_GRPC_CLIENT_END => {
+        EVENT_GO_GRPC_CLIENT_START | EVENT_GO_GRPC_CLIENT_END | EVENT_GO_GRPC_STREAM_OPENED => {
             Ok(Event::GoGrpcCall(super::grpc::decode_call(&read_struct::<
                 GoGrpcCallEvent,
             >(

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 
 use wirespan_shared::{
-    EVENT_GO_GRPC_CLIENT_START, GO_CONN_CLIENT, GO_CONN_SERVER, GO_GRPC_STATUS_UNKNOWN,
-    GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_UNREADABLE, GO_HEADER_VALUE_LEN,
-    GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn, GoConnEvent,
-    GoGrpcCallEvent, GoHeadersEvent,
+    EVENT_GO_GRPC_CLIENT_START, EVENT_GO_GRPC_STREAM_OPENED, GO_CONN_CLIENT, GO_CONN_SERVER,
+    GO_GRPC_STATUS_UNKNOWN, GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_UNREADABLE,
+    GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED,
+    GoConn, GoConnEvent, GoGrpcCallEvent, GoHeadersEvent,
 };
 
 use super::decode::{DecodeError, endpoints, go_text};
@@ -79,10 +79,21 @@ impl GoHeaders {
     }
 }
 
-/// A unary gRPC call by a Go client, starting (method) or returning (status, stream, conn).
+/// Where a Go client's gRPC call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPhase {
+    /// A unary call starts (method).
+    Start,
+    /// The transport opened the call's stream (unary or streaming): stream and connection.
+    StreamOpened,
+    /// A unary call returns (status, stream, connection).
+    End,
+}
+
+/// A gRPC call by a Go client: a unary call starting or returning, or any call's stream opening.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoGrpcCall {
-    pub start: bool,
+    pub phase: CallPhase,
     pub pid: u32,
     pub tid: u32,
     pub goid: u64,
@@ -183,14 +194,19 @@ pub(super) fn decode_headers(raw: &GoHeadersEvent) -> Result<GoHeaders, DecodeEr
 }
 
 pub(super) fn decode_call(raw: &GoGrpcCallEvent) -> GoGrpcCall {
-    let start = raw.kind == EVENT_GO_GRPC_CLIENT_START;
+    let phase = match raw.kind {
+        EVENT_GO_GRPC_CLIENT_START => CallPhase::Start,
+        EVENT_GO_GRPC_STREAM_OPENED => CallPhase::StreamOpened,
+        _ => CallPhase::End,
+    };
     GoGrpcCall {
-        start,
+        phase,
         pid: raw.pid,
         tid: raw.tid,
         goid: raw.goid,
         method: go_text(&raw.method, raw.method_len),
-        status: (!start && raw.status != GO_GRPC_STATUS_UNKNOWN).then_some(raw.status),
+        status: (phase == CallPhase::End && raw.status != GO_GRPC_STATUS_UNKNOWN)
+            .then_some(raw.status),
         stream_id: raw.stream_id,
         conn: connection(&raw.conn),
         ts_ns: raw.ts_ns,
