@@ -53,6 +53,12 @@ impl Agent {
 
     /// Like `start_with_stdout`, with extra environment variables for the agent.
     pub fn start_with_env(args: &[&str], stdout: Stdio, env: &[(&str, &str)]) -> Self {
+        Self::try_start(args, stdout, env)
+            .unwrap_or_else(|printed| panic!("agent did not become ready; it printed:\n{printed}"))
+    }
+
+    /// Start the agent; what it printed if it exited (or hung for 60 s) before it was ready.
+    pub fn try_start(args: &[&str], stdout: Stdio, env: &[(&str, &str)]) -> Result<Self, String> {
         let mut child = Command::new(AGENT)
             .args(args)
             .envs(env.iter().copied())
@@ -81,10 +87,8 @@ impl Agent {
         loop {
             let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
                 let _ = child.kill();
-                panic!(
-                    "agent did not become ready; it printed:\n{}",
-                    report.join("\n")
-                );
+                let _ = child.wait();
+                return Err(report.join("\n"));
             };
             let ready = line.starts_with("wirespan: ready");
             report.push(line);
@@ -92,12 +96,12 @@ impl Agent {
                 break;
             }
         }
-        Self {
+        Ok(Self {
             child,
             report,
             stderr_rest: rx,
             stdout,
-        }
+        })
     }
 
     /// SIGTERM, then wait for a clean exit and collect the output.

@@ -183,7 +183,9 @@ impl PushMetricExporter for OnRuntime {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                    eprintln!("wirespan: service graph metrics export failed: {e}");
+                    eprintln!(
+                        "wirespan: service graph metrics export failed: {e} (a backend without a metrics pipeline refuses them; OTEL_METRICS_EXPORTER=none turns them off)"
+                    );
                     *last = Some(Instant::now());
                 }
             }

@@ -106,14 +106,21 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 }
 
 fn is_cgroup2(path: &std::path::Path) -> bool {
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };
     // SAFETY: a valid C string and a zeroed statfs buffer for the call to fill.
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) };
-    rc == 0 && stat.f_type == CGROUP2_SUPER_MAGIC
+    // `f_type` is i64 on glibc and u64 on musl; the magic fits either.
+    #[allow(
+        clippy::cast_sign_loss,
+        clippy::unnecessary_cast,
+        reason = "f_type's type differs between libcs"
+    )]
+    let f_type = stat.f_type as u64;
+    rc == 0 && f_type == CGROUP2_SUPER_MAGIC
 }
 
 fn fill<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, keys: &[K]) -> Result<(), FilterError> {
