@@ -120,6 +120,14 @@ fn go_binaries_give_build_info_functions_and_return_offsets_stripped_or_not() {
                 !from_symtab.return_offsets.is_empty(),
                 "{version} {name}: no RET found"
             );
+            // The entry probe sits right after the prologue's stack check (a jbe), so a call
+            // that grows the stack and restarts the function is seen once.
+            let entry = usize::try_from(from_symtab.entry_offset).unwrap();
+            assert!(
+                bytes[entry - 2] == 0x76 || bytes[entry - 6..entry - 4] == [0x0f, 0x86],
+                "{version} {name}: the entry probe is not right after the stack check"
+            );
+            assert_eq!(from_symtab.entry_offset, from_pclntab.entry_offset);
             for ret in &from_symtab.return_offsets {
                 assert_eq!(
                     bytes[*ret as usize], 0xc3,

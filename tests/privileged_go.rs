@@ -20,7 +20,16 @@ use serde_json::Value;
 use support::{Agent, Listening, require_privileges};
 use wirespan::testing::cannot_run;
 
+/// examples/http-hello built with `toolchain` (the machine's Go when None). A prebuilt plain
+/// build may be named in `WIRESPAN_GO_HELLO` (the qemu guests of `cargo xtask vm-test` have no
+/// Go to build with).
 fn build(toolchain: Option<&str>, stripped: bool) -> Option<PathBuf> {
+    if toolchain.is_none()
+        && !stripped
+        && let Some(prebuilt) = std::env::var_os("WIRESPAN_GO_HELLO")
+    {
+        return Some(PathBuf::from(prebuilt));
+    }
     let example = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/http-hello"

@@ -4,6 +4,7 @@
 
 mod demo;
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -39,12 +40,21 @@ enum Cmd {
         #[arg(long, value_name = "SECS")]
         duration: Option<f64>,
     },
+    /// Boot Debian's kernels under qemu (software emulation) and run the privileged smoke tests
+    /// inside each: connections, data and Go uprobes, with kprobe, fentry and tracepoint modes
+    /// forced in turn. Kernels are fetched once and cached.
+    VmTest {
+        /// A kernel to test (6.1, 6.12); repeat for several. Default: all.
+        #[arg(long = "kernel", value_name = "NAME")]
+        kernels: Vec<String>,
+    },
     /// Regenerate collector/src/golang/offsets.json, the Go struct layouts for stripped binaries,
     /// from real builds of examples/http-hello with each supported Go toolchain.
     Offsets,
     /// Set up, build Jaeger v2 once for the end-to-end test, then check formatting and lints,
-    /// run every test (privileged ones need root), and run each decoder fuzz target for a
-    /// bounded time.
+    /// run every test (privileged ones need root), run the privileged smoke tests inside
+    /// Debian's kernels under qemu (vm-test), and run each decoder fuzz target for a bounded
+    /// time.
     Test,
 }
 
@@ -74,6 +84,10 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
                 .transpose()
                 .context("--duration: expected seconds")?;
             demo::run(&agent, duration)
+        }
+        Cmd::VmTest { kernels } => {
+            setup::run()?;
+            vm::run(&kernels)
         }
         Cmd::Offsets => {
             setup::run()?;
@@ -157,6 +171,8 @@ fn test() -> anyhow::Result<()> {
         Err(why) => eprintln!("xtask: cannot build Jaeger ({why:#}); its test will say so"),
     }
     run_checked(&mut test)?;
+    // The same privileged smoke tests inside Debian's kernels, which allow kprobes and fentry.
+    vm::run(&[])?;
     fuzz()
 }
 

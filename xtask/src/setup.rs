@@ -18,6 +18,7 @@ pub fn run() -> anyhow::Result<()> {
     nightly_with_rust_src()?;
     bpf_linker()?;
     debian_packages()?;
+    musl_target()?;
     cargo_fuzz()?;
     check_go();
     eprintln!("xtask: setup complete in {:.1?}", started.elapsed());
@@ -155,9 +156,44 @@ fn cargo_fuzz() -> anyhow::Result<()> {
 
 /// bpftool is the second, independent reader of the kernel's BTF in the offset tests;
 /// Graphviz's `dot` renders `wirespan map --format svg`.
+/// qemu and a static busybox boot the kernels of `cargo xtask vm-test`.
 fn debian_packages() -> anyhow::Result<()> {
     debian_package("bpftool", Command::new("bpftool").arg("version"))?;
-    debian_package("graphviz", Command::new("dot").arg("-V"))
+    debian_package("graphviz", Command::new("dot").arg("-V"))?;
+    debian_package(
+        "qemu-system-x86",
+        Command::new("qemu-system-x86_64").arg("--version"),
+    )?;
+    debian_package(
+        "busybox-static",
+        Command::new("sh").args([
+            "-c",
+            "[ \"$(dpkg-query -W -f='${db:Status-Status}' busybox-static 2>/dev/null)\" = installed ]",
+        ]),
+    )
+}
+
+/// The musl target of the workspace's toolchain: the vm-test guests run static binaries.
+fn musl_target() -> anyhow::Result<()> {
+    const MUSL: &str = "x86_64-unknown-linux-musl";
+    let installed = output_ok(
+        Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .current_dir(super::workspace_root()),
+    )
+    .unwrap_or_default();
+    if installed.lines().any(|l| l.trim() == MUSL) {
+        return Ok(());
+    }
+    eprintln!("xtask: adding the {MUSL} target");
+    let status = Command::new("rustup")
+        .args(["target", "add", MUSL])
+        .current_dir(super::workspace_root())
+        .status()?;
+    if !status.success() {
+        bail!("rustup target add {MUSL} failed ({status})");
+    }
+    Ok(())
 }
 
 /// Install a Debian package unless `probe` already runs.

@@ -57,7 +57,8 @@ pub fn looks_like_go(path: &Path) -> bool {
     })
 }
 
-/// Where a uprobe goes: file offsets of a function's entry and of each of its returns.
+/// Where a uprobe goes: file offsets of a function's entry (after its stack check, see
+/// `returns`) and of each of its returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionProbe {
     pub name: String,
@@ -159,7 +160,7 @@ impl GoBinary {
         Some(FunctionProbe {
             name: name.to_owned(),
             range,
-            entry_offset,
+            entry_offset: entry_offset + returns::after_stack_check(code, range.address),
             return_offsets,
         })
     }
