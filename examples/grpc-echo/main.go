@@ -7,6 +7,8 @@
 //	grpc-echo client --target ADDR [--requests N] [--streams N] [--wait-stdin]
 //	grpc-echo relay [--listen ADDR] --target ADDR   a net/http backend: /relay?msg= calls Say,
 //	                                                /count?n= reads a Count stream
+//	grpc-echo load --target ADDR [--concurrency N] [--duration D] [--rate R]
+//	                                                unary Say load for `cargo xtask bench`
 //
 // The client sends each unary call with a `traceparent` of its own (call i has span id i), and a
 // message of "fail" on every fifth call, which the server answers with codes.NotFound. It prints
@@ -24,7 +26,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sort"
 	"strconv"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -234,10 +239,86 @@ func relay(args []string) {
 	log.Fatal(http.Serve(listener, mux))
 }
 
+// load calls Say from --concurrency goroutines for --duration: each as fast as it can (closed
+// loop), or, with --rate, paced to that many calls per second in all (open loop; a call waits
+// for a free goroutine when all are busy). It prints one JSON line: requests, errors, seconds,
+// rps and the p50 and p99 latency in microseconds (send to reply).
+func load(args []string) {
+	flags := flag.NewFlagSet("load", flag.ExitOnError)
+	target := flags.String("target", "", "grpc-echo server address")
+	concurrency := flags.Int("concurrency", 50, "calls in flight at most")
+	duration := flags.Duration("duration", 10*time.Second, "how long to send")
+	rate := flags.Int("rate", 0, "calls per second in all (0: closed loop)")
+	_ = flags.Parse(args)
+	//nolint:staticcheck // grpc.Dial works on every grpc-go version the tests use.
+	conn, err := grpc.Dial(*target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	start := time.Now()
+	deadline := start.Add(*duration)
+	var tokens chan struct{}
+	if *rate > 0 {
+		tokens = make(chan struct{}, *concurrency)
+		go func() {
+			defer close(tokens)
+			sent := 0
+			for time.Now().Before(deadline) {
+				due := int(time.Since(start).Seconds() * float64(*rate))
+				for ; sent < due; sent++ {
+					tokens <- struct{}{}
+				}
+				time.Sleep(200 * time.Microsecond)
+			}
+		}()
+	}
+	var mu sync.Mutex
+	var latencies []time.Duration
+	failures := 0
+	var wg sync.WaitGroup
+	for w := 0; w < *concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := []byte("bench")
+			mine := make([]time.Duration, 0, 1<<16)
+			failed := 0
+			for time.Now().Before(deadline) {
+				if tokens != nil {
+					if _, ok := <-tokens; !ok {
+						break
+					}
+				}
+				var reply []byte
+				began := time.Now()
+				if err := conn.Invoke(context.Background(), "/"+service+"/Say", &msg, &reply); err != nil {
+					failed++
+				}
+				mine = append(mine, time.Since(began))
+			}
+			mu.Lock()
+			latencies = append(latencies, mine...)
+			failures += failed
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	seconds := time.Since(start).Seconds()
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	quantile := func(q float64) float64 {
+		if len(latencies) == 0 {
+			return 0
+		}
+		return float64(latencies[int(float64(len(latencies)-1)*q)].Microseconds())
+	}
+	fmt.Printf("{\"requests\":%d,\"errors\":%d,\"seconds\":%.3f,\"rps\":%.1f,\"p50_us\":%.0f,\"p99_us\":%.0f}\n",
+		len(latencies), failures, seconds, float64(len(latencies))/seconds, quantile(0.5), quantile(0.99))
+}
+
 func main() {
 	encoding.RegisterCodec(rawCodec{})
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: grpc-echo server [--listen ADDR] | client --target ADDR [--requests N] [--streams N] | relay [--listen ADDR] --target ADDR")
+		fmt.Fprintln(os.Stderr, "usage: grpc-echo server [--listen ADDR] | client --target ADDR [--requests N] [--streams N] | relay [--listen ADDR] --target ADDR | load --target ADDR [--concurrency N] [--duration D] [--rate R]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -247,6 +328,8 @@ func main() {
 		client(os.Args[2:])
 	case "relay":
 		relay(os.Args[2:])
+	case "load":
+		load(os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "unknown command %q\n", os.Args[1])
 		os.Exit(2)

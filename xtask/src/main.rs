@@ -2,6 +2,7 @@
 //! nothing is); `run` and `test` call it first, so the README's two commands work on a fresh
 //! machine.
 
+mod bench;
 mod demo;
 mod setup;
 mod vm;
@@ -48,6 +49,14 @@ enum Cmd {
         #[arg(long = "kernel", value_name = "NAME")]
         kernels: Vec<String>,
     },
+    /// Measure what tracing costs: three targets (net/http hello, the three-tier example, a gRPC
+    /// echo) under load at saturation and at 10k req/s, with no agent, wirespan and
+    /// go.opentelemetry.io/auto, alternating; results in bench/results/ (Markdown, JSON, PNG).
+    Bench {
+        /// A smoke run under 2 minutes: one short round, go-auto only if already built.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Regenerate collector/src/golang/offsets.json, the Go struct layouts for stripped binaries,
     /// from real builds of examples/http-hello with each supported Go toolchain.
     Offsets,
@@ -88,6 +97,11 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
         Cmd::VmTest { kernels } => {
             setup::run()?;
             vm::run(&kernels)
+        }
+        Cmd::Bench { quick } => {
+            setup::run()?;
+            let agent = build_agent()?;
+            bench::run(&agent, quick)
         }
         Cmd::Offsets => {
             setup::run()?;

@@ -164,13 +164,24 @@ fn debian_packages() -> anyhow::Result<()> {
         "qemu-system-x86",
         Command::new("qemu-system-x86_64").arg("--version"),
     )?;
+    debian_package("busybox-static", &mut dpkg_installed("busybox-static"))?;
+    // rsvg-convert turns the benchmark's plot into a PNG.
     debian_package(
-        "busybox-static",
-        Command::new("sh").args([
-            "-c",
-            "[ \"$(dpkg-query -W -f='${db:Status-Status}' busybox-static 2>/dev/null)\" = installed ]",
-        ]),
+        "librsvg2-bin",
+        Command::new("rsvg-convert").arg("--version"),
     )
+}
+
+/// A command that succeeds when the Debian package is installed.
+pub fn dpkg_installed(package: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        &format!(
+            "[ \"$(dpkg-query -W -f='${{db:Status-Status}}' {package} 2>/dev/null)\" = installed ]"
+        ),
+    ]);
+    cmd
 }
 
 /// The musl target of the workspace's toolchain: the vm-test guests run static binaries.
@@ -197,7 +208,7 @@ fn musl_target() -> anyhow::Result<()> {
 }
 
 /// Install a Debian package unless `probe` already runs.
-fn debian_package(package: &str, probe: &mut Command) -> anyhow::Result<()> {
+pub fn debian_package(package: &str, probe: &mut Command) -> anyhow::Result<()> {
     if probe.output().is_ok_and(|o| o.status.success()) {
         return Ok(());
     }

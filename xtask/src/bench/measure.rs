@@ -1,0 +1,289 @@
+//! Readings the benchmark takes: CPU time of processes (/proc/PID/stat, user + system), peak
+//! RSS (/proc/PID/status VmHWM), BPF run time of the programs a process holds (`bpftool prog
+//! show`, with `kernel.bpf_stats_enabled` on), the load generators' results, and what the spans
+//! file says (completeness, parent links of the three-tier chain).
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    process::Command,
+};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+/// CPU time of a process so far, µs (user + system; children not included).
+pub fn cpu_us(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    ticks * 1_000_000 / per_second.max(1)
+}
+
+/// Peak resident set of a process, KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Turn BPF run-time accounting on (`kernel.bpf_stats_enabled`); its previous value.
+pub fn enable_bpf_stats() -> Option<String> {
+    let path = "/proc/sys/kernel/bpf_stats_enabled";
+    let previous = std::fs::read_to_string(path).ok()?;
+    std::fs::write(path, "1").ok()?;
+    Some(previous)
+}
+
+pub fn restore_bpf_stats(previous: Option<String>) {
+    if let Some(value) = previous {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", value.trim());
+    }
+}
+
+/// Total run time (ns) and runs of the BPF programs `pid` holds.
+pub fn bpf_run_time(pid: u32) -> (u64, u64) {
+    let Ok(out) = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+    else {
+        return (0, 0);
+    };
+    let Ok(progs) = serde_json::from_slice::<Value>(&out.stdout) else {
+        return (0, 0);
+    };
+    let mut total = (0, 0);
+    for prog in progs.as_array().into_iter().flatten() {
+        let held = prog["pids"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|e| e["pid"] == pid));
+        if held {
+            total.0 += prog["run_time_ns"].as_u64().unwrap_or(0);
+            total.1 += prog["run_cnt"].as_u64().unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// What a load run measured.
+#[derive(Debug, Clone, Default)]
+pub struct Load {
+    pub requests: u64,
+    pub errors: u64,
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// oha's `--output-format json`.
+pub fn parse_oha(json: &[u8]) -> anyhow::Result<Load> {
+    let v: Value = serde_json::from_slice(json).context("oha printed no JSON")?;
+    let summary = &v["summary"];
+    // Every answer is a request; answers other than 2xx and connection errors are errors.
+    let (answered, failed_answers) = v["statusCodeDistribution"].as_object().map_or((0, 0), |m| {
+        m.iter().fold((0, 0), |(all, bad), (code, n)| {
+            let n = n.as_u64().unwrap_or(0);
+            (all + n, bad + if code.starts_with('2') { 0 } else { n })
+        })
+    });
+    let failed_connections: u64 = v["errorDistribution"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+    let seconds = |key: &str| v["latencyPercentiles"][key].as_f64().unwrap_or(0.0) * 1e6;
+    Ok(Load {
+        requests: answered + failed_connections,
+        errors: failed_answers + failed_connections,
+        rps: summary["requestsPerSec"].as_f64().unwrap_or(0.0),
+        p50_us: seconds("p50"),
+        p99_us: seconds("p99"),
+    })
+}
+
+/// grpc-echo load's JSON line.
+pub fn parse_grpc_load(json: &[u8]) -> anyhow::Result<Load> {
+    let v: Value = serde_json::from_slice(json).context("grpc-echo load printed no JSON")?;
+    let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "request counts"
+    )]
+    Ok(Load {
+        requests: num("requests") as u64,
+        errors: num("errors") as u64,
+        rps: num("rps"),
+        p50_us: num("p50_us"),
+        p99_us: num("p99_us"),
+    })
+}
+
+/// A span of the OTLP JSON lines file.
+struct FileSpan {
+    service: String,
+    trace: String,
+    id: String,
+    parent: String,
+    kind: i64,
+}
+
+fn file_spans(path: &Path) -> Vec<FileSpan> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut spans = Vec::new();
+    for line in text.lines() {
+        let Ok(request) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        for rs in request["resourceSpans"].as_array().into_iter().flatten() {
+            let service = rs["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["key"] == "service.name")
+                .and_then(|a| a["value"]["stringValue"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for s in ss["spans"].as_array().into_iter().flatten() {
+                    let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+                    spans.push(FileSpan {
+                        service: service.clone(),
+                        trace: text("traceId"),
+                        id: text("spanId"),
+                        parent: text("parentSpanId"),
+                        kind: s["kind"].as_i64().unwrap_or(0),
+                    });
+                }
+            }
+        }
+    }
+    spans
+}
+
+/// What the spans file says about a run.
+#[derive(Debug, Clone, Default)]
+pub struct SpanCheck {
+    /// Server spans of the entry service.
+    pub entry_spans: u64,
+    /// For the three-tier target: entry spans whose whole chain (front → relay → echo-grpc,
+    /// client and server at each hop) is in their trace with every parent right.
+    pub chains_right: Option<u64>,
+}
+
+const SERVER: i64 = 2;
+const CLIENT: i64 = 3;
+
+/// Count the entry service's server spans and, when `chain` names the services below it
+/// (`["relay", "echo-grpc"]`), check each request's chain.
+pub fn check_spans(path: &Path, entry: &str, chain: &[&str]) -> SpanCheck {
+    let spans = file_spans(path);
+    let by_parent: HashMap<(&str, &str), Vec<&FileSpan>> =
+        spans.iter().fold(HashMap::new(), |mut m, s| {
+            m.entry((s.trace.as_str(), s.parent.as_str()))
+                .or_default()
+                .push(s);
+            m
+        });
+    let children = |s: &FileSpan| -> Vec<&FileSpan> {
+        by_parent
+            .get(&(s.trace.as_str(), s.id.as_str()))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let entries: Vec<&FileSpan> = spans
+        .iter()
+        .filter(|s| s.service == entry && s.kind == SERVER)
+        .collect();
+    let chains_right = (!chain.is_empty()).then(|| {
+        let mut right = 0;
+        for root in &entries {
+            let mut at = vec![*root];
+            let mut ok = true;
+            for (hop, callee) in chain.iter().enumerate() {
+                let caller = if hop == 0 { entry } else { chain[hop - 1] };
+                let mut next = Vec::new();
+                for server in &at {
+                    let calls: Vec<&FileSpan> = children(server)
+                        .into_iter()
+                        .filter(|c| c.kind == CLIENT && c.service == caller)
+                        .collect();
+                    let served: Vec<&FileSpan> = calls
+                        .iter()
+                        .flat_map(|c| children(c))
+                        .filter(|s| s.kind == SERVER && s.service == *callee)
+                        .collect();
+                    if calls.is_empty() || served.len() != calls.len() {
+                        ok = false;
+                    }
+                    next.extend(served);
+                }
+                at = next;
+            }
+            right += u64::from(ok);
+        }
+        right
+    });
+    let unique: HashSet<&str> = entries.iter().map(|s| s.id.as_str()).collect();
+    SpanCheck {
+        entry_spans: unique.len() as u64,
+        chains_right,
+    }
+}
+
+/// `lost in kernel: none` → 0; `lost in kernel: 12 (ring buffer full), 3 (...)` → 15.
+pub fn events_lost(agent_stderr: &str) -> u64 {
+    agent_stderr
+        .lines()
+        .filter_map(|l| l.split_once("lost in kernel: "))
+        .next_back()
+        .map_or(0, |(_, rest)| {
+            let part = rest.split(';').next().unwrap_or_default();
+            part.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_events_are_summed_from_the_summary() {
+        assert_eq!(
+            events_lost("wirespan: stopped: 10 events, 0 malformed; lost in kernel: none; x"),
+            0
+        );
+        assert_eq!(
+            events_lost("...; lost in kernel: 12 (ring buffer full), 3 (read failed); spans"),
+            15
+        );
+    }
+
+    #[test]
+    fn oha_json_gives_requests_rate_and_percentiles() {
+        let json = br#"{"summary":{"requestsPerSec":1000.5},
+            "latencyPercentiles":{"p50":0.0005,"p99":0.002},
+            "statusCodeDistribution":{"200":990,"502":5},"errorDistribution":{"timeout":5}}"#;
+        let load = parse_oha(json).unwrap();
+        assert_eq!(load.requests, 1000);
+        assert_eq!(load.errors, 10);
+        assert!((load.p50_us - 500.0).abs() < 1e-6 && (load.p99_us - 2000.0).abs() < 1e-6);
+    }
+}
