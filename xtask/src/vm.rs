@@ -304,7 +304,9 @@ fn stripped(binary: &Path, scratch: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// The guest's /init: mount what the agent needs, print the agent's start-up report (which
-/// mode attached for each hook), run each test binary, and say how each ended.
+/// mode attached for each hook), run each test binary, and say how each ended. Nothing is
+/// mounted over /tmp: the root is already in memory and writable, and the binaries may sit
+/// under /tmp (a clone there keeps its absolute paths).
 fn init_script(agent: &str, tests: &[(String, String)], tmpdir: &str) -> String {
     let mut script = format!(
         "#!/bin/busybox sh
@@ -315,7 +317,6 @@ mount -t devtmpfs dev /dev
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t bpf bpf /sys/fs/bpf
-mount -t tmpfs tmp /tmp
 mkdir -p {tmpdir}
 ip link set lo up
 export CI=true HOME=/tmp PATH=/bin WIRESPAN_REQUIRE_ATTACH_MODES=kprobe,fentry,tracepoint
