@@ -62,8 +62,8 @@ enum Cmd {
     Offsets,
     /// Set up, build Jaeger v2 once for the end-to-end test, then check formatting and lints,
     /// run every test (privileged ones need root), run the privileged smoke tests inside
-    /// Debian's kernels under qemu (vm-test), and run each decoder fuzz target for a bounded
-    /// time.
+    /// Debian's kernels under qemu (vm-test), the benchmark's --quick smoke run, and each
+    /// decoder fuzz target for a bounded time.
     Test,
 }
 
@@ -187,6 +187,11 @@ fn test() -> anyhow::Result<()> {
     run_checked(&mut test)?;
     // The same privileged smoke tests inside Debian's kernels, which allow kprobes and fentry.
     vm::run(&[])?;
+    // The benchmark's smoke run: every target and configuration end to end, briefly (its
+    // figures are not a measurement; `cargo xtask bench` is).
+    if setup::is_root() {
+        bench::run(&build_agent()?, true)?;
+    }
     fuzz()
 }
 

@@ -1,12 +1,11 @@
 //! Readings the benchmark takes: CPU time of processes (/proc/PID/stat, user + system), peak
-//! RSS (/proc/PID/status VmHWM), BPF run time of the programs a process holds (`bpftool prog
-//! show`, with `kernel.bpf_stats_enabled` on), the load generators' results, and what the spans
-//! file says (completeness, parent links of the three-tier chain).
+//! RSS (/proc/PID/status VmHWM), BPF run time of the programs a process holds (their fdinfo,
+//! with `kernel.bpf_stats_enabled` on), the load generators' results, and what the spans file
+//! says (completeness, parent links of the three-tier chain).
 
 use std::{
     collections::{HashMap, HashSet},
     path::Path,
-    process::Command,
 };
 
 use anyhow::Context as _;
@@ -58,28 +57,33 @@ pub fn restore_bpf_stats(previous: Option<String>) {
     }
 }
 
-/// Total run time (ns) and runs of the BPF programs `pid` holds.
+/// Total run time (ns) and runs of the BPF programs `pid` holds: the kernel prints both in the
+/// fdinfo of each program fd while `kernel.bpf_stats_enabled` is on (each program counted once,
+/// however many fds name it).
 pub fn bpf_run_time(pid: u32) -> (u64, u64) {
-    let Ok(out) = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output()
-    else {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return (0, 0);
     };
-    let Ok(progs) = serde_json::from_slice::<Value>(&out.stdout) else {
-        return (0, 0);
-    };
-    let mut total = (0, 0);
-    for prog in progs.as_array().into_iter().flatten() {
-        let held = prog["pids"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|e| e["pid"] == pid));
-        if held {
-            total.0 += prog["run_time_ns"].as_u64().unwrap_or(0);
-            total.1 += prog["run_cnt"].as_u64().unwrap_or(0);
+    // Link fds name their program too, without the counters: keep each program's largest.
+    let mut by_program: HashMap<u64, (u64, u64)> = HashMap::new();
+    for fd in fds.filter_map(Result::ok) {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let Some(id) = field("prog_id:") {
+            let entry = by_program.entry(id).or_default();
+            entry.0 = entry.0.max(field("run_time_ns:").unwrap_or(0));
+            entry.1 = entry.1.max(field("run_cnt:").unwrap_or(0));
         }
     }
-    total
+    by_program
+        .values()
+        .fold((0, 0), |(t, c), (rt, rc)| (t + rt, c + rc))
 }
 
 /// What a load run measured.
