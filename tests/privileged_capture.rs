@@ -367,11 +367,10 @@ fn privileged_agent_never_captures_its_own_traffic() {
             .all(|e| !e["payload"].as_str().unwrap_or("").contains("\"type\"")),
         "the agent's own output was captured: {text}"
     );
-    assert!(
-        events.len() < 50,
-        "no feedback loop: {} events",
-        events.len()
-    );
+    // A loop would be data on the port without end. (Other processes' exec events are not
+    // filtered by port, so they are not counted: the machine may be busy.)
+    let data = events.iter().filter(|e| e["type"] == "data").count();
+    assert!(data < 50, "no feedback loop: {data} data events: {text}");
 }
 
 /// Everything a socket receives, read with splice(2) into a pipe.
