@@ -110,11 +110,29 @@ pub struct Contexts {
     /// Connections closed (when, pid, local, remote): their client uses are forgotten after the
     /// grace period, not at once (the close itself may complete the connection's last exchange).
     closed: VecDeque<(u64, u32, SocketAddr, SocketAddr)>,
+    /// Connection ends (local, remote) this agent has seen events of, with the last one's time:
+    /// a server span waits for its client only when the client's end is here (a peer the
+    /// filters leave out, or an untraced one, never completes its side).
+    ends: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// Ends closed (when, local, remote), forgotten after the grace period.
+    closed_ends: VecDeque<(u64, SocketAddr, SocketAddr)>,
 }
 
 impl Contexts {
     /// Take in one event.
     pub fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::Conn(c) => {
+                self.ends.insert((c.local, c.remote), c.ts_ns);
+                if c.kind == ConnKind::Close {
+                    self.closed_ends.push_back((c.ts_ns, c.local, c.remote));
+                }
+            }
+            Event::Data(d) => {
+                self.ends.insert((d.local, d.remote), d.ts_exit_ns);
+            }
+            _ => {}
+        }
         match event {
             Event::Conn(c) => match c.kind {
                 ConnKind::Accept => {
@@ -237,9 +255,27 @@ impl Contexts {
         }
     }
 
+    /// Whether events of the connection end (local, remote) reached this agent.
+    pub fn end_seen(&self, local: SocketAddr, remote: SocketAddr) -> bool {
+        self.ends.contains_key(&(local, remote))
+    }
+
     /// Drop the client uses of connections closed more than the grace period ago (unless the
     /// address pair was used again since), so the table does not grow with every connection.
     fn forget_closed(&mut self, now: u64) {
+        while let Some(&(ts, local, remote)) = self.closed_ends.front() {
+            if now.saturating_sub(ts) < GRACE_NS {
+                break;
+            }
+            self.closed_ends.pop_front();
+            if self
+                .ends
+                .get(&(local, remote))
+                .is_some_and(|last| *last <= ts)
+            {
+                self.ends.remove(&(local, remote));
+            }
+        }
         while let Some(&(ts, pid, local, remote)) = self.closed.front() {
             if now.saturating_sub(ts) < GRACE_NS {
                 break;

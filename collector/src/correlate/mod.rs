@@ -291,8 +291,11 @@ impl Correlator {
                 Decision::Root(ParentLink::Root)
             };
         }
-        // A peer on this host may still complete its side (clients finish after servers).
-        if x.remote.ip().is_loopback() || self.local_ips.contains(&x.remote.ip()) {
+        // A traced peer on this host may still complete its side (clients finish after
+        // servers); one whose events never reach this agent (left out by the filters, or not
+        // traced) will not, so the span does not wait for it.
+        let local_peer = x.remote.ip().is_loopback() || self.local_ips.contains(&x.remote.ip());
+        if local_peer && self.contexts.end_seen(x.remote, x.local) {
             Decision::Wait
         } else {
             Decision::Root(ParentLink::Root)

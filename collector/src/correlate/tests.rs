@@ -64,9 +64,25 @@ fn correlator() -> Correlator {
     Correlator::new(1_000, IdGenerator::with_seed(1))
 }
 
+/// The traced client's connect: its end of the connection reached the agent.
+fn client_connects(c: &mut Correlator) {
+    c.on_event(&Event::Conn(Conn {
+        kind: ConnKind::Connect,
+        pid: 1,
+        tid: 1,
+        comm: "p1".into(),
+        conn_id: 1,
+        local: addr(CLIENT),
+        remote: addr(SERVER),
+        ts_ns: 1,
+        mode: crate::load::AttachMode::Tracepoint,
+    }));
+}
+
 #[test]
 fn the_server_waits_for_its_client_and_becomes_its_child() {
     let mut c = correlator();
+    client_connects(&mut c);
     let mut out = Vec::new();
     // The server's exchange completes first (it writes the response before the client reads it).
     c.on_exchange(exchange(
@@ -102,6 +118,7 @@ fn the_server_waits_for_its_client_and_becomes_its_child() {
 #[test]
 fn a_different_sequence_number_is_a_different_request() {
     let mut c = correlator();
+    client_connects(&mut c);
     let mut out = Vec::new();
     c.on_exchange(exchange(
         1,
@@ -173,6 +190,7 @@ fn a_remote_peer_is_not_waited_for_and_a_traceparent_is_adopted() {
 #[test]
 fn finish_emits_everything_still_waiting() {
     let mut c = correlator();
+    client_connects(&mut c);
     let mut out = Vec::new();
     c.on_exchange(exchange(
         2,
@@ -188,4 +206,25 @@ fn finish_emits_everything_still_waiting() {
     c.finish(&mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].link, ParentLink::Orphan);
+}
+
+#[test]
+fn a_server_whose_local_client_is_not_traced_does_not_wait() {
+    // The client's end never reached the agent (filtered out, or not traced): it cannot
+    // complete its side, so the server span is a root at once.
+    let mut c = correlator();
+    let mut out = Vec::new();
+    c.on_exchange(exchange(
+        2,
+        Direction::Ingress,
+        SERVER,
+        CLIENT,
+        7,
+        (10, 20),
+        None,
+    ));
+    c.settle(&mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].link, ParentLink::Root);
+    assert_eq!(c.stats.orphans, 0);
 }

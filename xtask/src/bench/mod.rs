@@ -461,8 +461,7 @@ impl Agent {
             let Ok(line) = rx.recv_timeout(left) else {
                 let _ = child.kill();
                 let _ = child.wait();
-                let last: Vec<&String> = printed.iter().rev().take(3).collect();
-                bail!("it did not become ready; it printed last: {last:?}");
+                bail!("it did not become ready: {}", first_error(&printed));
             };
             let done = line.contains(ready);
             printed.push(line);
@@ -486,4 +485,22 @@ impl Agent {
         }
         measure::events_lost(&rest.join("\n"))
     }
+}
+
+/// The first error an agent logged: the `msg` and `error` of a JSON log line at level ERROR
+/// (go-auto logs so), else its last line.
+fn first_error(printed: &[String]) -> String {
+    printed
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["level"] == "ERROR")
+        .map(|v| {
+            format!(
+                "{}: {}",
+                v["msg"].as_str().unwrap_or_default(),
+                v["error"].as_str().unwrap_or_default()
+            )
+        })
+        .or_else(|| printed.last().cloned())
+        .unwrap_or_else(|| "it printed nothing".to_owned())
 }
