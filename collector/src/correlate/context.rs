@@ -256,6 +256,7 @@ impl Contexts {
     }
 
     /// Whether events of the connection end (local, remote) reached this agent.
+    #[must_use]
     pub fn end_seen(&self, local: SocketAddr, remote: SocketAddr) -> bool {
         self.ends.contains_key(&(local, remote))
     }
