@@ -7,8 +7,9 @@
 //! command fails if any guest test fails, and then shows the guest's console log.
 //!
 //! Kernels come from Debian's archive (`apt-get download`, unpacked with `dpkg -x`, never
-//! installed) and are cached by package name, as are nothing else: the initramfs is rebuilt each
-//! run from the current binaries. Kernels boot in parallel, up to the number of cores.
+//! installed) and cached by package name (only the kernel image is kept); the initramfs is
+//! rebuilt each run from the current binaries. Kernels boot in parallel, up to the number of
+//! cores.
 
 use std::{
     collections::BTreeMap,

@@ -344,7 +344,7 @@ impl Env {
         let services = self.start_services(target)?;
         let pids: Vec<u32> = services.procs.iter().map(Proc::pid).collect();
         let spans_file = self.dir.join("spans.jsonl");
-        let mut agent = self.start_config(config, target, &pids, &spans_file)?;
+        let mut agent = self.start_config(config, &pids, &spans_file)?;
         let rate = (mode == Mode::FixedRate).then_some(FIXED_RATE);
         let warm = self.load(target, &services.entry, plan.warmup, rate)?;
         let agent_pids: Vec<u32> = agent.iter().map(|a| a.proc.pid()).collect();
@@ -388,7 +388,6 @@ impl Env {
     fn start_config(
         &self,
         config: Config,
-        target: Target,
         pids: &[u32],
         spans_file: &Path,
     ) -> anyhow::Result<Vec<Agent>> {
@@ -407,7 +406,6 @@ impl Env {
                 let binary = self.go_auto.as_ref().context("go-auto was not built")?;
                 // One instrumentation process per traced process (the CLI's model).
                 let mut agents = Vec::new();
-                let _ = target;
                 for pid in pids {
                     let mut cmd = Command::new(binary);
                     cmd.args(["-target-pid", &pid.to_string()])
@@ -461,7 +459,7 @@ impl Agent {
             let Ok(line) = rx.recv_timeout(left) else {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("it did not become ready: {}", first_error(&printed));
+                bail!("it did not become ready: {}", last_error(&printed));
             };
             let done = line.contains(ready);
             printed.push(line);
@@ -487,11 +485,12 @@ impl Agent {
     }
 }
 
-/// The first error an agent logged: the `msg` and `error` of a JSON log line at level ERROR
-/// (go-auto logs so), else its last line.
-fn first_error(printed: &[String]) -> String {
+/// The error that stopped an agent: the `msg` and `error` of its last JSON log line at level
+/// ERROR (go-auto logs so; earlier ERROR lines may be ones it survived), else its last line.
+fn last_error(printed: &[String]) -> String {
     printed
         .iter()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["level"] == "ERROR")
         .map(|v| {
