@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{run_checked, setup, workspace_root};
+use super::{module_source, run_checked, setup, workspace_root};
 
 /// Jaeger v2 is built from its Go module (`cmd/jaeger`, the all-in-one binary).
 const JAEGER_MODULE: &str = "github.com/jaegertracing/jaeger";
@@ -158,31 +158,8 @@ pub fn jaeger_binary() -> anyhow::Result<PathBuf> {
         "xtask: building Jaeger {JAEGER_VERSION} from its Go module (once, a few minutes; cached in {})",
         dir.display()
     );
-    let download = Command::new("go")
-        .args([
-            "mod",
-            "download",
-            "-json",
-            &format!("{JAEGER_MODULE}@{JAEGER_VERSION}"),
-        ])
-        .output()
-        .context("cannot run go")?;
-    if !download.status.success() {
-        bail!(
-            "go mod download {JAEGER_MODULE}@{JAEGER_VERSION} failed: {}",
-            String::from_utf8_lossy(&download.stdout).trim()
-        );
-    }
-    let info: serde_json::Value = serde_json::from_slice(&download.stdout)?;
-    let module_dir = info["Dir"]
-        .as_str()
-        .context("go mod download gave no Dir")?;
-    // The module cache is read-only; build in a writable copy.
     let source = dir.join("src");
-    let _ = std::fs::remove_dir_all(&source);
-    std::fs::create_dir_all(&dir)?;
-    run_checked(Command::new("cp").arg("-r").arg(module_dir).arg(&source))?;
-    run_checked(Command::new("chmod").args(["-R", "u+w"]).arg(&source))?;
+    module_source(JAEGER_MODULE, JAEGER_VERSION, &source)?;
     run_checked(
         Command::new("go")
             .args(["build", "-o"])

@@ -136,6 +136,32 @@ fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A Go module's source at `module@version`, fetched through the module proxy (`go mod
+/// download`) and copied to `dest`, writable (the module cache is read-only), to build in:
+/// `go install module/cmd@version` refuses modules whose go.mod has replace directives.
+fn module_source(module: &str, version: &str, dest: &Path) -> anyhow::Result<()> {
+    let download = Command::new("go")
+        .args(["mod", "download", "-json", &format!("{module}@{version}")])
+        .output()
+        .context("cannot run go")?;
+    if !download.status.success() {
+        bail!(
+            "go mod download {module}@{version} failed: {}",
+            String::from_utf8_lossy(&download.stdout).trim()
+        );
+    }
+    let info: serde_json::Value = serde_json::from_slice(&download.stdout)?;
+    let dir = info["Dir"]
+        .as_str()
+        .context("go mod download gave no Dir")?;
+    let _ = std::fs::remove_dir_all(dest);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    run_checked(Command::new("cp").arg("-r").arg(dir).arg(dest))?;
+    run_checked(Command::new("chmod").args(["-R", "u+w"]).arg(dest))
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }

@@ -8,9 +8,9 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
-use crate::{cargo, run_checked, setup, workspace_root};
+use crate::{cargo, module_source, run_checked, setup, workspace_root};
 
 pub const OHA_VERSION: &str = "1.16.0";
 pub const GO_AUTO_MODULE: &str = "go.opentelemetry.io/auto";
@@ -83,26 +83,8 @@ fn build_go_auto(dir: &Path, binary: &Path) -> anyhow::Result<()> {
     setup::debian_package("clang", Command::new("clang").arg("--version"))?;
     setup::debian_package("llvm", Command::new("llvm-strip").arg("--version"))?;
     setup::debian_package("libbpf-dev", &mut setup::dpkg_installed("libbpf-dev"))?;
-    let download = Command::new("go")
-        .args(["mod", "download", "-json"])
-        .arg(format!("{GO_AUTO_MODULE}@{GO_AUTO_VERSION}"))
-        .output()
-        .context("cannot run go")?;
-    if !download.status.success() {
-        bail!(
-            "go mod download {GO_AUTO_MODULE}@{GO_AUTO_VERSION} failed: {}",
-            String::from_utf8_lossy(&download.stdout).trim()
-        );
-    }
-    let info: serde_json::Value = serde_json::from_slice(&download.stdout)?;
-    let module = info["Dir"]
-        .as_str()
-        .context("go mod download gave no Dir")?;
     let source = dir.join("src");
-    let _ = std::fs::remove_dir_all(&source);
-    std::fs::create_dir_all(dir)?;
-    run_checked(Command::new("cp").arg("-r").arg(module).arg(&source))?;
-    run_checked(Command::new("chmod").args(["-R", "u+w"]).arg(&source))?;
+    module_source(GO_AUTO_MODULE, GO_AUTO_VERSION, &source)?;
     // `make generate` only regenerates objects that already exist (none in the module);
     // `generate/all` runs every go:generate (bpf2go) directive.
     run_checked(
