@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{module_source, run_checked, setup, workspace_root};
+use super::{build_examples, module_source, run_checked, setup, workspace_root};
 
 /// Jaeger v2 is built from its Go module (`cmd/jaeger`, the all-in-one binary).
 const JAEGER_MODULE: &str = "github.com/jaegertracing/jaeger";
@@ -128,21 +128,6 @@ fn wait_for_stop(duration: Option<Duration>) {
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Build the demo's Go services through the Go module proxy.
-fn build_examples(bin: &Path) -> anyhow::Result<()> {
-    for example in ["grpc-echo", "gin-front"] {
-        eprintln!("xtask: building examples/{example}");
-        run_checked(
-            Command::new("go")
-                .args(["build", "-o"])
-                .arg(bin.join(example))
-                .arg(".")
-                .current_dir(workspace_root().join("examples").join(example)),
-        )?;
-    }
-    Ok(())
 }
 
 /// Jaeger's binary: built once from its Go module into the cache, or why it could not be.
@@ -298,7 +283,7 @@ fn start_agent(
 pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
     let dir = setup::cache_dir().join("demo");
     std::fs::create_dir_all(&dir)?;
-    build_examples(&dir)?;
+    build_examples(&dir, &["grpc-echo", "gin-front"])?;
     // An OTLP endpoint in the environment is where the user wants the spans: no Jaeger then.
     let user_endpoint = [
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",

@@ -162,6 +162,22 @@ fn module_source(module: &str, version: &str, dest: &Path) -> anyhow::Result<()>
     run_checked(Command::new("chmod").args(["-R", "u+w"]).arg(dest))
 }
 
+/// Build examples/<name> into `bin/<name>` through the Go module proxy.
+fn build_examples(bin: &Path, names: &[&str]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(bin)?;
+    for example in names {
+        eprintln!("xtask: building examples/{example}");
+        run_checked(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(bin.join(example))
+                .arg(".")
+                .current_dir(workspace_root().join("examples").join(example)),
+        )?;
+    }
+    Ok(())
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }

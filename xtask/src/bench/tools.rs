@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::{cargo, module_source, run_checked, setup, workspace_root};
+use crate::{build_examples, cargo, module_source, run_checked, setup};
 
 pub const OHA_VERSION: &str = "1.16.0";
 pub const GO_AUTO_MODULE: &str = "go.opentelemetry.io/auto";
@@ -42,17 +42,7 @@ pub fn oha() -> anyhow::Result<PathBuf> {
 /// The example services the targets run: http-hello, gin-front and grpc-echo (server, relay
 /// and the gRPC load generator).
 pub fn services(bin: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(bin)?;
-    for example in ["http-hello", "gin-front", "grpc-echo"] {
-        run_checked(
-            Command::new("go")
-                .args(["build", "-o"])
-                .arg(bin.join(example))
-                .arg(".")
-                .current_dir(workspace_root().join("examples").join(example)),
-        )?;
-    }
-    Ok(())
+    build_examples(bin, &["http-hello", "gin-front", "grpc-echo"])
 }
 
 fn go_auto_binary() -> PathBuf {
