@@ -107,15 +107,14 @@ pub struct Contexts {
     accepted: HashSet<u64>,
     /// (pid, tid) → the request that thread is serving.
     threads: HashMap<(u32, u32), Serving>,
-    /// Connections closed (when, pid, local, remote): their client uses are forgotten after the
-    /// grace period, not at once (the close itself may complete the connection's last exchange).
+    /// Connections closed (when, pid, local, remote): their end and client uses are forgotten
+    /// after the grace period, not at once (the close itself may complete the connection's last
+    /// exchange).
     closed: VecDeque<(u64, u32, SocketAddr, SocketAddr)>,
     /// Connection ends (local, remote) this agent has seen events of, with the last one's time:
     /// a server span waits for its client only when the client's end is here (a peer the
     /// filters leave out, or an untraced one, never completes its side).
     ends: HashMap<(SocketAddr, SocketAddr), u64>,
-    /// Ends closed (when, local, remote), forgotten after the grace period.
-    closed_ends: VecDeque<(u64, SocketAddr, SocketAddr)>,
 }
 
 impl Contexts {
@@ -124,30 +123,22 @@ impl Contexts {
         match event {
             Event::Conn(c) => {
                 self.ends.insert((c.local, c.remote), c.ts_ns);
-                if c.kind == ConnKind::Close {
-                    self.closed_ends.push_back((c.ts_ns, c.local, c.remote));
+                match c.kind {
+                    ConnKind::Accept => {
+                        self.accepted.insert(c.conn_id);
+                    }
+                    ConnKind::Close => {
+                        self.accepted.remove(&c.conn_id);
+                        self.forget_closed(c.ts_ns);
+                        self.closed.push_back((c.ts_ns, c.pid, c.local, c.remote));
+                    }
+                    ConnKind::Connect => {}
                 }
             }
             Event::Data(d) => {
                 self.ends.insert((d.local, d.remote), d.ts_exit_ns);
+                self.on_data(d);
             }
-            _ => {}
-        }
-        match event {
-            Event::Conn(c) => match c.kind {
-                ConnKind::Accept => {
-                    self.accepted.insert(c.conn_id);
-                }
-                ConnKind::Close => {
-                    self.accepted.remove(&c.conn_id);
-                    self.forget_closed(c.ts_ns);
-                    if self.go.contains_key(&c.pid) {
-                        self.closed.push_back((c.ts_ns, c.pid, c.local, c.remote));
-                    }
-                }
-                ConnKind::Connect => {}
-            },
-            Event::Data(d) => self.on_data(d),
             _ => self.on_go_event(event),
         }
     }
@@ -261,14 +252,15 @@ impl Contexts {
         self.ends.contains_key(&(local, remote))
     }
 
-    /// Drop the client uses of connections closed more than the grace period ago (unless the
-    /// address pair was used again since), so the table does not grow with every connection.
+    /// Drop the ends and client uses of connections closed more than the grace period ago
+    /// (unless the address pair was used again since), so the tables do not grow with every
+    /// connection.
     fn forget_closed(&mut self, now: u64) {
-        while let Some(&(ts, local, remote)) = self.closed_ends.front() {
+        while let Some(&(ts, pid, local, remote)) = self.closed.front() {
             if now.saturating_sub(ts) < GRACE_NS {
                 break;
             }
-            self.closed_ends.pop_front();
+            self.closed.pop_front();
             if self
                 .ends
                 .get(&(local, remote))
@@ -276,12 +268,6 @@ impl Contexts {
             {
                 self.ends.remove(&(local, remote));
             }
-        }
-        while let Some(&(ts, pid, local, remote)) = self.closed.front() {
-            if now.saturating_sub(ts) < GRACE_NS {
-                break;
-            }
-            self.closed.pop_front();
             if let Some(p) = self.go.get_mut(&pid)
                 && p.client_uses
                     .get(&(local, remote))
