@@ -10,8 +10,6 @@
 mod support;
 
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -65,27 +63,10 @@ fn get(service: &Service, path: &str) -> (u16, String) {
 
 /// GET `path`, with a `traceparent` whose parent span id is `span` when given.
 fn get_traced(service: &Service, path: &str, span: Option<u64>) -> (u16, String) {
-    let mut stream = TcpStream::connect(&service.addr).unwrap();
     let traceparent = span.map_or_else(String::new, |span| {
         format!("traceparent: {}\r\n", traceparent(span))
     });
-    // One write, as real clients do, so the server reads each request whole.
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\n{traceparent}Connection: close\r\n\r\n",
-        service.addr
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned(),
-    )
+    support::http_get(&service.addr, path, &traceparent)
 }
 
 /// The one start-up report line about the Go process `pid` (panics unless there is exactly one).

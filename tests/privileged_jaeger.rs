@@ -17,7 +17,6 @@ mod support;
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -25,7 +24,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{Agent, Listening, require_privileges};
+use support::{Agent, Listening, http_get as get, require_privileges};
 use wirespan::testing::cannot_run;
 
 const JAEGER_VERSION: &str = "v1.76.0";
@@ -127,31 +126,6 @@ impl Drop for Backend {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-/// A GET on a new connection, with optional extra headers; (status, body).
-fn get(addr: &str, path: &str, headers: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn get_json(addr: &str, path: &str) -> Value {
