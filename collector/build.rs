@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 
-include!("../build-support/ebpf_toolchain.rs");
+include!("../build-support/toolchains.rs");
 
 const TARGET: &str = "bpfel-unknown-none";
 

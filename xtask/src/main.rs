@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod fresh;
 mod setup;
 mod vm;
 
@@ -27,6 +28,12 @@ enum Cmd {
     /// Install what is missing: the eBPF nightly with rust-src, bpf-linker built against its LLVM,
     /// bpftool (for tests), Graphviz (for `wirespan map --format svg`); check Go.
     Setup,
+    /// Set up and build the agent (release): `target/release/wirespan`.
+    Build,
+    /// Reproduce a fresh machine's rustup (only the default stable, auto-install off) in a
+    /// temporary RUSTUP_HOME and check that `cargo xtask build` gets from there to a working
+    /// agent. `cargo xtask test` runs it.
+    FreshCheck,
     /// Set up, build, and run the agent with the live console view. Extra arguments go to
     /// `wirespan run` (e.g. `cargo xtask run -- --duration 30`).
     Run {
@@ -60,7 +67,8 @@ enum Cmd {
     /// Regenerate collector/src/golang/offsets.json, the Go struct layouts for stripped binaries,
     /// from real builds of examples/http-hello with each supported Go toolchain.
     Offsets,
-    /// Set up, build Jaeger v2 once for the end-to-end test, then check formatting and lints,
+    /// Set up, check that the README's commands work from a fresh rustup state (fresh-check),
+    /// build Jaeger v2 once for the end-to-end test, then check formatting and lints,
     /// run every test (privileged ones need root), run the privileged smoke tests inside
     /// Debian's kernels under qemu (vm-test), the benchmark's --quick smoke run, and each
     /// decoder fuzz target for a bounded time.
@@ -68,7 +76,8 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
-    match dispatch(Cli::parse().command) {
+    let command = Cli::parse().command;
+    match setup::use_user_toolchain().and_then(|()| dispatch(command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             // One readable line; the commands' own output above says the rest.
@@ -81,6 +90,11 @@ fn main() -> std::process::ExitCode {
 fn dispatch(command: Cmd) -> anyhow::Result<()> {
     match command {
         Cmd::Setup => setup::run(),
+        Cmd::Build => {
+            setup::run()?;
+            build_agent().map(drop)
+        }
+        Cmd::FreshCheck => fresh::run(),
         Cmd::Run { args } => {
             setup::run()?;
             run_agent(&args)
@@ -178,8 +192,10 @@ fn build_examples(bin: &Path, names: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// rustup's `cargo`, which runs the user-space toolchain (`RUSTUP_TOOLCHAIN`): not `$CARGO`, the
+/// default stable's own cargo that built xtask.
 fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    Command::new("cargo")
 }
 
 /// Build the agent (release); its path.
@@ -211,6 +227,8 @@ fn run_agent(args: &[String]) -> anyhow::Result<()> {
 }
 
 fn test() -> anyhow::Result<()> {
+    // First: the README's commands must work on a machine that has only its default stable.
+    fresh::run()?;
     run_checked(cargo().args(["fmt", "--all", "--check"]))
         .context("formatting differs: run `cargo fmt --all`")?;
     run_checked(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;

@@ -1,11 +1,15 @@
 //! `cargo xtask setup`: make the machine able to build and test wirespan. Each step checks first
 //! and only installs what is missing, so a second run takes well under a second.
+//!
+//! The user-space toolchain comes first and is not a `rust-toolchain.toml` pin: see
+//! [`USER_TOOLCHAIN`] for why. [`use_user_toolchain`] installs it and makes every `cargo` and
+//! `rustup` that xtask starts use it.
 
 use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{Context as _, bail};
 
-include!("../../build-support/ebpf_toolchain.rs");
+include!("../../build-support/toolchains.rs");
 
 pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
@@ -35,6 +39,40 @@ fn output_ok(cmd: &mut Command) -> Option<String> {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+/// Install [`USER_TOOLCHAIN`] (with clippy and rustfmt) if it is missing, and make it the
+/// toolchain of every command xtask starts (`RUSTUP_TOOLCHAIN`, which only an explicit
+/// `+toolchain` overrides). Runs before anything else, on every xtask command.
+pub fn use_user_toolchain() -> anyhow::Result<()> {
+    let installed = output_ok(Command::new("rustup").args([
+        "run",
+        USER_TOOLCHAIN,
+        "cargo",
+        "clippy",
+        "--version",
+    ]))
+    .is_some()
+        && output_ok(Command::new("rustup").args(["run", USER_TOOLCHAIN, "rustfmt", "--version"]))
+            .is_some();
+    if !installed {
+        eprintln!("xtask: installing Rust {USER_TOOLCHAIN} with clippy and rustfmt (about 20 s, once)");
+        let status = Command::new("rustup")
+            .args(["toolchain", "install", USER_TOOLCHAIN, "--profile", "minimal"])
+            .args(["--component", "clippy", "--component", "rustfmt"])
+            // Leave rustup itself and the default toolchain as the machine has them.
+            .arg("--no-self-update")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .status()
+            .context("cannot run rustup (install it from https://rustup.rs)")?;
+        if !status.success() {
+            bail!("rustup toolchain install {USER_TOOLCHAIN} failed ({status})");
+        }
+    }
+    // SAFETY: called at the start of `main`, before xtask starts any thread, so nothing reads the
+    // environment concurrently.
+    unsafe { std::env::set_var("RUSTUP_TOOLCHAIN", USER_TOOLCHAIN) };
+    Ok(())
 }
 
 fn nightly_sysroot() -> Option<String> {
@@ -107,7 +145,7 @@ fn bpf_linker() -> anyhow::Result<()> {
         ])
         .arg(bpf_linker_root())
         .env("LLVM_PREFIX", llvm_prefix())
-        // Outside the workspace, so its rust-toolchain.toml does not apply to a tool install.
+        // A tool install, outside the workspace.
         .current_dir(cache_dir())
         .status()
         .context("cannot run cargo install")?;

@@ -348,6 +348,10 @@ fn decode_go_serve(raw: &GoServeEvent) -> GoServe {
     }
 }
 
+/// Both ends of a socket, canonical: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a
+/// dual-stack listener on `:port` sees of an IPv4 peer) is that IPv4 address, so the two ends of
+/// one connection name the same addresses whatever their sockets' families. Every address in the
+/// event stream comes through here, so no later stage compares or exports a mapped address.
 pub(super) fn endpoints(
     family: u16,
     saddr: &[u8; 16],
@@ -364,8 +368,8 @@ pub(super) fn endpoints(
         other => return Err(DecodeError::Family(other)),
     };
     Ok((
-        SocketAddr::new(local, sport),
-        SocketAddr::new(remote, dport),
+        SocketAddr::new(local.to_canonical(), sport),
+        SocketAddr::new(remote.to_canonical(), dport),
     ))
 }
 
@@ -462,7 +466,7 @@ mod tests {
     }
 
     #[test]
-    fn decodes_ipv6_and_v4_mapped_addresses() {
+    fn decodes_ipv6_and_canonicalizes_v4_mapped_addresses() {
         let mut ev = connect();
         ev.kind = EVENT_ACCEPT;
         ev.family = AF_INET6;
@@ -472,8 +476,9 @@ mod tests {
             panic!("not conn")
         };
         assert_eq!(c.kind, ConnKind::Accept);
+        // Real IPv6 stays IPv6; a mapped IPv4 address is its IPv4 address.
         assert_eq!(c.local, "[::1]:40000".parse().unwrap());
-        assert_eq!(c.remote, "[::ffff:10.0.0.1]:8080".parse().unwrap());
+        assert_eq!(c.remote, "10.0.0.1:8080".parse().unwrap());
     }
 
     #[test]

@@ -1,6 +1,13 @@
-// The eBPF toolchain wirespan builds its probes with, named once and `include!`d by both
-// `xtask` (which installs it) and `collector/build.rs` (which uses it), so the two never disagree.
+// The toolchains wirespan builds with, named once and `include!`d by both `xtask` (which installs
+// them) and `collector/build.rs` (which uses the eBPF one), so the two never disagree.
 // Kept as plain items (no `//!`): it is spliced into other files.
+
+/// Stable toolchain for user space (the agent, tests): aya 0.16 needs rustc >= 1.98. Deliberately
+/// not a `rust-toolchain.toml` pin: with rustup's auto-install off (`RUSTUP_AUTO_INSTALL=0`, as on
+/// fresh machines here) a pin that is not installed yet makes every `cargo` command in the clone
+/// fail, `cargo xtask` included, so nothing could install it. `cargo xtask` builds with the
+/// machine's default stable, installs this one and runs every build under it.
+pub const USER_TOOLCHAIN: &str = "1.99.1";
 
 /// Dated nightly for `probes-ebpf` (needs rust-src for `-Z build-std=core`). Its LLVM (23.1) is
 /// the one bpf-linker is built against: an LLVM-22 linker fed LLVM-23 bitcode fails.
