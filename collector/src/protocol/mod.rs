@@ -13,7 +13,7 @@ pub mod http2;
 
 pub use exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion, Interesting};
 
-use crate::source::Direction;
+use crate::source::{Direction, Window};
 
 /// One syscall's worth of a connection's bytes.
 #[derive(Debug, Clone, Copy)]
@@ -26,8 +26,17 @@ pub struct Segment<'a> {
     pub data: &'a [u8],
     /// Bytes the syscall moved beyond `data` (not captured).
     pub missing: u64,
+    /// Captured windows inside the missing bytes (HTTP/2 frame starts), in offset order.
+    pub windows: &'a [Window],
     pub ts_enter_ns: u64,
     pub ts_exit_ns: u64,
+}
+
+/// A run of a segment's bytes: captured, or known only by count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Bytes(&'a [u8]),
+    Gap(u64),
 }
 
 /// Who moved bytes: the TCP sequence number of the first byte (a client's write and the
@@ -40,7 +49,39 @@ pub struct Origin {
     pub goid: Option<u64>,
 }
 
-impl Segment<'_> {
+impl<'a> Segment<'a> {
+    /// The segment in order: the captured prefix, then the windows and the gaps between them,
+    /// up to the syscall's exact byte count. Window bytes before the segment (negative offsets)
+    /// or already covered are left out, so the pieces never overlap.
+    #[must_use]
+    pub fn pieces(&self) -> Vec<Piece<'a>> {
+        let total = self.data.len() as u64 + self.missing;
+        let mut out = Vec::new();
+        if !self.data.is_empty() {
+            out.push(Piece::Bytes(self.data));
+        }
+        let mut pos = self.data.len() as u64;
+        for w in self.windows {
+            let end = (w.offset + w.bytes.len() as i64).min(total as i64);
+            if end <= pos as i64 {
+                continue;
+            }
+            let from = pos.max(w.offset.max(0) as u64);
+            if from > pos {
+                out.push(Piece::Gap(from - pos));
+            }
+            let skip = (from as i64 - w.offset) as usize;
+            let end = end as u64;
+            let w_bytes: &'a [u8] = &w.bytes;
+            out.push(Piece::Bytes(&w_bytes[skip..skip + (end - from) as usize]));
+            pos = end;
+        }
+        if pos < total {
+            out.push(Piece::Gap(total - pos));
+        }
+        out
+    }
+
     /// The origin of the byte `buffered` bytes before the end of this segment's data, for a
     /// decoder whose buffer ends with this segment and holds `buffered` bytes: a message that
     /// starts at the buffer's front may have started in an earlier segment.

@@ -14,7 +14,10 @@ use wirespan_shared::{
     MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
 };
 
-use super::grpc::{GoConnUse, GoGrpcCall, GoHeaders};
+use super::{
+    grpc::{GoConnUse, GoGrpcCall, GoHeaders},
+    windows::{Window, WindowError, parse_windows},
+};
 use crate::load::AttachMode;
 
 /// Which lifecycle step a [`Conn`] event is.
@@ -96,6 +99,8 @@ pub struct Data {
     pub ts_exit_ns: u64,
     /// The first `--capture-bytes` bytes.
     pub payload: Vec<u8>,
+    /// HTTP/2 frame windows beyond `payload`, in offset order (empty for other protocols).
+    pub windows: Vec<Window>,
 }
 
 /// A Go `net/http` request on a goroutine: a server handler (`serverHandler.ServeHTTP`) or a
@@ -194,6 +199,10 @@ pub enum DecodeError {
         "data event claims {captured} captured bytes (at most {MAX_CAPTURE} and what the record holds)"
     )]
     Captured { captured: u32 },
+    #[error("data event claims {window_bytes} window bytes beyond its capture (the record holds {got})")]
+    WindowBytes { window_bytes: u32, got: usize },
+    #[error(transparent)]
+    Window(#[from] WindowError),
 }
 
 /// Decode one ring-buffer record.
@@ -302,6 +311,14 @@ fn decode_data(record: &[u8]) -> Result<Data, DecodeError> {
             captured: h.captured,
         });
     }
+    let area_start = start + captured;
+    let Some(area) = record.get(area_start..area_start + h.window_bytes as usize) else {
+        return Err(DecodeError::WindowBytes {
+            window_bytes: h.window_bytes,
+            got: record.len() - area_start,
+        });
+    };
+    let windows = parse_windows(area, h.bytes)?;
     let (local, remote) = endpoints(h.family, &h.saddr, h.sport, &h.daddr, h.dport)?;
     let direction = match h.direction {
         DIR_EGRESS => Direction::Egress,
@@ -323,6 +340,7 @@ fn decode_data(record: &[u8]) -> Result<Data, DecodeError> {
         ts_enter_ns: h.ts_enter_ns,
         ts_exit_ns: h.ts_exit_ns,
         payload: record[start..start + captured].to_vec(),
+        windows,
     })
 }
 

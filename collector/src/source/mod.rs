@@ -6,6 +6,7 @@ pub mod decode;
 pub mod grpc;
 pub mod recording;
 pub mod ringbuf;
+pub mod windows;
 
 pub use decode::{
     Conn, ConnKind, Data, DecodeError, Direction, Event, Exec, GoExit, GoServe, GoSpawn, decode,
@@ -13,3 +14,4 @@ pub use decode::{
 pub use grpc::{
     CallPhase, ConnRole, GoConnUse, GoConnection, GoGrpcCall, GoHeaders, HeaderField, HeadersSource,
 };
+pub use windows::{Window, WindowError};
