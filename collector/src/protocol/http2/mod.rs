@@ -12,9 +12,12 @@
 //! framing, counted; the direction then waits for a syscall that starts on a plausible frame
 //! boundary, and decodes headers only from what does not depend on the lost table.
 
+pub mod chain_model;
 pub mod frame;
 pub mod hpack;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 
