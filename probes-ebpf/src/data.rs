@@ -232,12 +232,12 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
         buf: args.buf,
         iovcnt: if args.shape == SHAPE_BUF { 0 } else { args.count },
     };
-    let windows = frames::follow(payload, captured, &io);
+    let windows = frames::follow(ev, &io);
     ev.header.window_bytes = windows;
     // The mask changes nothing (captured + windows < 2×MAX_CAPTURE) but shows the verifier
     // the bound.
     let size = size_of::<DataHeader>()
-        + ((captured as usize + windows as usize) & (2 * MAX_CAPTURE - 1));
+        + ((ev.header.captured as usize + windows as usize) & (2 * MAX_CAPTURE - 1));
     let record = unsafe { core::slice::from_raw_parts((ev as *const _) as *const u8, size) };
     if EVENTS.output(record, 0).is_err() {
         count_lost(LOST_RINGBUF_FULL);

@@ -18,14 +18,14 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, generated},
     macros::map,
-    maps::LruHashMap,
+    maps::{LruHashMap, PerCpuArray},
 };
 use wirespan_shared::{
-    DIR_EGRESS, DIR_INGRESS, FrameWindow, HTTP2_FRAME_HEADER, HTTP2_PREFACE, MAX_CAPTURE,
+    DataEvent, DIR_EGRESS, DIR_INGRESS, FrameWindow, HTTP2_FRAME_HEADER, HTTP2_PREFACE, MAX_CAPTURE,
     MAX_WINDOW_BYTES, WINDOW_DATA_PAYLOAD, WINDOW_DESC_LEN, WINDOW_MAX_LEN,
 };
 
-use crate::sock::tcp_seq;
+use crate::{maps::scratch_event, sock::tcp_seq};
 
 /// Where a direction's next frame starts, and the bytes of its header already seen when the
 /// previous syscall ended inside it (the header is at most 9 bytes, so at most 8 are pending).
@@ -42,9 +42,9 @@ struct FrameChain {
 static FRAME_CHAINS: LruHashMap<u64, FrameChain> = LruHashMap::with_max_entries(65_536, 0);
 
 /// Loop steps per syscall: reading a header, reading a window's payload, finishing a frame or
-/// moving to the next iovec each take one. 2048 steps follow a few hundred frames (several MiB
+/// moving to the next iovec each take one. 16384 steps follow thousands of frames (tens of MiB
 /// of 16 KiB DATA frames); a longer syscall loses the chain until the next preface.
-const MAX_STEPS: u32 = 2048;
+const MAX_STEPS: u32 = 16_384;
 /// iovec segments walked at most (the kernel's UIO_MAXIOV).
 const MAX_IOVECS: u64 = 1024;
 const HEADER: u64 = HTTP2_FRAME_HEADER as u64;
@@ -83,9 +83,17 @@ pub fn forget(sk: u64) {
 }
 
 /// Follow the direction's frame chain through this syscall and append windows after the
-/// `captured` payload bytes; returns the bytes of windows appended.
+/// event's captured payload; returns the bytes of windows appended.
 #[inline(always)]
-pub fn follow(payload: *mut u8, captured: u64, io: &Io) -> u32 {
+pub fn follow(ev: *mut DataEvent, io: &Io) -> u32 {
+    // SAFETY: the caller's scratch event, whose header is filled in.
+    let (payload, captured) = unsafe {
+        // Read back from the map, the capture length is one unknown value for the verifier
+        // (bounded below), not one precise value per path through the copy loop before, which
+        // would have it walk the rest once per path.
+        let captured = core::ptr::read_volatile(&raw const (*ev).header.captured);
+        ((*ev).payload.as_mut_ptr(), u64::from(captured))
+    };
     match try_follow(payload, captured, io) {
         Ok(n) => n,
         Err(()) => {
@@ -133,16 +141,54 @@ fn iovec(iov: u64, i: u64) -> Result<(u64, u64), ()> {
     Ok((seg[0], seg[1]))
 }
 
-#[expect(clippy::too_many_lines, reason = "one bounded loop, kept whole for the verifier")]
+/// The walk through one syscall's bytes, advanced one step per `bpf_loop` iteration (a plain
+/// loop of that many steps exceeds the verifier's jump history). It lives in a per-CPU map,
+/// not on the stack: the verifier does not track map contents, so every callback iteration
+/// starts from the same state and the callback's verification converges at once; every bound
+/// is checked explicitly instead.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Walk {
+    /// The buffer: one (`iovcnt` 0) or an iovec array; bytes moved; bytes captured.
+    buf: u64,
+    iovcnt: u64,
+    ret: u64,
+    captured: u64,
+    /// The iovec segment holding the next byte to read: its base, length, index, and the
+    /// syscall offset of its first byte.
+    seg_ptr: u64,
+    seg_len: u64,
+    seg_i: u64,
+    seg_base: u64,
+    /// The frame being walked: its start relative to the syscall (negative when its header
+    /// began in the previous one), its bytes in the window slot so far, how many it wants
+    /// there, and its payload length once its header is parsed.
+    off: i64,
+    got: u64,
+    want: u64,
+    flen: u64,
+    /// Bytes of finished windows after the captured payload.
+    wpos: u64,
+    parsed: u8,
+    emit: u8,
+    /// The walk reached the syscall's end (1), or failed (2).
+    done: u8,
+    pad0: [u8; 5],
+}
+
+const WALK_ENDED: u8 = 1;
+const WALK_FAILED: u8 = 2;
+
+#[map]
+static WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
 fn try_follow(payload: *mut u8, captured: u64, io: &Io) -> Result<u32, ()> {
     if captured > MAX_CAPTURE as u64 {
         return Err(());
     }
     let k = key(io.sk, io.direction);
-    // The frame being walked: its start relative to this syscall (negative when its header
-    // began in the previous one) and how many of its bytes are in the window slot.
-    let mut off: i64;
-    let mut got: u64;
+    let off: i64;
+    let got: u64;
     let mut partial = [0u8; 8];
     if starts_with_preface(payload, captured) {
         // A connection's first bytes: both directions start here, whatever was kept before
@@ -180,139 +226,190 @@ fn try_follow(payload: *mut u8, captured: u64, io: &Io) -> Result<u32, ()> {
         }
         partial = chain.partial;
     }
-
-    // Windows are built in place after the captured payload; `wpos` is what is final.
-    let mut wpos: u64 = 0;
     if got > 0 {
-        // SAFETY: captured <= MAX_CAPTURE, so the slot is inside the 2×MAX_CAPTURE payload.
-        unsafe {
-            payload
-                .add((captured + DESC) as usize)
-                .cast::<[u8; 8]>()
-                .write_unaligned(partial);
-        }
+        let at = room(captured + DESC, 8)?;
+        // SAFETY: `room` checked the bounds.
+        unsafe { payload.add(at).cast::<[u8; 8]>().write_unaligned(partial) };
     }
-    let (mut seg_ptr, mut seg_len) = if io.iovcnt == 0 {
+    let (seg_ptr, seg_len) = if io.iovcnt == 0 {
         (io.buf, io.ret)
     } else {
         iovec(io.buf, 0)?
     };
-    let mut seg_i: u64 = 0;
-    let mut seg_base: u64 = 0;
-    let mut flen: u64 = 0;
-    let mut want: u64 = HEADER;
-    let mut parsed = false;
-    let mut emit = false;
-    let mut ended = false;
-    for _ in 0..MAX_STEPS {
-        if parsed && got >= want {
-            // The frame's window is complete: keep it if user space needs it, go to the next.
-            if emit {
-                write_desc(payload, captured + wpos, off, want);
-                wpos += DESC + want;
-            }
-            off += (HEADER + flen) as i64;
-            (got, want, parsed, emit) = (0, HEADER, false, false);
-            continue;
-        }
-        let pos = (off + got as i64) as u64;
-        if pos >= io.ret {
-            ended = true;
-            break;
-        }
-        if pos >= seg_base + seg_len {
-            seg_i += 1;
-            if io.iovcnt == 0 || seg_i >= io.iovcnt || seg_i >= MAX_IOVECS {
-                return Err(());
-            }
-            seg_base += seg_len;
-            (seg_ptr, seg_len) = iovec(io.buf, seg_i)?;
-            continue;
-        }
-        if pos < seg_base {
-            return Err(());
-        }
-        let mut n = want - got;
-        if n > seg_base + seg_len - pos {
-            n = seg_base + seg_len - pos;
-        }
-        if n > io.ret - pos {
-            n = io.ret - pos;
-        }
-        let at = captured + wpos + DESC + got;
-        if n == 0 || n > WINDOW_MAX_LEN as u64 || at + n > 2 * MAX_CAPTURE as u64 {
-            return Err(());
-        }
-        let rc = unsafe {
-            generated::bpf_probe_read_user(
-                payload.add(at as usize).cast::<c_void>(),
-                n as u32,
-                (seg_ptr + (pos - seg_base)) as *const c_void,
-            )
-        };
-        if rc < 0 {
-            return Err(());
-        }
-        got += n;
-        if !parsed && got >= HEADER {
-            // SAFETY: the 9 header bytes were just written at the slot's start.
-            let h = unsafe {
-                payload
-                    .add((captured + wpos + DESC) as usize)
-                    .cast::<[u8; 9]>()
-                    .read_unaligned()
-            };
-            flen = u64::from(u32::from_be_bytes([0, h[0], h[1], h[2]]));
-            let kind = h[3];
-            let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-            if !plausible(kind, stream) {
-                return Err(());
-            }
-            parsed = true;
-            let cap = if kind == DATA {
-                WINDOW_DATA_PAYLOAD as u64
-            } else {
-                (WINDOW_MAX_LEN - HTTP2_FRAME_HEADER) as u64
-            };
-            let full = HEADER + if flen < cap { flen } else { cap };
-            // Only frames that reach beyond the captured prefix, while there is room.
-            emit = off + full as i64 > captured as i64
-                && wpos + DESC + full <= MAX_WINDOW_BYTES as u64;
-            want = if emit { full } else { HEADER };
-        }
+    // SAFETY: this CPU's slot; the exit hook cannot nest on one CPU.
+    let w = unsafe { &mut *WALK.get_ptr_mut(0).ok_or(())? };
+    *w = Walk {
+        buf: io.buf,
+        iovcnt: io.iovcnt,
+        ret: io.ret,
+        captured,
+        seg_ptr,
+        seg_len,
+        seg_i: 0,
+        seg_base: 0,
+        off,
+        got,
+        want: HEADER,
+        flen: 0,
+        wpos: 0,
+        parsed: 0,
+        emit: 0,
+        done: 0,
+        pad0: [0; 5],
+    };
+    unsafe {
+        generated::bpf_loop(
+            MAX_STEPS,
+            step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
     }
-    if !ended {
+    if w.wpos > MAX_WINDOW_BYTES as u64 {
+        return Err(());
+    }
+    if w.done != WALK_ENDED {
         return Err(());
     }
     // The syscall ended inside the current frame (or exactly where it starts).
-    let window_tail = off + got as i64 > captured as i64 && wpos + DESC + got <= MAX_WINDOW_BYTES as u64;
-    let next = if parsed {
-        if emit && got > 0 {
-            write_desc(payload, captured + wpos, off, got);
-            wpos += DESC + got;
+    let next = if w.parsed != 0 {
+        if w.emit != 0 && w.got > 0 {
+            write_desc(payload, captured + w.wpos, w.off, w.got);
+            w.wpos += DESC + w.got;
         }
         FrameChain {
-            next_seq: io.seq.wrapping_add((off + (HEADER + flen) as i64) as u32),
+            next_seq: io.seq.wrapping_add((w.off + (HEADER + w.flen) as i64) as u32),
             have: 0,
             partial: [0; 8],
         }
     } else {
         // A header cut by the end of the syscall: keep its bytes for the next one.
-        let at = captured + wpos + DESC;
-        // SAFETY: inside the slot, as above.
-        let bytes = unsafe { payload.add(at as usize).cast::<[u8; 8]>().read_unaligned() };
-        if got > 0 && window_tail {
-            write_desc(payload, captured + wpos, off, got);
-            wpos += DESC + got;
+        if w.got > 8 {
+            return Err(());
+        }
+        let at = room(captured + w.wpos + DESC, 8)?;
+        // SAFETY: `room` checked the bounds.
+        let bytes = unsafe { payload.add(at).cast::<[u8; 8]>().read_unaligned() };
+        if w.got > 0
+            && w.off + w.got as i64 > captured as i64
+            && w.wpos + DESC + w.got <= MAX_WINDOW_BYTES as u64
+        {
+            write_desc(payload, captured + w.wpos, w.off, w.got);
+            w.wpos += DESC + w.got;
         }
         FrameChain {
-            next_seq: io.seq.wrapping_add(off as u32),
-            have: got as u32,
+            next_seq: io.seq.wrapping_add(w.off as u32),
+            have: w.got as u32,
             partial: bytes,
         }
     };
     let _ = FRAME_CHAINS.insert(&k, &next, 0);
-    Ok(wpos as u32)
+    Ok(w.wpos as u32)
+}
+
+/// One step of the walk (the `bpf_loop` callback): 0 to go on, 1 to stop.
+#[inline(never)]
+extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
+    // SAFETY: this CPU's slot, filled by `try_follow` before the loop.
+    let Some(w) = WALK.get_ptr_mut(0) else {
+        return 1;
+    };
+    let w = unsafe { &mut *w };
+    match try_step(w) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(()) => {
+            w.done = WALK_FAILED;
+            1
+        }
+    }
+}
+
+/// Read a frame's next bytes into its window slot, finish a frame, or move to the next iovec.
+#[inline(always)]
+fn try_step(w: &mut Walk) -> Result<bool, ()> {
+    // The scratch event again: a pointer cannot travel through the walk's stack struct.
+    let payload = unsafe { (*scratch_event().ok_or(())?).payload.as_mut_ptr() };
+    if w.captured > MAX_CAPTURE as u64 || w.wpos > MAX_WINDOW_BYTES as u64 {
+        return Err(());
+    }
+    if w.parsed != 0 && w.got >= w.want {
+        // The frame's window is complete: keep it if user space needs it, go to the next.
+        if w.emit != 0 {
+            write_desc(payload, w.captured + w.wpos, w.off, w.want);
+            w.wpos += DESC + w.want;
+        }
+        w.off += (HEADER + w.flen) as i64;
+        (w.got, w.want, w.parsed, w.emit) = (0, HEADER, 0, 0);
+        return Ok(true);
+    }
+    let pos = w.off + w.got as i64;
+    if pos < 0 {
+        return Err(());
+    }
+    let pos = pos as u64;
+    if pos >= w.ret {
+        w.done = WALK_ENDED;
+        return Ok(false);
+    }
+    if pos >= w.seg_base + w.seg_len {
+        w.seg_i += 1;
+        if w.iovcnt == 0 || w.seg_i >= w.iovcnt || w.seg_i >= MAX_IOVECS {
+            return Err(());
+        }
+        w.seg_base += w.seg_len;
+        (w.seg_ptr, w.seg_len) = iovec(w.buf, w.seg_i)?;
+        return Ok(true);
+    }
+    if pos < w.seg_base || w.got > w.want {
+        return Err(());
+    }
+    let mut n = w.want - w.got;
+    if n > w.seg_base + w.seg_len - pos {
+        n = w.seg_base + w.seg_len - pos;
+    }
+    if n > w.ret - pos {
+        n = w.ret - pos;
+    }
+    if n == 0 || n > WINDOW_MAX_LEN as u64 {
+        return Err(());
+    }
+    let at = room(w.captured + w.wpos + DESC + w.got, WINDOW_MAX_LEN as u64)?;
+    let rc = unsafe {
+        generated::bpf_probe_read_user(
+            payload.add(at).cast::<c_void>(),
+            n as u32,
+            (w.seg_ptr + (pos - w.seg_base)) as *const c_void,
+        )
+    };
+    if rc < 0 {
+        return Err(());
+    }
+    w.got += n;
+    if w.parsed == 0 && w.got >= HEADER {
+        let at = room(w.captured + w.wpos + DESC, HEADER)?;
+        // SAFETY: the 9 header bytes were written at the slot's start; `room` checked bounds.
+        let h = unsafe { payload.add(at).cast::<[u8; 9]>().read_unaligned() };
+        w.flen = u64::from(u32::from_be_bytes([0, h[0], h[1], h[2]]));
+        let kind = h[3];
+        let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+        if !plausible(kind, stream) {
+            return Err(());
+        }
+        w.parsed = 1;
+        let cap = if kind == DATA {
+            WINDOW_DATA_PAYLOAD as u64
+        } else {
+            (WINDOW_MAX_LEN - HTTP2_FRAME_HEADER) as u64
+        };
+        let full = HEADER + if w.flen < cap { w.flen } else { cap };
+        // Only frames that reach beyond the captured prefix, while there is room.
+        let emit = w.off + full as i64 > w.captured as i64
+            && w.wpos + DESC + full <= MAX_WINDOW_BYTES as u64;
+        w.emit = u8::from(emit);
+        w.want = if emit { full } else { HEADER };
+    }
+    Ok(true)
 }
 
 /// Write a window's descriptor at `at` bytes into the payload.
@@ -323,14 +420,22 @@ fn write_desc(payload: *mut u8, at: u64, offset: i64, len: u64) {
         len: len as u16,
         pad0: 0,
     };
-    if at + DESC > 2 * MAX_CAPTURE as u64 {
+    let Ok(at) = room(at, DESC) else {
         return;
-    }
-    // SAFETY: bounds checked just above.
+    };
+    // SAFETY: `room` checked the bounds.
     unsafe {
-        payload
-            .add(at as usize)
-            .cast::<FrameWindow>()
-            .write_unaligned(desc);
+        payload.add(at).cast::<FrameWindow>().write_unaligned(desc);
     }
+}
+
+/// `at` as an offset into the scratch payload when `len` bytes there stay inside it. One
+/// compare of the offset itself against a constant: the form the verifier learns bounds from
+/// (the windows' budget keeps every legitimate access far inside).
+#[inline(always)]
+fn room(at: u64, len: u64) -> Result<usize, ()> {
+    if at > 2 * MAX_CAPTURE as u64 - len {
+        return Err(());
+    }
+    Ok(at as usize)
 }

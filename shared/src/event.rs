@@ -222,9 +222,10 @@ pub const WINDOW_DESC_LEN: usize = 8;
 pub const WINDOW_DATA_PAYLOAD: usize = 16;
 /// A window's bytes (header included) at most: longer header blocks stay cut.
 pub const WINDOW_MAX_LEN: usize = 1024;
-/// Window bytes (descriptors included) one data event carries at most, beyond the capture.
-/// With `MAX_CAPTURE` of payload the event stays inside the 2×`MAX_CAPTURE` scratch payload.
-pub const MAX_WINDOW_BYTES: usize = MAX_CAPTURE - WINDOW_DESC_LEN - WINDOW_MAX_LEN;
+/// Window bytes (descriptors included) one data event carries at most, beyond the capture
+/// (about 430 DATA frames: 7 MiB of 16 KiB frames). With `MAX_CAPTURE` of payload, the window
+/// being built and a maximal read into it stay inside the 2×`MAX_CAPTURE` scratch payload.
+pub const MAX_WINDOW_BYTES: usize = MAX_CAPTURE - 2 * WINDOW_MAX_LEN;
 
 /// A data event as the probes build it in per-CPU scratch space. The payload is twice
 /// `MAX_CAPTURE` so that iovec segments can be appended at any offset below `MAX_CAPTURE` with a
