@@ -70,6 +70,11 @@ impl RunSummary {
                 "; connections: {} of unknown protocol, {} evicted (table full), {} evicted (memory), {} expired idle",
                 c.unknown_protocol, c.evicted, c.evicted_for_memory, c.expired
             );
+            let _ = write!(
+                text,
+                "; http/2: {} lost framing ({} after lost events), {} frames cut",
+                c.http2_lost_framing, c.http2_lost_events, c.http2_cut_frames
+            );
         }
         if let Some(s) = self.spans {
             let _ = write!(

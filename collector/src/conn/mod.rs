@@ -44,6 +44,12 @@ pub struct ConnStats {
     pub expired: u64,
     /// Connections whose protocol was not recognised.
     pub unknown_protocol: u64,
+    /// HTTP/2 connection directions that lost their framing (each resynced later or never),
+    /// of them after events were lost in the kernel, and frames cut by uncaptured bytes
+    /// (framing kept): summed over connections when they are flushed.
+    pub http2_lost_framing: u64,
+    pub http2_lost_events: u64,
+    pub http2_cut_frames: u64,
 }
 
 struct Entry {
@@ -266,6 +272,11 @@ impl ConnTable {
             return;
         };
         self.buffered -= entry.buffered;
+        if let Some(h2) = entry.decoder.http2_stats() {
+            self.stats.http2_lost_framing += h2.desyncs;
+            self.stats.http2_lost_events += h2.seq_gaps;
+            self.stats.http2_cut_frames += h2.cut_frames;
+        }
         entry.decoder.close(ts_ns, &mut self.scratch);
         for exchange in self.scratch.drain(..) {
             out.push(ConnExchange {

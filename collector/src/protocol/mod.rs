@@ -168,6 +168,15 @@ impl ConnDecoder {
         }
     }
 
+    /// The HTTP/2 decoder's counters, when the connection is HTTP/2.
+    #[must_use]
+    pub fn http2_stats(&self) -> Option<http2::Http2Stats> {
+        match &self.state {
+            State::Http2(conn) => Some(conn.stats),
+            _ => None,
+        }
+    }
+
     /// Feed one syscall's bytes; completed exchanges are appended to `out`.
     pub fn feed(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
         if let State::Detecting { seen } = self.state {
