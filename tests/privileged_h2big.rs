@@ -82,10 +82,15 @@ fn privileged_h2big_grpc_python_calls_keep_method_status_and_parent_through_larg
     let (small, large) = planned();
     for (side, side_spans) in [("client", &clients), ("server", &servers)] {
         let mut names: HashMap<&str, usize> = HashMap::new();
-        for span in side_spans.iter() {
+        for span in side_spans {
             *names.entry(span["name"].as_str().unwrap()).or_default() += 1;
             // The gRPC status of every call, decoded from the trailers that follow its data.
-            let status = span_attr(span, "rpc.grpc.status_code").and_then(|v| v["intValue"].as_str().map(str::to_owned).or_else(|| v["intValue"].as_i64().map(|i| i.to_string())));
+            let status = span_attr(span, "rpc.grpc.status_code").and_then(|v| {
+                v["intValue"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
+            });
             assert_eq!(status.as_deref(), Some("0"), "{side}: {span}");
         }
         assert_eq!(

@@ -75,7 +75,14 @@ fn privileged_h2big_nghttp2_requests_keep_method_path_status_and_parent_through_
     let port = free_port().to_string();
     let _server = Server(
         Command::new("nghttpd")
-            .args(["--no-tls", "-a", "127.0.0.1", "-d", www.to_str().unwrap(), &port])
+            .args([
+                "--no-tls",
+                "-a",
+                "127.0.0.1",
+                "-d",
+                www.to_str().unwrap(),
+                &port,
+            ])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -104,7 +111,10 @@ fn privileged_h2big_nghttp2_requests_keep_method_path_status_and_parent_through_
     .iter()
     .map(|p| url(p))
     .collect();
-    let posts: Vec<String> = ["small?5", "b1m?2", "small?6"].iter().map(|p| url(p)).collect();
+    let posts: Vec<String> = ["small?5", "b1m?2", "small?6"]
+        .iter()
+        .map(|p| url(p))
+        .collect();
     let runs: [Vec<&str>; 2] = [
         gets.iter().map(String::as_str).collect(),
         ["-d", upload.to_str().unwrap()]
@@ -113,7 +123,11 @@ fn privileged_h2big_nghttp2_requests_keep_method_path_status_and_parent_through_
             .collect(),
     ];
     for args in &runs {
-        let out = Command::new("nghttp").arg("-n").args(args).output().unwrap();
+        let out = Command::new("nghttp")
+            .arg("-n")
+            .args(args)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "nghttp {args:?}: {}",
@@ -126,7 +140,28 @@ fn privileged_h2big_nghttp2_requests_keep_method_path_status_and_parent_through_
     // The decoder never lost frame sync: every frame header was seen, captured or windowed.
     assert!(summary.contains("http/2: 0 lost framing"), "{summary}");
 
-    let spans = file_spans(&file);
+    let mut want: HashMap<String, usize> = HashMap::new();
+    for path in gets.iter().chain(&posts) {
+        let method = if posts.contains(path) { "POST" } else { "GET" };
+        let path = path.split_once(&port).unwrap().1.trim_start_matches(':');
+        *want
+            .entry(format!("{method} {}", path.split('?').next().unwrap()))
+            .or_default() += 1;
+    }
+    let servers = check_spans(&file, &want, &summary);
+    eprintln!(
+        "{servers} requests ({} with bodies of 64 KiB to 4 MiB), every method, path, status and parent right; {summary}",
+        gets.iter()
+            .chain(&posts)
+            .filter(|p| !p.contains("small") || posts.contains(p))
+            .count()
+    );
+}
+
+/// Each side has one span per request, named `METHOD /path`, with status 200; every server
+/// span's parent is the client span of the same request. Returns the number of server spans.
+fn check_spans(file: &Path, want: &HashMap<String, usize>, summary: &str) -> usize {
+    let spans = file_spans(file);
     let of = |service: &str, kind: u64| -> Vec<&Value> {
         spans
             .iter()
@@ -135,19 +170,15 @@ fn privileged_h2big_nghttp2_requests_keep_method_path_status_and_parent_through_
             .collect()
     };
     let (clients, servers) = (of("nghttp", 3), of("nghttpd", 2));
-    let mut want: HashMap<String, usize> = HashMap::new();
-    for path in gets.iter().chain(&posts) {
-        let method = if posts.contains(path) { "POST" } else { "GET" };
-        let path = path.split_once(&port).unwrap().1.trim_start_matches(':');
-        *want.entry(format!("{method} {}", path.split('?').next().unwrap())).or_default() += 1;
-    }
     for (side, side_spans) in [("client", &clients), ("server", &servers)] {
         let mut names: HashMap<String, usize> = HashMap::new();
-        for span in side_spans.iter() {
-            *names.entry(span["name"].as_str().unwrap().to_owned()).or_default() += 1;
+        for span in side_spans {
+            *names
+                .entry(span["name"].as_str().unwrap().to_owned())
+                .or_default() += 1;
             assert_eq!(status_code(span).as_deref(), Some("200"), "{side}: {span}");
         }
-        assert_eq!(names, want, "{side} spans by name; {summary}");
+        assert_eq!(&names, want, "{side} spans by name; {summary}");
     }
     let by_id: HashMap<&Value, &Value> = clients.iter().map(|s| (&s["spanId"], *s)).collect();
     for span in &servers {
@@ -157,9 +188,5 @@ fn privileged_h2big_nghttp2_requests_keep_method_path_status_and_parent_through_
         assert_eq!(parent["name"], span["name"], "{span}");
         assert_eq!(parent["traceId"], span["traceId"], "{span}");
     }
-    eprintln!(
-        "{} requests ({} with bodies of 64 KiB to 4 MiB), every method, path, status and parent right; {summary}",
-        servers.len(),
-        gets.iter().chain(&posts).filter(|p| !p.contains("small") || posts.contains(p)).count()
-    );
+    servers.len()
 }

@@ -230,7 +230,11 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
         seq: args.seq,
         ret: ret as u64,
         buf: args.buf,
-        iovcnt: if args.shape == SHAPE_BUF { 0 } else { args.count },
+        iovcnt: if args.shape == SHAPE_BUF {
+            0
+        } else {
+            args.count
+        },
     };
     let windows = frames::follow(ev, &io);
     ev.header.window_bytes = windows;

@@ -21,8 +21,8 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray},
 };
 use wirespan_shared::{
-    DataEvent, DIR_EGRESS, DIR_INGRESS, FrameWindow, HTTP2_FRAME_HEADER, HTTP2_PREFACE, MAX_CAPTURE,
-    MAX_WINDOW_BYTES, WINDOW_DATA_PAYLOAD, WINDOW_DESC_LEN, WINDOW_MAX_LEN,
+    DIR_EGRESS, DIR_INGRESS, DataEvent, FrameWindow, HTTP2_FRAME_HEADER, HTTP2_PREFACE,
+    MAX_CAPTURE, MAX_WINDOW_BYTES, WINDOW_DATA_PAYLOAD, WINDOW_DESC_LEN, WINDOW_MAX_LEN,
 };
 
 use crate::{maps::scratch_event, sock::tcp_seq};
@@ -258,12 +258,7 @@ fn try_follow(payload: *mut u8, captured: u64, io: &Io) -> Result<u32, ()> {
         pad0: [0; 5],
     };
     unsafe {
-        generated::bpf_loop(
-            MAX_STEPS,
-            step as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
+        generated::bpf_loop(MAX_STEPS, step as *mut c_void, core::ptr::null_mut(), 0);
     }
     if w.wpos > MAX_WINDOW_BYTES as u64 {
         return Err(());
@@ -278,7 +273,9 @@ fn try_follow(payload: *mut u8, captured: u64, io: &Io) -> Result<u32, ()> {
             w.wpos += DESC + w.got;
         }
         FrameChain {
-            next_seq: io.seq.wrapping_add((w.off + (HEADER + w.flen) as i64) as u32),
+            next_seq: io
+                .seq
+                .wrapping_add((w.off + (HEADER + w.flen) as i64) as u32),
             have: 0,
             partial: [0; 8],
         }

@@ -62,16 +62,22 @@ impl<'a> Segment<'a> {
         }
         let mut pos = self.data.len() as u64;
         for w in self.windows {
-            let end = (w.offset + w.bytes.len() as i64).min(total as i64);
-            if end <= pos as i64 {
+            // Bytes before the segment's start (a negative offset) were the previous segment's.
+            let before = w.offset.min(0).unsigned_abs();
+            let start = w.offset.max(0).unsigned_abs();
+            let len = w.bytes.len() as u64;
+            if before >= len {
                 continue;
             }
-            let from = pos.max(w.offset.max(0) as u64);
+            let end = (start + len - before).min(total);
+            if end <= pos {
+                continue;
+            }
+            let from = pos.max(start);
             if from > pos {
                 out.push(Piece::Gap(from - pos));
             }
-            let skip = (from as i64 - w.offset) as usize;
-            let end = end as u64;
+            let skip = (before + from - start) as usize;
             let w_bytes: &'a [u8] = &w.bytes;
             out.push(Piece::Bytes(&w_bytes[skip..skip + (end - from) as usize]));
             pos = end;

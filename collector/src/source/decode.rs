@@ -199,7 +199,9 @@ pub enum DecodeError {
         "data event claims {captured} captured bytes (at most {MAX_CAPTURE} and what the record holds)"
     )]
     Captured { captured: u32 },
-    #[error("data event claims {window_bytes} window bytes beyond its capture (the record holds {got})")]
+    #[error(
+        "data event claims {window_bytes} window bytes beyond its capture (the record holds {got})"
+    )]
     WindowBytes { window_bytes: u32, got: usize },
     #[error(transparent)]
     Window(#[from] WindowError),

@@ -18,7 +18,9 @@ pub struct Window {
 pub enum WindowError {
     #[error("frame window area of {area} bytes ends inside a descriptor at byte {at}")]
     CutDescriptor { area: usize, at: usize },
-    #[error("frame window at byte {at} claims {len} bytes (at most {WINDOW_MAX_LEN} and what the area holds)")]
+    #[error(
+        "frame window at byte {at} claims {len} bytes (at most {WINDOW_MAX_LEN} and what the area holds)"
+    )]
     Length { at: usize, len: u16 },
     #[error("frame window at offset {offset} lies outside the syscall's {bytes} bytes")]
     Offset { offset: i32, bytes: u64 },
@@ -48,16 +50,20 @@ pub fn parse_windows(mut area: &[u8], bytes: u64) -> Result<Vec<Window>, WindowE
         }
         // A window starts at most a header's length before the syscall (a header cut by the
         // previous one) and inside the syscall's bytes.
-        let offset = i64::from(window.offset);
-        if offset + len as i64 <= 0 || offset < -(WINDOW_MAX_LEN as i64) || offset >= bytes as i64
-        {
+        let distance = u64::from(window.offset.unsigned_abs());
+        let inside = if window.offset < 0 {
+            distance < len as u64
+        } else {
+            distance < bytes
+        };
+        if !inside {
             return Err(WindowError::Offset {
                 offset: window.offset,
                 bytes,
             });
         }
         out.push(Window {
-            offset,
+            offset: i64::from(window.offset),
             bytes: rest[..len].to_vec(),
         });
         area = &rest[len..];

@@ -27,6 +27,10 @@ impl ChainModel {
 
     /// The windows of a syscall that moved `stream[start..end]` with `captured` bytes captured.
     #[must_use]
+    #[expect(
+        clippy::cast_possible_wrap,
+        reason = "test streams are far below 2^63 bytes"
+    )]
     pub fn windows(
         &mut self,
         stream: &[u8],
@@ -58,7 +62,8 @@ impl ChainModel {
                 WINDOW_MAX_LEN - HTTP2_FRAME_HEADER
             };
             let full = HTTP2_FRAME_HEADER + len.min(cap);
-            if off + full as i64 > captured as i64 && used + WINDOW_DESC_LEN + full <= MAX_WINDOW_BYTES
+            if off + full as i64 > captured as i64
+                && used + WINDOW_DESC_LEN + full <= MAX_WINDOW_BYTES
             {
                 let to = (f + full).min(end);
                 out.push(Window {

@@ -114,7 +114,7 @@ fn message_frames(stream: u32, size: usize, end: bool) -> Vec<Vec<u8>> {
     chunks
         .iter()
         .enumerate()
-        .map(|(i, c)| frame(DATA, if end && i == last { 1 } else { 0 }, stream, c))
+        .map(|(i, c)| frame(DATA, u8::from(end && i == last), stream, c))
         .collect()
 }
 
@@ -178,7 +178,8 @@ fn conversation(calls: &[Call], concurrent: usize) -> Conversation {
         runs.push((true, client.len()));
         let mut responses = Vec::new();
         for (c, id) in group.iter().zip(&ids) {
-            let head = server_hpack.encode(&[(":status", "200"), ("content-type", "application/grpc")]);
+            let head =
+                server_hpack.encode(&[(":status", "200"), ("content-type", "application/grpc")]);
             let mut frames = vec![frame(HEADERS, FLAG_END_HEADERS, *id, &head)];
             frames.extend(message_frames(*id, c.response, false));
             responses.push(frames);
@@ -187,7 +188,12 @@ fn conversation(calls: &[Call], concurrent: usize) -> Conversation {
         let mut body = interleave(responses);
         for id in &ids {
             let trailers = server_hpack.encode(&[("grpc-status", "0"), ("grpc-message", "")]);
-            body.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, *id, &trailers));
+            body.extend(frame(
+                HEADERS,
+                FLAG_END_HEADERS | FLAG_END_STREAM,
+                *id,
+                &trailers,
+            ));
         }
         server.extend(body);
         runs.push((false, server.len()));
@@ -216,9 +222,19 @@ fn syscalls(conv: &Conversation, sizes: &[usize], seed: u64) -> Vec<Syscall> {
     let mut out = Vec::new();
     for &(is_client, end) in &conv.runs {
         let (stream, at, chain, direction) = if is_client {
-            (&conv.client, &mut client_at, &mut client_chain, Direction::Egress)
+            (
+                &conv.client,
+                &mut client_at,
+                &mut client_chain,
+                Direction::Egress,
+            )
         } else {
-            (&conv.server, &mut server_at, &mut server_chain, Direction::Ingress)
+            (
+                &conv.server,
+                &mut server_at,
+                &mut server_chain,
+                Direction::Ingress,
+            )
         };
         while *at < end {
             let size = sizes[lcg(&mut seed) as usize % sizes.len()];
@@ -237,10 +253,14 @@ fn syscalls(conv: &Conversation, sizes: &[usize], seed: u64) -> Vec<Syscall> {
 }
 
 /// Feed the syscalls (skipping those in `lost`) to one decoder; exchanges and its stats.
-fn decode(conv: &Conversation, calls: &[Syscall], lost: &[usize]) -> (Vec<Exchange>, Http2Stats) {
-    let mut conn = Http2Conn::from_preface(Direction::Egress);
+fn decode(
+    conv: &Conversation,
+    syscalls: &[Syscall],
+    lost: &[usize],
+) -> (Vec<Exchange>, Http2Stats) {
+    let mut decoder = Http2Conn::from_preface(Direction::Egress);
     let mut out = Vec::new();
-    for (i, s) in calls.iter().enumerate() {
+    for (i, s) in syscalls.iter().enumerate() {
         if lost.contains(&i) {
             continue;
         }
@@ -250,7 +270,7 @@ fn decode(conv: &Conversation, calls: &[Syscall], lost: &[usize]) -> (Vec<Exchan
         };
         let captured = (s.end - s.start).min(CAPTURE);
         let t = i as u64 * 1000 + 1;
-        conn.feed(
+        decoder.feed(
             &Segment {
                 direction: s.direction,
                 origin: Origin {
@@ -267,8 +287,8 @@ fn decode(conv: &Conversation, calls: &[Syscall], lost: &[usize]) -> (Vec<Exchan
             &mut out,
         );
     }
-    conn.close(u64::MAX / 2, &mut out);
-    (out, conn.stats)
+    decoder.close(u64::MAX / 2, &mut out);
+    (out, decoder.stats)
 }
 
 fn grpc(e: &Exchange) -> &Grpc {
@@ -289,7 +309,11 @@ fn assert_all_whole(calls: &[Call], out: &[Exchange]) {
         assert_eq!(g.http.method, "POST");
         assert_eq!(g.http.status, Some(200), "stream {id}");
         assert_eq!(g.status, Some(0), "stream {id}");
-        assert_eq!((g.request_messages, g.response_messages), (1, 1), "stream {id}");
+        assert_eq!(
+            (g.request_messages, g.response_messages),
+            (1, 1),
+            "stream {id}"
+        );
         assert_eq!(e.flags, Flags::default(), "stream {id}");
         assert!(e.request_bytes as usize > c.request, "stream {id}");
         assert!(e.response_bytes as usize > c.response, "stream {id}");
@@ -303,7 +327,11 @@ fn mixed_calls() -> Vec<Call> {
         .enumerate()
     {
         calls.push(call("/demo.Big/Small", 10, 12));
-        calls.push(call("/demo.Big/Large", if i % 2 == 0 { big } else { 20 }, big));
+        calls.push(call(
+            "/demo.Big/Large",
+            if i % 2 == 0 { big } else { 20 },
+            big,
+        ));
         calls.push(call("/demo.Big/Small", 11, 9));
     }
     calls
@@ -321,7 +349,11 @@ fn large_messages_keep_framing_and_hpack_at_every_syscall_size() {
         ] {
             let cut = syscalls(&conv, sizes, seed);
             let (out, stats) = decode(&conv, &cut, &[]);
-            assert_eq!(stats, Http2Stats::default(), "concurrent {concurrent}, seed {seed}");
+            assert_eq!(
+                stats,
+                Http2Stats::default(),
+                "concurrent {concurrent}, seed {seed}"
+            );
             assert_all_whole(&calls, &out);
         }
     }
@@ -349,11 +381,11 @@ fn lost_events_are_counted_and_never_mis_decoded() {
     let of = |d: Direction| -> Vec<usize> {
         (0..cut.len()).filter(|&i| cut[i].direction == d).collect()
     };
-    let (ingress, egress) = (of(Direction::Ingress), of(Direction::Egress));
-    let lost = [ingress[ingress.len() / 2], egress[egress.len() / 2]];
-    let (out, stats) = decode(&conv, &cut, &lost);
-    assert!(stats.seq_gaps >= 1 && stats.desyncs >= 1, "{stats:?}");
-    for e in &out {
+    let (reads, writes) = (of(Direction::Ingress), of(Direction::Egress));
+    let lost = [reads[reads.len() / 2], writes[writes.len() / 2]];
+    let (exchanges, counts) = decode(&conv, &cut, &lost);
+    assert!(counts.seq_gaps >= 1 && counts.desyncs >= 1, "{counts:?}");
+    for e in &exchanges {
         let (http, status) = match &e.detail {
             Detail::Grpc(g) => (&g.http, g.status),
             Detail::Http(h) => (h, None),
@@ -391,7 +423,11 @@ fn a_header_block_larger_than_the_window_is_cut_without_losing_the_framing() {
         let g = grpc(e);
         let id = g.http.stream_id.unwrap();
         if id < 9 {
-            assert_eq!(e.flags, Flags::default(), "before the cut block, stream {id}");
+            assert_eq!(
+                e.flags,
+                Flags::default(),
+                "before the cut block, stream {id}"
+            );
             assert_eq!(g.http.target, calls[(id as usize - 1) / 2].path);
         }
         if id == 9 {
