@@ -7,7 +7,9 @@
 //! exit hook walks the chain through the syscall's bytes (iovecs too) in a bounded loop, and keeps
 //! the next frame's start as a sequence number for the next syscall of that direction. Every
 //! frame that reaches beyond the captured prefix gets a window (`FrameWindow`: its header and the
-//! start of its payload) appended to the event.
+//! start of its payload) appended to the event. A chain that is lost (bytes no hook saw, an
+//! implausible header, a syscall with too many frames) restarts at the next syscall of that
+//! direction that starts with a plausible frame header, where user space resyncs too.
 //!
 //! The kernel only follows lengths. User space decodes, and uses a window only where its own
 //! framing expects a frame: the bytes of a window are the real bytes at that offset, so a wrong
@@ -52,9 +54,13 @@ const DESC: u64 = WINDOW_DESC_LEN as u64;
 /// Frame types whose rules the chain checks (RFC 9113 section 6); others are skipped by length.
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
+const PRIORITY: u8 = 0x2;
+const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
+const PUSH_PROMISE: u8 = 0x5;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
 const CONTINUATION: u8 = 0x9;
 
 /// What the exit hook knows of a syscall's buffer.
@@ -97,12 +103,49 @@ pub fn follow(ev: *mut DataEvent, io: &Io) -> u32 {
     match try_follow(payload, captured, io) {
         Ok(n) => n,
         Err(()) => {
-            // Lost (implausible header, unreadable buffer, too many frames): until the next
-            // preface this direction gets no windows, and user space resyncs by itself.
-            let _ = FRAME_CHAINS.remove(&key(io.sk, io.direction));
+            lose(io);
             0
         }
     }
+}
+
+/// `FrameChain::have` of a direction that lost its chain (implausible header, unreadable
+/// buffer, bytes no hook saw, too many frames for one walk): it restarts at the next syscall
+/// that starts with a plausible frame, as user space resyncs.
+const CHAIN_LOST: u32 = u32::MAX;
+
+#[inline(always)]
+fn lose(io: &Io) {
+    let lost = FrameChain {
+        next_seq: 0,
+        have: CHAIN_LOST,
+        partial: [0; 8],
+    };
+    let _ = FRAME_CHAINS.insert(&key(io.sk, io.direction), &lost, 0);
+}
+
+/// Whether the captured bytes start with a frame header that obeys its type's rules (RFC 9113
+/// section 6) and a default-sized length: where a lost chain restarts.
+#[inline(always)]
+fn starts_with_frame(payload: *const u8, captured: u64) -> bool {
+    if captured < HEADER {
+        return false;
+    }
+    // SAFETY: captured >= 9 bytes of the scratch payload are initialised.
+    let h = unsafe { payload.cast::<[u8; 9]>().read_unaligned() };
+    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]);
+    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+    len <= 16_384
+        && match h[3] {
+            DATA | HEADERS | CONTINUATION | PUSH_PROMISE => stream != 0,
+            PRIORITY => stream != 0 && len == 5,
+            RST_STREAM => stream != 0 && len == 4,
+            SETTINGS => stream == 0 && len % 6 == 0,
+            PING => stream == 0 && len == 8,
+            GOAWAY => stream == 0 && len >= 8,
+            WINDOW_UPDATE => len == 4,
+            _ => false,
+        }
 }
 
 #[inline(always)]
@@ -210,8 +253,16 @@ fn try_follow(payload: *mut u8, captured: u64, io: &Io) -> Result<u32, ()> {
         let Some(chain) = (unsafe { FRAME_CHAINS.get(&k) }).copied() else {
             return Ok(0);
         };
-        off = i64::from(chain.next_seq.wrapping_sub(io.seq).cast_signed());
-        got = u64::from(chain.have);
+        if chain.have == CHAIN_LOST {
+            if !starts_with_frame(payload, captured) {
+                return Ok(0);
+            }
+            off = 0;
+            got = 0;
+        } else {
+            off = i64::from(chain.next_seq.wrapping_sub(io.seq).cast_signed());
+            got = u64::from(chain.have);
+        }
         if got > 8 {
             return Err(());
         }
@@ -264,7 +315,9 @@ fn try_follow(payload: *mut u8, captured: u64, io: &Io) -> Result<u32, ()> {
         return Err(());
     }
     if w.done != WALK_ENDED {
-        return Err(());
+        // The windows finished so far are right; the chain is lost from here.
+        lose(io);
+        return Ok(w.wpos as u32);
     }
     // The syscall ended inside the current frame (or exactly where it starts).
     let next = if w.parsed != 0 {
