@@ -74,6 +74,9 @@ impl<'a> Segment<'a> {
                 continue;
             }
             let from = pos.max(start);
+            if from >= end {
+                continue;
+            }
             if from > pos {
                 out.push(Piece::Gap(from - pos));
             }

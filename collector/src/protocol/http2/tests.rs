@@ -437,3 +437,48 @@ fn a_header_block_larger_than_the_window_is_cut_without_losing_the_framing() {
         assert_eq!(g.http.status, Some(200), "stream {id}");
     }
 }
+
+#[test]
+fn any_windows_make_pieces_that_cover_the_syscall_once_and_never_panic() {
+    // Windows as a damaged or foreign recording could hold them: any offset, order, overlap.
+    let mut seed = 11;
+    let junk: Vec<u8> = (0..4096).map(|i| (i * 13 + 5) as u8).collect();
+    let mut decoder = Http2Conn::from_preface(Direction::Egress);
+    let mut out = Vec::new();
+    for round in 0..3000_u64 {
+        let data_len = (lcg(&mut seed) % 64) as usize;
+        let missing = lcg(&mut seed) % 2000;
+        let windows: Vec<Window> = (0..lcg(&mut seed) % 5)
+            .map(|_| {
+                let at = i64::try_from(lcg(&mut seed) % 2100).unwrap();
+                Window {
+                    offset: at - 30,
+                    bytes: junk[..=(lcg(&mut seed) % 40) as usize].to_vec(),
+                }
+            })
+            .collect();
+        let seg = Segment {
+            direction: if round % 2 == 0 {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            },
+            origin: Origin::default(),
+            data: &junk[..data_len],
+            missing,
+            windows: &windows,
+            ts_enter_ns: round,
+            ts_exit_ns: round,
+        };
+        let covered: u64 = seg
+            .pieces()
+            .iter()
+            .map(|p| match p {
+                Piece::Bytes(b) => b.len() as u64,
+                Piece::Gap(n) => *n,
+            })
+            .sum();
+        assert_eq!(covered, data_len as u64 + missing, "round {round}");
+        decoder.feed(&seg, &mut out);
+    }
+}
