@@ -74,8 +74,8 @@ impl RunSummary {
         if let Some(s) = self.spans {
             let _ = write!(
                 text,
-                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting)",
-                s.spans, s.orphans, s.evicted
+                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting, {} new traces from goroutines that outlived their request)",
+                s.spans, s.orphans, s.evicted, s.context_ended
             );
         }
         text

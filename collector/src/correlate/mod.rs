@@ -6,7 +6,8 @@
 //!   request's first byte (HTTP/1), or the stream id (HTTP/2, whose streams share the bytes).
 //!   Never a time window alone.
 //! - Inside a process, a client span's parent is the server span being served when the request
-//!   was made (see `context`).
+//!   was made (see `context`), and only while that request is open: a goroutine that outlives
+//!   the request it inherited starts new traces (counted as `context_ended`).
 //! - With no observed parent, a request's `traceparent` is adopted; otherwise a new trace starts.
 //!
 //! - HTTP/2 exchanges whose headers the bytes did not give (HPACK state unknown) take grpc-go's
@@ -66,6 +67,9 @@ pub struct CorrelateStats {
     pub orphans: u64,
     /// Emitted early because too many spans were waiting.
     pub evicted: u64,
+    /// Client spans that started their own trace because the request their goroutine inherited
+    /// had ended (see `context`).
+    pub context_ended: u64,
 }
 
 struct Node {
@@ -247,6 +251,9 @@ impl Correlator {
                     }
                     Decision::Root(link) => {
                         self.pending_ids.remove(&node.id);
+                        if link == ParentLink::ContextEnded {
+                            self.stats.context_ended += 1;
+                        }
                         // No parent seen: an instrumented caller's context, else a new trace.
                         let (trace_id, parent, link) = match traceparent(&node.x.exchange) {
                             Some(tp) => (tp.trace_id, Some(tp.parent_id), ParentLink::TraceParent),
@@ -312,6 +319,7 @@ impl Correlator {
         };
         let server = match context {
             Lookup::NoServer => return Decision::Root(ParentLink::Root),
+            Lookup::Expired => return Decision::Root(ParentLink::ContextEnded),
             Lookup::NotYet => return Decision::Wait,
             Lookup::Serving(server) => server,
         };
