@@ -2,9 +2,10 @@
 //!
 //! - Each inbound exchange becomes a server span, each outbound one a client span.
 //! - Across processes, a server span's parent is the client span at the other end of the same
-//!   connection and request: the mirrored five-tuple and the TCP sequence number of the
+//!   connection and request: the other end's five-tuple and the TCP sequence number of the
 //!   request's first byte (HTTP/1), or the stream id (HTTP/2, whose streams share the bytes).
-//!   Never a time window alone.
+//!   Never a time window alone. The other end is the mirrored five-tuple, or, behind NAT on
+//!   this host, the end whose first bytes carry the same sequence numbers (see `peers`).
 //! - Inside a process, a client span's parent is the server span being served when the request
 //!   was made (see `context`), and only while that request is open: a goroutine that outlives
 //!   the request it inherited starts new traces (counted as `context_ended`).
@@ -19,6 +20,7 @@
 
 pub mod context;
 mod enrich;
+mod peers;
 #[cfg(test)]
 mod tests;
 
@@ -103,6 +105,7 @@ pub struct Correlator {
     window_ns: u64,
     ids: IdGenerator,
     contexts: Contexts,
+    peers: peers::Peers,
     go_headers: enrich::GoHeaderStore,
     pending: Vec<Node>,
     pending_ids: HashSet<u64>,
@@ -137,6 +140,7 @@ impl Correlator {
             window_ns,
             ids,
             contexts: Contexts::default(),
+            peers: peers::Peers::default(),
             go_headers: enrich::GoHeaderStore::default(),
             pending: Vec::new(),
             pending_ids: HashSet::new(),
@@ -164,6 +168,7 @@ impl Correlator {
             _ => {}
         }
         self.contexts.on_event(event);
+        self.peers.on_event(event);
     }
 
     /// Let time pass without events (a live run's idle periods): spans waiting for a parent
@@ -288,7 +293,8 @@ impl Correlator {
     /// A server span's parent: the client at the other end of the same request.
     fn decide_server(&self, node: &Node) -> Decision {
         let x = &node.x;
-        let key = (x.remote, x.local, request_id(&x.exchange));
+        let (peer_local, peer_remote) = self.peers.other_end((x.local, x.remote));
+        let key = (peer_local, peer_remote, request_id(&x.exchange));
         if let Some(&client) = self.clients.get(&key) {
             return if self.emitted.contains_key(&client) {
                 Decision::Child(client, ParentLink::Peer)
@@ -301,8 +307,8 @@ impl Correlator {
         // A traced peer on this host may still complete its side (clients finish after
         // servers); one whose events never reach this agent (left out by the filters, or not
         // traced) will not, so the span does not wait for it.
-        let local_peer = x.remote.ip().is_loopback() || self.local_ips.contains(&x.remote.ip());
-        if local_peer && self.contexts.end_seen(x.remote, x.local) {
+        let local_peer = peer_local.ip().is_loopback() || self.local_ips.contains(&peer_local.ip());
+        if local_peer && self.contexts.end_seen(peer_local, peer_remote) {
             Decision::Wait
         } else {
             Decision::Root(ParentLink::Root)
