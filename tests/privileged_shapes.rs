@@ -17,7 +17,11 @@ use std::{
     sync::Mutex,
 };
 
-use support::{Agent, Listening, require_privileges};
+use support::{
+    Agent, Listening,
+    nat_lab::{BACK_VIP, FRONT_VIP, NatLab},
+    require_privileges,
+};
 use wirespan::testing::cannot_run;
 
 /// Agents of these tests would see each other's services: one at a time.
@@ -77,10 +81,9 @@ fn read_spans(file: &Path) -> Vec<Got> {
                             list.iter()
                                 .map(|a| {
                                     let v = &a["value"];
-                                    let value = v["stringValue"].as_str().map_or_else(
-                                        || v.to_string(),
-                                        str::to_owned,
-                                    );
+                                    let value = v["stringValue"]
+                                        .as_str()
+                                        .map_or_else(|| v.to_string(), str::to_owned);
                                     (a["key"].as_str().unwrap().to_owned(), value)
                                 })
                                 .collect()
@@ -92,10 +95,7 @@ fn read_spans(file: &Path) -> Vec<Got> {
                         kind: span["kind"].as_u64().unwrap_or_default(),
                         trace: span["traceId"].as_str().unwrap_or_default().to_owned(),
                         id: span["spanId"].as_str().unwrap_or_default().to_owned(),
-                        parent: span["parentSpanId"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
+                        parent: span["parentSpanId"].as_str().unwrap_or_default().to_owned(),
                         attrs,
                     });
                 }
@@ -200,7 +200,9 @@ fn get(host: &str, port: &str, path: &str) -> u16 {
 fn check_fanout(spans: &[Got], id: u64, service: &str, caller: Option<&str>, backend: &str) {
     let entry: Vec<&Got> = spans
         .iter()
-        .filter(|s| s.kind == 2 && s.service == service && s.name.contains("/fanout") && s.carries(id))
+        .filter(|s| {
+            s.kind == 2 && s.service == service && s.name.contains("/fanout") && s.carries(id)
+        })
         .collect();
     assert_eq!(entry.len(), 1, "request {id}: entry spans {entry:#?}");
     let entry = entry[0];
@@ -209,7 +211,11 @@ fn check_fanout(spans: &[Got], id: u64, service: &str, caller: Option<&str>, bac
             .iter()
             .find(|s| s.id == entry.parent)
             .unwrap_or_else(|| panic!("request {id}: the entry span has no parent {entry:#?}"));
-        assert_eq!((parent.kind, parent.service.as_str()), (3, caller), "request {id}");
+        assert_eq!(
+            (parent.kind, parent.service.as_str()),
+            (3, caller),
+            "request {id}"
+        );
         assert_child_of(entry, parent, &format!("request {id}: caller → entry"));
     }
     let calls: Vec<&Got> = spans
@@ -290,9 +296,21 @@ fn privileged_shapes_go_listeners_on_every_address_form_keep_every_parent() {
         eprintln!("listener {listen} dialled as {dial}");
         for round in 0..3 {
             let id = 1000 + i as u64 * 10 + round;
-            check_fanout(&spans, id, &format!("front{i}"), Some(&test_service), &format!("back{i}"));
+            check_fanout(
+                &spans,
+                id,
+                &format!("front{i}"),
+                Some(&test_service),
+                &format!("back{i}"),
+            );
             let id = 2000 + i as u64 * 10 + round;
-            check_fanout(&spans, id, &format!("self{i}"), Some(&test_service), &format!("self{i}"));
+            check_fanout(
+                &spans,
+                id,
+                &format!("self{i}"),
+                Some(&test_service),
+                &format!("self{i}"),
+            );
         }
     }
 }
@@ -312,7 +330,12 @@ fn privileged_shapes_python_and_go_across_dual_stack_listeners_keep_every_parent
     let front = go_service(
         &hello,
         "front",
-        &["--listen", ":0", "--backend", &format!("127.0.0.1:{python_port}")],
+        &[
+            "--listen",
+            ":0",
+            "--backend",
+            &format!("127.0.0.1:{python_port}"),
+        ],
     );
     let file = tmp("shapes-python-go.jsonl");
     let agent = agent(&file, &[front.port(), python_port.clone()]);
@@ -375,7 +398,10 @@ fn privileged_shapes_a_program_calling_its_own_grpc_server_on_a_dual_stack_port(
         &pid,
     ]);
     for id in 0..3 {
-        assert_eq!(get("127.0.0.1", &relay.port(), &format!("/relay?msg=m{id}")), 200);
+        assert_eq!(
+            get("127.0.0.1", &relay.port(), &format!("/relay?msg=m{id}")),
+            200
+        );
     }
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
@@ -420,7 +446,10 @@ fn privileged_shapes_a_long_lived_worker_does_not_pull_later_calls_into_the_firs
     let file = tmp("shapes-worker.jsonl");
     let agent = agent(&file, &[service.port()]);
     for id in 4000..4010 {
-        assert_eq!(get("127.0.0.1", &service.port(), &format!("/work?id={id}")), 200);
+        assert_eq!(
+            get("127.0.0.1", &service.port(), &format!("/work?id={id}")),
+            200
+        );
     }
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
@@ -441,14 +470,20 @@ fn privileged_shapes_a_long_lived_worker_does_not_pull_later_calls_into_the_firs
     assert_child_of(call(4000), first, "the first request's own call");
     for id in 4001..4010 {
         let c = call(id);
-        assert_ne!(c.trace, first.trace, "call {id} landed in the first request's trace");
+        assert_ne!(
+            c.trace, first.trace,
+            "call {id} landed in the first request's trace"
+        );
         assert!(c.parent.is_empty(), "call {id} has a parent: {c:#?}");
         // Its server span follows it.
         let served = spans.iter().find(|s| s.kind == 2 && s.parent == c.id);
         assert!(served.is_some(), "call {id} has no server span");
     }
     let in_first = spans.iter().filter(|s| s.trace == first.trace).count();
-    assert_eq!(in_first, 4, "the first trace: the test's call, /work, its call, /hello");
+    assert_eq!(
+        in_first, 4,
+        "the first trace: the test's call, /work, its call, /hello"
+    );
     assert!(
         stopped
             .stderr
@@ -456,4 +491,101 @@ fn privileged_shapes_a_long_lived_worker_does_not_pull_later_calls_into_the_firs
         "{}",
         stopped.stderr
     );
+}
+
+// ------------------------------------------------------------------ DNAT on one host
+
+/// A client in one namespace calls front through its virtual address; front (in the other
+/// namespace) fans out to back through back's virtual address. Both hops cross DNAT (and SNAT
+/// when asked): every server span must still be the child of the client span at the other end.
+fn dnat_case(snat: bool) {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let Some(hello) = build_go("http-hello") else {
+        return cannot_run("cannot build examples/http-hello");
+    };
+    if Command::new("nft").arg("--version").output().is_err() {
+        return cannot_run(
+            "nft is not installed (Debian package nftables; cargo xtask setup installs it)",
+        );
+    }
+    if Command::new("curl").arg("--version").output().is_err() {
+        return cannot_run("curl is not installed");
+    }
+    let lab = match NatLab::up(snat) {
+        Ok(lab) => lab,
+        Err(why) => return cannot_run(&format!("cannot build the NAT lab: {why}")),
+    };
+    let in_ns = |ns: &str, name: &str, args: &[&str]| {
+        Listening::start(
+            Command::new("ip")
+                .args(["netns", "exec", ns])
+                .arg(&hello)
+                .args(args)
+                .env("OTEL_SERVICE_NAME", name),
+        )
+    };
+    let back = in_ns(&lab.client_ns(), "back", &["--listen", ":8081"]);
+    let front = in_ns(
+        &lab.server_ns(),
+        "front",
+        &["--listen", ":8080", "--backend", &format!("{BACK_VIP}:80")],
+    );
+    let file = tmp(&format!("shapes-dnat-{snat}.jsonl"));
+    let agent = agent(&file, &["80".into(), "8080".into(), "8081".into()]);
+    for id in 5000..5005 {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.client_ns(),
+                "curl",
+                "-sf",
+                "--max-time",
+                "5",
+            ])
+            .arg(format!("http://{FRONT_VIP}/fanout?id={id}"))
+            .env("OTEL_SERVICE_NAME", "curl-client")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl through the virtual address failed: {out:?}"
+        );
+    }
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    // The programs leave the namespaces before the lab goes.
+    drop((front, back));
+    drop(lab);
+    let spans = read_spans(&file);
+    assert_no_mapped_addresses(&spans);
+    for id in 5000..5005 {
+        let entry = spans
+            .iter()
+            .find(|s| s.kind == 2 && s.service == "front" && s.carries(id))
+            .unwrap_or_else(|| panic!("no front span of {id}: {spans:#?}"));
+        let caller = spans
+            .iter()
+            .find(|s| s.id == entry.parent)
+            .unwrap_or_else(|| panic!("request {id}: front lost its client parent (snat {snat})"));
+        assert_eq!(caller.kind, 3, "request {id}");
+        assert!(
+            caller.attrs.values().any(|v| v.contains(FRONT_VIP)),
+            "{caller:#?}"
+        );
+        check_fanout(&spans, id, "front", Some(&caller.service), "back");
+    }
+}
+
+#[test]
+fn privileged_shapes_dnat_to_a_virtual_address_on_this_host_keeps_every_parent() {
+    dnat_case(false);
+}
+
+#[test]
+fn privileged_shapes_dnat_and_snat_on_this_host_keep_every_parent() {
+    dnat_case(true);
 }

@@ -543,7 +543,10 @@ mod tests {
         spawn(&mut c, 10, 20, 110);
         spawn(&mut c, 20, 21, 120);
         let p = |c: &Contexts| Contexts::handler_of(PID, &c.go[&PID], 21, 130);
-        assert_eq!(serving_remote(p(&c)), Some("127.0.0.1:5000".parse().unwrap()));
+        assert_eq!(
+            serving_remote(p(&c)),
+            Some("127.0.0.1:5000".parse().unwrap())
+        );
         handler_ends(&mut c, 10, 200);
         // Request B on another connection feeds the worker: its calls are not A's.
         handler_starts(&mut c, 30, "127.0.0.1:5001", 300);
@@ -554,7 +557,10 @@ mod tests {
             );
         }
         // A call made while A was still open keeps A even when asked later.
-        assert_eq!(serving_remote(p(&c)), Some("127.0.0.1:5000".parse().unwrap()));
+        assert_eq!(
+            serving_remote(p(&c)),
+            Some("127.0.0.1:5000".parse().unwrap())
+        );
         // The worker spawning a new goroutine later does not revive A.
         spawn(&mut c, 20, 22, 320);
         assert_eq!(

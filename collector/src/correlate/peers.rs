@@ -51,8 +51,7 @@ impl Peers {
     pub fn on_event(&mut self, event: &Event) {
         match event {
             Event::Data(d) => {
-                if self.first.len() >= MAX_ENDS && !self.first.contains_key(&(d.local, d.remote))
-                {
+                if self.first.len() >= MAX_ENDS && !self.first.contains_key(&(d.local, d.remote)) {
                     self.first.clear();
                     self.by_first_sent.clear();
                 }
@@ -156,15 +155,31 @@ mod tests {
         p.on_event(&data(server.0, server.1, Direction::Ingress, 1000));
         p.on_event(&data(server.0, server.1, Direction::Egress, 5000));
         p.on_event(&data(client.0, client.1, Direction::Ingress, 5000));
-        assert_eq!(p.other_end(end(server.0, server.1)), end(client.0, client.1));
-        assert_eq!(p.other_end(end(client.0, client.1)), end(server.0, server.1));
+        assert_eq!(
+            p.other_end(end(server.0, server.1)),
+            end(client.0, client.1)
+        );
+        assert_eq!(
+            p.other_end(end(client.0, client.1)),
+            end(server.0, server.1)
+        );
     }
 
     #[test]
     fn without_nat_the_mirrored_end_and_mismatches_are_never_paired() {
         let mut p = Peers::default();
-        p.on_event(&data("127.0.0.1:40000", "127.0.0.1:80", Direction::Egress, 7));
-        p.on_event(&data("127.0.0.1:80", "127.0.0.1:40000", Direction::Ingress, 7));
+        p.on_event(&data(
+            "127.0.0.1:40000",
+            "127.0.0.1:80",
+            Direction::Egress,
+            7,
+        ));
+        p.on_event(&data(
+            "127.0.0.1:80",
+            "127.0.0.1:40000",
+            Direction::Ingress,
+            7,
+        ));
         assert_eq!(
             p.other_end(end("127.0.0.1:80", "127.0.0.1:40000")),
             end("127.0.0.1:40000", "127.0.0.1:80")
