@@ -12,7 +12,7 @@ use crate::{
     conn::{ConnExchange, ConnStats, ConnTable},
     correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS},
     export::{EventSink, ExchangeSink, SpanSink, clock::monotonic_now_ns},
-    golang::attach::GoReport,
+    golang::discover::GoReport,
     load::{HookReport, LoadError, LoadOptions, Probes},
     source::{
         Event, decode,

@@ -24,7 +24,7 @@ use wirespan::{
         otlp::{OtlpConfig, OtlpSink, Protocol, parse_headers},
         tree::TreeSink,
     },
-    golang::attach::GoReport,
+    golang::discover::GoReport,
     load::{
         AttachMode, DEFAULT_CAPTURE_BYTES, DEFAULT_RING_BUFFER_MIB, Filters, HookReport,
         LoadOptions,
@@ -380,7 +380,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut table = wirespan::golang::offsets_table::Table::default();
             for path in binaries {
                 let binary = wirespan::golang::GoBinary::open(&path, &[])?;
-                let (offsets, grpc) = wirespan::golang::attach::dwarf_layout(&binary)
+                let (offsets, grpc) = wirespan::golang::layout::dwarf_layout(&binary)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 // The first binary of a Go version gives its entry: later ones (grpc-echo, with
                 // no net/http server linked in) lack some of the net/http types.

@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod btf;
 pub mod filters;
+pub mod go_attach;
 pub mod privilege;
 pub mod tracefs;
 
@@ -17,11 +18,12 @@ use wirespan_shared::{
     MAX_CAPTURE, Settings,
 };
 
+use self::go_attach::GoAttacher;
 pub use self::{
     attach::{AttachMode, HOOKS, HookReport, error_chain},
     filters::Filters,
 };
-use crate::golang::attach::{GoAttacher, GoReport};
+use crate::golang::discover::GoReport;
 
 /// Payload bytes captured per data event unless `--capture-bytes` says otherwise.
 pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
