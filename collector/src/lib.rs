@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod conn;
 pub mod correlate;
+pub mod event;
 pub mod export;
 pub mod golang;
 pub mod load;

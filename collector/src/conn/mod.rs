@@ -282,8 +282,8 @@ impl ConnTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::AttachMode;
-    use crate::source::{Conn, Data, Direction};
+    use crate::event::AttachMode;
+    use crate::event::{Conn, Data, Direction};
 
     fn data(conn_id: u64, direction: Direction, payload: &[u8], bytes: u64, ts: u64) -> Event {
         Event::Data(Data {

@@ -503,7 +503,7 @@ mod tests {
     }
 
     fn handler_ends(c: &mut Contexts, goid: u64, ts_ns: u64) {
-        c.on_event(&Event::GoServe(crate::source::GoServe {
+        c.on_event(&Event::GoServe(crate::event::GoServe {
             client: false,
             start: false,
             pid: PID,
@@ -518,7 +518,7 @@ mod tests {
     }
 
     fn spawn(c: &mut Contexts, parent_goid: u64, child_goid: u64, ts_ns: u64) {
-        c.on_event(&Event::GoSpawn(crate::source::GoSpawn {
+        c.on_event(&Event::GoSpawn(crate::event::GoSpawn {
             pid: PID,
             tid: PID,
             stream_id: 0,

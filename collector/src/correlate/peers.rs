@@ -18,7 +18,7 @@ use std::{
     net::SocketAddr,
 };
 
-use crate::source::{ConnKind, Direction, Event};
+use crate::event::{ConnKind, Direction, Event};
 
 /// A connection end: (local, remote) as that process's socket names them.
 pub type End = (SocketAddr, SocketAddr);
@@ -119,7 +119,7 @@ impl Peers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Data;
+    use crate::event::Data;
 
     fn data(local: &str, remote: &str, direction: Direction, seq: u32) -> Event {
         Event::Data(Data {

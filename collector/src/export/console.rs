@@ -5,7 +5,7 @@
 use std::{fmt::Write as _, io::Write};
 
 use super::{EventSink, clock::WallClock};
-use crate::source::{
+use crate::event::{
     CallPhase, Conn, ConnRole, Data, Event, GoConnection, GoGrpcCall, GoHeaders, GoServe,
 };
 

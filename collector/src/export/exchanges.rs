@@ -117,7 +117,7 @@ impl<W: Write> ExchangeSink for JsonExchanges<W> {
             sport: x.local.port(),
             daddr: x.remote.ip().to_string(),
             dport: x.remote.port(),
-            role: if e.request_direction == crate::source::Direction::Egress {
+            role: if e.request_direction == crate::event::Direction::Egress {
                 "client"
             } else {
                 "server"

@@ -9,26 +9,7 @@ use aya::{
     programs::{FEntry, KProbe, ProgramError, TracePoint},
 };
 
-/// How a hook is attached to the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttachMode {
-    /// A kprobe on a kernel function: cheap and exact, but kernels may be built without kprobes.
-    Kprobe,
-    /// An fentry (BPF trampoline) program: cheapest, needs BTF and may be refused (lockdown).
-    Fentry,
-    /// Stable tracepoints only (`sock:inet_sock_set_state`): works wherever BPF does.
-    Tracepoint,
-}
-
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Kprobe => "kprobe",
-            Self::Fentry => "fentry",
-            Self::Tracepoint => "tracepoint",
-        })
-    }
-}
+pub use crate::event::AttachMode;
 
 /// Where a program attaches.
 #[derive(Debug, Clone, Copy)]

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::Origin;
-use crate::source::Direction;
+use crate::event::Direction;
 
 /// One request/response exchange on a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ pub mod http2;
 
 pub use exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion, Interesting};
 
-use crate::source::Direction;
+use crate::event::Direction;
 
 /// One syscall's worth of a connection's bytes.
 #[derive(Debug, Clone, Copy)]
