@@ -9,11 +9,12 @@ use std::{fmt::Write as _, future::Future, time::Duration};
 use wirespan_shared::{LOST_CAUSE_NAMES, LOST_CAUSES};
 
 use crate::{
+    clock::monotonic_now_ns,
     conn::{ConnExchange, ConnStats, ConnTable},
     correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS},
-    export::{EventSink, ExchangeSink, SpanSink, clock::monotonic_now_ns},
     golang::discover::GoReport,
     load::{HookReport, LoadError, LoadOptions, Probes},
+    sink::{EventSink, ExchangeSink, SpanSink},
     source::{
         Event, decode,
         recording::{RecordingError, RecordingReader, RecordingWriter},

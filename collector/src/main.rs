@@ -12,15 +12,10 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wirespan::{
     agent::{self, Output, RunSummary},
+    clock::WallClock,
     export::{
-        EventSink, ExchangeSink, FanOut, SpanSink,
-        clock::WallClock,
-        console::ConsoleSink,
-        exchanges::{ConsoleExchanges, JsonExchanges},
         file::FileSink,
         graph_metrics::{self, GraphMetrics},
-        json::JsonLinesSink,
-        map::ServiceMap,
         otlp::{OtlpConfig, OtlpSink, Protocol, parse_headers},
         tree::TreeSink,
     },
@@ -29,8 +24,15 @@ use wirespan::{
         AttachMode, DEFAULT_CAPTURE_BYTES, DEFAULT_RING_BUFFER_MIB, Filters, HookReport,
         LoadOptions,
     },
+    sink::{EventSink, ExchangeSink, FanOut, SpanSink},
     source::recording::{RecordingInfo, RecordingReader, RecordingWriter},
     span::resource::Resources,
+    views::{
+        console::ConsoleSink,
+        exchanges::{ConsoleExchanges, JsonExchanges},
+        json::JsonLinesSink,
+        map::ServiceMap,
+    },
 };
 
 /// eBPF tracing agent: watches TCP connections and socket syscalls (and, as it grows, Go's

@@ -22,7 +22,8 @@ use std::{
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SpanExporter as _;
 
-use super::{SpanSink, clock::WallClock, spandata};
+use super::{SpanSink, spandata};
+use crate::clock::WallClock;
 use crate::span::{Span, resource::Resources};
 
 /// Spans waiting for export at most; more are dropped and counted.

@@ -5,7 +5,8 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::{ExchangeSink, clock::WallClock};
+use super::ExchangeSink;
+use crate::clock::WallClock;
 use crate::{
     conn::ConnExchange,
     protocol::{Detail, Http},
