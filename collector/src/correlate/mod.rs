@@ -32,7 +32,7 @@ use std::{
 use self::context::{Contexts, Lookup, ServerRef};
 use crate::{
     conn::ConnExchange,
-    protocol::{Detail, Exchange},
+    protocol::Exchange,
     source::{Direction, Event},
     span::{IdGenerator, ParentLink, Payload, Span, SpanId, SpanKind, TraceId, TraceParent},
 };
@@ -441,10 +441,7 @@ impl Correlator {
 }
 
 fn stream_of(x: &Exchange) -> Option<u32> {
-    match &x.detail {
-        Detail::Http(h) => h.stream_id,
-        Detail::Grpc(g) => g.http.stream_id,
-    }
+    x.detail.http().stream_id
 }
 
 fn request_id(x: &Exchange) -> RequestId {
@@ -452,9 +449,10 @@ fn request_id(x: &Exchange) -> RequestId {
 }
 
 fn traceparent(x: &Exchange) -> Option<TraceParent> {
-    let headers = match &x.detail {
-        Detail::Http(h) => &h.headers,
-        Detail::Grpc(g) => &g.http.headers,
-    };
-    headers.traceparent.as_deref().and_then(TraceParent::parse)
+    x.detail
+        .http()
+        .headers
+        .traceparent
+        .as_deref()
+        .and_then(TraceParent::parse)
 }

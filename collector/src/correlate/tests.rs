@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::{
-    protocol::{Flags, Http, HttpVersion, Interesting, Origin},
-    source::{Conn, ConnKind},
+    event::{Conn, ConnKind},
+    protocol::{Detail, Flags, Http, HttpVersion, Interesting, Origin},
 };
 
 const CLIENT: &str = "127.0.0.1:40000";

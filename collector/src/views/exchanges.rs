@@ -96,10 +96,7 @@ impl<W: Write> JsonExchanges<W> {
 }
 
 fn http_of(detail: &Detail) -> &Http {
-    match detail {
-        Detail::Http(h) => h,
-        Detail::Grpc(g) => &g.http,
-    }
+    detail.http()
 }
 
 impl<W: Write> ExchangeSink for JsonExchanges<W> {
