@@ -71,6 +71,10 @@ impl RunSummary {
                 "; connections: {} of unknown protocol, {} evicted (table full), {} evicted (memory), {} expired idle",
                 c.unknown_protocol, c.evicted, c.evicted_for_memory, c.expired
             );
+            let dropped = c.decoders.describe();
+            if !dropped.is_empty() {
+                let _ = write!(text, "; decoders dropped: {}", dropped.join(", "));
+            }
         }
         if let Some(s) = self.spans {
             let _ = write!(
