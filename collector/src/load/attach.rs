@@ -224,7 +224,19 @@ pub const HOOKS: &[Hook] = &[
 pub struct ModeFailure {
     pub mode: AttachMode,
     pub target: String,
-    pub error: String,
+    pub error: ModeError,
+}
+
+/// Why one attach mode of a hook did not load or attach.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModeError {
+    #[error("program {0} is missing from the probes object")]
+    MissingProgram(&'static str),
+    #[error("fentry program {0} needs exactly one function")]
+    FentryTargets(&'static str),
+    /// The kernel (or aya) refused: the error chain, with an empty verifier log said out loud.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What happened to one hook at start-up.
@@ -342,7 +354,7 @@ fn attach_mode(
     ebpf: &mut Ebpf,
     mode: &HookMode,
     kernel_btf: &mut Option<aya::Btf>,
-) -> Result<(), String> {
+) -> Result<(), ModeError> {
     let mut done: Vec<&str> = Vec::new();
     let mut result = Ok(());
     for attachment in mode.attachments {
@@ -376,14 +388,15 @@ fn attach_program(
     mode: AttachMode,
     attachment: &Attachment,
     kernel_btf: &mut Option<aya::Btf>,
-) -> Result<(), String> {
+) -> Result<(), ModeError> {
     let name = attachment.program;
     let program = ebpf
         .program_mut(name)
-        .ok_or_else(|| format!("program {name} is missing from the probes object"))?;
+        .ok_or(ModeError::MissingProgram(name))?;
+    let refused = |e: &dyn std::error::Error| ModeError::Refused(error_chain(e));
     let result: Result<(), ProgramError> = match mode {
         AttachMode::Kprobe => {
-            let kprobe: &mut KProbe = program.try_into().map_err(|e| error_chain(&e))?;
+            let kprobe: &mut KProbe = program.try_into().map_err(|e| refused(&e))?;
             kprobe.load().and_then(|()| {
                 attachment.targets.iter().try_for_each(|t| match t {
                     Target::Function(f) => kprobe.attach(f, 0).map(drop),
@@ -393,12 +406,12 @@ fn attach_program(
         }
         AttachMode::Fentry => {
             if kernel_btf.is_none() {
-                *kernel_btf = Some(aya::Btf::from_sys_fs().map_err(|e| error_chain(&e))?);
+                *kernel_btf = Some(aya::Btf::from_sys_fs().map_err(|e| refused(&e))?);
             }
             let btf = kernel_btf.as_ref().expect("set above");
-            let fentry: &mut FEntry = program.try_into().map_err(|e| error_chain(&e))?;
+            let fentry: &mut FEntry = program.try_into().map_err(|e| refused(&e))?;
             let [Target::Function(function)] = attachment.targets else {
-                return Err(format!("fentry program {name} needs exactly one function"));
+                return Err(ModeError::FentryTargets(name));
             };
             fentry
                 .load(function, btf)
@@ -406,7 +419,7 @@ fn attach_program(
                 .map(drop)
         }
         AttachMode::Tracepoint => {
-            let tracepoint: &mut TracePoint = program.try_into().map_err(|e| error_chain(&e))?;
+            let tracepoint: &mut TracePoint = program.try_into().map_err(|e| refused(&e))?;
             tracepoint.load().and_then(|()| {
                 attachment.targets.iter().try_for_each(|t| match t {
                     Target::Tracepoint { category, name } => {
@@ -419,7 +432,7 @@ fn attach_program(
     };
     result.map_err(|e| {
         let _ = unload(program);
-        describe_failure(&e)
+        ModeError::Refused(describe_failure(&e))
     })
 }
 
@@ -482,7 +495,7 @@ mod tests {
             failures: vec![ModeFailure {
                 mode: AttachMode::Kprobe,
                 target: "tcp_connect".into(),
-                error: "boom".into(),
+                error: ModeError::Refused("boom".into()),
             }],
         };
         assert_eq!(
