@@ -11,7 +11,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
+    helpers::{bpf_ktime_get_ns, generated},
     macros::{map, uprobe},
     maps::LruHashMap,
     programs::ProbeContext,
@@ -21,12 +21,12 @@ use wirespan_shared::{
     EVENT_GO_HEADERS, GO_GRPC_METHOD_LEN, GO_GRPC_STATUS_UNKNOWN, GO_HEADER_FIELDS,
     GO_HEADER_NAME_LEN, GO_HEADER_UNREADABLE, GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED,
     GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn, GoGrpcCallEvent, GoHeadersEvent,
-    GoOffsets, GrpcOffsets, LOST_RINGBUF_FULL,
+    GrpcOffsets, LOST_RINGBUF_FULL,
 };
 
 use crate::{
     golang::{GoroutineKey, NO_CONN, current, itab_is, read_conn, read_u64},
-    maps::{EVENTS, count_lost, process_passes},
+    maps::{EVENTS, count_lost},
 };
 
 /// Goroutine → the stream whose request headers it is handling in `(*http2Server).operateHeaders`,
