@@ -112,6 +112,7 @@ fn is_cgroup2(path: &std::path::Path) -> bool {
     };
     // SAFETY: a valid C string and a zeroed statfs buffer for the call to fill.
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is NUL-terminated and outlives the call; `stat` is a writable statfs.
     let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) };
     // `f_type` is i64 on glibc and u64 on musl; the magic fits either.
     #[allow(
