@@ -6,6 +6,11 @@
 use std::{os::unix::fs::MetadataExt, path::PathBuf};
 
 use wirespan_shared::GoOffsets;
+use wirespan_shared::names::{
+    PROGRAM_GO_GOEXIT, PROGRAM_GO_NEWPROC1, PROGRAM_GO_NEWPROC1_RETURN,
+    PROGRAM_GO_PERSIST_CONN_ROUND_TRIP, PROGRAM_GO_ROUND_TRIP, PROGRAM_GO_ROUND_TRIP_RETURN,
+    PROGRAM_GO_SERVE_HTTP, PROGRAM_GO_SERVE_HTTP_RETURN,
+};
 
 use super::{
     FunctionProbe, GoBinary, grpc,
@@ -133,9 +138,17 @@ pub fn plan(binary: &GoBinary) -> Result<ProbePlan, PlanError> {
     let (offsets, mut notes) = layout::layout_of(binary)?;
     let grpc_known = offsets.grpc.field_size != 0;
     let mut wanted: Vec<(&str, &'static str, &'static str)> = vec![
-        (SERVE_HTTP, "go_serve_http", "go_serve_http_return"),
-        (ROUND_TRIP, "go_round_trip", "go_round_trip_return"),
-        (PERSIST_ROUND_TRIP, "go_persist_conn_round_trip", ""),
+        (
+            SERVE_HTTP,
+            PROGRAM_GO_SERVE_HTTP,
+            PROGRAM_GO_SERVE_HTTP_RETURN,
+        ),
+        (
+            ROUND_TRIP,
+            PROGRAM_GO_ROUND_TRIP,
+            PROGRAM_GO_ROUND_TRIP_RETURN,
+        ),
+        (PERSIST_ROUND_TRIP, PROGRAM_GO_PERSIST_CONN_ROUND_TRIP, ""),
     ];
     if grpc_known {
         wanted.extend(grpc::PROBES);
@@ -156,15 +169,15 @@ pub fn plan(binary: &GoBinary) -> Result<ProbePlan, PlanError> {
         .ok_or(PlanError::NoSpawn)?;
     let mut probes = vec![PlannedProbe {
         probe: spawn,
-        entry_program: "go_newproc1",
-        return_program: "go_newproc1_return",
+        entry_program: PROGRAM_GO_NEWPROC1,
+        return_program: PROGRAM_GO_NEWPROC1_RETURN,
     }];
     // Goroutine ends let both sides forget per-goroutine state; without them the bounded
     // tables still evict the oldest entries.
     if let Some(exit) = binary.probe(GOEXIT1) {
         probes.push(PlannedProbe {
             probe: exit,
-            entry_program: "go_goexit",
+            entry_program: PROGRAM_GO_GOEXIT,
             return_program: "",
         });
     } else {

@@ -5,6 +5,11 @@
 //! `*ClientStream{Stream}`), so everything version-dependent is looked up, never assumed.
 
 use wirespan_shared::GrpcOffsets;
+use wirespan_shared::names::{
+    PROGRAM_GO_GRPC_CLIENT_HEADERS, PROGRAM_GO_GRPC_INVOKE, PROGRAM_GO_GRPC_INVOKE_RETURN,
+    PROGRAM_GO_GRPC_NEW_STREAM, PROGRAM_GO_GRPC_NEW_STREAM_RETURN, PROGRAM_GO_GRPC_SERVER_HEADERS,
+    PROGRAM_GO_GRPC_SERVER_HEADERS_RETURN, PROGRAM_GO_GRPC_WRITE_HEADER,
+};
 
 use super::{GoBinary, dwarf::Facts, layout::LayoutError};
 
@@ -24,17 +29,21 @@ pub const INVOKE: &str = "google.golang.org/grpc.(*ClientConn).Invoke";
 pub const PROBES: [(&str, &str, &str); 5] = [
     (
         SERVER_OPERATE_HEADERS,
-        "go_grpc_server_headers",
-        "go_grpc_server_headers_return",
+        PROGRAM_GO_GRPC_SERVER_HEADERS,
+        PROGRAM_GO_GRPC_SERVER_HEADERS_RETURN,
     ),
-    (CLIENT_OPERATE_HEADERS, "go_grpc_client_headers", ""),
-    (WRITE_HEADER, "go_grpc_write_header", ""),
+    (CLIENT_OPERATE_HEADERS, PROGRAM_GO_GRPC_CLIENT_HEADERS, ""),
+    (WRITE_HEADER, PROGRAM_GO_GRPC_WRITE_HEADER, ""),
     (
         NEW_STREAM,
-        "go_grpc_new_stream",
-        "go_grpc_new_stream_return",
+        PROGRAM_GO_GRPC_NEW_STREAM,
+        PROGRAM_GO_GRPC_NEW_STREAM_RETURN,
     ),
-    (INVOKE, "go_grpc_invoke", "go_grpc_invoke_return"),
+    (
+        INVOKE,
+        PROGRAM_GO_GRPC_INVOKE,
+        PROGRAM_GO_GRPC_INVOKE_RETURN,
+    ),
 ];
 
 /// The grpc-go server's per-stream spawn site: `serveStreams` and the closures that start each

@@ -8,6 +8,14 @@ use aya::{
     Ebpf,
     programs::{FEntry, KProbe, ProgramError, TracePoint},
 };
+use wirespan_shared::names::{
+    PROGRAM_INET_CSK_ACCEPT_KRETPROBE, PROGRAM_INET_SOCK_SET_STATE,
+    PROGRAM_INET_SOCK_SET_STATE_CLOSE, PROGRAM_SCHED_PROCESS_EXEC, PROGRAM_SCHED_PROCESS_EXIT,
+    PROGRAM_SYS_ENTER_READ, PROGRAM_SYS_ENTER_READV, PROGRAM_SYS_ENTER_RECVMSG,
+    PROGRAM_SYS_ENTER_SENDMSG, PROGRAM_SYS_ENTER_WRITE, PROGRAM_SYS_ENTER_WRITEV,
+    PROGRAM_SYS_EXIT_ACCEPT, PROGRAM_SYS_EXIT_DATA, PROGRAM_TCP_CLOSE_FENTRY,
+    PROGRAM_TCP_CLOSE_KPROBE, PROGRAM_TCP_CONNECT_FENTRY, PROGRAM_TCP_CONNECT_KPROBE,
+};
 
 pub use crate::event::AttachMode;
 
@@ -95,20 +103,20 @@ pub const HOOKS: &[Hook] = &[
             HookMode {
                 mode: AttachMode::Kprobe,
                 attachments: &[function(
-                    "tcp_connect_kprobe",
+                    PROGRAM_TCP_CONNECT_KPROBE,
                     &[Target::Function("tcp_connect")],
                 )],
             },
             HookMode {
                 mode: AttachMode::Fentry,
                 attachments: &[function(
-                    "tcp_connect_fentry",
+                    PROGRAM_TCP_CONNECT_FENTRY,
                     &[Target::Function("tcp_connect")],
                 )],
             },
             HookMode {
                 mode: AttachMode::Tracepoint,
-                attachments: &[function("inet_sock_set_state", &[SET_STATE])],
+                attachments: &[function(PROGRAM_INET_SOCK_SET_STATE, &[SET_STATE])],
             },
         ],
     },
@@ -121,14 +129,14 @@ pub const HOOKS: &[Hook] = &[
             HookMode {
                 mode: AttachMode::Kprobe,
                 attachments: &[function(
-                    "inet_csk_accept_kretprobe",
+                    PROGRAM_INET_CSK_ACCEPT_KRETPROBE,
                     &[Target::Function("inet_csk_accept")],
                 )],
             },
             HookMode {
                 mode: AttachMode::Tracepoint,
                 attachments: &[function(
-                    "sys_exit_accept",
+                    PROGRAM_SYS_EXIT_ACCEPT,
                     &[syscall("sys_exit_accept4"), syscall("sys_exit_accept")],
                 )],
             },
@@ -141,20 +149,20 @@ pub const HOOKS: &[Hook] = &[
             HookMode {
                 mode: AttachMode::Kprobe,
                 attachments: &[function(
-                    "tcp_close_kprobe",
+                    PROGRAM_TCP_CLOSE_KPROBE,
                     &[Target::Function("tcp_close")],
                 )],
             },
             HookMode {
                 mode: AttachMode::Fentry,
                 attachments: &[function(
-                    "tcp_close_fentry",
+                    PROGRAM_TCP_CLOSE_FENTRY,
                     &[Target::Function("tcp_close")],
                 )],
             },
             HookMode {
                 mode: AttachMode::Tracepoint,
-                attachments: &[function("inet_sock_set_state_close", &[SET_STATE])],
+                attachments: &[function(PROGRAM_INET_SOCK_SET_STATE_CLOSE, &[SET_STATE])],
             },
         ],
     },
@@ -165,14 +173,14 @@ pub const HOOKS: &[Hook] = &[
             mode: AttachMode::Tracepoint,
             attachments: &[
                 function(
-                    "sched_process_exec",
+                    PROGRAM_SCHED_PROCESS_EXEC,
                     &[Target::Tracepoint {
                         category: "sched",
                         name: "sched_process_exec",
                     }],
                 ),
                 function(
-                    "sched_process_exit",
+                    PROGRAM_SCHED_PROCESS_EXIT,
                     &[Target::Tracepoint {
                         category: "sched",
                         name: "sched_process_exit",
@@ -190,19 +198,19 @@ pub const HOOKS: &[Hook] = &[
             mode: AttachMode::Tracepoint,
             attachments: &[
                 function(
-                    "sys_enter_read",
+                    PROGRAM_SYS_ENTER_READ,
                     &[syscall("sys_enter_read"), syscall("sys_enter_recvfrom")],
                 ),
                 function(
-                    "sys_enter_write",
+                    PROGRAM_SYS_ENTER_WRITE,
                     &[syscall("sys_enter_write"), syscall("sys_enter_sendto")],
                 ),
-                function("sys_enter_readv", &[syscall("sys_enter_readv")]),
-                function("sys_enter_writev", &[syscall("sys_enter_writev")]),
-                function("sys_enter_recvmsg", &[syscall("sys_enter_recvmsg")]),
-                function("sys_enter_sendmsg", &[syscall("sys_enter_sendmsg")]),
+                function(PROGRAM_SYS_ENTER_READV, &[syscall("sys_enter_readv")]),
+                function(PROGRAM_SYS_ENTER_WRITEV, &[syscall("sys_enter_writev")]),
+                function(PROGRAM_SYS_ENTER_RECVMSG, &[syscall("sys_enter_recvmsg")]),
+                function(PROGRAM_SYS_ENTER_SENDMSG, &[syscall("sys_enter_sendmsg")]),
                 function(
-                    "sys_exit_data",
+                    PROGRAM_SYS_EXIT_DATA,
                     &[
                         syscall("sys_exit_read"),
                         syscall("sys_exit_recvfrom"),

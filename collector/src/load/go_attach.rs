@@ -19,6 +19,7 @@ use aya::{
     },
 };
 use wirespan_shared::GoOffsets;
+use wirespan_shared::names::MAP_GO_PROCS;
 
 use super::error_chain;
 use crate::golang::{
@@ -196,8 +197,8 @@ impl GoAttacher {
 
 fn write_offsets(ebpf: &mut Ebpf, pids: &[u32], offsets: GoOffsets) -> Result<(), GoAttachError> {
     let map = ebpf
-        .map_mut("GO_PROCS")
-        .ok_or_else(|| GoAttachError::Missing("GO_PROCS map".to_owned()))?;
+        .map_mut(MAP_GO_PROCS)
+        .ok_or_else(|| GoAttachError::Missing(format!("{MAP_GO_PROCS} map")))?;
     let mut procs: BpfHashMap<_, u32, GoOffsets> =
         BpfHashMap::try_from(map).map_err(|e| GoAttachError::Map(error_chain(&e)))?;
     for pid in pids {
