@@ -14,6 +14,10 @@
 //! The kernel only follows lengths. User space decodes, and uses a window only where its own
 //! framing expects a frame: the bytes of a window are the real bytes at that offset, so a wrong
 //! chain costs windows, never a wrong decode.
+#![expect(
+    clippy::cast_possible_wrap,
+    reason = "offsets within one syscall's bytes (under 2^31) never reach the sign bit of i64"
+)]
 
 use core::ffi::c_void;
 
@@ -91,6 +95,10 @@ pub fn forget(sk: u64) {
 /// Follow the direction's frame chain through this syscall and append windows after the
 /// event's captured payload; returns the bytes of windows appended.
 #[inline(always)]
+#[expect(
+    clippy::single_match_else,
+    reason = "both outcomes side by side: a failure loses the chain"
+)]
 pub fn follow(ev: *mut DataEvent, io: &Io) -> u32 {
     // SAFETY: the caller's scratch event, whose header is filled in.
     let (payload, captured) = unsafe {
@@ -149,6 +157,10 @@ fn starts_with_frame(payload: *const u8, captured: u64) -> bool {
 }
 
 #[inline(always)]
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "read_unaligned: the payload's alignment does not matter"
+)]
 fn starts_with_preface(payload: *const u8, captured: u64) -> bool {
     if captured < HTTP2_PREFACE.len() as u64 {
         return false;
@@ -158,9 +170,9 @@ fn starts_with_preface(payload: *const u8, captured: u64) -> bool {
         w.copy_from_slice(&HTTP2_PREFACE[i * 8..i * 8 + 8]);
         u64::from_ne_bytes(w)
     };
-    // SAFETY: captured >= 24 bytes of the scratch payload are initialised.
+    let p = payload.cast::<u64>();
+    // SAFETY: captured >= 24 bytes of the scratch payload are initialised; unaligned reads.
     unsafe {
-        let p = payload.cast::<u64>();
         p.read_unaligned() == word(0)
             && p.add(1).read_unaligned() == word(1)
             && p.add(2).read_unaligned() == word(2)
@@ -179,6 +191,7 @@ fn plausible(kind: u8, stream: u32) -> bool {
 /// One iovec segment: (base, len).
 #[inline(always)]
 fn iovec(iov: u64, i: u64) -> Result<(u64, u64), ()> {
+    // SAFETY: a checked read of user memory; a bad address is an error, not a fault.
     let seg: [u64; 2] =
         unsafe { bpf_probe_read_user((iov + i * 16) as *const [u64; 2]) }.map_err(|_| ())?;
     Ok((seg[0], seg[1]))
@@ -225,6 +238,10 @@ const WALK_FAILED: u8 = 2;
 #[map]
 static WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the start, the loop and the end of one walk, kept together for the verifier"
+)]
 fn try_follow(payload: *mut u8, captured: u64, io: &Io) -> Result<u32, ()> {
     if captured > MAX_CAPTURE as u64 {
         return Err(());
@@ -250,6 +267,7 @@ fn try_follow(payload: *mut u8, captured: u64, io: &Io) -> Result<u32, ()> {
         off = HTTP2_PREFACE.len() as i64;
         got = 0;
     } else {
+        // SAFETY: the value is copied out at once, before any other map operation.
         let Some(chain) = (unsafe { FRAME_CHAINS.get(&k) }).copied() else {
             return Ok(0);
         };
@@ -308,6 +326,7 @@ fn try_follow(payload: *mut u8, captured: u64, io: &Io) -> Result<u32, ()> {
         done: 0,
         pad0: [0; 5],
     };
+    // SAFETY: `step` has the callback signature bpf_loop expects and takes no context.
     unsafe {
         generated::bpf_loop(MAX_STEPS, step as *mut c_void, core::ptr::null_mut(), 0);
     }
@@ -364,6 +383,7 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(w) = WALK.get_ptr_mut(0) else {
         return 1;
     };
+    // SAFETY: this CPU's slot of a per-CPU map; nothing else uses it during the loop.
     let w = unsafe { &mut *w };
     match try_step(w) {
         Ok(true) => 0,
@@ -379,6 +399,7 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn try_step(w: &mut Walk) -> Result<bool, ()> {
     // The scratch event again: a pointer cannot travel through the walk's stack struct.
+    // SAFETY: this CPU's scratch event, which the exit hook is building.
     let payload = unsafe { (*scratch_event().ok_or(())?).payload.as_mut_ptr() };
     if w.captured > MAX_CAPTURE as u64 || w.wpos > MAX_WINDOW_BYTES as u64 {
         return Err(());
@@ -425,6 +446,7 @@ fn try_step(w: &mut Walk) -> Result<bool, ()> {
         return Err(());
     }
     let at = room(w.captured + w.wpos + DESC + w.got, WINDOW_MAX_LEN as u64)?;
+    // SAFETY: `room` bounded the destination; a bad source address is an error, not a fault.
     let rc = unsafe {
         generated::bpf_probe_read_user(
             payload.add(at).cast::<c_void>(),

@@ -56,9 +56,17 @@ pub fn use_user_toolchain() -> anyhow::Result<()> {
         && output_ok(Command::new("rustup").args(["run", USER_TOOLCHAIN, "rustfmt", "--version"]))
             .is_some();
     if !installed {
-        eprintln!("xtask: installing Rust {USER_TOOLCHAIN} with clippy and rustfmt (about 20 s, once)");
+        eprintln!(
+            "xtask: installing Rust {USER_TOOLCHAIN} with clippy and rustfmt (about 20 s, once)"
+        );
         let status = Command::new("rustup")
-            .args(["toolchain", "install", USER_TOOLCHAIN, "--profile", "minimal"])
+            .args([
+                "toolchain",
+                "install",
+                USER_TOOLCHAIN,
+                "--profile",
+                "minimal",
+            ])
             .args(["--component", "clippy", "--component", "rustfmt"])
             // Leave rustup itself and the default toolchain as the machine has them.
             .arg("--no-self-update")
@@ -194,8 +202,8 @@ fn cargo_fuzz() -> anyhow::Result<()> {
 
 /// bpftool is the second, independent reader of the kernel's BTF in the offset tests;
 /// Graphviz's `dot` renders `wirespan map --format svg`.
-/// qemu and a static busybox boot the kernels of `cargo xtask vm-test`; nghttp2's client and
-/// server speak plain HTTP/2 in the large-message test.
+/// qemu and a static busybox boot the kernels of `cargo xtask vm-test`; nftables makes the NAT
+/// tests' rules; nghttp2's client and server speak plain HTTP/2 in the large-message test.
 fn debian_packages() -> anyhow::Result<()> {
     debian_package("bpftool", Command::new("bpftool").arg("version"))?;
     debian_package("graphviz", Command::new("dot").arg("-V"))?;
@@ -204,6 +212,8 @@ fn debian_packages() -> anyhow::Result<()> {
         Command::new("qemu-system-x86_64").arg("--version"),
     )?;
     debian_package("busybox-static", &mut dpkg_installed("busybox-static"))?;
+    // nft makes the DNAT rules of the same-host NAT tests (tests/support/nat_lab.rs).
+    debian_package("nftables", Command::new("nft").arg("--version"))?;
     // rsvg-convert turns the benchmark's plot into a PNG.
     debian_package(
         "librsvg2-bin",

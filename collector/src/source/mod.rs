@@ -8,10 +8,12 @@ pub mod recording;
 pub mod ringbuf;
 pub mod windows;
 
-pub use decode::{
-    Conn, ConnKind, Data, DecodeError, Direction, Event, Exec, GoExit, GoServe, GoSpawn, decode,
+pub use decode::{DecodeError, decode};
+
+// The vocabulary `source` produces, defined in `event`; named here too for code that reads
+// events straight from their source.
+pub use crate::event::{
+    CallPhase, Conn, ConnKind, ConnRole, Data, Direction, Event, Exec, GoConnUse, GoConnection,
+    GoExit, GoGrpcCall, GoHeaders, GoServe, GoSpawn, HeaderField, HeadersSource,
 };
-pub use grpc::{
-    CallPhase, ConnRole, GoConnUse, GoConnection, GoGrpcCall, GoHeaders, HeaderField, HeadersSource,
-};
-pub use windows::{Window, WindowError};
+pub use windows::WindowError;

@@ -5,13 +5,7 @@
 
 use wirespan_shared::{FrameWindow, WINDOW_DESC_LEN, WINDOW_MAX_LEN};
 
-/// The bytes at `offset` of a syscall's buffer. A negative offset means the window's first
-/// bytes belong to the previous syscall of the same direction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Window {
-    pub offset: i64,
-    pub bytes: Vec<u8>,
-}
+use crate::event::Window;
 
 /// Why a data event's window area was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

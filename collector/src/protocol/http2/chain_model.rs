@@ -9,7 +9,7 @@ use wirespan_shared::{
     HTTP2_FRAME_HEADER, MAX_WINDOW_BYTES, WINDOW_DATA_PAYLOAD, WINDOW_DESC_LEN, WINDOW_MAX_LEN,
 };
 
-use crate::source::Window;
+use crate::event::Window;
 
 /// One direction's chain: the stream offset where the next frame starts.
 #[derive(Debug, Clone, Copy)]

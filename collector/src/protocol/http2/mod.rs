@@ -34,7 +34,7 @@ use super::{
     Piece, Segment,
     exchange::{Detail, Exchange, Flags, Grpc, HttpVersion},
 };
-use crate::source::Direction;
+use crate::event::Direction;
 
 /// The client connection preface (RFC 9113 section 3.4).
 pub const PREFACE: &[u8] = &wirespan_shared::HTTP2_PREFACE;

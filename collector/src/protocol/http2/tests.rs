@@ -5,8 +5,8 @@
 //! message counts; lost events and oversized header blocks must be counted, never mis-decoded.
 
 use super::{chain_model::ChainModel, *};
+use crate::event::Window;
 use crate::protocol::Origin;
-use crate::source::Window;
 
 const CAPTURE: usize = 4096;
 const CLIENT_ISN: u32 = 0xffff_0000;
