@@ -28,6 +28,7 @@ func main() {
 	client := &http.Client{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
+		countHello()
 		fmt.Fprintf(w, "hello %s\n", r.URL.Query().Get("name"))
 	})
 	mux.HandleFunc("/chain", func(w http.ResponseWriter, r *http.Request) {

@@ -8,9 +8,11 @@ pub mod discover;
 pub mod dwarf;
 pub mod grpc;
 pub mod layout;
+pub mod moduledata;
 pub mod offsets_table;
 pub mod returns;
 pub mod symbols;
+pub mod tls;
 
 use std::{collections::HashMap, path::Path};
 
@@ -74,12 +76,17 @@ pub struct GoBinary {
     pub build_info: BuildInfo,
     /// Whether functions came from `.gopclntab` (the binary is stripped).
     pub stripped: bool,
+    /// The running goroutine's TLS slot, as an offset from the thread pointer (see `tls`), or
+    /// why it is unknown.
+    pub g_tls: Result<i32, tls::TlsError>,
     functions: HashMap<String, Range>,
 }
 
 impl GoBinary {
-    /// Read `path` and locate the `wanted` functions.
+    /// Read `path` and locate the `wanted` functions (and the runtime's, see `tls`).
     pub fn open(path: &Path, wanted: &[&str]) -> Result<Self, GoBinaryError> {
+        let wanted: Vec<&str> = wanted.iter().copied().chain(tls::FUNCTIONS).collect();
+        let wanted = &wanted[..];
         let shown = path.display().to_string();
         // Read, not mapped: a binary truncated in place while mapped would SIGBUS the agent.
         let data = std::fs::read(path).map_err(|source| GoBinaryError::Read {
@@ -100,40 +107,44 @@ impl GoBinary {
                 source,
             })?;
 
-        let mut functions: HashMap<String, Range> = file
-            .symbols()
-            .filter_map(|sym| {
-                let name = sym.name().ok()?;
-                wanted.contains(&name).then(|| {
-                    (
-                        name.to_owned(),
-                        Range {
-                            address: sym.address(),
-                            size: sym.size(),
-                        },
-                    )
-                })
-            })
-            .collect();
+        let mut candidates: HashMap<String, Vec<Range>> = HashMap::new();
+        for sym in file.symbols() {
+            if let Ok(name) = sym.name()
+                && wanted.contains(&name)
+            {
+                candidates.entry(name.to_owned()).or_default().push(Range {
+                    address: sym.address(),
+                    size: sym.size(),
+                });
+            }
+        }
         let stripped = file.symbols().next().is_none();
         if stripped {
-            let pclntab = file
+            let section = file
                 .section_by_name(".gopclntab")
-                .and_then(|s| s.data().ok())
                 .ok_or_else(|| elf_error("stripped, and without .gopclntab".into()))?;
-            let text = file.section_by_name(".text").map_or(0, |s| s.address());
-            functions = symbols::from_pclntab(pclntab, text, wanted).map_err(|source| {
+            let pclntab = section
+                .data()
+                .map_err(|e| elf_error(format!(".gopclntab: {e}")))?;
+            let text = moduledata::runtime_text(&file, section.address(), pclntab);
+            candidates = symbols::from_pclntab(pclntab, text, wanted).map_err(|source| {
                 GoBinaryError::Pclntab {
                     path: shown.clone(),
                     source,
                 }
             })?;
         }
+        let functions = candidates
+            .into_iter()
+            .filter_map(|(name, ranges)| Some((name, without_wrappers(&file, &data, &ranges)?)))
+            .collect();
         drop(file);
+        let g_tls = tls::g_offset(&data, &functions);
         Ok(Self {
             data,
             build_info,
             stripped,
+            g_tls,
             functions,
         })
     }
@@ -164,6 +175,29 @@ impl GoBinary {
             entry_offset: entry_offset + returns::after_stack_check(code, range.address),
             return_offsets,
         })
+    }
+}
+
+/// The one function among same-named `ranges`. Go gives a function called from assembly an ABI0
+/// wrapper with the same name in the symbol table and in `.gopclntab` (`runtime.goexit1`: load
+/// `g` into R14 from TLS, jump to the real one); a probe there would read R14 before it holds
+/// `g`. The wrapper is the one that branches to another of the ranges; `None` if that does not
+/// leave exactly one.
+fn without_wrappers(file: &object::File<'_>, data: &[u8], ranges: &[Range]) -> Option<Range> {
+    if let [only] = ranges {
+        return Some(*only);
+    }
+    let targets: Vec<u64> = ranges.iter().map(|r| r.address).collect();
+    let mut kept = ranges.iter().filter(|r| {
+        let code = file_offset(file, r.address).and_then(|start| {
+            let start = usize::try_from(start).ok()?;
+            data.get(start..start.checked_add(usize::try_from(r.size).ok()?)?)
+        });
+        !code.is_some_and(|code| returns::branches_to(code, r.address, &targets))
+    });
+    match (kept.next(), kept.next()) {
+        (Some(one), None) => Some(*one),
+        _ => None,
     }
 }
 

@@ -28,6 +28,27 @@ pub fn return_offsets(code: &[u8], address: u64) -> Vec<u64> {
     offsets
 }
 
+/// Whether the code has a direct call or jump to one of `targets` (other than its own start).
+#[must_use]
+pub fn branches_to(code: &[u8], address: u64, targets: &[u64]) -> bool {
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.is_invalid() {
+            break;
+        }
+        let direct = matches!(
+            instruction.op0_kind(),
+            OpKind::NearBranch64 | OpKind::NearBranch32
+        ) && matches!(instruction.mnemonic(), Mnemonic::Call | Mnemonic::Jmp);
+        let target = instruction.near_branch_target();
+        if direct && target != address && targets.contains(&target) {
+            return true;
+        }
+    }
+    false
+}
+
 /// The offset of the first instruction after the prologue's stack-bound check
 /// (`cmp rsp|r12, [r14+0x10]` against `g.stackguard0`, then `jbe` to the morestack call), or 0
 /// when the function has none (a `NOSPLIT` function) or it is not where Go puts it.

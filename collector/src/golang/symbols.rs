@@ -17,6 +17,11 @@ pub enum PclntabError {
     Version(u32),
     #[error("malformed pclntab: {0}")]
     Malformed(&'static str),
+    #[error(
+        "where Go's code starts (runtime.text) is in neither the pclntab header nor a module \
+         data that points at it; rebuild without stripping to trace this binary's Go functions"
+    )]
+    TextUnknown,
 }
 
 const MAGIC_118: u32 = 0xffff_fff0;
@@ -39,14 +44,16 @@ fn usize_at(data: &[u8], at: usize) -> Result<usize, PclntabError> {
 }
 
 /// The ranges of the `wanted` functions found in a `.gopclntab` section. Entries are relative to
-/// `runtime.text`, which the header records, except where the linker left that field to a
-/// relocation (seen with cgo): then `text_section` (the `.text` address, where `runtime.text`
-/// sits) is used.
+/// `runtime.text`, which the header records up to Go 1.24 (not in a PIE); otherwise
+/// `runtime_text` (from the module data, see `moduledata`) is used. Never the `.text` section's
+/// address: with external linking C start-up code comes first, and probes there would land
+/// mid-instruction.
+/// A name can have two entries: a Go function and its ABI0 wrapper (see `GoBinary::open`).
 pub fn from_pclntab(
     pclntab: &[u8],
-    text_section: u64,
+    runtime_text: Option<u64>,
     wanted: &[&str],
-) -> Result<HashMap<String, Range>, PclntabError> {
+) -> Result<HashMap<String, Vec<Range>>, PclntabError> {
     let magic = u32_at(pclntab, 0)?;
     if magic != MAGIC_118 && magic != MAGIC_120 {
         return Err(PclntabError::Version(magic));
@@ -56,7 +63,7 @@ pub fn from_pclntab(
     }
     let nfunc = usize_at(pclntab, 8)?;
     let text_start = match u64_at(pclntab, 24)? {
-        0 => text_section,
+        0 => runtime_text.ok_or(PclntabError::TextUnknown)?,
         recorded => recorded,
     };
     let funcname_offset = usize_at(pclntab, 32)?;
@@ -67,7 +74,7 @@ pub fn from_pclntab(
     if nfunc > functab.len() / 8 {
         return Err(PclntabError::Malformed("function count exceeds the table"));
     }
-    let mut found = HashMap::new();
+    let mut found: HashMap<String, Vec<Range>> = HashMap::new();
     for i in 0..nfunc {
         let entry = u32_at(functab, i * 8)?;
         let func_offset = u32_at(functab, i * 8 + 4)? as usize;
@@ -84,13 +91,10 @@ pub fn from_pclntab(
         let name = &names[..end];
         if let Some(want) = wanted.iter().find(|w| w.as_bytes() == name) {
             let size = u64::from(next_entry.saturating_sub(entry));
-            found.insert(
-                (*want).to_owned(),
-                Range {
-                    address: text_start + u64::from(entry),
-                    size,
-                },
-            );
+            found.entry((*want).to_owned()).or_default().push(Range {
+                address: text_start + u64::from(entry),
+                size,
+            });
         }
     }
     Ok(found)
@@ -103,19 +107,19 @@ mod tests {
     #[test]
     fn refuses_other_layouts_and_cut_tables() {
         assert_eq!(
-            from_pclntab(&0xffff_fffbu32.to_le_bytes(), 0, &[]),
+            from_pclntab(&0xffff_fffbu32.to_le_bytes(), None, &[]),
             Err(PclntabError::Version(0xffff_fffb))
         );
         let mut header = MAGIC_120.to_le_bytes().to_vec();
         header.extend_from_slice(&[0, 0, 1, 8]);
         assert!(matches!(
-            from_pclntab(&header, 0, &[]),
+            from_pclntab(&header, None, &[]),
             Err(PclntabError::Malformed(_))
         ));
         header.resize(72, 0);
         header[8] = 200; // 200 functions in an empty table
         assert!(matches!(
-            from_pclntab(&header, 0, &[]),
+            from_pclntab(&header, None, &[]),
             Err(PclntabError::Malformed(_))
         ));
     }
