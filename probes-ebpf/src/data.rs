@@ -27,7 +27,7 @@ use wirespan_shared::{
 
 use crate::{
     frames::{self, Io},
-    golang::GO_PROCS,
+    golang::{GO_PROCS, g_slot},
     maps::{
         CONNS, ConnInfo, EVENTS, count_lost, fd_offsets, next_conn_id, ports_pass, process_passes,
         scratch_event, settings,
@@ -271,26 +271,16 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
 }
 
 /// The goroutine making the current syscall, in a Go process whose layout user space provided
-/// (`GO_PROCS`): Go keeps the running `g` at -8 from the thread's TLS base (internal linking, the
-/// default), and `g.goid` at the binary's offset.
+/// (`GO_PROCS`): Go keeps the running `g` in a TLS slot (where depends on how the binary was
+/// linked: `GoOffsets.g_tls`, unknown = no id), and `g.goid` at the binary's offset.
 #[inline(always)]
 fn current_goid(tgid: u32) -> Option<u64> {
     // SAFETY: a hash map lookup by key; only a plain field of the value is read, by copy.
     let offsets = unsafe { GO_PROCS.get(&tgid) }?;
-    // SAFETY: bpf_get_current_task takes no arguments and only returns the current task's address.
-    let task = unsafe { bpf_get_current_task() };
-    // SAFETY: bpf_probe_read_kernel reads the task's fsbase at the BTF offset user space found; a
-    // failure is an error (None), never a fault.
-    let fsbase: u64 = unsafe {
-        bpf_probe_read_kernel((task + u64::from(fd_offsets().task_fsbase)) as *const u64)
-    }
-    .ok()?;
-    if fsbase < 8 {
-        return None;
-    }
+    let slot = g_slot(offsets.g_tls)?;
     // SAFETY: bpf_probe_read_user reads the current goroutine pointer from the thread's TLS; a bad
     // address is an error (None), never a fault.
-    let g: u64 = unsafe { bpf_probe_read_user((fsbase - 8) as *const u64) }.ok()?;
+    let g: u64 = unsafe { bpf_probe_read_user(slot as *const u64) }.ok()?;
     if g == 0 {
         return None;
     }

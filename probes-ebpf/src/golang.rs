@@ -11,7 +11,10 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user, generated,
+    },
     macros::{map, uprobe},
     maps::{HashMap, LruHashMap, ring_buf::RingBufEntry},
     programs::ProbeContext,
@@ -25,7 +28,7 @@ use wirespan_shared::{
 
 use crate::{
     grpc::{HANDLING_STREAM, forget_goroutine},
-    maps::{EVENTS, count_lost, process_passes},
+    maps::{EVENTS, count_lost, fd_offsets, process_passes},
     sock::{read_tuple, tcp_sock_of_fd},
 };
 
@@ -145,6 +148,41 @@ pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The address of the current thread's goroutine slot: `tls` (negative; 0 = unknown) bytes
+/// from its TLS base. Where the slot is depends on how the binary was linked (see the
+/// collector's golang/tls.rs); user space reads it from the runtime's code.
+#[inline(always)]
+pub fn g_slot(tls: i32) -> Option<u64> {
+    if tls >= 0 {
+        return None;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let fsbase: u64 = unsafe {
+        bpf_probe_read_kernel((task + u64::from(fd_offsets().task_fsbase)) as *const u64)
+    }
+    .ok()?;
+    fsbase.checked_sub(u64::from(tls.unsigned_abs()))
+}
+
+/// At a Go uprobe R14 holds the running `g`, and the runtime keeps the TLS slot equal to it
+/// (it reloads R14 from there after any assembly call). A slot that holds another value means
+/// the offset is wrong for this process: forget it, so its syscalls carry no goroutine id
+/// rather than someone else's.
+#[inline(always)]
+fn check_g_slot(tgid: u32, g: u64) {
+    let Some(offsets) = GO_PROCS.get_ptr_mut(&tgid) else {
+        return;
+    };
+    let Some(slot) = g_slot(unsafe { (*offsets).g_tls }) else {
+        return;
+    };
+    if let Ok(held) = read_u64(slot)
+        && held != g
+    {
+        unsafe { (*offsets).g_tls = 0 };
+    }
+}
+
 /// `runtime.goexit1` entry, on the ending goroutine (R14): drop its per-goroutine state here
 /// and tell user space, so neither side keeps state for goroutines that are gone.
 #[uprobe]
@@ -158,6 +196,7 @@ pub fn go_goexit(ctx: ProbeContext) -> u32 {
     // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
     // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
+    check_g_slot(tgid, regs.r14);
     let Ok(goid) = read_u64(regs.r14 + u64::from(offsets.g_goid)) else {
         return 0;
     };
@@ -290,6 +329,9 @@ fn try_round_trip(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
     // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
     // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
+    if entry {
+        check_g_slot(tgid, regs.r14);
+    }
     let goid = read_u64(regs.r14 + u64::from(offsets.g_goid))?;
     let mut entry_buf = reserve_http_event(pid_tgid, goid)?;
     // SAFETY: the reservation `reserve_http_event` made (aligned, ours until submit; plain-data
@@ -428,6 +470,9 @@ fn try_serve(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
     // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
     // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
+    if entry {
+        check_g_slot(tgid, regs.r14);
+    }
     let goid = read_u64(regs.r14 + u64::from(offsets.g_goid))?;
     let key = GoroutineKey {
         tgid,

@@ -297,7 +297,11 @@ pub struct GoOffsets {
     /// `net.conn.fd` → `netFD.pfd.Sysfd` (netFD embeds poll.FD first).
     pub conn_fd: u32,
     pub netfd_sysfd: u32,
-    pub pad0: u32,
+    /// Where the running goroutine's `g` is kept in thread-local storage, as an offset from the
+    /// thread pointer (fs base): -8 with Go's own linker, elsewhere with a host linker (cgo).
+    /// 0 when unknown; syscalls then carry no goroutine id. The probes set it to 0 when the
+    /// slot ever disagrees with R14 at a Go uprobe (a wrong id is worse than none).
+    pub g_tls: i32,
     /// Address of `(*net.TCPConn).Close`, the first method of the `*net.TCPConn` → `net.Conn`
     /// itab; 0 when unknown, and then the connection is read without the type check (reads are
     /// checked, never trusted).

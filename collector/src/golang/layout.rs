@@ -118,6 +118,15 @@ pub fn layout_of(binary: &GoBinary) -> Result<(GoOffsets, Vec<String>), LayoutEr
         Some(Err(why)) => notes.push(format!("gRPC not traced: {why}")),
         None => {}
     }
+    // Every binary states where its goroutine slot is; only a surprise is worth a note.
+    match &binary.g_tls {
+        Ok(-8) => offsets.g_tls = -8,
+        Ok(offset) => {
+            offsets.g_tls = *offset;
+            notes.push(format!("goroutine TLS slot at {offset} (host-linked)"));
+        }
+        Err(why) => notes.push(format!("syscalls without goroutine ids: {why}")),
+    }
     Ok((offsets, notes))
 }
 
@@ -162,7 +171,7 @@ pub fn dwarf_layout(
         conn_fd: at("net.conn", "fd")?,
         // netFD embeds poll.FD first (`pfd`).
         netfd_sysfd: at("internal/poll.FD", "Sysfd")?,
-        pad0: 0,
+        g_tls: 0,
         tcp_conn_close_fn: address_of(binary, TCP_CONN_METHOD),
         grpc: GrpcOffsets::default(),
     };

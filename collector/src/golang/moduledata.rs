@@ -64,9 +64,12 @@ pub fn runtime_text(file: &object::File<'_>, pclntab_address: u64, pclntab: &[u8
             {
                 continue;
             }
-            let (Some(minpc), Some(maxpc), Some(text), Some(etext)) =
-                (word(at + MINPC), word(at + MAXPC), word(at + TEXT), word(at + ETEXT))
-            else {
+            let (Some(minpc), Some(maxpc), Some(text), Some(etext)) = (
+                word(at + MINPC),
+                word(at + MAXPC),
+                word(at + TEXT),
+                word(at + ETEXT),
+            ) else {
                 continue;
             };
             if code.0 <= text && text <= minpc && minpc < maxpc && maxpc <= etext && etext <= code.1

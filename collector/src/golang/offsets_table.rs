@@ -70,7 +70,7 @@ impl TableEntry {
             persist_conn: self.persist_conn,
             conn_fd: self.conn_fd,
             netfd_sysfd: self.netfd_sysfd,
-            pad0: 0,
+            g_tls: 0,
             tcp_conn_close_fn: 0,
             grpc: GrpcOffsets::default(),
         }

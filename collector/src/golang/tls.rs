@@ -46,7 +46,9 @@ pub enum TlsError {
     NoTlsSegment,
     #[error("no runtime function that reads the goroutine from TLS was found")]
     NoAccess,
-    #[error("the runtime's TLS accesses disagree (offsets {0:?}); goroutine ids of syscalls left unknown")]
+    #[error(
+        "the runtime's TLS accesses disagree (offsets {0:?}); goroutine ids of syscalls left unknown"
+    )]
     Disagree(Vec<i64>),
     #[error(
         "TLS offset {offset} is outside the executable's {block}-byte TLS block; goroutine ids of \
@@ -95,7 +97,9 @@ pub fn g_offset_from_symbols(data: &[u8]) -> Option<i64> {
         .find(|s| s.name() == Ok("runtime.tlsg"))?
         .address();
     let block = tls_block(data)?;
-    i64::try_from(tlsg).ok()? .checked_sub(i64::try_from(block).ok()?)
+    i64::try_from(tlsg)
+        .ok()?
+        .checked_sub(i64::try_from(block).ok()?)
 }
 
 /// The executable's TLS block size as the thread pointer sees it: `PT_TLS` memory size rounded
@@ -122,7 +126,12 @@ fn fs_offsets(data: &[u8], range: Range) -> Vec<i64> {
         return Vec::new();
     };
     let Some(code) = super::file_offset(&file, range.address)
-        .and_then(|start| Some((usize::try_from(start).ok()?, usize::try_from(range.size).ok()?)))
+        .and_then(|start| {
+            Some((
+                usize::try_from(start).ok()?,
+                usize::try_from(range.size).ok()?,
+            ))
+        })
         .and_then(|(start, size)| data.get(start..start.checked_add(size)?))
     else {
         return Vec::new();
@@ -170,7 +179,9 @@ fn fs_offsets(data: &[u8], range: Range) -> Vec<i64> {
                 })
                 .flatten();
             match value {
-                Some(v) if (Register::RAX as u32..=Register::R15 as u32).contains(&(reg as u32)) => {
+                Some(v)
+                    if (Register::RAX as u32..=Register::R15 as u32).contains(&(reg as u32)) =>
+                {
                     loaded.insert(reg, Some(v));
                 }
                 // Any other write (a partial register too) forgets every known value: an
