@@ -120,13 +120,8 @@ impl GoBinary {
         }
         let stripped = file.symbols().next().is_none();
         if stripped {
-            let section = file
-                .section_by_name(".gopclntab")
-                .ok_or_else(|| elf_error("stripped, and without .gopclntab".into()))?;
-            let pclntab = section
-                .data()
-                .map_err(|e| elf_error(format!(".gopclntab: {e}")))?;
-            let text = moduledata::runtime_text(&file, section.address(), pclntab);
+            let (pclntab, text) = moduledata::pclntab(&file)
+                .ok_or_else(|| elf_error("stripped, and no .gopclntab found".into()))?;
             candidates = symbols::from_pclntab(pclntab, text, wanted).map_err(|source| {
                 GoBinaryError::Pclntab {
                     path: shown.clone(),

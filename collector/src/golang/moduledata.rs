@@ -9,6 +9,8 @@
 //! Go's code, so `runtime.text` is some bytes after it, and every uprobe would land that far
 //! off, in the middle of instructions. The module data is what the runtime itself uses: its
 //! first field points at the pclntab header, which is how a stripped binary's copy is found.
+//! The same pointer finds the pclntab itself where it has no section of its own (a PIE built by
+//! Go 1.22 keeps it inside `.data.rel.ro`).
 
 use object::{Object, ObjectSection, RelocationFlags, SectionKind};
 
@@ -25,6 +27,41 @@ const HEADER_FUNCNAME_OFFSET: usize = 32;
 /// `R_X86_64_RELATIVE`: in a PIE the module data's pointers are zero in the file and filled in
 /// at load from these relocations' addends.
 const R_X86_64_RELATIVE: u32 = 8;
+
+/// The pclntab (from its header to the end of the section holding it) and `runtime.text` (when
+/// known, see [`runtime_text`]): the `.gopclntab` section, or else a pclntab header inside a data
+/// section that a module data points at.
+#[must_use]
+pub fn pclntab<'a>(file: &object::File<'a>) -> Option<(&'a [u8], Option<u64>)> {
+    if let Some(section) = file.section_by_name(".gopclntab") {
+        let data = section.data().ok()?;
+        return Some((data, runtime_text(file, section.address(), data)));
+    }
+    for section in file.sections() {
+        if !matches!(
+            section.kind(),
+            SectionKind::Data | SectionKind::ReadOnlyData | SectionKind::ReadOnlyDataWithRel
+        ) {
+            continue;
+        }
+        let Ok(data) = section.data() else { continue };
+        // Magic (Go 1.18 or 1.20+), two zero pads, minLC 1, pointer size 8; 8-aligned.
+        for at in (0..data.len().saturating_sub(8)).step_by(8) {
+            let head = &data[at..at + 8];
+            if !(head[..4] == [0xf0, 0xff, 0xff, 0xff] || head[..4] == [0xf1, 0xff, 0xff, 0xff])
+                || head[4..] != [0, 0, 1, 8]
+            {
+                continue;
+            }
+            let table = &data[at..];
+            // Bytes that only look like a header have no module data pointing at them.
+            if let Some(text) = runtime_text(file, section.address() + at as u64, table) {
+                return Some((table, Some(text)));
+            }
+        }
+    }
+    None
+}
 
 /// `runtime.text` of the binary whose pclntab (`pclntab`, at virtual address `pclntab_address`)
 /// is given, or `None` when no module data that points at it and agrees with itself is found.
