@@ -5,7 +5,9 @@
 //! `-s -w` and through `strip`. front's /fanout calls back twice from child goroutines; its
 //! /chain, sent with `Host: side`, calls side from a grandchild goroutine. Every client span of
 //! front must sit under the front server span of its request, in its trace, with exactly one
-//! server span of back or side under it. Under `CI=true` a missing tool fails the test.
+//! server span of back or side under it; and front's syscalls carry their goroutine (its reads
+//! of /chain requests are on the handlers' goroutines). Under `CI=true` a missing tool fails the
+//! test.
 
 mod support;
 
@@ -200,6 +202,44 @@ fn check_topology(binary: &Path, what: &str, tls_note: Option<&str>) {
     eprintln!(
         "{summary}: {right} of {} client spans with every parent right",
         clients.len()
+    );
+    check_syscall_goroutines(&front, &side, what);
+}
+
+/// The syscalls of front carry the goroutine that made them (read through the goroutine's TLS
+/// slot, wherever the link put it): each /chain request's read is on its handler's goroutine.
+fn check_syscall_goroutines(front: &Listening, side: &Listening, what: &str) {
+    let pid = front.pid().to_string();
+    let agent = Agent::start(&["events", "--json", "--pid", &pid]);
+    for _ in 0..REQUESTS {
+        assert_eq!(get(&front.addr, &side.addr, "/chain"), 200, "{what}");
+    }
+    let events = agent.stop().events();
+    let starts: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "go_serve_start" && e["path"] == "/chain")
+        .collect();
+    let reads: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["type"] == "data"
+                && e["direction"] == "ingress"
+                && e["payload"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("GET /chain "))
+        })
+        .collect();
+    assert_eq!((starts.len(), reads.len()), (REQUESTS, REQUESTS), "{what}");
+    for read in &reads {
+        assert_eq!(read["goid_known"], true, "{what}: {read}");
+        assert!(
+            starts.iter().any(|s| s["goid"] == read["goid"]),
+            "{what}: no /chain handler on the read's goroutine: {read}"
+        );
+    }
+    eprintln!(
+        "{what}: {} of {REQUESTS} request reads on their handler's goroutine",
+        reads.len()
     );
 }
 
