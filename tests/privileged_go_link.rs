@@ -26,6 +26,55 @@ use wirespan::testing::cannot_run;
 
 const REQUESTS: usize = 10;
 
+/// One way to build the three services.
+struct Variant {
+    /// GOTOOLCHAIN (the machine's Go when None).
+    toolchain: Option<&'static str>,
+    name: &'static str,
+    args: &'static [&'static str],
+    /// Strip the build with binutils' `strip`.
+    strip_tool: bool,
+    /// What the agent's report line must say about the goroutine's TLS slot.
+    tls_note: Option<&'static str>,
+}
+
+const fn variant(
+    toolchain: Option<&'static str>,
+    name: &'static str,
+    args: &'static [&'static str],
+    strip_tool: bool,
+    tls_note: Option<&'static str>,
+) -> Variant {
+    Variant {
+        toolchain,
+        name,
+        args,
+        strip_tool,
+        tls_note,
+    }
+}
+
+const EXTERNAL: &[&str] = &["-ldflags=-linkmode=external"];
+const CGO: &[&str] = &["-tags", "cgotls"];
+const CGO_S_W: &[&str] = &["-tags", "cgotls", "-ldflags=-s -w"];
+/// The C `__thread` counter moves Go's slot from -8 to -16.
+const AT_16: Option<&str> = Some("goroutine TLS slot at -16");
+const VARIANTS: [Variant; 7] = [
+    variant(None, "external", EXTERNAL, false, None),
+    variant(
+        None,
+        "external-s-w",
+        &["-ldflags=-linkmode=external -s -w"],
+        false,
+        None,
+    ),
+    variant(None, "external-strip", EXTERNAL, true, None),
+    variant(None, "cgo", CGO, false, AT_16),
+    variant(None, "cgo-s-w", CGO_S_W, false, AT_16),
+    variant(None, "cgo-strip", CGO, true, AT_16),
+    variant(Some("go1.22.12"), "cgo-s-w", CGO_S_W, false, AT_16),
+];
+
 /// http-hello built with `args` (and stripped by `strip` when `strip_tool`).
 fn build(toolchain: Option<&str>, name: &str, args: &[&str], strip_tool: bool) -> Option<PathBuf> {
     let example = Path::new(concat!(
@@ -123,12 +172,11 @@ fn check_topology(binary: &Path, what: &str, tls_note: Option<&str>) {
     }
     let agent = Agent::start(&args);
     let report = agent.report.join("\n");
+    let name = binary.file_name().unwrap().to_string_lossy();
     let line = report
         .lines()
-        .find(|l| {
-            l.contains(&format!("pids {}", front.pid())) || l.contains(&front.pid().to_string())
-        })
-        .unwrap_or_else(|| panic!("{what}: no report line for front:\n{report}"));
+        .find(|l| l.contains("go: ") && l.contains(&*name))
+        .unwrap_or_else(|| panic!("{what}: no report line for {name}:\n{report}"));
     assert!(line.contains("attached"), "{what}: {line}");
     if let Some(note) = tls_note {
         assert!(line.contains(note), "{what}: {line}");
@@ -143,7 +191,13 @@ fn check_topology(binary: &Path, what: &str, tls_note: Option<&str>) {
     }
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{what}: {}", stopped.stderr);
-    let spans = spans_of(&file);
+    check_parents(&spans_of(&file), what);
+    check_syscall_goroutines(&front, &side, what);
+}
+
+/// Every client span of front under the front server span of its request, in its trace, with
+/// exactly one server span of back (/fanout) or side (/chain) under it.
+fn check_parents(spans: &[(String, Value)], what: &str) {
     let by_id: HashMap<&Value, &(String, Value)> =
         spans.iter().map(|s| (&s.1["spanId"], s)).collect();
     let of = |service: &str, kind: u64| -> Vec<&Value> {
@@ -203,7 +257,6 @@ fn check_topology(binary: &Path, what: &str, tls_note: Option<&str>) {
         "{summary}: {right} of {} client spans with every parent right",
         clients.len()
     );
-    check_syscall_goroutines(&front, &side, what);
 }
 
 /// The syscalls of front carry the goroutine that made them (read through the goroutine's TLS
@@ -248,62 +301,14 @@ fn privileged_go_link_modes_keep_every_parent_stripped_or_not() {
     if !require_privileges() {
         return;
     }
-    // (toolchain, name, go build arguments, strip with binutils, report note)
-    let variants: [(Option<&str>, &str, &[&str], bool, Option<&str>); 7] = [
-        (
-            None,
-            "external",
-            &["-ldflags=-linkmode=external"],
-            false,
-            None,
-        ),
-        (
-            None,
-            "external-s-w",
-            &["-ldflags=-linkmode=external -s -w"],
-            false,
-            None,
-        ),
-        (
-            None,
-            "external-strip",
-            &["-ldflags=-linkmode=external"],
-            true,
-            None,
-        ),
-        (
-            None,
-            "cgo",
-            &["-tags", "cgotls"],
-            false,
-            Some("goroutine TLS slot at -16"),
-        ),
-        (
-            None,
-            "cgo-s-w",
-            &["-tags", "cgotls", "-ldflags=-s -w"],
-            false,
-            Some("-16"),
-        ),
-        (None, "cgo-strip", &["-tags", "cgotls"], true, Some("-16")),
-        (
-            Some("go1.22.12"),
-            "cgo-s-w",
-            &["-tags", "cgotls", "-ldflags=-s -w"],
-            false,
-            Some("-16"),
-        ),
-    ];
-    for (toolchain, name, args, strip_tool, note) in variants {
-        let Some(binary) = build(toolchain, name, args, strip_tool) else {
+    for v in VARIANTS {
+        let Some(binary) = build(v.toolchain, v.name, v.args, v.strip_tool) else {
             return cannot_run(&format!(
-                "cannot build examples/http-hello {name} ({toolchain:?})"
+                "cannot build examples/http-hello {} ({:?})",
+                v.name, v.toolchain
             ));
         };
-        check_topology(
-            &binary,
-            &format!("{} {name}", toolchain.unwrap_or("local")),
-            note,
-        );
+        let what = format!("{} {}", v.toolchain.unwrap_or("local"), v.name);
+        check_topology(&binary, &what, v.tls_note);
     }
 }

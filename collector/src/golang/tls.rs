@@ -59,7 +59,10 @@ pub enum TlsError {
 
 /// The goroutine slot's offset from the thread pointer (negative), from the runtime's code,
 /// checked against the `PT_TLS` block. `functions` are the ranges of [`FUNCTIONS`] found.
-pub fn g_offset(data: &[u8], functions: &HashMap<String, Range>) -> Result<i32, TlsError> {
+pub fn g_offset<S: std::hash::BuildHasher>(
+    data: &[u8],
+    functions: &HashMap<String, Range, S>,
+) -> Result<i32, TlsError> {
     let block = tls_block(data).ok_or(TlsError::NoTlsSegment)?;
     let mut seen: Vec<i64> = Vec::new();
     for name in FUNCTIONS {
@@ -112,8 +115,8 @@ pub fn tls_block(data: &[u8]) -> Option<u64> {
         .elf_program_headers()
         .iter()
         .find(|h| h.p_type(endian) == PT_TLS)?;
-    let align: u64 = header.p_align(endian).into();
-    let memsz: u64 = header.p_memsz(endian).into();
+    let align = header.p_align(endian);
+    let memsz = header.p_memsz(endian);
     let align = align.max(1);
     Some(memsz.div_ceil(align) * align)
 }
@@ -149,7 +152,7 @@ fn fs_offsets(data: &[u8], range: Range) -> Vec<i64> {
         if memory && ins.memory_segment() == Register::FS {
             let base = ins.memory_base();
             if ins.memory_index() == Register::None {
-                let disp = ins.memory_displacement64() as i64;
+                let disp = ins.memory_displacement64().cast_signed();
                 let offset = match base {
                     Register::None => Some(disp),
                     reg => loaded.get(&reg).copied().flatten().map(|v| v + disp),
@@ -164,7 +167,7 @@ fn fs_offsets(data: &[u8], range: Range) -> Vec<i64> {
             let value = (ins.mnemonic() == Mnemonic::Mov)
                 .then(|| match ins.op1_kind() {
                     OpKind::Immediate32to64 | OpKind::Immediate64 | OpKind::Immediate32 => {
-                        Some(ins.immediate(1) as i64)
+                        Some(ins.immediate(1).cast_signed())
                     }
                     OpKind::Memory
                         if ins.memory_base() == Register::RIP
