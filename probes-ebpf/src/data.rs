@@ -12,8 +12,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user, generated,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated,
     },
     macros::{map, tracepoint},
     maps::LruHashMap,
@@ -29,7 +29,7 @@ use crate::{
     frames::{self, Io},
     golang::{GO_PROCS, g_slot},
     maps::{
-        CONNS, ConnInfo, EVENTS, count_lost, fd_offsets, next_conn_id, ports_pass, process_passes,
+        CONNS, ConnInfo, EVENTS, count_lost, next_conn_id, ports_pass, process_passes,
         scratch_event, settings,
     },
     sock::{Tuple, read_tuple, tcp_seq, tcp_sock_of_fd},

@@ -156,7 +156,10 @@ pub fn g_slot(tls: i32) -> Option<u64> {
     if tls >= 0 {
         return None;
     }
+    // SAFETY: bpf_get_current_task takes no arguments and only returns the current task's address.
     let task = unsafe { bpf_get_current_task() };
+    // SAFETY: bpf_probe_read_kernel reads the task's fsbase at the BTF offset user space found; a
+    // failure is an error (None), never a fault.
     let fsbase: u64 = unsafe {
         bpf_probe_read_kernel((task + u64::from(fd_offsets().task_fsbase)) as *const u64)
     }
@@ -173,12 +176,16 @@ fn check_g_slot(tgid: u32, g: u64) {
     let Some(offsets) = GO_PROCS.get_ptr_mut(&tgid) else {
         return;
     };
+    // SAFETY: the pointer is to this process's live map value (the lookup just succeeded); a
+    // plain integer field is read.
     let Some(slot) = g_slot(unsafe { (*offsets).g_tls }) else {
         return;
     };
     if let Ok(held) = read_u64(slot)
         && held != g
     {
+        // SAFETY: the same map value; a racing writer can only store 0 too (or user space the
+        // whole entry again), and any i32 is a valid value.
         unsafe { (*offsets).g_tls = 0 };
     }
 }
