@@ -62,10 +62,6 @@ pub fn from_pclntab(
         return Err(PclntabError::Malformed("pointer size is not 8"));
     }
     let nfunc = usize_at(pclntab, 8)?;
-    let text_start = match u64_at(pclntab, 24)? {
-        0 => runtime_text.ok_or(PclntabError::TextUnknown)?,
-        recorded => recorded,
-    };
     let funcname_offset = usize_at(pclntab, 32)?;
     let pcln_offset = usize_at(pclntab, 64)?;
     let functab = pclntab
@@ -74,6 +70,10 @@ pub fn from_pclntab(
     if nfunc > functab.len() / 8 {
         return Err(PclntabError::Malformed("function count exceeds the table"));
     }
+    let text_start = match u64_at(pclntab, 24)? {
+        0 => runtime_text.ok_or(PclntabError::TextUnknown)?,
+        recorded => recorded,
+    };
     let mut found: HashMap<String, Vec<Range>> = HashMap::new();
     for i in 0..nfunc {
         let entry = u32_at(functab, i * 8)?;
