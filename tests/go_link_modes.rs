@@ -13,7 +13,7 @@ use std::{
 };
 
 use wirespan::{
-    golang::{GoBinary, tls},
+    golang::{GoBinary, grpc, tls},
     testing::cannot_run,
 };
 
@@ -127,4 +127,60 @@ fn every_link_mode_stripped_or_not_gives_functions_and_the_goroutine_tls_slot() 
         }
     }
     assert_eq!(checked, TOOLCHAINS.len() * LINKS.len() * 2);
+}
+
+/// grpc-go's functions in examples/grpc-echo linked by the host linker, plain and `-s -w`: the
+/// same places and probe offsets, and the goroutine slot where Go's linker would put it.
+#[test]
+fn grpc_functions_of_an_externally_linked_stripped_binary_are_where_the_plain_one_has_them() {
+    let example = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/grpc-echo"
+    ));
+    let mut built = Vec::new();
+    for (name, flags) in [
+        ("plain", "-linkmode=external"),
+        ("s-w", "-linkmode=external -s -w"),
+    ] {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("link-grpc-echo-{name}"));
+        let ok = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(format!("-ldflags={flags}"))
+            .arg(".")
+            .current_dir(example)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return cannot_run("building examples/grpc-echo with -linkmode=external failed");
+        }
+        built.push(out);
+    }
+    let names: Vec<&str> = grpc::PROBES
+        .iter()
+        .map(|(name, _, _)| *name)
+        .chain(grpc::SPAWN_SITES)
+        .chain([grpc::STATUS_ERROR_METHOD])
+        .collect();
+    let plain = GoBinary::open(&built[0], &names).unwrap();
+    let stripped = GoBinary::open(&built[1], &names).unwrap();
+    assert!(stripped.stripped && !plain.stripped);
+    assert_eq!(
+        (plain.g_tls.clone(), stripped.g_tls.clone()),
+        (Ok(-8), Ok(-8))
+    );
+    for name in names {
+        let want = plain.function(name).unwrap_or_else(|| panic!("{name}"));
+        let got = stripped
+            .function(name)
+            .unwrap_or_else(|| panic!("stripped: {name}"));
+        assert_eq!(got.address, want.address, "{name}");
+        if let (Some(want), Some(got)) = (plain.probe(name), stripped.probe(name)) {
+            assert_eq!(
+                (got.entry_offset, &got.return_offsets),
+                (want.entry_offset, &want.return_offsets),
+                "{name}"
+            );
+        }
+    }
 }
