@@ -8,7 +8,10 @@
 //!   has the full five-tuple but may run in softirq; the two are joined on the sock address.
 //! - accept: a kretprobe on `inet_csk_accept` (returns the new sock), or `sys_exit_accept{,4}`
 //!   with the returned fd resolved to its sock.
-//! - close: kprobe / fentry on `tcp_close`, or `inet_sock_set_state` → CLOSE.
+//! - close: kprobe / fentry on `tcp_close`, or `inet_sock_set_state` → CLOSE, with the socket's
+//!   error (a reset sets ECONNRESET just before the state change).
+//! - failed connect (tracepoint mode of the connect hook): SYN_SENT → CLOSE without ESTABLISHED,
+//!   with the socket's error (ECONNREFUSED, ETIMEDOUT, or none when the program gave up).
 //!
 //! Every connection gets a fresh id at connect or accept, kept in `CONNS` until close.
 
@@ -18,7 +21,7 @@ use aya_ebpf::{
     programs::{FEntryContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use wirespan_shared::{
-    ConnEvent, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, IPPROTO_TCP, LOST_READ_FAILED,
+    ConnEvent, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_CONNECT_FAILED, IPPROTO_TCP, LOST_READ_FAILED,
     LOST_RINGBUF_FULL, LOST_START_UNSEEN, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
     SYSCALL_RET_OFFSET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT,
 };
@@ -28,7 +31,7 @@ use crate::{
         CONNS, ConnInfo, EVENTS, PENDING_CONNECTS, PendingConnect, count_lost, next_conn_id,
         ports_pass, process_passes, set_state_format, settings,
     },
-    sock::{read_tuple, tcp_sock_of_fd},
+    sock::{read_sock_err, read_tuple, tcp_sock_of_fd},
 };
 
 #[kprobe]
@@ -184,6 +187,8 @@ fn emit_close(sk: u64, mode: u16) -> u32 {
     ev.comm = info.comm;
     ev.conn_id = info.conn_id;
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    // Set when the kernel ended the connection (a reset); a program's own close leaves it 0.
+    ev.error = read_sock_err(sk);
     ev.family = info.tuple.family;
     ev.sport = info.tuple.sport;
     ev.dport = info.tuple.dport;
@@ -233,10 +238,45 @@ fn try_set_state_connect(ctx: &TracePointContext) -> Result<u32, u32> {
             }
         }
         (TCP_SYN_SENT, TCP_CLOSE) => {
-            // Refused or timed out: no connection, nothing to report.
+            // Refused, timed out, or abandoned by the program: no connection, but a failed call
+            // that users look for. Blocking or not, every failed connect passes here.
+            let Some(pending) = (unsafe { PENDING_CONNECTS.get(&sk) }).copied() else {
+                return Ok(0);
+            };
             let _ = PENDING_CONNECTS.remove(&sk);
+            if pending.pid != 0 && pending.pid != settings().agent_tgid {
+                emit_connect_failed(sk, &pending);
+            }
         }
         _ => {}
     }
     Ok(0)
+}
+
+/// A connect that never established (SYN_SENT → CLOSE), with the owner that started it and the
+/// socket's error; it gets no connection id (there was no connection).
+#[inline(always)]
+fn emit_connect_failed(sk: u64, owner: &PendingConnect) {
+    let Ok(tuple) = read_tuple(sk) else {
+        count_lost(LOST_READ_FAILED);
+        return;
+    };
+    if !ports_pass(tuple.sport, tuple.dport) {
+        return;
+    }
+    let mut ev = ConnEvent::zeroed(EVENT_CONNECT_FAILED);
+    ev.mode = MODE_TRACEPOINT;
+    ev.pid = owner.pid;
+    ev.tid = owner.tid;
+    ev.comm = owner.comm;
+    ev.error = read_sock_err(sk);
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.family = tuple.family;
+    ev.sport = tuple.sport;
+    ev.dport = tuple.dport;
+    ev.saddr = tuple.saddr;
+    ev.daddr = tuple.daddr;
+    if EVENTS.output(&ev, 0).is_err() {
+        count_lost(LOST_RINGBUF_FULL);
+    }
 }

@@ -52,7 +52,8 @@ pub struct FdOffsets {
     pub tcp_copied_seq: u32,
     /// `task_struct.thread.fsbase` (x86-64): the thread's TLS base, where Go keeps `g` at -8.
     pub task_fsbase: u32,
-    pub pad0: u32,
+    /// `sock.sk_err`: why a connection closed or a connect failed (a positive errno).
+    pub sock_err: u32,
 }
 
 impl FdOffsets {
@@ -72,7 +73,7 @@ impl FdOffsets {
             tcp_write_seq: 0,
             tcp_copied_seq: 0,
             task_fsbase: 0,
-            pad0: 0,
+            sock_err: 0,
         }
     }
 }

@@ -421,6 +421,7 @@ mod tests {
             remote: remote.parse().unwrap(),
             ts_ns,
             mode: AttachMode::Tracepoint,
+            errno: None,
         })
     }
 

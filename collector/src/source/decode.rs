@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use wirespan_shared::{
     AF_INET, AF_INET6, COMM_LEN, ConnEvent, DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS,
-    DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_EXEC,
+    DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_CONNECT_FAILED, EVENT_DATA, EVENT_EXEC,
     EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_EXIT,
     EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_GRPC_STREAM_OPENED,
     EVENT_GO_HEADERS, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, ExecEvent,
@@ -56,6 +56,9 @@ pub struct Conn {
     pub ts_ns: u64,
     /// The attach mode whose probe saw it.
     pub mode: AttachMode,
+    /// A close's or failed connect's socket error (a positive errno: ECONNRESET, ECONNREFUSED,
+    /// ETIMEDOUT), when the kernel ended it; None for a program's own close.
+    pub errno: Option<u32>,
 }
 
 /// Which way bytes moved, from the process's point of view.
@@ -150,6 +153,9 @@ pub struct Exec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Conn(Conn),
+    /// A connect that never established (`kind` is `Connect`; `errno` says why, None when the
+    /// program gave up on it).
+    ConnectFailed(Conn),
     Data(Data),
     GoServe(GoServe),
     GoSpawn(GoSpawn),
@@ -165,7 +171,7 @@ impl Event {
     #[must_use]
     pub fn ts_ns(&self) -> u64 {
         match self {
-            Self::Conn(c) => c.ts_ns,
+            Self::Conn(c) | Self::ConnectFailed(c) => c.ts_ns,
             Self::Data(d) => d.ts_exit_ns,
             Self::GoServe(g) => g.ts_ns,
             Self::GoSpawn(g) => g.ts_ns,
@@ -208,6 +214,9 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     match kind {
         EVENT_CONNECT | EVENT_ACCEPT | EVENT_CLOSE => {
             decode_conn(&read_struct::<ConnEvent>(record)?).map(Event::Conn)
+        }
+        EVENT_CONNECT_FAILED => {
+            decode_conn(&read_struct::<ConnEvent>(record)?).map(Event::ConnectFailed)
         }
         EVENT_DATA => decode_data(record).map(Event::Data),
         EVENT_GO_SPAWN => {
@@ -276,7 +285,7 @@ fn read_struct<T: Copy>(record: &[u8]) -> Result<T, DecodeError> {
 fn decode_conn(raw: &ConnEvent) -> Result<Conn, DecodeError> {
     let (local, remote) = endpoints(raw.family, &raw.saddr, raw.sport, &raw.daddr, raw.dport)?;
     let kind = match raw.kind {
-        EVENT_CONNECT => ConnKind::Connect,
+        EVENT_CONNECT | EVENT_CONNECT_FAILED => ConnKind::Connect,
         EVENT_ACCEPT => ConnKind::Accept,
         _ => ConnKind::Close,
     };
@@ -290,6 +299,7 @@ fn decode_conn(raw: &ConnEvent) -> Result<Conn, DecodeError> {
         remote,
         ts_ns: raw.ts_ns,
         mode: mode(raw.mode)?,
+        errno: (raw.error != 0).then_some(raw.error),
     })
 }
 
