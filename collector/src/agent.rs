@@ -74,8 +74,8 @@ impl RunSummary {
         if let Some(s) = self.spans {
             let _ = write!(
                 text,
-                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting)",
-                s.spans, s.orphans, s.evicted
+                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting, {} failed calls)",
+                s.spans, s.orphans, s.evicted, s.failed_calls
             );
         }
         text
