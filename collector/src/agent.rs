@@ -74,8 +74,8 @@ impl RunSummary {
         if let Some(s) = self.spans {
             let _ = write!(
                 text,
-                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting, {} failed calls)",
-                s.spans, s.orphans, s.evicted, s.failed_calls
+                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting, {} failed calls, {} failed connects of Go programs no call claimed)",
+                s.spans, s.orphans, s.evicted, s.failed_calls, s.unclaimed_connects
             );
         }
         text

@@ -29,6 +29,10 @@ use crate::{
 /// A failed Go call waits this long (event time) after it returned for the close and the
 /// exchange of its connection, which follow the error at once.
 const SETTLE_NS: u64 = 200_000_000;
+/// A failed connect of a process not (yet) known as Go waits this long (event time) before it
+/// becomes a span of its own: a Go program started after the agent may connect before its
+/// uprobes report anything, and then its failed connects belong to its calls.
+pub const GO_HOLD_NS: u64 = 2_000_000_000;
 /// How far back a call looks for its process's transport failure (grpc-go fails calls with the
 /// error of its last connection attempt, made before the call during its backoff).
 const LOOKBACK_NS: u64 = 30_000_000_000;
@@ -98,16 +102,6 @@ struct HttpCall {
     conn: Option<(SocketAddr, SocketAddr)>,
 }
 
-/// What the failed-call tracker counted.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct FailedStats {
-    /// Failed calls made into spans.
-    pub spans: u64,
-    /// Failed connects of Go programs that no call claimed (background reconnects, clients the
-    /// uprobes do not cover): counted, not made into spans.
-    pub unclaimed_connects: u64,
-}
-
 /// Tracks calls and transport failures; yields failed calls.
 #[derive(Debug, Default)]
 pub struct Failures {
@@ -123,7 +117,6 @@ pub struct Failures {
     waiting: Vec<Waiting>,
     ready: Vec<Failed>,
     comms: HashMap<u32, String>,
-    pub stats: FailedStats,
 }
 
 impl Failures {
@@ -206,6 +199,12 @@ impl Failures {
         starts.push_back(at);
     }
 
+    /// Whether `pid` reported Go events (its failed connects belong to its calls).
+    #[must_use]
+    pub fn is_go(&self, pid: u32) -> bool {
+        self.go_pids.contains(&pid)
+    }
+
     /// The socket error a client connection ended with: why its exchange got no response.
     #[must_use]
     pub fn close_error(&self, local: SocketAddr, remote: SocketAddr) -> Option<ErrorType> {
@@ -223,7 +222,6 @@ impl Failures {
                 self.ready.push(failed);
             }
         }
-        self.stats.spans += self.ready.len() as u64;
         std::mem::take(&mut self.ready)
     }
 

@@ -330,3 +330,25 @@ fn a_go_call_reset_before_its_request_was_written_names_its_connection() {
     assert_eq!(out[0].error_type().as_deref(), Some("connection_reset"));
     assert_eq!(out[0].local, addr(OUT_LOCAL));
 }
+
+#[test]
+fn a_failed_connect_of_a_program_that_turns_out_go_is_left_to_its_calls() {
+    // A Go program started after the agent connects before its uprobes report anything.
+    let mut c = correlator();
+    let mut out = Vec::new();
+    c.on_event(&refused(70, 70, 5 * MS));
+    c.settle(&mut out);
+    assert!(out.is_empty(), "held while the program may still turn out Go");
+    c.on_event(&Event::GoSpawn(GoSpawn {
+        pid: 70,
+        tid: 70,
+        stream_id: 0,
+        parent_goid: 1,
+        child_goid: 2,
+        ts_ns: 6 * MS,
+    }));
+    c.advance_clock(10 * 1_000 * MS);
+    c.settle(&mut out);
+    assert!(out.is_empty(), "{out:#?}");
+    assert_eq!(c.stats.unclaimed_connects, 1);
+}

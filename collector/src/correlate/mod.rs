@@ -74,6 +74,9 @@ pub struct CorrelateStats {
     pub evicted: u64,
     /// Failed outbound calls made into spans (no exchange: refused, timed out, reset).
     pub failed_calls: u64,
+    /// Failed connects of Go programs that no call claimed (background reconnects, clients the
+    /// uprobes do not cover): counted, not made into spans.
+    pub unclaimed_connects: u64,
 }
 
 struct Node {
@@ -453,6 +456,16 @@ impl Correlator {
     /// Emit failed calls whose parent is emitted (or that have none, or waited too long).
     fn settle_failed(&mut self, out: &mut Vec<Span>) {
         for node in std::mem::take(&mut self.failed_pending) {
+            if node.f.payload == Payload::Connect {
+                if self.failures.is_go(node.f.pid) {
+                    self.stats.unclaimed_connects += 1;
+                    continue;
+                }
+                if self.now_ns < node.f.end_ns.saturating_add(failed::GO_HOLD_NS) {
+                    self.failed_pending.push(node);
+                    continue;
+                }
+            }
             let decision = match self.decide_in_process(node.context, node.f.start_ns) {
                 Decision::Wait if self.now_ns.saturating_sub(node.arrived_ns) > self.window_ns => {
                     self.stats.orphans += 1;
