@@ -1,6 +1,6 @@
 // http-hello: a net/http server whose handlers call out through a keep-alive client: /chain
 // from a grandchild goroutine, /fanout twice in parallel from child goroutines (to --backend,
-// another http-hello, or itself). wirespan's Go tests trace it end to end.
+// another http-hello, or itself), /call once to ?target=host:port (502 when the call fails). wirespan's Go tests trace it end to end.
 package main
 
 import (
@@ -39,6 +39,18 @@ func main() {
 			}()
 		}()
 		fmt.Fprint(w, <-result)
+	})
+	mux.HandleFunc("/call", func(w http.ResponseWriter, r *http.Request) {
+		// One outbound call to ?target=host:port (a failing one in the failed-call tests): its
+		// error, if any, is answered as 502.
+		resp, err := client.Get("http://" + r.URL.Query().Get("target") + "/hello?name=call")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Fprint(w, string(body))
 	})
 	mux.HandleFunc("/fanout", func(w http.ResponseWriter, r *http.Request) {
 		// Two outbound calls at once, each from a child goroutine of the handler.

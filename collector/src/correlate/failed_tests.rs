@@ -60,7 +60,11 @@ fn go_client(pid: u32, goid: u64, start: bool, status: Option<u16>, ts_ns: u64) 
         tid: pid,
         goid,
         method: if start { "GET".into() } else { String::new() },
-        path: if start { "/hello".into() } else { String::new() },
+        path: if start {
+            "/hello".into()
+        } else {
+            String::new()
+        },
         host: if start { CLOSED.into() } else { String::new() },
         status,
         ts_ns,
@@ -178,7 +182,10 @@ fn a_go_call_to_a_closed_port_is_a_client_span_under_the_handler_of_its_goroutin
     assert_eq!(call.link, ParentLink::Goroutine);
     assert_eq!((call.local, call.remote), (addr(OUT_LOCAL), addr(CLOSED)));
     assert_eq!((call.start_ns, call.end_ns), (102 * MS, 104 * MS));
-    assert_eq!(c.stats.failed_calls, 1, "the connect is the call's, not a span of its own");
+    assert_eq!(
+        c.stats.failed_calls, 1,
+        "the connect is the call's, not a span of its own"
+    );
 }
 
 #[test]
@@ -338,7 +345,10 @@ fn a_failed_connect_of_a_program_that_turns_out_go_is_left_to_its_calls() {
     let mut out = Vec::new();
     c.on_event(&refused(70, 70, 5 * MS));
     c.settle(&mut out);
-    assert!(out.is_empty(), "held while the program may still turn out Go");
+    assert!(
+        out.is_empty(),
+        "held while the program may still turn out Go"
+    );
     c.on_event(&Event::GoSpawn(GoSpawn {
         pid: 70,
         tid: 70,

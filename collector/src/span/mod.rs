@@ -195,9 +195,10 @@ impl Span {
             return None;
         }
         Some(match &self.payload {
-            Payload::Http(h) => h
-                .status
-                .map_or_else(|| ErrorType::NoResponse.as_str().to_owned(), |s| s.to_string()),
+            Payload::Http(h) => h.status.map_or_else(
+                || ErrorType::NoResponse.as_str().to_owned(),
+                |s| s.to_string(),
+            ),
             Payload::Grpc(g) => g
                 .status
                 .and_then(|code| GRPC_CODES.get(code as usize).copied())
@@ -215,7 +216,12 @@ impl Span {
         }
         match &self.payload {
             Payload::Http(h) => h.status.map_or_else(
-                || self.error.unwrap_or(ErrorType::NoResponse).describe().to_owned(),
+                || {
+                    self.error
+                        .unwrap_or(ErrorType::NoResponse)
+                        .describe()
+                        .to_owned()
+                },
                 |s| format!("HTTP {s}"),
             ),
             Payload::Connect => format!(
