@@ -291,7 +291,8 @@ fn privileged_failed_grpc_go_calls_are_client_spans_with_error_type_under_their_
         say,
         "GET /relay",
     );
-    for (service, _) in [("relay-refused", 0), ("relay-reset", 0)] {
+    // The relays' own connects (at start and in grpc-go's backoff) are not spans of their own.
+    for service in ["relay-refused", "relay-reset"] {
         let clients = spans
             .iter()
             .filter(|(s, span)| s == service && span["kind"] == 3)

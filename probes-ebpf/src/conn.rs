@@ -245,7 +245,9 @@ fn try_set_state_connect(ctx: &TracePointContext) -> Result<u32, u32> {
             };
             let _ = PENDING_CONNECTS.remove(&sk);
             if pending.pid != 0 && pending.pid != settings().agent_tgid {
-                emit_connect_failed(sk, &pending);
+                let sport: u16 =
+                    unsafe { ctx.read_at(set_state_format().sport as usize) }.map_err(|_| 0u32)?;
+                emit_connect_failed(sk, sport, &pending);
             }
         }
         _ => {}
@@ -256,11 +258,15 @@ fn try_set_state_connect(ctx: &TracePointContext) -> Result<u32, u32> {
 /// A connect that never established (SYN_SENT → CLOSE), with the owner that started it and the
 /// socket's error; it gets no connection id (there was no connection).
 #[inline(always)]
-fn emit_connect_failed(sk: u64, owner: &PendingConnect) {
-    let Ok(tuple) = read_tuple(sk) else {
+fn emit_connect_failed(sk: u64, recorded_sport: u16, owner: &PendingConnect) {
+    let Ok(mut tuple) = read_tuple(sk) else {
         count_lost(LOST_READ_FAILED);
         return;
     };
+    // The port was released on the way to CLOSE; the tracepoint recorded it before.
+    if tuple.sport == 0 {
+        tuple.sport = recorded_sport;
+    }
     if !ports_pass(tuple.sport, tuple.dport) {
         return;
     }

@@ -87,6 +87,9 @@ pub struct SetStateFormat {
     pub oldstate: u32,
     pub newstate: u32,
     pub protocol: u32,
+    /// The source port (host order) as the tracepoint recorded it: at SYN_SENT → CLOSE the
+    /// sock's own port number is already released (0), the recorded one is not.
+    pub sport: u32,
 }
 
 impl SetStateFormat {
@@ -97,6 +100,7 @@ impl SetStateFormat {
             oldstate: 0,
             newstate: 0,
             protocol: 0,
+            sport: 0,
         }
     }
 }

@@ -31,7 +31,8 @@ use crate::{
 const SETTLE_NS: u64 = 200_000_000;
 /// A failed connect of a process not (yet) known as Go waits this long (event time) before it
 /// becomes a span of its own: a Go program started after the agent may connect before its
-/// uprobes report anything, and then its failed connects belong to its calls.
+/// uprobes are attached (the agent says so, `mark_go`) or report anything, and then its failed
+/// connects belong to its calls.
 pub const GO_HOLD_NS: u64 = 2_000_000_000;
 /// How far back a call looks for its process's transport failure (grpc-go fails calls with the
 /// error of its last connection attempt, made before the call during its backoff).
@@ -197,6 +198,11 @@ impl Failures {
             starts.pop_front();
         }
         starts.push_back(at);
+    }
+
+    /// `pid` runs a Go program the uprobes attached to.
+    pub fn mark_go(&mut self, pid: u32) {
+        self.go_pids.insert(pid);
     }
 
     /// Whether `pid` reported Go events (its failed connects belong to its calls).

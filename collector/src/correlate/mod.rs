@@ -188,6 +188,11 @@ impl Correlator {
         self.take_failed();
     }
 
+    /// A Go program the uprobes attached to (its failed connects belong to its calls).
+    pub fn on_go_program(&mut self, pid: u32) {
+        self.failures.mark_go(pid);
+    }
+
     /// Let time pass without events (a live run's idle periods): spans waiting for a parent
     /// that will not come are emitted once the window is over, not at the next event.
     pub fn advance_clock(&mut self, now_ns: u64) {
