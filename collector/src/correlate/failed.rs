@@ -389,6 +389,10 @@ impl Failures {
             failed.remote = t.remote;
             failed.error = t.error;
         }
+        // The status description says why, as grpc-go's own error does.
+        if let Payload::Grpc(g) = &mut failed.payload {
+            g.message = Some(failed.error.describe().to_owned());
+        }
         Some(failed)
     }
 }

@@ -49,7 +49,7 @@ fn conn_line_as(c: &Conn, kind: &str, clock: &WallClock) -> String {
         c.remote
     );
     if let Some(errno) = c.errno {
-        line.push_str(&format!(" errno={errno}"));
+        let _ = write!(line, " errno={errno}");
     }
     line
 }

@@ -179,7 +179,7 @@ impl<W: Write> EventSink for JsonLinesSink<W> {
     fn event(&mut self, event: &Event) -> std::io::Result<()> {
         match event {
             Event::Conn(c) => {
-                serde_json::to_writer(&mut self.out, &conn_record(c, c.kind.as_str()))?
+                serde_json::to_writer(&mut self.out, &conn_record(c, c.kind.as_str()))?;
             }
             Event::ConnectFailed(c) => {
                 serde_json::to_writer(&mut self.out, &conn_record(c, "connect_failed"))?;
