@@ -1,7 +1,8 @@
 //! Privileged end to end (needs root, a kernel, Go and Python): failed outbound calls become
 //! client spans with `error.type`, status Error and the right parent. Each caller serves a
 //! request and calls out to a port nothing listens on (connection refused) and to a listener in
-//! this test that accepts and closes with `SO_LINGER` 0 (connection reset): `net/http`
+//! this test that accepts and closes with `SO_LINGER` 0 (connection reset), net/http also to one
+//! that never answers (its call times out): `net/http`
 //! (examples/http-hello `/call`), grpc-go (examples/grpc-echo `relay`), and Python `urllib`
 //! on a `http.server` handler's thread (tests/support/http_server.py `/via/<port>/`). Spans go
 //! through the file exporter (OTLP JSON lines).
@@ -67,6 +68,20 @@ fn resetting_listener() -> u16 {
             };
             assert_eq!(rc, 0, "SO_LINGER");
             drop(stream);
+        }
+    });
+    port
+}
+
+/// A listener that accepts every connection and never answers (the connections stay open until
+/// the test process exits).
+fn silent_listener() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming().map_while(Result::ok) {
+            open.push(stream);
         }
     });
     port
@@ -202,15 +217,15 @@ fn privileged_failed_net_http_calls_are_client_spans_with_error_type_under_their
     let Some(hello) = go_build("http-hello", "failed-http-hello") else {
         return cannot_run("go cannot build examples/http-hello");
     };
-    let (closed, reset) = (closed_port(), resetting_listener());
+    let (closed, reset, silent) = (closed_port(), resetting_listener(), silent_listener());
     let service = Listening::start(Command::new(&hello).env("OTEL_SERVICE_NAME", "caller"));
     let port: u16 = service.port().parse().unwrap();
     let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("failed-net-http.jsonl");
-    let agent = agent_to_file(&file, &[port, closed, reset]);
-    for target in [closed, reset] {
+    let agent = agent_to_file(&file, &[port, closed, reset, silent]);
+    for target in [closed, reset, silent] {
         let (status, body) = http_get(
             &service.addr,
-            &format!("/call?target=127.0.0.1:{target}"),
+            &format!("/call?target=127.0.0.1:{target}&timeout=300ms"),
             "",
         );
         assert_eq!(status, 502, "{body}");
@@ -231,6 +246,15 @@ fn privileged_failed_net_http_calls_are_client_spans_with_error_type_under_their
         "caller",
         reset,
         "connection_reset",
+        "GET /hello",
+        "GET /call",
+    );
+    // The request went out and no response came before the call's timeout.
+    check_failed_call(
+        &spans,
+        "caller",
+        silent,
+        "timeout",
         "GET /hello",
         "GET /call",
     );

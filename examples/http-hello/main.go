@@ -1,6 +1,7 @@
 // http-hello: a net/http server whose handlers call out through a keep-alive client: /chain
 // from a grandchild goroutine, /fanout twice in parallel from child goroutines (to --backend,
-// another http-hello, or itself), /call once to ?target=host:port (502 when the call fails). wirespan's Go tests trace it end to end.
+// another http-hello, or itself), /call once to ?target=host:port[&timeout=300ms] (502 when
+// the call fails). wirespan's Go tests trace it end to end.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 )
 
 func main() {
@@ -41,9 +43,13 @@ func main() {
 		fmt.Fprint(w, <-result)
 	})
 	mux.HandleFunc("/call", func(w http.ResponseWriter, r *http.Request) {
-		// One outbound call to ?target=host:port (a failing one in the failed-call tests): its
-		// error, if any, is answered as 502.
-		resp, err := client.Get("http://" + r.URL.Query().Get("target") + "/hello?name=call")
+		// One outbound call to ?target=host:port (a failing one in the failed-call tests), given
+		// up after ?timeout= (a Go duration) if set: its error, if any, is answered as 502.
+		caller := client
+		if timeout, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil {
+			caller = &http.Client{Timeout: timeout}
+		}
+		resp, err := caller.Get("http://" + r.URL.Query().Get("target") + "/hello?name=call")
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return

@@ -10,8 +10,9 @@
 //!   with the returned fd resolved to its sock.
 //! - close: kprobe / fentry on `tcp_close`, or `inet_sock_set_state` → CLOSE, with the socket's
 //!   error (a reset sets ECONNRESET just before the state change).
-//! - failed connect (tracepoint mode of the connect hook): SYN_SENT → CLOSE without ESTABLISHED,
-//!   with the socket's error (ECONNREFUSED, ETIMEDOUT, or none when the program gave up).
+//! - failed connect (its own hook, a tracepoint whatever the connect hook's mode): SYN_SENT →
+//!   CLOSE without ESTABLISHED, with the socket's error (ECONNREFUSED, ETIMEDOUT, or none when
+//!   the program gave up).
 //!
 //! Every connection gets a fresh id at connect or accept, kept in `CONNS` until close.
 
@@ -237,28 +238,55 @@ fn try_set_state_connect(ctx: &TracePointContext) -> Result<u32, u32> {
                 start(sk, EVENT_CONNECT, MODE_TRACEPOINT, &pending);
             }
         }
-        (TCP_SYN_SENT, TCP_CLOSE) => {
-            // Refused, timed out, or abandoned by the program: no connection, but a failed call
-            // that users look for. Blocking or not, every failed connect passes here.
-            let Some(pending) = (unsafe { PENDING_CONNECTS.get(&sk) }).copied() else {
-                return Ok(0);
-            };
-            let _ = PENDING_CONNECTS.remove(&sk);
-            if pending.pid != 0 && pending.pid != settings().agent_tgid {
-                let sport: u16 =
-                    unsafe { ctx.read_at(set_state_format().sport as usize) }.map_err(|_| 0u32)?;
-                emit_connect_failed(sk, sport, &pending);
-            }
-        }
+        // SYN_SENT → CLOSE (a failed connect) is `inet_sock_set_state_failed`'s, which takes the
+        // pending entry (the LRU drops it when that hook is not attached).
         _ => {}
     }
     Ok(0)
 }
 
-/// A connect that never established (SYN_SENT → CLOSE), with the owner that started it and the
-/// socket's error; it gets no connection id (there was no connection).
+/// `sock:inet_sock_set_state`, failed-connect half (the `tcp_connect_failed` hook, a tracepoint
+/// in every attach mode of the connect hook): SYN_SENT → CLOSE without ESTABLISHED. Blocking or
+/// not, every failed connect passes here: refused, timed out, or abandoned by the program.
+#[tracepoint]
+pub fn inet_sock_set_state_failed(ctx: TracePointContext) -> u32 {
+    match try_connect_failed(&ctx) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+fn try_connect_failed(ctx: &TracePointContext) -> Result<u32, u32> {
+    let (old, new, sk) = read_transition(ctx)?;
+    if (old, new) != (TCP_SYN_SENT, TCP_CLOSE) {
+        return Ok(0);
+    }
+    let sport: u16 = unsafe { ctx.read_at(set_state_format().sport as usize) }.map_err(|_| 0u32)?;
+    // Tracepoint mode: the owner waits in PENDING_CONNECTS. kprobe / fentry modes: the connect
+    // was emitted at tcp_connect, its owner is in CONNS (its close follows as usual).
+    let (owner, conn_id) = if let Some(pending) = unsafe { PENDING_CONNECTS.get(&sk) }.copied() {
+        let _ = PENDING_CONNECTS.remove(&sk);
+        (pending, 0)
+    } else if let Some(info) = unsafe { CONNS.get(&sk) }.copied() {
+        let owner = PendingConnect {
+            pid: info.pid,
+            tid: info.tid,
+            ts_ns: 0,
+            comm: info.comm,
+        };
+        (owner, info.conn_id)
+    } else {
+        return Ok(0);
+    };
+    if owner.pid != 0 && owner.pid != settings().agent_tgid {
+        emit_connect_failed(sk, sport, &owner, conn_id);
+    }
+    Ok(0)
+}
+
+/// A connect that never established, with the owner that started it and the socket's error;
+/// `conn_id` is the id its connect event had (kprobe / fentry modes), else 0.
 #[inline(always)]
-fn emit_connect_failed(sk: u64, recorded_sport: u16, owner: &PendingConnect) {
+fn emit_connect_failed(sk: u64, recorded_sport: u16, owner: &PendingConnect, conn_id: u64) {
     let Ok(mut tuple) = read_tuple(sk) else {
         count_lost(LOST_READ_FAILED);
         return;
@@ -272,6 +300,7 @@ fn emit_connect_failed(sk: u64, recorded_sport: u16, owner: &PendingConnect) {
     }
     let mut ev = ConnEvent::zeroed(EVENT_CONNECT_FAILED);
     ev.mode = MODE_TRACEPOINT;
+    ev.conn_id = conn_id;
     ev.pid = owner.pid;
     ev.tid = owner.tid;
     ev.comm = owner.comm;

@@ -111,6 +111,9 @@ pub struct Failures {
     closed: HashMap<(SocketAddr, SocketAddr), (u64, ErrorType)>,
     http_calls: HashMap<(u32, u64), HttpCall>,
     grpc_calls: HashMap<(u32, u64), (u64, String)>,
+    /// Connections whose Go call returned without a response (the caller gave up: its timeout
+    /// or deadline), with when.
+    gave_up: HashMap<(SocketAddr, SocketAddr), u64>,
     /// Client exchanges' request starts by (pid, local, remote).
     exchanges: HashMap<(u32, SocketAddr, SocketAddr), VecDeque<u64>>,
     /// Processes that reported Go events: their calls come from the uprobes.
@@ -123,6 +126,13 @@ pub struct Failures {
 impl Failures {
     /// Take in one event.
     pub fn on_event(&mut self, event: &Event) {
+        // Per-process tables are keyed by pid; a machine's pids come and go.
+        if self.comms.len() >= MAX_ENTRIES {
+            self.comms.clear();
+        }
+        if self.go_pids.len() >= MAX_ENTRIES {
+            self.go_pids.clear();
+        }
         match event {
             Event::ConnectFailed(c) => {
                 self.comms.insert(c.pid, c.comm.clone());
@@ -217,6 +227,18 @@ impl Failures {
         self.closed.get(&(local, remote)).map(|(_, e)| *e)
     }
 
+    /// Why a client exchange on (local, remote) got no response: the socket error its
+    /// connection ended with, else a timeout when the Go call it served returned without one
+    /// (net/http closes the connection of a call that timed out or was cancelled).
+    #[must_use]
+    pub fn no_response_cause(&self, local: SocketAddr, remote: SocketAddr) -> Option<ErrorType> {
+        self.close_error(local, remote).or_else(|| {
+            self.gave_up
+                .contains_key(&(local, remote))
+                .then_some(ErrorType::Timeout)
+        })
+    }
+
     /// Failed calls whose evidence is in by event time `now` (everything at `u64::MAX`).
     pub fn take_ready(&mut self, now: u64) -> Vec<Failed> {
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
@@ -255,6 +277,12 @@ impl Failures {
         // A status means a response came: the exchange's span says the rest.
         if g.status.is_some() {
             return;
+        }
+        if let Some(conn) = call.conn {
+            if self.gave_up.len() >= MAX_ENTRIES {
+                self.gave_up.clear();
+            }
+            self.gave_up.insert(conn, g.ts_ns);
         }
         self.waiting.push(Waiting {
             pid: g.pid,
@@ -329,6 +357,9 @@ impl Failures {
         remote: SocketAddr,
         error: ErrorType,
     ) {
+        if self.transport.len() >= MAX_ENTRIES {
+            self.transport.clear();
+        }
         let list = self.transport.entry(pid).or_default();
         if list.len() >= MAX_FAILURES {
             list.pop_front();

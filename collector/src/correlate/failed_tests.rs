@@ -362,3 +362,39 @@ fn a_failed_connect_of_a_program_that_turns_out_go_is_left_to_its_calls() {
     assert!(out.is_empty(), "{out:#?}");
     assert_eq!(c.stats.unclaimed_connects, 1);
 }
+
+#[test]
+fn a_go_call_that_gave_up_waiting_for_its_response_is_a_timeout() {
+    // The request went out; the peer never answered; net/http closed the connection when the
+    // call's timeout fired and returned an error.
+    let mut c = correlator();
+    let pid = 80;
+    let events = [
+        go_client(pid, 6, true, None, 100 * MS),
+        conn_use(ConnRole::Client, pid, 6, OUT_LOCAL, CLOSED, 101 * MS),
+        go_client(pid, 6, false, None, 300 * MS),
+        Event::Conn(conn(ConnKind::Close, pid, pid, OUT_LOCAL, CLOSED, 300 * MS)),
+    ];
+    let client = exchange(
+        pid,
+        Direction::Egress,
+        (OUT_LOCAL, CLOSED),
+        pid,
+        (102 * MS, 300 * MS),
+        true,
+    );
+    let out = run(&mut c, &events, vec![client]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].error_type().as_deref(), Some("timeout"));
+}
+
+#[test]
+fn a_connect_the_program_abandoned_is_a_timeout() {
+    // No socket error: the program closed a connect still waiting for its SYN-ACK.
+    let mut c = correlator();
+    let abandoned = Event::ConnectFailed(conn(ConnKind::Connect, 90, 90, OUT_LOCAL, CLOSED, MS));
+    let out = run(&mut c, &[abandoned], Vec::new());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].error_type().as_deref(), Some("timeout"));
+    assert_eq!(out[0].status_message(), "connect to 127.0.0.1:9: timed out");
+}

@@ -419,9 +419,10 @@ impl Correlator {
         self.stats.spans += 1;
         let x = node.x;
         let f = x.exchange.flags;
-        // A client that got no response: the socket error its connection ended with says why.
+        // A client that got no response: the socket error its connection ended with says why,
+        // or its Go call's return (the caller gave up).
         let error = (node.kind == SpanKind::Client && (f.reset || f.no_response))
-            .then(|| self.failures.close_error(x.local, x.remote))
+            .then(|| self.failures.no_response_cause(x.local, x.remote))
             .flatten();
         Span {
             trace_id,

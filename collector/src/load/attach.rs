@@ -131,6 +131,17 @@ pub const HOOKS: &[Hook] = &[
             },
         ],
     },
+    // A connect that never established: what failed outbound calls are made of. One tracepoint
+    // in every mode (kprobe and fentry on tcp_connect see connects start, not how they end).
+    // Not required: the capture works without it, failed calls are then left out.
+    Hook {
+        name: "tcp_connect_failed",
+        required: false,
+        modes: &[HookMode {
+            mode: AttachMode::Tracepoint,
+            attachments: &[function("inet_sock_set_state_failed", &[SET_STATE])],
+        }],
+    },
     Hook {
         name: "tcp_accept",
         required: true,
