@@ -22,7 +22,11 @@ use std::{
 };
 
 use crate::{
-    source::{CallPhase, ConnKind, ConnRole, Event, GoGrpcCall, GoServe},
+    protocol::Grpc,
+    source::{
+        CallPhase, ConnKind, ConnRole, Event, GoConnUse, GoExit, GoGrpcCall, GoHeaders, GoServe,
+        GoSpawn,
+    },
     span::{ErrorType, GrpcSpan, HttpSpan, Payload},
 };
 
@@ -108,12 +112,12 @@ struct HttpCall {
 pub struct Failures {
     transport: HashMap<u32, VecDeque<Transport>>,
     /// Socket errors of connections that ended with one, by (local, remote).
-    closed: HashMap<(SocketAddr, SocketAddr), (u64, ErrorType)>,
+    closed: HashMap<(SocketAddr, SocketAddr), ErrorType>,
     http_calls: HashMap<(u32, u64), HttpCall>,
     grpc_calls: HashMap<(u32, u64), (u64, String)>,
     /// Connections whose Go call returned without a response (the caller gave up: its timeout
-    /// or deadline), with when.
-    gave_up: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// or deadline).
+    gave_up: HashSet<(SocketAddr, SocketAddr)>,
     /// Client exchanges' request starts by (pid, local, remote).
     exchanges: HashMap<(u32, SocketAddr, SocketAddr), VecDeque<u64>>,
     /// Processes that reported Go events: their calls come from the uprobes.
@@ -165,7 +169,7 @@ impl Failures {
                     if self.closed.len() >= MAX_ENTRIES {
                         self.closed.clear();
                     }
-                    self.closed.insert((c.local, c.remote), (c.ts_ns, error));
+                    self.closed.insert((c.local, c.remote), error);
                 }
             }
             Event::GoServe(g) if g.client => {
@@ -183,10 +187,10 @@ impl Failures {
                 self.on_grpc_call(c);
             }
             Event::GoServe(GoServe { pid, .. })
-            | Event::GoSpawn(crate::source::GoSpawn { pid, .. })
-            | Event::GoExit(crate::source::GoExit { pid, .. })
-            | Event::GoConnUse(crate::source::GoConnUse { pid, .. })
-            | Event::GoHeaders(crate::source::GoHeaders { pid, .. }) => {
+            | Event::GoSpawn(GoSpawn { pid, .. })
+            | Event::GoExit(GoExit { pid, .. })
+            | Event::GoConnUse(GoConnUse { pid, .. })
+            | Event::GoHeaders(GoHeaders { pid, .. }) => {
                 self.go_pids.insert(*pid);
             }
             Event::Exec(e) => {
@@ -224,7 +228,7 @@ impl Failures {
     /// The socket error a client connection ended with: why its exchange got no response.
     #[must_use]
     pub fn close_error(&self, local: SocketAddr, remote: SocketAddr) -> Option<ErrorType> {
-        self.closed.get(&(local, remote)).map(|(_, e)| *e)
+        self.closed.get(&(local, remote)).copied()
     }
 
     /// Why a client exchange on (local, remote) got no response: the socket error its
@@ -234,7 +238,7 @@ impl Failures {
     pub fn no_response_cause(&self, local: SocketAddr, remote: SocketAddr) -> Option<ErrorType> {
         self.close_error(local, remote).or_else(|| {
             self.gave_up
-                .contains_key(&(local, remote))
+                .contains(&(local, remote))
                 .then_some(ErrorType::Timeout)
         })
     }
@@ -282,7 +286,7 @@ impl Failures {
             if self.gave_up.len() >= MAX_ENTRIES {
                 self.gave_up.clear();
             }
-            self.gave_up.insert(conn, g.ts_ns);
+            self.gave_up.insert(conn);
         }
         self.waiting.push(Waiting {
             pid: g.pid,
@@ -322,7 +326,7 @@ impl Failures {
                     return;
                 }
                 let status = c.status.unwrap_or(GRPC_UNAVAILABLE);
-                let (service, method) = crate::protocol::Grpc::split_path(&method)
+                let (service, method) = Grpc::split_path(&method)
                     .map(|(s, m)| (s.to_owned(), m.to_owned()))
                     .unwrap_or_default();
                 self.waiting.push(Waiting {
