@@ -396,6 +396,7 @@ impl Failures {
             payload: w.payload,
             error: w.fallback,
         };
+        let mut peer = w.target;
         if let Some((local, remote)) = w.conn {
             let made_exchange = self
                 .exchanges
@@ -404,19 +405,28 @@ impl Failures {
             if made_exchange {
                 return None;
             }
-            failed.local = local;
+            if let Some(error) = self.close_error(local, remote) {
+                failed.local = local;
+                failed.remote = remote;
+                failed.error = error;
+                return Some(failed);
+            }
+            // A connection reset before net/http read its endpoints names no local port (the
+            // kernel released it): find its failure by the peer instead.
+            peer = Some(remote);
+            if local.port() != 0 {
+                failed.local = local;
+            }
             failed.remote = remote;
-            failed.error = self.close_error(local, remote).unwrap_or(w.fallback);
-            return Some(failed);
         }
-        // No connection of its own: the process's latest transport failure during the call
-        // (to the call's peer when it named one).
+        // The process's latest transport failure during the call (to the call's peer when it
+        // named one).
         let from = w.start_ns.saturating_sub(lookback);
         let found = self.transport.get(&w.pid).and_then(|list| {
             list.iter()
                 .rev()
                 .filter(|t| (from..=w.end_ns).contains(&t.ts))
-                .find(|t| w.target.is_none_or(|target| target == t.remote))
+                .find(|t| peer.is_none_or(|peer| peer == t.remote))
                 .copied()
         });
         if let Some(t) = found {

@@ -398,3 +398,23 @@ fn a_connect_the_program_abandoned_is_a_timeout() {
     assert_eq!(out[0].error_type().as_deref(), Some("timeout"));
     assert_eq!(out[0].status_message(), "connect to 127.0.0.1:9: timed out");
 }
+
+#[test]
+fn a_go_call_whose_connection_was_reset_before_it_read_its_endpoints_finds_it_by_peer() {
+    // net/http read the connection after the reset: the kernel had released its port.
+    let mut c = correlator();
+    let pid = 100;
+    let events = [
+        go_client(pid, 6, true, None, 100 * MS),
+        Event::Conn(Conn {
+            errno: Some(104),
+            ..conn(ConnKind::Close, pid, pid, OUT_LOCAL, CLOSED, 101 * MS)
+        }),
+        conn_use(ConnRole::Client, pid, 6, "127.0.0.1:0", CLOSED, 102 * MS),
+        go_client(pid, 6, false, None, 103 * MS),
+    ];
+    let out = run(&mut c, &events, Vec::new());
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].error_type().as_deref(), Some("connection_reset"));
+    assert_eq!(out[0].local, addr(OUT_LOCAL));
+}
