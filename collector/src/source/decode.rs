@@ -476,6 +476,23 @@ mod tests {
     }
 
     #[test]
+    fn decodes_a_failed_connect_and_a_closes_socket_error() {
+        let mut ev = connect();
+        ev.kind = EVENT_CONNECT_FAILED;
+        ev.error = 111;
+        let Event::ConnectFailed(c) = decode(&bytes_of(&ev)).unwrap() else {
+            panic!("not a failed connect")
+        };
+        assert_eq!((c.kind, c.errno), (ConnKind::Connect, Some(111)));
+        ev.kind = EVENT_CLOSE;
+        ev.error = 0;
+        let Event::Conn(c) = decode(&bytes_of(&ev)).unwrap() else {
+            panic!("not conn")
+        };
+        assert_eq!((c.kind, c.errno), (ConnKind::Close, None), "0 is no error");
+    }
+
+    #[test]
     fn decodes_ipv6_and_canonicalizes_v4_mapped_addresses() {
         let mut ev = connect();
         ev.kind = EVENT_ACCEPT;
