@@ -658,6 +658,8 @@ fn privileged_lost_events_are_counted_by_cause_logged_and_totalled() {
     let mut fds = [0; 2];
     // SAFETY: a valid two-int array for pipe(2); the fds are owned right after.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: pipe(2) succeeded, so both fds are open and owned by nothing else; each is owned
+    // exactly once from here on.
     let (read_end, write_end) = unsafe {
         use std::os::fd::FromRawFd;
         (

@@ -9,11 +9,12 @@ use std::{fmt::Write as _, future::Future, time::Duration};
 use wirespan_shared::{LOST_CAUSE_NAMES, LOST_CAUSES};
 
 use crate::{
+    clock::monotonic_now_ns,
     conn::{ConnExchange, ConnStats, ConnTable},
     correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS},
-    export::{EventSink, ExchangeSink, SpanSink, clock::monotonic_now_ns},
-    golang::attach::GoReport,
+    golang::discover::GoReport,
     load::{HookReport, LoadError, LoadOptions, Probes},
+    sink::{EventSink, ExchangeSink, SpanSink},
     source::{
         Event, decode,
         recording::{RecordingError, RecordingReader, RecordingWriter},
@@ -70,12 +71,21 @@ impl RunSummary {
                 "; connections: {} of unknown protocol, {} evicted (table full), {} evicted (memory), {} expired idle",
                 c.unknown_protocol, c.evicted, c.evicted_for_memory, c.expired
             );
+            let dropped = c.decoders.describe();
+            if !dropped.is_empty() {
+                let _ = write!(text, "; decoders dropped: {}", dropped.join(", "));
+            }
         }
         if let Some(s) = self.spans {
             let _ = write!(
                 text,
-                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting, {} failed calls, {} failed connects of Go programs no call claimed)",
-                s.spans, s.orphans, s.evicted, s.failed_calls, s.unclaimed_connects
+                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting, {} new traces from goroutines that outlived their request, {} failed calls, {} failed connects of Go programs no call claimed)",
+                s.spans,
+                s.orphans,
+                s.evicted,
+                s.context_ended,
+                s.failed_calls,
+                s.unclaimed_connects
             );
         }
         text

@@ -7,12 +7,16 @@
 //! trees, JSON lines; OTLP). `agent` wires them for one run; `main.rs` is the CLI.
 
 pub mod agent;
+pub mod clock;
 pub mod conn;
 pub mod correlate;
+pub mod event;
 pub mod export;
 pub mod golang;
 pub mod load;
 pub mod protocol;
+pub mod sink;
 pub mod source;
 pub mod span;
 pub mod testing;
+pub mod views;

@@ -12,25 +12,27 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wirespan::{
     agent::{self, Output, RunSummary},
+    clock::WallClock,
     export::{
-        EventSink, ExchangeSink, FanOut, SpanSink,
-        clock::WallClock,
-        console::ConsoleSink,
-        exchanges::{ConsoleExchanges, JsonExchanges},
         file::FileSink,
         graph_metrics::{self, GraphMetrics},
-        json::JsonLinesSink,
-        map::ServiceMap,
         otlp::{OtlpConfig, OtlpSink, Protocol, parse_headers},
         tree::TreeSink,
     },
-    golang::attach::GoReport,
+    golang::discover::GoReport,
     load::{
         AttachMode, DEFAULT_CAPTURE_BYTES, DEFAULT_RING_BUFFER_MIB, Filters, HookReport,
         LoadOptions,
     },
+    sink::{EventSink, ExchangeSink, FanOut, SpanSink},
     source::recording::{RecordingInfo, RecordingReader, RecordingWriter},
     span::resource::Resources,
+    views::{
+        console::ConsoleSink,
+        exchanges::{ConsoleExchanges, JsonExchanges},
+        json::JsonLinesSink,
+        map::ServiceMap,
+    },
 };
 
 /// eBPF tracing agent: watches TCP connections and socket syscalls (and, as it grows, Go's
@@ -380,7 +382,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut table = wirespan::golang::offsets_table::Table::default();
             for path in binaries {
                 let binary = wirespan::golang::GoBinary::open(&path, &[])?;
-                let (offsets, grpc) = wirespan::golang::attach::dwarf_layout(&binary)
+                let (offsets, grpc) = wirespan::golang::layout::dwarf_layout(&binary)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 // The first binary of a Go version gives its entry: later ones (grpc-echo, with
                 // no net/http server linked in) lack some of the net/http types.

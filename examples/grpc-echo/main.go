@@ -196,7 +196,21 @@ func relay(args []string) {
 	flags := flag.NewFlagSet("relay", flag.ExitOnError)
 	addr := flags.String("listen", "127.0.0.1:0", "address to serve on")
 	target := flags.String("target", "", "grpc-echo server address")
+	own := flags.String("serve-grpc", "", "also serve the echo service on this address and call it "+
+		"instead of --target (a program that calls its own gRPC server)")
 	_ = flags.Parse(args)
+	if *own != "" {
+		listener, err := net.Listen("tcp", *own)
+		if err != nil {
+			log.Fatal(err)
+		}
+		server := grpc.NewServer()
+		server.RegisterService(&serviceDesc, struct{}{})
+		go func() { log.Fatal(server.Serve(listener)) }()
+		// Dial the port over IPv4 loopback, as a client of a ":port" listener usually does.
+		_, port, _ := net.SplitHostPort(listener.Addr().String())
+		*target = net.JoinHostPort("127.0.0.1", port)
+	}
 	//nolint:staticcheck // grpc.Dial works on every grpc-go version the tests use.
 	conn, err := grpc.Dial(*target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -1,7 +1,8 @@
 // http-hello: a net/http server whose handlers call out through a keep-alive client: /chain
 // from a grandchild goroutine, /fanout twice in parallel from child goroutines (to --backend,
-// another http-hello, or itself), /call once to ?target=host:port[&timeout=300ms] (502 when
-// the call fails). wirespan's Go tests trace it end to end.
+// another http-hello, or itself), /work through one long-lived worker goroutine, /call once to
+// ?target=host:port[&timeout=300ms] (502 when the call fails). wirespan's Go tests trace it end
+// to end.
 package main
 
 import (
@@ -15,6 +16,12 @@ import (
 	"sync"
 	"time"
 )
+
+// workJob is one request's call handed to the /work worker.
+type workJob struct {
+	id   string
+	done chan string
+}
 
 func main() {
 	addr := flag.String("listen", "127.0.0.1:0", "address to serve on")
@@ -57,6 +64,32 @@ func main() {
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
 		fmt.Fprint(w, string(body))
+	})
+	// /work hands the call to one long-lived worker goroutine, started lazily by the first
+	// request and fed over a channel by every later one (a common shape: a pool or batcher).
+	// Only the first request's call can be tied to its request passively; the tracer must not
+	// put the worker's later calls into the first request's trace.
+	var startWorker sync.Once
+	jobs := make(chan workJob)
+	mux.HandleFunc("/work", func(w http.ResponseWriter, r *http.Request) {
+		target := r.Host
+		startWorker.Do(func() {
+			go func() {
+				for job := range jobs {
+					resp, err := client.Get(fmt.Sprintf("http://%s/hello?name=worker&id=%s", target, job.id))
+					if err != nil {
+						job.done <- err.Error()
+						continue
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					job.done <- string(body)
+				}
+			}()
+		})
+		job := workJob{id: r.URL.Query().Get("id"), done: make(chan string, 1)}
+		jobs <- job
+		fmt.Fprint(w, <-job.done)
 	})
 	mux.HandleFunc("/fanout", func(w http.ResponseWriter, r *http.Request) {
 		// Two outbound calls at once, each from a child goroutine of the handler.

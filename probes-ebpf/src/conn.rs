@@ -60,6 +60,8 @@ pub fn inet_csk_accept_kretprobe(ctx: RetProbeContext) -> u32 {
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`: the return value is the new fd.
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    // SAFETY: the syscall exit record has its return value at SYSCALL_RET_OFFSET; read_at copies
+    // it with bpf_probe_read, which fails instead of faulting, and a failure returns 0.
     let Ok(fd) = (unsafe { ctx.read_at::<i64>(SYSCALL_RET_OFFSET) }) else {
         return 0;
     };
@@ -110,12 +112,18 @@ pub fn inet_sock_set_state_close(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn read_transition(ctx: &TracePointContext) -> Result<(i32, i32, u64), u32> {
     let format = set_state_format();
+    // SAFETY: the offsets are those of the running kernel's `inet_sock_set_state` format, read from
+    // tracefs by user space; read_at goes through bpf_probe_read, and a failed read returns 0 from
+    // the probe.
     let protocol: u16 = unsafe { ctx.read_at(format.protocol as usize) }.map_err(|_| 0u32)?;
     if protocol != IPPROTO_TCP {
         return Err(0);
     }
+    // SAFETY: as above: a field of the record at the offset tracefs gave, read by the helper.
     let old: i32 = unsafe { ctx.read_at(format.oldstate as usize) }.map_err(|_| 0u32)?;
+    // SAFETY: as above: a field of the record at the offset tracefs gave, read by the helper.
     let new: i32 = unsafe { ctx.read_at(format.newstate as usize) }.map_err(|_| 0u32)?;
+    // SAFETY: as above: a field of the record at the offset tracefs gave, read by the helper.
     let sk: u64 = unsafe { ctx.read_at(format.skaddr as usize) }.map_err(|_| 0u32)?;
     Ok((old, new, sk))
 }
@@ -131,6 +139,7 @@ fn start_in_current(sk: u64, kind: u32, mode: u16) -> u32 {
     let owner = PendingConnect {
         pid,
         tid: pid_tgid as u32,
+        // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         comm: bpf_get_current_comm().unwrap_or_default(),
     };
@@ -177,6 +186,8 @@ fn start(sk: u64, kind: u32, mode: u16, owner: &PendingConnect) {
 /// The end of a connection the probes knew: emit close with its id and owner, forget it.
 #[inline(always)]
 fn emit_close(sk: u64, mode: u16) -> u32 {
+    // SAFETY: a hash map lookup by key; the value is copied out at once, never held across an
+    // update.
     let Some(info) = (unsafe { CONNS.get(&sk) }).copied() else {
         return 0;
     };
@@ -187,6 +198,7 @@ fn emit_close(sk: u64, mode: u16) -> u32 {
     ev.tid = info.tid;
     ev.comm = info.comm;
     ev.conn_id = info.conn_id;
+    // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     // Set when the kernel ended the connection (a reset); a program's own close leaves it 0.
     ev.error = read_sock_err(sk);
@@ -222,6 +234,7 @@ fn try_set_state_connect(ctx: &TracePointContext) -> Result<u32, u32> {
             let pending = PendingConnect {
                 pid,
                 tid: pid_tgid as u32,
+                // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
                 ts_ns: unsafe { bpf_ktime_get_ns() },
                 comm: bpf_get_current_comm().unwrap_or_default(),
             };
@@ -229,6 +242,8 @@ fn try_set_state_connect(ctx: &TracePointContext) -> Result<u32, u32> {
             let _ = PENDING_CONNECTS.insert(&sk, &pending, 0);
         }
         (TCP_SYN_SENT, TCP_ESTABLISHED) => {
+            // SAFETY: a hash map lookup by key; the value is copied out at once, never held across
+            // an update.
             let Some(pending) = (unsafe { PENDING_CONNECTS.get(&sk) }).copied() else {
                 count_lost(LOST_START_UNSEEN);
                 return Ok(0);
@@ -260,12 +275,16 @@ fn try_connect_failed(ctx: &TracePointContext) -> Result<u32, u32> {
     if (old, new) != (TCP_SYN_SENT, TCP_CLOSE) {
         return Ok(0);
     }
+    // SAFETY: a field of the record at the offset tracefs gave, read by the helper.
     let sport: u16 = unsafe { ctx.read_at(set_state_format().sport as usize) }.map_err(|_| 0u32)?;
     // Tracepoint mode: the owner waits in PENDING_CONNECTS. kprobe / fentry modes: the connect
     // was emitted at tcp_connect, its owner is in CONNS (its close follows as usual).
+    // SAFETY: hash map lookups by key; the values are copied out at once, never held across an
+    // update.
     let (owner, conn_id) = if let Some(pending) = unsafe { PENDING_CONNECTS.get(&sk) }.copied() {
         let _ = PENDING_CONNECTS.remove(&sk);
         (pending, 0)
+    // SAFETY: as above.
     } else if let Some(info) = unsafe { CONNS.get(&sk) }.copied() {
         let owner = PendingConnect {
             pid: info.pid,
@@ -305,6 +324,7 @@ fn emit_connect_failed(sk: u64, recorded_sport: u16, owner: &PendingConnect, con
     ev.tid = owner.tid;
     ev.comm = owner.comm;
     ev.error = read_sock_err(sk);
+    // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.family = tuple.family;
     ev.sport = tuple.sport;

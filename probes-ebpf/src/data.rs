@@ -104,6 +104,9 @@ pub fn sys_exit_data(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, n: usize) -> Result<u64, ()> {
+    // SAFETY: syscall tracepoint records hold the arguments as 8-byte slots from SYSCALL_ARG_OFFSET
+    // (n < 6 at every call); read_at copies with bpf_probe_read, which fails instead of faulting,
+    // and the error is returned.
     unsafe { ctx.read_at::<u64>(SYSCALL_ARG_OFFSET + 8 * n) }.map_err(|_| ())
 }
 
@@ -137,7 +140,10 @@ fn try_enter(ctx: &TracePointContext, shape: u8, direction: u16) -> Result<(), (
         SHAPE_MSG => {
             let msg = arg(ctx, 1)?;
             let iov: u64 =
+                // SAFETY: bpf_probe_read_user copies a u64 from the user's `struct user_msghdr`; a
+                // bad or unmapped address is an error, never a fault, and the error is returned.
                 unsafe { bpf_probe_read_user((msg + MSGHDR_IOV) as *const u64) }.map_err(|_| ())?;
+            // SAFETY: as above: msg_iovlen of the same user header, read by the helper.
             let iovlen: u64 = unsafe { bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64) }
                 .map_err(|_| ())?;
             (iov, iovlen)
@@ -149,6 +155,7 @@ fn try_enter(ctx: &TracePointContext, shape: u8, direction: u16) -> Result<(), (
         sk,
         buf,
         count,
+        // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_enter_ns: unsafe { bpf_ktime_get_ns() },
         fd: fd as i32,
         seq: tcp_seq(sk, direction == DIR_EGRESS),
@@ -164,17 +171,24 @@ fn try_enter(ctx: &TracePointContext, shape: u8, direction: u16) -> Result<(), (
 
 fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: a hash map lookup by key; the value is copied out at once, before the entry is
+    // removed.
     let args = match unsafe { ACTIVE_IO.get(&pid_tgid) } {
         Some(args) => *args,
         None => return Ok(()),
     };
     let _ = ACTIVE_IO.remove(&pid_tgid);
+    // SAFETY: the syscall exit record has its return value at SYSCALL_RET_OFFSET; read_at copies it
+    // with bpf_probe_read, which fails instead of faulting, and the error is returned.
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET_OFFSET) }.map_err(|_| ())?;
     if ret <= 0 {
         // EAGAIN on a non-blocking socket, another error, or end of stream: no bytes moved.
         return Ok(());
     }
     let ev = scratch_event().ok_or(())?;
+    // SAFETY: `ev` is this CPU's SCRATCH slot from a successful map lookup: non-null, aligned and
+    // valid for the whole run of the program, and no other program uses it meanwhile (see
+    // `scratch_event`).
     let ev = unsafe { &mut *ev };
     let tuple = args.tuple;
     let pid = (pid_tgid >> 32) as u32;
@@ -194,6 +208,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     h.conn_id = conn_id;
     h.bytes = ret as u64;
     h.ts_enter_ns = args.ts_enter_ns;
+    // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
     h.ts_exit_ns = unsafe { bpf_ktime_get_ns() };
     (h.goid, h.flags) = match current_goid(pid) {
         Some(goid) => (goid, DATA_FLAG_GOID_KNOWN),
@@ -214,6 +229,10 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
         SHAPE_BUF => copy_user(payload, 0, args.buf, want),
         _ => copy_iovecs(payload, args.buf, args.count, want),
     };
+    #[expect(
+        clippy::single_match_else,
+        reason = "both outcomes of the copy side by side: the failure is counted"
+    )]
     let captured = match captured {
         Ok(n) => n,
         Err(()) => {
@@ -224,7 +243,9 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     ev.header.captured = captured as u32;
     // The mask changes nothing (captured <= MAX_CAPTURE) but shows the verifier the bound.
     let size = size_of::<DataHeader>() + (captured as usize & (2 * MAX_CAPTURE - 1));
-    let record = unsafe { core::slice::from_raw_parts((ev as *const _) as *const u8, size) };
+    // SAFETY: `size` is at most the header plus 2*MAX_CAPTURE - 1 bytes (the mask), inside the
+    // DataEvent that `ev` points to, and the slice is only read, while `ev` is not written.
+    let record = unsafe { core::slice::from_raw_parts(core::ptr::from_ref(ev).cast::<u8>(), size) };
     if EVENTS.output(record, 0).is_err() {
         count_lost(LOST_RINGBUF_FULL);
     }
@@ -236,8 +257,12 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
 /// default), and `g.goid` at the binary's offset.
 #[inline(always)]
 fn current_goid(tgid: u32) -> Option<u64> {
+    // SAFETY: a hash map lookup by key; only a plain field of the value is read, by copy.
     let offsets = unsafe { GO_PROCS.get(&tgid) }?;
+    // SAFETY: bpf_get_current_task takes no arguments and only returns the current task's address.
     let task = unsafe { bpf_get_current_task() };
+    // SAFETY: bpf_probe_read_kernel reads the task's fsbase at the BTF offset user space found; a
+    // failure is an error (None), never a fault.
     let fsbase: u64 = unsafe {
         bpf_probe_read_kernel((task + u64::from(fd_offsets().task_fsbase)) as *const u64)
     }
@@ -245,10 +270,14 @@ fn current_goid(tgid: u32) -> Option<u64> {
     if fsbase < 8 {
         return None;
     }
+    // SAFETY: bpf_probe_read_user reads the current goroutine pointer from the thread's TLS; a bad
+    // address is an error (None), never a fault.
     let g: u64 = unsafe { bpf_probe_read_user((fsbase - 8) as *const u64) }.ok()?;
     if g == 0 {
         return None;
     }
+    // SAFETY: bpf_probe_read_user reads g.goid at the binary's offset; a bad address is an error
+    // (None), never a fault.
     unsafe { bpf_probe_read_user((g + u64::from(offsets.g_goid)) as *const u64) }
         .ok()
         .filter(|goid| *goid != 0)
@@ -258,6 +287,7 @@ fn current_goid(tgid: u32) -> Option<u64> {
 /// (its first byte is where wirespan starts to follow it).
 #[inline(always)]
 fn conn_id_of(sk: u64, pid: u32, tid: u32, comm: [u8; 16], tuple: &Tuple) -> u64 {
+    // SAFETY: a hash map lookup by key; only the id is copied out of the value.
     if let Some(info) = unsafe { CONNS.get(&sk) } {
         return info.conn_id;
     }
@@ -270,6 +300,7 @@ fn conn_id_of(sk: u64, pid: u32, tid: u32, comm: [u8; 16], tuple: &Tuple) -> u64
     };
     // BPF_NOEXIST: if another CPU registered it meanwhile, use that id.
     if CONNS.insert(&sk, &info, 1).is_err()
+        // SAFETY: a hash map lookup by key; only the id is copied out of the value.
         && let Some(existing) = unsafe { CONNS.get(&sk) }
     {
         return existing.conn_id;
@@ -288,9 +319,12 @@ fn copy_user(payload: *mut u8, off: u64, src: u64, len: u64) -> Result<u64, ()> 
     if n > MAX_CAPTURE as u64 {
         n = MAX_CAPTURE as u64;
     }
+    // SAFETY: the destination range is inside the payload: `off < MAX_CAPTURE` and `n <=
+    // MAX_CAPTURE`, and the payload holds 2*MAX_CAPTURE bytes; bpf_probe_read_user fails (rc < 0,
+    // returned as Err) rather than faulting on a bad source.
     let rc = unsafe {
         generated::bpf_probe_read_user(
-            payload.add(off as usize) as *mut c_void,
+            payload.add(off as usize).cast::<c_void>(),
             n as u32,
             src as *const c_void,
         )
@@ -307,6 +341,8 @@ fn copy_iovecs(payload: *mut u8, iov: u64, iovcnt: u64, want: u64) -> Result<u64
             break;
         }
         let segment: [u64; 2] =
+            // SAFETY: bpf_probe_read_user copies one user iovec (base, len); a bad address is an
+            // error, returned, never a fault.
             unsafe { bpf_probe_read_user((iov + i * 16) as *const [u64; 2]) }.map_err(|_| ())?;
         let mut take = segment[1];
         if take > want - off {

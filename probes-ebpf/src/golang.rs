@@ -72,9 +72,12 @@ static SPAWNING: LruHashMap<u64, Spawning> = LruHashMap::with_max_entries(16_384
 #[uprobe]
 pub fn go_newproc1(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: a hash map lookup by key; the value is copied out at once, never held.
     let Some(offsets) = (unsafe { GO_PROCS.get(&((pid_tgid >> 32) as u32)) }).copied() else {
         return 0;
     };
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     if let Ok(parent_goid) = read_u64(regs.rbx + u64::from(offsets.g_goid)) {
         let key = GoroutineKey {
@@ -87,6 +90,7 @@ pub fn go_newproc1(ctx: ProbeContext) -> u32 {
         let g = &offsets.grpc;
         let handler_site = caller_pc >= g.handler_spawn_lo && caller_pc < g.handler_spawn_hi;
         let stream_id = if handler_site {
+            // SAFETY: a hash map lookup by key; the value is copied out at once, never held.
             unsafe { HANDLING_STREAM.get(&key) }.copied().unwrap_or(0)
         } else {
             0
@@ -106,16 +110,21 @@ pub fn go_newproc1(ctx: ProbeContext) -> u32 {
 pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a hash map lookup by key; the value is copied out at once, before the entry is
+    // removed.
     let Some(spawning) = (unsafe { SPAWNING.get(&pid_tgid) }).copied() else {
         return 0;
     };
     let _ = SPAWNING.remove(&pid_tgid);
+    // SAFETY: a hash map lookup by key; the value is copied out at once, never held.
     let Some(offsets) = (unsafe { GO_PROCS.get(&tgid) }).copied() else {
         return 0;
     };
     if !process_passes(tgid) {
         return 0;
     }
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     let Ok(child) = read_u64(regs.rax + u64::from(offsets.g_goid)) else {
         return 0;
@@ -127,6 +136,7 @@ pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
         stream_id: spawning.stream_id,
         parent_goid: spawning.parent_goid,
         child_goid: child,
+        // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
     if EVENTS.output(&ev, 0).is_err() {
@@ -141,9 +151,12 @@ pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
 pub fn go_goexit(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a hash map lookup by key; the value is copied out at once, never held.
     let Some(offsets) = (unsafe { GO_PROCS.get(&tgid) }).copied() else {
         return 0;
     };
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     let Ok(goid) = read_u64(regs.r14 + u64::from(offsets.g_goid)) else {
         return 0;
@@ -164,6 +177,7 @@ pub fn go_goexit(ctx: ProbeContext) -> u32 {
         tid: pid_tgid as u32,
         pad0: 0,
         goid,
+        // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
     if EVENTS.output(&ev, 0).is_err() {
@@ -178,6 +192,7 @@ pub fn go_goexit(ctx: ProbeContext) -> u32 {
 pub fn current(regs: &pt_regs) -> Option<(u64, GoOffsets, u64)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a hash map lookup by key; the value is copied out at once, never held.
     let offsets = unsafe { GO_PROCS.get(&tgid) }.copied()?;
     if !process_passes(tgid) {
         return None;
@@ -195,6 +210,7 @@ fn send_conn(pid_tgid: u64, goid: u64, role: u32, conn: GoConn) {
         tid: pid_tgid as u32,
         role,
         goid,
+        // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         conn,
     };
@@ -209,6 +225,8 @@ fn send_conn(pid_tgid: u64, goid: u64, role: u32, conn: GoConn) {
 /// reuses a pooled connection to the bytes on it.
 #[uprobe]
 pub fn go_persist_conn_round_trip(ctx: ProbeContext) -> u32 {
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     let Some((pid_tgid, offsets, goid)) = current(regs) else {
         return 0;
@@ -228,10 +246,14 @@ fn reserve_http_event(pid_tgid: u64, goid: u64) -> Result<RingBufEntry<GoServeEv
     let mut entry = EVENTS
         .reserve::<GoServeEvent>(0)
         .ok_or_else(|| count_lost(LOST_RINGBUF_FULL))?;
+    // SAFETY: `entry` is a successful ring buffer reservation of a GoServeEvent: non-null, aligned,
+    // ours until submitted or discarded; the event is plain integers and byte arrays, valid for any
+    // bytes, and the reference ends with this function.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
     ev.goid = goid;
+    // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.status = 0;
     ev.method_len = 0;
@@ -260,13 +282,18 @@ pub fn go_round_trip_return(ctx: ProbeContext) -> u32 {
 fn try_round_trip(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a hash map lookup by key; the value is copied out at once, never held.
     let offsets = unsafe { GO_PROCS.get(&tgid) }.copied().ok_or(())?;
     if !process_passes(tgid) {
         return Ok(());
     }
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     let goid = read_u64(regs.r14 + u64::from(offsets.g_goid))?;
     let mut entry_buf = reserve_http_event(pid_tgid, goid)?;
+    // SAFETY: the reservation `reserve_http_event` made (aligned, ours until submit; plain-data
+    // event); `ev` is not used after the submit below.
     let ev = unsafe { &mut *entry_buf.as_mut_ptr() };
     if entry {
         ev.kind = EVENT_GO_CLIENT_START;
@@ -312,6 +339,8 @@ pub fn go_serve_http_return(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 pub fn read_u64(address: u64) -> Result<u64, ()> {
+    // SAFETY: bpf_probe_read_user copies a u64 from the traced process's memory; a bad or unmapped
+    // address is an error (returned), never a fault.
     unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| ())
 }
 
@@ -375,9 +404,12 @@ fn read_go_string(header: u64, dst: &mut [u8], cap: usize) -> u16 {
     if n > cap {
         n = cap;
     }
+    // SAFETY: the destination is `dst` and `n <= cap`, which every caller sets to at most
+    // `dst.len()`; bpf_probe_read_user fails (rc < 0, 0 bytes reported) rather than faulting on a
+    // bad source.
     let rc = unsafe {
         generated::bpf_probe_read_user(
-            dst.as_mut_ptr() as *mut c_void,
+            dst.as_mut_ptr().cast::<c_void>(),
             n as u32,
             ptr as *const c_void,
         )
@@ -388,10 +420,13 @@ fn read_go_string(header: u64, dst: &mut [u8], cap: usize) -> u16 {
 fn try_serve(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a hash map lookup by key; the value is copied out at once, never held.
     let offsets = unsafe { GO_PROCS.get(&tgid) }.copied().ok_or(())?;
     if !process_passes(tgid) {
         return Ok(());
     }
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     let goid = read_u64(regs.r14 + u64::from(offsets.g_goid))?;
     let key = GoroutineKey {
@@ -401,6 +436,8 @@ fn try_serve(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
     };
 
     let mut entry_buf = reserve_http_event(pid_tgid, goid)?;
+    // SAFETY: the reservation `reserve_http_event` made (aligned, ours until submit; plain-data
+    // event); `ev` is not used after the submit below.
     let ev = unsafe { &mut *entry_buf.as_mut_ptr() };
     if entry {
         ev.kind = EVENT_GO_SERVE_START;
@@ -442,6 +479,8 @@ fn try_serve(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
         }
     } else {
         ev.kind = EVENT_GO_SERVE_END;
+        // SAFETY: a hash map lookup by key; the value is copied out at once, before the entry is
+        // removed.
         if let Some(serving) = unsafe { SERVING.get(&key) }.copied() {
             let _ = SERVING.remove(&key);
             if serving.response != 0 && offsets.response_status != 0 {

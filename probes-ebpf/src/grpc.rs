@@ -11,7 +11,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
+    helpers::{bpf_ktime_get_ns, generated},
     macros::{map, uprobe},
     maps::LruHashMap,
     programs::ProbeContext,
@@ -21,12 +21,12 @@ use wirespan_shared::{
     EVENT_GO_HEADERS, GO_GRPC_METHOD_LEN, GO_GRPC_STATUS_UNKNOWN, GO_HEADER_FIELDS,
     GO_HEADER_NAME_LEN, GO_HEADER_UNREADABLE, GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED,
     GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED, GoConn, GoGrpcCallEvent, GoHeadersEvent,
-    GoOffsets, GrpcOffsets, LOST_RINGBUF_FULL,
+    GrpcOffsets, LOST_RINGBUF_FULL,
 };
 
 use crate::{
     golang::{GoroutineKey, NO_CONN, current, itab_is, read_conn, read_u64},
-    maps::{EVENTS, count_lost, process_passes},
+    maps::{EVENTS, count_lost},
 };
 
 /// Goroutine → the stream whose request headers it is handling in `(*http2Server).operateHeaders`,
@@ -69,13 +69,15 @@ fn goroutine(pid_tgid: u64, goid: u64) -> GoroutineKey {
 /// `match` on the slot compiles to.
 #[inline(always)]
 fn arg(regs: &pt_regs, slot: u32) -> u64 {
+    // SAFETY: `regs` is the uprobe's pt_regs, a valid reference; volatile reads of its fields only
+    // keep the compiler from turning the loads into one at a computed offset.
     let loaded = unsafe {
         [
-            core::ptr::read_volatile(&regs.rax),
-            core::ptr::read_volatile(&regs.rbx),
-            core::ptr::read_volatile(&regs.rcx),
-            core::ptr::read_volatile(&regs.rdi),
-            core::ptr::read_volatile(&regs.rsi),
+            core::ptr::read_volatile(&raw const regs.rax),
+            core::ptr::read_volatile(&raw const regs.rbx),
+            core::ptr::read_volatile(&raw const regs.rcx),
+            core::ptr::read_volatile(&raw const regs.rdi),
+            core::ptr::read_volatile(&raw const regs.rsi),
         ]
     };
     if slot == 1 {
@@ -105,8 +107,11 @@ fn copy_user(dst: *mut u8, cap: usize, src: u64, len: u64) -> bool {
     if n == 0 {
         return true;
     }
+    // SAFETY: every caller passes a `dst` with room for `cap` bytes (a name, value or method array
+    // of the event) and `n <= cap`; bpf_probe_read_user fails (non-zero, reported as false) rather
+    // than faulting on a bad source.
     unsafe {
-        generated::bpf_probe_read_user(dst as *mut c_void, n as u32, src as *const c_void) == 0
+        generated::bpf_probe_read_user(dst.cast::<c_void>(), n as u32, src as *const c_void) == 0
     }
 }
 
@@ -123,16 +128,24 @@ fn carried_len(len: u64, read: bool) -> u16 {
 
 /// Send one headers event for the `[]hpack.HeaderField` at (`fields`, `count`).
 #[inline(always)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "each block is built for one call and ends with it: taking it by value says so"
+)]
 fn send_headers(pid_tgid: u64, goid: u64, g: &GrpcOffsets, meta: HeaderBlock) -> Result<(), ()> {
     let mut entry = EVENTS
         .reserve::<GoHeadersEvent>(0)
         .ok_or_else(|| count_lost(LOST_RINGBUF_FULL))?;
+    // SAFETY: `entry` is a successful ring buffer reservation of a GoHeadersEvent: non-null,
+    // aligned, ours until submitted; the event is plain integers and byte arrays, valid for any
+    // bytes, and `ev` is not used after the submit.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     ev.kind = EVENT_GO_HEADERS;
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
     ev.stream_id = meta.stream_id;
     ev.goid = goid;
+    // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.source = meta.source;
     ev.end_stream = meta.end_stream;
@@ -191,6 +204,8 @@ fn meta_frame(frame: u64, g: &GrpcOffsets) -> Result<(u64, u64, u32), ()> {
 /// headers arrived. Until the function returns, goroutines it starts serve this stream.
 #[uprobe]
 pub fn go_grpc_server_headers(ctx: ProbeContext) -> u32 {
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     let Some((pid_tgid, offsets, goid)) = current(regs) else {
         return 0;
@@ -216,6 +231,8 @@ pub fn go_grpc_server_headers(ctx: ProbeContext) -> u32 {
 /// `(*http2Server).operateHeaders` at each RET: the stream's handler has been started.
 #[uprobe]
 pub fn go_grpc_server_headers_return(ctx: ProbeContext) -> u32 {
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     if let Some((pid_tgid, _, goid)) = current(regs) {
         let _ = HANDLING_STREAM.remove(&goroutine(pid_tgid, goid));
@@ -227,6 +244,8 @@ pub fn go_grpc_server_headers_return(ctx: ProbeContext) -> u32 {
 /// trailers (with `grpc-status`) arrived.
 #[uprobe]
 pub fn go_grpc_client_headers(ctx: ProbeContext) -> u32 {
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     let Some((pid_tgid, offsets, goid)) = current(regs) else {
         return 0;
@@ -251,6 +270,8 @@ pub fn go_grpc_client_headers(ctx: ProbeContext) -> u32 {
 /// entry: RAX the writer, RBX the stream id, RCX endStream, RDI/RSI the fields.
 #[uprobe]
 pub fn go_grpc_write_header(ctx: ProbeContext) -> u32 {
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     let Some((pid_tgid, offsets, goid)) = current(regs) else {
         return 0;
@@ -272,6 +293,8 @@ pub fn go_grpc_write_header(ctx: ProbeContext) -> u32 {
 /// connection for the call on this goroutine.
 #[uprobe]
 pub fn go_grpc_new_stream(ctx: ProbeContext) -> u32 {
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     let Some((pid_tgid, offsets, goid)) = current(regs) else {
         return 0;
@@ -289,6 +312,8 @@ pub fn go_grpc_new_stream(ctx: ProbeContext) -> u32 {
 /// is reported now: streaming calls never pass through `Invoke`.
 #[uprobe]
 pub fn go_grpc_new_stream_return(ctx: ProbeContext) -> u32 {
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     let Some((pid_tgid, offsets, goid)) = current(regs) else {
         return 0;
@@ -297,14 +322,20 @@ pub fn go_grpc_new_stream_return(ctx: ProbeContext) -> u32 {
     let Some(call) = CALLS.get_ptr_mut(&key) else {
         return 0;
     };
+    // SAFETY: `call` comes from a successful map lookup (non-null, valid for the program's run);
+    // the entry is keyed by this goroutine, whose calls run one at a time, so nothing else writes
+    // it now.
     unsafe { (*call).stream = regs.rax };
     if regs.rax == 0 {
         return 0;
     }
+    // SAFETY: as above: the same valid map value, read by copy.
     let conn = unsafe { (*call).conn };
     let Ok(mut entry) = reserve_call(pid_tgid, goid) else {
         return 0;
     };
+    // SAFETY: the reservation `reserve_call` made (aligned, ours until submit; plain-data event);
+    // `ev` is not used after the submit below.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     ev.kind = EVENT_GO_GRPC_STREAM_OPENED;
     ev.conn = conn;
@@ -317,6 +348,8 @@ pub fn go_grpc_new_stream_return(ctx: ProbeContext) -> u32 {
 /// context, RDI/RSI the method.
 #[uprobe]
 pub fn go_grpc_invoke(ctx: ProbeContext) -> u32 {
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     let Some((pid_tgid, _, goid)) = current(regs) else {
         return 0;
@@ -325,6 +358,8 @@ pub fn go_grpc_invoke(ctx: ProbeContext) -> u32 {
     let Ok(mut entry) = reserve_call(pid_tgid, goid) else {
         return 0;
     };
+    // SAFETY: the reservation `reserve_call` made (aligned, ours until submit; plain-data event);
+    // `ev` is not used after the submit below.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     ev.kind = EVENT_GO_GRPC_CLIENT_START;
     let mut len = regs.rsi;
@@ -340,17 +375,23 @@ pub fn go_grpc_invoke(ctx: ProbeContext) -> u32 {
 /// `(*ClientConn).Invoke` at each RET: the `error` result is in RAX (itab) and RBX (data).
 #[uprobe]
 pub fn go_grpc_invoke_return(ctx: ProbeContext) -> u32 {
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
     let Some((pid_tgid, offsets, goid)) = current(regs) else {
         return 0;
     };
     let g = offsets.grpc;
     let key = goroutine(pid_tgid, goid);
+    // SAFETY: a hash map lookup by key; the value is copied out at once, before the entry is
+    // removed.
     let call = unsafe { CALLS.get(&key) }.copied();
     let _ = CALLS.remove(&key);
     let Ok(mut entry) = reserve_call(pid_tgid, goid) else {
         return 0;
     };
+    // SAFETY: the reservation `reserve_call` made (aligned, ours until submit; plain-data event);
+    // `ev` is not used after the submit below.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     ev.kind = EVENT_GO_GRPC_CLIENT_END;
     ev.status = status_code(regs.rax, regs.rbx, &g);
@@ -406,11 +447,15 @@ fn reserve_call(
     let mut entry = EVENTS
         .reserve::<GoGrpcCallEvent>(0)
         .ok_or_else(|| count_lost(LOST_RINGBUF_FULL))?;
+    // SAFETY: `entry` is a successful ring buffer reservation of a GoGrpcCallEvent: non-null,
+    // aligned, ours until submitted or discarded; the event is plain integers and byte arrays,
+    // valid for any bytes, and the reference ends with this function.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
     ev.status = 0;
     ev.goid = goid;
+    // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.stream_id = 0;
     ev.method_len = 0;

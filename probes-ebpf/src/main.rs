@@ -5,6 +5,21 @@
 //! kernel structs (at offsets user space found in BTF) in `sock`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        clippy::inline_always,
+        reason = "BPF helpers must inline into their program: a BPF-to-BPF call costs stack and \
+                  verifier state, and the programs were verified with these bodies inlined"
+    )
+)]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        clippy::needless_pass_by_value,
+        reason = "aya's program macros hand each program its context (one pointer) by value"
+    )
+)]
 
 #[cfg(target_arch = "bpf")]
 mod conn;

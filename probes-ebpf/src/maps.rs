@@ -67,6 +67,7 @@ pub static SCRATCH: Array<DataEvent> = Array::with_max_entries(1, 0);
 /// cannot nest on one CPU, so the slot is ours until the probe returns.
 #[inline(always)]
 pub fn scratch_event() -> Option<*mut DataEvent> {
+    // SAFETY: bpf_get_smp_processor_id takes no arguments and only returns the current CPU number.
     SCRATCH.get_ptr_mut(unsafe { bpf_get_smp_processor_id() })
 }
 
@@ -91,28 +92,34 @@ static SETTINGS: Settings = Settings::zeroed();
 // Volatile reads keep the compiler from folding the zero initialisers into the code.
 #[inline(always)]
 pub fn sock_offsets() -> SockCommonOffsets {
-    unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) }
+    // SAFETY: SOCK_OFFSETS is a plain-data static that user space sets before load and nothing
+    // writes at run time; the reference is valid and aligned.
+    unsafe { core::ptr::read_volatile(&raw const SOCK_OFFSETS) }
 }
 
 #[inline(always)]
 pub fn fd_offsets() -> FdOffsets {
-    unsafe { core::ptr::read_volatile(&FD_OFFSETS) }
+    // SAFETY: as in `sock_offsets`: a read-only plain-data static, set before load.
+    unsafe { core::ptr::read_volatile(&raw const FD_OFFSETS) }
 }
 
 #[inline(always)]
 pub fn set_state_format() -> SetStateFormat {
-    unsafe { core::ptr::read_volatile(&SET_STATE_FORMAT) }
+    // SAFETY: as in `sock_offsets`: a read-only plain-data static, set before load.
+    unsafe { core::ptr::read_volatile(&raw const SET_STATE_FORMAT) }
 }
 
 #[inline(always)]
 pub fn settings() -> Settings {
-    unsafe { core::ptr::read_volatile(&SETTINGS) }
+    // SAFETY: as in `sock_offsets`: a read-only plain-data static, set before load.
+    unsafe { core::ptr::read_volatile(&raw const SETTINGS) }
 }
 
 #[inline(always)]
 pub fn count_lost(cause: u32) {
     if let Some(counter) = LOST.get_ptr_mut(cause) {
-        // Per-CPU slot: no other writer can race this increment.
+        // SAFETY: `counter` comes from the map lookup (non-null, valid for the program's run)
+        // and is this CPU's slot: no other writer can race this increment.
         unsafe { *counter += 1 };
     }
 }
@@ -121,8 +128,11 @@ pub fn count_lost(cause: u32) {
 /// 12 bits, so CPUs never collide and no atomics are needed.
 #[inline(always)]
 pub fn next_conn_id() -> u64 {
+    // SAFETY: bpf_get_smp_processor_id takes no arguments and only returns the current CPU number.
     let cpu = u64::from(unsafe { bpf_get_smp_processor_id() }) & 0xfff;
     match NEXT_CONN_ID.get_ptr_mut(0) {
+        // SAFETY: `counter` comes from the map lookup (non-null, valid for the program's run)
+        // and is this CPU's slot, so the read-modify-write cannot race.
         Some(counter) => unsafe {
             *counter += 1;
             (*counter << 12) | cpu
@@ -144,11 +154,14 @@ pub fn process_passes(tgid: u32) -> bool {
     if selecting == 0 {
         return true;
     }
+    // SAFETY: a hash map lookup by key; the value is only tested for presence, never held.
     if s.filters & FILTER_PID != 0 && unsafe { FILTER_PIDS.get(&tgid) }.is_some() {
         return true;
     }
     if s.filters & FILTER_CGROUP != 0 {
+        // SAFETY: bpf_get_current_cgroup_id takes no arguments and reads the current task's cgroup.
         let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        // SAFETY: a hash map lookup by key; the value is only tested for presence, never held.
         if unsafe { FILTER_CGROUPS.get(&cgroup) }.is_some() {
             return true;
         }
@@ -162,5 +175,6 @@ pub fn ports_pass(sport: u16, dport: u16) -> bool {
     if settings().filters & FILTER_PORT == 0 {
         return true;
     }
+    // SAFETY: hash map lookups by key; the values are only tested for presence, never held.
     unsafe { FILTER_PORTS.get(&sport).is_some() || FILTER_PORTS.get(&dport).is_some() }
 }

@@ -25,6 +25,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let ev = ExecEvent {
         kind: EVENT_EXEC,
         pid: tgid,
+        // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         comm: bpf_get_current_comm().unwrap_or_default(),
     };

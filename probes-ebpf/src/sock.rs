@@ -20,6 +20,9 @@ pub struct Tuple {
 
 #[inline(always)]
 unsafe fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel copies from any kernel address into a local and fails (never
+    // faults) on an unmapped one; the caller propagates the error. `T` is only ever an integer or
+    // a byte array, valid for whatever bytes are read.
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
 }
 
@@ -36,6 +39,9 @@ pub fn read_tuple(sk: u64) -> Result<Tuple, i32> {
         saddr: [0; 16],
         daddr: [0; 16],
     };
+    // SAFETY: every read goes through `read` (bpf_probe_read_kernel), which fails on a stale or bad
+    // `sk` instead of faulting; `?` returns that error. The slice copies are between local arrays
+    // of the same length.
     unsafe {
         t.family = read(sk, off.skc_family)?;
         match t.family {
@@ -68,6 +74,8 @@ pub fn tcp_seq(sk: u64, egress: bool) -> u32 {
     } else {
         off.tcp_copied_seq
     };
+    // SAFETY: `read` is bpf_probe_read_kernel: a bad `sk` or offset gives an error, which becomes
+    // sequence 0 ("unknown").
     unsafe { read(sk, field) }.unwrap_or(0)
 }
 
@@ -79,6 +87,10 @@ pub fn tcp_sock_of_fd(fd: i64) -> Result<u64, i32> {
     if fd < 0 {
         return Ok(0);
     }
+    // SAFETY: bpf_get_current_task only returns the current task's address; every pointer walked
+    // from it is read with bpf_probe_read_kernel (here and through `read`), which fails instead of
+    // faulting on a stale or bad address, and `?` returns that error. The fd index is checked
+    // against `max_fds` before the fd array is read.
     unsafe {
         let task = bpf_get_current_task();
         let files: u64 = read(task, off.task_files)?;
@@ -120,6 +132,8 @@ pub fn tcp_sock_of_fd(fd: i64) -> Result<u64, i32> {
 /// sets it just before; the program's next syscall consumes it).
 #[inline(always)]
 pub fn read_sock_err(sk: u64) -> u32 {
+    // SAFETY: a read of the sock at the BTF offset of `sk_err` through bpf_probe_read_kernel,
+    // which fails instead of faulting (then 0: no error known).
     let err: i32 = unsafe { read(sk, fd_offsets().sock_err) }.unwrap_or(0);
     err.max(0).cast_unsigned()
 }

@@ -9,7 +9,9 @@
 pub mod event;
 pub mod globals;
 pub mod grpc;
+pub mod names;
 
 pub use event::*;
 pub use globals::*;
 pub use grpc::*;
+pub use names::*;

@@ -1,11 +1,14 @@
 """HTTP/1.1 keep-alive file server for wirespan's tests: serves the directory given as argv[1]
-on 127.0.0.1 (or argv[2]) on a free port, and prints the port on its first line.
+on 127.0.0.1 (or argv[2]) on a free port, and prints the port on its first line. An IPv6 host
+("::" included) gets an IPv6 socket; "::" is dual-stack, as Linux makes it by default, so IPv4
+clients reach it as IPv4-mapped addresses.
 
 `GET /via/<port>/<path>` fetches http://127.0.0.1:<port>/<path> on the handler's own thread
 and returns it: a thread-per-request server that calls out while serving (502 when the call
 fails)."""
 import functools
 import http.server
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -42,7 +45,10 @@ class KeepAliveHandler(http.server.SimpleHTTPRequestHandler):
 def main():
     host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
     handler = functools.partial(KeepAliveHandler, directory=sys.argv[1])
-    server = http.server.ThreadingHTTPServer((host, 0), handler)
+    server_class = http.server.ThreadingHTTPServer
+    if ":" in host:
+        server_class = type("Server6", (server_class,), {"address_family": socket.AF_INET6})
+    server = server_class((host, 0), handler)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 

@@ -3,6 +3,8 @@
 //! wait until it reports ready, stop it with SIGTERM, and collect what it printed.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod nat_lab;
+
 use std::{
     io::{BufRead, BufReader, Read},
     process::{Child, Command, Stdio},

@@ -232,6 +232,7 @@ fn test() -> anyhow::Result<()> {
     run_checked(cargo().args(["fmt", "--all", "--check"]))
         .context("formatting differs: run `cargo fmt --all`")?;
     run_checked(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    clippy_probes()?;
     if !setup::is_root() {
         eprintln!("xtask: not root: privileged tests will be skipped (they fail under CI=true)");
     }
@@ -253,6 +254,64 @@ fn test() -> anyhow::Result<()> {
         bench::run(&build_agent()?, true)?;
     }
     fuzz()
+}
+
+/// Clippy on the kernel programs, which the workspace clippy leaves out (not a default member):
+/// with the eBPF nightly, for the bpfel target with `-Z build-std=core` and the release profile,
+/// as collector/build.rs builds them (the target aborts on panic; `main.rs` has the handler).
+/// Its own target directory, so it never invalidates the build's artifacts.
+fn clippy_probes() -> anyhow::Result<()> {
+    let nightly = setup::EBPF_NIGHTLY;
+    let has_clippy = Command::new("rustup")
+        .args(["run", nightly, "cargo-clippy", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !has_clippy {
+        run_checked(Command::new("rustup").args([
+            "component",
+            "add",
+            "--toolchain",
+            nightly,
+            "clippy",
+        ]))?;
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+        .join("probes-clippy");
+    run_checked(
+        Command::new("rustup")
+            .args([
+                "run",
+                nightly,
+                "cargo",
+                "clippy",
+                "--package",
+                "probes-ebpf",
+                "--lib",
+                "--bins",
+            ])
+            .args([
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .args(["--", "-D", "warnings"])
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
+            )
+            // The user-space toolchain's settings must not reach the nightly's cargo.
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("CARGO"),
+    )
+    .context("clippy found problems in probes-ebpf")
 }
 
 /// Go toolchains whose layouts the offsets table records (fetched through GOTOOLCHAIN).

@@ -202,7 +202,8 @@ fn cargo_fuzz() -> anyhow::Result<()> {
 
 /// bpftool is the second, independent reader of the kernel's BTF in the offset tests;
 /// Graphviz's `dot` renders `wirespan map --format svg`.
-/// qemu and a static busybox boot the kernels of `cargo xtask vm-test`.
+/// qemu and a static busybox boot the kernels of `cargo xtask vm-test`; nftables makes the NAT
+/// tests' rules.
 fn debian_packages() -> anyhow::Result<()> {
     debian_package("bpftool", Command::new("bpftool").arg("version"))?;
     debian_package("graphviz", Command::new("dot").arg("-V"))?;
@@ -211,6 +212,8 @@ fn debian_packages() -> anyhow::Result<()> {
         Command::new("qemu-system-x86_64").arg("--version"),
     )?;
     debian_package("busybox-static", &mut dpkg_installed("busybox-static"))?;
+    // nft makes the DNAT rules of the same-host NAT tests (tests/support/nat_lab.rs).
+    debian_package("nftables", Command::new("nft").arg("--version"))?;
     // rsvg-convert turns the benchmark's plot into a PNG.
     debian_package(
         "librsvg2-bin",

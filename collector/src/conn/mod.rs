@@ -11,7 +11,7 @@
 use std::{collections::HashMap, net::SocketAddr};
 
 use crate::{
-    protocol::{ConnDecoder, Detected, Exchange, Origin, Segment},
+    protocol::{ConnDecoder, DecoderStats, Detected, Exchange, Origin, Segment},
     source::{ConnKind, Event},
 };
 
@@ -44,6 +44,8 @@ pub struct ConnStats {
     pub expired: u64,
     /// Connections whose protocol was not recognised.
     pub unknown_protocol: u64,
+    /// What the decoders of closed connections had to drop.
+    pub decoders: DecoderStats,
 }
 
 struct Entry {
@@ -267,6 +269,7 @@ impl ConnTable {
         };
         self.buffered -= entry.buffered;
         entry.decoder.close(ts_ns, &mut self.scratch);
+        self.stats.decoders.add(&entry.decoder.stats());
         for exchange in self.scratch.drain(..) {
             out.push(ConnExchange {
                 conn_id,
@@ -283,8 +286,8 @@ impl ConnTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::AttachMode;
-    use crate::source::{Conn, Data, Direction};
+    use crate::event::AttachMode;
+    use crate::event::{Conn, Data, Direction};
 
     fn data(conn_id: u64, direction: Direction, payload: &[u8], bytes: u64, ts: u64) -> Event {
         Event::Data(Data {
@@ -369,6 +372,38 @@ mod tests {
         }
         assert!(table.stats.evicted_for_memory > 0);
         assert!(table.len() < 10);
+    }
+
+    #[test]
+    fn what_the_decoders_dropped_is_summed_when_connections_close() {
+        let mut table = ConnTable::default();
+        let mut out = Vec::new();
+        table.on_event(
+            &data(1, Direction::Egress, b"GET /a HTTP/1.1\r\n\r\n", 19, 10),
+            &mut out,
+        );
+        // Not a response: the response direction loses sync.
+        table.on_event(
+            &data(
+                1,
+                Direction::Ingress,
+                b"\x00\x01 not http at all\r\n\r\n",
+                23,
+                11,
+            ),
+            &mut out,
+        );
+        assert_eq!(
+            table.stats.decoders,
+            DecoderStats::default(),
+            "counted at close"
+        );
+        table.on_event(&close(1, 20), &mut out);
+        assert_eq!(table.stats.decoders.http1.desyncs, 1);
+        assert_eq!(
+            table.stats.decoders.describe(),
+            vec!["http/1 lost sync 1".to_owned()]
+        );
     }
 
     #[test]

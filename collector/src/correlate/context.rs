@@ -5,6 +5,15 @@
 //! connection and has not answered yet).
 //!
 //! Fed with events in order; asked about each outbound exchange when it completes.
+//!
+//! **Inheritance ends with its request.** A goroutine works for the request its ancestor was
+//! serving when the goroutine was started, and only while that request is open. A worker started
+//! lazily by the first request and fed later ones over a channel (or any goroutine that outlives
+//! its request) would otherwise pull every later call into the first request's trace: the class of
+//! bug that gave a peer a 45k-span trace (OBI #2551). Nothing passive ties such a call to the
+//! request that really asked for it, so it is answered [`Lookup::Expired`]: it starts a trace of
+//! its own, and is counted. A handler goroutine's own calls count while its handler runs; a gRPC
+//! stream's handler goroutine serves its stream until it exits.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -53,6 +62,9 @@ pub enum Lookup {
     NoServer,
     /// Not known yet (a gRPC call's return, which names its stream, has not arrived).
     NotYet,
+    /// The goroutine inherited a request that had ended before this call was made (see the
+    /// module overview): no parent, counted.
+    Expired,
 }
 
 /// How deep goroutine ancestry is followed.
@@ -70,13 +82,30 @@ struct HandlerRun {
     remote: SocketAddr,
 }
 
+/// A grpc-go stream's handler goroutine: the stream it serves until it exits.
+#[derive(Debug, Clone, Copy)]
+struct StreamRun {
+    stream: u32,
+    local: SocketAddr,
+    remote: SocketAddr,
+    /// When the handler goroutine exited.
+    end: Option<u64>,
+}
+
+impl HandlerRun {
+    fn open_at(&self, ts: u64) -> bool {
+        self.start <= ts && self.end.is_none_or(|end| ts <= end)
+    }
+}
+
 #[derive(Debug, Default)]
 struct GoProcess {
-    parent: HashMap<u64, u64>,
+    /// Goroutine → (the goroutine that started it, when).
+    parent: HashMap<u64, (u64, u64)>,
     /// net/http handler runs by goroutine.
     handlers: HashMap<u64, Vec<HandlerRun>>,
     /// grpc-go handler goroutines: the stream and connection they serve.
-    stream_handlers: HashMap<u64, (u32, SocketAddr, SocketAddr)>,
+    stream_handlers: HashMap<u64, StreamRun>,
     /// (reader goroutine, stream) → connection, from the request headers it decoded.
     stream_conns: HashMap<(u64, u32), (SocketAddr, SocketAddr)>,
     /// Client requests by connection: (when, requesting goroutine), oldest first.
@@ -193,17 +222,27 @@ impl Contexts {
             Event::GoConnUse(u) => self.on_conn_use(u),
             Event::GoSpawn(s) => {
                 let p = self.go.entry(s.pid).or_default();
-                p.parent.insert(s.child_goid, s.parent_goid);
+                p.parent.insert(s.child_goid, (s.parent_goid, s.ts_ns));
                 if s.stream_id != 0
                     && let Some((local, remote)) =
                         p.stream_conns.get(&(s.parent_goid, s.stream_id)).copied()
                 {
-                    p.stream_handlers
-                        .insert(s.child_goid, (s.stream_id, local, remote));
+                    p.stream_handlers.insert(
+                        s.child_goid,
+                        StreamRun {
+                            stream: s.stream_id,
+                            local,
+                            remote,
+                            end: None,
+                        },
+                    );
                 }
             }
             Event::GoExit(e) => {
                 let p = self.go.entry(e.pid).or_default();
+                if let Some(run) = p.stream_handlers.get_mut(&e.goid) {
+                    run.end = Some(e.ts_ns);
+                }
                 p.ended.push_back((e.ts_ns, e.goid));
                 while let Some(&(ts, goid)) = p.ended.front() {
                     if e.ts_ns.saturating_sub(ts) < GRACE_NS {
@@ -342,10 +381,7 @@ impl Contexts {
         reason = "not yet / unknown / known are three answers"
     )]
     fn requesting_goroutine(p: &GoProcess, x: &ConnExchange) -> Option<Option<u64>> {
-        let stream = match &x.exchange.detail {
-            Detail::Grpc(grpc) => grpc.http.stream_id,
-            Detail::Http(http) => http.stream_id,
-        };
+        let stream = x.exchange.detail.http().stream_id;
         if let Some(stream) = stream {
             // A unary gRPC call names its stream when it returns (even when the bytes' HPACK
             // state was unknown and the exchange could not tell it was gRPC).
@@ -371,13 +407,30 @@ impl Contexts {
         Some(by_use.or(x.exchange.origin.goid))
     }
 
-    /// The handler a goroutine works for: itself or its nearest handler ancestor.
+    /// The request a goroutine works for at `at`: its own handler run, else the request its
+    /// nearest handler ancestor was serving when the line of goroutines down to it was started,
+    /// provided that request is still open at `at` (see the module overview).
     fn handler_of(pid: u32, p: &GoProcess, goid: u64, at: u64) -> Lookup {
         let mut g = goid;
+        // When `g` had to be serving the request: the call itself for the requesting goroutine,
+        // else the moment it started the child this walk came up from.
+        let mut when = at;
         for _ in 0..MAX_DEPTH {
-            if let Some(runs) = p.handlers.get(&g)
-                && let Some(run) = runs.iter().rev().find(|r| r.start <= at)
-            {
+            if let Some(runs) = p.handlers.get(&g) {
+                let Some(run) = runs.iter().rev().find(|r| r.start <= when) else {
+                    return Lookup::NoServer;
+                };
+                if !run.open_at(when) {
+                    // Started between two requests of a keep-alive connection: none.
+                    return if when == at {
+                        Lookup::Expired
+                    } else {
+                        Lookup::NoServer
+                    };
+                }
+                if !run.open_at(at) {
+                    return Lookup::Expired;
+                }
                 return Lookup::Serving(ServerRef::Handler {
                     pid,
                     local: run.local,
@@ -385,16 +438,22 @@ impl Contexts {
                     ts: run.start,
                 });
             }
-            if let Some(&(stream, local, remote)) = p.stream_handlers.get(&g) {
+            if let Some(run) = p.stream_handlers.get(&g) {
+                if run.end.is_some_and(|end| end < at) {
+                    return Lookup::Expired;
+                }
                 return Lookup::Serving(ServerRef::Stream {
                     pid,
-                    local,
-                    remote,
-                    stream,
+                    local: run.local,
+                    remote: run.remote,
+                    stream: run.stream,
                 });
             }
             match p.parent.get(&g) {
-                Some(&parent) if parent != g => g = parent,
+                Some(&(parent, spawned)) if parent != g => {
+                    g = parent;
+                    when = spawned;
+                }
                 _ => break,
             }
         }
@@ -450,6 +509,115 @@ mod tests {
             mode: AttachMode::Tracepoint,
             errno: None,
         })
+    }
+
+    const PID: u32 = 9;
+
+    fn handler_starts(c: &mut Contexts, goid: u64, remote: &str, ts_ns: u64) {
+        c.on_event(&Event::GoConnUse(GoConnUse {
+            role: ConnRole::Server,
+            pid: PID,
+            tid: PID,
+            goid,
+            conn: GoConnection {
+                fd: 4,
+                endpoints: Some(("127.0.0.1:80".parse().unwrap(), remote.parse().unwrap())),
+            },
+            ts_ns,
+        }));
+    }
+
+    fn handler_ends(c: &mut Contexts, goid: u64, ts_ns: u64) {
+        c.on_event(&Event::GoServe(crate::event::GoServe {
+            client: false,
+            start: false,
+            pid: PID,
+            tid: PID,
+            goid,
+            method: String::new(),
+            path: String::new(),
+            host: String::new(),
+            status: Some(200),
+            ts_ns,
+        }));
+    }
+
+    fn spawn(c: &mut Contexts, parent_goid: u64, child_goid: u64, ts_ns: u64) {
+        c.on_event(&Event::GoSpawn(crate::event::GoSpawn {
+            pid: PID,
+            tid: PID,
+            stream_id: 0,
+            parent_goid,
+            child_goid,
+            ts_ns,
+        }));
+    }
+
+    fn serving_remote(lookup: Lookup) -> Option<SocketAddr> {
+        match lookup {
+            Lookup::Serving(ServerRef::Handler { remote, .. }) => Some(remote),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_worker_started_by_a_request_works_for_it_only_while_it_is_open() {
+        let mut c = Contexts::default();
+        // Request A on goroutine 10 starts worker 20 (lazily, on first use), which starts 21.
+        handler_starts(&mut c, 10, "127.0.0.1:5000", 100);
+        spawn(&mut c, 10, 20, 110);
+        spawn(&mut c, 20, 21, 120);
+        let p = |c: &Contexts| Contexts::handler_of(PID, &c.go[&PID], 21, 130);
+        assert_eq!(
+            serving_remote(p(&c)),
+            Some("127.0.0.1:5000".parse().unwrap())
+        );
+        handler_ends(&mut c, 10, 200);
+        // Request B on another connection feeds the worker: its calls are not A's.
+        handler_starts(&mut c, 30, "127.0.0.1:5001", 300);
+        for goid in [20, 21] {
+            assert_eq!(
+                Contexts::handler_of(PID, &c.go[&PID], goid, 310),
+                Lookup::Expired
+            );
+        }
+        // A call made while A was still open keeps A even when asked later.
+        assert_eq!(
+            serving_remote(p(&c)),
+            Some("127.0.0.1:5000".parse().unwrap())
+        );
+        // The worker spawning a new goroutine later does not revive A.
+        spawn(&mut c, 20, 22, 320);
+        assert_eq!(
+            Contexts::handler_of(PID, &c.go[&PID], 22, 330),
+            Lookup::Expired
+        );
+    }
+
+    #[test]
+    fn a_keep_alive_handler_goroutine_works_for_the_request_it_runs_now() {
+        let mut c = Contexts::default();
+        handler_starts(&mut c, 10, "127.0.0.1:5000", 100);
+        spawn(&mut c, 10, 11, 110);
+        handler_ends(&mut c, 10, 200);
+        handler_starts(&mut c, 10, "127.0.0.1:5000", 300);
+        spawn(&mut c, 10, 12, 310);
+        let lookup = Contexts::handler_of(PID, &c.go[&PID], 12, 320);
+        assert!(
+            matches!(lookup, Lookup::Serving(ServerRef::Handler { ts: 300, .. })),
+            "{lookup:?}"
+        );
+        // The child of the first request, calling during the second, is not the second's.
+        assert_eq!(
+            Contexts::handler_of(PID, &c.go[&PID], 11, 320),
+            Lookup::Expired
+        );
+        // Between requests the serving goroutine itself works for none.
+        handler_ends(&mut c, 10, 400);
+        assert_eq!(
+            Contexts::handler_of(PID, &c.go[&PID], 10, 450),
+            Lookup::Expired
+        );
     }
 
     #[test]

@@ -58,10 +58,7 @@ impl GoHeaderStore {
     /// the capture could not resolve) may come from grpc-go, whose trailers event follows the
     /// read that completed the exchange. The stream's blocks are dropped then.
     pub fn fill_status(&mut self, x: &mut ConnExchange) {
-        let stream = match &x.exchange.detail {
-            Detail::Http(h) => h.stream_id,
-            Detail::Grpc(g) => g.http.stream_id,
-        };
+        let stream = x.exchange.detail.http().stream_id;
         let Some(stream) = stream else {
             return;
         };

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::{
-    load::AttachMode,
-    protocol::{Flags, Http, HttpVersion, Interesting, Origin},
+    event::AttachMode,
+    protocol::{Detail, Flags, Http, HttpVersion, Interesting, Origin},
     source::{
         CallPhase, Conn, ConnKind, ConnRole, Data, GoConnUse, GoConnection, GoGrpcCall, GoServe,
         GoSpawn,

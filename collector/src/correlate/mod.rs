@@ -2,11 +2,13 @@
 //!
 //! - Each inbound exchange becomes a server span, each outbound one a client span.
 //! - Across processes, a server span's parent is the client span at the other end of the same
-//!   connection and request: the mirrored five-tuple and the TCP sequence number of the
+//!   connection and request: the other end's five-tuple and the TCP sequence number of the
 //!   request's first byte (HTTP/1), or the stream id (HTTP/2, whose streams share the bytes).
-//!   Never a time window alone.
+//!   Never a time window alone. The other end is the mirrored five-tuple, or, behind NAT on
+//!   this host, the end whose first bytes carry the same sequence numbers (see `peers`).
 //! - Inside a process, a client span's parent is the server span being served when the request
-//!   was made (see `context`).
+//!   was made (see `context`), and only while that request is open: a goroutine that outlives
+//!   the request it inherited starts new traces (counted as `context_ended`).
 //! - With no observed parent, a request's `traceparent` is adopted; otherwise a new trace starts.
 //!
 //! - HTTP/2 exchanges whose headers the bytes did not give (HPACK state unknown) take grpc-go's
@@ -21,6 +23,7 @@ mod enrich;
 pub mod failed;
 #[cfg(test)]
 mod failed_tests;
+mod peers;
 #[cfg(test)]
 mod tests;
 
@@ -35,7 +38,7 @@ use self::{
 };
 use crate::{
     conn::ConnExchange,
-    protocol::{Detail, Exchange},
+    protocol::Exchange,
     source::{Direction, Event},
     span::{IdGenerator, ParentLink, Payload, Span, SpanId, SpanKind, TraceId, TraceParent},
 };
@@ -72,6 +75,9 @@ pub struct CorrelateStats {
     pub orphans: u64,
     /// Emitted early because too many spans were waiting.
     pub evicted: u64,
+    /// Client spans that started their own trace because the request their goroutine inherited
+    /// had ended (see `context`).
+    pub context_ended: u64,
     /// Failed outbound calls made into spans (no exchange: refused, timed out, reset).
     pub failed_calls: u64,
     /// Failed connects of Go programs that no call claimed (background reconnects, clients the
@@ -110,6 +116,7 @@ pub struct Correlator {
     window_ns: u64,
     ids: IdGenerator,
     contexts: Contexts,
+    peers: peers::Peers,
     go_headers: enrich::GoHeaderStore,
     pending: Vec<Node>,
     pending_ids: HashSet<u64>,
@@ -154,6 +161,7 @@ impl Correlator {
             window_ns,
             ids,
             contexts: Contexts::default(),
+            peers: peers::Peers::default(),
             go_headers: enrich::GoHeaderStore::default(),
             pending: Vec::new(),
             pending_ids: HashSet::new(),
@@ -183,6 +191,7 @@ impl Correlator {
             _ => {}
         }
         self.contexts.on_event(event);
+        self.peers.on_event(event);
         self.failures.on_event(event);
         // A thread's serving state is transient: a failed connect's parent is looked up now.
         self.take_failed();
@@ -281,6 +290,9 @@ impl Correlator {
                     }
                     Decision::Root(link) => {
                         self.pending_ids.remove(&node.id);
+                        if link == ParentLink::ContextEnded {
+                            self.stats.context_ended += 1;
+                        }
                         // No parent seen: an instrumented caller's context, else a new trace.
                         let (trace_id, parent, link) = match traceparent(&node.x.exchange) {
                             Some(tp) => (tp.trace_id, Some(tp.parent_id), ParentLink::TraceParent),
@@ -316,7 +328,8 @@ impl Correlator {
     /// A server span's parent: the client at the other end of the same request.
     fn decide_server(&self, node: &Node) -> Decision {
         let x = &node.x;
-        let key = (x.remote, x.local, request_id(&x.exchange));
+        let (peer_local, peer_remote) = self.peers.other_end((x.local, x.remote));
+        let key = (peer_local, peer_remote, request_id(&x.exchange));
         if let Some(&client) = self.clients.get(&key) {
             return if self.emitted.contains_key(&client) {
                 Decision::Child(client, ParentLink::Peer)
@@ -329,8 +342,8 @@ impl Correlator {
         // A traced peer on this host may still complete its side (clients finish after
         // servers); one whose events never reach this agent (left out by the filters, or not
         // traced) will not, so the span does not wait for it.
-        let local_peer = x.remote.ip().is_loopback() || self.local_ips.contains(&x.remote.ip());
-        if local_peer && self.contexts.end_seen(x.remote, x.local) {
+        let local_peer = peer_local.ip().is_loopback() || self.local_ips.contains(&peer_local.ip());
+        if local_peer && self.contexts.end_seen(peer_local, peer_remote) {
             Decision::Wait
         } else {
             Decision::Root(ParentLink::Root)
@@ -353,6 +366,7 @@ impl Correlator {
     fn decide_in_process(&self, context: Lookup, at: u64) -> Decision {
         let server = match context {
             Lookup::NoServer => return Decision::Root(ParentLink::Root),
+            Lookup::Expired => return Decision::Root(ParentLink::ContextEnded),
             Lookup::NotYet => return Decision::Wait,
             Lookup::Serving(server) => server,
         };
@@ -492,6 +506,9 @@ impl Correlator {
             };
             self.stats.spans += 1;
             self.stats.failed_calls += 1;
+            if link == ParentLink::ContextEnded {
+                self.stats.context_ended += 1;
+            }
             let f = node.f;
             out.push(Span {
                 trace_id,
@@ -543,10 +560,7 @@ impl Correlator {
 }
 
 fn stream_of(x: &Exchange) -> Option<u32> {
-    match &x.detail {
-        Detail::Http(h) => h.stream_id,
-        Detail::Grpc(g) => g.http.stream_id,
-    }
+    x.detail.http().stream_id
 }
 
 fn request_id(x: &Exchange) -> RequestId {
@@ -554,9 +568,10 @@ fn request_id(x: &Exchange) -> RequestId {
 }
 
 fn traceparent(x: &Exchange) -> Option<TraceParent> {
-    let headers = match &x.detail {
-        Detail::Http(h) => &h.headers,
-        Detail::Grpc(g) => &g.http.headers,
-    };
-    headers.traceparent.as_deref().and_then(TraceParent::parse)
+    x.detail
+        .http()
+        .headers
+        .traceparent
+        .as_deref()
+        .and_then(TraceParent::parse)
 }

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::{
-    protocol::{Flags, Http, HttpVersion, Interesting, Origin},
-    source::{Conn, ConnKind},
+    event::{Conn, ConnKind},
+    protocol::{Detail, Flags, Http, HttpVersion, Interesting, Origin},
 };
 
 const CLIENT: &str = "127.0.0.1:40000";
@@ -75,7 +75,7 @@ fn client_connects(c: &mut Correlator) {
         local: addr(CLIENT),
         remote: addr(SERVER),
         ts_ns: 1,
-        mode: crate::load::AttachMode::Tracepoint,
+        mode: crate::event::AttachMode::Tracepoint,
         errno: None,
     }));
 }
@@ -151,7 +151,7 @@ fn a_different_sequence_number_is_a_different_request() {
         local: addr(CLIENT),
         remote: addr(SERVER),
         ts_ns: 5_000,
-        mode: crate::load::AttachMode::Tracepoint,
+        mode: crate::event::AttachMode::Tracepoint,
         errno: None,
     }));
     c.settle(&mut out);

@@ -12,7 +12,8 @@ use opentelemetry_proto::{
     },
 };
 
-use super::{SpanSink, clock::WallClock, spandata};
+use super::{SpanSink, spandata};
+use crate::clock::WallClock;
 use crate::span::{Span, resource::Resources};
 
 pub struct FileSink {

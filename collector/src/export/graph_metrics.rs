@@ -33,10 +33,10 @@ use opentelemetry_sdk::{
 
 use super::{
     SpanSink,
-    map::{EdgeFinder, EdgeSample},
     otlp::{ExportError, OtlpConfig, Protocol, configure_grpc, configure_http},
 };
 use crate::span::{Span, resource::Resources};
+use crate::views::map::{EdgeFinder, EdgeSample};
 
 pub const REQUEST_TOTAL: &str = "traces_service_graph_request_total";
 pub const REQUEST_FAILED_TOTAL: &str = "traces_service_graph_request_failed_total";

@@ -22,7 +22,8 @@ use std::{
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SpanExporter as _;
 
-use super::{SpanSink, clock::WallClock, spandata};
+use super::{SpanSink, spandata};
+use crate::clock::WallClock;
 use crate::span::{Span, resource::Resources};
 
 /// Spans waiting for export at most; more are dropped and counted.
@@ -363,10 +364,19 @@ fn next_batch(rx: &Receiver<Span>) -> (Vec<Span>, bool) {
     (batch, false)
 }
 
+/// Every try of one batch failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{last} (after {tries} tries)")]
+struct RetriesExhausted {
+    /// The last try's error.
+    last: String,
+    tries: u32,
+}
+
 async fn export_with_retry(
     exporter: &opentelemetry_otlp::SpanExporter,
     data: Vec<opentelemetry_sdk::trace::SpanData>,
-) -> Result<(), String> {
+) -> Result<(), RetriesExhausted> {
     let mut backoff = FIRST_BACKOFF;
     let mut last = String::new();
     for attempt in 1..=TRIES {
@@ -379,7 +389,7 @@ async fn export_with_retry(
             backoff *= 2;
         }
     }
-    Err(format!("{last} (after {TRIES} tries)"))
+    Err(RetriesExhausted { last, tries: TRIES })
 }
 
 #[cfg(test)]

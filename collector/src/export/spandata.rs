@@ -12,7 +12,7 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
-use super::clock::WallClock;
+use crate::clock::WallClock;
 use crate::span::{ParentLink, Span, Value, resource::Resource};
 
 /// The instrumentation scope of every exported span.

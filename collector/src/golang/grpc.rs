@@ -5,8 +5,13 @@
 //! `*ClientStream{Stream}`), so everything version-dependent is looked up, never assumed.
 
 use wirespan_shared::GrpcOffsets;
+use wirespan_shared::names::{
+    PROGRAM_GO_GRPC_CLIENT_HEADERS, PROGRAM_GO_GRPC_INVOKE, PROGRAM_GO_GRPC_INVOKE_RETURN,
+    PROGRAM_GO_GRPC_NEW_STREAM, PROGRAM_GO_GRPC_NEW_STREAM_RETURN, PROGRAM_GO_GRPC_SERVER_HEADERS,
+    PROGRAM_GO_GRPC_SERVER_HEADERS_RETURN, PROGRAM_GO_GRPC_WRITE_HEADER,
+};
 
-use super::{GoBinary, dwarf::Facts};
+use super::{GoBinary, dwarf::Facts, layout::LayoutError};
 
 pub const GRPC_MODULE: &str = "google.golang.org/grpc";
 
@@ -24,17 +29,21 @@ pub const INVOKE: &str = "google.golang.org/grpc.(*ClientConn).Invoke";
 pub const PROBES: [(&str, &str, &str); 5] = [
     (
         SERVER_OPERATE_HEADERS,
-        "go_grpc_server_headers",
-        "go_grpc_server_headers_return",
+        PROGRAM_GO_GRPC_SERVER_HEADERS,
+        PROGRAM_GO_GRPC_SERVER_HEADERS_RETURN,
     ),
-    (CLIENT_OPERATE_HEADERS, "go_grpc_client_headers", ""),
-    (WRITE_HEADER, "go_grpc_write_header", ""),
+    (CLIENT_OPERATE_HEADERS, PROGRAM_GO_GRPC_CLIENT_HEADERS, ""),
+    (WRITE_HEADER, PROGRAM_GO_GRPC_WRITE_HEADER, ""),
     (
         NEW_STREAM,
-        "go_grpc_new_stream",
-        "go_grpc_new_stream_return",
+        PROGRAM_GO_GRPC_NEW_STREAM,
+        PROGRAM_GO_GRPC_NEW_STREAM_RETURN,
     ),
-    (INVOKE, "go_grpc_invoke", "go_grpc_invoke_return"),
+    (
+        INVOKE,
+        PROGRAM_GO_GRPC_INVOKE,
+        PROGRAM_GO_GRPC_INVOKE_RETURN,
+    ),
 ];
 
 /// The grpc-go server's per-stream spawn site: `serveStreams` and the closures that start each
@@ -99,13 +108,13 @@ pub const MEMBERS: [(&str, &str); 12] = [
 pub const FUNCTIONS: [&str; 1] = [SERVER_OPERATE_HEADERS];
 
 /// The gRPC layout from DWARF facts, or why it cannot be had.
-pub fn layout_from_dwarf(facts: &Facts, binary: &GoBinary) -> Result<GrpcOffsets, String> {
+pub fn layout_from_dwarf(facts: &Facts, binary: &GoBinary) -> Result<GrpcOffsets, LayoutError> {
     let member = |s: &str, m: &str| {
         facts
             .members
             .get(&(s.to_owned(), m.to_owned()))
             .copied()
-            .ok_or_else(|| format!("no {s}.{m} in DWARF"))
+            .ok_or_else(|| LayoutError::no_member(s, m))
     };
     let at = |s: &str, m: &str| member(s, m).map(|m| m.offset as u32);
     let stream_id = at(&format!("{TRANSPORT}.Stream"), "id")?;
@@ -117,7 +126,7 @@ pub fn layout_from_dwarf(facts: &Facts, binary: &GoBinary) -> Result<GrpcOffsets
     let params = facts
         .params
         .get(SERVER_OPERATE_HEADERS)
-        .ok_or_else(|| format!("no parameters of {SERVER_OPERATE_HEADERS} in DWARF"))?;
+        .ok_or(LayoutError::NoParameters(SERVER_OPERATE_HEADERS))?;
     Ok(GrpcOffsets {
         server_conn: at(&format!("{TRANSPORT}.http2Server"), "conn")?,
         client_conn: at(&format!("{TRANSPORT}.http2Client"), "conn")?,
@@ -150,7 +159,7 @@ pub fn layout_from_dwarf(facts: &Facts, binary: &GoBinary) -> Result<GrpcOffsets
 /// The register slot of `frame` in `(*http2Server).operateHeaders`, from its parameter names:
 /// the receiver takes one word and a `ctx context.Context` two. Any other parameter before
 /// `frame` is a signature this code does not know: refused rather than guessed.
-fn frame_slot(params: &[String]) -> Result<u32, String> {
+fn frame_slot(params: &[String]) -> Result<u32, LayoutError> {
     let mut slot = 0;
     for param in params {
         match param.as_str() {
@@ -158,13 +167,14 @@ fn frame_slot(params: &[String]) -> Result<u32, String> {
             "t" => slot += 1,
             "ctx" => slot += 2,
             other => {
-                return Err(format!(
-                    "{SERVER_OPERATE_HEADERS} has an unknown parameter {other} before frame"
-                ));
+                return Err(LayoutError::UnknownParameter {
+                    function: SERVER_OPERATE_HEADERS,
+                    parameter: other.to_owned(),
+                });
             }
         }
     }
-    Err(format!("{SERVER_OPERATE_HEADERS} has no frame parameter"))
+    Err(LayoutError::NoFrameParameter(SERVER_OPERATE_HEADERS))
 }
 
 /// (major, minor, patch) of a module version (`v1.56.3`, `v1.70.0-pre`).

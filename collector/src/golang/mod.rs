@@ -3,10 +3,11 @@
 //! (symbol table, or `.gopclntab` when stripped), and the file offsets of their entries and
 //! return instructions (uprobes on each RET, never uretprobes).
 
-pub mod attach;
 pub mod buildinfo;
+pub mod discover;
 pub mod dwarf;
 pub mod grpc;
+pub mod layout;
 pub mod offsets_table;
 pub mod returns;
 pub mod symbols;

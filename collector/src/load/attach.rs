@@ -8,27 +8,17 @@ use aya::{
     Ebpf,
     programs::{FEntry, KProbe, ProgramError, TracePoint},
 };
+use wirespan_shared::names::{
+    PROGRAM_INET_CSK_ACCEPT_KRETPROBE, PROGRAM_INET_SOCK_SET_STATE,
+    PROGRAM_INET_SOCK_SET_STATE_CLOSE, PROGRAM_INET_SOCK_SET_STATE_FAILED,
+    PROGRAM_SCHED_PROCESS_EXEC, PROGRAM_SCHED_PROCESS_EXIT, PROGRAM_SYS_ENTER_READ,
+    PROGRAM_SYS_ENTER_READV, PROGRAM_SYS_ENTER_RECVMSG, PROGRAM_SYS_ENTER_SENDMSG,
+    PROGRAM_SYS_ENTER_WRITE, PROGRAM_SYS_ENTER_WRITEV, PROGRAM_SYS_EXIT_ACCEPT,
+    PROGRAM_SYS_EXIT_DATA, PROGRAM_TCP_CLOSE_FENTRY, PROGRAM_TCP_CLOSE_KPROBE,
+    PROGRAM_TCP_CONNECT_FENTRY, PROGRAM_TCP_CONNECT_KPROBE,
+};
 
-/// How a hook is attached to the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttachMode {
-    /// A kprobe on a kernel function: cheap and exact, but kernels may be built without kprobes.
-    Kprobe,
-    /// An fentry (BPF trampoline) program: cheapest, needs BTF and may be refused (lockdown).
-    Fentry,
-    /// Stable tracepoints only (`sock:inet_sock_set_state`): works wherever BPF does.
-    Tracepoint,
-}
-
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Kprobe => "kprobe",
-            Self::Fentry => "fentry",
-            Self::Tracepoint => "tracepoint",
-        })
-    }
-}
+pub use crate::event::AttachMode;
 
 /// Where a program attaches.
 #[derive(Debug, Clone, Copy)]
@@ -114,20 +104,20 @@ pub const HOOKS: &[Hook] = &[
             HookMode {
                 mode: AttachMode::Kprobe,
                 attachments: &[function(
-                    "tcp_connect_kprobe",
+                    PROGRAM_TCP_CONNECT_KPROBE,
                     &[Target::Function("tcp_connect")],
                 )],
             },
             HookMode {
                 mode: AttachMode::Fentry,
                 attachments: &[function(
-                    "tcp_connect_fentry",
+                    PROGRAM_TCP_CONNECT_FENTRY,
                     &[Target::Function("tcp_connect")],
                 )],
             },
             HookMode {
                 mode: AttachMode::Tracepoint,
-                attachments: &[function("inet_sock_set_state", &[SET_STATE])],
+                attachments: &[function(PROGRAM_INET_SOCK_SET_STATE, &[SET_STATE])],
             },
         ],
     },
@@ -139,7 +129,7 @@ pub const HOOKS: &[Hook] = &[
         required: false,
         modes: &[HookMode {
             mode: AttachMode::Tracepoint,
-            attachments: &[function("inet_sock_set_state_failed", &[SET_STATE])],
+            attachments: &[function(PROGRAM_INET_SOCK_SET_STATE_FAILED, &[SET_STATE])],
         }],
     },
     Hook {
@@ -151,14 +141,14 @@ pub const HOOKS: &[Hook] = &[
             HookMode {
                 mode: AttachMode::Kprobe,
                 attachments: &[function(
-                    "inet_csk_accept_kretprobe",
+                    PROGRAM_INET_CSK_ACCEPT_KRETPROBE,
                     &[Target::Function("inet_csk_accept")],
                 )],
             },
             HookMode {
                 mode: AttachMode::Tracepoint,
                 attachments: &[function(
-                    "sys_exit_accept",
+                    PROGRAM_SYS_EXIT_ACCEPT,
                     &[syscall("sys_exit_accept4"), syscall("sys_exit_accept")],
                 )],
             },
@@ -171,20 +161,20 @@ pub const HOOKS: &[Hook] = &[
             HookMode {
                 mode: AttachMode::Kprobe,
                 attachments: &[function(
-                    "tcp_close_kprobe",
+                    PROGRAM_TCP_CLOSE_KPROBE,
                     &[Target::Function("tcp_close")],
                 )],
             },
             HookMode {
                 mode: AttachMode::Fentry,
                 attachments: &[function(
-                    "tcp_close_fentry",
+                    PROGRAM_TCP_CLOSE_FENTRY,
                     &[Target::Function("tcp_close")],
                 )],
             },
             HookMode {
                 mode: AttachMode::Tracepoint,
-                attachments: &[function("inet_sock_set_state_close", &[SET_STATE])],
+                attachments: &[function(PROGRAM_INET_SOCK_SET_STATE_CLOSE, &[SET_STATE])],
             },
         ],
     },
@@ -195,14 +185,14 @@ pub const HOOKS: &[Hook] = &[
             mode: AttachMode::Tracepoint,
             attachments: &[
                 function(
-                    "sched_process_exec",
+                    PROGRAM_SCHED_PROCESS_EXEC,
                     &[Target::Tracepoint {
                         category: "sched",
                         name: "sched_process_exec",
                     }],
                 ),
                 function(
-                    "sched_process_exit",
+                    PROGRAM_SCHED_PROCESS_EXIT,
                     &[Target::Tracepoint {
                         category: "sched",
                         name: "sched_process_exit",
@@ -220,19 +210,19 @@ pub const HOOKS: &[Hook] = &[
             mode: AttachMode::Tracepoint,
             attachments: &[
                 function(
-                    "sys_enter_read",
+                    PROGRAM_SYS_ENTER_READ,
                     &[syscall("sys_enter_read"), syscall("sys_enter_recvfrom")],
                 ),
                 function(
-                    "sys_enter_write",
+                    PROGRAM_SYS_ENTER_WRITE,
                     &[syscall("sys_enter_write"), syscall("sys_enter_sendto")],
                 ),
-                function("sys_enter_readv", &[syscall("sys_enter_readv")]),
-                function("sys_enter_writev", &[syscall("sys_enter_writev")]),
-                function("sys_enter_recvmsg", &[syscall("sys_enter_recvmsg")]),
-                function("sys_enter_sendmsg", &[syscall("sys_enter_sendmsg")]),
+                function(PROGRAM_SYS_ENTER_READV, &[syscall("sys_enter_readv")]),
+                function(PROGRAM_SYS_ENTER_WRITEV, &[syscall("sys_enter_writev")]),
+                function(PROGRAM_SYS_ENTER_RECVMSG, &[syscall("sys_enter_recvmsg")]),
+                function(PROGRAM_SYS_ENTER_SENDMSG, &[syscall("sys_enter_sendmsg")]),
                 function(
-                    "sys_exit_data",
+                    PROGRAM_SYS_EXIT_DATA,
                     &[
                         syscall("sys_exit_read"),
                         syscall("sys_exit_recvfrom"),
@@ -254,7 +244,19 @@ pub const HOOKS: &[Hook] = &[
 pub struct ModeFailure {
     pub mode: AttachMode,
     pub target: String,
-    pub error: String,
+    pub error: ModeError,
+}
+
+/// Why one attach mode of a hook did not load or attach.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModeError {
+    #[error("program {0} is missing from the probes object")]
+    MissingProgram(&'static str),
+    #[error("fentry program {0} needs exactly one function")]
+    FentryTargets(&'static str),
+    /// The kernel (or aya) refused: the error chain, with an empty verifier log said out loud.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What happened to one hook at start-up.
@@ -372,7 +374,7 @@ fn attach_mode(
     ebpf: &mut Ebpf,
     mode: &HookMode,
     kernel_btf: &mut Option<aya::Btf>,
-) -> Result<(), String> {
+) -> Result<(), ModeError> {
     let mut done: Vec<&str> = Vec::new();
     let mut result = Ok(());
     for attachment in mode.attachments {
@@ -406,14 +408,15 @@ fn attach_program(
     mode: AttachMode,
     attachment: &Attachment,
     kernel_btf: &mut Option<aya::Btf>,
-) -> Result<(), String> {
+) -> Result<(), ModeError> {
     let name = attachment.program;
     let program = ebpf
         .program_mut(name)
-        .ok_or_else(|| format!("program {name} is missing from the probes object"))?;
+        .ok_or(ModeError::MissingProgram(name))?;
+    let refused = |e: &dyn std::error::Error| ModeError::Refused(error_chain(e));
     let result: Result<(), ProgramError> = match mode {
         AttachMode::Kprobe => {
-            let kprobe: &mut KProbe = program.try_into().map_err(|e| error_chain(&e))?;
+            let kprobe: &mut KProbe = program.try_into().map_err(|e| refused(&e))?;
             kprobe.load().and_then(|()| {
                 attachment.targets.iter().try_for_each(|t| match t {
                     Target::Function(f) => kprobe.attach(f, 0).map(drop),
@@ -423,12 +426,12 @@ fn attach_program(
         }
         AttachMode::Fentry => {
             if kernel_btf.is_none() {
-                *kernel_btf = Some(aya::Btf::from_sys_fs().map_err(|e| error_chain(&e))?);
+                *kernel_btf = Some(aya::Btf::from_sys_fs().map_err(|e| refused(&e))?);
             }
             let btf = kernel_btf.as_ref().expect("set above");
-            let fentry: &mut FEntry = program.try_into().map_err(|e| error_chain(&e))?;
+            let fentry: &mut FEntry = program.try_into().map_err(|e| refused(&e))?;
             let [Target::Function(function)] = attachment.targets else {
-                return Err(format!("fentry program {name} needs exactly one function"));
+                return Err(ModeError::FentryTargets(name));
             };
             fentry
                 .load(function, btf)
@@ -436,7 +439,7 @@ fn attach_program(
                 .map(drop)
         }
         AttachMode::Tracepoint => {
-            let tracepoint: &mut TracePoint = program.try_into().map_err(|e| error_chain(&e))?;
+            let tracepoint: &mut TracePoint = program.try_into().map_err(|e| refused(&e))?;
             tracepoint.load().and_then(|()| {
                 attachment.targets.iter().try_for_each(|t| match t {
                     Target::Tracepoint { category, name } => {
@@ -449,7 +452,7 @@ fn attach_program(
     };
     result.map_err(|e| {
         let _ = unload(program);
-        describe_failure(&e)
+        ModeError::Refused(describe_failure(&e))
     })
 }
 
@@ -512,7 +515,7 @@ mod tests {
             failures: vec![ModeFailure {
                 mode: AttachMode::Kprobe,
                 target: "tcp_connect".into(),
-                error: "boom".into(),
+                error: ModeError::Refused("boom".into()),
             }],
         };
         assert_eq!(

@@ -4,6 +4,7 @@
 use std::{os::unix::fs::MetadataExt, path::PathBuf};
 
 use aya::{Ebpf, maps::HashMap};
+use wirespan_shared::names::{MAP_FILTER_CGROUPS, MAP_FILTER_PIDS, MAP_FILTER_PORTS};
 use wirespan_shared::{FILTER_CGROUP, FILTER_PID, FILTER_PORT};
 
 use super::error_chain;
@@ -85,9 +86,9 @@ impl Filters {
 
     /// Fill the filter maps of a loaded (not yet attached) probes object.
     pub fn write_maps(&self, ebpf: &mut Ebpf, cgroup_ids: &[u64]) -> Result<(), FilterError> {
-        fill(ebpf, "FILTER_PIDS", &self.pids)?;
-        fill(ebpf, "FILTER_PORTS", &self.ports)?;
-        fill(ebpf, "FILTER_CGROUPS", cgroup_ids)
+        fill(ebpf, MAP_FILTER_PIDS, &self.pids)?;
+        fill(ebpf, MAP_FILTER_PORTS, &self.ports)?;
+        fill(ebpf, MAP_FILTER_CGROUPS, cgroup_ids)
     }
 }
 
@@ -112,6 +113,7 @@ fn is_cgroup2(path: &std::path::Path) -> bool {
     };
     // SAFETY: a valid C string and a zeroed statfs buffer for the call to fill.
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is NUL-terminated and outlives the call; `stat` is a writable statfs.
     let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) };
     // `f_type` is i64 on glibc and u64 on musl; the magic fits either.
     #[allow(

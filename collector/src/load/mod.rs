@@ -5,6 +5,9 @@
 pub mod attach;
 pub mod btf;
 pub mod filters;
+pub mod go_attach;
+#[cfg(test)]
+mod object_names;
 pub mod privilege;
 pub mod tracefs;
 
@@ -12,16 +15,18 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
 };
+use wirespan_shared::names::{MAP_EVENTS, MAP_LOST, MAP_SCRATCH};
 use wirespan_shared::{
     GLOBAL_FD_OFFSETS, GLOBAL_SET_STATE_FORMAT, GLOBAL_SETTINGS, GLOBAL_SOCK_OFFSETS, LOST_CAUSES,
     MAX_CAPTURE, Settings,
 };
 
+use self::go_attach::GoAttacher;
 pub use self::{
     attach::{AttachMode, HOOKS, HookReport, error_chain},
     filters::Filters,
 };
-use crate::golang::attach::{GoAttacher, GoReport};
+use crate::golang::discover::GoReport;
 
 /// Payload bytes captured per data event unless `--capture-bytes` says otherwise.
 pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
@@ -137,8 +142,8 @@ impl Probes {
         let cpus =
             aya::util::nr_cpus().map_err(|(path, source)| LoadError::Cpus { path, source })?;
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("SCRATCH", cpus.get())
-            .map_max_entries("EVENTS", ring_mib << 20)
+            .map_max_entries(MAP_SCRATCH, cpus.get())
+            .map_max_entries(MAP_EVENTS, ring_mib << 20)
             .override_global(GLOBAL_SOCK_OFFSETS, &sock_offsets, true)
             .override_global(GLOBAL_FD_OFFSETS, &fd_offsets, true)
             .override_global(GLOBAL_SET_STATE_FORMAT, &set_state, true)
@@ -147,8 +152,8 @@ impl Probes {
             .map_err(LoadError::Object)?;
         options.filters.write_maps(&mut ebpf, &cgroup_ids)?;
         let maps = ProbeMaps {
-            events: take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?,
-            lost: LostCounters(take_map(&mut ebpf, "LOST", PerCpuArray::try_from)?),
+            events: take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?,
+            lost: LostCounters(take_map(&mut ebpf, MAP_LOST, PerCpuArray::try_from)?),
         };
         let report = attach::attach_hooks(&mut ebpf, options.attach_mode)?;
         let mut go = GoAttacher::new(settings.agent_tgid, &options.filters.pids);

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::Origin;
-use crate::source::Direction;
+use crate::event::Direction;
 
 /// One request/response exchange on a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,25 @@ pub struct Exchange {
 pub enum Detail {
     Http(Http),
     Grpc(Grpc),
+}
+
+impl Detail {
+    /// The HTTP part: an HTTP exchange itself, or the HTTP/2 exchange a gRPC call rides on.
+    #[must_use]
+    pub fn http(&self) -> &Http {
+        match self {
+            Self::Http(h) => h,
+            Self::Grpc(g) => &g.http,
+        }
+    }
+
+    /// The HTTP part, to fill in.
+    pub fn http_mut(&mut self) -> &mut Http {
+        match self {
+            Self::Http(h) => h,
+            Self::Grpc(g) => &mut g.http,
+        }
+    }
 }
 
 /// Conditions that make an exchange less than complete; all false for a clean one.
@@ -140,10 +159,7 @@ impl fmt::Display for Exchange {
     /// `HTTP/1.1 GET /a -> 200 req=78 resp=190` or
     /// `gRPC pkg.Svc/Method stream=1 -> grpc-status 5 "not found" msgs=1/0 req=.. resp=..`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let http = match &self.detail {
-            Detail::Http(h) => h,
-            Detail::Grpc(g) => &g.http,
-        };
+        let http = self.detail.http();
         let version = http.version.map_or("?", HttpVersion::as_str);
         let status = http
             .status

@@ -4,7 +4,7 @@
 //! not captured after them.
 
 use super::{Origin, Segment};
-use crate::source::Direction;
+use crate::event::Direction;
 
 /// Call `f` with each segment encoded in `data`; times increase by one per segment.
 pub fn for_each_segment(mut data: &[u8], mut f: impl FnMut(Segment<'_>)) {

@@ -13,7 +13,7 @@ pub mod http2;
 
 pub use exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion, Interesting};
 
-use crate::source::Direction;
+use crate::event::Direction;
 
 /// One syscall's worth of a connection's bytes.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +78,50 @@ enum State {
     Unknown,
 }
 
+/// What the decoders had to drop, by protocol (summed over connections by the `conn` stage).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DecoderStats {
+    pub http1: http1::Http1Stats,
+    pub http2: http2::Http2Stats,
+}
+
+impl DecoderStats {
+    /// Add another decoder's counts.
+    pub fn add(&mut self, other: &Self) {
+        let (a, b) = (&mut self.http1, &other.http1);
+        a.desyncs += b.desyncs;
+        a.oversized_heads += b.oversized_heads;
+        a.pending_overflow += b.pending_overflow;
+        let (a, b) = (&mut self.http2, &other.http2);
+        a.desyncs += b.desyncs;
+        a.undecoded_header_blocks += b.undecoded_header_blocks;
+        a.stream_overflow += b.stream_overflow;
+        a.oversized_frames += b.oversized_frames;
+    }
+
+    /// The nonzero counts, named for people (`http/2 header blocks not decoded 3`), or none.
+    #[must_use]
+    pub fn describe(&self) -> Vec<String> {
+        let (h1, h2) = (&self.http1, &self.http2);
+        [
+            ("http/1 lost sync", h1.desyncs),
+            ("http/1 heads too large", h1.oversized_heads),
+            ("http/1 requests over the waiting cap", h1.pending_overflow),
+            ("http/2 lost framing", h2.desyncs),
+            (
+                "http/2 header blocks not decoded",
+                h2.undecoded_header_blocks,
+            ),
+            ("http/2 streams over the cap", h2.stream_overflow),
+            ("http/2 frames too large, skipped", h2.oversized_frames),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(what, n)| format!("{what} {n}"))
+        .collect()
+    }
+}
+
 /// The protocol decoder of one connection.
 #[derive(Debug)]
 pub struct ConnDecoder {
@@ -114,6 +158,22 @@ impl ConnDecoder {
             State::Http1(_) => Detected::Http1,
             State::Http2(_) => Detected::Http2,
             State::Unknown => Detected::Unknown,
+        }
+    }
+
+    /// What this connection's decoder had to drop so far.
+    #[must_use]
+    pub fn stats(&self) -> DecoderStats {
+        match &self.state {
+            State::Http1(conn) => DecoderStats {
+                http1: conn.stats,
+                ..DecoderStats::default()
+            },
+            State::Http2(conn) => DecoderStats {
+                http2: conn.stats,
+                ..DecoderStats::default()
+            },
+            State::Detecting { .. } | State::Unknown => DecoderStats::default(),
         }
     }
 

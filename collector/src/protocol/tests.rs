@@ -30,10 +30,7 @@ fn run(segments: &[(Direction, &[u8], u64)]) -> Vec<Exchange> {
 }
 
 fn http(e: &Exchange) -> &Http {
-    match &e.detail {
-        Detail::Http(h) => h,
-        Detail::Grpc(g) => &g.http,
-    }
+    e.detail.http()
 }
 
 fn summary(out: &[Exchange]) -> Vec<(String, String, Option<u16>)> {

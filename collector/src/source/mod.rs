@@ -7,9 +7,11 @@ pub mod grpc;
 pub mod recording;
 pub mod ringbuf;
 
-pub use decode::{
-    Conn, ConnKind, Data, DecodeError, Direction, Event, Exec, GoExit, GoServe, GoSpawn, decode,
-};
-pub use grpc::{
-    CallPhase, ConnRole, GoConnUse, GoConnection, GoGrpcCall, GoHeaders, HeaderField, HeadersSource,
+pub use decode::{DecodeError, decode};
+
+// The vocabulary `source` produces, defined in `event`; named here too for code that reads
+// events straight from their source.
+pub use crate::event::{
+    CallPhase, Conn, ConnKind, ConnRole, Data, Direction, Event, Exec, GoConnUse, GoConnection,
+    GoExit, GoGrpcCall, GoHeaders, GoServe, GoSpawn, HeaderField, HeadersSource,
 };

@@ -36,6 +36,9 @@ pub enum ParentLink {
     Root,
     /// A parent was expected (a local peer, a Go handler) but did not arrive in time.
     Orphan,
+    /// Made by a goroutine whose inherited request had already ended (a long-lived worker):
+    /// nothing passive ties it to the request that asked for it, so it starts its own trace.
+    ContextEnded,
 }
 
 /// One span, ready to export.

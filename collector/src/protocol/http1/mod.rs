@@ -15,7 +15,7 @@ use super::{
     Origin, Segment,
     exchange::{Detail, Exchange, Flags, Http},
 };
-use crate::source::Direction;
+use crate::event::Direction;
 
 /// Heads longer than this are not buffered (the excess is counted, the side resyncs).
 pub const MAX_HEAD: usize = 64 * 1024;

@@ -27,7 +27,7 @@ use super::{
     Segment,
     exchange::{Detail, Exchange, Flags, Grpc, HttpVersion},
 };
-use crate::source::Direction;
+use crate::event::Direction;
 
 /// The client connection preface (RFC 9113 section 3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -9,7 +9,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use super::SpanSink;
+use crate::sink::SpanSink;
 use crate::span::{ParentLink, Span, SpanId, SpanKind, resource::Resources};
 
 /// Client spans remembered for their server children, at most.

@@ -4,8 +4,9 @@
 
 use std::{fmt::Write as _, io::Write};
 
-use super::{EventSink, clock::WallClock};
-use crate::source::{
+use super::EventSink;
+use crate::clock::WallClock;
+use crate::event::{
     CallPhase, Conn, ConnRole, Data, Event, GoConnection, GoGrpcCall, GoHeaders, GoServe,
 };
 

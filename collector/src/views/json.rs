@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::EventSink;
 use super::console::shown_header_value;
-use crate::source::{CallPhase, Conn, ConnRole, Data, Event, GoConnection, GoHeaders, GoServe};
+use crate::event::{CallPhase, Conn, ConnRole, Data, Event, GoConnection, GoHeaders, GoServe};
 
 #[derive(Serialize)]
 struct ConnRecord<'a> {

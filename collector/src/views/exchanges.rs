@@ -5,7 +5,8 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::{ExchangeSink, clock::WallClock};
+use super::ExchangeSink;
+use crate::clock::WallClock;
 use crate::{
     conn::ConnExchange,
     protocol::{Detail, Http},
@@ -95,10 +96,7 @@ impl<W: Write> JsonExchanges<W> {
 }
 
 fn http_of(detail: &Detail) -> &Http {
-    match detail {
-        Detail::Http(h) => h,
-        Detail::Grpc(g) => &g.http,
-    }
+    detail.http()
 }
 
 impl<W: Write> ExchangeSink for JsonExchanges<W> {
@@ -117,7 +115,7 @@ impl<W: Write> ExchangeSink for JsonExchanges<W> {
             sport: x.local.port(),
             daddr: x.remote.ip().to_string(),
             dport: x.remote.port(),
-            role: if e.request_direction == crate::source::Direction::Egress {
+            role: if e.request_direction == crate::event::Direction::Egress {
                 "client"
             } else {
                 "server"

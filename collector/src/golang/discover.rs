@@ -1,0 +1,205 @@
+//! Finding Go programs and deciding what to probe in each: the executable behind a pid, the
+//! functions wanted, and for one binary the plan of uprobes (which function gets which entry and
+//! return programs) with its layout. Pure: reads /proc and binaries only; `load::go_attach`
+//! carries the plan out in the kernel.
+
+use std::{os::unix::fs::MetadataExt, path::PathBuf};
+
+use wirespan_shared::GoOffsets;
+use wirespan_shared::names::{
+    PROGRAM_GO_GOEXIT, PROGRAM_GO_NEWPROC1, PROGRAM_GO_NEWPROC1_RETURN,
+    PROGRAM_GO_PERSIST_CONN_ROUND_TRIP, PROGRAM_GO_ROUND_TRIP, PROGRAM_GO_ROUND_TRIP_RETURN,
+    PROGRAM_GO_SERVE_HTTP, PROGRAM_GO_SERVE_HTTP_RETURN,
+};
+
+use super::{
+    FunctionProbe, GoBinary, grpc,
+    layout::{self, LayoutError, RESPONSE_METHOD, TCP_CONN_METHOD},
+};
+
+pub const SERVE_HTTP: &str = "net/http.serverHandler.ServeHTTP";
+pub const NEWPROC1: &str = "runtime.newproc1";
+pub const ROUND_TRIP: &str = "net/http.(*Transport).roundTrip";
+pub const GOEXIT1: &str = "runtime.goexit1";
+pub const PERSIST_ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
+
+/// One line of the start-up report per Go binary found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoReport {
+    pub binary: PathBuf,
+    pub pids: Vec<u32>,
+    /// `go1.22.12` and the notable modules (`grpc-go v1.56.3`), when the build info was readable.
+    pub go_version: Option<String>,
+    /// None when attached; otherwise why the binary was skipped.
+    pub skipped: Option<String>,
+    /// Where the layout came from when not from the binary's own DWARF, and what was left out.
+    pub note: Option<String>,
+    /// The functions attached (short names).
+    pub functions: Vec<String>,
+}
+
+impl std::fmt::Display for GoReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let version = self.go_version.as_deref().unwrap_or("Go");
+        let pids: Vec<String> = self.pids.iter().map(ToString::to_string).collect();
+        match &self.skipped {
+            None => {
+                write!(
+                    f,
+                    "go: {} ({version}, pids {}): attached {}",
+                    self.binary.display(),
+                    pids.join(","),
+                    self.functions.join(", ")
+                )?;
+                match &self.note {
+                    Some(note) => write!(f, " ({note})"),
+                    None => Ok(()),
+                }
+            }
+            Some(why) => write!(
+                f,
+                "go: {} ({version}, pids {}): skipped: {why}",
+                self.binary.display(),
+                pids.join(",")
+            ),
+        }
+    }
+}
+
+/// Why a Go binary is not probed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(
+        "neither {SERVE_HTTP} nor grpc-go's server or client (the program serves no requests wirespan reads)"
+    )]
+    ServesNothing,
+    #[error("no {NEWPROC1} with a RET instruction")]
+    NoSpawn,
+}
+
+/// The executable of a process: a path to it and its (device, inode).
+#[must_use]
+pub fn executable(pid: u32) -> Option<(PathBuf, (u64, u64))> {
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    // Kernel threads have no exe; processes gone meanwhile fail here too.
+    let meta = std::fs::metadata(&exe).ok()?;
+    Some((exe, (meta.dev(), meta.ino())))
+}
+
+/// Every function the probes may go on, or whose address they compare with.
+#[must_use]
+pub fn wanted_functions() -> Vec<&'static str> {
+    let mut wanted = vec![
+        SERVE_HTTP,
+        NEWPROC1,
+        ROUND_TRIP,
+        GOEXIT1,
+        PERSIST_ROUND_TRIP,
+        TCP_CONN_METHOD,
+        RESPONSE_METHOD,
+        grpc::STATUS_ERROR_METHOD,
+    ];
+    wanted.extend(grpc::PROBES.iter().map(|(name, _, _)| *name));
+    wanted.extend(grpc::SPAWN_SITES);
+    wanted
+}
+
+/// The last path segment of a Go function name, for the report (`(*Transport).roundTrip`).
+#[must_use]
+pub fn short_name(name: &str) -> String {
+    name.rsplit('/').next().unwrap_or(name).to_owned()
+}
+
+/// One function to probe: where, and the entry and return programs ("" when only the entry is
+/// needed).
+#[derive(Debug, Clone)]
+pub struct PlannedProbe {
+    pub probe: FunctionProbe,
+    pub entry_program: &'static str,
+    pub return_program: &'static str,
+}
+
+/// What to attach to one binary, in order, and the layout its processes get.
+#[derive(Debug, Clone)]
+pub struct ProbePlan {
+    pub offsets: GoOffsets,
+    /// Goroutine ancestry first: without it only the handler's own goroutine is tied to its
+    /// request.
+    pub probes: Vec<PlannedProbe>,
+    /// Where the layout came from and what was left out.
+    pub notes: Vec<String>,
+}
+
+/// Decide what to attach to `binary`: the layout, then goroutine ancestry and ends, then the
+/// request functions it has (skipping, with a note, one whose RETs were not found).
+pub fn plan(binary: &GoBinary) -> Result<ProbePlan, PlanError> {
+    let (offsets, mut notes) = layout::layout_of(binary)?;
+    let grpc_known = offsets.grpc.field_size != 0;
+    let mut wanted: Vec<(&str, &'static str, &'static str)> = vec![
+        (
+            SERVE_HTTP,
+            PROGRAM_GO_SERVE_HTTP,
+            PROGRAM_GO_SERVE_HTTP_RETURN,
+        ),
+        (
+            ROUND_TRIP,
+            PROGRAM_GO_ROUND_TRIP,
+            PROGRAM_GO_ROUND_TRIP_RETURN,
+        ),
+        (PERSIST_ROUND_TRIP, PROGRAM_GO_PERSIST_CONN_ROUND_TRIP, ""),
+    ];
+    if grpc_known {
+        wanted.extend(grpc::PROBES);
+    }
+    let present: Vec<_> = wanted
+        .into_iter()
+        .filter_map(|(name, entry, ret)| Some((binary.probe(name)?, entry, ret)))
+        .collect();
+    if !present
+        .iter()
+        .any(|(p, _, _)| p.name == SERVE_HTTP || p.name.starts_with(grpc::GRPC_MODULE))
+    {
+        return Err(PlanError::ServesNothing);
+    }
+    let spawn = binary
+        .probe(NEWPROC1)
+        .filter(|p| !p.return_offsets.is_empty())
+        .ok_or(PlanError::NoSpawn)?;
+    let mut probes = vec![PlannedProbe {
+        probe: spawn,
+        entry_program: PROGRAM_GO_NEWPROC1,
+        return_program: PROGRAM_GO_NEWPROC1_RETURN,
+    }];
+    // Goroutine ends let both sides forget per-goroutine state; without them the bounded
+    // tables still evict the oldest entries.
+    if let Some(exit) = binary.probe(GOEXIT1) {
+        probes.push(PlannedProbe {
+            probe: exit,
+            entry_program: PROGRAM_GO_GOEXIT,
+            return_program: "",
+        });
+    } else {
+        notes.push(format!("no {GOEXIT1}: goroutine ends not seen"));
+    }
+    for (probe, entry_program, return_program) in present {
+        if !return_program.is_empty() && probe.return_offsets.is_empty() {
+            notes.push(format!(
+                "no RET instruction found in {}: not attached",
+                probe.name
+            ));
+            continue;
+        }
+        probes.push(PlannedProbe {
+            probe,
+            entry_program,
+            return_program,
+        });
+    }
+    Ok(ProbePlan {
+        offsets,
+        probes,
+        notes,
+    })
+}

@@ -1,0 +1,282 @@
+//! Attaching the Go uprobes: carries out `golang::discover`'s plan in the kernel. At start the
+//! agent scans /proc, and later every exec event names a new program; each executable is
+//! examined once per inode (programs of one binary share one attachment), and each process of a
+//! usable binary gets its layout written into `GO_PROCS` (the probes forget it when the process
+//! exits). A binary whose layout cannot be determined is skipped with one report line; its
+//! syscalls are still traced.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    maps::HashMap as BpfHashMap,
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeScope},
+    },
+};
+use wirespan_shared::GoOffsets;
+use wirespan_shared::names::MAP_GO_PROCS;
+
+use super::error_chain;
+use crate::golang::{
+    FunctionProbe, GoBinary,
+    discover::{self, GoReport, PlanError, executable, short_name},
+};
+
+/// Why a planned Go binary could not be attached; the text is the report's `skipped:` reason.
+#[derive(Debug, thiserror::Error)]
+pub enum GoAttachError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("the probes object has no {0}")]
+    Missing(String),
+    #[error("{program}: {reason}")]
+    Program {
+        program: &'static str,
+        reason: String,
+    },
+    #[error("GO_PROCS: {0}")]
+    Map(String),
+}
+
+/// What was decided about one binary (by inode), so each is examined and attached once.
+enum Binary {
+    /// Not a Go program, or unreadable.
+    NotGo,
+    /// A Go program whose layout is unknown: reported once, left to syscall tracing.
+    Skipped,
+    /// Attached; its processes get this layout.
+    Attached {
+        offsets: Box<GoOffsets>,
+        go_version: String,
+        path: PathBuf,
+        functions: Vec<String>,
+    },
+}
+
+/// Finds Go programs and attaches the Go uprobes to each binary once.
+pub struct GoAttacher {
+    agent_pid: u32,
+    /// With `--pid`: only these processes.
+    only_pids: Vec<u32>,
+    binaries: HashMap<(u64, u64), Binary>,
+}
+
+impl GoAttacher {
+    #[must_use]
+    pub fn new(agent_pid: u32, only_pids: &[u32]) -> Self {
+        Self {
+            agent_pid,
+            only_pids: only_pids.to_vec(),
+            binaries: HashMap::new(),
+        }
+    }
+
+    fn wanted(&self, pid: u32) -> bool {
+        pid != self.agent_pid && (self.only_pids.is_empty() || self.only_pids.contains(&pid))
+    }
+
+    /// Attach to every Go program running now; one report per Go binary.
+    pub fn attach_running(&mut self, ebpf: &mut Ebpf) -> Vec<GoReport> {
+        let mut by_inode: HashMap<(u64, u64), (PathBuf, Vec<u32>)> = HashMap::new();
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if !self.wanted(pid) {
+                    continue;
+                }
+                if let Some((exe, inode)) = executable(pid) {
+                    by_inode
+                        .entry(inode)
+                        .or_insert_with(|| (exe, Vec::new()))
+                        .1
+                        .push(pid);
+                }
+            }
+        }
+        let mut reports: Vec<GoReport> = by_inode
+            .into_iter()
+            .filter_map(|(inode, (exe, mut pids))| {
+                pids.sort_unstable();
+                self.attach(ebpf, inode, &exe, &pids)
+            })
+            .collect();
+        reports.sort_by(|a, b| a.binary.cmp(&b.binary));
+        reports
+    }
+
+    /// A process started a new program: attach if it is Go (a report for a Go process, unless
+    /// its binary was already skipped).
+    pub fn attach_pid(&mut self, ebpf: &mut Ebpf, pid: u32) -> Option<GoReport> {
+        if !self.wanted(pid) {
+            return None;
+        }
+        let (exe, inode) = executable(pid)?;
+        self.attach(ebpf, inode, &exe, &[pid])
+    }
+
+    fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        inode: (u64, u64),
+        exe: &Path,
+        pids: &[u32],
+    ) -> Option<GoReport> {
+        if let Some(known) = self.binaries.get(&inode) {
+            // Already decided: a new process of an attached binary only needs its layout entry.
+            let Binary::Attached {
+                offsets,
+                go_version,
+                path,
+                functions,
+            } = known
+            else {
+                return None;
+            };
+            let skipped = write_offsets(ebpf, pids, **offsets)
+                .err()
+                .map(|e| e.to_string());
+            return Some(GoReport {
+                binary: path.clone(),
+                pids: pids.to_vec(),
+                go_version: Some(go_version.clone()),
+                skipped,
+                note: None,
+                functions: functions.clone(),
+            });
+        }
+        // Not a Go program (no build info), or unreadable: nothing to report. The cheap check
+        // first, so that the many non-Go programs exec'd on a machine are not read whole.
+        let binary = crate::golang::looks_like_go(exe)
+            .then(|| GoBinary::open(exe, &discover::wanted_functions()).ok())
+            .flatten();
+        let Some(binary) = binary else {
+            self.binaries.insert(inode, Binary::NotGo);
+            return None;
+        };
+        let mut report = GoReport {
+            binary: std::fs::read_link(exe).unwrap_or_else(|_| exe.to_path_buf()),
+            pids: pids.to_vec(),
+            go_version: Some(binary.build_info.versions()),
+            skipped: None,
+            note: None,
+            functions: Vec::new(),
+        };
+        match attach_binary(ebpf, &binary, exe, pids) {
+            Ok(attached) => {
+                report.note = (!attached.notes.is_empty()).then(|| attached.notes.join("; "));
+                report.functions.clone_from(&attached.functions);
+                self.binaries.insert(
+                    inode,
+                    Binary::Attached {
+                        offsets: Box::new(attached.offsets),
+                        go_version: binary.build_info.versions(),
+                        path: report.binary.clone(),
+                        functions: attached.functions,
+                    },
+                )
+            }
+            Err(why) => {
+                report.skipped = Some(why.to_string());
+                self.binaries.insert(inode, Binary::Skipped)
+            }
+        };
+        Some(report)
+    }
+}
+
+fn write_offsets(ebpf: &mut Ebpf, pids: &[u32], offsets: GoOffsets) -> Result<(), GoAttachError> {
+    let map = ebpf
+        .map_mut(MAP_GO_PROCS)
+        .ok_or_else(|| GoAttachError::Missing(format!("{MAP_GO_PROCS} map")))?;
+    let mut procs: BpfHashMap<_, u32, GoOffsets> =
+        BpfHashMap::try_from(map).map_err(|e| GoAttachError::Map(error_chain(&e)))?;
+    for pid in pids {
+        procs
+            .insert(pid, &offsets, 0)
+            .map_err(|e| GoAttachError::Map(error_chain(&e)))?;
+    }
+    Ok(())
+}
+
+/// Attach `entry_program` at the function's entry and `return_program` at each of its RETs.
+fn attach_function(
+    ebpf: &mut Ebpf,
+    exe: &Path,
+    probe: &FunctionProbe,
+    entry_program: &'static str,
+    return_program: &'static str,
+) -> Result<(), GoAttachError> {
+    let entry = [UProbeAttachLocation::AbsoluteOffset(probe.entry_offset)];
+    let returns: Vec<UProbeAttachLocation<'_>> = probe
+        .return_offsets
+        .iter()
+        .map(|o| UProbeAttachLocation::AbsoluteOffset(*o))
+        .collect();
+    for (program, points) in [(entry_program, &entry[..]), (return_program, &returns[..])] {
+        if program.is_empty() {
+            continue;
+        }
+        let failed = |e: &dyn std::error::Error| GoAttachError::Program {
+            program,
+            reason: error_chain(e),
+        };
+        let uprobe: &mut UProbe = ebpf
+            .program_mut(program)
+            .ok_or_else(|| GoAttachError::Missing(format!("program {program}")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| failed(&e))?;
+        if uprobe.fd().is_err() {
+            uprobe.load().map_err(|e| failed(&e))?;
+        }
+        uprobe
+            .attach(points.iter().copied(), exe, UProbeScope::AllProcesses)
+            .map_err(|e| failed(&e))?;
+    }
+    Ok(())
+}
+
+/// What `attach_binary` did.
+struct Attached {
+    offsets: GoOffsets,
+    notes: Vec<String>,
+    functions: Vec<String>,
+}
+
+fn attach_binary(
+    ebpf: &mut Ebpf,
+    binary: &GoBinary,
+    exe: &Path,
+    pids: &[u32],
+) -> Result<Attached, GoAttachError> {
+    let plan = discover::plan(binary)?;
+    let mut functions = Vec::with_capacity(plan.probes.len());
+    for planned in &plan.probes {
+        attach_function(
+            ebpf,
+            exe,
+            &planned.probe,
+            planned.entry_program,
+            planned.return_program,
+        )?;
+        functions.push(short_name(&planned.probe.name));
+    }
+    // Last: until a process has its layout entry, the probes above ignore it, so a failure
+    // part-way leaves nothing half-traced.
+    write_offsets(ebpf, pids, plan.offsets)?;
+    Ok(Attached {
+        offsets: plan.offsets,
+        notes: plan.notes,
+        functions,
+    })
+}
