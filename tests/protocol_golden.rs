@@ -92,6 +92,7 @@ fn decode(recording: &Recording, skip: usize) -> Vec<Exchange> {
             origin: Origin::default(),
             data: &bytes[..captured],
             missing: (bytes.len() - captured) as u64,
+            windows: &[],
             ts_enter_ns: *ts,
             ts_exit_ns: *ts,
         };

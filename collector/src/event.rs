@@ -108,6 +108,17 @@ pub struct Data {
     pub ts_exit_ns: u64,
     /// The first `--capture-bytes` bytes.
     pub payload: Vec<u8>,
+    /// HTTP/2 frame windows beyond `payload`, in offset order (empty for other protocols).
+    pub windows: Vec<Window>,
+}
+
+/// Bytes at `offset` of a syscall's buffer, beyond its captured prefix: an HTTP/2 frame's
+/// header and the start of its payload (see `wirespan_shared::FrameWindow`). A negative offset
+/// means the window's first bytes belong to the previous syscall of the same direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub offset: i64,
+    pub bytes: Vec<u8>,
 }
 
 /// A Go `net/http` request on a goroutine: a server handler (`serverHandler.ServeHTTP`) or a

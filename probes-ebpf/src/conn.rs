@@ -192,6 +192,7 @@ fn emit_close(sk: u64, mode: u16) -> u32 {
         return 0;
     };
     let _ = CONNS.remove(&sk);
+    crate::frames::forget(sk);
     let mut ev = ConnEvent::zeroed(EVENT_CLOSE);
     ev.mode = mode;
     ev.pid = info.pid;

@@ -5,7 +5,8 @@
 //! sequence number of the first byte, the five-tuple and the buffer, and keeps them per thread in `ACTIVE_IO`.
 //! Exit, knowing how many bytes moved, copies the first `capture_bytes` of them (across iovec
 //! segments) after a fixed header and sends both in one ring-buffer record. Reads are captured at
-//! exit, when the buffer holds the data; EAGAIN and other errors send nothing.
+//! exit, when the buffer holds the data; EAGAIN and other errors send nothing. HTTP/2
+//! connections also get frame windows beyond the captured bytes (see `frames`).
 
 use core::ffi::c_void;
 
@@ -25,6 +26,7 @@ use wirespan_shared::{
 };
 
 use crate::{
+    frames::{self, Io},
     golang::GO_PROCS,
     maps::{
         CONNS, ConnInfo, EVENTS, count_lost, fd_offsets, next_conn_id, ports_pass, process_passes,
@@ -214,7 +216,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
         Some(goid) => (goid, DATA_FLAG_GOID_KNOWN),
         None => (0, 0),
     };
-    h.pad0 = 0;
+    h.window_bytes = 0;
     h.saddr = tuple.saddr;
     h.daddr = tuple.daddr;
     h.comm = comm;
@@ -241,8 +243,24 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
         }
     };
     ev.header.captured = captured as u32;
-    // The mask changes nothing (captured <= MAX_CAPTURE) but shows the verifier the bound.
-    let size = size_of::<DataHeader>() + (captured as usize & (2 * MAX_CAPTURE - 1));
+    let io = Io {
+        sk: args.sk,
+        direction: args.direction,
+        seq: args.seq,
+        ret: ret as u64,
+        buf: args.buf,
+        iovcnt: if args.shape == SHAPE_BUF {
+            0
+        } else {
+            args.count
+        },
+    };
+    let windows = frames::follow(ev, &io);
+    ev.header.window_bytes = windows;
+    // The mask changes nothing (captured + windows < 2×MAX_CAPTURE) but shows the verifier
+    // the bound.
+    let size = size_of::<DataHeader>()
+        + ((ev.header.captured as usize + windows as usize) & (2 * MAX_CAPTURE - 1));
     // SAFETY: `size` is at most the header plus 2*MAX_CAPTURE - 1 bytes (the mask), inside the
     // DataEvent that `ev` points to, and the slice is only read, while `ev` is not written.
     let record = unsafe { core::slice::from_raw_parts(core::ptr::from_ref(ev).cast::<u8>(), size) };

@@ -191,11 +191,47 @@ pub struct DataHeader {
     pub ts_exit_ns: u64,
     pub goid: u64,
     pub flags: u32,
-    pub pad0: u32,
+    /// Bytes of HTTP/2 frame windows after the captured payload (see [`FrameWindow`]); 0 for
+    /// other protocols. Was padding before windows existed, so older recordings read as 0.
+    pub window_bytes: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     pub comm: [u8; COMM_LEN],
 }
+
+/// The HTTP/2 client connection preface (RFC 9113 section 3.4): where the kernel starts
+/// following a connection's frames, and where user space recognises HTTP/2.
+pub const HTTP2_PREFACE: [u8; 24] = *b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An HTTP/2 frame header's length.
+pub const HTTP2_FRAME_HEADER: usize = 9;
+
+/// One HTTP/2 frame window: the bytes at `offset` of the syscall's buffer, `len` of them, follow
+/// this descriptor. The data probe follows each HTTP/2 connection direction's frame chain (frame
+/// lengths from the headers, from the preface on) and sends, for every frame that starts or
+/// ends beyond the captured prefix, its header and the start of its payload: the whole of
+/// small control and header frames, [`WINDOW_DATA_PAYLOAD`] bytes of DATA (padding length and
+/// gRPC message prefix). User space then keeps frame sync through a syscall of any size.
+///
+/// `offset` is negative when the frame's header began in the previous syscall on the same
+/// direction (those first bytes were sent then, and are repeated here).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameWindow {
+    pub offset: i32,
+    pub len: u16,
+    pub pad0: u16,
+}
+
+/// Size of a [`FrameWindow`] descriptor.
+pub const WINDOW_DESC_LEN: usize = 8;
+/// Payload bytes a window holds of a DATA frame.
+pub const WINDOW_DATA_PAYLOAD: usize = 16;
+/// A window's bytes (header included) at most: longer header blocks stay cut.
+pub const WINDOW_MAX_LEN: usize = 1024;
+/// Window bytes (descriptors included) one data event carries at most, beyond the capture
+/// (about 430 DATA frames: 7 MiB of 16 KiB frames). With `MAX_CAPTURE` of payload, the window
+/// being built and a maximal read into it stay inside the 2×`MAX_CAPTURE` scratch payload.
+pub const MAX_WINDOW_BYTES: usize = MAX_CAPTURE - 2 * WINDOW_MAX_LEN;
 
 /// A data event as the probes build it in per-CPU scratch space. The payload is twice
 /// `MAX_CAPTURE` so that iovec segments can be appended at any offset below `MAX_CAPTURE` with a
@@ -322,6 +358,7 @@ mod tests {
             size_of::<DataEvent>(),
             size_of::<DataHeader>() + 2 * MAX_CAPTURE
         );
+        assert_eq!(size_of::<FrameWindow>(), WINDOW_DESC_LEN);
         assert_eq!(align_of::<ConnEvent>(), 8);
         assert_eq!(align_of::<DataHeader>(), 8);
         assert_eq!(

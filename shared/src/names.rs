@@ -38,6 +38,10 @@ pub const MAP_SPAWNING: &str = "SPAWNING";
 pub const MAP_HANDLING_STREAM: &str = "HANDLING_STREAM";
 /// Map: goroutine → its unary gRPC call in progress.
 pub const MAP_CALLS: &str = "CALLS";
+/// Map: (sock, direction) → where its next HTTP/2 frame starts (kernel-only).
+pub const MAP_FRAME_CHAINS: &str = "FRAME_CHAINS";
+/// Map: per CPU, the frame walk of the syscall being captured (kernel-only).
+pub const MAP_WALK: &str = "WALK";
 
 /// Every map in the probes' object.
 pub const MAPS: &[&str] = &[
@@ -56,6 +60,8 @@ pub const MAPS: &[&str] = &[
     MAP_SPAWNING,
     MAP_HANDLING_STREAM,
     MAP_CALLS,
+    MAP_FRAME_CHAINS,
+    MAP_WALK,
 ];
 
 // Programs of probes-ebpf/src/conn.rs.

@@ -320,3 +320,62 @@ pub fn http_get(addr: &str, path: &str, headers: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Make sure `python3` can import `module`, installing `package` with pip when it cannot
+/// (idempotent: a present module costs one import). The error says what to install by hand.
+pub fn python_module(module: &str, package: &str) -> Result<(), String> {
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if importable() {
+        return Ok(());
+    }
+    let pip = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", package])
+        .output()
+        .map_err(|e| format!("python3 -m pip cannot run ({e}): install {package} by hand"))?;
+    if importable() {
+        return Ok(());
+    }
+    Err(format!(
+        "python3 cannot import {module}, and `python3 -m pip install {package}` did not fix it: {}",
+        String::from_utf8_lossy(&pip.stderr).trim()
+    ))
+}
+
+/// Spans of an `--exporter file` output (OTLP JSON lines): (service.name, span) pairs.
+pub fn file_spans(path: &std::path::Path) -> Vec<(String, serde_json::Value)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut spans = Vec::new();
+    for line in text.lines() {
+        let request: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rs in request["resourceSpans"].as_array().into_iter().flatten() {
+            let service = rs["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["key"] == "service.name")
+                .and_then(|a| a["value"]["stringValue"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for span in ss["spans"].as_array().into_iter().flatten() {
+                    spans.push((service.clone(), span.clone()));
+                }
+            }
+        }
+    }
+    spans
+}
+
+/// A span attribute's value (string or integer), as JSON.
+pub fn span_attr<'a>(span: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| &a["value"])
+}

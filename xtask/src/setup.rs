@@ -203,7 +203,7 @@ fn cargo_fuzz() -> anyhow::Result<()> {
 /// bpftool is the second, independent reader of the kernel's BTF in the offset tests;
 /// Graphviz's `dot` renders `wirespan map --format svg`.
 /// qemu and a static busybox boot the kernels of `cargo xtask vm-test`; nftables makes the NAT
-/// tests' rules.
+/// tests' rules; nghttp2's client and server speak plain HTTP/2 in the large-message test.
 fn debian_packages() -> anyhow::Result<()> {
     debian_package("bpftool", Command::new("bpftool").arg("version"))?;
     debian_package("graphviz", Command::new("dot").arg("-V"))?;
@@ -218,7 +218,11 @@ fn debian_packages() -> anyhow::Result<()> {
     debian_package(
         "librsvg2-bin",
         Command::new("rsvg-convert").arg("--version"),
-    )
+    )?;
+    // nghttp and nghttpd: plain HTTP/2 with large bodies in privileged_h2big_nghttp2 (the
+    // Python grpcio of privileged_h2big is installed by that test itself, with pip).
+    debian_package("nghttp2-client", Command::new("nghttp").arg("--version"))?;
+    debian_package("nghttp2-server", Command::new("nghttpd").arg("--version"))
 }
 
 /// A command that succeeds when the Debian package is installed.

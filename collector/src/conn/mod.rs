@@ -140,6 +140,7 @@ impl ConnTable {
                     },
                     data: &d.payload,
                     missing: d.bytes.saturating_sub(d.payload.len() as u64),
+                    windows: &d.windows,
                     ts_enter_ns: d.ts_enter_ns,
                     ts_exit_ns: d.ts_exit_ns,
                 };
@@ -305,6 +306,7 @@ mod tests {
             ts_enter_ns: ts,
             ts_exit_ns: ts + 1,
             payload: payload.to_vec(),
+            windows: Vec::new(),
         })
     }
 

@@ -137,6 +137,7 @@ mod tests {
             ts_enter_ns: 1,
             ts_exit_ns: 2,
             payload: Vec::new(),
+            windows: Vec::new(),
         })
     }
 

@@ -22,6 +22,7 @@ pub fn for_each_segment(mut data: &[u8], mut f: impl FnMut(Segment<'_>)) {
             origin: Origin::default(),
             data: &rest[..take],
             missing: u64::from(control >> 1) * 97,
+            windows: &[],
             ts_enter_ns: ts,
             ts_exit_ns: ts,
         });

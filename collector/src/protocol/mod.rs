@@ -13,7 +13,7 @@ pub mod http2;
 
 pub use exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion, Interesting};
 
-use crate::event::Direction;
+use crate::event::{Direction, Window};
 
 /// One syscall's worth of a connection's bytes.
 #[derive(Debug, Clone, Copy)]
@@ -26,8 +26,17 @@ pub struct Segment<'a> {
     pub data: &'a [u8],
     /// Bytes the syscall moved beyond `data` (not captured).
     pub missing: u64,
+    /// Captured windows inside the missing bytes (HTTP/2 frame starts), in offset order.
+    pub windows: &'a [Window],
     pub ts_enter_ns: u64,
     pub ts_exit_ns: u64,
+}
+
+/// A run of a segment's bytes: captured, or known only by count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Bytes(&'a [u8]),
+    Gap(u64),
 }
 
 /// Who moved bytes: the TCP sequence number of the first byte (a client's write and the
@@ -40,7 +49,48 @@ pub struct Origin {
     pub goid: Option<u64>,
 }
 
-impl Segment<'_> {
+impl<'a> Segment<'a> {
+    /// The segment in order: the captured prefix, then the windows and the gaps between them,
+    /// up to the syscall's exact byte count. Window bytes before the segment (negative offsets)
+    /// or already covered are left out, so the pieces never overlap.
+    #[must_use]
+    pub fn pieces(&self) -> Vec<Piece<'a>> {
+        let total = self.data.len() as u64 + self.missing;
+        let mut out = Vec::new();
+        if !self.data.is_empty() {
+            out.push(Piece::Bytes(self.data));
+        }
+        let mut pos = self.data.len() as u64;
+        for w in self.windows {
+            // Bytes before the segment's start (a negative offset) were the previous segment's.
+            let before = w.offset.min(0).unsigned_abs();
+            let start = w.offset.max(0).unsigned_abs();
+            let len = w.bytes.len() as u64;
+            if before >= len {
+                continue;
+            }
+            let end = (start + len - before).min(total);
+            if end <= pos {
+                continue;
+            }
+            let from = pos.max(start);
+            if from >= end {
+                continue;
+            }
+            if from > pos {
+                out.push(Piece::Gap(from - pos));
+            }
+            let skip = (before + from - start) as usize;
+            let w_bytes: &'a [u8] = &w.bytes;
+            out.push(Piece::Bytes(&w_bytes[skip..skip + (end - from) as usize]));
+            pos = end;
+        }
+        if pos < total {
+            out.push(Piece::Gap(total - pos));
+        }
+        out
+    }
+
     /// The origin of the byte `buffered` bytes before the end of this segment's data, for a
     /// decoder whose buffer ends with this segment and holds `buffered` bytes: a message that
     /// starts at the buffer's front may have started in an earlier segment.
@@ -97,6 +147,8 @@ impl DecoderStats {
         a.undecoded_header_blocks += b.undecoded_header_blocks;
         a.stream_overflow += b.stream_overflow;
         a.oversized_frames += b.oversized_frames;
+        a.cut_frames += b.cut_frames;
+        a.seq_gaps += b.seq_gaps;
     }
 
     /// The nonzero counts, named for people (`http/2 header blocks not decoded 3`), or none.
@@ -114,6 +166,11 @@ impl DecoderStats {
             ),
             ("http/2 streams over the cap", h2.stream_overflow),
             ("http/2 frames too large, skipped", h2.oversized_frames),
+            (
+                "http/2 frames cut by uncaptured bytes (framing kept)",
+                h2.cut_frames,
+            ),
+            ("http/2 lost framing after lost events", h2.seq_gaps),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)

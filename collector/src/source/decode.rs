@@ -14,6 +14,7 @@ use wirespan_shared::{
     MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
 };
 
+use super::windows::{WindowError, parse_windows};
 use crate::event::{
     AttachMode, Conn, ConnKind, Data, Direction, Event, Exec, GoExit, GoServe, GoSpawn,
 };
@@ -34,6 +35,12 @@ pub enum DecodeError {
         "data event claims {captured} captured bytes (at most {MAX_CAPTURE} and what the record holds)"
     )]
     Captured { captured: u32 },
+    #[error(
+        "data event claims {window_bytes} window bytes beyond its capture (the record holds {got})"
+    )]
+    WindowBytes { window_bytes: u32, got: usize },
+    #[error(transparent)]
+    Window(#[from] WindowError),
 }
 
 /// Decode one ring-buffer record.
@@ -146,6 +153,14 @@ fn decode_data(record: &[u8]) -> Result<Data, DecodeError> {
             captured: h.captured,
         });
     }
+    let area_start = start + captured;
+    let Some(area) = record.get(area_start..area_start + h.window_bytes as usize) else {
+        return Err(DecodeError::WindowBytes {
+            window_bytes: h.window_bytes,
+            got: record.len() - area_start,
+        });
+    };
+    let windows = parse_windows(area, h.bytes)?;
     let (local, remote) = endpoints(h.family, &h.saddr, h.sport, &h.daddr, h.dport)?;
     let direction = match h.direction {
         DIR_EGRESS => Direction::Egress,
@@ -167,6 +182,7 @@ fn decode_data(record: &[u8]) -> Result<Data, DecodeError> {
         ts_enter_ns: h.ts_enter_ns,
         ts_exit_ns: h.ts_exit_ns,
         payload: record[start..start + captured].to_vec(),
+        windows,
     })
 }
 

@@ -6,6 +6,7 @@ pub mod decode;
 pub mod grpc;
 pub mod recording;
 pub mod ringbuf;
+pub mod windows;
 
 pub use decode::{DecodeError, decode};
 
@@ -15,3 +16,4 @@ pub use crate::event::{
     CallPhase, Conn, ConnKind, ConnRole, Data, Direction, Event, Exec, GoConnUse, GoConnection,
     GoExit, GoGrpcCall, GoHeaders, GoServe, GoSpawn, HeaderField, HeadersSource,
 };
+pub use windows::WindowError;

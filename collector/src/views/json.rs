@@ -2,7 +2,9 @@
 //! `pid`, `tid`, `comm`, `conn_id`, `saddr`/`sport` (this process's end), `daddr`/`dport` (the
 //! peer) and `ts_ns` (CLOCK_MONOTONIC). Lifecycle events add `mode` (the attach mode that saw
 //! them); data events add `direction`, `bytes` (exact), `seq`, `goid` with `goid_known`, `fd`,
-//! `ts_exit_ns`, `captured` and `payload` (the captured bytes as text, invalid UTF-8 replaced).
+//! `ts_exit_ns`, `captured` and `payload` (the captured bytes as text, invalid UTF-8 replaced),
+//! and on HTTP/2 connections `windows`, the probe's frame windows beyond the capture as
+//! `[offset, length]` pairs (left out when there are none).
 //! Go handler events are `go_serve_start` (`method`, `path`, `host`) and `go_serve_end`
 //! (`status`), Go client requests `go_client_start` and `go_client_end` likewise, all with
 //! `pid`, `tid`, `goid` and `ts_ns`; `go_spawn` has `parent_goid` and
@@ -57,6 +59,8 @@ struct DataRecord<'a> {
     ts_exit_ns: u64,
     captured: usize,
     payload: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    windows: Vec<(i64, usize)>,
 }
 
 fn conn_record<'a>(c: &'a Conn, kind: &'static str) -> ConnRecord<'a> {
@@ -97,6 +101,11 @@ fn data_record(d: &Data) -> DataRecord<'_> {
         ts_exit_ns: d.ts_exit_ns,
         captured: d.payload.len(),
         payload: String::from_utf8_lossy(&d.payload).into_owned(),
+        windows: d
+            .windows
+            .iter()
+            .map(|w| (w.offset, w.bytes.len()))
+            .collect(),
     }
 }
 

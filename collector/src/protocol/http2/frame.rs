@@ -47,9 +47,14 @@ impl FrameHeader {
     /// where one is required and none where not, fixed lengths): the test for a frame boundary.
     #[must_use]
     pub fn plausible(&self) -> bool {
-        if self.len > PLAUSIBLE_MAX_LEN {
-            return false;
-        }
+        self.len <= PLAUSIBLE_MAX_LEN && self.kind <= CONTINUATION && self.follows_rules()
+    }
+
+    /// Whether a frame met where the framing says one starts obeys its type's rules. Frames of
+    /// unknown (extension) types must be ignored (RFC 9113 section 4.1), and any length is
+    /// legal up to the peer's SETTINGS_MAX_FRAME_SIZE, so neither is a sign of lost sync here.
+    #[must_use]
+    pub fn follows_rules(&self) -> bool {
         match self.kind {
             DATA | HEADERS | CONTINUATION | PUSH_PROMISE => self.stream != 0,
             PRIORITY => self.stream != 0 && self.len == 5,
@@ -58,7 +63,7 @@ impl FrameHeader {
             PING => self.stream == 0 && self.len == 8,
             GOAWAY => self.stream == 0 && self.len >= 8,
             WINDOW_UPDATE => self.len == 4,
-            _ => false,
+            _ => true,
         }
     }
 }

@@ -3,14 +3,21 @@
 //! trailers or a trailers-only response, message counts from the length-prefixed DATA).
 //!
 //! DATA payloads are counted, not buffered; other frames are buffered whole (up to a cap).
-//! A gap (bytes beyond `--capture-bytes`) inside a DATA payload is skipped by count; anywhere
-//! else the direction loses its framing and, if a header block was lost, its HPACK table. It
-//! then waits for a syscall that starts on a plausible frame boundary, and decodes headers only
-//! from what does not depend on the lost table.
+//! A syscall arrives as its captured prefix, the probe's frame windows (every frame header
+//! beyond the prefix, with the start of its payload: see `wirespan_shared::FrameWindow`) and
+//! the gaps between them, known by exact count. A gap inside a payload is skipped by count; a
+//! gap that cuts a header block leaves that block undecoded (the stream is marked truncated and
+//! the HPACK table unknown) but keeps the framing. Only a gap over a frame header (no window:
+//! the probe lost the chain) or a jump in the TCP sequence numbers (events lost) loses the
+//! framing, counted; the direction then waits for a syscall that starts on a plausible frame
+//! boundary, and decodes headers only from what does not depend on the lost table.
 
+pub mod chain_model;
 pub mod frame;
 pub mod hpack;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 
@@ -24,13 +31,13 @@ use self::{
     },
 };
 use super::{
-    Segment,
+    Piece, Segment,
     exchange::{Detail, Exchange, Flags, Grpc, HttpVersion},
 };
 use crate::event::Direction;
 
 /// The client connection preface (RFC 9113 section 3.4).
-pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const PREFACE: &[u8] = &wirespan_shared::HTTP2_PREFACE;
 /// Streams tracked at once per connection; more are counted and ignored.
 pub const MAX_STREAMS: usize = 1024;
 /// Non-DATA frames (and header blocks with their CONTINUATIONs) buffered at most.
@@ -48,6 +55,12 @@ pub struct Http2Stats {
     pub stream_overflow: u64,
     /// Frames too large to buffer, skipped by count.
     pub oversized_frames: u64,
+    /// Frames cut by uncaptured bytes (a header block larger than the probe's window), skipped
+    /// by count with the framing kept.
+    pub cut_frames: u64,
+    /// Segments that did not start where the previous one of their direction ended (events
+    /// lost in the kernel): each lost the framing.
+    pub seq_gaps: u64,
 }
 
 /// A header block waiting for its CONTINUATION frames.
@@ -57,6 +70,8 @@ struct PendingBlock {
     kind: u8,
     end_stream: bool,
     block: Vec<u8>,
+    /// Part of the block was never captured: it is not decoded.
+    cut: bool,
 }
 
 /// The payload of the frame being read, when it is consumed as it arrives.
@@ -82,6 +97,8 @@ struct DirState {
     synced: bool,
     hpack: hpack::Decoder,
     pending_block: Option<PendingBlock>,
+    /// TCP sequence number where the next segment should start (0: unknown).
+    next_seq: u32,
 }
 
 impl DirState {
@@ -93,6 +110,7 @@ impl DirState {
             synced: true,
             hpack: hpack::Decoder::new(from_start),
             pending_block: None,
+            next_seq: 0,
         }
     }
 }
@@ -159,6 +177,7 @@ impl Http2Conn {
             *self = Self::from_preface(seg.direction);
         }
         let d = dir_index(seg.direction);
+        self.check_continuity(seg);
         if !self.dirs[d].synced {
             if !frame::starts_with_frames(seg.data) {
                 return;
@@ -168,15 +187,38 @@ impl Http2Conn {
             self.dirs[d].streaming = None;
             self.dirs[d].pending_block = None;
         }
-        if self.dirs[d].buf.len() + seg.data.len() > MAX_BUFFERED_FRAME + HEADER_LEN {
-            self.stats.oversized_frames += 1;
-            self.lose_sync(seg.direction, true);
-            return;
+        for piece in seg.pieces() {
+            if !self.dirs[d].synced {
+                // Lost inside this segment: wait for one that starts on a frame.
+                return;
+            }
+            match piece {
+                Piece::Bytes(bytes) => {
+                    if self.dirs[d].buf.len() + bytes.len() > MAX_BUFFERED_FRAME + HEADER_LEN {
+                        self.stats.oversized_frames += 1;
+                        self.lose_sync(seg.direction, true);
+                        return;
+                    }
+                    self.dirs[d].buf.extend_from_slice(bytes);
+                    self.run(seg, out);
+                }
+                Piece::Gap(missing) => self.gap(seg, missing, out),
+            }
         }
-        self.dirs[d].buf.extend_from_slice(seg.data);
-        self.run(seg, out);
-        if seg.missing > 0 {
-            self.gap(seg, out);
+    }
+
+    /// Segments of a direction follow each other in TCP sequence space; one that does not start
+    /// where the last ended means events were lost, and with them the framing. Sequence number
+    /// 0 means unknown (a failed kernel read, hand-made segments) and is not checked.
+    fn check_continuity(&mut self, seg: &Segment<'_>) {
+        let d = dir_index(seg.direction);
+        let expected = self.dirs[d].next_seq;
+        let seq = seg.origin.seq;
+        let end = seq.wrapping_add((seg.data.len() as u64 + seg.missing) as u32);
+        self.dirs[d].next_seq = if seq == 0 { 0 } else { end };
+        if expected != 0 && seq != 0 && seq != expected && self.dirs[d].synced {
+            self.stats.seq_gaps += 1;
+            self.lose_sync(seg.direction, true);
         }
     }
 
@@ -226,13 +268,22 @@ impl Http2Conn {
         }
     }
 
-    /// Uncaptured bytes: fine inside a DATA payload or a skipped frame, lost framing elsewhere.
-    fn gap(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+    /// Uncaptured bytes: fine inside a DATA payload or a skipped frame, and inside any other
+    /// frame at the cost of that frame; lost framing when they hide a frame header.
+    fn gap(&mut self, seg: &Segment<'_>, mut missing: u64, out: &mut Vec<Exchange>) {
         let d = dir_index(seg.direction);
         if !self.dirs[d].synced {
             return;
         }
-        let mut missing = seg.missing;
+        if self.dirs[d].streaming.is_none()
+            && let Some(header) = FrameHeader::parse(&self.dirs[d].buf)
+        {
+            // A buffered frame that the gap cuts (whole frames were consumed by `run`).
+            let left = (HEADER_LEN + header.len as usize).saturating_sub(self.dirs[d].buf.len());
+            self.dirs[d].buf.clear();
+            self.dirs[d].streaming = Some(Streaming::Skip { left: left as u64 });
+            self.cut_frame(seg, header, out);
+        }
         let is_request = self.request_direction == Some(seg.direction);
         if self.dirs[d].buf.is_empty() {
             match self.dirs[d].streaming {
@@ -275,6 +326,39 @@ impl Http2Conn {
         }
     }
 
+    /// A non-DATA frame of which only the start was captured: its bytes are skipped by count.
+    /// A header block in it cannot be decoded, and the HPACK table, which it may have changed,
+    /// is unknown from here; its stream is still opened or ended (the flags were captured).
+    fn cut_frame(&mut self, seg: &Segment<'_>, header: FrameHeader, out: &mut Vec<Exchange>) {
+        let d = dir_index(seg.direction);
+        self.stats.cut_frames += 1;
+        self.count_frame_header(seg, header);
+        let block = match header.kind {
+            HEADERS | PUSH_PROMISE => Some(PendingBlock {
+                stream: header.stream,
+                kind: header.kind,
+                end_stream: header.flags & FLAG_END_STREAM != 0,
+                block: Vec::new(),
+                cut: true,
+            }),
+            CONTINUATION => self.dirs[d].pending_block.take().map(|mut b| {
+                b.cut = true;
+                b
+            }),
+            _ => return,
+        };
+        self.dirs[d].hpack.mark_unknown();
+        let Some(block) = block else {
+            self.stats.undecoded_header_blocks += 1;
+            return;
+        };
+        if header.flags & FLAG_END_HEADERS != 0 {
+            self.header_block(seg, &block, out);
+        } else {
+            self.dirs[d].pending_block = Some(block);
+        }
+    }
+
     /// Consume every complete frame (and streamed DATA bytes) in the direction's buffer.
     fn run(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
         let d = dir_index(seg.direction);
@@ -302,7 +386,7 @@ impl Http2Conn {
             let Some(header) = FrameHeader::parse(&self.dirs[d].buf) else {
                 return;
             };
-            if !header.plausible() {
+            if !header.follows_rules() {
                 self.lose_sync(seg.direction, true);
                 return;
             }
@@ -477,6 +561,7 @@ impl Http2Conn {
                     kind: header.kind,
                     end_stream: header.flags & FLAG_END_STREAM != 0,
                     block: fragment.to_vec(),
+                    cut: false,
                 };
                 if header.flags & FLAG_END_HEADERS != 0 {
                     self.header_block(seg, &block, out);
@@ -496,7 +581,9 @@ impl Http2Conn {
                     self.dirs[d].hpack.mark_unknown();
                     return;
                 }
-                block.block.extend_from_slice(payload);
+                if !block.cut {
+                    block.block.extend_from_slice(payload);
+                }
                 if header.flags & FLAG_END_HEADERS != 0 {
                     self.header_block(seg, &block, out);
                 } else {
@@ -537,10 +624,12 @@ impl Http2Conn {
     fn header_block(&mut self, seg: &Segment<'_>, block: &PendingBlock, out: &mut Vec<Exchange>) {
         let d = dir_index(seg.direction);
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let decoded = self.dirs[d]
-            .hpack
-            .decode(&block.block, |n, v| fields.push((n.to_vec(), v.to_vec())));
-        if decoded.is_err() {
+        let decoded = !block.cut
+            && self.dirs[d]
+                .hpack
+                .decode(&block.block, |n, v| fields.push((n.to_vec(), v.to_vec())))
+                .is_ok();
+        if !decoded {
             self.stats.undecoded_header_blocks += 1;
         }
         if block.kind == PUSH_PROMISE {
@@ -554,7 +643,7 @@ impl Http2Conn {
             }
         }
         let is_request = self.request_direction == Some(seg.direction);
-        let headers_unknown = decoded.is_err();
+        let headers_unknown = !decoded;
         if is_request {
             if !self.streams.contains_key(&block.stream) && self.streams.len() >= MAX_STREAMS {
                 self.stats.stream_overflow += 1;
@@ -568,6 +657,7 @@ impl Http2Conn {
                 // sequence number is kept for completeness.
                 s.origin = seg.origin;
                 s.headers_unknown |= headers_unknown;
+                s.truncated |= block.cut;
                 apply_request_fields(s, &fields);
                 s.bytes[0] += (HEADER_LEN + block.block.len()) as u64;
             }
@@ -580,6 +670,7 @@ impl Http2Conn {
                 return;
             };
             s.headers_unknown |= headers_unknown;
+            s.truncated |= block.cut;
             s.response_headers_seen = true;
             s.end_ns = s.end_ns.max(seg.ts_exit_ns);
             apply_response_fields(s, &fields);

@@ -1,0 +1,484 @@
+//! HTTP/2 through messages of any size: whole gRPC conversations (HPACK with a dynamic table,
+//! concurrent streams, messages of 64 KiB to 4 MiB between small ones) cut into syscalls of
+//! every size, each captured only to `CAPTURE` bytes with the exact byte count, plus the
+//! windows the probe sends (`chain_model`). Every call must keep its method, status and
+//! message counts; lost events and oversized header blocks must be counted, never mis-decoded.
+
+use super::{chain_model::ChainModel, *};
+use crate::event::Window;
+use crate::protocol::Origin;
+
+const CAPTURE: usize = 4096;
+const CLIENT_ISN: u32 = 0xffff_0000;
+const SERVER_ISN: u32 = 77;
+
+fn lcg(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *seed >> 33
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A small HPACK encoder: static entries by index, everything else literal with incremental
+/// indexing the first time and by dynamic index after, so a lost block would break later ones.
+#[derive(Default)]
+struct Encoder {
+    table: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Encoder {
+    fn encode(&mut self, fields: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, value) in fields {
+            match (*name, *value) {
+                (":method", "POST") => out.push(0x83),
+                (":scheme", "http") => out.push(0x86),
+                (":status", "200") => out.push(0x88),
+                // Too big for the table: a literal never inserted.
+                ("x-big", _) => {
+                    out.push(0x00);
+                    for s in [name.as_bytes(), value.as_bytes()] {
+                        push_string(&mut out, s);
+                    }
+                }
+                _ => {
+                    let entry = (name.as_bytes().to_vec(), value.as_bytes().to_vec());
+                    if let Some(i) = self.table.iter().position(|e| *e == entry) {
+                        out.push(0x80 | (62 + i) as u8);
+                    } else {
+                        out.push(0x40);
+                        for s in [name.as_bytes(), value.as_bytes()] {
+                            push_string(&mut out, s);
+                        }
+                        self.table.insert(0, entry);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn push_string(out: &mut Vec<u8>, s: &[u8]) {
+    // HPACK integer with a 7-bit prefix, no Huffman.
+    let mut n = s.len();
+    if n < 127 {
+        out.push(n as u8);
+    } else {
+        out.push(127);
+        n -= 127;
+        while n >= 128 {
+            out.push((n % 128 + 128) as u8);
+            n /= 128;
+        }
+        out.push(n as u8);
+    }
+    out.extend_from_slice(s);
+}
+
+/// One call: its path, request and response message sizes, and an optional extra request
+/// header value (a large one makes a header block bigger than the probe's window).
+#[derive(Clone)]
+struct Call {
+    path: &'static str,
+    request: usize,
+    response: usize,
+    extra: Option<String>,
+}
+
+fn call(path: &'static str, request: usize, response: usize) -> Call {
+    Call {
+        path,
+        request,
+        response,
+        extra: None,
+    }
+}
+
+/// gRPC DATA frames of one message (16 KiB frames, END_STREAM on the last when `end`).
+fn message_frames(stream: u32, size: usize, end: bool) -> Vec<Vec<u8>> {
+    let mut msg = vec![0u8];
+    msg.extend_from_slice(&(size as u32).to_be_bytes());
+    msg.extend((0..size).map(|i| (i * 7 + 3) as u8));
+    let chunks: Vec<&[u8]> = msg.chunks(16_384).collect();
+    let last = chunks.len() - 1;
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| frame(DATA, u8::from(end && i == last), stream, c))
+        .collect()
+}
+
+/// Both directions of a conversation and the runs in which they were written: `concurrent`
+/// calls at a time, their request frames interleaved, then their response frames interleaved.
+struct Conversation {
+    client: Vec<u8>,
+    server: Vec<u8>,
+    /// (client's bytes?, end of the run in that direction's stream).
+    runs: Vec<(bool, usize)>,
+}
+
+fn interleave(lists: Vec<Vec<Vec<u8>>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut iters: Vec<_> = lists.into_iter().map(IntoIterator::into_iter).collect();
+    loop {
+        let mut any = false;
+        for it in &mut iters {
+            if let Some(f) = it.next() {
+                out.extend_from_slice(&f);
+                any = true;
+            }
+        }
+        if !any {
+            return out;
+        }
+    }
+}
+
+fn conversation(calls: &[Call], concurrent: usize) -> Conversation {
+    let mut client = PREFACE.to_vec();
+    client.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0x10, 0, 0]));
+    let mut server = frame(SETTINGS, 0, 0, &[]);
+    server.extend(frame(SETTINGS, 1, 0, &[]));
+    let (mut client_hpack, mut server_hpack) = (Encoder::default(), Encoder::default());
+    let mut runs = Vec::new();
+    for (g, group) in calls.chunks(concurrent).enumerate() {
+        let ids: Vec<u32> = (0..group.len())
+            .map(|i| (g * concurrent + i) as u32 * 2 + 1)
+            .collect();
+        // Header blocks are encoded in wire order: the first frame of each stream goes first.
+        let mut requests = Vec::new();
+        for (c, id) in group.iter().zip(&ids) {
+            let mut fields = vec![
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", c.path),
+                (":authority", "127.0.0.1:50051"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ];
+            if let Some(extra) = &c.extra {
+                fields.push(("x-big", extra));
+            }
+            let block = client_hpack.encode(&fields);
+            let mut frames = vec![frame(HEADERS, FLAG_END_HEADERS, *id, &block)];
+            frames.extend(message_frames(*id, c.request, true));
+            requests.push(frames);
+        }
+        client.extend(interleave(requests));
+        runs.push((true, client.len()));
+        let mut responses = Vec::new();
+        for (c, id) in group.iter().zip(&ids) {
+            let head =
+                server_hpack.encode(&[(":status", "200"), ("content-type", "application/grpc")]);
+            let mut frames = vec![frame(HEADERS, FLAG_END_HEADERS, *id, &head)];
+            frames.extend(message_frames(*id, c.response, false));
+            responses.push(frames);
+        }
+        // Trailers after all DATA, in stream order (encoded in that order too).
+        let mut body = interleave(responses);
+        for id in &ids {
+            let trailers = server_hpack.encode(&[("grpc-status", "0"), ("grpc-message", "")]);
+            body.extend(frame(
+                HEADERS,
+                FLAG_END_HEADERS | FLAG_END_STREAM,
+                *id,
+                &trailers,
+            ));
+        }
+        server.extend(body);
+        runs.push((false, server.len()));
+    }
+    Conversation {
+        client,
+        server,
+        runs,
+    }
+}
+
+/// One syscall as the client process saw it: direction, stream range, and the probe's windows.
+struct Syscall {
+    direction: Direction,
+    start: usize,
+    end: usize,
+    windows: Vec<Window>,
+}
+
+/// Cut each run into syscalls of sizes drawn from `sizes` (a seeded choice, so header cuts at
+/// every offset occur), and compute the probe's windows for each.
+fn syscalls(conv: &Conversation, sizes: &[usize], seed: u64) -> Vec<Syscall> {
+    let mut seed = seed;
+    let (mut client_chain, mut server_chain) = (ChainModel::new(PREFACE.len()), ChainModel::new(0));
+    let (mut client_at, mut server_at) = (0, 0);
+    let mut out = Vec::new();
+    for &(is_client, end) in &conv.runs {
+        let (stream, at, chain, direction) = if is_client {
+            (
+                &conv.client,
+                &mut client_at,
+                &mut client_chain,
+                Direction::Egress,
+            )
+        } else {
+            (
+                &conv.server,
+                &mut server_at,
+                &mut server_chain,
+                Direction::Ingress,
+            )
+        };
+        while *at < end {
+            let size = sizes[lcg(&mut seed) as usize % sizes.len()];
+            let size = (size + lcg(&mut seed) as usize % 17).min(end - *at);
+            let windows = chain.windows(stream, *at, *at + size, CAPTURE);
+            out.push(Syscall {
+                direction,
+                start: *at,
+                end: *at + size,
+                windows,
+            });
+            *at += size;
+        }
+    }
+    out
+}
+
+/// Feed the syscalls (skipping those in `lost`) to one decoder; exchanges and its stats.
+fn decode(
+    conv: &Conversation,
+    syscalls: &[Syscall],
+    lost: &[usize],
+) -> (Vec<Exchange>, Http2Stats) {
+    let mut decoder = Http2Conn::from_preface(Direction::Egress);
+    let mut out = Vec::new();
+    for (i, s) in syscalls.iter().enumerate() {
+        if lost.contains(&i) {
+            continue;
+        }
+        let (stream, isn) = match s.direction {
+            Direction::Egress => (&conv.client, CLIENT_ISN),
+            Direction::Ingress => (&conv.server, SERVER_ISN),
+        };
+        let captured = (s.end - s.start).min(CAPTURE);
+        let t = i as u64 * 1000 + 1;
+        decoder.feed(
+            &Segment {
+                direction: s.direction,
+                origin: Origin {
+                    seq: isn.wrapping_add(s.start as u32),
+                    tid: 1,
+                    goid: None,
+                },
+                data: &stream[s.start..s.start + captured],
+                missing: (s.end - s.start - captured) as u64,
+                windows: &s.windows,
+                ts_enter_ns: t,
+                ts_exit_ns: t + 1,
+            },
+            &mut out,
+        );
+    }
+    decoder.close(u64::MAX / 2, &mut out);
+    (out, decoder.stats)
+}
+
+fn grpc(e: &Exchange) -> &Grpc {
+    match &e.detail {
+        Detail::Grpc(g) => g,
+        Detail::Http(h) => panic!("not gRPC: {h:?}"),
+    }
+}
+
+/// Every call decoded whole: method, HTTP and gRPC status, one message each way, no flags.
+fn assert_all_whole(calls: &[Call], out: &[Exchange]) {
+    assert_eq!(out.len(), calls.len(), "one exchange per call");
+    for e in out {
+        let g = grpc(e);
+        let id = g.http.stream_id.unwrap();
+        let c = &calls[(id as usize - 1) / 2];
+        assert_eq!(g.http.target, c.path, "stream {id}");
+        assert_eq!(g.http.method, "POST");
+        assert_eq!(g.http.status, Some(200), "stream {id}");
+        assert_eq!(g.status, Some(0), "stream {id}");
+        assert_eq!(
+            (g.request_messages, g.response_messages),
+            (1, 1),
+            "stream {id}"
+        );
+        assert_eq!(e.flags, Flags::default(), "stream {id}");
+        assert!(e.request_bytes as usize > c.request, "stream {id}");
+        assert!(e.response_bytes as usize > c.response, "stream {id}");
+    }
+}
+
+fn mixed_calls() -> Vec<Call> {
+    let mut calls = Vec::new();
+    for (i, big) in [64 << 10, 300 << 10, 1 << 20, 4 << 20, 100_000, 2 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        calls.push(call("/demo.Big/Small", 10, 12));
+        calls.push(call(
+            "/demo.Big/Large",
+            if i % 2 == 0 { big } else { 20 },
+            big,
+        ));
+        calls.push(call("/demo.Big/Small", 11, 9));
+    }
+    calls
+}
+
+#[test]
+fn large_messages_keep_framing_and_hpack_at_every_syscall_size() {
+    let calls = mixed_calls();
+    for concurrent in [1, 3] {
+        let conv = conversation(&calls, concurrent);
+        for (seed, sizes) in [
+            (1, &[65_536, 212_992, 4_000_000][..]),
+            (2, &[7, 13, 4_100, 16_393, 16_402][..]),
+            (3, &[1, 9, 100, 30_000, 1_000_000][..]),
+        ] {
+            let cut = syscalls(&conv, sizes, seed);
+            let (out, stats) = decode(&conv, &cut, &[]);
+            assert_eq!(
+                stats,
+                Http2Stats::default(),
+                "concurrent {concurrent}, seed {seed}"
+            );
+            assert_all_whole(&calls, &out);
+        }
+    }
+}
+
+#[test]
+fn without_windows_a_large_message_loses_the_framing() {
+    // The bug this design fixes: the capture alone cannot keep sync past a large DATA run.
+    let calls = mixed_calls();
+    let conv = conversation(&calls, 1);
+    let mut cut = syscalls(&conv, &[300_000], 1);
+    for s in &mut cut {
+        s.windows.clear();
+    }
+    let (_, stats) = decode(&conv, &cut, &[]);
+    assert!(stats.desyncs > 0);
+}
+
+#[test]
+fn lost_events_are_counted_and_never_mis_decoded() {
+    let calls = mixed_calls();
+    let conv = conversation(&calls, 2);
+    let cut = syscalls(&conv, &[16_000, 70_000], 9);
+    // Lose one syscall in the middle of each direction.
+    let of = |d: Direction| -> Vec<usize> {
+        (0..cut.len()).filter(|&i| cut[i].direction == d).collect()
+    };
+    let (reads, writes) = (of(Direction::Ingress), of(Direction::Egress));
+    let lost = [reads[reads.len() / 2], writes[writes.len() / 2]];
+    let (exchanges, counts) = decode(&conv, &cut, &lost);
+    assert!(counts.seq_gaps >= 1 && counts.desyncs >= 1, "{counts:?}");
+    for e in &exchanges {
+        let (http, status) = match &e.detail {
+            Detail::Grpc(g) => (&g.http, g.status),
+            Detail::Http(h) => (h, None),
+        };
+        let id = http.stream_id.unwrap();
+        let c = &calls[(id as usize - 1) / 2];
+        // What was decoded is right; what was not is flagged, never guessed.
+        if !http.target.is_empty() {
+            assert_eq!(http.target, c.path, "stream {id}");
+        }
+        if let Some(status) = status {
+            assert_eq!(status, 0);
+        }
+        let whole = status.is_some() && !http.target.is_empty();
+        assert!(
+            whole || e.flags != Flags::default(),
+            "stream {id} incomplete but unflagged: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn a_header_block_larger_than_the_window_is_cut_without_losing_the_framing() {
+    let mut calls = mixed_calls();
+    // A 6 KB header value: its block runs past the capture and is longer than a window; the
+    // frames after it (in the same write) are found through windows.
+    calls[4].extra = Some("x".repeat(6000));
+    let conv = conversation(&calls, 3);
+    let cut = syscalls(&conv, &[4_000_000], 5);
+    let (out, stats) = decode(&conv, &cut, &[]);
+    assert_eq!(stats.desyncs, 0, "{stats:?}");
+    assert!(stats.cut_frames >= 1, "{stats:?}");
+    assert_eq!(out.len(), calls.len());
+    for e in &out {
+        let g = grpc(e);
+        let id = g.http.stream_id.unwrap();
+        if id < 9 {
+            assert_eq!(
+                e.flags,
+                Flags::default(),
+                "before the cut block, stream {id}"
+            );
+            assert_eq!(g.http.target, calls[(id as usize - 1) / 2].path);
+        }
+        if id == 9 {
+            assert!(e.flags.truncated && e.flags.headers_unknown, "{e:?}");
+        }
+        // Responses still pair, and their static `:status` still decodes.
+        assert_eq!(g.http.status, Some(200), "stream {id}");
+    }
+}
+
+#[test]
+fn any_windows_make_pieces_that_cover_the_syscall_once_and_never_panic() {
+    // Windows as a damaged or foreign recording could hold them: any offset, order, overlap.
+    let mut seed = 11;
+    let junk: Vec<u8> = (0..4096).map(|i| (i * 13 + 5) as u8).collect();
+    let mut decoder = Http2Conn::from_preface(Direction::Egress);
+    let mut out = Vec::new();
+    for round in 0..3000_u64 {
+        let data_len = (lcg(&mut seed) % 64) as usize;
+        let missing = lcg(&mut seed) % 2000;
+        let windows: Vec<Window> = (0..lcg(&mut seed) % 5)
+            .map(|_| {
+                let at = i64::try_from(lcg(&mut seed) % 2100).unwrap();
+                Window {
+                    offset: at - 30,
+                    bytes: junk[..=(lcg(&mut seed) % 40) as usize].to_vec(),
+                }
+            })
+            .collect();
+        let seg = Segment {
+            direction: if round % 2 == 0 {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            },
+            origin: Origin::default(),
+            data: &junk[..data_len],
+            missing,
+            windows: &windows,
+            ts_enter_ns: round,
+            ts_exit_ns: round,
+        };
+        let covered: u64 = seg
+            .pieces()
+            .iter()
+            .map(|p| match p {
+                Piece::Bytes(b) => b.len() as u64,
+                Piece::Gap(n) => *n,
+            })
+            .sum();
+        assert_eq!(covered, data_len as u64 + missing, "round {round}");
+        decoder.feed(&seg, &mut out);
+    }
+}
