@@ -79,8 +79,13 @@ impl RunSummary {
         if let Some(s) = self.spans {
             let _ = write!(
                 text,
-                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting, {} new traces from goroutines that outlived their request)",
-                s.spans, s.orphans, s.evicted, s.context_ended
+                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting, {} new traces from goroutines that outlived their request, {} failed calls, {} failed connects of Go programs no call claimed)",
+                s.spans,
+                s.orphans,
+                s.evicted,
+                s.context_ended,
+                s.failed_calls,
+                s.unclaimed_connects
             );
         }
         text
@@ -270,6 +275,16 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Time passed with no events (live runs): let waiting spans time out.
+    /// Go programs the uprobes attached to: their failed connects belong to their calls, even
+    /// those made before any uprobe fired (a program connects as it starts).
+    fn go_programs(&mut self, report: &GoReport) {
+        if let (Output::Spans { correlator, .. }, None) = (&mut self.output, &report.skipped) {
+            for &pid in &report.pids {
+                correlator.on_go_program(pid);
+            }
+        }
+    }
+
     fn tick(&mut self, now_ns: u64) -> Result<(), StepError> {
         if let Output::Spans { correlator, .. } = &mut self.output {
             correlator.advance_clock(now_ns);
@@ -317,6 +332,9 @@ pub async fn run<'a>(
     on_ready(&probes.report, &probes.go_report);
     let mut source = RingBufSource::new(maps.events).map_err(AgentError::Read)?;
     let mut pipeline = Pipeline::new(output, recorder);
+    for report in &probes.go_report {
+        pipeline.go_programs(report);
+    }
     let mut loss_log = tokio::time::interval(LOSS_LOG_INTERVAL);
     loss_log.tick().await;
     let mut clock_tick = tokio::time::interval(CLOCK_TICK);
@@ -350,9 +368,10 @@ pub async fn run<'a>(
             break Err(e);
         }
         // Go programs started since the last batch get their uprobes (a report line if new).
-        for pid in pipeline.execs.drain(..) {
+        for pid in std::mem::take(&mut pipeline.execs) {
             if let Some(report) = probes.exec(pid) {
                 eprintln!("wirespan: {report}");
+                pipeline.go_programs(&report);
             }
         }
         if more_waiting {

@@ -65,6 +65,9 @@ pub struct Conn {
     pub ts_ns: u64,
     /// The attach mode whose probe saw it.
     pub mode: AttachMode,
+    /// A close's or failed connect's socket error (a positive errno: ECONNRESET, ECONNREFUSED,
+    /// ETIMEDOUT), when the kernel ended it; None for a program's own close.
+    pub errno: Option<u32>,
 }
 
 /// Which way bytes moved, from the process's point of view.
@@ -170,6 +173,9 @@ pub struct Exec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Conn(Conn),
+    /// A connect that never established (`kind` is `Connect`; `errno` says why, None when the
+    /// program gave up on it).
+    ConnectFailed(Conn),
     Data(Data),
     GoServe(GoServe),
     GoSpawn(GoSpawn),
@@ -185,7 +191,7 @@ impl Event {
     #[must_use]
     pub fn ts_ns(&self) -> u64 {
         match self {
-            Self::Conn(c) => c.ts_ns,
+            Self::Conn(c) | Self::ConnectFailed(c) => c.ts_ns,
             Self::Data(d) => d.ts_exit_ns,
             Self::GoServe(g) => g.ts_ns,
             Self::GoSpawn(g) => g.ts_ns,

@@ -1,7 +1,8 @@
 // http-hello: a net/http server whose handlers call out through a keep-alive client: /chain
 // from a grandchild goroutine, /fanout twice in parallel from child goroutines (to --backend,
-// another http-hello, or itself), /work through one long-lived worker goroutine. wirespan's Go
-// tests trace it end to end.
+// another http-hello, or itself), /work through one long-lived worker goroutine, /call once to
+// ?target=host:port[&timeout=300ms] (502 when the call fails). wirespan's Go tests trace it end
+// to end.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 )
 
 // workJob is one request's call handed to the /work worker.
@@ -47,6 +49,22 @@ func main() {
 			}()
 		}()
 		fmt.Fprint(w, <-result)
+	})
+	mux.HandleFunc("/call", func(w http.ResponseWriter, r *http.Request) {
+		// One outbound call to ?target=host:port (a failing one in the failed-call tests), given
+		// up after ?timeout= (a Go duration) if set: its error, if any, is answered as 502.
+		caller := client
+		if timeout, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil {
+			caller = &http.Client{Timeout: timeout}
+		}
+		resp, err := caller.Get("http://" + r.URL.Query().Get("target") + "/hello?name=call")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Fprint(w, string(body))
 	})
 	// /work hands the call to one long-lived worker goroutine, started lazily by the first
 	// request and fed over a channel by every later one (a common shape: a pool or batcher).

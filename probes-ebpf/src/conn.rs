@@ -8,7 +8,11 @@
 //!   has the full five-tuple but may run in softirq; the two are joined on the sock address.
 //! - accept: a kretprobe on `inet_csk_accept` (returns the new sock), or `sys_exit_accept{,4}`
 //!   with the returned fd resolved to its sock.
-//! - close: kprobe / fentry on `tcp_close`, or `inet_sock_set_state` → CLOSE.
+//! - close: kprobe / fentry on `tcp_close`, or `inet_sock_set_state` → CLOSE, with the socket's
+//!   error (a reset sets ECONNRESET just before the state change).
+//! - failed connect (its own hook, a tracepoint whatever the connect hook's mode): SYN_SENT →
+//!   CLOSE without ESTABLISHED, with the socket's error (ECONNREFUSED, ETIMEDOUT, or none when
+//!   the program gave up).
 //!
 //! Every connection gets a fresh id at connect or accept, kept in `CONNS` until close.
 
@@ -18,9 +22,9 @@ use aya_ebpf::{
     programs::{FEntryContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use wirespan_shared::{
-    ConnEvent, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, IPPROTO_TCP, LOST_READ_FAILED,
-    LOST_RINGBUF_FULL, LOST_START_UNSEEN, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
-    SYSCALL_RET_OFFSET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT,
+    ConnEvent, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_CONNECT_FAILED, IPPROTO_TCP,
+    LOST_READ_FAILED, LOST_RINGBUF_FULL, LOST_START_UNSEEN, MODE_FENTRY, MODE_KPROBE,
+    MODE_TRACEPOINT, SYSCALL_RET_OFFSET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT,
 };
 
 use crate::{
@@ -28,7 +32,7 @@ use crate::{
         CONNS, ConnInfo, EVENTS, PENDING_CONNECTS, PendingConnect, count_lost, next_conn_id,
         ports_pass, process_passes, set_state_format, settings,
     },
-    sock::{read_tuple, tcp_sock_of_fd},
+    sock::{read_sock_err, read_tuple, tcp_sock_of_fd},
 };
 
 #[kprobe]
@@ -197,6 +201,8 @@ fn emit_close(sk: u64, mode: u16) -> u32 {
     ev.conn_id = info.conn_id;
     // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    // Set when the kernel ended the connection (a reset); a program's own close leaves it 0.
+    ev.error = read_sock_err(sk);
     ev.family = info.tuple.family;
     ev.sport = info.tuple.sport;
     ev.dport = info.tuple.dport;
@@ -248,11 +254,85 @@ fn try_set_state_connect(ctx: &TracePointContext) -> Result<u32, u32> {
                 start(sk, EVENT_CONNECT, MODE_TRACEPOINT, &pending);
             }
         }
-        (TCP_SYN_SENT, TCP_CLOSE) => {
-            // Refused or timed out: no connection, nothing to report.
-            let _ = PENDING_CONNECTS.remove(&sk);
-        }
+        // SYN_SENT → CLOSE (a failed connect) is `inet_sock_set_state_failed`'s, which takes the
+        // pending entry (the LRU drops it when that hook is not attached).
         _ => {}
     }
     Ok(0)
+}
+
+/// `sock:inet_sock_set_state`, failed-connect half (the `tcp_connect_failed` hook, a tracepoint
+/// in every attach mode of the connect hook): SYN_SENT → CLOSE without ESTABLISHED. Blocking or
+/// not, every failed connect passes here: refused, timed out, or abandoned by the program.
+#[tracepoint]
+pub fn inet_sock_set_state_failed(ctx: TracePointContext) -> u32 {
+    match try_connect_failed(&ctx) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+fn try_connect_failed(ctx: &TracePointContext) -> Result<u32, u32> {
+    let (old, new, sk) = read_transition(ctx)?;
+    if (old, new) != (TCP_SYN_SENT, TCP_CLOSE) {
+        return Ok(0);
+    }
+    // SAFETY: a field of the record at the offset tracefs gave, read by the helper.
+    let sport: u16 = unsafe { ctx.read_at(set_state_format().sport as usize) }.map_err(|_| 0u32)?;
+    // Tracepoint mode: the owner waits in PENDING_CONNECTS. kprobe / fentry modes: the connect
+    // was emitted at tcp_connect, its owner is in CONNS (its close follows as usual).
+    // SAFETY: hash map lookups by key; the values are copied out at once, never held across an
+    // update.
+    let (owner, conn_id) = if let Some(pending) = unsafe { PENDING_CONNECTS.get(&sk) }.copied() {
+        let _ = PENDING_CONNECTS.remove(&sk);
+        (pending, 0)
+    // SAFETY: as above.
+    } else if let Some(info) = unsafe { CONNS.get(&sk) }.copied() {
+        let owner = PendingConnect {
+            pid: info.pid,
+            tid: info.tid,
+            ts_ns: 0,
+            comm: info.comm,
+        };
+        (owner, info.conn_id)
+    } else {
+        return Ok(0);
+    };
+    if owner.pid != 0 && owner.pid != settings().agent_tgid {
+        emit_connect_failed(sk, sport, &owner, conn_id);
+    }
+    Ok(0)
+}
+
+/// A connect that never established, with the owner that started it and the socket's error;
+/// `conn_id` is the id its connect event had (kprobe / fentry modes), else 0.
+#[inline(always)]
+fn emit_connect_failed(sk: u64, recorded_sport: u16, owner: &PendingConnect, conn_id: u64) {
+    let Ok(mut tuple) = read_tuple(sk) else {
+        count_lost(LOST_READ_FAILED);
+        return;
+    };
+    // The port was released on the way to CLOSE; the tracepoint recorded it before.
+    if tuple.sport == 0 {
+        tuple.sport = recorded_sport;
+    }
+    if !ports_pass(tuple.sport, tuple.dport) {
+        return;
+    }
+    let mut ev = ConnEvent::zeroed(EVENT_CONNECT_FAILED);
+    ev.mode = MODE_TRACEPOINT;
+    ev.conn_id = conn_id;
+    ev.pid = owner.pid;
+    ev.tid = owner.tid;
+    ev.comm = owner.comm;
+    ev.error = read_sock_err(sk);
+    // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.family = tuple.family;
+    ev.sport = tuple.sport;
+    ev.dport = tuple.dport;
+    ev.saddr = tuple.saddr;
+    ev.daddr = tuple.daddr;
+    if EVENTS.output(&ev, 0).is_err() {
+        count_lost(LOST_RINGBUF_FULL);
+    }
 }

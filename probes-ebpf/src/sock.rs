@@ -126,3 +126,14 @@ pub fn tcp_sock_of_fd(fd: i64) -> Result<u64, i32> {
         Ok(sk)
     }
 }
+
+/// The socket's pending error (`sk_err`, a positive errno), 0 when none or unreadable: why a
+/// connect failed or a connection was reset, read at the state change that ends it (the kernel
+/// sets it just before; the program's next syscall consumes it).
+#[inline(always)]
+pub fn read_sock_err(sk: u64) -> u32 {
+    // SAFETY: a read of the sock at the BTF offset of `sk_err` through bpf_probe_read_kernel,
+    // which fails instead of faulting (then 0: no error known).
+    let err: i32 = unsafe { read(sk, fd_offsets().sock_err) }.unwrap_or(0);
+    err.max(0).cast_unsigned()
+}

@@ -12,6 +12,9 @@ pub const EVENT_ABI_VERSION: u32 = 2;
 pub const EVENT_CONNECT: u32 = 1;
 pub const EVENT_ACCEPT: u32 = 2;
 pub const EVENT_CLOSE: u32 = 3;
+/// Tag of [`ConnEvent`] for a connect that never established: the socket went SYN_SENT → CLOSE
+/// (refused, timed out, or abandoned by the program). `error` says why.
+pub const EVENT_CONNECT_FAILED: u32 = 17;
 /// Tag of [`DataEvent`].
 pub const EVENT_DATA: u32 = 4;
 /// Tags of [`GoServeEvent`]: a Go `net/http` server handler starts, and returns.
@@ -122,7 +125,10 @@ pub struct ConnEvent {
     pub mode: u16,
     pub pid: u32,
     pub tid: u32,
-    pub pad0: u32,
+    /// The socket's pending error (`sk_err`, a positive errno) when a close or a failed connect
+    /// was seen at its state change, 0 when none: ECONNRESET for a reset, ECONNREFUSED,
+    /// ETIMEDOUT. 0 as well when the program already consumed it (close hooks on `tcp_close`).
+    pub error: u32,
     pub ts_ns: u64,
     pub conn_id: u64,
     pub saddr: [u8; 16],
@@ -141,7 +147,7 @@ impl ConnEvent {
             mode: 0,
             pid: 0,
             tid: 0,
-            pad0: 0,
+            error: 0,
             ts_ns: 0,
             conn_id: 0,
             saddr: [0; 16],

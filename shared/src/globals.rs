@@ -52,7 +52,8 @@ pub struct FdOffsets {
     pub tcp_copied_seq: u32,
     /// `task_struct.thread.fsbase` (x86-64): the thread's TLS base, where Go keeps `g` at -8.
     pub task_fsbase: u32,
-    pub pad0: u32,
+    /// `sock.sk_err`: why a connection closed or a connect failed (a positive errno).
+    pub sock_err: u32,
 }
 
 impl FdOffsets {
@@ -72,7 +73,7 @@ impl FdOffsets {
             tcp_write_seq: 0,
             tcp_copied_seq: 0,
             task_fsbase: 0,
-            pad0: 0,
+            sock_err: 0,
         }
     }
 }
@@ -86,6 +87,9 @@ pub struct SetStateFormat {
     pub oldstate: u32,
     pub newstate: u32,
     pub protocol: u32,
+    /// The source port (host order) as the tracepoint recorded it: at SYN_SENT → CLOSE the
+    /// sock's own port number is already released (0), the recorded one is not.
+    pub sport: u32,
 }
 
 impl SetStateFormat {
@@ -96,6 +100,7 @@ impl SetStateFormat {
             oldstate: 0,
             newstate: 0,
             protocol: 0,
+            sport: 0,
         }
     }
 }

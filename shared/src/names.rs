@@ -73,6 +73,7 @@ pub const PROGRAM_TCP_CLOSE_KPROBE: &str = "tcp_close_kprobe";
 pub const PROGRAM_TCP_CLOSE_FENTRY: &str = "tcp_close_fentry";
 pub const PROGRAM_INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
 pub const PROGRAM_INET_SOCK_SET_STATE_CLOSE: &str = "inet_sock_set_state_close";
+pub const PROGRAM_INET_SOCK_SET_STATE_FAILED: &str = "inet_sock_set_state_failed";
 
 // Programs of probes-ebpf/src/data.rs.
 pub const PROGRAM_SYS_ENTER_READ: &str = "sys_enter_read";
@@ -117,6 +118,7 @@ pub const PROGRAMS: &[&str] = &[
     PROGRAM_TCP_CLOSE_FENTRY,
     PROGRAM_INET_SOCK_SET_STATE,
     PROGRAM_INET_SOCK_SET_STATE_CLOSE,
+    PROGRAM_INET_SOCK_SET_STATE_FAILED,
     PROGRAM_SYS_ENTER_READ,
     PROGRAM_SYS_ENTER_WRITE,
     PROGRAM_SYS_ENTER_READV,

@@ -4,11 +4,13 @@ on 127.0.0.1 (or argv[2]) on a free port, and prints the port on its first line.
 clients reach it as IPv4-mapped addresses.
 
 `GET /via/<port>/<path>` fetches http://127.0.0.1:<port>/<path> on the handler's own thread
-and returns it: a thread-per-request server that calls out while serving."""
+and returns it: a thread-per-request server that calls out while serving (502 when the call
+fails)."""
 import functools
 import http.server
 import socket
 import sys
+import urllib.error
 import urllib.request
 
 
@@ -23,8 +25,17 @@ class KeepAliveHandler(http.server.SimpleHTTPRequestHandler):
         if not self.path.startswith("/via/"):
             return super().do_GET()
         port, _, rest = self.path[len("/via/"):].partition("/")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{rest}") as upstream:
-            body = upstream.read()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{rest}") as upstream:
+                body = upstream.read()
+        except (urllib.error.URLError, ConnectionError) as e:
+            # A failed call (a closed port, a reset) is answered, as a gateway would.
+            body = str(e).encode()
+            self.send_response(502)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

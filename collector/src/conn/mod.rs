@@ -121,8 +121,9 @@ impl ConnTable {
                 }
                 ConnKind::Close => self.close(c.conn_id, c.ts_ns, out),
             },
-            // Go context joins in the correlation stage, not here.
-            Event::GoServe(_)
+            // Go context joins in the correlation stage, not here; a failed connect has no bytes.
+            Event::ConnectFailed(_)
+            | Event::GoServe(_)
             | Event::GoSpawn(_)
             | Event::GoExit(_)
             | Event::GoConnUse(_)
@@ -312,6 +313,7 @@ mod tests {
     fn close(conn_id: u64, ts: u64) -> Event {
         Event::Conn(Conn {
             kind: ConnKind::Close,
+            errno: None,
             pid: 1,
             tid: 1,
             comm: "c".into(),

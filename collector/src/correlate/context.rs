@@ -461,6 +461,33 @@ impl Contexts {
     }
 }
 
+/// Lookups for failed calls, which have no exchange: the caller is known directly.
+impl Contexts {
+    /// Which inbound request goroutine `goid` of `pid` worked for at `at`.
+    #[must_use]
+    pub fn server_of_goroutine(&self, pid: u32, goid: u64, at: u64) -> Lookup {
+        self.go
+            .get(&pid)
+            .map_or(Lookup::NoServer, |p| Self::handler_of(pid, p, goid, at))
+    }
+
+    /// Which inbound request thread `tid` of `pid` is serving (asked when the call fails:
+    /// thread state is transient).
+    #[must_use]
+    pub fn server_of_thread(&self, pid: u32, tid: u32, at: u64) -> Lookup {
+        match self.threads.get(&(pid, tid)) {
+            Some(s) if s.ts <= at => Lookup::Serving(ServerRef::Thread {
+                pid,
+                tid,
+                local: s.local,
+                remote: s.remote,
+                ts: s.ts,
+            }),
+            _ => Lookup::NoServer,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,6 +507,7 @@ mod tests {
             remote: remote.parse().unwrap(),
             ts_ns,
             mode: AttachMode::Tracepoint,
+            errno: None,
         })
     }
 

@@ -20,6 +20,9 @@
 
 pub mod context;
 mod enrich;
+pub mod failed;
+#[cfg(test)]
+mod failed_tests;
 mod peers;
 #[cfg(test)]
 mod tests;
@@ -29,7 +32,10 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use self::context::{Contexts, Lookup, ServerRef};
+use self::{
+    context::{Contexts, Lookup, ServerRef},
+    failed::{Caller, Failed, Failures},
+};
 use crate::{
     conn::ConnExchange,
     protocol::Exchange,
@@ -72,6 +78,11 @@ pub struct CorrelateStats {
     /// Client spans that started their own trace because the request their goroutine inherited
     /// had ended (see `context`).
     pub context_ended: u64,
+    /// Failed outbound calls made into spans (no exchange: refused, timed out, reset).
+    pub failed_calls: u64,
+    /// Failed connects of Go programs that no call claimed (background reconnects, clients the
+    /// uprobes do not cover): counted, not made into spans.
+    pub unclaimed_connects: u64,
 }
 
 struct Node {
@@ -124,6 +135,16 @@ pub struct Correlator {
     local_ips: HashSet<IpAddr>,
     now_ns: u64,
     pub stats: CorrelateStats,
+    /// Failed outbound calls (see `failed`), and those waiting for their parent.
+    failures: Failures,
+    failed_pending: Vec<FailedNode>,
+}
+
+/// A failed call waiting for its parent, with the context looked up when it was ready.
+struct FailedNode {
+    f: Failed,
+    context: Lookup,
+    arrived_ns: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -154,6 +175,8 @@ impl Correlator {
             local_ips: HashSet::new(),
             now_ns: 0,
             stats: CorrelateStats::default(),
+            failures: Failures::default(),
+            failed_pending: Vec::new(),
         }
     }
 
@@ -169,6 +192,14 @@ impl Correlator {
         }
         self.contexts.on_event(event);
         self.peers.on_event(event);
+        self.failures.on_event(event);
+        // A thread's serving state is transient: a failed connect's parent is looked up now.
+        self.take_failed();
+    }
+
+    /// A Go program the uprobes attached to (its failed connects belong to its calls).
+    pub fn on_go_program(&mut self, pid: u32) {
+        self.failures.mark_go(pid);
     }
 
     /// Let time pass without events (a live run's idle periods): spans waiting for a parent
@@ -190,6 +221,8 @@ impl Correlator {
         self.local_ips.insert(x.local.ip());
         match kind {
             SpanKind::Client => {
+                self.failures
+                    .on_client_exchange(x.pid, x.local, x.remote, x.exchange.start_ns);
                 let key = (x.local, x.remote, request_id(&x.exchange));
                 self.clients.insert(key, id);
                 self.keys.insert(id, NodeKey::Client(key));
@@ -224,6 +257,7 @@ impl Correlator {
 
     /// Emit every span whose parent is settled (or whose wait is over) into `out`.
     pub fn settle(&mut self, out: &mut Vec<Span>) {
+        self.take_failed();
         // Parents start before their children: in start order most resolve in one pass.
         self.pending.sort_by_key(|n| n.x.exchange.start_ns);
         // Over the bound, the oldest waiting spans go without their parent.
@@ -274,6 +308,7 @@ impl Correlator {
                 break;
             }
         }
+        self.settle_failed(out);
         self.forget_old();
     }
 
@@ -323,6 +358,12 @@ impl Correlator {
             Lookup::NotYet => self.contexts.server_of(&node.x),
             known => known,
         };
+        self.decide_in_process(context, node.x.exchange.start_ns)
+    }
+
+    /// The parent of an outbound call made at `at` in the context `context`: the server span
+    /// being served (see `context`).
+    fn decide_in_process(&self, context: Lookup, at: u64) -> Decision {
         let server = match context {
             Lookup::NoServer => return Decision::Root(ParentLink::Root),
             Lookup::Expired => return Decision::Root(ParentLink::ContextEnded),
@@ -344,7 +385,6 @@ impl Correlator {
             .servers
             .get(&(pid, local, remote))
             .map_or(&[][..], Vec::as_slice);
-        let at = node.x.exchange.start_ns;
         let found = candidates.iter().rev().find(|id| {
             self.server_info.get(id).is_some_and(|s| match server {
                 ServerRef::Handler { ts, .. } => s.start_ns <= ts && ts <= s.end_ns,
@@ -393,6 +433,11 @@ impl Correlator {
         self.stats.spans += 1;
         let x = node.x;
         let f = x.exchange.flags;
+        // A client that got no response: the socket error its connection ended with says why,
+        // or its Go call's return (the caller gave up).
+        let error = (node.kind == SpanKind::Client && (f.reset || f.no_response))
+            .then(|| self.failures.no_response_cause(x.local, x.remote))
+            .flatten();
         Span {
             trace_id,
             span_id,
@@ -407,6 +452,80 @@ impl Correlator {
             remote: x.remote,
             payload: Payload::of(&x.exchange),
             incomplete: f.reset || f.no_response,
+            error,
+        }
+    }
+
+    /// Failed calls whose evidence is in: look up their caller's context now.
+    fn take_failed(&mut self) {
+        for f in self.failures.take_ready(self.now_ns) {
+            let context = match f.caller {
+                Caller::Goroutine(goid) => {
+                    self.contexts.server_of_goroutine(f.pid, goid, f.start_ns)
+                }
+                Caller::Thread(tid) => self.contexts.server_of_thread(f.pid, tid, f.start_ns),
+            };
+            self.failed_pending.push(FailedNode {
+                f,
+                context,
+                arrived_ns: self.now_ns,
+            });
+        }
+    }
+
+    /// Emit failed calls whose parent is emitted (or that have none, or waited too long).
+    fn settle_failed(&mut self, out: &mut Vec<Span>) {
+        for node in std::mem::take(&mut self.failed_pending) {
+            if node.f.payload == Payload::Connect {
+                if self.failures.is_go(node.f.pid) {
+                    self.stats.unclaimed_connects += 1;
+                    continue;
+                }
+                if self.now_ns < node.f.end_ns.saturating_add(failed::GO_HOLD_NS) {
+                    self.failed_pending.push(node);
+                    continue;
+                }
+            }
+            let decision = match self.decide_in_process(node.context, node.f.start_ns) {
+                Decision::Wait if self.now_ns.saturating_sub(node.arrived_ns) > self.window_ns => {
+                    self.stats.orphans += 1;
+                    Decision::Root(ParentLink::Orphan)
+                }
+                d => d,
+            };
+            let (trace_id, parent, link) = match decision {
+                Decision::Wait => {
+                    self.failed_pending.push(node);
+                    continue;
+                }
+                Decision::Child(parent, link) => {
+                    let parent = self.emitted[&parent];
+                    (parent.trace_id, Some(parent.span_id), link)
+                }
+                Decision::Root(link) => (self.ids.trace_id(), None, link),
+            };
+            self.stats.spans += 1;
+            self.stats.failed_calls += 1;
+            if link == ParentLink::ContextEnded {
+                self.stats.context_ended += 1;
+            }
+            let f = node.f;
+            out.push(Span {
+                trace_id,
+                span_id: self.ids.span_id(),
+                parent_span_id: parent,
+                link,
+                kind: SpanKind::Client,
+                start_ns: f.start_ns,
+                end_ns: f.end_ns,
+                pid: f.pid,
+                comm: f.comm,
+                local: f.local,
+                remote: f.remote,
+                payload: f.payload,
+                incomplete: true,
+                error: Some(f.error),
+            });
         }
     }
 

@@ -76,6 +76,7 @@ fn client_connects(c: &mut Correlator) {
         remote: addr(SERVER),
         ts_ns: 1,
         mode: crate::event::AttachMode::Tracepoint,
+        errno: None,
     }));
 }
 
@@ -151,6 +152,7 @@ fn a_different_sequence_number_is_a_different_request() {
         remote: addr(SERVER),
         ts_ns: 5_000,
         mode: crate::event::AttachMode::Tracepoint,
+        errno: None,
     }));
     c.settle(&mut out);
     assert_eq!(out.len(), 2);

@@ -52,8 +52,13 @@ impl<W: Write> TreeSink<W> {
             Payload::Grpc(g) => g
                 .status
                 .map_or_else(|| "-".to_owned(), |s| format!("grpc {s}")),
+            Payload::Connect => "-".to_owned(),
         };
-        let error = if span.is_error() { " ERROR" } else { "" };
+        let error = match span.error {
+            Some(e) => format!(" ERROR {}", e.as_str()),
+            None if span.is_error() => " ERROR".to_owned(),
+            None => String::new(),
+        };
         let ms =
             Duration::from_nanos(span.end_ns.saturating_sub(span.start_ns)).as_secs_f64() * 1e3;
         let who = format!("{indent}{branch}{service}");

@@ -10,11 +10,12 @@ use aya::{
 };
 use wirespan_shared::names::{
     PROGRAM_INET_CSK_ACCEPT_KRETPROBE, PROGRAM_INET_SOCK_SET_STATE,
-    PROGRAM_INET_SOCK_SET_STATE_CLOSE, PROGRAM_SCHED_PROCESS_EXEC, PROGRAM_SCHED_PROCESS_EXIT,
-    PROGRAM_SYS_ENTER_READ, PROGRAM_SYS_ENTER_READV, PROGRAM_SYS_ENTER_RECVMSG,
-    PROGRAM_SYS_ENTER_SENDMSG, PROGRAM_SYS_ENTER_WRITE, PROGRAM_SYS_ENTER_WRITEV,
-    PROGRAM_SYS_EXIT_ACCEPT, PROGRAM_SYS_EXIT_DATA, PROGRAM_TCP_CLOSE_FENTRY,
-    PROGRAM_TCP_CLOSE_KPROBE, PROGRAM_TCP_CONNECT_FENTRY, PROGRAM_TCP_CONNECT_KPROBE,
+    PROGRAM_INET_SOCK_SET_STATE_CLOSE, PROGRAM_INET_SOCK_SET_STATE_FAILED,
+    PROGRAM_SCHED_PROCESS_EXEC, PROGRAM_SCHED_PROCESS_EXIT, PROGRAM_SYS_ENTER_READ,
+    PROGRAM_SYS_ENTER_READV, PROGRAM_SYS_ENTER_RECVMSG, PROGRAM_SYS_ENTER_SENDMSG,
+    PROGRAM_SYS_ENTER_WRITE, PROGRAM_SYS_ENTER_WRITEV, PROGRAM_SYS_EXIT_ACCEPT,
+    PROGRAM_SYS_EXIT_DATA, PROGRAM_TCP_CLOSE_FENTRY, PROGRAM_TCP_CLOSE_KPROBE,
+    PROGRAM_TCP_CONNECT_FENTRY, PROGRAM_TCP_CONNECT_KPROBE,
 };
 
 pub use crate::event::AttachMode;
@@ -119,6 +120,17 @@ pub const HOOKS: &[Hook] = &[
                 attachments: &[function(PROGRAM_INET_SOCK_SET_STATE, &[SET_STATE])],
             },
         ],
+    },
+    // A connect that never established: what failed outbound calls are made of. One tracepoint
+    // in every mode (kprobe and fentry on tcp_connect see connects start, not how they end).
+    // Not required: the capture works without it, failed calls are then left out.
+    Hook {
+        name: "tcp_connect_failed",
+        required: false,
+        modes: &[HookMode {
+            mode: AttachMode::Tracepoint,
+            attachments: &[function(PROGRAM_INET_SOCK_SET_STATE_FAILED, &[SET_STATE])],
+        }],
     },
     Hook {
         name: "tcp_accept",

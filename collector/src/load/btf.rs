@@ -317,7 +317,7 @@ pub fn fd_offsets(btf: &Btf) -> Result<FdOffsets, BtfError> {
         tcp_copied_seq: btf.member_offset("tcp_sock", "copied_seq")?,
         task_fsbase: btf.member_offset("task_struct", "thread")?
             + btf.member_offset("thread_struct", "fsbase")?,
-        pad0: 0,
+        sock_err: btf.member_offset("sock", "sk_err")?,
     })
 }
 

@@ -92,6 +92,7 @@ pub fn parse_set_state_format(text: &str) -> Result<SetStateFormat, TracefsError
         oldstate: get("oldstate")?,
         newstate: get("newstate")?,
         protocol: get("protocol")?,
+        sport: get("sport")?,
     })
 }
 
@@ -126,7 +127,8 @@ format:
                 skaddr: 8,
                 oldstate: 16,
                 newstate: 20,
-                protocol: 30
+                protocol: 30,
+                sport: 24,
             }
         );
         assert_eq!(field_offset(FORMAT_6_18, "saddr"), Some(32));

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use wirespan_shared::{
     AF_INET, AF_INET6, COMM_LEN, ConnEvent, DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS,
-    DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_EXEC,
-    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_EXIT,
+    DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_CONNECT_FAILED, EVENT_DATA,
+    EVENT_EXEC, EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_EXIT,
     EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_GRPC_STREAM_OPENED,
     EVENT_GO_HEADERS, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, ExecEvent,
     GoConnEvent, GoExitEvent, GoGrpcCallEvent, GoHeadersEvent, GoServeEvent, GoSpawnEvent,
@@ -55,6 +55,9 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     match kind {
         EVENT_CONNECT | EVENT_ACCEPT | EVENT_CLOSE => {
             decode_conn(&read_struct::<ConnEvent>(record)?).map(Event::Conn)
+        }
+        EVENT_CONNECT_FAILED => {
+            decode_conn(&read_struct::<ConnEvent>(record)?).map(Event::ConnectFailed)
         }
         EVENT_DATA => decode_data(record).map(Event::Data),
         EVENT_GO_SPAWN => {
@@ -123,7 +126,7 @@ fn read_struct<T: Copy>(record: &[u8]) -> Result<T, DecodeError> {
 fn decode_conn(raw: &ConnEvent) -> Result<Conn, DecodeError> {
     let (local, remote) = endpoints(raw.family, &raw.saddr, raw.sport, &raw.daddr, raw.dport)?;
     let kind = match raw.kind {
-        EVENT_CONNECT => ConnKind::Connect,
+        EVENT_CONNECT | EVENT_CONNECT_FAILED => ConnKind::Connect,
         EVENT_ACCEPT => ConnKind::Accept,
         _ => ConnKind::Close,
     };
@@ -137,6 +140,7 @@ fn decode_conn(raw: &ConnEvent) -> Result<Conn, DecodeError> {
         remote,
         ts_ns: raw.ts_ns,
         mode: mode(raw.mode)?,
+        errno: (raw.error != 0).then_some(raw.error),
     })
 }
 
@@ -319,6 +323,23 @@ mod tests {
             (10, 11, "curl", 99, 7)
         );
         assert_eq!(c.mode, AttachMode::Tracepoint);
+    }
+
+    #[test]
+    fn decodes_a_failed_connect_and_a_closes_socket_error() {
+        let mut ev = connect();
+        ev.kind = EVENT_CONNECT_FAILED;
+        ev.error = 111;
+        let Event::ConnectFailed(c) = decode(&bytes_of(&ev)).unwrap() else {
+            panic!("not a failed connect")
+        };
+        assert_eq!((c.kind, c.errno), (ConnKind::Connect, Some(111)));
+        ev.kind = EVENT_CLOSE;
+        ev.error = 0;
+        let Event::Conn(c) = decode(&bytes_of(&ev)).unwrap() else {
+            panic!("not conn")
+        };
+        assert_eq!((c.kind, c.errno), (ConnKind::Close, None), "0 is no error");
     }
 
     #[test]

@@ -2,12 +2,16 @@
 //! per-protocol payloads (not one flat struct every protocol reuses), and their OpenTelemetry
 //! semantic conventions: names, kinds, status and attributes. Exporters turn these into OTLP.
 
+pub mod error;
 pub mod ids;
 pub mod resource;
 
 use std::net::SocketAddr;
 
-pub use self::ids::{IdGenerator, SpanId, TraceId, TraceParent};
+pub use self::{
+    error::ErrorType,
+    ids::{IdGenerator, SpanId, TraceId, TraceParent},
+};
 use crate::protocol::{Detail, Exchange, Grpc, Http, HttpVersion};
 
 /// Server (an inbound request) or client (an outbound one).
@@ -56,6 +60,8 @@ pub struct Span {
     pub payload: Payload,
     /// The exchange was cut short (reset, no response, headers unknown).
     pub incomplete: bool,
+    /// The call failed below the protocol (refused, timed out, reset): its `error.type`.
+    pub error: Option<ErrorType>,
 }
 
 /// The protocol-specific part of a span.
@@ -63,6 +69,10 @@ pub struct Span {
 pub enum Payload {
     Http(HttpSpan),
     Grpc(GrpcSpan),
+    /// A connect that failed before any byte, by a program whose request the agent cannot
+    /// name (no Go uprobes; nothing was written): the span says which peer could not be
+    /// reached, and why (`Span::error`).
+    Connect,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +164,7 @@ impl Span {
             Payload::Http(h) => format!("{} {}", h.method, path_of(&h.target)),
             Payload::Grpc(g) if g.service.is_empty() => "gRPC".to_owned(),
             Payload::Grpc(g) => format!("{}/{}", g.service, g.method),
+            Payload::Connect => "connect".to_owned(),
         }
     }
 
@@ -161,6 +172,9 @@ impl Span {
     /// 5xx for clients, any gRPC status but OK; and a request that got no response.
     #[must_use]
     pub fn is_error(&self) -> bool {
+        if self.error.is_some() {
+            return true;
+        }
         match &self.payload {
             Payload::Http(h) => match h.status {
                 Some(s) if s >= 500 => true,
@@ -169,7 +183,32 @@ impl Span {
                 None => self.incomplete,
             },
             Payload::Grpc(g) => g.status.is_some_and(|s| s != 0),
+            Payload::Connect => false,
         }
+    }
+
+    /// The `error.type` of an error span: the transport failure when there was one, else the
+    /// response's own code (HTTP status as a string, gRPC status name), else `_OTHER`.
+    #[must_use]
+    pub fn error_type(&self) -> Option<String> {
+        if let Some(error) = self.error {
+            return Some(error.as_str().to_owned());
+        }
+        if !self.is_error() {
+            return None;
+        }
+        Some(match &self.payload {
+            Payload::Http(h) => h.status.map_or_else(
+                || ErrorType::NoResponse.as_str().to_owned(),
+                |s| s.to_string(),
+            ),
+            Payload::Grpc(g) => g
+                .status
+                .and_then(|code| GRPC_CODES.get(code as usize).copied())
+                .unwrap_or("_OTHER")
+                .to_owned(),
+            Payload::Connect => ErrorType::Other.as_str().to_owned(),
+        })
     }
 
     /// The status description of an error span (empty otherwise).
@@ -179,9 +218,20 @@ impl Span {
             return String::new();
         }
         match &self.payload {
-            Payload::Http(h) => h
-                .status
-                .map_or_else(|| "no response".to_owned(), |s| format!("HTTP {s}")),
+            Payload::Http(h) => h.status.map_or_else(
+                || {
+                    self.error
+                        .unwrap_or(ErrorType::NoResponse)
+                        .describe()
+                        .to_owned()
+                },
+                |s| format!("HTTP {s}"),
+            ),
+            Payload::Connect => format!(
+                "connect to {}: {}",
+                self.remote,
+                self.error.unwrap_or(ErrorType::Other).describe()
+            ),
             Payload::Grpc(g) => {
                 let code = g.status.unwrap_or(2);
                 let name = GRPC_CODES.get(code as usize).copied().unwrap_or("UNKNOWN");
@@ -245,6 +295,10 @@ impl Span {
                 attrs.push(("network.protocol.name", s("http")));
                 attrs.push(("network.protocol.version", s("2")));
             }
+            Payload::Connect => {}
+        }
+        if let Some(error) = self.error_type() {
+            attrs.push(("error.type", Value::Str(error)));
         }
         attrs.push(("server.address", s(&server.ip().to_string())));
         attrs.push(("server.port", Value::Int(i64::from(server.port()))));
@@ -297,6 +351,7 @@ mod tests {
             remote: "127.0.0.1:40000".parse().unwrap(),
             payload,
             incomplete: false,
+            error: None,
         }
     }
 

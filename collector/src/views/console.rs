@@ -33,17 +33,26 @@ impl<W: Write> ConsoleSink<W> {
 /// `11:06:43.123456 connect curl pid=42 tid=42 conn=4097 127.0.0.1:40000 -> 127.0.0.1:8080`
 #[must_use]
 pub fn conn_line(c: &Conn, clock: &WallClock) -> String {
-    format!(
+    conn_line_as(c, c.kind.as_str(), clock)
+}
+
+/// `conn_line` under another name (`connect-failed`), with the socket error when there is one.
+fn conn_line_as(c: &Conn, kind: &str, clock: &WallClock) -> String {
+    let mut line = format!(
         "{} {} {} pid={} tid={} conn={} {} -> {}",
         clock.time_of_day(c.ts_ns),
-        c.kind.as_str(),
+        kind,
         c.comm,
         c.pid,
         c.tid,
         c.conn_id,
         c.local,
         c.remote
-    )
+    );
+    if let Some(errno) = c.errno {
+        let _ = write!(line, " errno={errno}");
+    }
+    line
 }
 
 /// `11:06:43.123456 egress curl pid=42 tid=42 conn=4097 127.0.0.1:40000 -> 127.0.0.1:8080
@@ -204,6 +213,11 @@ impl<W: Write> EventSink for ConsoleSink<W> {
     fn event(&mut self, event: &Event) -> std::io::Result<()> {
         match event {
             Event::Conn(c) => writeln!(self.out, "{}", conn_line(c, &self.clock)),
+            Event::ConnectFailed(c) => writeln!(
+                self.out,
+                "{}",
+                conn_line_as(c, "connect-failed", &self.clock)
+            ),
             Event::Data(d) if self.show_data => writeln!(self.out, "{}", data_line(d, &self.clock)),
             Event::GoServe(g) => writeln!(self.out, "{}", go_serve_line(g, &self.clock)),
             Event::GoHeaders(h) => writeln!(self.out, "{}", go_headers_line(h, &self.clock)),

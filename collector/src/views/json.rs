@@ -32,6 +32,9 @@ struct ConnRecord<'a> {
     dport: u16,
     ts_ns: u64,
     mode: String,
+    /// The socket error of a close or failed connect (a positive errno), when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -60,9 +63,9 @@ struct DataRecord<'a> {
     windows: Vec<(i64, usize)>,
 }
 
-fn conn_record(c: &Conn) -> ConnRecord<'_> {
+fn conn_record<'a>(c: &'a Conn, kind: &'static str) -> ConnRecord<'a> {
     ConnRecord {
-        kind: c.kind.as_str(),
+        kind,
         pid: c.pid,
         tid: c.tid,
         comm: &c.comm,
@@ -73,6 +76,7 @@ fn conn_record(c: &Conn) -> ConnRecord<'_> {
         dport: c.remote.port(),
         ts_ns: c.ts_ns,
         mode: c.mode.to_string(),
+        errno: c.errno,
     }
 }
 
@@ -183,7 +187,12 @@ impl<W: Write> JsonLinesSink<W> {
 impl<W: Write> EventSink for JsonLinesSink<W> {
     fn event(&mut self, event: &Event) -> std::io::Result<()> {
         match event {
-            Event::Conn(c) => serde_json::to_writer(&mut self.out, &conn_record(c))?,
+            Event::Conn(c) => {
+                serde_json::to_writer(&mut self.out, &conn_record(c, c.kind.as_str()))?;
+            }
+            Event::ConnectFailed(c) => {
+                serde_json::to_writer(&mut self.out, &conn_record(c, "connect_failed"))?;
+            }
             Event::Data(d) => serde_json::to_writer(&mut self.out, &data_record(d))?,
             Event::GoServe(g) => serde_json::to_writer(&mut self.out, &go_serve_record(g))?,
             Event::GoSpawn(g) => serde_json::to_writer(
