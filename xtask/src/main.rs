@@ -15,6 +15,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use setup::Need;
 
 #[derive(Parser)]
 #[command(about = "wirespan's project commands")]
@@ -25,8 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what is missing: the eBPF nightly with rust-src, bpf-linker built against its LLVM,
-    /// bpftool (for tests), Graphviz (for `wirespan map --format svg`); check Go.
+    /// Install what is missing for every command: the user-space toolchain and the eBPF nightly
+    /// with rust-src, bpf-linker built against its LLVM, Graphviz (`wirespan map --format svg`),
+    /// and what the tests use (bpftool, qemu and busybox, nftables, nghttp2, cargo-fuzz, the musl
+    /// target); check Go. `build`, `run` and `demo` install only what building needs.
     Setup,
     /// Set up and build the agent (release): `target/release/wirespan`.
     Build,
@@ -89,18 +92,18 @@ fn main() -> std::process::ExitCode {
 
 fn dispatch(command: Cmd) -> anyhow::Result<()> {
     match command {
-        Cmd::Setup => setup::run(),
+        Cmd::Setup => setup::run(Need::All),
         Cmd::Build => {
-            setup::run()?;
+            setup::run(Need::Build)?;
             build_agent().map(drop)
         }
         Cmd::FreshCheck => fresh::run(),
         Cmd::Run { args } => {
-            setup::run()?;
+            setup::run(Need::Build)?;
             run_agent(&args)
         }
         Cmd::Demo { duration } => {
-            setup::run()?;
+            setup::run(Need::Build)?;
             let agent = build_agent()?;
             let duration = duration
                 .map(std::time::Duration::try_from_secs_f64)
@@ -109,20 +112,20 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
             demo::run(&agent, duration)
         }
         Cmd::VmTest { kernels } => {
-            setup::run()?;
+            setup::run(Need::All)?;
             vm::run(&kernels)
         }
         Cmd::Bench { quick } => {
-            setup::run()?;
+            setup::run(Need::All)?;
             let agent = build_agent()?;
             bench::run(&agent, quick)
         }
         Cmd::Offsets => {
-            setup::run()?;
+            setup::run(Need::All)?;
             offsets()
         }
         Cmd::Test => {
-            setup::run()?;
+            setup::run(Need::All)?;
             test()
         }
     }

@@ -11,7 +11,18 @@ use anyhow::{Context as _, bail};
 
 include!("../../build-support/toolchains.rs");
 
-pub fn run() -> anyhow::Result<()> {
+/// What a command needs set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Building and running the agent (`build`, `run`, `demo`): the eBPF toolchain, and Graphviz
+    /// for `wirespan map --format svg`. A new user's first command does not wait for what only
+    /// the tests use (qemu, the fuzzer, ...).
+    Build,
+    /// Everything the tests, the kernel matrix and the benchmark use as well.
+    All,
+}
+
+pub fn run(need: Need) -> anyhow::Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(cache_dir()).with_context(|| {
         format!(
@@ -21,9 +32,11 @@ pub fn run() -> anyhow::Result<()> {
     })?;
     nightly_with_rust_src()?;
     bpf_linker()?;
-    debian_packages()?;
-    musl_target()?;
-    cargo_fuzz()?;
+    debian_packages(need)?;
+    if need == Need::All {
+        musl_target()?;
+        cargo_fuzz()?;
+    }
     check_go();
     eprintln!("xtask: setup complete in {:.1?}", started.elapsed());
     Ok(())
@@ -204,25 +217,36 @@ fn cargo_fuzz() -> anyhow::Result<()> {
 /// Graphviz's `dot` renders `wirespan map --format svg`.
 /// qemu and a static busybox boot the kernels of `cargo xtask vm-test`; nftables makes the NAT
 /// tests' rules; nghttp2's client and server speak plain HTTP/2 in the large-message test.
-fn debian_packages() -> anyhow::Result<()> {
-    debian_package("bpftool", Command::new("bpftool").arg("version"))?;
-    debian_package("graphviz", Command::new("dot").arg("-V"))?;
-    debian_package(
-        "qemu-system-x86",
-        Command::new("qemu-system-x86_64").arg("--version"),
-    )?;
-    debian_package("busybox-static", &mut dpkg_installed("busybox-static"))?;
-    // nft makes the DNAT rules of the same-host NAT tests (tests/support/nat_lab.rs).
-    debian_package("nftables", Command::new("nft").arg("--version"))?;
-    // rsvg-convert turns the benchmark's plot into a PNG.
-    debian_package(
-        "librsvg2-bin",
-        Command::new("rsvg-convert").arg("--version"),
-    )?;
-    // nghttp and nghttpd: plain HTTP/2 with large bodies in privileged_h2big_nghttp2 (the
-    // Python grpcio of privileged_h2big is installed by that test itself, with pip).
-    debian_package("nghttp2-client", Command::new("nghttp").arg("--version"))?;
-    debian_package("nghttp2-server", Command::new("nghttpd").arg("--version"))
+fn debian_packages(need: Need) -> anyhow::Result<()> {
+    let mut wanted = vec![("graphviz", probe("dot", "-V"))];
+    if need == Need::All {
+        wanted.extend([
+            ("bpftool", probe("bpftool", "version")),
+            ("qemu-system-x86", probe("qemu-system-x86_64", "--version")),
+            ("busybox-static", dpkg_installed("busybox-static")),
+            // nft makes the DNAT rules of the same-host NAT tests (tests/support/nat_lab.rs).
+            ("nftables", probe("nft", "--version")),
+            // rsvg-convert turns the benchmark's plot into a PNG.
+            ("librsvg2-bin", probe("rsvg-convert", "--version")),
+            // nghttp and nghttpd: plain HTTP/2 with large bodies in privileged_h2big_nghttp2
+            // (the Python grpcio of privileged_h2big is installed by that test itself, with pip).
+            ("nghttp2-client", probe("nghttp", "--version")),
+            ("nghttp2-server", probe("nghttpd", "--version")),
+        ]);
+    }
+    let mut missing = Vec::new();
+    for (package, probe) in &mut wanted {
+        if !probe.output().is_ok_and(|o| o.status.success()) {
+            missing.push(*package);
+        }
+    }
+    install_debian(&missing)
+}
+
+fn probe(program: &str, arg: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.arg(arg);
+    cmd
 }
 
 /// A command that succeeds when the Debian package is installed.
@@ -265,16 +289,24 @@ pub fn debian_package(package: &str, probe: &mut Command) -> anyhow::Result<()> 
     if probe.output().is_ok_and(|o| o.status.success()) {
         return Ok(());
     }
-    if !is_root() {
-        eprintln!(
-            "xtask: {package} is missing and installing it needs root: sudo apt-get install {package}"
-        );
+    install_debian(&[package])
+}
+
+/// Install Debian packages, all in one apt-get run (each run costs seconds of its own).
+fn install_debian(packages: &[&str]) -> anyhow::Result<()> {
+    if packages.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing {package} (Debian package)");
+    let list = packages.join(" ");
+    if !is_root() {
+        eprintln!("xtask: missing, and installing needs root: sudo apt-get install {list}");
+        return Ok(());
+    }
+    eprintln!("xtask: installing {list} (Debian packages)");
     let install = || {
         Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", package])
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
     };
@@ -283,7 +315,7 @@ pub fn debian_package(package: &str, probe: &mut Command) -> anyhow::Result<()> 
         install().is_ok_and(|s| s.success())
     };
     if !ok {
-        bail!("apt-get install {package} failed");
+        bail!("apt-get install {list} failed");
     }
     Ok(())
 }
