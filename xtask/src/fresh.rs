@@ -54,10 +54,7 @@ pub fn run() -> anyhow::Result<()> {
         .args(["run", setup::USER_TOOLCHAIN, "rustc", "--version"])
         .output()?;
     if pinned.status.success() {
-        bail!(
-            "the temporary RUSTUP_HOME already has {}",
-            setup::USER_TOOLCHAIN
-        );
+        bail!("the temporary RUSTUP_HOME already has {}", setup::USER_TOOLCHAIN);
     }
     eprintln!(
         "xtask: fresh-check: RUSTUP_HOME with only {default}, auto-install off: cargo xtask build"
@@ -68,16 +65,16 @@ pub fn run() -> anyhow::Result<()> {
     });
     let _ = std::fs::remove_dir_all(&home);
     result.context("the README's entry point fails from a fresh rustup state")?;
-    eprintln!("xtask: fresh-check passed in {:.0?}", started.elapsed());
+    eprintln!(
+        "xtask: fresh-check passed in {:.0?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
 fn rustup_home() -> PathBuf {
     std::env::var_os("RUSTUP_HOME").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".rustup")
-        },
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".rustup"),
         PathBuf::from,
     )
 }

@@ -56,17 +56,9 @@ pub fn use_user_toolchain() -> anyhow::Result<()> {
         && output_ok(Command::new("rustup").args(["run", USER_TOOLCHAIN, "rustfmt", "--version"]))
             .is_some();
     if !installed {
-        eprintln!(
-            "xtask: installing Rust {USER_TOOLCHAIN} with clippy and rustfmt (about 20 s, once)"
-        );
+        eprintln!("xtask: installing Rust {USER_TOOLCHAIN} with clippy and rustfmt (about 20 s, once)");
         let status = Command::new("rustup")
-            .args([
-                "toolchain",
-                "install",
-                USER_TOOLCHAIN,
-                "--profile",
-                "minimal",
-            ])
+            .args(["toolchain", "install", USER_TOOLCHAIN, "--profile", "minimal"])
             .args(["--component", "clippy", "--component", "rustfmt"])
             // Leave rustup itself and the default toolchain as the machine has them.
             .arg("--no-self-update")

@@ -36,7 +36,7 @@ use super::{
     map::{EdgeFinder, EdgeSample},
     otlp::{ExportError, OtlpConfig, Protocol, configure_grpc, configure_http},
 };
-use crate::span::{Span, resource::Resources};
+use crate::span::{Span, processes::Resources};
 
 pub const REQUEST_TOTAL: &str = "traces_service_graph_request_total";
 pub const REQUEST_FAILED_TOTAL: &str = "traces_service_graph_request_failed_total";

@@ -9,12 +9,13 @@ use wirespan_shared::{
     DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_EXEC,
     EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_EXIT,
     EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_GRPC_STREAM_OPENED,
-    EVENT_GO_HEADERS, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, ExecEvent,
-    GoConnEvent, GoExitEvent, GoGrpcCallEvent, GoHeadersEvent, GoServeEvent, GoSpawnEvent,
-    MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
+    EVENT_GO_HEADERS, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, EVENT_PROCESS_EXIT,
+    EVENT_PROCESS_START, GoConnEvent, GoExitEvent, GoGrpcCallEvent, GoHeadersEvent, GoServeEvent,
+    GoSpawnEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
 };
 
 use super::grpc::{GoConnUse, GoGrpcCall, GoHeaders};
+pub use super::process::{Exec, ExecImage, ProcessExit};
 use crate::load::AttachMode;
 
 /// Which lifecycle step a [`Conn`] event is.
@@ -138,14 +139,6 @@ pub struct GoExit {
     pub ts_ns: u64,
 }
 
-/// A process executed a new program.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Exec {
-    pub pid: u32,
-    pub comm: String,
-    pub ts_ns: u64,
-}
-
 /// One decoded kernel event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -158,6 +151,7 @@ pub enum Event {
     GoHeaders(GoHeaders),
     GoGrpcCall(GoGrpcCall),
     Exec(Exec),
+    Exit(ProcessExit),
 }
 
 impl Event {
@@ -174,6 +168,7 @@ impl Event {
             Self::GoHeaders(g) => g.ts_ns,
             Self::GoGrpcCall(g) => g.ts_ns,
             Self::Exec(e) => e.ts_ns,
+            Self::Exit(e) => e.ts_ns,
         }
     }
 }
@@ -194,6 +189,10 @@ pub enum DecodeError {
         "data event claims {captured} captured bytes (at most {MAX_CAPTURE} and what the record holds)"
     )]
     Captured { captured: u32 },
+    #[error(
+        "process-start event claims {args_len} argument and {env_len} environment bytes (more than its caps or what the record holds)"
+    )]
+    Blocks { args_len: u32, env_len: u32 },
 }
 
 /// Decode one ring-buffer record.
@@ -233,14 +232,9 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
                 ts_ns: raw.ts_ns,
             }))
         }
-        EVENT_EXEC => {
-            let raw = read_struct::<ExecEvent>(record)?;
-            Ok(Event::Exec(Exec {
-                pid: raw.pid,
-                comm: comm(&raw.comm),
-                ts_ns: raw.ts_ns,
-            }))
-        }
+        EVENT_EXEC => super::process::decode_exec(record).map(Event::Exec),
+        EVENT_PROCESS_START => super::process::decode_start(record).map(Event::Exec),
+        EVENT_PROCESS_EXIT => super::process::decode_exit(record).map(Event::Exit),
         EVENT_GO_SERVE_START | EVENT_GO_SERVE_END | EVENT_GO_CLIENT_START | EVENT_GO_CLIENT_END => {
             Ok(Event::GoServe(decode_go_serve(
                 &read_struct::<GoServeEvent>(record)?,
@@ -260,7 +254,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
 }
 
 /// Copy a `#[repr(C)]` plain-data struct out of the record after checking its length.
-fn read_struct<T: Copy>(record: &[u8]) -> Result<T, DecodeError> {
+pub(super) fn read_struct<T: Copy>(record: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if record.len() < need {
         return Err(DecodeError::TooShort {
@@ -377,7 +371,7 @@ fn ipv4(bytes: &[u8; 16]) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
 }
 
-fn comm(raw: &[u8; COMM_LEN]) -> String {
+pub(super) fn comm(raw: &[u8; COMM_LEN]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }

@@ -4,11 +4,13 @@
 
 pub mod decode;
 pub mod grpc;
+pub mod process;
 pub mod recording;
 pub mod ringbuf;
 
 pub use decode::{
-    Conn, ConnKind, Data, DecodeError, Direction, Event, Exec, GoExit, GoServe, GoSpawn, decode,
+    Conn, ConnKind, Data, DecodeError, Direction, Event, Exec, ExecImage, GoExit, GoServe, GoSpawn,
+    ProcessExit, decode,
 };
 pub use grpc::{
     CallPhase, ConnRole, GoConnUse, GoConnection, GoGrpcCall, GoHeaders, HeaderField, HeadersSource,

@@ -3,6 +3,7 @@
 //! semantic conventions: names, kinds, status and attributes. Exporters turn these into OTLP.
 
 pub mod ids;
+pub mod processes;
 pub mod resource;
 
 use std::net::SocketAddr;
