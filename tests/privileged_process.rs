@@ -71,6 +71,67 @@ fn client_spans(file: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// Every run has one client span, named as its process was started.
+fn check(spans: &[(String, String)], expected: &BTreeMap<String, String>, what: &str) {
+    let got: BTreeMap<String, String> = spans
+        .iter()
+        .map(|(name, pid)| (pid.clone(), name.clone()))
+        .collect();
+    assert_eq!(
+        spans.len(),
+        3 * RUNS,
+        "{what}: one client span per run: {spans:?}"
+    );
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(pid, name)| got.get(*pid) != Some(name))
+        .map(|(pid, name)| format!("pid {pid}: want {name}, got {:?}", got.get(pid)))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: {} of {} client spans misnamed: {wrong:#?}",
+        wrong.len(),
+        3 * RUNS
+    );
+}
+
+/// Run each client `RUNS` times, one at a time, each with its own name; pid → that name.
+fn run_clients(url: &str, oneshot: &Path) -> BTreeMap<String, String> {
+    let python = format!("import urllib.request; urllib.request.urlopen({url:?}).read()");
+    // pid → the name its process was started with.
+    let mut expected: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..RUNS {
+        let clients: [(String, Command); 3] = [
+            (format!("curl-job{i}"), {
+                let mut c = Command::new("curl");
+                c.args(["-sf", "-o", "/dev/null", url]);
+                c
+            }),
+            (format!("go-job{i}"), {
+                let mut c = Command::new(oneshot);
+                c.arg(url);
+                c
+            }),
+            (format!("py-job{i}"), {
+                let mut c = Command::new("python3");
+                c.args(["-c", &python]);
+                c
+            }),
+        ];
+        for (name, mut command) in clients {
+            let mut child = command
+                .env("OTEL_SERVICE_NAME", &name)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            let pid = child.id().to_string();
+            assert!(child.wait().unwrap().success(), "{name} failed");
+            expected.insert(pid, name);
+        }
+    }
+    expected
+}
+
 #[test]
 fn privileged_process_short_lived_clients_keep_their_service_names() {
     if !require_privileges() {
@@ -102,7 +163,7 @@ fn privileged_process_short_lived_clients_keep_their_service_names() {
         &port,
     ]);
     // Recorded by a second agent at the same time, for the replay below.
-    let recorder = Agent::start(&[
+    let recording_agent = Agent::start(&[
         "record",
         "--output",
         recording.to_str().unwrap(),
@@ -110,66 +171,13 @@ fn privileged_process_short_lived_clients_keep_their_service_names() {
         &port,
     ]);
 
-    let python = format!("import urllib.request; urllib.request.urlopen({url:?}).read()");
-    // pid → the name its process was started with.
-    let mut expected: BTreeMap<String, String> = BTreeMap::new();
-    for i in 0..RUNS {
-        let clients: [(String, Command); 3] = [
-            (format!("curl-job{i}"), {
-                let mut c = Command::new("curl");
-                c.args(["-sf", "-o", "/dev/null", &url]);
-                c
-            }),
-            (format!("go-job{i}"), {
-                let mut c = Command::new(&oneshot);
-                c.arg(&url);
-                c
-            }),
-            (format!("py-job{i}"), {
-                let mut c = Command::new("python3");
-                c.args(["-c", &python]);
-                c
-            }),
-        ];
-        for (name, mut command) in clients {
-            let mut child = command
-                .env("OTEL_SERVICE_NAME", &name)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            let pid = child.id().to_string();
-            assert!(child.wait().unwrap().success(), "{name} failed");
-            expected.insert(pid, name);
-        }
-    }
+    let expected = run_clients(&url, &oneshot);
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    let recorded = recorder.stop();
+    let recorded = recording_agent.stop();
     assert!(recorded.status.success(), "{}", recorded.stderr);
 
-    let check = |spans: &[(String, String)], what: &str| {
-        let got: BTreeMap<String, String> = spans
-            .iter()
-            .map(|(name, pid)| (pid.clone(), name.clone()))
-            .collect();
-        assert_eq!(
-            spans.len(),
-            3 * RUNS,
-            "{what}: one client span per run: {spans:?}"
-        );
-        let wrong: Vec<_> = expected
-            .iter()
-            .filter(|(pid, name)| got.get(*pid) != Some(name))
-            .map(|(pid, name)| format!("pid {pid}: want {name}, got {:?}", got.get(pid)))
-            .collect();
-        assert!(
-            wrong.is_empty(),
-            "{what}: {} of {} client spans misnamed: {wrong:#?}",
-            wrong.len(),
-            3 * RUNS
-        );
-    };
-    check(&client_spans(&file), "live");
+    check(&client_spans(&file), &expected, "live");
     assert!(
         stopped.stderr.contains("processes: "),
         "the summary counts processes: {}",
@@ -190,5 +198,5 @@ fn privileged_process_short_lived_clients_keep_their_service_names() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    check(&client_spans(&replayed), "replay");
+    check(&client_spans(&replayed), &expected, "replay");
 }

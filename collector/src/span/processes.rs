@@ -179,15 +179,14 @@ impl Resources {
                 let root = table.proc_root.clone();
                 let env = if image.env_cut {
                     table.stats.env_cut += 1;
-                    match root.and_then(|r| whole_block(&r, exec.pid, "environ", &image.env)) {
-                        Some(whole) => {
-                            table.stats.env_completed += 1;
-                            whole
-                        }
-                        None => {
-                            table.stats.env_partial += 1;
-                            complete_entries(&image.env).to_vec()
-                        }
+                    if let Some(whole) =
+                        root.and_then(|r| whole_block(&r, exec.pid, "environ", &image.env))
+                    {
+                        table.stats.env_completed += 1;
+                        whole
+                    } else {
+                        table.stats.env_partial += 1;
+                        complete_entries(&image.env).to_vec()
                     }
                 } else {
                     image.env.clone()

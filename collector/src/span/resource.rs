@@ -152,7 +152,7 @@ mod tests {
         }
     }
 
-    fn image<'a>(env: &'a [u8]) -> ProcessImage<'a> {
+    fn image(env: &[u8]) -> ProcessImage<'_> {
         ProcessImage {
             pid: 7,
             exe: "curl",
