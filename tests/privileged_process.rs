@@ -200,3 +200,54 @@ fn privileged_process_short_lived_clients_keep_their_service_names() {
     );
     check(&client_spans(&replayed), &expected, "replay");
 }
+
+#[test]
+fn privileged_process_an_environment_over_the_cap_is_read_whole_while_the_process_lives() {
+    if !require_privileges() {
+        return;
+    }
+    if Command::new("python3").arg("--version").output().is_err() {
+        return cannot_run("python3 is not installed");
+    }
+    let server = HttpServer::start("127.0.0.1", &[("a.txt", b"hello")]);
+    let port = server.port.to_string();
+    let url = format!("http://127.0.0.1:{port}/a.txt");
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("process-big-env.jsonl");
+    let agent = Agent::start(&[
+        "run",
+        "--exporter",
+        "file",
+        "--output",
+        file.to_str().unwrap(),
+        "--port",
+        &port,
+    ]);
+    // Variables are passed sorted by name: the padding comes first, so OTEL_SERVICE_NAME lies
+    // beyond the event's environment cap. The client waits a moment before its call, alive
+    // while the agent reads the rest from /proc.
+    let padding = "x".repeat(wirespan_shared::PROCESS_ENV_CAP + 4096);
+    let python = format!(
+        "import time, urllib.request; time.sleep(1); urllib.request.urlopen({url:?}).read()"
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &python])
+        .env("AAA_PADDING", &padding)
+        .env("OTEL_SERVICE_NAME", "big-env-job")
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    assert!(child.wait().unwrap().success());
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert_eq!(
+        client_spans(&file),
+        vec![("big-env-job".to_owned(), pid)],
+        "{}",
+        stopped.stderr
+    );
+    assert!(
+        !stopped.stderr.contains("(0 environments over the cap"),
+        "the cut is counted: {}",
+        stopped.stderr
+    );
+}
