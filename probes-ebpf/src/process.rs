@@ -91,23 +91,25 @@ fn try_process_start(tgid: u32) -> Result<(), ()> {
         h.args_size = args_size.min(u64::from(u32::MAX)) as u32;
         h.env_size = env_size.min(u64::from(u32::MAX)) as u32;
         args_len = copy_block(blocks, 0, arg_start, args_size, PROCESS_ARGS_CAP as u64);
-        env_len = copy_block(
-            blocks,
-            args_len,
-            env_start,
-            env_size,
-            PROCESS_ENV_CAP as u64,
-        );
+        // 6.1's verifier loses args_len's bound through copy_block's select (it then refuses
+        // the pointer below): launder it through the stack (volatile: LLVM keeps the mask) and
+        // mask it, a bound the verifier keeps. The mask changes nothing (args_len <= the cap).
+        let at = unsafe { core::ptr::read_volatile(&args_len) } & (2 * PROCESS_ARGS_CAP as u64 - 1);
+        env_len = copy_block(blocks, at, env_start, env_size, PROCESS_ENV_CAP as u64);
         read_exe_name(mm, &mut h.exe);
     }
     h.args_len = args_len as u32;
     h.env_len = env_len as u32;
-    // Both lengths are at most their caps (copy_block clamps); the checks restate it for the
-    // verifier, which needs the record's size bounded by the scratch value's.
-    if args_len > PROCESS_ARGS_CAP as u64 || env_len > PROCESS_ENV_CAP as u64 {
+    // Both lengths are at most their caps (copy_block clamps), but 6.1's verifier loses that
+    // bound through the 32-bit copies ("R3 min value is negative" at the ring buffer output).
+    // The size goes through the stack (volatile, so LLVM cannot drop the check as redundant)
+    // and is checked again where the verifier sees it.
+    let size = (size_of::<ProcessStartHeader>() as u64) + args_len + env_len;
+    let size = unsafe { core::ptr::read_volatile(&size) };
+    if size > size_of::<ProcessStartEvent>() as u64 {
         return Err(());
     }
-    let size = size_of::<ProcessStartHeader>() + args_len as usize + env_len as usize;
+    let size = size as usize;
     let record =
         unsafe { core::slice::from_raw_parts((ev as *const ProcessStartEvent).cast::<u8>(), size) };
     if EVENTS.output(record, 0).is_err() {
@@ -121,12 +123,13 @@ fn read_u64(addr: u64) -> u64 {
     unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
 }
 
-/// Copy up to `cap` of a user block's `size` bytes to `blocks + at` (`at <= PROCESS_ARGS_CAP`,
-/// `cap <= PROCESS_ENV_CAP`: inside the scratch buffer); how many were copied, 0 when the read
-/// failed. The new program's stack was just written by exec, so its pages are present.
+/// Copy up to `cap` of a user block's `size` bytes to `blocks + at` (`at < 2 *
+/// PROCESS_ARGS_CAP`, `cap <= PROCESS_ENV_CAP`: inside the scratch buffer); how many were
+/// copied, 0 when the read failed. The new program's stack was just written by exec, so its
+/// pages are present.
 #[inline(always)]
 fn copy_block(blocks: *mut u8, at: u64, src: u64, size: u64, cap: u64) -> u64 {
-    if at > PROCESS_ARGS_CAP as u64 || src == 0 {
+    if at >= 2 * PROCESS_ARGS_CAP as u64 || src == 0 {
         return 0;
     }
     let mut n = size;

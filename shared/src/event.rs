@@ -130,12 +130,12 @@ pub struct ProcessStartHeader {
 
 /// A process-start event as the probe builds it in per-CPU scratch space; only
 /// `size_of::<ProcessStartHeader>() + args_len + env_len` bytes are sent. The environment is
-/// written right after the arguments, at an offset of at most `PROCESS_ARGS_CAP`, so the buffer
-/// holds both caps.
+/// written right after the arguments, at an offset the verifier knows only as below
+/// `2 * PROCESS_ARGS_CAP` (a mask), so the buffer has room for that plus `PROCESS_ENV_CAP`.
 #[repr(C)]
 pub struct ProcessStartEvent {
     pub header: ProcessStartHeader,
-    pub blocks: [u8; PROCESS_ARGS_CAP + PROCESS_ENV_CAP],
+    pub blocks: [u8; 2 * PROCESS_ARGS_CAP + PROCESS_ENV_CAP],
 }
 
 /// A process ended: sent at `sched:sched_process_exit` of the thread-group leader only (one event
@@ -393,7 +393,7 @@ mod tests {
         assert_eq!(align_of::<ProcessStartHeader>(), 8);
         assert_eq!(
             size_of::<ProcessStartEvent>(),
-            size_of::<ProcessStartHeader>() + PROCESS_ARGS_CAP + PROCESS_ENV_CAP
+            size_of::<ProcessStartHeader>() + 2 * PROCESS_ARGS_CAP + PROCESS_ENV_CAP
         );
         assert_eq!(size_of::<ProcessExitEvent>(), 4 * 2 + 8);
         assert_eq!(size_of::<GoSpawnEvent>(), 4 * 4 + 8 * 3);
