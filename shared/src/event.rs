@@ -96,9 +96,10 @@ pub struct ExecEvent {
 }
 
 /// Tag of [`ProcessStartHeader`]: a process executed a new program, with what its resource needs.
-pub const EVENT_PROCESS_START: u32 = 17;
+/// (17 is main's `EVENT_CONNECT_FAILED`: these two come after it.)
+pub const EVENT_PROCESS_START: u32 = 18;
 /// Tag of [`ProcessExitEvent`]: a process (its thread-group leader) exited.
-pub const EVENT_PROCESS_EXIT: u32 = 18;
+pub const EVENT_PROCESS_EXIT: u32 = 19;
 
 /// Argument bytes (`mm->arg_start..arg_end`) a process-start event carries at most.
 pub const PROCESS_ARGS_CAP: usize = 4096;
