@@ -13,7 +13,7 @@ use wirespan::{
     correlate::{Correlator, DEFAULT_WINDOW_NS},
     export::SpanSink,
     source::recording::RecordingReader,
-    span::{IdGenerator, Span, Value},
+    span::{IdGenerator, Span, Value, processes::Resources},
 };
 
 #[derive(Default)]
@@ -43,6 +43,7 @@ fn spans_of(fixture: &str) -> (Vec<Span>, u64) {
             IdGenerator::with_seed(7),
         )),
         sink: &mut sink,
+        resources: Resources::offline(),
     };
     let summary = agent::replay(&mut reader, output).unwrap();
     (sink.0, summary.spans.unwrap().orphans)

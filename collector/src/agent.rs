@@ -20,7 +20,10 @@ use crate::{
         recording::{RecordingError, RecordingReader, RecordingWriter},
         ringbuf::RingBufSource,
     },
-    span::{IdGenerator, Span},
+    span::{
+        IdGenerator, Span,
+        processes::{ProcessStats, Resources},
+    },
 };
 
 /// How often the correlator's clock moves on when no events arrive.
@@ -53,6 +56,8 @@ pub struct RunSummary {
     pub conns: Option<ConnStats>,
     /// What the correlator made, when spans were.
     pub spans: Option<CorrelateStats>,
+    /// Where the spans' process resources came from, when spans were made.
+    pub processes: Option<ProcessStats>,
 }
 
 impl RunSummary {
@@ -87,6 +92,9 @@ impl RunSummary {
                 s.failed_calls,
                 s.unclaimed_connects
             );
+        }
+        if let Some(p) = self.processes {
+            let _ = write!(text, "; processes: {}", p.describe());
         }
         text
     }
@@ -128,10 +136,12 @@ pub enum Output<'a> {
         sink: &'a mut dyn ExchangeSink,
     },
     /// Through the connection table, the protocol decoders and the correlator, to spans.
+    /// `resources` is the sinks' process table: exec and exit events go to it in stream order.
     Spans {
         table: ConnTable,
         correlator: Box<Correlator>,
         sink: &'a mut dyn SpanSink,
+        resources: Resources,
     },
 }
 
@@ -144,9 +154,11 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// Spans through a connection table and a correlator with default limits.
-    pub fn spans(sink: &'a mut dyn SpanSink) -> Self {
+    /// Spans through a connection table and a correlator with default limits; `resources` is
+    /// the table the sinks name processes from.
+    pub fn spans(sink: &'a mut dyn SpanSink, resources: Resources) -> Self {
         Self::Spans {
+            resources,
             table: ConnTable::default(),
             correlator: Box::new(Correlator::new(
                 DEFAULT_WINDOW_NS,
@@ -208,9 +220,18 @@ impl<'a> Pipeline<'a> {
                 self.deliver_exchanges()
             }
             Output::Spans {
-                table, correlator, ..
+                table,
+                correlator,
+                resources,
+                ..
             } => {
                 self.last_ts_ns = self.last_ts_ns.max(event.ts_ns());
+                // A process's resource is taken at its exec, before any span of it is delivered.
+                match &event {
+                    Event::Exec(exec) => resources.on_exec(exec),
+                    Event::Exit(exit) => resources.on_exit(exit),
+                    _ => {}
+                }
                 // Contexts first: the exchange an event completes is judged with it known.
                 correlator.on_event(&event);
                 table.on_event(&event, &mut self.exchanges);
@@ -245,7 +266,10 @@ impl<'a> Pipeline<'a> {
     /// Spans whose parents are settled go to the sink.
     fn deliver_spans(&mut self, end: bool) -> Result<(), StepError> {
         if let Output::Spans {
-            correlator, sink, ..
+            correlator,
+            sink,
+            resources,
+            ..
         } = &mut self.output
         {
             if end {
@@ -257,6 +281,7 @@ impl<'a> Pipeline<'a> {
                 sink.span(&span).map_err(StepError::Write)?;
             }
             self.summary.spans = Some(correlator.stats);
+            self.summary.processes = Some(resources.stats());
         }
         Ok(())
     }
@@ -329,6 +354,10 @@ pub async fn run<'a>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, AgentError> {
     let (mut probes, maps) = Probes::load(options)?;
+    // Processes older than the agent, now that the exec probe sees every newer one.
+    if let Output::Spans { resources, .. } = &output {
+        resources.scan_running();
+    }
     on_ready(&probes.report, &probes.go_report);
     let mut source = RingBufSource::new(maps.events).map_err(AgentError::Read)?;
     let mut pipeline = Pipeline::new(output, recorder);

@@ -167,6 +167,30 @@ pub struct Exec {
     pub pid: u32,
     pub comm: String,
     pub ts_ns: u64,
+    /// What the kernel read of the new program at exec; `None` in recordings made before
+    /// probes read it.
+    pub image: Option<ExecImage>,
+}
+
+/// The new program as exec left it: what `/proc/<pid>/exe`, `cmdline` and `environ` would show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecImage {
+    /// The executable's file name (empty when the kernel could not read it).
+    pub exe: String,
+    /// The NUL-separated argument block, cut at `PROCESS_ARGS_CAP` bytes.
+    pub args: Vec<u8>,
+    /// The NUL-separated environment block, cut at `PROCESS_ENV_CAP` bytes.
+    pub env: Vec<u8>,
+    /// The whole blocks were longer than what is here (cut at the cap, or unreadable).
+    pub args_cut: bool,
+    pub env_cut: bool,
+}
+
+/// A process (its thread-group leader) exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessExit {
+    pub pid: u32,
+    pub ts_ns: u64,
 }
 
 /// One decoded kernel event.
@@ -184,6 +208,7 @@ pub enum Event {
     GoHeaders(GoHeaders),
     GoGrpcCall(GoGrpcCall),
     Exec(Exec),
+    Exit(ProcessExit),
 }
 
 impl Event {
@@ -200,6 +225,7 @@ impl Event {
             Self::GoHeaders(g) => g.ts_ns,
             Self::GoGrpcCall(g) => g.ts_ns,
             Self::Exec(e) => e.ts_ns,
+            Self::Exit(e) => e.ts_ns,
         }
     }
 }

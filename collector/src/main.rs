@@ -26,7 +26,7 @@ use wirespan::{
     },
     sink::{EventSink, ExchangeSink, FanOut, SpanSink},
     source::recording::{RecordingInfo, RecordingReader, RecordingWriter},
-    span::resource::Resources,
+    span::processes::Resources,
     views::{
         console::ConsoleSink,
         exchanges::{ConsoleExchanges, JsonExchanges},
@@ -191,16 +191,23 @@ impl ExportArgs {
         }
     }
 
-    /// The span sinks for a run whose times convert with `clock` (`offline` for a replay: the
-    /// recorded processes are gone, /proc is not theirs).
-    fn sinks(&self, clock: &WallClock, offline: bool) -> anyhow::Result<Vec<Box<dyn SpanSink>>> {
-        let resources = || {
-            if offline {
-                Resources::offline()
-            } else {
-                Resources::new(PathBuf::from("/proc"), self.show_command_args)
-            }
-        };
+    /// The run's process resources (`offline` for a replay: the recorded processes are gone,
+    /// /proc is not theirs; the recording's exec events name them).
+    fn resources(&self, offline: bool) -> Resources {
+        if offline {
+            Resources::offline()
+        } else {
+            Resources::new(PathBuf::from("/proc"), self.show_command_args)
+        }
+    }
+
+    /// The span sinks for a run whose times convert with `clock`, sharing `resources`.
+    fn sinks(
+        &self,
+        clock: &WallClock,
+        resources: &Resources,
+    ) -> anyhow::Result<Vec<Box<dyn SpanSink>>> {
+        let resources = || resources.clone();
         let mut sinks: Vec<Box<dyn SpanSink>> = Vec::new();
         for exporter in self.exporters() {
             match exporter {
@@ -237,12 +244,11 @@ impl ExportArgs {
                         timeout,
                         queue: self.otlp_queue,
                         show_query: self.show_query,
-                        show_command_args: self.show_command_args,
                     };
                     if graph_metrics::enabled() {
                         sinks.push(Box::new(GraphMetrics::start(&config, resources())?));
                     }
-                    sinks.push(Box::new(OtlpSink::start(config, *clock, offline)?));
+                    sinks.push(Box::new(OtlpSink::start(config, *clock, resources())?));
                 }
             }
         }
@@ -370,8 +376,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             capture,
         } => {
             let clock = clock_for(replay.as_deref())?;
-            let mut sink = FanOut(export.sinks(&clock, replay.is_some())?);
-            from_source(replay.as_deref(), &capture, Output::spans(&mut sink), None)
+            let resources = export.resources(replay.is_some());
+            let mut sink = FanOut(export.sinks(&clock, &resources)?);
+            from_source(
+                replay.as_deref(),
+                &capture,
+                Output::spans(&mut sink, resources),
+                None,
+            )
         }
         Command::Map {
             format,
@@ -446,8 +458,8 @@ fn service_map(
     } else {
         Resources::new(PathBuf::from("/proc"), false)
     };
-    let mut map = ServiceMap::new(resources);
-    from_source(replay, capture, Output::spans(&mut map), None)?;
+    let mut map = ServiceMap::new(resources.clone());
+    from_source(replay, capture, Output::spans(&mut map, resources), None)?;
     let text = match format {
         MapFormat::Table => map.table(),
         MapFormat::Dot => map.dot(),

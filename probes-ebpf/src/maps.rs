@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use wirespan_shared::{
     COMM_LEN, DataEvent, FILTER_CGROUP, FILTER_PID, FILTER_PORT, FdOffsets, LOST_CAUSES,
-    SetStateFormat, Settings, SockCommonOffsets,
+    ProcOffsets, SetStateFormat, Settings, SockCommonOffsets,
 };
 
 /// Every event goes through this one bounded ring buffer; a full buffer is counted in `LOST`.
@@ -85,6 +85,8 @@ static SOCK_OFFSETS: SockCommonOffsets = SockCommonOffsets::zeroed();
 #[unsafe(no_mangle)]
 static FD_OFFSETS: FdOffsets = FdOffsets::zeroed();
 #[unsafe(no_mangle)]
+static PROC_OFFSETS: ProcOffsets = ProcOffsets::zeroed();
+#[unsafe(no_mangle)]
 static SET_STATE_FORMAT: SetStateFormat = SetStateFormat::zeroed();
 #[unsafe(no_mangle)]
 static SETTINGS: Settings = Settings::zeroed();
@@ -101,6 +103,11 @@ pub fn sock_offsets() -> SockCommonOffsets {
 pub fn fd_offsets() -> FdOffsets {
     // SAFETY: as in `sock_offsets`: a read-only plain-data static, set before load.
     unsafe { core::ptr::read_volatile(&raw const FD_OFFSETS) }
+}
+
+#[inline(always)]
+pub fn proc_offsets() -> ProcOffsets {
+    unsafe { core::ptr::read_volatile(&PROC_OFFSETS) }
 }
 
 #[inline(always)]

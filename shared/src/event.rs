@@ -87,7 +87,8 @@ pub struct GoExitEvent {
     pub ts_ns: u64,
 }
 
-/// A process executed a new program.
+/// A process executed a new program (the first layout: no arguments, no environment). Probes no
+/// longer send it; older recordings carry it, and they still replay.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecEvent {
@@ -95,6 +96,61 @@ pub struct ExecEvent {
     pub pid: u32,
     pub ts_ns: u64,
     pub comm: [u8; COMM_LEN],
+}
+
+/// Tag of [`ProcessStartHeader`]: a process executed a new program, with what its resource needs.
+/// (17 is main's `EVENT_CONNECT_FAILED`: these two come after it.)
+pub const EVENT_PROCESS_START: u32 = 18;
+/// Tag of [`ProcessExitEvent`]: a process (its thread-group leader) exited.
+pub const EVENT_PROCESS_EXIT: u32 = 19;
+
+/// Argument bytes (`mm->arg_start..arg_end`) a process-start event carries at most.
+pub const PROCESS_ARGS_CAP: usize = 4096;
+/// Environment bytes (`mm->env_start..env_end`) a process-start event carries at most. Larger
+/// environments are cut here; user space reads the whole block from `/proc` while it can.
+pub const PROCESS_ENV_CAP: usize = 16_384;
+/// Bytes of the executable's file name (`mm->exe_file`'s dentry name), NUL-padded.
+pub const PROCESS_EXE_LEN: usize = 64;
+
+/// Fixed part of a process-start event, read at `sched:sched_process_exec` in the new program's
+/// context (exec has succeeded, so the arguments and environment are on its fresh stack, where
+/// `/proc/<pid>/cmdline` and `environ` would read them). `args_len` argument bytes follow the
+/// header, then `env_len` environment bytes; both are NUL-separated blocks. `args_size` and
+/// `env_size` are the blocks' whole sizes: a captured length below them means the block was cut
+/// at its cap (or could not be read at all, when the captured length is 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessStartHeader {
+    pub kind: u32,
+    pub pid: u32,
+    pub ts_ns: u64,
+    pub args_size: u32,
+    pub args_len: u32,
+    pub env_size: u32,
+    pub env_len: u32,
+    pub comm: [u8; COMM_LEN],
+    pub exe: [u8; PROCESS_EXE_LEN],
+}
+
+/// A process-start event as the probe builds it in per-CPU scratch space; only
+/// `size_of::<ProcessStartHeader>() + args_len + env_len` bytes are sent. The environment is
+/// written right after the arguments, at an offset the verifier knows only as below
+/// `2 * PROCESS_ARGS_CAP` (a mask), so the buffer has room for that plus `PROCESS_ENV_CAP`.
+#[repr(C)]
+pub struct ProcessStartEvent {
+    pub header: ProcessStartHeader,
+    pub blocks: [u8; 2 * PROCESS_ARGS_CAP + PROCESS_ENV_CAP],
+}
+
+/// A process ended: sent at `sched:sched_process_exit` of the thread-group leader only (one event
+/// per process, not per thread). User space keeps the process's resource until its last spans
+/// are out, then forgets it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessExitEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub ts_ns: u64,
 }
 
 /// Address families, as the kernel numbers them (`AF_INET`, `AF_INET6`).
@@ -330,7 +386,10 @@ pub const LOST_PAYLOAD_READ_FAILED: u32 = 4;
 /// An exec event did not fit in the ring buffer (counted apart: exec events are not filtered by
 /// port, so they would blur the count of the traffic's own losses).
 pub const LOST_EXEC_RINGBUF_FULL: u32 = 5;
-pub const LOST_CAUSES: u32 = 6;
+/// A process-exit event did not fit in the ring buffer (the process's resource is then kept
+/// until the table's bound pushes it out).
+pub const LOST_EXIT_RINGBUF_FULL: u32 = 6;
+pub const LOST_CAUSES: u32 = 7;
 
 /// Names of the loss causes, indexed like the `LOST_*` constants.
 pub const LOST_CAUSE_NAMES: [&str; LOST_CAUSES as usize] = [
@@ -340,6 +399,7 @@ pub const LOST_CAUSE_NAMES: [&str; LOST_CAUSES as usize] = [
     "syscall table full",
     "payload read failed",
     "ring buffer full, exec events",
+    "ring buffer full, exit events",
 ];
 
 #[cfg(feature = "user")]
@@ -374,6 +434,16 @@ mod tests {
             4 * 14 + 8 * 2 + size_of::<GrpcOffsets>()
         );
         assert_eq!(size_of::<ExecEvent>(), 4 * 2 + 8 + COMM_LEN);
+        assert_eq!(
+            size_of::<ProcessStartHeader>(),
+            4 * 2 + 8 + 4 * 4 + COMM_LEN + PROCESS_EXE_LEN
+        );
+        assert_eq!(align_of::<ProcessStartHeader>(), 8);
+        assert_eq!(
+            size_of::<ProcessStartEvent>(),
+            size_of::<ProcessStartHeader>() + 2 * PROCESS_ARGS_CAP + PROCESS_ENV_CAP
+        );
+        assert_eq!(size_of::<ProcessExitEvent>(), 4 * 2 + 8);
         assert_eq!(size_of::<GoSpawnEvent>(), 4 * 4 + 8 * 3);
         assert_eq!(size_of::<GoExitEvent>(), 4 * 4 + 8 * 2);
         assert_eq!(

@@ -78,6 +78,41 @@ impl FdOffsets {
     }
 }
 
+/// Byte offsets along task → `mm_struct` (the argument and environment blocks' bounds) and
+/// `mm->exe_file` → its dentry's name, read from the running kernel's BTF. The process-start
+/// probe reads what `/proc/<pid>/cmdline`, `environ` and `exe` would show, while the process
+/// is certainly alive.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcOffsets {
+    pub task_mm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
+    pub mm_exe_file: u32,
+    /// `file.f_path.dentry` (`f_path` is a `struct path` embedded in the file).
+    pub file_path_dentry: u32,
+    /// `dentry.d_name.name` (`d_name` is a `struct qstr` embedded in the dentry).
+    pub dentry_name: u32,
+}
+
+impl ProcOffsets {
+    #[must_use]
+    pub const fn zeroed() -> Self {
+        Self {
+            task_mm: 0,
+            mm_arg_start: 0,
+            mm_arg_end: 0,
+            mm_env_start: 0,
+            mm_env_end: 0,
+            mm_exe_file: 0,
+            file_path_dentry: 0,
+            dentry_name: 0,
+        }
+    }
+}
+
 /// Byte offsets of the `sock:inet_sock_set_state` record fields, read from the tracepoint's
 /// `format` file in tracefs.
 #[repr(C)]
@@ -146,6 +181,7 @@ pub const S_IFSOCK: u16 = 0o140_000;
 /// Names of the globals in the eBPF object.
 pub const GLOBAL_SOCK_OFFSETS: &str = "SOCK_OFFSETS";
 pub const GLOBAL_FD_OFFSETS: &str = "FD_OFFSETS";
+pub const GLOBAL_PROC_OFFSETS: &str = "PROC_OFFSETS";
 pub const GLOBAL_SET_STATE_FORMAT: &str = "SET_STATE_FORMAT";
 pub const GLOBAL_SETTINGS: &str = "SETTINGS";
 
@@ -155,6 +191,9 @@ unsafe impl aya::Pod for SockCommonOffsets {}
 #[cfg(feature = "user")]
 // SAFETY: plain #[repr(C)] u32 fields; any bit pattern is valid.
 unsafe impl aya::Pod for FdOffsets {}
+#[cfg(feature = "user")]
+// SAFETY: plain #[repr(C)] u32 fields; any bit pattern is valid.
+unsafe impl aya::Pod for ProcOffsets {}
 #[cfg(feature = "user")]
 // SAFETY: plain #[repr(C)] u32 fields; any bit pattern is valid.
 unsafe impl aya::Pod for SetStateFormat {}

@@ -6,7 +6,10 @@
 //! every map and program there is named here. The load-time globals' names are the `GLOBAL_*`
 //! constants in [`crate::globals`].
 
-use crate::{GLOBAL_FD_OFFSETS, GLOBAL_SET_STATE_FORMAT, GLOBAL_SETTINGS, GLOBAL_SOCK_OFFSETS};
+use crate::{
+    GLOBAL_FD_OFFSETS, GLOBAL_PROC_OFFSETS, GLOBAL_SET_STATE_FORMAT, GLOBAL_SETTINGS,
+    GLOBAL_SOCK_OFFSETS,
+};
 
 /// Map: the one ring buffer every event goes through.
 pub const MAP_EVENTS: &str = "EVENTS";
@@ -42,6 +45,8 @@ pub const MAP_CALLS: &str = "CALLS";
 pub const MAP_FRAME_CHAINS: &str = "FRAME_CHAINS";
 /// Map: per CPU, the frame walk of the syscall being captured (kernel-only).
 pub const MAP_WALK: &str = "WALK";
+/// Map: per CPU, the process-start record being built at exec (kernel-only).
+pub const MAP_PROCESS_SCRATCH: &str = "PROCESS_SCRATCH";
 
 /// Every map in the probes' object.
 pub const MAPS: &[&str] = &[
@@ -62,6 +67,7 @@ pub const MAPS: &[&str] = &[
     MAP_CALLS,
     MAP_FRAME_CHAINS,
     MAP_WALK,
+    MAP_PROCESS_SCRATCH,
 ];
 
 // Programs of probes-ebpf/src/conn.rs.
@@ -150,6 +156,7 @@ pub const PROGRAMS: &[&str] = &[
 pub const GLOBALS: &[&str] = &[
     GLOBAL_SOCK_OFFSETS,
     GLOBAL_FD_OFFSETS,
+    GLOBAL_PROC_OFFSETS,
     GLOBAL_SET_STATE_FORMAT,
     GLOBAL_SETTINGS,
 ];

@@ -129,7 +129,8 @@ impl ConnTable {
             | Event::GoConnUse(_)
             | Event::GoHeaders(_)
             | Event::GoGrpcCall(_)
-            | Event::Exec(_) => {}
+            | Event::Exec(_)
+            | Event::Exit(_) => {}
             Event::Data(d) => {
                 let seg = Segment {
                     direction: d.direction,

@@ -117,6 +117,9 @@ struct GoProcess {
     makes_grpc_calls: bool,
     /// Goroutines that ended, to forget after the grace period.
     ended: VecDeque<(u64, u64)>,
+    /// When the process exited: its state goes a grace period later (its last exchanges may
+    /// still ask about it).
+    exited_at: Option<u64>,
 }
 
 /// A thread serving a request: the connection it read it on and when.
@@ -140,6 +143,8 @@ pub struct Contexts {
     /// after the grace period, not at once (the close itself may complete the connection's last
     /// exchange).
     closed: VecDeque<(u64, u32, SocketAddr, SocketAddr)>,
+    /// Processes that exited (when, pid): their Go state is dropped after the grace period.
+    exited: VecDeque<(u64, u32)>,
     /// Connection ends (local, remote) this agent has seen events of, with the last one's time:
     /// a server span waits for its client only when the client's end is here (a peer the
     /// filters leave out, or an untraced one, never completes its side).
@@ -281,7 +286,29 @@ impl Contexts {
             Event::Exec(e) => {
                 self.go.remove(&e.pid);
             }
+            Event::Exit(e) => {
+                self.threads.retain(|(pid, _), _| *pid != e.pid);
+                if let Some(p) = self.go.get_mut(&e.pid) {
+                    p.exited_at = Some(e.ts_ns);
+                    self.exited.push_back((e.ts_ns, e.pid));
+                }
+                self.forget_exited(e.ts_ns);
+            }
             _ => {}
+        }
+    }
+
+    /// Drop the Go state of processes that exited more than the grace period ago, unless the
+    /// pid runs a new program since (its `exec` reset the state).
+    fn forget_exited(&mut self, now: u64) {
+        while let Some(&(ts, pid)) = self.exited.front() {
+            if now.saturating_sub(ts) < GRACE_NS {
+                break;
+            }
+            self.exited.pop_front();
+            if self.go.get(&pid).is_some_and(|p| p.exited_at == Some(ts)) {
+                self.go.remove(&pid);
+            }
         }
     }
 
@@ -618,6 +645,18 @@ mod tests {
             Contexts::handler_of(PID, &c.go[&PID], 10, 450),
             Lookup::Expired
         );
+    }
+
+    #[test]
+    fn a_process_go_state_is_dropped_a_grace_period_after_it_exits() {
+        let exit = |pid: u32, ts_ns: u64| Event::Exit(crate::event::ProcessExit { pid, ts_ns });
+        let mut c = Contexts::default();
+        handler_starts(&mut c, 10, "127.0.0.1:5000", 100);
+        c.on_event(&exit(PID, 200));
+        assert!(c.go.contains_key(&PID), "kept through the grace period");
+        c.on_event(&exit(PID + 1, 200 + GRACE_NS));
+        assert!(!c.go.contains_key(&PID));
+        assert!(c.exited.is_empty());
     }
 
     #[test]

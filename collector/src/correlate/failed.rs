@@ -198,7 +198,9 @@ impl Failures {
                 self.transport.remove(&e.pid);
                 self.comms.insert(e.pid, e.comm.clone());
             }
-            Event::Data(_) => {}
+            // Per-pid state is bounded by MAX_ENTRIES; a call that failed just before its
+            // process exited is already out.
+            Event::Data(_) | Event::Exit(_) => {}
         }
     }
 

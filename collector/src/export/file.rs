@@ -2,7 +2,7 @@
 //! (the OpenTelemetry Collector file exporter's format, which its `otlpjsonfile` receiver reads
 //! back), written at each flush with the spans since the last, grouped one resource per process.
 
-use std::{fs::File, io::Write, path::Path};
+use std::{fs::File, io::Write, path::Path, sync::Arc};
 
 use opentelemetry_proto::{
     tonic::collector::trace::v1::ExportTraceServiceRequest,
@@ -14,14 +14,16 @@ use opentelemetry_proto::{
 
 use super::{SpanSink, spandata};
 use crate::clock::WallClock;
-use crate::span::{Span, resource::Resources};
+use crate::span::{Span, processes::Resources, resource::Resource};
 
 pub struct FileSink {
     out: std::io::BufWriter<File>,
     clock: WallClock,
     resources: Resources,
     show_query: bool,
-    waiting: Vec<Span>,
+    /// Spans since the last flush, each with its process's resource as it was when the span
+    /// came (the process may be gone and forgotten by the flush).
+    waiting: Vec<(Arc<Resource>, Span)>,
 }
 
 impl FileSink {
@@ -44,7 +46,8 @@ impl FileSink {
 
 impl SpanSink for FileSink {
     fn span(&mut self, span: &Span) -> std::io::Result<()> {
-        self.waiting.push(span.clone());
+        let resource = self.resources.of(span.pid, &span.comm, span.start_ns);
+        self.waiting.push((resource, span.clone()));
         Ok(())
     }
 
@@ -52,17 +55,9 @@ impl SpanSink for FileSink {
         if self.waiting.is_empty() {
             return self.out.flush();
         }
-        let mut by_pid: Vec<(u32, Vec<Span>)> = Vec::new();
-        for span in self.waiting.drain(..) {
-            match by_pid.iter_mut().find(|(pid, _)| *pid == span.pid) {
-                Some((_, spans)) => spans.push(span),
-                None => by_pid.push((span.pid, vec![span])),
-            }
-        }
         let mut request = ExportTraceServiceRequest::default();
-        for (pid, spans) in by_pid {
-            let resource = self.resources.of(pid, &spans[0].comm);
-            let resource = ResourceAttributesWithSchema::from(&spandata::sdk_resource(resource));
+        for (resource, spans) in spandata::by_resource(self.waiting.drain(..)) {
+            let resource = ResourceAttributesWithSchema::from(&spandata::sdk_resource(&resource));
             let data = spans
                 .iter()
                 .map(|s| spandata::span_data(s, &self.clock, self.show_query))

@@ -35,7 +35,7 @@ use super::{
     SpanSink,
     otlp::{ExportError, OtlpConfig, Protocol, configure_grpc, configure_http},
 };
-use crate::span::{Span, resource::Resources};
+use crate::span::{Span, processes::Resources};
 use crate::views::map::{EdgeFinder, EdgeSample};
 
 pub const REQUEST_TOTAL: &str = "traces_service_graph_request_total";

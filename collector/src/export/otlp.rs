@@ -9,7 +9,6 @@
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -24,7 +23,7 @@ use opentelemetry_sdk::trace::SpanExporter as _;
 
 use super::{SpanSink, spandata};
 use crate::clock::WallClock;
-use crate::span::{Span, resource::Resources};
+use crate::span::{Span, processes::Resources, resource::Resource};
 
 /// Spans waiting for export at most; more are dropped and counted.
 pub const DEFAULT_QUEUE: usize = 65_536;
@@ -86,7 +85,6 @@ pub struct OtlpConfig {
     pub timeout: Option<Duration>,
     pub queue: usize,
     pub show_query: bool,
-    pub show_command_args: bool,
 }
 
 /// Parse `key=value,key=value` (the `OTEL_EXPORTER_OTLP_HEADERS` form).
@@ -118,7 +116,10 @@ pub struct ExportCounts {
 
 /// The sink: a bounded queue into the export thread.
 pub struct OtlpSink {
-    tx: Option<SyncSender<Span>>,
+    /// Each span goes with its process's resource, taken when the span came: a queued span
+    /// keeps it however long the export takes, even after its process is forgotten.
+    tx: Option<SyncSender<(Arc<Resource>, Span)>>,
+    resources: Resources,
     counts: Arc<ExportCounts>,
     thread: Option<JoinHandle<()>>,
     protocol: Protocol,
@@ -126,7 +127,12 @@ pub struct OtlpSink {
 
 impl OtlpSink {
     /// Build the exporter (failing now on a bad configuration) and start the export thread.
-    pub fn start(config: OtlpConfig, clock: WallClock, offline: bool) -> Result<Self, ExportError> {
+    /// Spans are paired with their resources from `resources` as they come.
+    pub fn start(
+        config: OtlpConfig,
+        clock: WallClock,
+        resources: Resources,
+    ) -> Result<Self, ExportError> {
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let counts = Arc::new(ExportCounts::default());
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -135,17 +141,13 @@ impl OtlpSink {
         let thread = std::thread::Builder::new()
             .name("wirespan-otlp".into())
             .spawn(move || {
-                let resources = if offline {
-                    Resources::offline()
-                } else {
-                    Resources::new(PathBuf::from("/proc"), config.show_command_args)
-                };
-                export_thread(&config, clock, resources, &rx, &thread_counts, &ready_tx);
+                export_thread(&config, clock, &rx, &thread_counts, &ready_tx);
             })
             .map_err(ExportError::Thread)?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Self {
                 tx: Some(tx),
+                resources,
                 counts,
                 thread: Some(thread),
                 protocol,
@@ -186,7 +188,8 @@ impl Drop for OtlpSink {
 impl SpanSink for OtlpSink {
     fn span(&mut self, span: &Span) -> std::io::Result<()> {
         if let Some(tx) = &self.tx {
-            match tx.try_send(span.clone()) {
+            let resource = self.resources.of(span.pid, &span.comm, span.start_ns);
+            match tx.try_send((resource, span.clone())) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     self.counts
@@ -279,8 +282,7 @@ fn http_signal_url(endpoint: &str, signal: &str) -> String {
 fn export_thread(
     config: &OtlpConfig,
     clock: WallClock,
-    mut resources: Resources,
-    rx: &Receiver<Span>,
+    rx: &Receiver<(Arc<Resource>, Span)>,
     counts: &ExportCounts,
     ready: &mpsc::Sender<Result<(), ExportError>>,
 ) {
@@ -308,15 +310,7 @@ fn export_thread(
         let (batch, closed) = next_batch(rx);
         if !batch.is_empty() {
             // One export request per process: the resource is the process.
-            let mut by_pid: Vec<(u32, Vec<Span>)> = Vec::new();
-            for span in batch {
-                match by_pid.iter_mut().find(|(pid, _)| *pid == span.pid) {
-                    Some((_, spans)) => spans.push(span),
-                    None => by_pid.push((span.pid, vec![span])),
-                }
-            }
-            for (pid, spans) in by_pid {
-                let resource = resources.of(pid, &spans[0].comm).clone();
+            for (resource, spans) in spandata::by_resource(batch) {
                 exporter.set_resource(&spandata::sdk_resource(&resource));
                 let data: Vec<_> = spans
                     .iter()
@@ -346,7 +340,7 @@ fn export_thread(
 
 /// Up to `MAX_BATCH` spans, waiting at most `BATCH_DELAY` after the first; and whether the
 /// queue was closed.
-fn next_batch(rx: &Receiver<Span>) -> (Vec<Span>, bool) {
+fn next_batch<T>(rx: &Receiver<T>) -> (Vec<T>, bool) {
     let mut batch = Vec::new();
     match rx.recv() {
         Ok(span) => batch.push(span),

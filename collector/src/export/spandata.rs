@@ -3,6 +3,7 @@
 
 use std::{
     borrow::Cow,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -25,6 +26,21 @@ pub fn scope() -> InstrumentationScope {
 
 fn system_time(clock: &WallClock, monotonic_ns: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_nanos(clock.unix_ns(monotonic_ns))
+}
+
+/// Spans grouped by their process's resource (one export request per resource), in order of
+/// first appearance. Grouped by the resource itself, not the pid: a reused pid is two processes.
+pub fn by_resource(
+    spans: impl IntoIterator<Item = (Arc<Resource>, Span)>,
+) -> Vec<(Arc<Resource>, Vec<Span>)> {
+    let mut groups: Vec<(Arc<Resource>, Vec<Span>)> = Vec::new();
+    for (resource, span) in spans {
+        match groups.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &resource)) {
+            Some((_, spans)) => spans.push(span),
+            None => groups.push((resource, vec![span])),
+        }
+    }
+    groups
 }
 
 /// One span as `SpanData`.

@@ -14,7 +14,7 @@
 use std::{collections::HashSet, io::Write, time::Duration};
 
 use super::SpanSink;
-use crate::span::{Payload, Span, SpanKind, TraceId, resource::Resources};
+use crate::span::{Payload, Span, SpanKind, TraceId, processes::Resources};
 
 /// Traces printed (by id) are remembered this many at most, to mark late spans.
 const MAX_PRINTED: usize = 65_536;
@@ -40,7 +40,11 @@ impl<W: Write> TreeSink<W> {
     }
 
     fn line(&mut self, span: &Span, depth: usize) -> String {
-        let service = self.resources.of(span.pid, &span.comm).service_name.clone();
+        let service = self
+            .resources
+            .of(span.pid, &span.comm, span.start_ns)
+            .service_name
+            .clone();
         let indent = "  ".repeat(depth);
         let branch = if depth == 0 { "" } else { "└ " };
         let kind = match span.kind {

@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, path::Path};
 
-use wirespan_shared::{FdOffsets, SockCommonOffsets};
+use wirespan_shared::{FdOffsets, ProcOffsets, SockCommonOffsets};
 
 /// Where the running kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -321,6 +321,23 @@ pub fn fd_offsets(btf: &Btf) -> Result<FdOffsets, BtfError> {
     })
 }
 
+/// The offsets the process-start probe follows (task → mm → argument and environment bounds,
+/// mm → exe file → dentry name), from this kernel's BTF.
+pub fn proc_offsets(btf: &Btf) -> Result<ProcOffsets, BtfError> {
+    let mm = |member: &str| btf.member_offset("mm_struct", member);
+    Ok(ProcOffsets {
+        task_mm: btf.member_offset("task_struct", "mm")?,
+        mm_arg_start: mm("arg_start")?,
+        mm_arg_end: mm("arg_end")?,
+        mm_env_start: mm("env_start")?,
+        mm_env_end: mm("env_end")?,
+        mm_exe_file: mm("exe_file")?,
+        file_path_dentry: btf.member_offset("file", "f_path")?
+            + btf.member_offset("path", "dentry")?,
+        dentry_name: btf.member_offset("dentry", "d_name")? + btf.member_offset("qstr", "name")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,6 +542,38 @@ mod kernel_tests {
         assert_eq!(
             fd.task_fsbase,
             theirs("task_struct", "thread") + theirs("thread_struct", "fsbase")
+        );
+    }
+
+    #[test]
+    fn process_offsets_follow_the_kernels_layout() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            return cannot_run("the kernel publishes no BTF at /sys/kernel/btf/vmlinux");
+        }
+        let proc = proc_offsets(&Btf::from_sys_fs().unwrap()).unwrap();
+        // mm_struct's four bounds sit in one `unsigned long arg_start, arg_end, env_start,
+        // env_end;` declaration (inside an anonymous struct): consecutive, 8 bytes apart.
+        assert_eq!(proc.mm_arg_end, proc.mm_arg_start + 8);
+        assert_eq!(proc.mm_env_start, proc.mm_arg_start + 16);
+        assert_eq!(proc.mm_env_end, proc.mm_arg_start + 24);
+        assert!(proc.task_mm > 0 && proc.mm_exe_file > 0 && proc.dentry_name > 0);
+        let Some(dump) = bpftool_raw_dump() else {
+            return cannot_run("bpftool is not installed (cargo xtask setup installs it)");
+        };
+        let theirs = |strukt: &str, member: &str| {
+            let id = dump
+                .iter()
+                .find(|(_, (kind, _, _))| *kind == format!("STRUCT {strukt}"))
+                .map(|(id, _)| *id)
+                .unwrap();
+            bpftool_offset(&dump, id, member)
+        };
+        assert_eq!(Some(proc.task_mm), theirs("task_struct", "mm"));
+        assert_eq!(
+            Some(proc.file_path_dentry),
+            theirs("file", "f_path")
+                .zip(theirs("path", "dentry"))
+                .map(|(a, b)| a + b)
         );
     }
 }

@@ -17,8 +17,8 @@ use aya::{
 };
 use wirespan_shared::names::{MAP_EVENTS, MAP_LOST, MAP_SCRATCH};
 use wirespan_shared::{
-    GLOBAL_FD_OFFSETS, GLOBAL_SET_STATE_FORMAT, GLOBAL_SETTINGS, GLOBAL_SOCK_OFFSETS, LOST_CAUSES,
-    MAX_CAPTURE, Settings,
+    GLOBAL_FD_OFFSETS, GLOBAL_PROC_OFFSETS, GLOBAL_SET_STATE_FORMAT, GLOBAL_SETTINGS,
+    GLOBAL_SOCK_OFFSETS, LOST_CAUSES, MAX_CAPTURE, Settings,
 };
 
 use self::go_attach::GoAttacher;
@@ -130,6 +130,7 @@ impl Probes {
         let kernel_btf = btf::Btf::from_sys_fs()?;
         let sock_offsets = btf::sock_common_offsets(&kernel_btf)?;
         let fd_offsets = btf::fd_offsets(&kernel_btf)?;
+        let proc_offsets = btf::proc_offsets(&kernel_btf)?;
         drop(kernel_btf);
         let set_state = tracefs::set_state_format(&tracefs_root)?;
         let settings = Settings {
@@ -146,6 +147,7 @@ impl Probes {
             .map_max_entries(MAP_EVENTS, ring_mib << 20)
             .override_global(GLOBAL_SOCK_OFFSETS, &sock_offsets, true)
             .override_global(GLOBAL_FD_OFFSETS, &fd_offsets, true)
+            .override_global(GLOBAL_PROC_OFFSETS, &proc_offsets, true)
             .override_global(GLOBAL_SET_STATE_FORMAT, &set_state, true)
             .override_global(GLOBAL_SETTINGS, &settings, true)
             .load(PROBES_OBJECT)

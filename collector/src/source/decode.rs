@@ -9,15 +9,13 @@ use wirespan_shared::{
     DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_CONNECT_FAILED, EVENT_DATA,
     EVENT_EXEC, EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_EXIT,
     EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_GRPC_STREAM_OPENED,
-    EVENT_GO_HEADERS, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, ExecEvent,
-    GoConnEvent, GoExitEvent, GoGrpcCallEvent, GoHeadersEvent, GoServeEvent, GoSpawnEvent,
-    MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
+    EVENT_GO_HEADERS, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, EVENT_PROCESS_EXIT,
+    EVENT_PROCESS_START, GoConnEvent, GoExitEvent, GoGrpcCallEvent, GoHeadersEvent, GoServeEvent,
+    GoSpawnEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
 };
 
 use super::windows::{WindowError, parse_windows};
-use crate::event::{
-    AttachMode, Conn, ConnKind, Data, Direction, Event, Exec, GoExit, GoServe, GoSpawn,
-};
+use crate::event::{AttachMode, Conn, ConnKind, Data, Direction, Event, GoExit, GoServe, GoSpawn};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -41,6 +39,10 @@ pub enum DecodeError {
     WindowBytes { window_bytes: u32, got: usize },
     #[error(transparent)]
     Window(#[from] WindowError),
+    #[error(
+        "process-start event claims {args_len} argument and {env_len} environment bytes (more than its caps or what the record holds)"
+    )]
+    Blocks { args_len: u32, env_len: u32 },
 }
 
 /// Decode one ring-buffer record.
@@ -83,14 +85,9 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
                 ts_ns: raw.ts_ns,
             }))
         }
-        EVENT_EXEC => {
-            let raw = read_struct::<ExecEvent>(record)?;
-            Ok(Event::Exec(Exec {
-                pid: raw.pid,
-                comm: comm(&raw.comm),
-                ts_ns: raw.ts_ns,
-            }))
-        }
+        EVENT_EXEC => super::process::decode_exec(record).map(Event::Exec),
+        EVENT_PROCESS_START => super::process::decode_start(record).map(Event::Exec),
+        EVENT_PROCESS_EXIT => super::process::decode_exit(record).map(Event::Exit),
         EVENT_GO_SERVE_START | EVENT_GO_SERVE_END | EVENT_GO_CLIENT_START | EVENT_GO_CLIENT_END => {
             Ok(Event::GoServe(decode_go_serve(
                 &read_struct::<GoServeEvent>(record)?,
@@ -110,7 +107,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
 }
 
 /// Copy a `#[repr(C)]` plain-data struct out of the record after checking its length.
-fn read_struct<T: Copy>(record: &[u8]) -> Result<T, DecodeError> {
+pub(super) fn read_struct<T: Copy>(record: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if record.len() < need {
         return Err(DecodeError::TooShort {
@@ -237,7 +234,7 @@ fn ipv4(bytes: &[u8; 16]) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
 }
 
-fn comm(raw: &[u8; COMM_LEN]) -> String {
+pub(super) fn comm(raw: &[u8; COMM_LEN]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }

@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod grpc;
+pub mod process;
 pub mod recording;
 pub mod ringbuf;
 pub mod windows;
@@ -13,7 +14,8 @@ pub use decode::{DecodeError, decode};
 // The vocabulary `source` produces, defined in `event`; named here too for code that reads
 // events straight from their source.
 pub use crate::event::{
-    CallPhase, Conn, ConnKind, ConnRole, Data, Direction, Event, Exec, GoConnUse, GoConnection,
-    GoExit, GoGrpcCall, GoHeaders, GoServe, GoSpawn, HeaderField, HeadersSource,
+    CallPhase, Conn, ConnKind, ConnRole, Data, Direction, Event, Exec, ExecImage, GoConnUse,
+    GoConnection, GoExit, GoGrpcCall, GoHeaders, GoServe, GoSpawn, HeaderField, HeadersSource,
+    ProcessExit,
 };
 pub use windows::WindowError;

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod ids;
+pub mod processes;
 pub mod resource;
 
 use std::net::SocketAddr;

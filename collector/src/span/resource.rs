@@ -1,9 +1,10 @@
-//! The OpenTelemetry resource of each traced process: who made a span. `service.name` is the
-//! process's own `OTEL_SERVICE_NAME` (read from its environment, so a service configured for an
-//! SDK keeps its name), else its executable's name. Read from `/proc` once per process and
-//! cached; a process gone by then keeps what its events said (its command name).
-
-use std::{collections::HashMap, path::PathBuf};
+//! The OpenTelemetry resource of a traced process: who made a span. `service.name` is the
+//! process's own `OTEL_SERVICE_NAME`, else the `service.name` in its `OTEL_RESOURCE_ATTRIBUTES`
+//! (what an SDK in the process would report), else its executable's name.
+//!
+//! Built from what the process started with (its executable, argument block and environment
+//! block), which the exec probe captures before the process can exit; see
+//! [`super::processes`] for where those come from and how long a resource is kept.
 
 /// One process's resource attributes, in a stable order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,115 +13,131 @@ pub struct Resource {
     pub attributes: Vec<(String, String)>,
 }
 
-/// Reads and caches resources; `/proc` is injected so tests can use a directory of their own.
-pub struct Resources {
-    proc_root: PathBuf,
-    host_name: String,
-    show_command_args: bool,
-    cache: HashMap<u32, Resource>,
+/// What a process's resource is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessImage<'a> {
+    pub pid: u32,
+    /// The executable's file name; when empty, the command name stands in.
+    pub exe: &'a str,
+    pub comm: &'a str,
+    /// NUL-separated blocks, as in `/proc/<pid>/cmdline` and `environ` (possibly empty).
+    pub args: &'a [u8],
+    pub env: &'a [u8],
 }
 
-/// At most this many processes are cached; the oldest half is dropped beyond it.
-const MAX_CACHED: usize = 16_384;
-
-impl Resources {
-    #[must_use]
-    pub fn new(proc_root: PathBuf, show_command_args: bool) -> Self {
-        let host_name = std::fs::read_to_string(proc_root.join("sys/kernel/hostname"))
-            .map_or_else(|_| "unknown".to_owned(), |h| h.trim().to_owned());
-        Self {
-            proc_root,
-            host_name,
-            show_command_args,
-            cache: HashMap::new(),
-        }
-    }
-
-    /// Resources of a replayed recording: its processes are gone (their pids may now be other
-    /// processes'), so only what the events said is used.
-    #[must_use]
-    pub fn offline() -> Self {
-        Self {
-            proc_root: PathBuf::from("/nonexistent/wirespan-offline"),
-            host_name: "unknown".to_owned(),
-            show_command_args: false,
-            cache: HashMap::new(),
-        }
-    }
-
-    /// The resource of process `pid` (whose events named it `comm`).
-    pub fn of(&mut self, pid: u32, comm: &str) -> &Resource {
-        if self.cache.len() >= MAX_CACHED && !self.cache.contains_key(&pid) {
-            let drop: Vec<u32> = self.cache.keys().take(MAX_CACHED / 2).copied().collect();
-            for pid in drop {
-                self.cache.remove(&pid);
-            }
-        }
-        let (root, host, show_args) = (&self.proc_root, &self.host_name, self.show_command_args);
-        self.cache
-            .entry(pid)
-            .or_insert_with(|| read(root, host, show_args, pid, comm))
-    }
+/// How resources are written: the host's name, and whether arguments are shown whole.
+#[derive(Debug, Clone)]
+pub struct ResourceStyle {
+    pub host_name: String,
+    /// `process.command_args` whole; otherwise only the program (arguments can hold secrets).
+    pub show_command_args: bool,
 }
 
-fn read(root: &std::path::Path, host: &str, show_args: bool, pid: u32, comm: &str) -> Resource {
-    let dir = root.join(pid.to_string());
-    let env = std::fs::read(dir.join("environ")).unwrap_or_default();
-    let env_value = |name: &str| {
-        env.split(|b| *b == 0).find_map(|entry| {
-            let entry = std::str::from_utf8(entry).ok()?;
-            let (key, value) = entry.split_once('=')?;
-            (key == name && !value.is_empty()).then(|| value.to_owned())
+/// The value of `name` in a NUL-separated environment block (the first non-empty one).
+#[must_use]
+pub fn env_value(env: &[u8], name: &str) -> Option<String> {
+    env.split(|b| *b == 0).find_map(|entry| {
+        let entry = std::str::from_utf8(entry).ok()?;
+        let (key, value) = entry.split_once('=')?;
+        (key == name && !value.is_empty()).then(|| value.to_owned())
+    })
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES`: `k=v,k=v`, values percent-encoded (W3C Baggage style).
+fn resource_attributes(raw: &str) -> Vec<(String, String)> {
+    raw.split(',')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            let k = k.trim();
+            (!k.is_empty()).then(|| (k.to_owned(), percent_decode(v.trim())))
         })
-    };
-    let executable = std::fs::read_link(dir.join("exe"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .map_or_else(
-            || comm.to_owned(),
-            |n| n.trim_end_matches(" (deleted)").to_owned(),
-        );
-    let service_name = env_value("OTEL_SERVICE_NAME").unwrap_or_else(|| executable.clone());
-    let mut attributes = vec![
-        ("service.name".to_owned(), service_name.clone()),
-        ("process.pid".to_owned(), pid.to_string()),
-        ("process.executable.name".to_owned(), executable),
-    ];
-    let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
-    if !cmdline.is_empty() {
-        let args: Vec<String> = cmdline
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Resource {
+    /// The resource of a process that started as `image`.
+    #[must_use]
+    pub fn of(image: &ProcessImage<'_>, style: &ResourceStyle) -> Self {
+        let executable = if image.exe.is_empty() {
+            image.comm.to_owned()
+        } else {
+            image.exe.trim_end_matches(" (deleted)").to_owned()
+        };
+        let extra = env_value(image.env, "OTEL_RESOURCE_ATTRIBUTES")
+            .map(|raw| resource_attributes(&raw))
+            .unwrap_or_default();
+        let service_name = env_value(image.env, "OTEL_SERVICE_NAME")
+            .or_else(|| {
+                extra
+                    .iter()
+                    .find(|(k, v)| k == "service.name" && !v.is_empty())
+                    .map(|(_, v)| v.clone())
+            })
+            .unwrap_or_else(|| executable.clone());
+        let mut attributes = vec![
+            ("service.name".to_owned(), service_name.clone()),
+            ("process.pid".to_owned(), image.pid.to_string()),
+            ("process.executable.name".to_owned(), executable),
+        ];
+        let args: Vec<String> = image
+            .args
             .split(|b| *b == 0)
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let shown = if show_args {
-            args.join(" ")
-        } else {
-            // Arguments can hold secrets: only the program unless asked.
-            args.first().cloned().unwrap_or_default()
-        };
-        attributes.push(("process.command_args".to_owned(), shown));
-    }
-    // The process's own OTEL_RESOURCE_ATTRIBUTES (k=v,k=v), as an SDK in it would report them.
-    if let Some(extra) = env_value("OTEL_RESOURCE_ATTRIBUTES") {
-        for pair in extra.split(',') {
-            if let Some((k, v)) = pair.split_once('=')
-                && !k.trim().is_empty()
-                && k.trim() != "service.name"
-            {
-                attributes.push((k.trim().to_owned(), v.trim().to_owned()));
+        if !args.is_empty() {
+            let shown = if style.show_command_args {
+                args.join(" ")
+            } else {
+                args[0].clone()
+            };
+            attributes.push(("process.command_args".to_owned(), shown));
+        }
+        // The process's own OTEL_RESOURCE_ATTRIBUTES, as an SDK in it would report them.
+        for (k, v) in extra {
+            if k != "service.name" && !attributes.iter().any(|(have, _)| *have == k) {
+                attributes.push((k, v));
             }
         }
+        attributes.push(("host.name".to_owned(), style.host_name.clone()));
+        attributes.push(("telemetry.distro.name".to_owned(), "wirespan".to_owned()));
+        attributes.push((
+            "telemetry.distro.version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        ));
+        Self {
+            service_name,
+            attributes,
+        }
     }
-    attributes.push(("host.name".to_owned(), host.to_owned()));
-    attributes.push(("telemetry.distro.name".to_owned(), "wirespan".to_owned()));
-    attributes.push((
-        "telemetry.distro.version".to_owned(),
-        env!("CARGO_PKG_VERSION").to_owned(),
-    ));
-    Resource {
-        service_name,
-        attributes,
+
+    /// The value of attribute `key`.
+    #[must_use]
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -128,31 +145,77 @@ fn read(root: &std::path::Path, host: &str, show_args: bool, pid: u32, comm: &st
 mod tests {
     use super::*;
 
-    #[test]
-    fn service_name_from_the_process_environment_else_its_executable() {
-        let root = std::env::temp_dir().join(format!("wirespan-proc-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        for (pid, env) in [(10, "A=1\0OTEL_SERVICE_NAME=front\0"), (11, "A=1\0")] {
-            let dir = root.join(pid.to_string());
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("environ"), env).unwrap();
-            std::fs::write(dir.join("cmdline"), "/srv/bin\0--token\0secret\0").unwrap();
+    fn style() -> ResourceStyle {
+        ResourceStyle {
+            host_name: "h".into(),
+            show_command_args: false,
         }
-        let mut resources = Resources::new(root.clone(), false);
-        let front = resources.of(10, "bin").clone();
-        assert_eq!(front.service_name, "front");
-        assert!(
-            front
-                .attributes
-                .contains(&("process.command_args".into(), "/srv/bin".into()))
-        );
+    }
+
+    fn image(env: &[u8]) -> ProcessImage<'_> {
+        ProcessImage {
+            pid: 7,
+            exe: "curl",
+            comm: "curl",
+            args: b"curl\0--header\0token\0",
+            env,
+        }
+    }
+
+    #[test]
+    fn service_name_from_otel_service_name() {
+        let r = Resource::of(&image(b"A=1\0OTEL_SERVICE_NAME=job3\0B=2\0"), &style());
+        assert_eq!(r.service_name, "job3");
+        assert_eq!(r.attribute("service.name"), Some("job3"));
+        assert_eq!(r.attribute("process.executable.name"), Some("curl"));
+        assert_eq!(r.attribute("process.pid"), Some("7"));
+        // Arguments can hold secrets: only the program unless asked.
+        assert_eq!(r.attribute("process.command_args"), Some("curl"));
+        let whole = ResourceStyle {
+            show_command_args: true,
+            ..style()
+        };
         assert_eq!(
-            resources.of(11, "bin").service_name,
-            "bin",
-            "the command name when no exe"
+            Resource::of(&image(b""), &whole).attribute("process.command_args"),
+            Some("curl --header token")
         );
-        // Gone: what the events said.
-        assert_eq!(resources.of(99, "gone").service_name, "gone");
-        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn service_name_from_resource_attributes_when_no_service_name_variable() {
+        let env =
+            b"OTEL_RESOURCE_ATTRIBUTES=deployment.environment=ci,service.name=nightly%20job\0";
+        let r = Resource::of(&image(env), &style());
+        assert_eq!(r.service_name, "nightly job");
+        assert_eq!(r.attribute("deployment.environment"), Some("ci"));
+        assert_eq!(
+            r.attributes
+                .iter()
+                .filter(|(k, _)| k == "service.name")
+                .count(),
+            1
+        );
+        // OTEL_SERVICE_NAME wins over the attribute, as in the SDKs.
+        let both = b"OTEL_RESOURCE_ATTRIBUTES=service.name=a\0OTEL_SERVICE_NAME=b\0";
+        assert_eq!(Resource::of(&image(both), &style()).service_name, "b");
+    }
+
+    #[test]
+    fn service_name_is_the_executable_without_either() {
+        assert_eq!(
+            Resource::of(&image(b"A=1\0"), &style()).service_name,
+            "curl"
+        );
+        let gone = ProcessImage {
+            exe: "",
+            comm: "python3",
+            ..image(b"")
+        };
+        assert_eq!(Resource::of(&gone, &style()).service_name, "python3");
+        // An empty OTEL_SERVICE_NAME is no name.
+        assert_eq!(
+            Resource::of(&image(b"OTEL_SERVICE_NAME=\0"), &style()).service_name,
+            "curl"
+        );
     }
 }

@@ -267,7 +267,19 @@ impl<W: Write> EventSink for ConsoleSink<W> {
                 )
             }
             // `wirespan run` shows the connection lifecycle and Go handlers only.
-            Event::Data(_) | Event::GoSpawn(_) | Event::GoExit(_) | Event::Exec(_) => Ok(()),
+            Event::Exit(e) if self.show_data => {
+                writeln!(
+                    self.out,
+                    "{} exit pid={}",
+                    self.clock.time_of_day(e.ts_ns),
+                    e.pid
+                )
+            }
+            Event::Data(_)
+            | Event::GoSpawn(_)
+            | Event::GoExit(_)
+            | Event::Exec(_)
+            | Event::Exit(_) => Ok(()),
         }
     }
 

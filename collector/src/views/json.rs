@@ -8,7 +8,7 @@
 //! Go handler events are `go_serve_start` (`method`, `path`, `host`) and `go_serve_end`
 //! (`status`), Go client requests `go_client_start` and `go_client_end` likewise, all with
 //! `pid`, `tid`, `goid` and `ts_ns`; `go_spawn` has `parent_goid` and
-//! `child_goid`; `exec` has `pid` and `comm`.
+//! `child_goid`; `exec` has `pid`, `comm` and `exe` (the executable's name); `exit` has `pid`.
 
 use std::io::Write;
 
@@ -234,9 +234,17 @@ impl<W: Write> EventSink for JsonLinesSink<W> {
                     "conn": connection_json(&c.conn), "ts_ns": c.ts_ns,
                 }),
             )?,
+            // The environment is not printed: it can hold secrets.
             Event::Exec(e) => serde_json::to_writer(
                 &mut self.out,
-                &serde_json::json!({ "type": "exec", "pid": e.pid, "comm": e.comm, "ts_ns": e.ts_ns }),
+                &serde_json::json!({
+                    "type": "exec", "pid": e.pid, "comm": e.comm, "ts_ns": e.ts_ns,
+                    "exe": e.image.as_ref().map(|i| i.exe.as_str()),
+                }),
+            )?,
+            Event::Exit(e) => serde_json::to_writer(
+                &mut self.out,
+                &serde_json::json!({ "type": "exit", "pid": e.pid, "ts_ns": e.ts_ns }),
             )?,
         }
         self.out.write_all(b"\n")

@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::sink::SpanSink;
-use crate::span::{ParentLink, Span, SpanId, SpanKind, resource::Resources};
+use crate::span::{ParentLink, Span, SpanId, SpanKind, processes::Resources};
 
 /// Client spans remembered for their server children, at most.
 const MAX_CLIENTS: usize = 100_000;
@@ -87,7 +87,11 @@ impl EdgeFinder {
 
     /// Remember a client span, or pair a server span with its client: the edge it makes.
     pub fn observe(&mut self, span: &Span) -> Option<EdgeSample> {
-        let service = self.resources.of(span.pid, &span.comm).service_name.clone();
+        let service = self
+            .resources
+            .of(span.pid, &span.comm, span.start_ns)
+            .service_name
+            .clone();
         let duration = span.end_ns.saturating_sub(span.start_ns);
         match span.kind {
             SpanKind::Client => {

@@ -1,0 +1,3 @@
+module wirespan.test/oneshot
+
+go 1.22
