@@ -107,7 +107,8 @@ pub fn fd_offsets() -> FdOffsets {
 
 #[inline(always)]
 pub fn proc_offsets() -> ProcOffsets {
-    unsafe { core::ptr::read_volatile(&PROC_OFFSETS) }
+    // SAFETY: as in `sock_offsets`: a read-only plain-data static, set before load.
+    unsafe { core::ptr::read_volatile(&raw const PROC_OFFSETS) }
 }
 
 #[inline(always)]

@@ -56,10 +56,13 @@ fn try_process_start(tgid: u32) -> Result<(), ()> {
     let h = &mut ev.header;
     h.kind = EVENT_PROCESS_START;
     h.pid = tgid;
+    // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
     h.ts_ns = unsafe { bpf_ktime_get_ns() };
     // Straight into the header, and volatile zero stores: no 16-byte zeroing that LLVM would turn
     // into a `memset` call, a global function 6.1's verifier refuses ("reg type unsupported").
     // The helper pads the name with NULs (and zeroes it on failure).
+    // SAFETY: `h` is this CPU's scratch record (a valid, exclusive map value): the helper writes
+    // at most `comm.len()` bytes into `comm`, and the volatile stores go to its own fields.
     unsafe {
         generated::bpf_get_current_comm(h.comm.as_mut_ptr().cast::<c_void>(), h.comm.len() as u32);
         core::ptr::write_volatile(&raw mut h.args_size, 0);
@@ -72,6 +75,8 @@ fn try_process_start(tgid: u32) -> Result<(), ()> {
     h.exe[0] = 0;
 
     let off = proc_offsets();
+    // SAFETY: bpf_get_current_task takes no arguments; the task is only read through
+    // bpf_probe_read_kernel, which handles a bad address by failing.
     let task = unsafe { bpf_get_current_task() };
     let mm = read_u64(task + u64::from(off.task_mm));
     let blocks = ev.blocks.as_mut_ptr();
@@ -94,7 +99,9 @@ fn try_process_start(tgid: u32) -> Result<(), ()> {
         // 6.1's verifier loses args_len's bound through copy_block's select (it then refuses
         // the pointer below): launder it through the stack (volatile: LLVM keeps the mask) and
         // mask it, a bound the verifier keeps. The mask changes nothing (args_len <= the cap).
-        let at = unsafe { core::ptr::read_volatile(&args_len) } & (2 * PROCESS_ARGS_CAP as u64 - 1);
+        // SAFETY: a volatile read of a local that is initialised and aligned.
+        let at = unsafe { core::ptr::read_volatile(&raw const args_len) }
+            & (2 * PROCESS_ARGS_CAP as u64 - 1);
         env_len = copy_block(blocks, at, env_start, env_size, PROCESS_ENV_CAP as u64);
         read_exe_name(mm, &mut h.exe);
     }
@@ -105,13 +112,20 @@ fn try_process_start(tgid: u32) -> Result<(), ()> {
     // The size goes through the stack (volatile, so LLVM cannot drop the check as redundant)
     // and is checked again where the verifier sees it.
     let size = (size_of::<ProcessStartHeader>() as u64) + args_len + env_len;
-    let size = unsafe { core::ptr::read_volatile(&size) };
+    // SAFETY: a volatile read of a local that is initialised and aligned.
+    let size = unsafe { core::ptr::read_volatile(&raw const size) };
     if size > size_of::<ProcessStartEvent>() as u64 {
         return Err(());
     }
     let size = size as usize;
-    let record =
-        unsafe { core::slice::from_raw_parts((ev as *const ProcessStartEvent).cast::<u8>(), size) };
+    // SAFETY: `ev` is a valid map value of `size_of::<ProcessStartEvent>()` bytes and `size` was
+    // checked against that just above; the bytes are plain data.
+    let record = unsafe {
+        core::slice::from_raw_parts(
+            core::ptr::from_ref::<ProcessStartEvent>(ev).cast::<u8>(),
+            size,
+        )
+    };
     if EVENTS.output(record, 0).is_err() {
         count_lost(LOST_EXEC_RINGBUF_FULL);
     }
@@ -120,6 +134,8 @@ fn try_process_start(tgid: u32) -> Result<(), ()> {
 
 #[inline(always)]
 fn read_u64(addr: u64) -> u64 {
+    // SAFETY: bpf_probe_read_kernel copies into its own return value and fails (0 here) on an
+    // unreadable address.
     unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
 }
 
@@ -139,6 +155,8 @@ fn copy_block(blocks: *mut u8, at: u64, src: u64, size: u64, cap: u64) -> u64 {
     if n > PROCESS_ENV_CAP as u64 {
         n = PROCESS_ENV_CAP as u64;
     }
+    // SAFETY: `blocks + at` with `at < 2 * PROCESS_ARGS_CAP` and `n <= PROCESS_ENV_CAP` stays
+    // inside the scratch record's blocks (checked above); the helper fails on a bad source.
     let rc = unsafe {
         generated::bpf_probe_read_user(
             blocks.add(at as usize).cast::<c_void>(),
@@ -166,6 +184,7 @@ fn read_exe_name(mm: u64, out: &mut [u8; wirespan_shared::PROCESS_EXE_LEN]) {
     if name == 0 {
         return;
     }
+    // SAFETY: the helper writes at most `out.len()` bytes into `out` and fails on a bad source.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, out) };
 }
 
@@ -186,6 +205,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let ev = ProcessExitEvent {
         kind: EVENT_PROCESS_EXIT,
         pid: tgid,
+        // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
     if EVENTS.output(&ev, 0).is_err() {
