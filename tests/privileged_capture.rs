@@ -567,8 +567,9 @@ fn privileged_pid_and_cgroup_filters_keep_only_the_chosen_processes() {
 fn without_conn_ids(events: &[Value]) -> Vec<String> {
     let mut lines: Vec<String> = events
         .iter()
-        // Exec events are not filtered by port: each agent sees other processes start.
-        .filter(|e| e["type"] != "exec")
+        // Process starts and exits are not filtered by port: each agent sees other processes
+        // come and go.
+        .filter(|e| e["type"] != "exec" && e["type"] != "exit")
         .map(|e| {
             let mut e = e.clone();
             for field in ["conn_id", "ts_ns", "ts_exit_ns"] {
@@ -702,12 +703,13 @@ fn privileged_lost_events_are_counted_by_cause_logged_and_totalled() {
     });
     std::thread::sleep(Duration::from_secs(2));
     let stopped = agent.stop();
-    // Exec events of other processes are not filtered by port; they are lost and counted apart.
+    // Process starts and exits of other processes are not filtered by port; they are lost and
+    // counted apart.
     let seen = output
         .join()
         .unwrap()
         .lines()
-        .filter(|l| !l.contains(r#""type":"exec""#))
+        .filter(|l| !l.contains(r#""type":"exec""#) && !l.contains(r#""type":"exit""#))
         .count() as u64;
     let stderr = &stopped.stderr;
     assert!(stopped.status.success(), "{stderr}");
