@@ -445,12 +445,23 @@ fn try_step(w: &mut Walk) -> Result<bool, ()> {
     if n == 0 || n > WINDOW_MAX_LEN as u64 {
         return Err(());
     }
-    let at = room(w.captured + w.wpos + DESC + w.got, WINDOW_MAX_LEN as u64)?;
-    // SAFETY: `room` bounded the destination; a bad source address is an error, not a fault.
+    // Room for the masked size below (2 * WINDOW_MAX_LEN; the windows' budget keeps every
+    // legitimate read further inside).
+    let at = room(
+        w.captured + w.wpos + DESC + w.got,
+        2 * WINDOW_MAX_LEN as u64,
+    )?;
+    // 6.1's verifier loses `n`'s bound (checked above) on its way to the helper ("R2 min value
+    // is negative"): launder it through the stack (volatile, so LLVM keeps what follows) and
+    // mask it, a bound the verifier keeps. The mask changes nothing (n <= WINDOW_MAX_LEN).
+    // SAFETY: a volatile read of an initialised, aligned local.
+    let size = unsafe { core::ptr::read_volatile(&raw const n) } & (2 * WINDOW_MAX_LEN as u64 - 1);
+    // SAFETY: `room` bounded the destination for `size`; a bad source address is an error, not
+    // a fault.
     let rc = unsafe {
         generated::bpf_probe_read_user(
             payload.add(at).cast::<c_void>(),
-            n as u32,
+            size as u32,
             (w.seg_ptr + (pos - w.seg_base)) as *const c_void,
         )
     };
