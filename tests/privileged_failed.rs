@@ -88,42 +88,7 @@ fn silent_listener() -> u16 {
 }
 
 fn go_build(example: &str, name: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(example);
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(dir)
-        .status()
-        .ok()?
-        .success()
-        .then_some(out)
-}
-
-/// Every span in the file exporter's output, with its service name.
-fn spans_in(file: &Path) -> Vec<(String, Value)> {
-    let mut spans = Vec::new();
-    for line in std::fs::read_to_string(file).unwrap().lines() {
-        let request: Value = serde_json::from_str(line).unwrap();
-        for rs in request["resourceSpans"].as_array().unwrap() {
-            let service = rs["resource"]["attributes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|a| a["key"] == "service.name")
-                .map(|a| a["value"]["stringValue"].as_str().unwrap().to_owned())
-                .unwrap();
-            for ss in rs["scopeSpans"].as_array().unwrap() {
-                for span in ss["spans"].as_array().unwrap() {
-                    spans.push((service.clone(), span.clone()));
-                }
-            }
-        }
-    }
-    spans
+    support::go_build(&format!("examples/{example}"), name)
 }
 
 /// A span attribute's value, as text.
@@ -232,7 +197,7 @@ fn privileged_failed_net_http_calls_are_client_spans_with_error_type_under_their
     }
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    let spans = spans_in(&file);
+    let spans = support::file_spans(&file);
     check_failed_call(
         &spans,
         "caller",
@@ -297,7 +262,7 @@ fn privileged_failed_grpc_go_calls_are_client_spans_with_error_type_under_their_
     }
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    let spans = spans_in(&file);
+    let spans = support::file_spans(&file);
     let say = "wirespan.echo.Echo/Say";
     check_failed_call(
         &spans,
@@ -348,7 +313,7 @@ fn privileged_failed_python_urllib_connect_is_a_client_span_under_the_serving_th
     assert_eq!(status, 502, "{body}");
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    let spans = spans_in(&file);
+    let spans = support::file_spans(&file);
     check_failed_call(
         &spans,
         "python3",

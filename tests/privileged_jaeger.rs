@@ -55,16 +55,7 @@ fn free_port() -> u16 {
 }
 
 fn build_example(name: &str) -> Option<PathBuf> {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{name}"));
-    Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(repo(&format!("examples/{name}")))
-        .status()
-        .ok()?
-        .success()
-        .then_some(out)
+    support::go_build(&format!("examples/{name}"), &format!("e2e-{name}"))
 }
 
 /// A backend process (Jaeger, the collector): SIGTERM when dropped, then killed if it lingers.

@@ -21,20 +21,7 @@ use wirespan::testing::cannot_run;
 const RUNS: usize = 10;
 
 fn build_oneshot() -> Option<PathBuf> {
-    let source = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/support/oneshot"
-    ));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("process-oneshot");
-    Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(source)
-        .status()
-        .ok()?
-        .success()
-        .then_some(out)
+    support::go_build("tests/support/oneshot", "process-oneshot")
 }
 
 /// (service.name, process.pid) of every client span in an OTLP JSON lines file.

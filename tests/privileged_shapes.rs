@@ -60,49 +60,35 @@ impl Got {
 }
 
 fn read_spans(file: &Path) -> Vec<Got> {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    let mut spans = Vec::new();
-    for line in text.lines() {
-        let request: serde_json::Value = serde_json::from_str(line).unwrap();
-        for rs in request["resourceSpans"].as_array().unwrap() {
-            let service = rs["resource"]["attributes"]
+    support::file_spans(file)
+        .into_iter()
+        .map(|(service, span)| {
+            let attrs = span["attributes"]
                 .as_array()
-                .unwrap()
-                .iter()
-                .find(|a| a["key"] == "service.name")
-                .and_then(|a| a["value"]["stringValue"].as_str())
-                .unwrap_or_default()
-                .to_owned();
-            for ss in rs["scopeSpans"].as_array().unwrap() {
-                for span in ss["spans"].as_array().unwrap() {
-                    let attrs = span["attributes"]
-                        .as_array()
-                        .map(|list| {
-                            list.iter()
-                                .map(|a| {
-                                    let v = &a["value"];
-                                    let value = v["stringValue"]
-                                        .as_str()
-                                        .map_or_else(|| v.to_string(), str::to_owned);
-                                    (a["key"].as_str().unwrap().to_owned(), value)
-                                })
-                                .collect()
+                .map(|list| {
+                    list.iter()
+                        .map(|a| {
+                            let v = &a["value"];
+                            let value = v["stringValue"]
+                                .as_str()
+                                .map_or_else(|| v.to_string(), str::to_owned);
+                            (a["key"].as_str().unwrap().to_owned(), value)
                         })
-                        .unwrap_or_default();
-                    spans.push(Got {
-                        service: service.clone(),
-                        name: span["name"].as_str().unwrap_or_default().to_owned(),
-                        kind: span["kind"].as_u64().unwrap_or_default(),
-                        trace: span["traceId"].as_str().unwrap_or_default().to_owned(),
-                        id: span["spanId"].as_str().unwrap_or_default().to_owned(),
-                        parent: span["parentSpanId"].as_str().unwrap_or_default().to_owned(),
-                        attrs,
-                    });
-                }
+                        .collect()
+                })
+                .unwrap_or_default();
+            let text = |key: &str| span[key].as_str().unwrap_or_default().to_owned();
+            Got {
+                service,
+                name: text("name"),
+                kind: span["kind"].as_u64().unwrap_or_default(),
+                trace: text("traceId"),
+                id: text("spanId"),
+                parent: text("parentSpanId"),
+                attrs,
             }
-        }
-    }
-    spans
+        })
+        .collect()
 }
 
 /// No exported attribute names an IPv4-mapped IPv6 address.
@@ -158,17 +144,7 @@ fn tmp(name: &str) -> PathBuf {
 // ------------------------------------------------------------------ programs
 
 fn build_go(example: &str) -> Option<PathBuf> {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples")).join(example);
-    let out = tmp(&format!("shapes-{example}"));
-    Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(dir)
-        .status()
-        .ok()?
-        .success()
-        .then_some(out)
+    support::go_build(&format!("examples/{example}"), &format!("shapes-{example}"))
 }
 
 fn go_service(binary: &Path, name: &str, args: &[&str]) -> Listening {

@@ -276,20 +276,7 @@ fn flatten(requests: &[ExportTraceServiceRequest]) -> Vec<Got> {
 // ------------------------------------------------------------------ services
 
 fn build_hello() -> Option<PathBuf> {
-    let example = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/http-hello"
-    ));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("spans-http-hello");
-    Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(example)
-        .status()
-        .ok()?
-        .success()
-        .then_some(out)
+    support::go_build("examples/http-hello", "spans-http-hello")
 }
 
 /// An http-hello named `name` (its OTEL_SERVICE_NAME).
@@ -603,28 +590,7 @@ fn privileged_spans_of_curl_and_python_pair_by_five_tuple_sequence_number_and_th
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
     // One export request per line, in the OTLP JSON mapping.
-    let requests: Vec<serde_json::Value> = std::fs::read_to_string(&file)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let mut spans = Vec::new();
-    for request in &requests {
-        for rs in request["resourceSpans"].as_array().unwrap() {
-            let service = rs["resource"]["attributes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|a| a["key"] == "service.name")
-                .map(|a| a["value"]["stringValue"].as_str().unwrap().to_owned())
-                .unwrap();
-            for ss in rs["scopeSpans"].as_array().unwrap() {
-                for span in ss["spans"].as_array().unwrap() {
-                    spans.push((service.clone(), span.clone()));
-                }
-            }
-        }
-    }
+    let spans = support::file_spans(&file);
     let of = |service: &str, kind: u64| -> Vec<&serde_json::Value> {
         spans
             .iter()

@@ -346,6 +346,24 @@ pub fn python_module(module: &str, package: &str) -> Result<(), String> {
     ))
 }
 
+/// `go build` of the Go program in `dir` (relative to the repository, e.g. `examples/http-hello`)
+/// into the tests' scratch directory as `name`; None when it does not build.
+pub fn go_build(dir: &str, name: &str) -> Option<std::path::PathBuf> {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(dir);
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(source)
+        .status()
+        .ok()?
+        .success()
+        .then_some(out)
+}
+
 /// Spans of an `--exporter file` output (OTLP JSON lines): (service.name, span) pairs.
 pub fn file_spans(path: &std::path::Path) -> Vec<(String, serde_json::Value)> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
