@@ -147,6 +147,15 @@ fn build_go(example: &str) -> Option<PathBuf> {
     support::go_build(&format!("examples/{example}"), &format!("shapes-{example}"))
 }
 
+/// `example` with its cgo dependency (`-tags cgotls`), host-linked and stripped (`-s -w`).
+fn build_cgo_stripped(example: &str) -> Option<PathBuf> {
+    support::go_build_with(
+        &format!("examples/{example}"),
+        &format!("shapes-{example}-cgo-stripped"),
+        &["-tags", "cgotls", "-ldflags=-linkmode=external -s -w"],
+    )
+}
+
 fn go_service(binary: &Path, name: &str, args: &[&str]) -> Listening {
     Listening::start(
         Command::new(binary)
@@ -224,6 +233,25 @@ fn privileged_shapes_go_listeners_on_every_address_form_keep_every_parent() {
     let Some(hello) = build_go("http-hello") else {
         return cannot_run("cannot build examples/http-hello");
     };
+    go_listeners(&hello);
+}
+
+/// The same with http-hello built the way cgo programs are: a real cgo dependency (a C
+/// `__thread` variable, which moves Go's goroutine slot in TLS), linked by the host linker, and
+/// stripped.
+#[test]
+fn privileged_shapes_go_listeners_keep_every_parent_in_a_stripped_cgo_binary() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let Some(hello) = build_cgo_stripped("http-hello") else {
+        return cannot_run("cannot build examples/http-hello with cgo (gcc)");
+    };
+    go_listeners(&hello);
+}
+
+fn go_listeners(hello: &Path) {
     // (listen address, how the peers dial it)
     let forms = [
         ("127.0.0.1:0", "127.0.0.1"),
@@ -234,21 +262,24 @@ fn privileged_shapes_go_listeners_on_every_address_form_keep_every_parent() {
     ];
     let mut running = Vec::new();
     for (i, (listen, dial)) in forms.iter().enumerate() {
-        let back = go_service(&hello, &format!("back{i}"), &["--listen", listen]);
+        let back = go_service(hello, &format!("back{i}"), &["--listen", listen]);
         let backend = format!("{dial}:{}", back.port());
         let front = go_service(
-            &hello,
+            hello,
             &format!("front{i}"),
             &["--listen", listen, "--backend", &backend],
         );
-        let own = go_service(&hello, &format!("self{i}"), &["--listen", listen]);
+        let own = go_service(hello, &format!("self{i}"), &["--listen", listen]);
         running.push((back, front, own));
     }
     let ports: Vec<String> = running
         .iter()
         .flat_map(|(b, f, o)| [b.port(), f.port(), o.port()])
         .collect();
-    let file = tmp("shapes-go-listeners.jsonl");
+    let file = tmp(&format!(
+        "{}-listeners.jsonl",
+        hello.file_name().unwrap().display()
+    ));
     let agent = agent(&file, &ports);
     for (i, (_, front, own)) in running.iter().enumerate() {
         let dial = forms[i].1;
@@ -418,8 +449,28 @@ fn privileged_shapes_a_long_lived_worker_does_not_pull_later_calls_into_the_firs
     let Some(hello) = build_go("http-hello") else {
         return cannot_run("cannot build examples/http-hello");
     };
-    let service = go_service(&hello, "worker", &["--listen", ":0"]);
-    let file = tmp("shapes-worker.jsonl");
+    worker(&hello);
+}
+
+/// The same in a stripped, host-linked cgo build.
+#[test]
+fn privileged_shapes_a_long_lived_worker_in_a_stripped_cgo_binary() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let Some(hello) = build_cgo_stripped("http-hello") else {
+        return cannot_run("cannot build examples/http-hello with cgo (gcc)");
+    };
+    worker(&hello);
+}
+
+fn worker(hello: &Path) {
+    let service = go_service(hello, "worker", &["--listen", ":0"]);
+    let file = tmp(&format!(
+        "{}-worker.jsonl",
+        hello.file_name().unwrap().display()
+    ));
     let agent = agent(&file, &[service.port()]);
     for id in 4000..4010 {
         assert_eq!(

@@ -349,6 +349,11 @@ pub fn python_module(module: &str, package: &str) -> Result<(), String> {
 /// `go build` of the Go program in `dir` (relative to the repository, e.g. `examples/http-hello`)
 /// into the tests' scratch directory as `name`; None when it does not build.
 pub fn go_build(dir: &str, name: &str) -> Option<std::path::PathBuf> {
+    go_build_with(dir, name, &[])
+}
+
+/// Like `go_build`, with extra `go build` arguments (tags, `-ldflags`).
+pub fn go_build_with(dir: &str, name: &str, args: &[&str]) -> Option<std::path::PathBuf> {
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(dir);
@@ -356,6 +361,7 @@ pub fn go_build(dir: &str, name: &str) -> Option<std::path::PathBuf> {
     Command::new("go")
         .args(["build", "-o"])
         .arg(&out)
+        .args(args)
         .arg(".")
         .current_dir(source)
         .status()
