@@ -182,10 +182,32 @@ fn privileged_failed_net_http_calls_are_client_spans_with_error_type_under_their
     let Some(hello) = go_build("http-hello", "failed-http-hello") else {
         return cannot_run("go cannot build examples/http-hello");
     };
+    net_http_case(&hello);
+}
+
+/// The same from a stripped, host-linked cgo build (how cgo programs ship).
+#[test]
+fn privileged_failed_net_http_calls_of_a_stripped_cgo_binary() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let Some(hello) = support::go_build_with(
+        "examples/http-hello",
+        "failed-http-hello-cgo-stripped",
+        &["-tags", "cgotls", "-ldflags=-linkmode=external -s -w"],
+    ) else {
+        return cannot_run("go cannot build examples/http-hello with cgo (gcc)");
+    };
+    net_http_case(&hello);
+}
+
+fn net_http_case(hello: &Path) {
     let (closed, reset, silent) = (closed_port(), resetting_listener(), silent_listener());
-    let service = Listening::start(Command::new(&hello).env("OTEL_SERVICE_NAME", "caller"));
+    let service = Listening::start(Command::new(hello).env("OTEL_SERVICE_NAME", "caller"));
     let port: u16 = service.port().parse().unwrap();
-    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("failed-net-http.jsonl");
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{}.jsonl", hello.file_name().unwrap().display()));
     let agent = agent_to_file(&file, &[port, closed, reset, silent]);
     for target in [closed, reset, silent] {
         let (status, body) = http_get(
@@ -234,14 +256,36 @@ fn privileged_failed_grpc_go_calls_are_client_spans_with_error_type_under_their_
     let Some(echo) = go_build("grpc-echo", "failed-grpc-echo") else {
         return cannot_run("go cannot build examples/grpc-echo");
     };
+    grpc_case(&echo);
+}
+
+/// The same from a stripped, host-linked build.
+#[test]
+fn privileged_failed_grpc_go_calls_of_a_stripped_host_linked_binary() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let Some(echo) = support::go_build_with(
+        "examples/grpc-echo",
+        "failed-grpc-echo-external-stripped",
+        &["-ldflags=-linkmode=external -s -w"],
+    ) else {
+        return cannot_run("go cannot build examples/grpc-echo with the host linker (gcc)");
+    };
+    grpc_case(&echo);
+}
+
+fn grpc_case(echo: &Path) {
     let (closed, reset) = (closed_port(), resetting_listener());
     let (refused_port, reset_port) = (free_port(), free_port());
-    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("failed-grpc.jsonl");
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{}.jsonl", echo.file_name().unwrap().display()));
     // The agent first: the relays connect (and fail) as soon as they start.
     let agent = agent_to_file(&file, &[refused_port, reset_port, closed, reset]);
     let relay = |name: &str, listen: u16, target: u16| {
         Listening::start(
-            Command::new(&echo)
+            Command::new(echo)
                 .args([
                     "relay",
                     "--listen",

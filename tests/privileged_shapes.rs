@@ -2,25 +2,20 @@
 //! programs have, not only the shape the examples happen to run in. Listeners on `127.0.0.1`,
 //! `[::1]`, `:port` (a dual-stack IPv6 socket that sees IPv4 peers as `::ffff:a.b.c.d`) and
 //! `0.0.0.0`, with IPv4 and IPv6 clients, Go to Go, Python to Go and Go to Python; programs that
-//! call their own HTTP and gRPC servers; a long-lived worker goroutine fed by later requests; and
-//! a virtual service address on the same host (DNAT, with and without SNAT) between network
-//! namespaces this test makes. Spans go through the OTLP JSON file exporter and are read back.
+//! call their own HTTP and gRPC servers; a long-lived worker goroutine fed by later requests;
+//! each Go case also as a stripped, host-linked (cgo) build. Spans go through the OTLP JSON file
+//! exporter and are read back. Same-host NAT is in privileged_nat.
 
 mod support;
 
-use std::{
-    collections::HashMap,
-    io::{Read, Write},
-    net::TcpStream,
-    path::{Path, PathBuf},
-    process::Command,
-    sync::Mutex,
-};
+use std::{path::Path, process::Command, sync::Mutex};
 
 use support::{
-    Agent, Listening,
-    nat_lab::{BACK_VIP, FRONT_VIP, NatLab},
-    require_privileges,
+    Agent, Listening, require_privileges,
+    shapes::{
+        Got, agent, assert_child_of, assert_no_mapped_addresses, build_cgo_stripped, build_go,
+        check_fanout, get, go_service, read_spans, tmp,
+    },
 };
 use wirespan::testing::cannot_run;
 
@@ -31,193 +26,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-// ------------------------------------------------------------------ spans
-
-/// One exported span, flattened.
-#[derive(Debug, Clone)]
-struct Got {
-    service: String,
-    name: String,
-    /// 2 server, 3 client (OTLP JSON).
-    kind: u64,
-    trace: String,
-    id: String,
-    parent: String,
-    attrs: HashMap<String, String>,
-}
-
-impl Got {
-    /// Whether any attribute names request `id` (`id=<id>` in a URL or query).
-    fn carries(&self, id: u64) -> bool {
-        let needle = format!("id={id}");
-        self.attrs.values().any(|v| {
-            v.split(['&', '?'])
-                .any(|part| part == needle || part.ends_with(&format!("?{needle}")))
-        })
-    }
-}
-
-fn read_spans(file: &Path) -> Vec<Got> {
-    support::file_spans(file)
-        .into_iter()
-        .map(|(service, span)| {
-            let attrs = span["attributes"]
-                .as_array()
-                .map(|list| {
-                    list.iter()
-                        .map(|a| {
-                            let v = &a["value"];
-                            let value = v["stringValue"]
-                                .as_str()
-                                .map_or_else(|| v.to_string(), str::to_owned);
-                            (a["key"].as_str().unwrap().to_owned(), value)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let text = |key: &str| span[key].as_str().unwrap_or_default().to_owned();
-            Got {
-                service,
-                name: text("name"),
-                kind: span["kind"].as_u64().unwrap_or_default(),
-                trace: text("traceId"),
-                id: text("spanId"),
-                parent: text("parentSpanId"),
-                attrs,
-            }
-        })
-        .collect()
-}
-
-/// No exported attribute names an IPv4-mapped IPv6 address.
-fn assert_no_mapped_addresses(spans: &[Got]) {
-    for span in spans {
-        for (key, value) in &span.attrs {
-            assert!(
-                !value.contains("::ffff:"),
-                "{key}={value} in {} {}",
-                span.service,
-                span.name
-            );
-        }
-    }
-}
-
-/// Checks a trace: `child`'s parent is `parent`, in the same trace.
-fn assert_child_of(child: &Got, parent: &Got, what: &str) {
-    assert_eq!(
-        (child.parent.as_str(), child.trace.as_str()),
-        (parent.id.as_str(), parent.trace.as_str()),
-        "{what}: {} {} should be a child of {} {}",
-        child.service,
-        child.name,
-        parent.service,
-        parent.name
-    );
-}
-
-/// The agent, exporting to a file, watching `ports`.
-fn agent(file: &Path, ports: &[String]) -> Agent {
-    let _ = std::fs::remove_file(file);
-    let mut args = vec![
-        "run".to_owned(),
-        "--exporter".to_owned(),
-        "file".to_owned(),
-        "--output".to_owned(),
-        file.to_str().unwrap().to_owned(),
-        // Requests are told apart by their query (`id=N`).
-        "--show-query".to_owned(),
-    ];
-    for port in ports {
-        args.extend(["--port".to_owned(), port.clone()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Agent::start(&args)
-}
-
-fn tmp(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
-}
-
-// ------------------------------------------------------------------ programs
-
-fn build_go(example: &str) -> Option<PathBuf> {
-    support::go_build(&format!("examples/{example}"), &format!("shapes-{example}"))
-}
-
-/// `example` with its cgo dependency (`-tags cgotls`), host-linked and stripped (`-s -w`).
-fn build_cgo_stripped(example: &str) -> Option<PathBuf> {
-    support::go_build_with(
-        &format!("examples/{example}"),
-        &format!("shapes-{example}-cgo-stripped"),
-        &["-tags", "cgotls", "-ldflags=-linkmode=external -s -w"],
-    )
-}
-
-fn go_service(binary: &Path, name: &str, args: &[&str]) -> Listening {
-    Listening::start(
-        Command::new(binary)
-            .args(args)
-            .env("OTEL_SERVICE_NAME", name),
-    )
-}
-
-/// GET `path` from `host:port` on a new connection, in one write; the status.
-fn get(host: &str, port: &str, path: &str) -> u16 {
-    let addr = format!("{host}:{port}");
-    let mut stream = TcpStream::connect(&addr).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The spans of request `id`: its entry server span named `entry` at `service`, and the client
-/// spans (and their servers) below it. Checks the /fanout tree: entry ← caller client (if
-/// `caller` names its service), two client calls under the entry, each with one server span.
-fn check_fanout(spans: &[Got], id: u64, service: &str, caller: Option<&str>, backend: &str) {
-    let entry: Vec<&Got> = spans
-        .iter()
-        .filter(|s| {
-            s.kind == 2 && s.service == service && s.name.contains("/fanout") && s.carries(id)
-        })
-        .collect();
-    assert_eq!(entry.len(), 1, "request {id}: entry spans {entry:#?}");
-    let entry = entry[0];
-    if let Some(caller) = caller {
-        let parent = spans
-            .iter()
-            .find(|s| s.id == entry.parent)
-            .unwrap_or_else(|| panic!("request {id}: the entry span has no parent {entry:#?}"));
-        assert_eq!(
-            (parent.kind, parent.service.as_str()),
-            (3, caller),
-            "request {id}"
-        );
-        assert_child_of(entry, parent, &format!("request {id}: caller → entry"));
-    }
-    let calls: Vec<&Got> = spans
-        .iter()
-        .filter(|s| s.kind == 3 && s.service == service && s.carries(id) && s.name.contains("GET"))
-        .collect();
-    assert_eq!(calls.len(), 2, "request {id}: calls {calls:#?}");
-    for call in calls {
-        assert_child_of(call, entry, &format!("request {id}: entry → call"));
-        let served: Vec<&Got> = spans
-            .iter()
-            .filter(|s| s.kind == 2 && s.parent == call.id)
-            .collect();
-        assert_eq!(served.len(), 1, "request {id}: servers of {call:#?}");
-        assert_eq!(served[0].service, backend, "request {id}");
-        assert_child_of(served[0], call, &format!("request {id}: call → server"));
-    }
 }
 
 // ------------------------------------------------------------------ tests
@@ -385,12 +193,36 @@ fn privileged_shapes_a_program_calling_its_own_grpc_server_on_a_dual_stack_port(
     let Some(relay) = build_go("grpc-echo") else {
         return cannot_run("cannot build examples/grpc-echo");
     };
+    own_grpc_server(&relay);
+}
+
+/// The same from a stripped, host-linked build.
+#[test]
+fn privileged_shapes_a_stripped_host_linked_program_calling_its_own_grpc_server() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let Some(relay) = support::go_build_with(
+        "examples/grpc-echo",
+        "shapes-grpc-echo-external-stripped",
+        &["-ldflags=-linkmode=external -s -w"],
+    ) else {
+        return cannot_run("cannot build examples/grpc-echo with the host linker (gcc)");
+    };
+    own_grpc_server(&relay);
+}
+
+fn own_grpc_server(binary: &Path) {
     let relay = Listening::start(
-        Command::new(relay)
+        Command::new(binary)
             .args(["relay", "--listen", ":0", "--serve-grpc", ":0"])
             .env("OTEL_SERVICE_NAME", "selfgrpc"),
     );
-    let file = tmp("shapes-self-grpc.jsonl");
+    let file = tmp(&format!(
+        "{}-self.jsonl",
+        binary.file_name().unwrap().display()
+    ));
     // The gRPC port is not printed: watch the process instead.
     let _ = std::fs::remove_file(&file);
     let pid = relay.pid().to_string();
@@ -518,101 +350,4 @@ fn worker(hello: &Path) {
         "{}",
         stopped.stderr
     );
-}
-
-// ------------------------------------------------------------------ DNAT on one host
-
-/// A client in one namespace calls front through its virtual address; front (in the other
-/// namespace) fans out to back through back's virtual address. Both hops cross DNAT (and SNAT
-/// when asked): every server span must still be the child of the client span at the other end.
-fn dnat_case(snat: bool) {
-    if !require_privileges() {
-        return;
-    }
-    let _serial = serial();
-    let Some(hello) = build_go("http-hello") else {
-        return cannot_run("cannot build examples/http-hello");
-    };
-    if Command::new("nft").arg("--version").output().is_err() {
-        return cannot_run(
-            "nft is not installed (Debian package nftables; cargo xtask setup installs it)",
-        );
-    }
-    if Command::new("curl").arg("--version").output().is_err() {
-        return cannot_run("curl is not installed");
-    }
-    let lab = match NatLab::up(snat) {
-        Ok(lab) => lab,
-        Err(why) => return cannot_run(&format!("cannot build the NAT lab: {why}")),
-    };
-    let in_ns = |ns: &str, name: &str, args: &[&str]| {
-        Listening::start(
-            Command::new("ip")
-                .args(["netns", "exec", ns])
-                .arg(&hello)
-                .args(args)
-                .env("OTEL_SERVICE_NAME", name),
-        )
-    };
-    let back = in_ns(&lab.client_ns(), "back", &["--listen", ":8081"]);
-    let front = in_ns(
-        &lab.server_ns(),
-        "front",
-        &["--listen", ":8080", "--backend", &format!("{BACK_VIP}:80")],
-    );
-    let file = tmp(&format!("shapes-dnat-{snat}.jsonl"));
-    let agent = agent(&file, &["80".into(), "8080".into(), "8081".into()]);
-    for id in 5000..5005 {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.client_ns(),
-                "curl",
-                "-sf",
-                "--max-time",
-                "5",
-            ])
-            .arg(format!("http://{FRONT_VIP}/fanout?id={id}"))
-            .env("OTEL_SERVICE_NAME", "curl-client")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl through the virtual address failed: {out:?}"
-        );
-    }
-    let stopped = agent.stop();
-    assert!(stopped.status.success(), "{}", stopped.stderr);
-    // The programs leave the namespaces before the lab goes.
-    drop((front, back));
-    drop(lab);
-    let spans = read_spans(&file);
-    assert_no_mapped_addresses(&spans);
-    for id in 5000..5005 {
-        let entry = spans
-            .iter()
-            .find(|s| s.kind == 2 && s.service == "front" && s.carries(id))
-            .unwrap_or_else(|| panic!("no front span of {id}: {spans:#?}"));
-        let caller = spans
-            .iter()
-            .find(|s| s.id == entry.parent)
-            .unwrap_or_else(|| panic!("request {id}: front lost its client parent (snat {snat})"));
-        assert_eq!(caller.kind, 3, "request {id}");
-        assert!(
-            caller.attrs.values().any(|v| v.contains(FRONT_VIP)),
-            "{caller:#?}"
-        );
-        check_fanout(&spans, id, "front", Some(&caller.service), "back");
-    }
-}
-
-#[test]
-fn privileged_shapes_dnat_to_a_virtual_address_on_this_host_keeps_every_parent() {
-    dnat_case(false);
-}
-
-#[test]
-fn privileged_shapes_dnat_and_snat_on_this_host_keep_every_parent() {
-    dnat_case(true);
 }

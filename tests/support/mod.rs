@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod nat_lab;
+pub mod shapes;
 
 use std::{
     io::{BufRead, BufReader, Read},
