@@ -118,17 +118,17 @@ fn dnat_case(snat: bool, cgo_stripped: bool) {
 }
 
 #[test]
-fn privileged_shapes_dnat_to_a_virtual_address_on_this_host_keeps_every_parent() {
+fn privileged_nat_dnat_to_a_virtual_address_on_this_host_keeps_every_parent() {
     dnat_case(false, false);
 }
 
 #[test]
-fn privileged_shapes_dnat_and_snat_on_this_host_keep_every_parent() {
+fn privileged_nat_dnat_and_snat_on_this_host_keep_every_parent() {
     dnat_case(true, false);
 }
 
 /// DNAT and SNAT between stripped, host-linked cgo builds.
 #[test]
-fn privileged_shapes_dnat_and_snat_keep_every_parent_between_stripped_cgo_binaries() {
+fn privileged_nat_dnat_and_snat_keep_every_parent_between_stripped_cgo_binaries() {
     dnat_case(true, true);
 }
