@@ -35,6 +35,9 @@ const MAX_ENDS: usize = 262_144;
 struct FirstBytes {
     sent: Option<u32>,
     received: Option<u32>,
+    /// When the connection under this address pair began (or was first seen): a close older
+    /// than that belongs to an earlier connection on the same pair.
+    since_ns: u64,
 }
 
 /// First bytes of every connection end this host has seen data on.
@@ -56,7 +59,10 @@ impl Peers {
                     self.by_first_sent.clear();
                 }
                 let end = (d.local, d.remote);
-                let first = self.first.entry(end).or_default();
+                let first = self.first.entry(end).or_insert(FirstBytes {
+                    since_ns: d.ts_exit_ns,
+                    ..FirstBytes::default()
+                });
                 match d.direction {
                     Direction::Egress if first.sent.is_none() => {
                         first.sent = Some(d.seq);
@@ -67,6 +73,18 @@ impl Peers {
                     }
                     _ => {}
                 }
+            }
+            // A new connection on an address pair used before (ports are reused): its first
+            // bytes are new too.
+            Event::Conn(c) if matches!(c.kind, ConnKind::Connect | ConnKind::Accept) => {
+                self.forget((c.local, c.remote), u64::MAX);
+                self.first.insert(
+                    (c.local, c.remote),
+                    FirstBytes {
+                        since_ns: c.ts_ns,
+                        ..FirstBytes::default()
+                    },
+                );
             }
             Event::Conn(c) if c.kind == ConnKind::Close => {
                 self.forget_closed(c.ts_ns);
@@ -106,12 +124,20 @@ impl Peers {
                 break;
             }
             self.closed.pop_front();
-            if let Some(first) = self.first.remove(&end)
-                && let Some(sent) = first.sent
-                && self.by_first_sent.get(&sent) == Some(&end)
-            {
-                self.by_first_sent.remove(&sent);
-            }
+            self.forget(end, ts);
+        }
+    }
+
+    /// Forget `end` if its connection began no later than `closed_ns`.
+    fn forget(&mut self, end: End, closed_ns: u64) {
+        if self.first.get(&end).is_none_or(|f| f.since_ns > closed_ns) {
+            return;
+        }
+        if let Some(first) = self.first.remove(&end)
+            && let Some(sent) = first.sent
+            && self.by_first_sent.get(&sent) == Some(&end)
+        {
+            self.by_first_sent.remove(&sent);
         }
     }
 }
@@ -163,6 +189,49 @@ mod tests {
         assert_eq!(
             p.other_end(end(client.0, client.1)),
             end(server.0, server.1)
+        );
+    }
+
+    fn conn(kind: ConnKind, local: &str, remote: &str, ts_ns: u64) -> Event {
+        Event::Conn(crate::event::Conn {
+            kind,
+            pid: 1,
+            tid: 1,
+            comm: "t".into(),
+            conn_id: 1,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            ts_ns,
+            mode: crate::event::AttachMode::Tracepoint,
+            errno: None,
+        })
+    }
+
+    #[test]
+    fn a_reused_address_pair_pairs_on_its_new_connection_first_bytes() {
+        let mut p = Peers::default();
+        let client = ("10.0.1.2:40000", "10.96.0.10:80");
+        let server = ("10.0.2.2:8080", "10.0.1.2:40000");
+        p.on_event(&data(client.0, client.1, Direction::Egress, 1000));
+        p.on_event(&conn(ConnKind::Close, client.0, client.1, 5));
+        // The same pair again: a new connection with new sequence numbers.
+        p.on_event(&conn(ConnKind::Connect, client.0, client.1, 10));
+        p.on_event(&data(client.0, client.1, Direction::Egress, 7000));
+        p.on_event(&data(server.0, server.1, Direction::Ingress, 7000));
+        assert_eq!(
+            p.other_end(end(server.0, server.1)),
+            end(client.0, client.1)
+        );
+        // The old connection's close, forgotten later, leaves the new one alone.
+        p.on_event(&conn(
+            ConnKind::Close,
+            "127.0.0.1:1",
+            "127.0.0.1:2",
+            5 + GRACE_NS,
+        ));
+        assert_eq!(
+            p.other_end(end(server.0, server.1)),
+            end(client.0, client.1)
         );
     }
 
