@@ -4,7 +4,7 @@
 //! output is events, exchanges (conn → protocol stages) or spans (conn → protocol → correlate).
 //! A replay feeds a recording through the same pipeline. Shutdown, output and recorder are injected.
 
-use std::{fmt::Write as _, future::Future, time::Duration};
+use std::{collections::HashSet, fmt::Write as _, future::Future, time::Duration};
 
 use wirespan_shared::{LOST_CAUSE_NAMES, LOST_CAUSES};
 
@@ -16,7 +16,7 @@ use crate::{
     load::{HookReport, LoadError, LoadOptions, Probes},
     sink::{EventSink, ExchangeSink, SpanSink},
     source::{
-        Event, decode,
+        ConnRole, Event, decode,
         recording::{RecordingError, RecordingReader, RecordingWriter},
         ringbuf::RingBufSource,
     },
@@ -182,6 +182,10 @@ struct Pipeline<'a> {
     last_ts_ns: u64,
     /// Processes that executed a program since the last batch (live runs attach Go uprobes).
     execs: Vec<u32>,
+    /// Go processes seen making an outbound call since the last batch, each once per program
+    /// (live runs keep their binaries' serving probes on; see `load::serving`).
+    callers: Vec<u32>,
+    callers_seen: HashSet<u32>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -194,6 +198,28 @@ impl<'a> Pipeline<'a> {
             spans: Vec::new(),
             last_ts_ns: 0,
             execs: Vec::new(),
+            callers: Vec::new(),
+            callers_seen: HashSet::new(),
+        }
+    }
+
+    /// Note the Go processes that call out (an outbound-call probe reported), once each.
+    fn note_caller(&mut self, event: &Event) {
+        let pid = match event {
+            Event::GoConnUse(u) if u.role == ConnRole::Client => u.pid,
+            Event::GoServe(g) if g.client => g.pid,
+            Event::GoGrpcCall(c) => c.pid,
+            Event::Exec(e) => {
+                self.callers_seen.remove(&e.pid);
+                return;
+            }
+            _ => return,
+        };
+        if self.callers_seen.len() >= 65_536 {
+            self.callers_seen.clear();
+        }
+        if self.callers_seen.insert(pid) {
+            self.callers.push(pid);
         }
     }
 
@@ -209,6 +235,7 @@ impl<'a> Pipeline<'a> {
         if let Event::Exec(exec) = &event {
             self.execs.push(exec.pid);
         }
+        self.note_caller(&event);
         match &mut self.output {
             Output::Events(sink) => sink.event(&event).map_err(StepError::Write),
             Output::Exchanges { table, .. } => {
@@ -377,6 +404,7 @@ pub async fn run<'a>(
                 if let Err(e) = pipeline.tick(monotonic_now_ns()) {
                     break Err(e);
                 }
+                probes.retire_quiet();
                 Some(Ok(false))
             }
             _ = loss_log.tick() => {
@@ -395,6 +423,11 @@ pub async fn run<'a>(
         };
         if let Err(e) = pipeline.flush() {
             break Err(e);
+        }
+        for pid in std::mem::take(&mut pipeline.callers) {
+            if let Some(line) = probes.calls_out(pid) {
+                eprintln!("wirespan: {line}");
+            }
         }
         // Go programs started since the last batch get their uprobes (a report line if new).
         for pid in std::mem::take(&mut pipeline.execs) {

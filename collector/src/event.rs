@@ -150,6 +150,9 @@ pub struct GoSpawn {
     pub parent_goid: u64,
     pub child_goid: u64,
     pub ts_ns: u64,
+    /// Observed, not seen happen: the child named its parent when it made an outbound call
+    /// (`ts_ns` is then that call's time, not the spawn's).
+    pub observed: bool,
 }
 
 /// A goroutine ended.

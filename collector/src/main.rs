@@ -284,6 +284,17 @@ struct CaptureArgs {
     /// With --pid too, processes matching either.
     #[arg(long, value_name = "PATH")]
     cgroup: Vec<PathBuf>,
+    /// Seconds a Go program keeps its per-request probes (handler, goroutine start and end,
+    /// gRPC server headers) while it serves without calling out. Such a program's requests
+    /// are read from its syscalls alone, so they cost it no uprobe hit; the probes go back on
+    /// when it calls out. 0 keeps them on always.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 5,
+        env = "WIRESPAN_SERVING_PROBES_QUIET_SECS"
+    )]
+    serving_probes_quiet_secs: u64,
 }
 
 impl CaptureArgs {
@@ -292,6 +303,8 @@ impl CaptureArgs {
             attach_mode: self.attach_mode,
             capture_bytes: self.capture_bytes,
             ring_buffer_mib: self.ring_buffer_mib,
+            serving_quiet_after: (self.serving_probes_quiet_secs > 0)
+                .then(|| Duration::from_secs(self.serving_probes_quiet_secs)),
             filters: Filters {
                 pids: self.pid.clone(),
                 ports: self.port.clone(),

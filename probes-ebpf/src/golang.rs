@@ -20,10 +20,10 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use wirespan_shared::{
-    EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_EXIT, EVENT_GO_SERVE_END,
-    EVENT_GO_SERVE_START, EVENT_GO_SPAWN, GO_CONN_CLIENT, GO_CONN_SERVER, GO_HOST_LEN,
-    GO_METHOD_LEN, GO_PATH_LEN, GoConn, GoConnEvent, GoExitEvent, GoOffsets, GoServeEvent,
-    GoSpawnEvent, ITAB_FIRST_METHOD, LOST_RINGBUF_FULL,
+    EVENT_GO_ANCESTRY, EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_EXIT,
+    EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, GO_CONN_CLIENT, GO_CONN_SERVER,
+    GO_HOST_LEN, GO_METHOD_LEN, GO_PATH_LEN, GoConn, GoConnEvent, GoExitEvent, GoOffsets,
+    GoServeEvent, GoSpawnEvent, ITAB_FIRST_METHOD, LOST_RINGBUF_FULL,
 };
 
 use crate::{
@@ -247,6 +247,36 @@ pub fn current(regs: &pt_regs) -> Option<(u64, GoOffsets, u64)> {
     Some((pid_tgid, offsets, goid))
 }
 
+/// An outbound call is being made on goroutine `goid` (whose `g` is `g`): name its parent
+/// (`g.parentGoid`), so user space can tie the call to the handler that started the goroutine
+/// even where the spawn probe is not attached (see `EVENT_GO_ANCESTRY`). One small record per
+/// outbound call; nothing when the layout has no parentGoid or the goroutine has no parent.
+#[inline(always)]
+pub fn observe_ancestry(pid_tgid: u64, offsets: &GoOffsets, g: u64, goid: u64) {
+    if offsets.g_parent_goid == 0 {
+        return;
+    }
+    let Ok(parent_goid) = read_u64(g + u64::from(offsets.g_parent_goid)) else {
+        return;
+    };
+    if parent_goid == 0 || parent_goid == goid {
+        return;
+    }
+    let ev = GoSpawnEvent {
+        kind: EVENT_GO_ANCESTRY,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        stream_id: 0,
+        parent_goid,
+        child_goid: goid,
+        // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if EVENTS.output(&ev, 0).is_err() {
+        count_lost(LOST_RINGBUF_FULL);
+    }
+}
+
 /// Tell user space which connection the request on goroutine `goid` uses.
 #[inline(always)]
 fn send_conn(pid_tgid: u64, goid: u64, role: u32, conn: GoConn) {
@@ -340,6 +370,9 @@ fn try_round_trip(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
         check_g_slot(tgid, regs.r14);
     }
     let goid = read_u64(regs.r14 + u64::from(offsets.g_goid))?;
+    if entry {
+        observe_ancestry(pid_tgid, &offsets, regs.r14, goid);
+    }
     let mut entry_buf = reserve_http_event(pid_tgid, goid)?;
     // SAFETY: the reservation `reserve_http_event` made (aligned, ours until submit; plain-data
     // event); `ev` is not used after the submit below.

@@ -25,7 +25,7 @@ use wirespan_shared::{
 };
 
 use crate::{
-    golang::{GoroutineKey, NO_CONN, current, itab_is, read_conn, read_u64},
+    golang::{GoroutineKey, NO_CONN, current, itab_is, observe_ancestry, read_conn, read_u64},
     maps::{EVENTS, count_lost},
 };
 
@@ -201,7 +201,10 @@ fn meta_frame(frame: u64, g: &GrpcOffsets) -> Result<(u64, u64, u32), ()> {
 }
 
 /// `(*http2Server).operateHeaders(…, frame *http2.MetaHeadersFrame, …)` entry: a request's
-/// headers arrived. Until the function returns, goroutines it starts serve this stream.
+/// headers arrived. The goroutine keeps this stream as the one it handles until its next
+/// request's headers: `newproc1` at grpc-go's handler spawn sites (and only there) reads it, so
+/// the handler goroutine started for these headers serves this stream. No probe at the RETs: a
+/// single-step per request to clear an entry the next request overwrites anyway.
 #[uprobe]
 pub fn go_grpc_server_headers(ctx: ProbeContext) -> u32 {
     // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
@@ -225,18 +228,6 @@ pub fn go_grpc_server_headers(ctx: ProbeContext) -> u32 {
         conn,
     };
     let _ = send_headers(pid_tgid, goid, &g, block);
-    0
-}
-
-/// `(*http2Server).operateHeaders` at each RET: the stream's handler has been started.
-#[uprobe]
-pub fn go_grpc_server_headers_return(ctx: ProbeContext) -> u32 {
-    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
-    // whole run of the program, and only read.
-    let regs = unsafe { &*ctx.regs };
-    if let Some((pid_tgid, _, goid)) = current(regs) {
-        let _ = HANDLING_STREAM.remove(&goroutine(pid_tgid, goid));
-    }
     0
 }
 
@@ -299,6 +290,7 @@ pub fn go_grpc_new_stream(ctx: ProbeContext) -> u32 {
     let Some((pid_tgid, offsets, goid)) = current(regs) else {
         return 0;
     };
+    observe_ancestry(pid_tgid, &offsets, regs.r14, goid);
     let call = CallCtx {
         stream: 0,
         conn: read_conn(regs.rax + u64::from(offsets.grpc.client_conn), &offsets),
@@ -351,9 +343,10 @@ pub fn go_grpc_invoke(ctx: ProbeContext) -> u32 {
     // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
     // whole run of the program, and only read.
     let regs = unsafe { &*ctx.regs };
-    let Some((pid_tgid, _, goid)) = current(regs) else {
+    let Some((pid_tgid, offsets, goid)) = current(regs) else {
         return 0;
     };
+    observe_ancestry(pid_tgid, &offsets, regs.r14, goid);
     let _ = CALLS.remove(&goroutine(pid_tgid, goid));
     let Ok(mut entry) = reserve_call(pid_tgid, goid) else {
         return 0;

@@ -31,6 +31,13 @@ pub const EVENT_EXEC: u32 = 7;
 /// Tag of [`GoSpawnEvent`]: a goroutine started another (`runtime.newproc1`).
 pub const EVENT_GO_SPAWN: u32 = 8;
 
+/// Tag of [`GoSpawnEvent`] for ancestry observed, not seen happen: a goroutine that made an
+/// outbound call names its parent (`g.parentGoid`, Go 1.21+). Sent from the outbound-call
+/// probes, so a program whose spawn probe is not attached (it served requests without calling
+/// out; see `golang::discover`) still ties a child goroutine's call to its handler. `ts_ns` is
+/// when it was observed, `stream_id` 0.
+pub const EVENT_GO_ANCESTRY: u32 = 20;
+
 /// A goroutine created another: the ancestry that keeps work handed to child goroutines, at any
 /// depth, tied to the request that caused it.
 #[repr(C)]
@@ -368,6 +375,10 @@ pub struct GoOffsets {
     /// itab; 0 when unknown, and then the connection is read without the type check (reads are
     /// checked, never trusted).
     pub tcp_conn_close_fn: u64,
+    /// `runtime.g.parentGoid` (Go 1.21+): the goroutine that started this one. 0 when unknown;
+    /// the outbound-call probes then send no ancestry of their own.
+    pub g_parent_goid: u32,
+    pub pad0: u32,
     /// grpc-go and golang.org/x/net layouts; all zero when the program has no grpc-go.
     pub grpc: GrpcOffsets,
 }

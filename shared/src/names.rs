@@ -106,7 +106,6 @@ pub const PROGRAM_GO_SERVE_HTTP_RETURN: &str = "go_serve_http_return";
 
 // Programs of probes-ebpf/src/grpc.rs.
 pub const PROGRAM_GO_GRPC_SERVER_HEADERS: &str = "go_grpc_server_headers";
-pub const PROGRAM_GO_GRPC_SERVER_HEADERS_RETURN: &str = "go_grpc_server_headers_return";
 pub const PROGRAM_GO_GRPC_CLIENT_HEADERS: &str = "go_grpc_client_headers";
 pub const PROGRAM_GO_GRPC_WRITE_HEADER: &str = "go_grpc_write_header";
 pub const PROGRAM_GO_GRPC_NEW_STREAM: &str = "go_grpc_new_stream";
@@ -143,7 +142,6 @@ pub const PROGRAMS: &[&str] = &[
     PROGRAM_GO_SERVE_HTTP,
     PROGRAM_GO_SERVE_HTTP_RETURN,
     PROGRAM_GO_GRPC_SERVER_HEADERS,
-    PROGRAM_GO_GRPC_SERVER_HEADERS_RETURN,
     PROGRAM_GO_GRPC_CLIENT_HEADERS,
     PROGRAM_GO_GRPC_WRITE_HEADER,
     PROGRAM_GO_GRPC_NEW_STREAM,

@@ -97,6 +97,11 @@ pub fn assert_child_of(child: &Got, parent: &Got, what: &str) {
 
 /// The agent, exporting to a file, watching `ports`.
 pub fn agent(file: &Path, ports: &[String]) -> Agent {
+    agent_with(file, ports, &[])
+}
+
+/// `agent`, with `extra` arguments.
+pub fn agent_with(file: &Path, ports: &[String], extra: &[&str]) -> Agent {
     let _ = std::fs::remove_file(file);
     let mut args = vec![
         "run".to_owned(),
@@ -110,6 +115,7 @@ pub fn agent(file: &Path, ports: &[String]) -> Agent {
     for port in ports {
         args.extend(["--port".to_owned(), port.clone()]);
     }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Agent::start(&args)
 }

@@ -80,6 +80,8 @@ struct HandlerRun {
     end: Option<u64>,
     local: SocketAddr,
     remote: SocketAddr,
+    /// Seen in the bytes (a request read, ended by the first write back), not at `ServeHTTP`.
+    from_bytes: bool,
 }
 
 /// A grpc-go stream's handler goroutine: the stream it serves until it exits.
@@ -96,6 +98,20 @@ impl HandlerRun {
     fn open_at(&self, ts: u64) -> bool {
         self.start <= ts && self.end.is_none_or(|end| ts <= end)
     }
+}
+
+/// Whether a read's first bytes start an HTTP/1 request: an upper-case method token and a
+/// space (`GET /`, `POST /`). A body's bytes, an HTTP/2 preface or frames, and TLS records do
+/// not.
+fn starts_http1_request(payload: &[u8]) -> bool {
+    let token = payload
+        .iter()
+        .take_while(|b| b.is_ascii_uppercase())
+        .count();
+    (3..=7).contains(&token)
+        && payload.get(token) == Some(&b' ')
+        // `PRI * HTTP/2.0`: HTTP/2's connection preface.
+        && !payload.starts_with(b"PRI ")
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +136,53 @@ struct GoProcess {
     /// When the process exited: its state goes a grace period later (its last exchanges may
     /// still ask about it).
     exited_at: Option<u64>,
+}
+
+impl GoProcess {
+    /// A goroutine's bytes on an accepted connection. net/http serves HTTP/1 requests on the
+    /// connection's own goroutine: it reads the request, runs the handler and writes the
+    /// response, so the goroutine that read a request is its handler until it writes on that
+    /// connection. This is what ties a handler's outbound calls to its request without a probe
+    /// on the request path (the `ServeHTTP` probe, where attached, adds runs of its own that end
+    /// when the handler returns).
+    fn on_server_bytes(&mut self, goid: u64, d: &Data) {
+        let runs = self.handlers.entry(goid).or_default();
+        let open = runs.last_mut().filter(|r| {
+            r.from_bytes && r.end.is_none() && (r.local, r.remote) == (d.local, d.remote)
+        });
+        match d.direction {
+            Direction::Ingress => {
+                if open.is_none() && starts_http1_request(&d.payload) {
+                    push_run(
+                        runs,
+                        HandlerRun {
+                            start: d.ts_exit_ns,
+                            end: None,
+                            local: d.local,
+                            remote: d.remote,
+                            from_bytes: true,
+                        },
+                    );
+                }
+            }
+            Direction::Egress => {
+                if let Some(run) = open {
+                    run.end = Some(d.ts_enter_ns);
+                }
+            }
+        }
+        if runs.is_empty() {
+            self.handlers.remove(&goid);
+        }
+    }
+}
+
+/// Add a handler run; a serving goroutine runs many handlers, and the last few are enough.
+fn push_run(runs: &mut Vec<HandlerRun>, run: HandlerRun) {
+    if runs.len() >= 8 {
+        runs.remove(0);
+    }
+    runs.push(run);
 }
 
 /// A thread serving a request: the connection it read it on and when.
@@ -178,9 +241,14 @@ impl Contexts {
     }
 
     /// A non-Go thread that reads on an accepted connection serves a request until it writes
-    /// on that connection.
+    /// on that connection; a Go goroutine that reads an HTTP/1 request likewise (see
+    /// [`GoProcess::on_server_bytes`]).
     fn on_data(&mut self, d: &Data) {
-        if d.goid.is_some() || !self.accepted.contains(&d.conn_id) {
+        if !self.accepted.contains(&d.conn_id) {
+            return;
+        }
+        if let Some(goid) = d.goid {
+            self.go.entry(d.pid).or_default().on_server_bytes(goid, d);
             return;
         }
         let key = (d.pid, d.tid);
@@ -218,13 +286,24 @@ impl Contexts {
             Event::GoServe(g) if !g.client => {
                 let p = self.go.entry(g.pid).or_default();
                 if !g.start
-                    && let Some(run) = p.handlers.get_mut(&g.goid).and_then(|r| r.last_mut())
+                    && let Some(run) = p
+                        .handlers
+                        .get_mut(&g.goid)
+                        .and_then(|r| r.iter_mut().rev().find(|r| !r.from_bytes))
                     && run.end.is_none()
                 {
                     run.end = Some(g.ts_ns);
                 }
             }
             Event::GoConnUse(u) => self.on_conn_use(u),
+            // Observed at a call, not seen happen: the spawn, where its probe saw it, is
+            // exact (and earlier), so it is kept.
+            Event::GoSpawn(s) if s.observed => {
+                let p = self.go.entry(s.pid).or_default();
+                p.parent
+                    .entry(s.child_goid)
+                    .or_insert((s.parent_goid, s.ts_ns));
+            }
             Event::GoSpawn(s) => {
                 let p = self.go.entry(s.pid).or_default();
                 p.parent.insert(s.child_goid, (s.parent_goid, s.ts_ns));
@@ -351,17 +430,16 @@ impl Contexts {
         let p = self.go.entry(u.pid).or_default();
         match u.role {
             ConnRole::Server => {
-                let runs = p.handlers.entry(u.goid).or_default();
-                // One serving goroutine runs many handlers; the last few are enough.
-                if runs.len() >= 8 {
-                    runs.remove(0);
-                }
-                runs.push(HandlerRun {
-                    start: u.ts_ns,
-                    end: None,
-                    local,
-                    remote,
-                });
+                push_run(
+                    p.handlers.entry(u.goid).or_default(),
+                    HandlerRun {
+                        start: u.ts_ns,
+                        end: None,
+                        local,
+                        remote,
+                        from_bytes: false,
+                    },
+                );
             }
             ConnRole::Client => {
                 let uses = p.client_uses.entry((local, remote)).or_default();
@@ -516,171 +594,5 @@ impl Contexts {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{
-        load::AttachMode,
-        source::{Conn, GoConnection},
-    };
-
-    fn close(pid: u32, local: &str, remote: &str, ts_ns: u64) -> Event {
-        Event::Conn(Conn {
-            kind: ConnKind::Close,
-            pid,
-            tid: pid,
-            comm: "go".into(),
-            conn_id: 1,
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-            ts_ns,
-            mode: AttachMode::Tracepoint,
-            errno: None,
-        })
-    }
-
-    const PID: u32 = 9;
-
-    fn handler_starts(c: &mut Contexts, goid: u64, remote: &str, ts_ns: u64) {
-        c.on_event(&Event::GoConnUse(GoConnUse {
-            role: ConnRole::Server,
-            pid: PID,
-            tid: PID,
-            goid,
-            conn: GoConnection {
-                fd: 4,
-                endpoints: Some(("127.0.0.1:80".parse().unwrap(), remote.parse().unwrap())),
-            },
-            ts_ns,
-        }));
-    }
-
-    fn handler_ends(c: &mut Contexts, goid: u64, ts_ns: u64) {
-        c.on_event(&Event::GoServe(crate::event::GoServe {
-            client: false,
-            start: false,
-            pid: PID,
-            tid: PID,
-            goid,
-            method: String::new(),
-            path: String::new(),
-            host: String::new(),
-            status: Some(200),
-            ts_ns,
-        }));
-    }
-
-    fn spawn(c: &mut Contexts, parent_goid: u64, child_goid: u64, ts_ns: u64) {
-        c.on_event(&Event::GoSpawn(crate::event::GoSpawn {
-            pid: PID,
-            tid: PID,
-            stream_id: 0,
-            parent_goid,
-            child_goid,
-            ts_ns,
-        }));
-    }
-
-    fn serving_remote(lookup: Lookup) -> Option<SocketAddr> {
-        match lookup {
-            Lookup::Serving(ServerRef::Handler { remote, .. }) => Some(remote),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn a_worker_started_by_a_request_works_for_it_only_while_it_is_open() {
-        let mut c = Contexts::default();
-        // Request A on goroutine 10 starts worker 20 (lazily, on first use), which starts 21.
-        handler_starts(&mut c, 10, "127.0.0.1:5000", 100);
-        spawn(&mut c, 10, 20, 110);
-        spawn(&mut c, 20, 21, 120);
-        let p = |c: &Contexts| Contexts::handler_of(PID, &c.go[&PID], 21, 130);
-        assert_eq!(
-            serving_remote(p(&c)),
-            Some("127.0.0.1:5000".parse().unwrap())
-        );
-        handler_ends(&mut c, 10, 200);
-        // Request B on another connection feeds the worker: its calls are not A's.
-        handler_starts(&mut c, 30, "127.0.0.1:5001", 300);
-        for goid in [20, 21] {
-            assert_eq!(
-                Contexts::handler_of(PID, &c.go[&PID], goid, 310),
-                Lookup::Expired
-            );
-        }
-        // A call made while A was still open keeps A even when asked later.
-        assert_eq!(
-            serving_remote(p(&c)),
-            Some("127.0.0.1:5000".parse().unwrap())
-        );
-        // The worker spawning a new goroutine later does not revive A.
-        spawn(&mut c, 20, 22, 320);
-        assert_eq!(
-            Contexts::handler_of(PID, &c.go[&PID], 22, 330),
-            Lookup::Expired
-        );
-    }
-
-    #[test]
-    fn a_keep_alive_handler_goroutine_works_for_the_request_it_runs_now() {
-        let mut c = Contexts::default();
-        handler_starts(&mut c, 10, "127.0.0.1:5000", 100);
-        spawn(&mut c, 10, 11, 110);
-        handler_ends(&mut c, 10, 200);
-        handler_starts(&mut c, 10, "127.0.0.1:5000", 300);
-        spawn(&mut c, 10, 12, 310);
-        let lookup = Contexts::handler_of(PID, &c.go[&PID], 12, 320);
-        assert!(
-            matches!(lookup, Lookup::Serving(ServerRef::Handler { ts: 300, .. })),
-            "{lookup:?}"
-        );
-        // The child of the first request, calling during the second, is not the second's.
-        assert_eq!(
-            Contexts::handler_of(PID, &c.go[&PID], 11, 320),
-            Lookup::Expired
-        );
-        // Between requests the serving goroutine itself works for none.
-        handler_ends(&mut c, 10, 400);
-        assert_eq!(
-            Contexts::handler_of(PID, &c.go[&PID], 10, 450),
-            Lookup::Expired
-        );
-    }
-
-    #[test]
-    fn a_process_go_state_is_dropped_a_grace_period_after_it_exits() {
-        let exit = |pid: u32, ts_ns: u64| Event::Exit(crate::event::ProcessExit { pid, ts_ns });
-        let mut c = Contexts::default();
-        handler_starts(&mut c, 10, "127.0.0.1:5000", 100);
-        c.on_event(&exit(PID, 200));
-        assert!(c.go.contains_key(&PID), "kept through the grace period");
-        c.on_event(&exit(PID + 1, 200 + GRACE_NS));
-        assert!(!c.go.contains_key(&PID));
-        assert!(c.exited.is_empty());
-    }
-
-    #[test]
-    fn client_uses_of_closed_connections_are_forgotten_after_the_grace_period() {
-        let mut c = Contexts::default();
-        let (local, remote) = ("127.0.0.1:5000", "127.0.0.1:80");
-        c.on_event(&Event::GoConnUse(GoConnUse {
-            role: ConnRole::Client,
-            pid: 9,
-            tid: 9,
-            goid: 3,
-            conn: GoConnection {
-                fd: 4,
-                endpoints: Some((local.parse().unwrap(), remote.parse().unwrap())),
-            },
-            ts_ns: 10,
-        }));
-        c.on_event(&close(9, local, remote, 20));
-        assert_eq!(
-            c.go[&9].client_uses.len(),
-            1,
-            "kept through the grace period"
-        );
-        c.on_event(&close(9, "127.0.0.1:5001", remote, 20 + GRACE_NS));
-        assert_eq!(c.go[&9].client_uses.len(), 0);
-    }
-}
+#[path = "context_tests.rs"]
+mod tests;

@@ -155,6 +155,7 @@ fn a_go_call_to_a_closed_port_is_a_client_span_under_the_handler_of_its_goroutin
             parent_goid: 3,
             child_goid: 6,
             ts_ns: 101 * MS,
+            observed: false,
         }),
         go_client(pid, 6, true, None, 102 * MS),
         refused(pid, pid, 103 * MS),
@@ -357,6 +358,7 @@ fn a_failed_connect_of_a_program_that_turns_out_go_is_left_to_its_calls() {
         parent_goid: 1,
         child_goid: 2,
         ts_ns: 6 * MS,
+        observed: false,
     }));
     c.advance_clock(10 * 1_000 * MS);
     c.settle(&mut out);

@@ -8,7 +8,7 @@ use wirespan_shared::GrpcOffsets;
 use wirespan_shared::names::{
     PROGRAM_GO_GRPC_CLIENT_HEADERS, PROGRAM_GO_GRPC_INVOKE, PROGRAM_GO_GRPC_INVOKE_RETURN,
     PROGRAM_GO_GRPC_NEW_STREAM, PROGRAM_GO_GRPC_NEW_STREAM_RETURN, PROGRAM_GO_GRPC_SERVER_HEADERS,
-    PROGRAM_GO_GRPC_SERVER_HEADERS_RETURN, PROGRAM_GO_GRPC_WRITE_HEADER,
+    PROGRAM_GO_GRPC_WRITE_HEADER,
 };
 
 use super::{GoBinary, dwarf::Facts, layout::LayoutError};
@@ -27,11 +27,7 @@ pub const INVOKE: &str = "google.golang.org/grpc.(*ClientConn).Invoke";
 
 /// Each gRPC function with its entry and return programs.
 pub const PROBES: [(&str, &str, &str); 5] = [
-    (
-        SERVER_OPERATE_HEADERS,
-        PROGRAM_GO_GRPC_SERVER_HEADERS,
-        PROGRAM_GO_GRPC_SERVER_HEADERS_RETURN,
-    ),
+    (SERVER_OPERATE_HEADERS, PROGRAM_GO_GRPC_SERVER_HEADERS, ""),
     (CLIENT_OPERATE_HEADERS, PROGRAM_GO_GRPC_CLIENT_HEADERS, ""),
     (WRITE_HEADER, PROGRAM_GO_GRPC_WRITE_HEADER, ""),
     (

@@ -11,7 +11,7 @@ use super::{GoBinary, grpc};
 pub const TCP_CONN_METHOD: &str = "net.(*TCPConn).Close";
 pub const RESPONSE_METHOD: &str = "net/http.(*response).Header";
 
-const MEMBERS: [(&str, &str); 13] = [
+const MEMBERS: [(&str, &str); 14] = [
     ("net/http.response", "conn"),
     ("net/http.conn", "rwc"),
     ("net/http.persistConn", "conn"),
@@ -20,6 +20,7 @@ const MEMBERS: [(&str, &str); 13] = [
     ("net/url.URL", "Host"),
     ("net/http.Response", "StatusCode"),
     ("runtime.g", "goid"),
+    ("runtime.g", "parentGoid"),
     ("net/http.Request", "Method"),
     ("net/http.Request", "URL"),
     ("net/http.Request", "Host"),
@@ -173,6 +174,9 @@ pub fn dwarf_layout(
         netfd_sysfd: at("internal/poll.FD", "Sysfd")?,
         g_tls: 0,
         tcp_conn_close_fn: address_of(binary, TCP_CONN_METHOD),
+        // Go 1.21+; older programs get no observed ancestry (their spawn probe stays attached).
+        g_parent_goid: at("runtime.g", "parentGoid").unwrap_or(0),
+        pad0: 0,
         grpc: GrpcOffsets::default(),
     };
     let grpc_layout = uses_grpc.then(|| grpc::layout_from_dwarf(&facts, binary));

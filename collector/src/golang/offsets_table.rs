@@ -17,6 +17,9 @@ use super::{buildinfo::go_semver, grpc::module_semver};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableEntry {
     pub g_goid: u32,
+    /// `runtime.g.parentGoid`; absent from tables written before it was read (0: unknown).
+    #[serde(default)]
+    pub g_parent_goid: u32,
     pub request_method: u32,
     pub request_url: u32,
     pub request_host: u32,
@@ -36,6 +39,7 @@ impl TableEntry {
     pub fn from_offsets(o: &GoOffsets) -> Self {
         Self {
             g_goid: o.g_goid,
+            g_parent_goid: o.g_parent_goid,
             request_method: o.request_method,
             request_url: o.request_url,
             request_host: o.request_host,
@@ -72,6 +76,8 @@ impl TableEntry {
             netfd_sysfd: self.netfd_sysfd,
             g_tls: 0,
             tcp_conn_close_fn: 0,
+            g_parent_goid: self.g_parent_goid,
+            pad0: 0,
             grpc: GrpcOffsets::default(),
         }
     }
@@ -140,6 +146,7 @@ mod tests {
     fn entry(goid: u32) -> TableEntry {
         TableEntry {
             g_goid: goid,
+            g_parent_goid: 0,
             request_method: 0,
             request_url: 16,
             request_host: 128,

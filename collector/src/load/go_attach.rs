@@ -8,6 +8,7 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use aya::{
@@ -15,16 +16,19 @@ use aya::{
     maps::HashMap as BpfHashMap,
     programs::{
         UProbe,
-        uprobe::{UProbeAttachLocation, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
     },
 };
 use wirespan_shared::GoOffsets;
 use wirespan_shared::names::MAP_GO_PROCS;
 
-use super::error_chain;
+use super::{
+    error_chain,
+    serving::{Keep, ServingTier, has_open_connections},
+};
 use crate::golang::{
     FunctionProbe, GoBinary,
-    discover::{self, GoReport, PlanError, executable, short_name},
+    discover::{self, GoReport, PlanError, Tier, executable, short_name},
 };
 
 /// Why a planned Go binary could not be attached; the text is the report's `skipped:` reason.
@@ -55,6 +59,7 @@ enum Binary {
         go_version: String,
         path: PathBuf,
         functions: Vec<String>,
+        serving: ServingTier,
     },
 }
 
@@ -64,15 +69,63 @@ pub struct GoAttacher {
     /// With `--pid`: only these processes.
     only_pids: Vec<u32>,
     binaries: HashMap<(u64, u64), Binary>,
+    /// Process → its binary, for the processes of attached binaries.
+    binary_of: HashMap<u32, (u64, u64)>,
+    /// How long a binary's serving tier stays on while none of its processes calls out; None:
+    /// always on.
+    quiet_after: Option<Duration>,
 }
 
 impl GoAttacher {
     #[must_use]
-    pub fn new(agent_pid: u32, only_pids: &[u32]) -> Self {
+    pub fn new(agent_pid: u32, only_pids: &[u32], quiet_after: Option<Duration>) -> Self {
         Self {
             agent_pid,
             only_pids: only_pids.to_vec(),
             binaries: HashMap::new(),
+            binary_of: HashMap::new(),
+            quiet_after,
+        }
+    }
+
+    /// Process `pid` made an outbound call: its binary's serving tier stays on from now on, and
+    /// goes back on if it was taken off. A report line when something changed.
+    pub fn calls_out(&mut self, ebpf: &mut Ebpf, pid: u32) -> Option<String> {
+        let inode = self.binary_of.get(&pid)?;
+        let Some(Binary::Attached { serving, path, .. }) = self.binaries.get_mut(inode) else {
+            return None;
+        };
+        serving.keep(Keep::CallsOut);
+        serving.ensure_on(ebpf, path).map(|result| match result {
+            Ok(()) => format!(
+                "go: {}: serving probes back on: pid {pid} calls out",
+                path.display()
+            ),
+            Err(e) => format!(
+                "go: {}: serving probes could not go back on: {e}",
+                path.display()
+            ),
+        })
+    }
+
+    /// Take the serving tier off every binary whose processes served for `quiet_after`
+    /// without calling out; a report line for each is printed once its probes are off (that
+    /// takes a while: see `serving`).
+    pub fn retire_quiet(&mut self, ebpf: &mut Ebpf) {
+        let Some(quiet_after) = self.quiet_after else {
+            return;
+        };
+        for binary in self.binaries.values_mut() {
+            if let Binary::Attached { serving, path, .. } = binary {
+                let path = path.display().to_string();
+                serving.off_if_quiet(ebpf, quiet_after, move |functions| {
+                    format!(
+                        "go: {path}: serving probes off (no outbound call in {} s): {}",
+                        quiet_after.as_secs(),
+                        functions.join(", ")
+                    )
+                });
+            }
         }
     }
 
@@ -132,20 +185,31 @@ impl GoAttacher {
         exe: &Path,
         pids: &[u32],
     ) -> Option<GoReport> {
-        if let Some(known) = self.binaries.get(&inode) {
-            // Already decided: a new process of an attached binary only needs its layout entry.
+        if self.binary_of.len() >= 65_536 {
+            self.binary_of.clear();
+        }
+        for &pid in pids {
+            self.binary_of.insert(pid, inode);
+        }
+        if let Some(known) = self.binaries.get_mut(&inode) {
+            // Already decided: a new process of an attached binary only needs its layout entry,
+            // and the serving tier on (nothing is known yet of what it will do).
             let Binary::Attached {
                 offsets,
                 go_version,
                 path,
                 functions,
+                serving,
             } = known
             else {
                 return None;
             };
-            let skipped = write_offsets(ebpf, pids, **offsets)
+            let mut skipped = write_offsets(ebpf, pids, **offsets)
                 .err()
                 .map(|e| e.to_string());
+            if let Some(Err(e)) = serving.ensure_on(ebpf, path) {
+                skipped = Some(e.to_string());
+            }
             return Some(GoReport {
                 binary: path.clone(),
                 pids: pids.to_vec(),
@@ -173,9 +237,22 @@ impl GoAttacher {
             functions: Vec::new(),
         };
         match attach_binary(ebpf, &binary, exe, pids) {
-            Ok(attached) => {
+            Ok(mut attached) => {
                 report.note = (!attached.notes.is_empty()).then(|| attached.notes.join("; "));
                 report.functions.clone_from(&attached.functions);
+                if attached.offsets.g_parent_goid == 0 {
+                    // Without parentGoid, only the spawn probe ties a child's call to its
+                    // handler.
+                    attached.serving.keep(Keep::NoAncestry);
+                }
+                if self.quiet_after.is_none() {
+                    attached.serving.keep(Keep::Asked);
+                }
+                if pids.iter().any(|&pid| has_open_connections(pid)) {
+                    // Their HTTP/2 header tables (HPACK) predate the agent: only the header
+                    // probes can read such connections' requests.
+                    attached.serving.keep(Keep::OlderConnections);
+                }
                 self.binaries.insert(
                     inode,
                     Binary::Attached {
@@ -183,6 +260,7 @@ impl GoAttacher {
                         go_version: binary.build_info.versions(),
                         path: report.binary.clone(),
                         functions: attached.functions,
+                        serving: attached.serving,
                     },
                 )
             }
@@ -209,14 +287,16 @@ fn write_offsets(ebpf: &mut Ebpf, pids: &[u32], offsets: GoOffsets) -> Result<()
     Ok(())
 }
 
-/// Attach `entry_program` at the function's entry and `return_program` at each of its RETs.
-fn attach_function(
+/// Attach `entry_program` at the function's entry and `return_program` at each of its RETs;
+/// the links made, by program, so they can be taken off again.
+pub(super) fn attach_function(
     ebpf: &mut Ebpf,
     exe: &Path,
     probe: &FunctionProbe,
     entry_program: &'static str,
     return_program: &'static str,
-) -> Result<(), GoAttachError> {
+) -> Result<Vec<Link>, GoAttachError> {
+    let mut links = Vec::with_capacity(2);
     let entry = [UProbeAttachLocation::AbsoluteOffset(probe.entry_offset)];
     let returns: Vec<UProbeAttachLocation<'_>> = probe
         .return_offsets
@@ -239,18 +319,23 @@ fn attach_function(
         if uprobe.fd().is_err() {
             uprobe.load().map_err(|e| failed(&e))?;
         }
-        uprobe
+        let id = uprobe
             .attach(points.iter().copied(), exe, UProbeScope::AllProcesses)
             .map_err(|e| failed(&e))?;
+        links.push((program, id));
     }
-    Ok(())
+    Ok(links)
 }
+
+/// A program's link: which program, and the link's id in it.
+pub(super) type Link = (&'static str, UProbeLinkId);
 
 /// What `attach_binary` did.
 struct Attached {
     offsets: GoOffsets,
     notes: Vec<String>,
     functions: Vec<String>,
+    serving: ServingTier,
 }
 
 fn attach_binary(
@@ -261,14 +346,20 @@ fn attach_binary(
 ) -> Result<Attached, GoAttachError> {
     let plan = discover::plan(binary)?;
     let mut functions = Vec::with_capacity(plan.probes.len());
+    let mut serving_links = Vec::new();
+    let mut serving_plan = Vec::new();
     for planned in &plan.probes {
-        attach_function(
+        let links = attach_function(
             ebpf,
             exe,
             &planned.probe,
             planned.entry_program,
             planned.return_program,
         )?;
+        if planned.tier == Tier::Serving {
+            serving_links.extend(links);
+            serving_plan.push(planned.clone());
+        }
         functions.push(short_name(&planned.probe.name));
     }
     // Last: until a process has its layout entry, the probes above ignore it, so a failure
@@ -278,5 +369,6 @@ fn attach_binary(
         offsets: plan.offsets,
         notes: plan.notes,
         functions,
+        serving: ServingTier::new(serving_plan, serving_links),
     })
 }

@@ -9,6 +9,7 @@ pub mod go_attach;
 #[cfg(test)]
 mod object_names;
 pub mod privilege;
+pub mod serving;
 pub mod tracefs;
 
 use aya::{
@@ -30,6 +31,8 @@ use crate::golang::discover::GoReport;
 
 /// Payload bytes captured per data event unless `--capture-bytes` says otherwise.
 pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
+/// How long a Go program that serves without calling out keeps its per-request probes.
+pub const DEFAULT_SERVING_QUIET: std::time::Duration = std::time::Duration::from_secs(5);
 /// Size of the event ring buffer unless `--ring-buffer-mib` says otherwise: about 4000 full
 /// 4 KiB data events of slack while user space catches up.
 pub const DEFAULT_RING_BUFFER_MIB: u32 = 16;
@@ -43,6 +46,9 @@ pub struct LoadOptions {
     pub capture_bytes: u32,
     /// Size of the event ring buffer in MiB: a power of two.
     pub ring_buffer_mib: u32,
+    /// How long a Go binary keeps its serving probes while none of its processes calls out
+    /// (see `serving`); None: always.
+    pub serving_quiet_after: Option<std::time::Duration>,
     pub filters: Filters,
 }
 
@@ -52,6 +58,7 @@ impl Default for LoadOptions {
             attach_mode: None,
             capture_bytes: DEFAULT_CAPTURE_BYTES,
             ring_buffer_mib: DEFAULT_RING_BUFFER_MIB,
+            serving_quiet_after: Some(DEFAULT_SERVING_QUIET),
             filters: Filters::default(),
         }
     }
@@ -158,7 +165,11 @@ impl Probes {
             lost: LostCounters(take_map(&mut ebpf, MAP_LOST, PerCpuArray::try_from)?),
         };
         let report = attach::attach_hooks(&mut ebpf, options.attach_mode)?;
-        let mut go = GoAttacher::new(settings.agent_tgid, &options.filters.pids);
+        let mut go = GoAttacher::new(
+            settings.agent_tgid,
+            &options.filters.pids,
+            options.serving_quiet_after,
+        );
         let go_report = go.attach_running(&mut ebpf);
         Ok((
             Self {
@@ -174,6 +185,18 @@ impl Probes {
     /// A process executed a program: attach the Go uprobes if it is a Go program not seen yet.
     pub fn exec(&mut self, pid: u32) -> Option<GoReport> {
         self.go.attach_pid(&mut self.ebpf, pid)
+    }
+
+    /// Process `pid` made an outbound call (see `serving`): a report line when its binary's
+    /// serving probes went back on.
+    pub fn calls_out(&mut self, pid: u32) -> Option<String> {
+        self.go.calls_out(&mut self.ebpf, pid)
+    }
+
+    /// Take the serving probes off Go binaries that served without calling out for a while
+    /// (each prints a report line once its probes are off).
+    pub fn retire_quiet(&mut self) {
+        self.go.retire_quiet(&mut self.ebpf);
     }
 
     /// Detach and unload every program (the same as dropping `self`, said out loud).

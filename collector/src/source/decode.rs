@@ -7,11 +7,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use wirespan_shared::{
     AF_INET, AF_INET6, COMM_LEN, ConnEvent, DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS,
     DataHeader, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_CONNECT_FAILED, EVENT_DATA,
-    EVENT_EXEC, EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_EXIT,
-    EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START, EVENT_GO_GRPC_STREAM_OPENED,
-    EVENT_GO_HEADERS, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START, EVENT_GO_SPAWN, EVENT_PROCESS_EXIT,
-    EVENT_PROCESS_START, GoConnEvent, GoExitEvent, GoGrpcCallEvent, GoHeadersEvent, GoServeEvent,
-    GoSpawnEvent, MAX_CAPTURE, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
+    EVENT_EXEC, EVENT_GO_ANCESTRY, EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN,
+    EVENT_GO_EXIT, EVENT_GO_GRPC_CLIENT_END, EVENT_GO_GRPC_CLIENT_START,
+    EVENT_GO_GRPC_STREAM_OPENED, EVENT_GO_HEADERS, EVENT_GO_SERVE_END, EVENT_GO_SERVE_START,
+    EVENT_GO_SPAWN, EVENT_PROCESS_EXIT, EVENT_PROCESS_START, GoConnEvent, GoExitEvent,
+    GoGrpcCallEvent, GoHeadersEvent, GoServeEvent, GoSpawnEvent, MAX_CAPTURE, MODE_FENTRY,
+    MODE_KPROBE, MODE_TRACEPOINT,
 };
 
 use super::windows::{WindowError, parse_windows};
@@ -62,7 +63,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
             decode_conn(&read_struct::<ConnEvent>(record)?).map(Event::ConnectFailed)
         }
         EVENT_DATA => decode_data(record).map(Event::Data),
-        EVENT_GO_SPAWN => {
+        EVENT_GO_SPAWN | EVENT_GO_ANCESTRY => {
             let raw = read_struct::<GoSpawnEvent>(record)?;
             Ok(Event::GoSpawn(GoSpawn {
                 pid: raw.pid,
@@ -71,6 +72,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
                 parent_goid: raw.parent_goid,
                 child_goid: raw.child_goid,
                 ts_ns: raw.ts_ns,
+                observed: raw.kind == EVENT_GO_ANCESTRY,
             }))
         }
         EVENT_GO_CONN => {

@@ -224,8 +224,13 @@ impl<W: Write> EventSink for ConsoleSink<W> {
             Event::GoGrpcCall(c) => writeln!(self.out, "{}", go_grpc_call_line(c, &self.clock)),
             Event::GoSpawn(g) if self.show_data => writeln!(
                 self.out,
-                "{} go-spawn pid={} tid={} goid={} -> goid={}{}",
+                "{} {} pid={} tid={} goid={} -> goid={}{}",
                 self.clock.time_of_day(g.ts_ns),
+                if g.observed {
+                    "go-ancestry"
+                } else {
+                    "go-spawn"
+                },
                 g.pid,
                 g.tid,
                 g.parent_goid,

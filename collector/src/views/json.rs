@@ -8,7 +8,8 @@
 //! Go handler events are `go_serve_start` (`method`, `path`, `host`) and `go_serve_end`
 //! (`status`), Go client requests `go_client_start` and `go_client_end` likewise, all with
 //! `pid`, `tid`, `goid` and `ts_ns`; `go_spawn` has `parent_goid` and
-//! `child_goid`; `exec` has `pid`, `comm` and `exe` (the executable's name); `exit` has `pid`.
+//! `child_goid`, and so has `go_ancestry` (a goroutine that made an outbound call named its
+//! parent); `exec` has `pid`, `comm` and `exe` (the executable's name); `exit` has `pid`.
 
 use std::io::Write;
 
@@ -198,7 +199,7 @@ impl<W: Write> EventSink for JsonLinesSink<W> {
             Event::GoSpawn(g) => serde_json::to_writer(
                 &mut self.out,
                 &serde_json::json!({
-                    "type": "go_spawn", "pid": g.pid, "tid": g.tid,
+                    "type": if g.observed { "go_ancestry" } else { "go_spawn" }, "pid": g.pid, "tid": g.tid,
                     "parent_goid": g.parent_goid, "child_goid": g.child_goid,
                     "stream_id": g.stream_id, "ts_ns": g.ts_ns,
                 }),
