@@ -13,16 +13,20 @@ use std::{
 };
 
 use wirespan::{
-    golang::{GoBinary, grpc, tls},
+    golang::{GoBinary, discover, grpc, tls},
     testing::cannot_run,
 };
 
-const FUNCTIONS: [&str; 4] = [
+const FUNCTIONS: [&str; 6] = [
     "net/http.serverHandler.ServeHTTP",
     "net/http.(*Transport).roundTrip",
     "runtime.newproc1",
     "runtime.goexit1",
+    discover::NEWPROC_CLOSURE,
+    discover::RUNQPUT,
 ];
+/// The functions probed at their entry and RETs (the others are call sites or addresses).
+const PROBED: [&str; 4] = [FUNCTIONS[0], FUNCTIONS[1], FUNCTIONS[2], FUNCTIONS[3]];
 /// The machine's Go (1.26) and an older one fetched with GOTOOLCHAIN (cached after the first).
 const TOOLCHAINS: [Option<&str>; 2] = [None, Some("go1.22.12")];
 
@@ -110,7 +114,14 @@ fn every_link_mode_stripped_or_not_gives_functions_and_the_goroutine_tls_slot() 
                 assert!(bin.stripped, "{what}");
                 assert_eq!(bin.build_info, plain_bin.build_info, "{what}");
                 assert_eq!(bin.g_tls, Ok(slot), "{what}");
-                for name in FUNCTIONS {
+                // The spawn probe's place: newproc's call to runqput, found alike.
+                let call = |b: &GoBinary| {
+                    b.call_site(discover::NEWPROC_CLOSURE, discover::RUNQPUT)
+                        .map(|p| p.entry_offset)
+                };
+                assert!(call(&plain_bin).is_some(), "{what}: no call to runqput");
+                assert_eq!(call(&bin), call(&plain_bin), "{what}");
+                for name in PROBED {
                     let want = plain_bin.probe(name).unwrap();
                     let got = bin
                         .probe(name)

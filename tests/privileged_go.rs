@@ -121,7 +121,7 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
         let line = report_line(&agent.report.join("\n"), service.pid()).to_owned();
         assert!(
             line.contains(
-                "attached runtime.newproc1, runtime.goexit1, http.serverHandler.ServeHTTP, \
+                "attached runtime.newproc.func1 → runtime.runqput, runtime.goexit1, http.serverHandler.ServeHTTP, \
                  http.(*Transport).roundTrip, http.(*persistConn).roundTrip"
             ),
             "{line}"
@@ -306,7 +306,7 @@ fn privileged_go_program_started_after_the_agent_is_found_by_its_exec_and_traced
     let mut agent = Agent::start(&["events", "--json"]);
     let service = start(&binary);
     agent.wait_for_line(&format!(
-        "pids {}): attached runtime.newproc1, runtime.goexit1, http.serverHandler.ServeHTTP, http.(*Transport).roundTrip, http.(*persistConn).roundTrip",
+        "pids {}): attached runtime.newproc.func1 → runtime.runqput, runtime.goexit1, http.serverHandler.ServeHTTP, http.(*Transport).roundTrip, http.(*persistConn).roundTrip",
         service.pid()
     ));
     for i in 0..20 {

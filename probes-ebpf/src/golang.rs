@@ -1,5 +1,6 @@
 //! Go uprobes: `net/http.serverHandler.ServeHTTP`, `(*http.Transport).roundTrip` and
-//! `runtime.newproc1`, each at its entry and at each RET instruction (never a uretprobe: Go
+//! `runtime.newproc1` (where `go_spawned` cannot go), each at its entry and at each RET
+//! instruction (never a uretprobe: Go
 //! moves stacks, golang/go#22008), and `(*http.persistConn).roundTrip` and `runtime.goexit1` at
 //! their entries. Go's register ABI puts the handler's `*http.Request` in RDI and the
 //! `ResponseWriter` interface in RBX (itab) and RCX (data); the current goroutine's `g` is in
@@ -70,6 +71,60 @@ struct Spawning {
 /// runs on the system stack of one thread, so the thread id pairs the two.
 #[map]
 static SPAWNING: LruHashMap<u64, Spawning> = LruHashMap::with_max_entries(16_384, 0);
+
+/// `runtime.newproc.func1` at its call to `runqput(pp, newg, next)`: the new goroutine (RBX)
+/// is complete (its id, its parent's id in `parentGoid`, its `go` statement in `gopc`) and about
+/// to be queued. A uprobe on a direct CALL is emulated, so this is one trap per `go` statement,
+/// in place of newproc1's entry and RET probes (two traps and a single-step). Only attached
+/// when the layout has both fields (see `GoOffsets::g_gopc`).
+#[uprobe]
+pub fn go_spawned(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a hash map lookup by key; the value is copied out at once, never held.
+    let Some(offsets) = (unsafe { GO_PROCS.get(&tgid) }).copied() else {
+        return 0;
+    };
+    if !process_passes(tgid) {
+        return 0;
+    }
+    // SAFETY: `ctx.regs` is the pt_regs the kernel passed to the uprobe: non-null and valid for the
+    // whole run of the program, and only read.
+    let newg = unsafe { (*ctx.regs).rbx };
+    let (Ok(child), Ok(parent_goid), Ok(site)) = (
+        read_u64(newg + u64::from(offsets.g_goid)),
+        read_u64(newg + u64::from(offsets.g_parent_goid)),
+        read_u64(newg + u64::from(offsets.g_gopc)),
+    ) else {
+        return 0;
+    };
+    let g = &offsets.grpc;
+    let stream_id = if site >= g.handler_spawn_lo && site < g.handler_spawn_hi {
+        let key = GoroutineKey {
+            tgid,
+            pad0: 0,
+            goid: parent_goid,
+        };
+        // SAFETY: a hash map lookup by key; the value is copied out at once, never held.
+        unsafe { HANDLING_STREAM.get(&key) }.copied().unwrap_or(0)
+    } else {
+        0
+    };
+    let ev = GoSpawnEvent {
+        kind: EVENT_GO_SPAWN,
+        pid: tgid,
+        tid: pid_tgid as u32,
+        stream_id,
+        parent_goid,
+        child_goid: child,
+        // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if EVENTS.output(&ev, 0).is_err() {
+        count_lost(LOST_RINGBUF_FULL);
+    }
+    0
+}
 
 /// `runtime.newproc1(fn, callergp *g, ...)` entry: the caller's g is the second argument (RBX).
 #[uprobe]

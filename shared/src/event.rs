@@ -378,7 +378,10 @@ pub struct GoOffsets {
     /// `runtime.g.parentGoid` (Go 1.21+): the goroutine that started this one. 0 when unknown;
     /// the outbound-call probes then send no ancestry of their own.
     pub g_parent_goid: u32,
-    pub pad0: u32,
+    /// `runtime.g.gopc`: where the `go` statement that started the goroutine is. With it and
+    /// `g_parent_goid`, one probe on newproc's call to `runqput` sees a whole spawn (child,
+    /// parent, site), in place of probes at newproc1's entry and RETs. 0 when unknown.
+    pub g_gopc: u32,
     /// grpc-go and golang.org/x/net layouts; all zero when the program has no grpc-go.
     pub grpc: GrpcOffsets,
 }

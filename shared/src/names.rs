@@ -95,6 +95,7 @@ pub const PROGRAM_SCHED_PROCESS_EXEC: &str = "sched_process_exec";
 pub const PROGRAM_SCHED_PROCESS_EXIT: &str = "sched_process_exit";
 
 // Programs of probes-ebpf/src/golang.rs.
+pub const PROGRAM_GO_SPAWNED: &str = "go_spawned";
 pub const PROGRAM_GO_NEWPROC1: &str = "go_newproc1";
 pub const PROGRAM_GO_NEWPROC1_RETURN: &str = "go_newproc1_return";
 pub const PROGRAM_GO_GOEXIT: &str = "go_goexit";
@@ -133,6 +134,7 @@ pub const PROGRAMS: &[&str] = &[
     PROGRAM_SYS_EXIT_DATA,
     PROGRAM_SCHED_PROCESS_EXEC,
     PROGRAM_SCHED_PROCESS_EXIT,
+    PROGRAM_GO_SPAWNED,
     PROGRAM_GO_NEWPROC1,
     PROGRAM_GO_NEWPROC1_RETURN,
     PROGRAM_GO_GOEXIT,

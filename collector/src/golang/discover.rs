@@ -9,7 +9,7 @@ use wirespan_shared::GoOffsets;
 use wirespan_shared::names::{
     PROGRAM_GO_GOEXIT, PROGRAM_GO_NEWPROC1, PROGRAM_GO_NEWPROC1_RETURN,
     PROGRAM_GO_PERSIST_CONN_ROUND_TRIP, PROGRAM_GO_ROUND_TRIP, PROGRAM_GO_ROUND_TRIP_RETURN,
-    PROGRAM_GO_SERVE_HTTP, PROGRAM_GO_SERVE_HTTP_RETURN,
+    PROGRAM_GO_SERVE_HTTP, PROGRAM_GO_SERVE_HTTP_RETURN, PROGRAM_GO_SPAWNED,
 };
 
 use super::{
@@ -19,6 +19,9 @@ use super::{
 
 pub const SERVE_HTTP: &str = "net/http.serverHandler.ServeHTTP";
 pub const NEWPROC1: &str = "runtime.newproc1";
+/// The closure `newproc` runs on the system stack: `newproc1`, then `runqput(pp, newg, true)`.
+pub const NEWPROC_CLOSURE: &str = "runtime.newproc.func1";
+pub const RUNQPUT: &str = "runtime.runqput";
 pub const ROUND_TRIP: &str = "net/http.(*Transport).roundTrip";
 pub const GOEXIT1: &str = "runtime.goexit1";
 pub const PERSIST_ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
@@ -94,6 +97,8 @@ pub fn wanted_functions() -> Vec<&'static str> {
     let mut wanted = vec![
         SERVE_HTTP,
         NEWPROC1,
+        NEWPROC_CLOSURE,
+        RUNQPUT,
         ROUND_TRIP,
         GOEXIT1,
         PERSIST_ROUND_TRIP,
@@ -180,16 +185,29 @@ pub fn plan(binary: &GoBinary) -> Result<ProbePlan, PlanError> {
     {
         return Err(PlanError::ServesNothing);
     }
-    let spawn = binary
-        .probe(NEWPROC1)
-        .filter(|p| !p.return_offsets.is_empty())
-        .ok_or(PlanError::NoSpawn)?;
-    let mut probes = vec![PlannedProbe {
-        probe: spawn,
-        entry_program: PROGRAM_GO_NEWPROC1,
-        return_program: PROGRAM_GO_NEWPROC1_RETURN,
-        tier: Tier::Serving,
-    }];
+    // A spawn is seen whole where newproc queues the new goroutine (one emulated trap);
+    // without the fields that takes, at newproc1's entry and RETs.
+    let at_queue = (offsets.g_parent_goid != 0 && offsets.g_gopc != 0)
+        .then(|| binary.call_site(NEWPROC_CLOSURE, RUNQPUT))
+        .flatten();
+    let spawn = match at_queue {
+        Some(call) => PlannedProbe {
+            probe: call,
+            entry_program: PROGRAM_GO_SPAWNED,
+            return_program: "",
+            tier: Tier::Serving,
+        },
+        None => PlannedProbe {
+            probe: binary
+                .probe(NEWPROC1)
+                .filter(|p| !p.return_offsets.is_empty())
+                .ok_or(PlanError::NoSpawn)?,
+            entry_program: PROGRAM_GO_NEWPROC1,
+            return_program: PROGRAM_GO_NEWPROC1_RETURN,
+            tier: Tier::Serving,
+        },
+    };
+    let mut probes = vec![spawn];
     // Goroutine ends let both sides forget per-goroutine state; without them the bounded
     // tables still evict the oldest entries.
     if let Some(exit) = binary.probe(GOEXIT1) {

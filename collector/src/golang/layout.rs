@@ -11,7 +11,7 @@ use super::{GoBinary, grpc};
 pub const TCP_CONN_METHOD: &str = "net.(*TCPConn).Close";
 pub const RESPONSE_METHOD: &str = "net/http.(*response).Header";
 
-const MEMBERS: [(&str, &str); 14] = [
+const MEMBERS: [(&str, &str); 15] = [
     ("net/http.response", "conn"),
     ("net/http.conn", "rwc"),
     ("net/http.persistConn", "conn"),
@@ -21,6 +21,7 @@ const MEMBERS: [(&str, &str); 14] = [
     ("net/http.Response", "StatusCode"),
     ("runtime.g", "goid"),
     ("runtime.g", "parentGoid"),
+    ("runtime.g", "gopc"),
     ("net/http.Request", "Method"),
     ("net/http.Request", "URL"),
     ("net/http.Request", "Host"),
@@ -176,7 +177,7 @@ pub fn dwarf_layout(
         tcp_conn_close_fn: address_of(binary, TCP_CONN_METHOD),
         // Go 1.21+; older programs get no observed ancestry (their spawn probe stays attached).
         g_parent_goid: at("runtime.g", "parentGoid").unwrap_or(0),
-        pad0: 0,
+        g_gopc: at("runtime.g", "gopc").unwrap_or(0),
         grpc: GrpcOffsets::default(),
     };
     let grpc_layout = uses_grpc.then(|| grpc::layout_from_dwarf(&facts, binary));

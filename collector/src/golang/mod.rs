@@ -173,6 +173,31 @@ impl GoBinary {
     }
 }
 
+impl GoBinary {
+    /// A probe on the first direct call from function `function` to function `target`: its
+    /// `entry_offset` is that CALL instruction (a uprobe on a direct call is emulated, so it
+    /// costs one trap and no single-step), with no returns. None when either function is
+    /// missing or no such call is found.
+    #[must_use]
+    pub fn call_site(&self, function: &str, target: &str) -> Option<FunctionProbe> {
+        let range = *self.functions.get(function)?;
+        let target_address = self.functions.get(target)?.address;
+        let file = object::File::parse(&*self.data).ok()?;
+        let start = file_offset(&file, range.address)?;
+        let end = start.checked_add(range.size)?;
+        let code = self
+            .data
+            .get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)?;
+        let at = returns::first_call_to(code, range.address, target_address)?;
+        Some(FunctionProbe {
+            name: format!("{function} → {target}"),
+            range,
+            entry_offset: start + at,
+            return_offsets: Vec::new(),
+        })
+    }
+}
+
 /// The one function among same-named `ranges`. Go gives a function called from assembly an ABI0
 /// wrapper with the same name in the symbol table and in `.gopclntab` (`runtime.goexit1`: load
 /// `g` into R14 from TLS, jump to the real one); a probe there would read R14 before it holds

@@ -20,6 +20,9 @@ pub struct TableEntry {
     /// `runtime.g.parentGoid`; absent from tables written before it was read (0: unknown).
     #[serde(default)]
     pub g_parent_goid: u32,
+    /// `runtime.g.gopc`; 0 when unknown.
+    #[serde(default)]
+    pub g_gopc: u32,
     pub request_method: u32,
     pub request_url: u32,
     pub request_host: u32,
@@ -40,6 +43,7 @@ impl TableEntry {
         Self {
             g_goid: o.g_goid,
             g_parent_goid: o.g_parent_goid,
+            g_gopc: o.g_gopc,
             request_method: o.request_method,
             request_url: o.request_url,
             request_host: o.request_host,
@@ -77,7 +81,7 @@ impl TableEntry {
             g_tls: 0,
             tcp_conn_close_fn: 0,
             g_parent_goid: self.g_parent_goid,
-            pad0: 0,
+            g_gopc: self.g_gopc,
             grpc: GrpcOffsets::default(),
         }
     }
@@ -147,6 +151,7 @@ mod tests {
         TableEntry {
             g_goid: goid,
             g_parent_goid: 0,
+            g_gopc: 0,
             request_method: 0,
             request_url: 16,
             request_host: 128,

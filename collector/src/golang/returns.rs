@@ -28,6 +28,25 @@ pub fn return_offsets(code: &[u8], address: u64) -> Vec<u64> {
     offsets
 }
 
+/// Offset (from the start of `code`) of the first direct CALL to `target`.
+#[must_use]
+pub fn first_call_to(code: &[u8], address: u64, target: u64) -> Option<u64> {
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.is_invalid() {
+            return None;
+        }
+        if instruction.mnemonic() == Mnemonic::Call
+            && instruction.op0_kind() == OpKind::NearBranch64
+            && instruction.near_branch64() == target
+        {
+            return Some(instruction.ip() - address);
+        }
+    }
+    None
+}
+
 /// Whether the code has a direct call or jump to one of `targets` (other than its own start).
 #[must_use]
 pub fn branches_to(code: &[u8], address: u64, targets: &[u64]) -> bool {
@@ -86,6 +105,15 @@ fn compares_with_stackguard(instruction: &Instruction) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_first_direct_call_to_a_target_is_found() {
+        // call +0x10 (to 0x1015); call +0 (to 0x100a); ret
+        let code = [0xe8, 0x10, 0, 0, 0, 0xe8, 0, 0, 0, 0, 0xc3];
+        assert_eq!(super::first_call_to(&code, 0x1000, 0x100a), Some(5));
+        assert_eq!(super::first_call_to(&code, 0x1000, 0x1015), Some(0));
+        assert_eq!(super::first_call_to(&code, 0x1000, 0x2000), None);
+    }
+
     use super::*;
 
     #[test]
