@@ -36,7 +36,7 @@ use tonic::{Request, Response, Status, transport::server::TcpIncoming};
 const DEFAULT_MAX_RECORDS: u64 = 1_000_000;
 
 /// What the receiver has seen, and the records file.
-struct Kept {
+struct State {
     out: BufWriter<File>,
     spans: u64,
     kept: u64,
@@ -44,7 +44,7 @@ struct Kept {
 }
 
 #[derive(Clone)]
-struct Sink(Arc<Mutex<Kept>>);
+struct Sink(Arc<Mutex<State>>);
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::new(), |mut s, b| {
@@ -128,7 +128,7 @@ fn parse_args() -> anyhow::Result<(String, u64)> {
 fn main() -> anyhow::Result<()> {
     let (records, max) = parse_args()?;
     let file = File::create(&records).with_context(|| format!("cannot create {records}"))?;
-    let sink = Sink(Arc::new(Mutex::new(Kept {
+    let sink = Sink(Arc::new(Mutex::new(State {
         out: BufWriter::with_capacity(1 << 20, file),
         spans: 0,
         kept: 0,

@@ -98,9 +98,7 @@ pub fn delta(before: &[Program], after: &[Program]) -> Vec<Program> {
             let b = before.iter().find(|b| b.id == a.id);
             Program {
                 runs: a.runs.saturating_sub(b.map_or(0, |b| b.runs)),
-                run_time_ns: a
-                    .run_time_ns
-                    .saturating_sub(b.map_or(0, |b| b.run_time_ns)),
+                run_time_ns: a.run_time_ns.saturating_sub(b.map_or(0, |b| b.run_time_ns)),
                 ..a.clone()
             }
         })

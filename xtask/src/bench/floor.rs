@@ -17,7 +17,8 @@ use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use super::Target;
 
 const SERVE_HTTP: &str = "net/http.serverHandler.ServeHTTP";
-const OPERATE_HEADERS: &str = "google.golang.org/grpc/internal/transport.(*http2Server).operateHeaders";
+const OPERATE_HEADERS: &str =
+    "google.golang.org/grpc/internal/transport.(*http2Server).operateHeaders";
 
 /// The (binary, Go function) pairs of floor B's uprobes for `target`.
 fn functions(bin: &Path, target: Target) -> Vec<(PathBuf, &'static str)> {

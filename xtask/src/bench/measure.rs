@@ -255,7 +255,10 @@ pub fn wakeups(agent_stderr: &str) -> Option<u64> {
         .rfind(|l| l.contains("wirespan: stopped:"))?;
     ["wake-ups: ", "wakeups: "].iter().find_map(|key| {
         let (_, rest) = line.split_once(key)?;
-        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
     })
 }
 
@@ -309,14 +312,17 @@ mod tests {
     fn summary_extras_are_read_when_present() {
         let plain = "wirespan: stopped: 10 events, 0 malformed; lost in kernel: none";
         assert_eq!(wakeups(plain), None);
-        assert!(stages(plain).is_empty());
+        assert_eq!(stages(plain), Vec::new());
         let rich = "wirespan: stopped: 10 events; wake-ups: 42; stages: read 1.5 ms, decode 300 µs";
         assert_eq!(wakeups(rich), Some(42));
         assert_eq!(
             stages(rich),
             vec![("read".to_owned(), 1500.0), ("decode".to_owned(), 300.0)]
         );
-        assert_eq!(sink_spans("otlp-sink: 77 spans received, 77 kept"), Some(77));
+        assert_eq!(
+            sink_spans("otlp-sink: 77 spans received, 77 kept"),
+            Some(77)
+        );
     }
 
     #[test]

@@ -393,7 +393,11 @@ impl Env {
                 .map(|&p| measure::voluntary_switches(p))
                 .sum::<u64>()
         };
-        let programs = |ps: &[u32]| ps.iter().flat_map(|&p| bpf::programs(p)).collect::<Vec<_>>();
+        let programs = |ps: &[u32]| {
+            ps.iter()
+                .flat_map(|&p| bpf::programs(p))
+                .collect::<Vec<_>>()
+        };
         let (programs_before, sleeps_before) = (programs(&agent_pids), sleeps(&agent_pids));
         let (services_before, agent_before) = (cpu(&pids), cpu(&agent_pids));
         let load = self.load(target, &services.entry, plan.measure, rate)?;

@@ -274,10 +274,18 @@ fn kernel_counts(rows: &[(Target, Mode, Config, Row)]) -> String {
             r.uprobe_hits_per_req,
             r.ret_hits_per_req,
             r.bpf_us_per_req * 1000.0,
-            if top.is_empty() { "-".to_owned() } else { top.join(", ") },
+            if top.is_empty() {
+                "-".to_owned()
+            } else {
+                top.join(", ")
+            },
             r.agent_sleeps_per_req,
             optional(r.wakeups_per_req, 3),
-            if stages.is_empty() { "-".to_owned() } else { stages.join(", ") },
+            if stages.is_empty() {
+                "-".to_owned()
+            } else {
+                stages.join(", ")
+            },
             optional(r.spans_received_per_req, 2),
         );
     }
@@ -306,17 +314,6 @@ fn targets(rows: &[(Target, Mode, Config, Row)]) -> String {
         ratio >= 0.90,
         format!("hello at saturation: throughput {ratio:.3} of no agent (target >= 0.90)"),
     );
-    let mut notes = Vec::new();
-    for floor in [Config::FloorA, Config::FloorB] {
-        if let Some(f) = get(Target::Hello, Mode::Saturation, floor) {
-            notes.push(format!(
-                "- (for reference) hello at saturation: wirespan's throughput is {:.3} of {}'s, whose own is {:.3} of no agent",
-                ws.rps / f.rps.max(1.0),
-                floor.name(),
-                f.rps / none.rps.max(1.0)
-            ));
-        }
-    }
     match get(Target::Hello, Mode::Saturation, Config::GoAuto) {
         Some(go) => line(
             ws.rps > go.rps,
@@ -385,8 +382,31 @@ fn targets(rows: &[(Target, Mode, Config, Row)]) -> String {
         rss <= 100.0,
         format!("agent peak RSS {rss:.1} MiB (target <= 100)"),
     );
-    for note in notes {
-        let _ = writeln!(out, "{note}");
+    out.push_str(&floor_notes(rows));
+    out
+}
+
+/// wirespan's throughput on hello at saturation against the floors', for reference.
+fn floor_notes(rows: &[(Target, Mode, Config, Row)]) -> String {
+    let get = |c: Config| {
+        rows.iter()
+            .find(|(t, m, cc, _)| *t == Target::Hello && *m == Mode::Saturation && *cc == c)
+            .map(|(_, _, _, r)| r)
+    };
+    let (Some(none), Some(ws)) = (get(Config::NoAgent), get(Config::Wirespan)) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for floor in [Config::FloorA, Config::FloorB] {
+        if let Some(f) = get(floor) {
+            let _ = writeln!(
+                out,
+                "- (for reference) hello at saturation: wirespan's throughput is {:.3} of {}'s, whose own is {:.3} of no agent",
+                ws.rps / f.rps.max(1.0),
+                floor.name(),
+                f.rps / none.rps.max(1.0)
+            );
+        }
     }
     out
 }
