@@ -26,6 +26,8 @@ mod conn;
 #[cfg(target_arch = "bpf")]
 mod data;
 #[cfg(target_arch = "bpf")]
+mod floor;
+#[cfg(target_arch = "bpf")]
 mod frames;
 #[cfg(target_arch = "bpf")]
 mod golang;

@@ -114,6 +114,11 @@ pub const PROGRAM_GO_GRPC_NEW_STREAM_RETURN: &str = "go_grpc_new_stream_return";
 pub const PROGRAM_GO_GRPC_INVOKE: &str = "go_grpc_invoke";
 pub const PROGRAM_GO_GRPC_INVOKE_RETURN: &str = "go_grpc_invoke_return";
 
+// Programs of probes-ebpf/src/floor.rs: empty, loaded only by `wirespan-floor` (the benchmark's
+// floor configurations), never by the agent.
+pub const PROGRAM_FLOOR_TRACEPOINT: &str = "floor_tracepoint";
+pub const PROGRAM_FLOOR_UPROBE: &str = "floor_uprobe";
+
 /// Every program in the probes' object.
 pub const PROGRAMS: &[&str] = &[
     PROGRAM_TCP_CONNECT_KPROBE,
@@ -150,6 +155,8 @@ pub const PROGRAMS: &[&str] = &[
     PROGRAM_GO_GRPC_NEW_STREAM_RETURN,
     PROGRAM_GO_GRPC_INVOKE,
     PROGRAM_GO_GRPC_INVOKE_RETURN,
+    PROGRAM_FLOOR_TRACEPOINT,
+    PROGRAM_FLOOR_UPROBE,
 ];
 
 /// Every load-time global in the probes' object.

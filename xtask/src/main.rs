@@ -60,8 +60,13 @@ enum Cmd {
         kernels: Vec<String>,
     },
     /// Measure what tracing costs: three targets (net/http hello, the three-tier example, a gRPC
-    /// echo) under load at saturation and at 10k req/s, with no agent, wirespan and
-    /// go.opentelemetry.io/auto, alternating; results in bench/results/ (Markdown, JSON, PNG).
+    /// echo) under load at saturation and at 10k req/s, with no agent, floor A (empty programs
+    /// on the 12 socket syscall tracepoints), floor B (A + one empty uprobe per request, at
+    /// ServeHTTP or grpc-go's operateHeaders), wirespan (OTLP/gRPC to a receiver that discards
+    /// spans) and go.opentelemetry.io/auto, alternating; per request also the kernel's counts:
+    /// uprobe and RET-probe hits and BPF time by program. The floors are attached by the
+    /// `wirespan-floor` helper (`wirespan-floor --help`). Results in bench/results/ (Markdown,
+    /// JSON, PNG).
     Bench {
         /// A smoke run under 2 minutes: one short round, go-auto only if already built.
         #[arg(long)]
@@ -117,8 +122,7 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Bench { quick } => {
             setup::run(Need::All)?;
-            let agent = build_agent()?;
-            bench::run(&agent, quick)
+            bench::run(build_bench()?, quick)
         }
         Cmd::Offsets => {
             setup::run(Need::All)?;
@@ -201,6 +205,38 @@ fn cargo() -> Command {
     Command::new("cargo")
 }
 
+/// The release directory cargo builds into (`CARGO_TARGET_DIR` when set).
+fn release_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+        .join("release")
+}
+
+/// Build what the bench runs (release): the agent, its floor helper `wirespan-floor` and the
+/// OTLP receiver `otlp-sink`.
+fn build_bench() -> anyhow::Result<bench::Built> {
+    run_checked(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "wirespan",
+        "--bin",
+        "wirespan",
+        "--bin",
+        "wirespan-floor",
+        "--package",
+        "otlp-sink",
+        "--bin",
+        "otlp-sink",
+    ]))?;
+    let release = release_dir();
+    Ok(bench::Built {
+        agent: release.join("wirespan"),
+        floor: release.join("wirespan-floor"),
+        sink: release.join("otlp-sink"),
+    })
+}
+
 /// Build the agent (release); its path.
 fn build_agent() -> anyhow::Result<PathBuf> {
     run_checked(cargo().args([
@@ -211,7 +247,7 @@ fn build_agent() -> anyhow::Result<PathBuf> {
         "--bin",
         "wirespan",
     ]))?;
-    Ok(workspace_root().join("target/release/wirespan"))
+    Ok(release_dir().join("wirespan"))
 }
 
 fn run_agent(args: &[String]) -> anyhow::Result<()> {
@@ -254,7 +290,7 @@ fn test() -> anyhow::Result<()> {
     // The benchmark's smoke run: every target and configuration end to end, briefly (its
     // figures are not a measurement; `cargo xtask bench` is).
     if setup::is_root() {
-        bench::run(&build_agent()?, true)?;
+        bench::run(build_bench()?, true)?;
     }
     fuzz()
 }

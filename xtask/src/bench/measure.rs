@@ -1,7 +1,8 @@
 //! Readings the benchmark takes: CPU time of processes (/proc/PID/stat, user + system), peak
 //! RSS (/proc/PID/status VmHWM), BPF run time of the programs a process holds (their fdinfo,
-//! with `kernel.bpf_stats_enabled` on), the load generators' results, and what the spans file
-//! says (completeness, parent links of the three-tier chain).
+//! with `kernel.bpf_stats_enabled` on, in `bpf`), voluntary context switches, the load
+//! generators' results, what the OTLP receiver kept (completeness, parent links of the
+//! three-tier chain) and what the agent's exit summary says.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -57,33 +58,22 @@ pub fn restore_bpf_stats(previous: Option<String>) {
     }
 }
 
-/// Total run time (ns) and runs of the BPF programs `pid` holds: the kernel prints both in the
-/// fdinfo of each program fd while `kernel.bpf_stats_enabled` is on (each program counted once,
-/// however many fds name it).
-pub fn bpf_run_time(pid: u32) -> (u64, u64) {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return (0, 0);
+/// Voluntary context switches of every thread of `pid` so far: each is a thread going to sleep
+/// (on the ring buffer's epoll, a timer, a lock, the exporter's socket), so over a window they
+/// bound from above how often the agent was woken to read events.
+pub fn voluntary_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
     };
-    // Link fds name their program too, without the counters: keep each program's largest.
-    let mut by_program: HashMap<u64, (u64, u64)> = HashMap::new();
-    for fd in fds.filter_map(Result::ok) {
-        let Ok(info) = std::fs::read_to_string(fd.path()) else {
-            continue;
-        };
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name))
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
                 .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if let Some(id) = field("prog_id:") {
-            let entry = by_program.entry(id).or_default();
-            entry.0 = entry.0.max(field("run_time_ns:").unwrap_or(0));
-            entry.1 = entry.1.max(field("run_cnt:").unwrap_or(0));
-        }
-    }
-    by_program
-        .values()
-        .fold((0, 0), |(t, c), (rt, rc)| (t + rt, c + rc))
+        })
+        .sum()
 }
 
 /// What a load run measured.
@@ -138,7 +128,7 @@ pub fn parse_grpc_load(json: &[u8]) -> anyhow::Result<Load> {
     })
 }
 
-/// A span of the OTLP JSON lines file.
+/// A span as the bench's OTLP receiver (xtask/otlp-sink) keeps it.
 struct FileSpan {
     service: String,
     trace: String,
@@ -147,40 +137,25 @@ struct FileSpan {
     kind: i64,
 }
 
+/// The receiver's records: `trace\tspan\tparent\tservice\tkind` lines (ids in hex, an empty
+/// parent for a root).
 fn file_spans(path: &Path) -> Vec<FileSpan> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut spans = Vec::new();
-    for line in text.lines() {
-        let Ok(request) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        for rs in request["resourceSpans"].as_array().into_iter().flatten() {
-            let service = rs["resource"]["attributes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|a| a["key"] == "service.name")
-                .and_then(|a| a["value"]["stringValue"].as_str())
-                .unwrap_or_default()
-                .to_owned();
-            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-                for s in ss["spans"].as_array().into_iter().flatten() {
-                    let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
-                    spans.push(FileSpan {
-                        service: service.clone(),
-                        trace: text("traceId"),
-                        id: text("spanId"),
-                        parent: text("parentSpanId"),
-                        kind: s["kind"].as_i64().unwrap_or(0),
-                    });
-                }
-            }
-        }
-    }
-    spans
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split('\t');
+            Some(FileSpan {
+                trace: f.next()?.to_owned(),
+                id: f.next()?.to_owned(),
+                parent: f.next()?.to_owned(),
+                service: f.next()?.to_owned(),
+                kind: f.next()?.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
-/// What the spans file says about a run.
+/// What the received spans say about a run.
 #[derive(Debug, Clone, Default)]
 pub struct SpanCheck {
     /// Server spans of the entry service.
@@ -264,6 +239,59 @@ pub fn events_lost(agent_stderr: &str) -> u64 {
         })
 }
 
+/// `otlp-sink: 1234 spans received, 1234 kept` → 1234.
+pub fn sink_spans(sink_stderr: &str) -> Option<u64> {
+    sink_stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("otlp-sink: "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+/// Ring-buffer wake-ups the agent counted, if its exit summary has them (`wake-ups: N` or
+/// `wakeups: N`); none today: the column stays empty until the agent reports them.
+pub fn wakeups(agent_stderr: &str) -> Option<u64> {
+    let line = agent_stderr
+        .lines()
+        .rfind(|l| l.contains("wirespan: stopped:"))?;
+    ["wake-ups: ", "wakeups: "].iter().find_map(|key| {
+        let (_, rest) = line.split_once(key)?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// The agent's user-space time by stage, µs over its whole run, if its exit summary has them:
+/// a `stages: NAME N UNIT, NAME N UNIT, ...` segment (UNIT ns, µs/us, ms or s). None today.
+pub fn stages(agent_stderr: &str) -> Vec<(String, f64)> {
+    let Some(line) = agent_stderr
+        .lines()
+        .rfind(|l| l.contains("wirespan: stopped:"))
+    else {
+        return Vec::new();
+    };
+    let Some((_, rest)) = line.split_once("stages: ") else {
+        return Vec::new();
+    };
+    let segment = rest.split(';').next().unwrap_or_default();
+    segment
+        .split(',')
+        .filter_map(|item| {
+            let mut words = item.split_whitespace();
+            let name = words.next()?.trim_end_matches(':').to_owned();
+            let value: f64 = words.next()?.parse().ok()?;
+            let scale = match words.next().unwrap_or("µs") {
+                "ns" => 1e-3,
+                "ms" => 1e3,
+                "s" => 1e6,
+                _ => 1.0,
+            };
+            Some((name, value * scale))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +305,23 @@ mod tests {
         assert_eq!(
             events_lost("...; lost in kernel: 12 (ring buffer full), 3 (read failed); spans"),
             15
+        );
+    }
+
+    #[test]
+    fn summary_extras_are_read_when_present() {
+        let plain = "wirespan: stopped: 10 events, 0 malformed; lost in kernel: none";
+        assert_eq!(wakeups(plain), None);
+        assert_eq!(stages(plain), Vec::new());
+        let rich = "wirespan: stopped: 10 events; wake-ups: 42; stages: read 1.5 ms, decode 300 µs";
+        assert_eq!(wakeups(rich), Some(42));
+        assert_eq!(
+            stages(rich),
+            vec![("read".to_owned(), 1500.0), ("decode".to_owned(), 300.0)]
+        );
+        assert_eq!(
+            sink_spans("otlp-sink: 77 spans received, 77 kept"),
+            Some(77)
         );
     }
 

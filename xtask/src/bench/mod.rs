@@ -1,24 +1,30 @@
 //! `cargo xtask bench [--quick]`: what tracing costs where it hurts. Three targets (a Go
 //! net/http hello server; the three-tier example gin → net/http → gRPC; a gRPC unary echo),
 //! each under a fixed-concurrency load (oha for HTTP, grpc-echo's own load command for gRPC) at
-//! saturation and at a fixed 10k requests/s, each with no agent, with wirespan, and with
-//! go.opentelemetry.io/auto. Configurations alternate within each round (the order rotates
-//! from round to round), so drift of the machine falls on all of them alike.
+//! saturation and at a fixed 10k requests/s, each with no agent, with two floors (empty BPF
+//! programs where the agent attaches, see `floor`), with wirespan (exporting over OTLP/gRPC to
+//! a receiver that discards spans, xtask/otlp-sink), and with go.opentelemetry.io/auto.
+//! Configurations alternate within each round (the order rotates from round to round), so
+//! drift of the machine falls on all of them alike.
 //!
 //! Every run starts its services fresh, then the configuration, warms up, and measures:
 //! throughput and latency from the load generator, CPU of the agent (user + system from /proc
 //! plus the run time of its BPF programs, `kernel.bpf_stats_enabled`) and of the traced
-//! services, the agent's peak RSS, events lost (its exit summary) and, from its spans file,
-//! completeness and the three-tier chain's parent links. `report` turns the runs into
-//! `bench/results/*.md`, `.json` and a plot.
+//! services, the kernel's run counts and times of each BPF program (`bpf`), the agent's
+//! voluntary context switches, peak RSS, events lost (its exit summary) and, from what the
+//! receiver kept, completeness and the three-tier chain's parent links. `report` turns the
+//! runs into `bench/results/*.md`, `.json` and a plot.
 
+mod bpf;
+mod configs;
+mod floor;
 mod measure;
 mod report;
 mod tools;
 
 use std::{
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -63,6 +69,10 @@ impl Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Config {
     NoAgent,
+    /// Empty programs on the 12 socket syscall tracepoints.
+    FloorA,
+    /// Floor A and one empty uprobe per request in each serving Go program.
+    FloorB,
     Wirespan,
     GoAuto,
 }
@@ -71,6 +81,8 @@ impl Config {
     fn name(self) -> &'static str {
         match self {
             Self::NoAgent => "no agent",
+            Self::FloorA => "floor A",
+            Self::FloorB => "floor B",
             Self::Wirespan => "wirespan",
             Self::GoAuto => "go-auto",
         }
@@ -104,8 +116,18 @@ pub struct Run {
     pub services_cpu_us: u64,
     pub agent_cpu_us: u64,
     pub agent_bpf_ns: u64,
+    /// Each BPF program's runs and run time over the measurement window.
+    pub programs: Vec<bpf::Program>,
+    /// Voluntary context switches of the agent's threads over the window.
+    pub agent_sleeps: u64,
+    /// Ring-buffer wake-ups over the agent's whole run, when its exit summary has them.
+    pub wakeups: Option<u64>,
+    /// User-space µs by stage over the agent's whole run, when its exit summary has them.
+    pub stages: Vec<(String, f64)>,
     pub agent_peak_rss_kib: u64,
     pub events_lost: u64,
+    /// Spans the OTLP receiver got (wirespan only).
+    pub spans_received: Option<u64>,
     pub spans: Option<SpanCheck>,
 }
 
@@ -117,7 +139,16 @@ struct Plan {
     configs: Vec<Config>,
 }
 
-pub fn run(agent: &Path, quick: bool) -> anyhow::Result<()> {
+/// The binaries the bench builds from this workspace.
+pub struct Built {
+    pub agent: PathBuf,
+    /// `wirespan-floor` (collector/src/bin/wirespan-floor.rs).
+    pub floor: PathBuf,
+    /// `otlp-sink` (xtask/otlp-sink).
+    pub sink: PathBuf,
+}
+
+pub fn run(built: Built, quick: bool) -> anyhow::Result<()> {
     if !setup::is_root() {
         bail!("the benchmark loads BPF programs and reads their statistics: run it as root");
     }
@@ -135,7 +166,12 @@ pub fn run(agent: &Path, quick: bool) -> anyhow::Result<()> {
         rounds: if quick { 1 } else { 3 },
         measure: Duration::from_secs(if quick { 2 } else { 10 }),
         warmup: Duration::from_millis(if quick { 300 } else { 2000 }),
-        configs: vec![Config::NoAgent, Config::Wirespan],
+        configs: vec![
+            Config::NoAgent,
+            Config::FloorA,
+            Config::FloorB,
+            Config::Wirespan,
+        ],
     };
     let mut go_auto_note = match &go_auto {
         Ok(_) => None,
@@ -146,7 +182,9 @@ pub fn run(agent: &Path, quick: bool) -> anyhow::Result<()> {
     }
     let stats = measure::enable_bpf_stats();
     let env = Env {
-        agent: agent.to_owned(),
+        agent: built.agent,
+        floor: built.floor,
+        sink: built.sink,
         bin,
         oha,
         go_auto: go_auto.ok(),
@@ -205,6 +243,8 @@ pub fn run(agent: &Path, quick: bool) -> anyhow::Result<()> {
 /// Paths the runs use.
 struct Env {
     agent: PathBuf,
+    floor: PathBuf,
+    sink: PathBuf,
     bin: PathBuf,
     oha: PathBuf,
     go_auto: Option<PathBuf>,
@@ -243,7 +283,7 @@ impl Drop for Proc {
 }
 
 /// A service that prints its address first; (process, address).
-fn service(binary: &Path, name: &str, args: &[&str]) -> anyhow::Result<(Proc, String)> {
+fn service(binary: &std::path::Path, name: &str, args: &[&str]) -> anyhow::Result<(Proc, String)> {
     let mut child = Command::new(binary)
         .args(args)
         .env("OTEL_SERVICE_NAME", name)
@@ -343,32 +383,46 @@ impl Env {
     ) -> anyhow::Result<Run> {
         let services = self.start_services(target)?;
         let pids: Vec<u32> = services.procs.iter().map(Proc::pid).collect();
-        let spans_file = self.dir.join("spans.jsonl");
-        let mut agent = self.start_config(config, &pids, &spans_file)?;
+        let configs::Started { mut agents, sink } = self.start_config(config, target, &pids)?;
         let rate = (mode == Mode::FixedRate).then_some(FIXED_RATE);
         let warm = self.load(target, &services.entry, plan.warmup, rate)?;
-        let agent_pids: Vec<u32> = agent.iter().map(|a| a.proc.pid()).collect();
+        let agent_pids: Vec<u32> = agents.iter().map(configs::Agent::pid).collect();
         let cpu = |ps: &[u32]| ps.iter().map(|&p| measure::cpu_us(p)).sum::<u64>();
-        let bpf = |ps: &[u32]| ps.iter().map(|&p| measure::bpf_run_time(p).0).sum::<u64>();
-        let (services_before, agent_before, bpf_before) =
-            (cpu(&pids), cpu(&agent_pids), bpf(&agent_pids));
+        let sleeps = |ps: &[u32]| {
+            ps.iter()
+                .map(|&p| measure::voluntary_switches(p))
+                .sum::<u64>()
+        };
+        let programs = |ps: &[u32]| {
+            ps.iter()
+                .flat_map(|&p| bpf::programs(p))
+                .collect::<Vec<_>>()
+        };
+        let (programs_before, sleeps_before) = (programs(&agent_pids), sleeps(&agent_pids));
+        let (services_before, agent_before) = (cpu(&pids), cpu(&agent_pids));
         let load = self.load(target, &services.entry, plan.measure, rate)?;
-        let (services_after, agent_after, bpf_after) =
-            (cpu(&pids), cpu(&agent_pids), bpf(&agent_pids));
+        let (services_after, agent_after) = (cpu(&pids), cpu(&agent_pids));
+        let (programs_after, sleeps_after) = (programs(&agent_pids), sleeps(&agent_pids));
+        let programs = bpf::delta(&programs_before, &programs_after);
         let peak = agent_pids
             .iter()
             .map(|&p| measure::peak_rss_kib(p))
             .max()
             .unwrap_or(0);
-        let mut lost = 0;
-        for a in &mut agent {
-            lost += a.stop();
-        }
+        let said: Vec<String> = agents.iter_mut().map(configs::Agent::stop).collect();
+        let said = said.join("\n");
         drop(services);
-        let spans = (config == Config::Wirespan).then(|| {
-            let (entry, chain) = target.entry();
-            measure::check_spans(&spans_file, entry, chain)
-        });
+        let (spans, spans_received) = match sink {
+            Some(mut sink) => {
+                let received = sink.stop();
+                let (entry, chain) = target.entry();
+                (
+                    Some(measure::check_spans(&sink.records, entry, chain)),
+                    received,
+                )
+            }
+            None => (None, None),
+        };
         Ok(Run {
             target,
             config,
@@ -377,129 +431,15 @@ impl Env {
             load,
             services_cpu_us: services_after.saturating_sub(services_before),
             agent_cpu_us: agent_after.saturating_sub(agent_before),
-            agent_bpf_ns: bpf_after.saturating_sub(bpf_before),
+            agent_bpf_ns: programs.iter().map(|p| p.run_time_ns).sum(),
+            programs,
+            agent_sleeps: sleeps_after.saturating_sub(sleeps_before),
+            wakeups: measure::wakeups(&said),
+            stages: measure::stages(&said),
             agent_peak_rss_kib: peak,
-            events_lost: lost,
+            events_lost: measure::events_lost(&said),
+            spans_received,
             spans,
         })
     }
-
-    /// Start the configuration's agents and wait until they are attached.
-    fn start_config(
-        &self,
-        config: Config,
-        pids: &[u32],
-        spans_file: &Path,
-    ) -> anyhow::Result<Vec<Agent>> {
-        match config {
-            Config::NoAgent => Ok(Vec::new()),
-            Config::Wirespan => {
-                let mut cmd = Command::new(&self.agent);
-                cmd.args(["run", "--exporter", "file", "--output"])
-                    .arg(spans_file);
-                for pid in pids {
-                    cmd.args(["--pid", &pid.to_string()]);
-                }
-                Ok(vec![Agent::start(cmd, "wirespan: ready", None)?])
-            }
-            Config::GoAuto => {
-                let binary = self.go_auto.as_ref().context("go-auto was not built")?;
-                // One instrumentation process per traced process (the CLI's model).
-                let mut agents = Vec::new();
-                for pid in pids {
-                    let mut cmd = Command::new(binary);
-                    cmd.args(["-target-pid", &pid.to_string()])
-                        .env("OTEL_TRACES_EXPORTER", "console")
-                        .env("OTEL_SERVICE_NAME", "bench");
-                    let log = self.dir.join(format!("go-auto-{pid}.out"));
-                    agents.push(Agent::start(
-                        cmd,
-                        "instrumentation loaded successfully",
-                        Some(&log),
-                    )?);
-                }
-                Ok(agents)
-            }
-        }
-    }
-}
-
-/// An agent process and what it printed on stderr.
-struct Agent {
-    proc: Proc,
-    stderr: std::sync::mpsc::Receiver<String>,
-}
-
-impl Agent {
-    /// Start `cmd`; wait (60 s) for a stderr line containing `ready`. Stdout goes to `stdout`
-    /// (or nowhere).
-    fn start(mut cmd: Command, ready: &str, stdout: Option<&Path>) -> anyhow::Result<Self> {
-        let out = match stdout {
-            Some(path) => Stdio::from(std::fs::File::create(path)?),
-            None => Stdio::null(),
-        };
-        let mut child = cmd
-            .stdout(out)
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot start the agent")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let err = BufReader::new(child.stderr.take().context("no stderr")?);
-        std::thread::spawn(move || {
-            for line in err.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut printed = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("it did not become ready: {}", last_error(&printed));
-            };
-            let done = line.contains(ready);
-            printed.push(line);
-            if done {
-                break;
-            }
-        }
-        Ok(Self {
-            proc: Proc { child },
-            stderr: rx,
-        })
-    }
-
-    /// Stop it (SIGTERM; detaching takes a while) and return the events it lost.
-    fn stop(&mut self) -> u64 {
-        self.proc.terminate(Duration::from_secs(120));
-        // The reader thread ends when the agent's stderr closes.
-        let mut rest = Vec::new();
-        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(2)) {
-            rest.push(line);
-        }
-        measure::events_lost(&rest.join("\n"))
-    }
-}
-
-/// The error that stopped an agent: the `msg` and `error` of its last JSON log line at level
-/// ERROR (go-auto logs so; earlier ERROR lines may be ones it survived), else its last line.
-fn last_error(printed: &[String]) -> String {
-    printed
-        .iter()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["level"] == "ERROR")
-        .map(|v| {
-            format!(
-                "{}: {}",
-                v["msg"].as_str().unwrap_or_default(),
-                v["error"].as_str().unwrap_or_default()
-            )
-        })
-        .or_else(|| printed.last().cloned())
-        .unwrap_or_else(|| "it printed nothing".to_owned())
 }

@@ -1,6 +1,7 @@
 //! The benchmark's results: per target, load mode and configuration, averaged over rounds, with
-//! the differences against no agent, checked against wirespan's targets; written as Markdown,
-//! JSON and a PNG plot (an SVG drawn here, rendered by rsvg-convert) under `bench/results/`.
+//! the differences against no agent and the floors, the kernel's counts per request, checked
+//! against wirespan's targets; written as Markdown, JSON and a PNG plot (an SVG drawn here,
+//! rendered by rsvg-convert) under `bench/results/`.
 
 use std::{fmt::Write as _, path::Path, process::Command};
 
@@ -23,6 +24,16 @@ struct Row {
     events_lost: u64,
     completeness: Option<f64>,
     parents_right: Option<f64>,
+    /// Kernel counts per request over the measurement windows.
+    uprobe_hits_per_req: f64,
+    ret_hits_per_req: f64,
+    /// Each program: (name, runs per request, ns per request), most time first.
+    programs: Vec<(String, f64, f64)>,
+    agent_sleeps_per_req: f64,
+    /// From the agent's exit summary (whole runs, warm-up included), when it says.
+    wakeups_per_req: Option<f64>,
+    stages_us_per_req: Vec<(String, f64)>,
+    spans_received_per_req: Option<f64>,
 }
 
 #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
@@ -34,7 +45,50 @@ fn row(runs: &[&Run]) -> Row {
     let requests_all: u64 = runs.iter().map(|r| r.requests_all).sum();
     let entry: u64 = spans.iter().map(|s| s.entry_spans).sum();
     let chains: Vec<u64> = spans.iter().filter_map(|s| s.chains_right).collect();
+    let per = |x: u64| x as f64 / requests.max(1) as f64;
+    let per_all = |x: f64| x / requests_all.max(1) as f64;
+    let all_programs: Vec<&super::bpf::Program> =
+        runs.iter().flat_map(|r| r.programs.iter()).collect();
+    let mut by_name: Vec<(String, u64, u64)> = Vec::new();
+    for p in &all_programs {
+        match by_name.iter_mut().find(|(n, _, _)| *n == p.name) {
+            Some(entry) => {
+                entry.1 += p.runs;
+                entry.2 += p.run_time_ns;
+            }
+            None => by_name.push((p.name.clone(), p.runs, p.run_time_ns)),
+        }
+    }
+    by_name.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    let mut stages: Vec<(String, f64)> = Vec::new();
+    for (name, us) in runs.iter().flat_map(|r| r.stages.iter()) {
+        match stages.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 += us,
+            None => stages.push((name.clone(), *us)),
+        }
+    }
+    let wakeups: Vec<u64> = runs.iter().filter_map(|r| r.wakeups).collect();
+    let received: Vec<u64> = runs.iter().filter_map(|r| r.spans_received).collect();
     Row {
+        uprobe_hits_per_req: per(all_programs
+            .iter()
+            .filter(|p| p.is_uprobe())
+            .map(|p| p.runs)
+            .sum()),
+        ret_hits_per_req: per(all_programs
+            .iter()
+            .filter(|p| p.is_return())
+            .map(|p| p.runs)
+            .sum()),
+        programs: by_name
+            .into_iter()
+            .map(|(n, runs, ns)| (n, per(runs), per(ns)))
+            .collect(),
+        agent_sleeps_per_req: per(runs.iter().map(|r| r.agent_sleeps).sum()),
+        wakeups_per_req: (!wakeups.is_empty()).then(|| per_all(wakeups.iter().sum::<u64>() as f64)),
+        stages_us_per_req: stages.into_iter().map(|(n, us)| (n, per_all(us))).collect(),
+        spans_received_per_req: (!received.is_empty())
+            .then(|| per_all(received.iter().sum::<u64>() as f64)),
         rps: runs.iter().map(|r| r.load.rps).sum::<f64>() / n,
         p50_us: runs.iter().map(|r| r.load.p50_us).sum::<f64>() / n,
         p99_us: runs.iter().map(|r| r.load.p99_us).sum::<f64>() / n,
@@ -54,7 +108,13 @@ fn row(runs: &[&Run]) -> Row {
     }
 }
 
-const CONFIGS: [Config; 3] = [Config::NoAgent, Config::Wirespan, Config::GoAuto];
+const CONFIGS: [Config; 5] = [
+    Config::NoAgent,
+    Config::FloorA,
+    Config::FloorB,
+    Config::Wirespan,
+    Config::GoAuto,
+];
 const MODES: [Mode; 2] = [Mode::Saturation, Mode::FixedRate];
 
 /// Rows by (target, mode, config), for the configurations that ran.
@@ -120,13 +180,21 @@ fn markdown(
     if let Some(note) = go_auto_note {
         let _ = writeln!(md, "**go-auto:** {note}\n");
     }
-    md.push_str("| target | load | config | req/s | vs none | p50 µs | p99 µs | p99 added µs | agent CPU µs/req (user+sys / BPF) | traced extra CPU µs/req | agent peak RSS MiB | events lost | span completeness | three-tier parents right |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("Floor A attaches programs that do nothing to the 12 tracepoints sys_enter/sys_exit of read, write, recvfrom, sendto, readv and writev; floor B adds one empty uprobe per request in each serving Go program (net/http's serverHandler.ServeHTTP, or grpc-go's (*http2Server).operateHeaders for the gRPC echo; on three-tier ServeHTTP in gin-front and the relay). wirespan exports over OTLP/gRPC to a receiver that discards spans (xtask/otlp-sink).\n\n");
+    md.push_str("| target | load | config | req/s | vs none | vs floor A | vs floor B | p50 µs | p99 µs | p99 added µs | agent CPU µs/req (user+sys / BPF) | traced extra CPU µs/req | agent peak RSS MiB | events lost | span completeness | three-tier parents right |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (target, mode, config, r) in rows {
-        let none = rows
-            .iter()
-            .find(|(t, m, c, _)| t == target && m == mode && *c == Config::NoAgent)
-            .map(|(_, _, _, r)| r.clone())
-            .unwrap_or_default();
+        let of = |config: Config| {
+            rows.iter()
+                .find(|(t, m, c, _)| t == target && m == mode && *c == config)
+                .map(|(_, _, _, r)| r.clone())
+        };
+        let none = of(Config::NoAgent).unwrap_or_default();
+        let vs = |floor: Config| match of(floor) {
+            Some(f) if floor != *config && *config != Config::NoAgent => {
+                format!("{:.3}", r.rps / f.rps.max(1.0))
+            }
+            _ => "-".to_owned(),
+        };
         let agent = if *config == Config::NoAgent {
             "-".to_owned()
         } else {
@@ -139,12 +207,14 @@ fn markdown(
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.0} | {:.3} | {:.0} | {:.0} | {:+.0} | {agent} | {:+.2} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.3} | {} | {} | {:.0} | {:.0} | {:+.0} | {agent} | {:+.2} | {} | {} | {} | {} |",
             target.name(),
             mode.name(),
             config.name(),
             r.rps,
             r.rps / none.rps.max(1.0),
+            vs(Config::FloorA),
+            vs(Config::FloorB),
             r.p50_us,
             r.p99_us,
             r.p99_us - none.p99_us,
@@ -163,7 +233,62 @@ fn markdown(
             pct(r.parents_right),
         );
     }
+    md.push_str(&kernel_counts(rows));
     md.push_str(&targets(rows));
+    md
+}
+
+/// How many programs the per-request breakdown names.
+const TOP_PROGRAMS: usize = 5;
+
+fn optional(x: Option<f64>, digits: usize) -> String {
+    x.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+/// The kernel's counts per request, and what the agent says of its own work.
+fn kernel_counts(rows: &[(Target, Mode, Config, Row)]) -> String {
+    let mut md = String::from(
+        "\n## Per request: the kernel's counts and the agent's work\n\nOver the measurement window, from each BPF program's run_cnt and run_time_ns (kernel.bpf_stats_enabled): uprobe hits (kprobe-type programs named go_* or floor_uprobe), RET-probe hits (*_return) and BPF time, in total and for the programs that took most (ns per request, runs per request in brackets). Agent sleeps are the voluntary context switches of all its threads (an upper bound on ring-buffer wake-ups). Ring-buffer wake-ups and user-space time by stage come from the agent's exit summary, over its whole run (warm-up included), when it reports them; '-' when it does not. Spans received: what the OTLP receiver got, per request sent.\n\n| target | load | config | uprobe hits/req | RET-probe hits/req | BPF ns/req | top programs, ns/req (runs/req) | agent sleeps/req | ring-buffer wake-ups/req | agent user µs/req by stage | spans received/req |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (target, mode, config, r) in rows {
+        if *config == Config::NoAgent {
+            continue;
+        }
+        let top: Vec<String> = r
+            .programs
+            .iter()
+            .take(TOP_PROGRAMS)
+            .map(|(name, runs, ns)| format!("{name} {ns:.0} ({runs:.2})"))
+            .collect();
+        let stages: Vec<String> = r
+            .stages_us_per_req
+            .iter()
+            .map(|(name, us)| format!("{name} {us:.2}"))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {} | {:.3} | {} | {} | {} |",
+            target.name(),
+            mode.name(),
+            config.name(),
+            r.uprobe_hits_per_req,
+            r.ret_hits_per_req,
+            r.bpf_us_per_req * 1000.0,
+            if top.is_empty() {
+                "-".to_owned()
+            } else {
+                top.join(", ")
+            },
+            r.agent_sleeps_per_req,
+            optional(r.wakeups_per_req, 3),
+            if stages.is_empty() {
+                "-".to_owned()
+            } else {
+                stages.join(", ")
+            },
+            optional(r.spans_received_per_req, 2),
+        );
+    }
     md
 }
 
@@ -257,7 +382,46 @@ fn targets(rows: &[(Target, Mode, Config, Row)]) -> String {
         rss <= 100.0,
         format!("agent peak RSS {rss:.1} MiB (target <= 100)"),
     );
+    out.push_str(&floor_notes(rows));
     out
+}
+
+/// wirespan's throughput on hello at saturation against the floors', for reference.
+fn floor_notes(rows: &[(Target, Mode, Config, Row)]) -> String {
+    let get = |c: Config| {
+        rows.iter()
+            .find(|(t, m, cc, _)| *t == Target::Hello && *m == Mode::Saturation && *cc == c)
+            .map(|(_, _, _, r)| r)
+    };
+    let (Some(none), Some(ws)) = (get(Config::NoAgent), get(Config::Wirespan)) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for floor in [Config::FloorA, Config::FloorB] {
+        if let Some(f) = get(floor) {
+            let _ = writeln!(
+                out,
+                "- (for reference) hello at saturation: wirespan's throughput is {:.3} of {}'s, whose own is {:.3} of no agent",
+                ws.rps / f.rps.max(1.0),
+                floor.name(),
+                f.rps / none.rps.max(1.0)
+            );
+        }
+    }
+    out
+}
+
+/// `row`'s throughput against `floor`'s, for the same target and load.
+fn ratio(
+    rows: &[(Target, Mode, Config, Row)],
+    target: Target,
+    mode: Mode,
+    floor: Config,
+    row: &Row,
+) -> Option<f64> {
+    rows.iter()
+        .find(|(t, m, c, _)| *t == target && *m == mode && *c == floor)
+        .map(|(_, _, _, f)| row.rps / f.rps.max(1.0))
 }
 
 fn json_of(rows: &[(Target, Mode, Config, Row)], go_auto_note: Option<&str>) -> serde_json::Value {
@@ -272,6 +436,20 @@ fn json_of(rows: &[(Target, Mode, Config, Row)], go_auto_note: Option<&str>) -> 
             "services_us_per_req": r.services_us_per_req, "agent_peak_rss_mib": r.peak_rss_mib,
             "events_lost": r.events_lost, "span_completeness": r.completeness,
             "three_tier_parents_right": r.parents_right,
+            "vs_floor_a": ratio(rows, *t, *m, Config::FloorA, r),
+            "vs_floor_b": ratio(rows, *t, *m, Config::FloorB, r),
+            "uprobe_hits_per_req": r.uprobe_hits_per_req,
+            "ret_hits_per_req": r.ret_hits_per_req,
+            "bpf_ns_per_req": r.bpf_us_per_req * 1000.0,
+            "bpf_programs": r.programs.iter().map(|(name, runs, ns)| json!({
+                "name": name, "runs_per_req": runs, "ns_per_req": ns,
+            })).collect::<Vec<_>>(),
+            "agent_sleeps_per_req": r.agent_sleeps_per_req,
+            "ring_buffer_wakeups_per_req": r.wakeups_per_req,
+            "agent_stage_us_per_req": r.stages_us_per_req.iter()
+                .map(|(name, us)| json!({"stage": name, "us_per_req": us}))
+                .collect::<Vec<_>>(),
+            "spans_received_per_req": r.spans_received_per_req,
         })).collect::<Vec<_>>(),
     })
 }
@@ -284,10 +462,10 @@ fn svg(rows: &[(Target, Mode, Config, Row)]) -> String {
         .iter()
         .flat_map(|t| MODES.iter().map(move |m| (*t, *m)))
         .collect();
-    let colors = ["#888888", "#2b7bb9", "#d95f02"];
+    let colors = ["#888888", "#bbbbbb", "#dddd99", "#2b7bb9", "#d95f02"];
     let (width, panel_h, left, top) = (980.0, 220.0, 60.0, 40.0);
     let group_w = (width - left - 20.0) / groups.len() as f64;
-    let bar_w = group_w / 4.0;
+    let bar_w = group_w / (CONFIGS.len() as f64 + 1.0);
     let mut out = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>"#,
         top * 2.0 + panel_h * 2.0 + 80.0
