@@ -165,7 +165,9 @@ pub fn run(built: Built, quick: bool) -> anyhow::Result<()> {
     let mut plan = Plan {
         rounds: if quick { 1 } else { 3 },
         measure: Duration::from_secs(if quick { 2 } else { 10 }),
-        warmup: Duration::from_millis(if quick { 300 } else { 2000 }),
+        // Longer than the agent's serving-probe quiet period (configs::SERVING_QUIET_SECS), so
+        // every window measures the steady state.
+        warmup: Duration::from_millis(if quick { 2500 } else { 3000 }),
         configs: vec![
             Config::NoAgent,
             Config::FloorA,
