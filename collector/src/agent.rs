@@ -30,6 +30,12 @@ use crate::{
 const CLOCK_TICK: Duration = Duration::from_secs(1);
 /// How often kernel losses are logged while there are any.
 const LOSS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// After a batch that emptied the ring buffer, how long records gather before the next one is
+/// read. The kernel signals the buffer for every record: without the pause each wake-up
+/// (epoll, the runtime, a settle and a sink flush) is paid for a handful of events. Records wait
+/// in the buffer meanwhile (16 MiB by default holds far more than this at any rate we see), and
+/// spans wait for their parents far longer anyway.
+const GATHER: Duration = Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -407,6 +413,11 @@ pub async fn run<'a>(
             // The buffer never ran empty: let the runtime poll its drivers (signals, timers)
             // before the next batch, or a flood of events would starve shutdown.
             tokio::task::yield_now().await;
+        } else {
+            tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                () = tokio::time::sleep(GATHER) => {}
+            }
         }
     };
     // Detach first so no new events arrive, then take what the ring buffer still holds.
