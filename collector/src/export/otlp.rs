@@ -114,14 +114,17 @@ pub struct ExportCounts {
     pub dropped_failed: AtomicU64,
 }
 
+/// A span waiting for export, with its process's resource.
+type Queued = (Arc<Resource>, Span);
+
 /// The sink: a bounded queue into the export thread.
 pub struct OtlpSink {
     /// Each span goes with its process's resource, taken when the span came: a queued span
     /// keeps it however long the export takes, even after its process is forgotten.
-    tx: Option<SyncSender<Vec<(Arc<Resource>, Span)>>>,
+    tx: Option<SyncSender<Vec<Queued>>>,
     /// Spans since the last flush: they go to the export thread together, one wake-up of it
     /// per batch rather than per span.
-    batch: Vec<(Arc<Resource>, Span)>,
+    batch: Vec<Queued>,
     /// Spans sent to the export thread and not yet taken from its queue (the bound).
     queued: Arc<AtomicUsize>,
     queue: usize,
@@ -331,7 +334,7 @@ fn http_signal_url(endpoint: &str, signal: &str) -> String {
 }
 
 /// The export thread's end of the queue: batches, and the count of spans in them.
-struct Queue<T = (Arc<Resource>, Span)> {
+struct Queue<T = Queued> {
     rx: Receiver<Vec<T>>,
     queued: Arc<AtomicUsize>,
 }
@@ -364,6 +367,13 @@ fn export_thread(
     let _ = ready.send(Ok(()));
     let mut last_failure_log: Option<Instant> = None;
     let mut carry = VecDeque::new();
+    // The thread's CPU time goes to the `stages` summary as it grows.
+    let mut cpu_reported = 0;
+    let mut report_cpu = || {
+        let now = crate::stages::thread_cpu_ns();
+        crate::stages::add_export_thread_ns(now.saturating_sub(cpu_reported));
+        cpu_reported = now;
+    };
     loop {
         let (batch, closed) = next_batch(rx, &mut carry);
         if !batch.is_empty() {
@@ -391,11 +401,13 @@ fn export_thread(
                 }
             }
         }
+        report_cpu();
         if closed {
             break;
         }
     }
     let _ = exporter.shutdown();
+    report_cpu();
 }
 
 /// Up to `MAX_BATCH` spans, waiting at most `BATCH_DELAY` after the first; and whether the
