@@ -120,7 +120,12 @@ pub struct Correlator {
     contexts: Contexts,
     peers: peers::Peers,
     go_headers: enrich::GoHeaderStore,
-    pending: Vec<Node>,
+    /// Boxed: every settle pass moves the waiting nodes, and a node (its exchange) is large.
+    #[expect(
+        clippy::vec_box,
+        reason = "settle moves every waiting node each pass: a pointer, not the exchange"
+    )]
+    pending: Vec<Box<Node>>,
     pending_ids: IdSet,
     /// Where each node is indexed, to take it out again when it is forgotten.
     keys: IdMap<NodeKey>,
@@ -248,13 +253,13 @@ impl Correlator {
             SpanKind::Server => Lookup::NoServer,
         };
         self.pending_ids.insert(id);
-        self.pending.push(Node {
+        self.pending.push(Box::new(Node {
             id,
             x,
             kind,
             context,
             arrived_ns: self.now_ns,
-        });
+        }));
     }
 
     /// Emit every span whose parent is settled (or whose wait is over) into `out`.
@@ -415,12 +420,12 @@ impl Correlator {
 
     fn emit(
         &mut self,
-        node: Node,
+        node: Box<Node>,
         trace_id: TraceId,
         parent_span_id: Option<SpanId>,
         link: ParentLink,
     ) -> Span {
-        let mut node = node;
+        let mut node = *node;
         self.go_headers.fill_status(&mut node.x);
         let span_id = self.ids.span_id();
         self.emitted.insert(
