@@ -24,12 +24,19 @@ use crate::{
         IdGenerator, Span,
         processes::{ProcessStats, Resources},
     },
+    stages::{Stage, StageTimes, thread_cpu_ns},
 };
 
 /// How often the correlator's clock moves on when no events arrive.
 const CLOCK_TICK: Duration = Duration::from_secs(1);
 /// How often kernel losses are logged while there are any.
 const LOSS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// After a batch that emptied the ring buffer, how long records gather before the next one is
+/// read. The kernel signals the buffer for every record: without the pause each wake-up
+/// (epoll, the runtime, a settle and a sink flush) is paid for a handful of events. Records wait
+/// in the buffer meanwhile (16 MiB by default holds far more than this at any rate we see), and
+/// spans wait for their parents far longer anyway.
+const GATHER: Duration = Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -58,6 +65,8 @@ pub struct RunSummary {
     pub spans: Option<CorrelateStats>,
     /// Where the spans' process resources came from, when spans were made.
     pub processes: Option<ProcessStats>,
+    /// The CPU time of each stage (see `stages`).
+    pub stages: StageTimes,
 }
 
 impl RunSummary {
@@ -193,7 +202,10 @@ impl<'a> Pipeline<'a> {
         Self {
             output,
             recorder,
-            summary: RunSummary::default(),
+            summary: RunSummary {
+                stages: StageTimes::start(),
+                ..RunSummary::default()
+            },
             exchanges: Vec::new(),
             spans: Vec::new(),
             last_ts_ns: 0,
@@ -227,10 +239,23 @@ impl<'a> Pipeline<'a> {
         if let Some(recorder) = self.recorder.as_mut() {
             recorder.record(raw).map_err(StepError::Recording)?;
         }
+        // One record in `stages::SAMPLE_EVERY` has its stages timed.
+        let mut t = self
+            .summary
+            .stages
+            .next_record()
+            .then(crate::stages::thread_cpu_ns);
         let Ok(event) = decode(raw) else {
             self.summary.malformed += 1;
             return Ok(());
         };
+        let stages = &mut self.summary.stages;
+        let mut lap = |stage: Stage| {
+            if let Some(since) = t {
+                t = Some(stages.add(stage, since));
+            }
+        };
+        lap(Stage::Decode);
         self.summary.events += 1;
         if let Event::Exec(exec) = &event {
             self.execs.push(exec.pid);
@@ -244,6 +269,7 @@ impl<'a> Pipeline<'a> {
                 if self.summary.events.is_multiple_of(EXPIRE_EVERY) {
                     table.expire(self.last_ts_ns, &mut self.exchanges);
                 }
+                lap(Stage::Conn);
                 self.deliver_exchanges()
             }
             Output::Spans {
@@ -261,13 +287,16 @@ impl<'a> Pipeline<'a> {
                 }
                 // Contexts first: the exchange an event completes is judged with it known.
                 correlator.on_event(&event);
+                lap(Stage::Correlate);
                 table.on_event(&event, &mut self.exchanges);
                 if self.summary.events.is_multiple_of(EXPIRE_EVERY) {
                     table.expire(self.last_ts_ns, &mut self.exchanges);
                 }
+                lap(Stage::Conn);
                 for x in self.exchanges.drain(..) {
                     correlator.on_exchange(x);
                 }
+                lap(Stage::Correlate);
                 Ok(())
             }
         }
@@ -299,14 +328,18 @@ impl<'a> Pipeline<'a> {
             ..
         } = &mut self.output
         {
+            let start = thread_cpu_ns();
             if end {
                 correlator.finish(&mut self.spans);
             } else {
                 correlator.settle(&mut self.spans);
             }
+            let settled = thread_cpu_ns();
+            self.summary.stages.settle_ns += StageTimes::since(start);
             for span in self.spans.drain(..) {
                 sink.span(&span).map_err(StepError::Write)?;
             }
+            self.summary.stages.sink_ns += StageTimes::since(settled);
             self.summary.spans = Some(correlator.stats);
             self.summary.processes = Some(resources.stats());
         }
@@ -318,12 +351,15 @@ impl<'a> Pipeline<'a> {
             recorder.flush().map_err(StepError::Recording)?;
         }
         self.deliver_spans(false)?;
-        match &mut self.output {
+        let start = thread_cpu_ns();
+        let flushed = match &mut self.output {
             Output::Events(sink) => sink.flush(),
             Output::Exchanges { sink, .. } => sink.flush(),
             Output::Spans { sink, .. } => sink.flush(),
         }
-        .map_err(StepError::Write)
+        .map_err(StepError::Write);
+        self.summary.stages.sink_ns += StageTimes::since(start);
+        flushed
     }
 
     /// Time passed with no events (live runs): let waiting spans time out.
@@ -440,6 +476,11 @@ pub async fn run<'a>(
             // The buffer never ran empty: let the runtime poll its drivers (signals, timers)
             // before the next batch, or a flood of events would starve shutdown.
             tokio::task::yield_now().await;
+        } else {
+            tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                () = tokio::time::sleep(GATHER) => {}
+            }
         }
     };
     // Detach first so no new events arrive, then take what the ring buffer still holds.

@@ -18,5 +18,6 @@ pub mod protocol;
 pub mod sink;
 pub mod source;
 pub mod span;
+pub mod stages;
 pub mod testing;
 pub mod views;

@@ -364,6 +364,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Output::Events(sink.as_mut()),
                 None,
             )
+            .map(drop)
         }
         Command::Exchanges {
             json,
@@ -382,22 +383,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Output::exchanges(sink.as_mut()),
                 None,
             )
+            .map(drop)
         }
         Command::Run {
             export,
             replay,
             capture,
-        } => {
-            let clock = clock_for(replay.as_deref())?;
-            let resources = export.resources(replay.is_some());
-            let mut sink = FanOut(export.sinks(&clock, &resources)?);
-            from_source(
-                replay.as_deref(),
-                &capture,
-                Output::spans(&mut sink, resources),
-                None,
-            )
-        }
+        } => run_spans(&export, replay.as_deref(), &capture),
         Command::Map {
             format,
             replay,
@@ -482,13 +474,32 @@ fn service_map(
     Ok(())
 }
 
+/// `run`: spans to the exporters, then the summary and the `stages:` line.
+fn run_spans(
+    export: &ExportArgs,
+    replay: Option<&Path>,
+    capture: &CaptureArgs,
+) -> anyhow::Result<()> {
+    let clock = clock_for(replay)?;
+    let resources = export.resources(replay.is_some());
+    let mut sink = FanOut(export.sinks(&clock, &resources)?);
+    let summary = from_source(replay, capture, Output::spans(&mut sink, resources), None)?;
+    // Closed first: export threads report their CPU time as they end.
+    drop(sink);
+    eprintln!(
+        "{}",
+        summary.stages.line(summary.spans.map_or(0, |s| s.spans))
+    );
+    Ok(())
+}
+
 /// Run the output from a recording (when `replay` is given) or live, and print the summary.
 fn from_source<'a>(
     replay: Option<&Path>,
     capture: &CaptureArgs,
     output: Output<'a>,
     recorder: Option<&'a mut RecordingWriter>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<RunSummary> {
     if let Some(path) = replay {
         let mut reader = RecordingReader::open(path)?;
         let summary = agent::replay(&mut reader, output)?;
@@ -497,11 +508,12 @@ fn from_source<'a>(
             path.display(),
             summary.describe()
         );
+        Ok(summary)
     } else {
         let summary = live(capture, output, recorder)?;
         eprintln!("wirespan: stopped: {}", summary.describe());
+        Ok(summary)
     }
-    Ok(())
 }
 
 /// A live run on the current thread until the duration, Ctrl-C or SIGTERM.

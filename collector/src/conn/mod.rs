@@ -161,18 +161,17 @@ impl ConnTable {
                     entry.counted_unknown = true;
                     self.stats.unknown_protocol += 1;
                 }
-                let (pid, comm, local, remote) =
-                    (entry.pid, entry.comm.clone(), entry.local, entry.remote);
                 let now = entry.decoder.buffered_bytes();
                 self.buffered = self.buffered + now - entry.buffered;
                 entry.buffered = now;
+                // Most segments complete nothing: the name is copied only for an exchange.
                 for exchange in self.scratch.drain(..) {
                     out.push(ConnExchange {
                         conn_id: d.conn_id,
-                        pid,
-                        comm: comm.clone(),
-                        local,
-                        remote,
+                        pid: entry.pid,
+                        comm: entry.comm.clone(),
+                        local: entry.local,
+                        remote: entry.remote,
                         exchange,
                     });
                 }

@@ -23,6 +23,7 @@ mod enrich;
 pub mod failed;
 #[cfg(test)]
 mod failed_tests;
+mod idhash;
 mod peers;
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,7 @@ use std::{
 use self::{
     context::{Contexts, Lookup, ServerRef},
     failed::{Caller, Failed, Failures},
+    idhash::{IdMap, IdSet},
 };
 use crate::{
     conn::ConnExchange,
@@ -118,19 +120,24 @@ pub struct Correlator {
     contexts: Contexts,
     peers: peers::Peers,
     go_headers: enrich::GoHeaderStore,
-    pending: Vec<Node>,
-    pending_ids: HashSet<u64>,
+    /// Boxed: every settle pass moves the waiting nodes, and a node (its exchange) is large.
+    #[expect(
+        clippy::vec_box,
+        reason = "settle moves every waiting node each pass: a pointer, not the exchange"
+    )]
+    pending: Vec<Box<Node>>,
+    pending_ids: IdSet,
     /// Where each node is indexed, to take it out again when it is forgotten.
-    keys: HashMap<u64, NodeKey>,
+    keys: IdMap<NodeKey>,
     next_id: u64,
-    emitted: HashMap<u64, Emitted>,
+    emitted: IdMap<Emitted>,
     emitted_order: VecDeque<u64>,
     /// Client nodes (pending or emitted) by their request, for the server at the other end.
     clients: HashMap<PeerKey, u64>,
     /// Server nodes (pending or emitted) by process and connection, for in-process children.
     servers: HashMap<(u32, SocketAddr, SocketAddr), Vec<u64>>,
     /// Every node's exchange summary, kept as long as `emitted` keeps it (for lookups).
-    server_info: HashMap<u64, ServerInfo>,
+    server_info: IdMap<ServerInfo>,
     /// Addresses of this host (local ends of its connections), to tell local peers.
     local_ips: HashSet<IpAddr>,
     now_ns: u64,
@@ -164,14 +171,14 @@ impl Correlator {
             peers: peers::Peers::default(),
             go_headers: enrich::GoHeaderStore::default(),
             pending: Vec::new(),
-            pending_ids: HashSet::new(),
-            keys: HashMap::new(),
+            pending_ids: IdSet::default(),
+            keys: IdMap::default(),
             next_id: 1,
-            emitted: HashMap::new(),
+            emitted: IdMap::default(),
             emitted_order: VecDeque::new(),
             clients: HashMap::new(),
             servers: HashMap::new(),
-            server_info: HashMap::new(),
+            server_info: IdMap::default(),
             local_ips: HashSet::new(),
             now_ns: 0,
             stats: CorrelateStats::default(),
@@ -246,13 +253,13 @@ impl Correlator {
             SpanKind::Server => Lookup::NoServer,
         };
         self.pending_ids.insert(id);
-        self.pending.push(Node {
+        self.pending.push(Box::new(Node {
             id,
             x,
             kind,
             context,
             arrived_ns: self.now_ns,
-        });
+        }));
     }
 
     /// Emit every span whose parent is settled (or whose wait is over) into `out`.
@@ -413,12 +420,12 @@ impl Correlator {
 
     fn emit(
         &mut self,
-        node: Node,
+        node: Box<Node>,
         trace_id: TraceId,
         parent_span_id: Option<SpanId>,
         link: ParentLink,
     ) -> Span {
-        let mut node = node;
+        let mut node = *node;
         self.go_headers.fill_status(&mut node.x);
         let span_id = self.ids.span_id();
         self.emitted.insert(

@@ -8,10 +8,10 @@
 //! the matching flags override them.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
     thread::JoinHandle,
@@ -114,11 +114,20 @@ pub struct ExportCounts {
     pub dropped_failed: AtomicU64,
 }
 
+/// A span waiting for export, with its process's resource.
+type Queued = (Arc<Resource>, Span);
+
 /// The sink: a bounded queue into the export thread.
 pub struct OtlpSink {
     /// Each span goes with its process's resource, taken when the span came: a queued span
     /// keeps it however long the export takes, even after its process is forgotten.
-    tx: Option<SyncSender<(Arc<Resource>, Span)>>,
+    tx: Option<SyncSender<Vec<Queued>>>,
+    /// Spans since the last flush: they go to the export thread together, one wake-up of it
+    /// per batch rather than per span.
+    batch: Vec<Queued>,
+    /// Spans sent to the export thread and not yet taken from its queue (the bound).
+    queued: Arc<AtomicUsize>,
+    queue: usize,
     resources: Resources,
     counts: Arc<ExportCounts>,
     thread: Option<JoinHandle<()>>,
@@ -133,20 +142,36 @@ impl OtlpSink {
         clock: WallClock,
         resources: Resources,
     ) -> Result<Self, ExportError> {
-        let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
+        let queue = config.queue.max(1);
+        // Batches, each of at least one span: the span bound (`queued`) is the one that binds.
+        let (tx, rx) = mpsc::sync_channel(queue);
         let counts = Arc::new(ExportCounts::default());
+        let queued = Arc::new(AtomicUsize::new(0));
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread_counts = Arc::clone(&counts);
+        let thread_queued = Arc::clone(&queued);
         let protocol = config.protocol;
         let thread = std::thread::Builder::new()
             .name("wirespan-otlp".into())
             .spawn(move || {
-                export_thread(&config, clock, &rx, &thread_counts, &ready_tx);
+                export_thread(
+                    &config,
+                    clock,
+                    &Queue {
+                        rx,
+                        queued: thread_queued,
+                    },
+                    &thread_counts,
+                    &ready_tx,
+                );
             })
             .map_err(ExportError::Thread)?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Self {
                 tx: Some(tx),
+                batch: Vec::new(),
+                queued,
+                queue,
                 resources,
                 counts,
                 thread: Some(thread),
@@ -159,6 +184,7 @@ impl OtlpSink {
 
     /// Stop taking spans, export what is queued, and report the counts.
     pub fn close(&mut self) -> String {
+        self.send_batch();
         self.tx = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -185,26 +211,54 @@ impl Drop for OtlpSink {
     }
 }
 
+impl OtlpSink {
+    /// Hand the spans since the last flush to the export thread; what does not fit in the queue
+    /// is dropped and counted.
+    fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let Some(tx) = &self.tx else {
+            self.batch.clear();
+            return;
+        };
+        let mut batch = std::mem::take(&mut self.batch);
+        let room = self
+            .queue
+            .saturating_sub(self.queued.load(Ordering::Relaxed));
+        if batch.len() > room {
+            let over = batch.len() - room;
+            batch.truncate(room);
+            self.counts
+                .dropped_queue_full
+                .fetch_add(over as u64, Ordering::Relaxed);
+            if batch.is_empty() {
+                return;
+            }
+        }
+        let n = batch.len();
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        let failed = match tx.try_send(batch) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => &self.counts.dropped_queue_full,
+            Err(TrySendError::Disconnected(_)) => &self.counts.dropped_failed,
+        };
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+        failed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
 impl SpanSink for OtlpSink {
     fn span(&mut self, span: &Span) -> std::io::Result<()> {
-        if let Some(tx) = &self.tx {
+        if self.tx.is_some() {
             let resource = self.resources.of(span.pid, &span.comm, span.start_ns);
-            match tx.try_send((resource, span.clone())) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    self.counts
-                        .dropped_queue_full
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    self.counts.dropped_failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            self.batch.push((resource, span.clone()));
         }
         Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        self.send_batch();
         Ok(())
     }
 }
@@ -279,10 +333,16 @@ fn http_signal_url(endpoint: &str, signal: &str) -> String {
     }
 }
 
+/// The export thread's end of the queue: batches, and the count of spans in them.
+struct Queue<T = Queued> {
+    rx: Receiver<Vec<T>>,
+    queued: Arc<AtomicUsize>,
+}
+
 fn export_thread(
     config: &OtlpConfig,
     clock: WallClock,
-    rx: &Receiver<(Arc<Resource>, Span)>,
+    rx: &Queue,
     counts: &ExportCounts,
     ready: &mpsc::Sender<Result<(), ExportError>>,
 ) {
@@ -306,17 +366,27 @@ fn export_thread(
     };
     let _ = ready.send(Ok(()));
     let mut last_failure_log: Option<Instant> = None;
+    let mut carry = VecDeque::new();
+    // The thread's CPU time goes to the `stages` summary as it grows.
+    let mut cpu_reported = 0;
+    let mut report_cpu = || {
+        let now = crate::stages::thread_cpu_ns();
+        crate::stages::add_export_thread_ns(now.saturating_sub(cpu_reported));
+        cpu_reported = now;
+    };
     loop {
-        let (batch, closed) = next_batch(rx);
+        let (batch, closed) = next_batch(rx, &mut carry);
         if !batch.is_empty() {
             // One export request per process: the resource is the process.
             for (resource, spans) in spandata::by_resource(batch) {
                 exporter.set_resource(&spandata::sdk_resource(&resource));
-                let data: Vec<_> = spans
-                    .iter()
-                    .map(|s| spandata::span_data(s, &clock, config.show_query))
-                    .collect();
-                let n = data.len() as u64;
+                let data = || {
+                    spans
+                        .iter()
+                        .map(|s| spandata::span_data(s, &clock, config.show_query))
+                        .collect()
+                };
+                let n = spans.len() as u64;
                 match runtime.block_on(export_with_retry(&exporter, data)) {
                     Ok(()) => {
                         counts.exported.fetch_add(n, Ordering::Relaxed);
@@ -331,28 +401,42 @@ fn export_thread(
                 }
             }
         }
+        report_cpu();
         if closed {
             break;
         }
     }
     let _ = exporter.shutdown();
+    report_cpu();
 }
 
 /// Up to `MAX_BATCH` spans, waiting at most `BATCH_DELAY` after the first; and whether the
-/// queue was closed.
-fn next_batch<T>(rx: &Receiver<T>) -> (Vec<T>, bool) {
+/// queue was closed. Spans of a received batch beyond `MAX_BATCH` wait in `carry` for the next.
+fn next_batch<T>(queue: &Queue<T>, carry: &mut VecDeque<T>) -> (Vec<T>, bool) {
     let mut batch = Vec::new();
-    match rx.recv() {
-        Ok(span) => batch.push(span),
-        Err(_) => return (batch, true),
+    let take = |carry: &mut VecDeque<T>, batch: &mut Vec<T>| {
+        let n = carry.len().min(MAX_BATCH - batch.len());
+        batch.extend(carry.drain(..n));
+        queue.queued.fetch_sub(n, Ordering::Relaxed);
+    };
+    take(carry, &mut batch);
+    if batch.is_empty() {
+        match queue.rx.recv() {
+            Ok(spans) => carry.extend(spans),
+            Err(_) => return (batch, true),
+        }
+        take(carry, &mut batch);
     }
     let deadline = Instant::now() + BATCH_DELAY;
     while batch.len() < MAX_BATCH {
         let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(span) => batch.push(span),
+        match queue.rx.recv_timeout(left) {
+            Ok(spans) => {
+                carry.extend(spans);
+                take(carry, &mut batch);
+            }
             Err(RecvTimeoutError::Timeout) => break,
-            Err(RecvTimeoutError::Disconnected) => return (batch, true),
+            Err(RecvTimeoutError::Disconnected) => return (batch, carry.is_empty()),
         }
     }
     (batch, false)
@@ -367,14 +451,16 @@ struct RetriesExhausted {
     tries: u32,
 }
 
+/// Export the spans `data` makes; it is called again for each retry (the exporter takes the
+/// spans by value: remaking them on a failure is cheaper than copying them for every try).
 async fn export_with_retry(
     exporter: &opentelemetry_otlp::SpanExporter,
-    data: Vec<opentelemetry_sdk::trace::SpanData>,
+    data: impl Fn() -> Vec<opentelemetry_sdk::trace::SpanData>,
 ) -> Result<(), RetriesExhausted> {
     let mut backoff = FIRST_BACKOFF;
     let mut last = String::new();
     for attempt in 1..=TRIES {
-        match exporter.export(data.clone()).await {
+        match exporter.export(data()).await {
             Ok(()) => return Ok(()),
             Err(e) => last = e.to_string(),
         }
