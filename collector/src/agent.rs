@@ -249,6 +249,7 @@ impl<'a> Pipeline<'a> {
             self.summary.malformed += 1;
             return Ok(());
         };
+        self.note_caller(&event);
         let stages = &mut self.summary.stages;
         let mut lap = |stage: Stage| {
             if let Some(since) = t {
@@ -260,7 +261,6 @@ impl<'a> Pipeline<'a> {
         if let Event::Exec(exec) = &event {
             self.execs.push(exec.pid);
         }
-        self.note_caller(&event);
         match &mut self.output {
             Output::Events(sink) => sink.event(&event).map_err(StepError::Write),
             Output::Exchanges { table, .. } => {

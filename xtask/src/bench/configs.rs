@@ -47,7 +47,10 @@ impl Env {
                     // Steady state sooner than the default 5 s: a program that has served
                     // this long without calling out loses its per-request probes (the warm-up
                     // outlasts it).
-                    .args(["--serving-probes-quiet-secs", &SERVING_QUIET_SECS.to_string()]);
+                    .args([
+                        "--serving-probes-quiet-secs",
+                        &SERVING_QUIET_SECS.to_string(),
+                    ]);
                 for pid in pids {
                     cmd.args(["--pid", &pid.to_string()]);
                 }

@@ -262,34 +262,28 @@ pub fn wakeups(agent_stderr: &str) -> Option<u64> {
     })
 }
 
-/// The agent's user-space time by stage, µs over its whole run, if its exit summary has them:
-/// a `stages: NAME N UNIT, NAME N UNIT, ...` segment (UNIT ns, µs/us, ms or s). None today.
+/// The agent's user-space time by stage, µs over its whole run, from its `stages:` line
+/// (`…; decode_ms=1.5 conn_protocol_ms=… correlate_ms=… export_ms=… other_ms=…`); empty when
+/// it has none.
 pub fn stages(agent_stderr: &str) -> Vec<(String, f64)> {
-    let Some(line) = agent_stderr
-        .lines()
-        .rfind(|l| l.contains("wirespan: stopped:"))
-    else {
+    let Some(line) = agent_stderr.lines().rfind(|l| l.starts_with("stages:")) else {
         return Vec::new();
     };
-    let Some((_, rest)) = line.split_once("stages: ") else {
-        return Vec::new();
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.trim_end_matches(',').parse::<f64>().ok())
     };
-    let segment = rest.split(';').next().unwrap_or_default();
-    segment
-        .split(',')
-        .filter_map(|item| {
-            let mut words = item.split_whitespace();
-            let name = words.next()?.trim_end_matches(':').to_owned();
-            let value: f64 = words.next()?.parse().ok()?;
-            let scale = match words.next().unwrap_or("µs") {
-                "ns" => 1e-3,
-                "ms" => 1e3,
-                "s" => 1e6,
-                _ => 1.0,
-            };
-            Some((name, value * scale))
-        })
-        .collect()
+    [
+        ("decode", "decode_ms"),
+        ("conn/protocol", "conn_protocol_ms"),
+        ("correlate", "correlate_ms"),
+        ("export", "export_ms"),
+        ("other", "other_ms"),
+    ]
+    .iter()
+    .filter_map(|(name, key)| Some(((*name).to_owned(), field(key)? * 1e3)))
+    .collect()
 }
 
 #[cfg(test)]
@@ -313,11 +307,19 @@ mod tests {
         let plain = "wirespan: stopped: 10 events, 0 malformed; lost in kernel: none";
         assert_eq!(wakeups(plain), None);
         assert_eq!(stages(plain), Vec::new());
-        let rich = "wirespan: stopped: 10 events; wake-ups: 42; stages: read 1.5 ms, decode 300 µs";
+        let rich = "wirespan: stopped: 10 events; wake-ups: 42\nstages: user-space µs per \
+                    event by stage: decode 0.40, conn/protocol 0.30; clock_read_ns=20 events=7 \
+                    decode_ms=1.5 conn_protocol_ms=0.3 correlate_ms=2.0 export_ms=4.0 other_ms=0.0";
         assert_eq!(wakeups(rich), Some(42));
         assert_eq!(
             stages(rich),
-            vec![("read".to_owned(), 1500.0), ("decode".to_owned(), 300.0)]
+            vec![
+                ("decode".to_owned(), 1500.0),
+                ("conn/protocol".to_owned(), 300.0),
+                ("correlate".to_owned(), 2000.0),
+                ("export".to_owned(), 4000.0),
+                ("other".to_owned(), 0.0)
+            ]
         );
         assert_eq!(
             sink_spans("otlp-sink: 77 spans received, 77 kept"),
