@@ -57,6 +57,39 @@ struct ServeCtx {
 #[map]
 static SERVING: LruHashMap<GoroutineKey, ServeCtx> = LruHashMap::with_max_entries(65_536, 0);
 
+/// Goroutines whose starts and ends user space is told of: those a handler started while it
+/// ran (`ServeHTTP`, in `SERVING`), gRPC stream handlers, and every goroutine one of them
+/// started, at any depth. The rest (connection goroutines, net/http's per-request background
+/// reader started between handlers, timers, the runtime's own) start and end unreported: on a
+/// busy server that is most goroutines, two events each, and none of them is ever asked about.
+/// (A handler goroutine's runs come from `ServeHTTP` or the bytes; user space bounds them.)
+#[map]
+static TRACKED: LruHashMap<GoroutineKey, u8> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Whether a goroutine started by `parent` (with the gRPC stream it was handling, 0 for none)
+/// is tracked; if so it is now, so its own children are too.
+#[inline(always)]
+fn track_child(tgid: u32, parent: u64, stream_id: u32, child: u64) -> bool {
+    let parent_key = GoroutineKey {
+        tgid,
+        pad0: 0,
+        goid: parent,
+    };
+    // SAFETY: hash map lookups by key; only whether an entry exists is used.
+    let tracked = stream_id != 0
+        || unsafe { TRACKED.get(&parent_key) }.is_some()
+        || unsafe { SERVING.get(&parent_key) }.is_some();
+    if tracked {
+        let child_key = GoroutineKey {
+            tgid,
+            pad0: 0,
+            goid: child,
+        };
+        let _ = TRACKED.insert(&child_key, &1, 0);
+    }
+    tracked
+}
+
 /// A `runtime.newproc1` call in progress: the calling goroutine, and the gRPC stream whose
 /// headers it was handling (0 when none).
 #[repr(C)]
@@ -110,6 +143,9 @@ pub fn go_spawned(ctx: ProbeContext) -> u32 {
     } else {
         0
     };
+    if !track_child(tgid, parent_goid, stream_id, child) {
+        return 0;
+    }
     let ev = GoSpawnEvent {
         kind: EVENT_GO_SPAWN,
         pid: tgid,
@@ -187,6 +223,9 @@ pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
     let Ok(child) = read_u64(regs.rax + u64::from(offsets.g_goid)) else {
         return 0;
     };
+    if !track_child(tgid, spawning.parent_goid, spawning.stream_id, child) {
+        return 0;
+    }
     let ev = GoSpawnEvent {
         kind: EVENT_GO_SPAWN,
         pid: tgid,
@@ -269,7 +308,7 @@ pub fn go_goexit(ctx: ProbeContext) -> u32 {
     };
     let _ = SERVING.remove(&key);
     forget_goroutine(&key);
-    if !process_passes(tgid) {
+    if TRACKED.remove(&key).is_err() || !process_passes(tgid) {
         return 0;
     }
     let ev = GoExitEvent {

@@ -35,6 +35,8 @@ pub const MAP_ACTIVE_IO: &str = "ACTIVE_IO";
 pub const MAP_GO_PROCS: &str = "GO_PROCS";
 /// Map: goroutine → the net/http request it serves.
 pub const MAP_SERVING: &str = "SERVING";
+/// Map: goroutines whose starts and ends are reported (see probes-ebpf/src/golang.rs).
+pub const MAP_TRACKED: &str = "TRACKED";
 /// Map: thread → the `runtime.newproc1` call it is making.
 pub const MAP_SPAWNING: &str = "SPAWNING";
 /// Map: goroutine → the gRPC stream whose headers it handles.
@@ -62,6 +64,7 @@ pub const MAPS: &[&str] = &[
     MAP_ACTIVE_IO,
     MAP_GO_PROCS,
     MAP_SERVING,
+    MAP_TRACKED,
     MAP_SPAWNING,
     MAP_HANDLING_STREAM,
     MAP_CALLS,

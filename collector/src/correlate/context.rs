@@ -67,6 +67,8 @@ pub enum Lookup {
     Expired,
 }
 
+/// Goroutines a process's tables hold before those whose end is not reported are pruned.
+const MAX_GOROUTINES: usize = 262_144;
 /// How deep goroutine ancestry is followed.
 const MAX_DEPTH: usize = 256;
 /// Goroutines, handlers and connection uses are forgotten this long after they end.
@@ -146,6 +148,18 @@ impl GoProcess {
     /// on the request path (the `ServeHTTP` probe, where attached, adds runs of its own that end
     /// when the handler returns).
     fn on_server_bytes(&mut self, goid: u64, d: &Data) {
+        if self.handlers.len() >= MAX_GOROUTINES && !self.handlers.contains_key(&goid) {
+            // Handler goroutines report no end (the goroutine-end probe tells only of those
+            // a handler started): forget the half whose last run started longest ago.
+            let cutoff = median_ts(
+                self.handlers
+                    .values()
+                    .filter_map(|r| r.last())
+                    .map(|r| r.start),
+            );
+            self.handlers
+                .retain(|_, runs| runs.last().is_some_and(|r| r.start >= cutoff));
+        }
         let runs = self.handlers.entry(goid).or_default();
         let open = runs.last_mut().filter(|r| {
             r.from_bytes && r.end.is_none() && (r.local, r.remote) == (d.local, d.remote)
@@ -175,6 +189,16 @@ impl GoProcess {
             self.handlers.remove(&goid);
         }
     }
+}
+
+/// The median of some timestamps (0 for none): the cut that keeps the newer half.
+fn median_ts(times: impl Iterator<Item = u64>) -> u64 {
+    let mut times: Vec<u64> = times.collect();
+    let middle = times.len() / 2;
+    if times.is_empty() {
+        return 0;
+    }
+    *times.select_nth_unstable(middle).1
 }
 
 /// Add a handler run; a serving goroutine runs many handlers, and the last few are enough.
@@ -300,6 +324,13 @@ impl Contexts {
             // exact (and earlier), so it is kept.
             Event::GoSpawn(s) if s.observed => {
                 let p = self.go.entry(s.pid).or_default();
+                if p.parent.len() >= MAX_GOROUTINES {
+                    // Observed goroutines' ends are not reported: forget the older half of the
+                    // links (a call such a goroutine makes later starts its own trace). Halving
+                    // keeps the cost per event constant.
+                    let cutoff = median_ts(p.parent.values().map(|(_, ts)| *ts));
+                    p.parent.retain(|_, (_, ts)| *ts >= cutoff);
+                }
                 p.parent
                     .entry(s.child_goid)
                     .or_insert((s.parent_goid, s.ts_ns));
