@@ -18,7 +18,7 @@ use crate::{
     source::{
         Event, decode,
         recording::{RecordingError, RecordingReader, RecordingWriter},
-        ringbuf::RingBufSource,
+        ringbuf::{ReaderStats, RingBufSource},
     },
     span::{
         IdGenerator, Span,
@@ -52,6 +52,8 @@ pub struct RunSummary {
     pub malformed: u64,
     /// Events lost in the kernel, by `LOST_*` cause.
     pub lost: [u64; LOST_CAUSES as usize],
+    /// How often the ring-buffer reader ran and found records (live runs).
+    pub reader: Option<ReaderStats>,
     /// What the connection table gave up on, when exchanges were decoded.
     pub conns: Option<ConnStats>,
     /// What the correlator made, when spans were.
@@ -70,6 +72,15 @@ impl RunSummary {
             self.malformed,
             describe_lost(&self.lost)
         );
+        if let Some(r) = self.reader {
+            let _ = write!(
+                text,
+                "; ring-buffer wake-ups: {} ({} by the kernel, {} by the poll timer)",
+                r.total(),
+                r.wakeups,
+                r.polls
+            );
+        }
         if let Some(c) = self.conns {
             let _ = write!(
                 text,
@@ -359,7 +370,8 @@ pub async fn run<'a>(
         resources.scan_running();
     }
     on_ready(&probes.report, &probes.go_report);
-    let mut source = RingBufSource::new(maps.events).map_err(AgentError::Read)?;
+    let mut source =
+        RingBufSource::new(maps.events, maps.reader_polling).map_err(AgentError::Read)?;
     let mut pipeline = Pipeline::new(output, recorder);
     for report in &probes.go_report {
         pipeline.go_programs(report);
@@ -415,6 +427,7 @@ pub async fn run<'a>(
         .and_then(|()| source.drain_now(|raw| pipeline.record(raw)))
         .and_then(|()| pipeline.end_of_stream());
     pipeline.summary.lost = maps.lost.counts();
+    pipeline.summary.reader = Some(source.stats());
     pipeline.finish(outcome)
 }
 

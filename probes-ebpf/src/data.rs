@@ -30,7 +30,7 @@ use crate::{
     golang::{GO_PROCS, g_slot},
     maps::{
         CONNS, ConnInfo, EVENTS, count_lost, next_conn_id, ports_pass, process_passes,
-        scratch_event, settings,
+        scratch_event, settings, wake_flags,
     },
     sock::{Tuple, read_tuple, tcp_seq, tcp_sock_of_fd},
 };
@@ -257,6 +257,8 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     };
     let windows = frames::follow(ev, &io);
     ev.header.window_bytes = windows;
+    // Decided before the record is built: the helper calls would spill its bounded size.
+    let flags = wake_flags();
     // The mask changes nothing (captured + windows < 2×MAX_CAPTURE) but shows the verifier
     // the bound.
     let size = size_of::<DataHeader>()
@@ -264,7 +266,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     // SAFETY: `size` is at most the header plus 2*MAX_CAPTURE - 1 bytes (the mask), inside the
     // DataEvent that `ev` points to, and the slice is only read, while `ev` is not written.
     let record = unsafe { core::slice::from_raw_parts(core::ptr::from_ref(ev).cast::<u8>(), size) };
-    if EVENTS.output(record, 0).is_err() {
+    if EVENTS.output(record, flags).is_err() {
         count_lost(LOST_RINGBUF_FULL);
     }
     Ok(())

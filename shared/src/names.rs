@@ -47,6 +47,8 @@ pub const MAP_FRAME_CHAINS: &str = "FRAME_CHAINS";
 pub const MAP_WALK: &str = "WALK";
 /// Map: per CPU, the process-start record being built at exec (kernel-only).
 pub const MAP_PROCESS_SCRATCH: &str = "PROCESS_SCRATCH";
+/// Map: whether user space's reader polls the ring buffer on its timer (written by user space).
+pub const MAP_READER_POLLING: &str = "READER_POLLING";
 
 /// Every map in the probes' object.
 pub const MAPS: &[&str] = &[
@@ -68,6 +70,7 @@ pub const MAPS: &[&str] = &[
     MAP_FRAME_CHAINS,
     MAP_WALK,
     MAP_PROCESS_SCRATCH,
+    MAP_READER_POLLING,
 ];
 
 // Programs of probes-ebpf/src/conn.rs.
