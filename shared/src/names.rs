@@ -117,6 +117,12 @@ pub const PROGRAM_GO_GRPC_NEW_STREAM_RETURN: &str = "go_grpc_new_stream_return";
 pub const PROGRAM_GO_GRPC_INVOKE: &str = "go_grpc_invoke";
 pub const PROGRAM_GO_GRPC_INVOKE_RETURN: &str = "go_grpc_invoke_return";
 
+// Programs of probes-ebpf/src/multi.rs: the Go programs above as multi-uprobes.
+pub const PROGRAM_GO_ROUND_TRIP_M: &str = "go_round_trip_m";
+pub const PROGRAM_GO_ROUND_TRIP_RETURN_M: &str = "go_round_trip_return_m";
+pub const PROGRAM_GO_SERVE_HTTP_M: &str = "go_serve_http_m";
+pub const PROGRAM_GO_SERVE_HTTP_RETURN_M: &str = "go_serve_http_return_m";
+
 /// Every program in the probes' object.
 pub const PROGRAMS: &[&str] = &[
     PROGRAM_TCP_CONNECT_KPROBE,
@@ -153,6 +159,10 @@ pub const PROGRAMS: &[&str] = &[
     PROGRAM_GO_GRPC_NEW_STREAM_RETURN,
     PROGRAM_GO_GRPC_INVOKE,
     PROGRAM_GO_GRPC_INVOKE_RETURN,
+    PROGRAM_GO_ROUND_TRIP_M,
+    PROGRAM_GO_ROUND_TRIP_RETURN_M,
+    PROGRAM_GO_SERVE_HTTP_M,
+    PROGRAM_GO_SERVE_HTTP_RETURN_M,
 ];
 
 /// Every load-time global in the probes' object.
@@ -162,4 +172,12 @@ pub const GLOBALS: &[&str] = &[
     GLOBAL_PROC_OFFSETS,
     GLOBAL_SET_STATE_FORMAT,
     GLOBAL_SETTINGS,
+];
+
+/// Each Go uprobe program that has a multi-uprobe twin (probes-ebpf/src/multi.rs), and the twin.
+pub const MULTI_TWINS: &[(&str, &str)] = &[
+    (PROGRAM_GO_ROUND_TRIP, PROGRAM_GO_ROUND_TRIP_M),
+    (PROGRAM_GO_ROUND_TRIP_RETURN, PROGRAM_GO_ROUND_TRIP_RETURN_M),
+    (PROGRAM_GO_SERVE_HTTP, PROGRAM_GO_SERVE_HTTP_M),
+    (PROGRAM_GO_SERVE_HTTP_RETURN, PROGRAM_GO_SERVE_HTTP_RETURN_M),
 ];
