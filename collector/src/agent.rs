@@ -18,7 +18,7 @@ use crate::{
     source::{
         ConnRole, Event, decode,
         recording::{RecordingError, RecordingReader, RecordingWriter},
-        ringbuf::RingBufSource,
+        ringbuf::{ReaderStats, RingBufSource},
     },
     span::{
         IdGenerator, Span,
@@ -31,12 +31,6 @@ use crate::{
 const CLOCK_TICK: Duration = Duration::from_secs(1);
 /// How often kernel losses are logged while there are any.
 const LOSS_LOG_INTERVAL: Duration = Duration::from_secs(10);
-/// After a batch that emptied the ring buffer, how long records gather before the next one is
-/// read. The kernel signals the buffer for every record: without the pause each wake-up
-/// (epoll, the runtime, a settle and a sink flush) is paid for a handful of events. Records wait
-/// in the buffer meanwhile (16 MiB by default holds far more than this at any rate we see), and
-/// spans wait for their parents far longer anyway.
-const GATHER: Duration = Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -59,6 +53,8 @@ pub struct RunSummary {
     pub malformed: u64,
     /// Events lost in the kernel, by `LOST_*` cause.
     pub lost: [u64; LOST_CAUSES as usize],
+    /// How often the ring-buffer reader ran and found records (live runs).
+    pub reader: Option<ReaderStats>,
     /// What the connection table gave up on, when exchanges were decoded.
     pub conns: Option<ConnStats>,
     /// What the correlator made, when spans were.
@@ -79,6 +75,15 @@ impl RunSummary {
             self.malformed,
             describe_lost(&self.lost)
         );
+        if let Some(r) = self.reader {
+            let _ = write!(
+                text,
+                "; ring-buffer wake-ups: {} ({} by the kernel, {} by the poll timer)",
+                r.total(),
+                r.wakeups,
+                r.polls
+            );
+        }
         if let Some(c) = self.conns {
             let _ = write!(
                 text,
@@ -422,7 +427,8 @@ pub async fn run<'a>(
         resources.scan_running();
     }
     on_ready(&probes.report, &probes.go_report);
-    let mut source = RingBufSource::new(maps.events).map_err(AgentError::Read)?;
+    let mut source =
+        RingBufSource::new(maps.events, maps.reader_polling).map_err(AgentError::Read)?;
     let mut pipeline = Pipeline::new(output, recorder);
     for report in &probes.go_report {
         pipeline.go_programs(report);
@@ -476,12 +482,9 @@ pub async fn run<'a>(
             // The buffer never ran empty: let the runtime poll its drivers (signals, timers)
             // before the next batch, or a flood of events would starve shutdown.
             tokio::task::yield_now().await;
-        } else {
-            tokio::select! {
-                () = &mut shutdown => break Ok(()),
-                () = tokio::time::sleep(GATHER) => {}
-            }
         }
+        // Otherwise the source waits: on its poll timer while records keep coming, which
+        // gathers them into batches (see `source::ringbuf`), or for the kernel when idle.
     };
     // Detach first so no new events arrive, then take what the ring buffer still holds.
     probes.detach();
@@ -489,6 +492,7 @@ pub async fn run<'a>(
         .and_then(|()| source.drain_now(|raw| pipeline.record(raw)))
         .and_then(|()| pipeline.end_of_stream());
     pipeline.summary.lost = maps.lost.counts();
+    pipeline.summary.reader = Some(source.stats());
     pipeline.finish(outcome)
 }
 

@@ -30,7 +30,7 @@ use wirespan_shared::{
 use crate::{
     maps::{
         CONNS, ConnInfo, EVENTS, PENDING_CONNECTS, PendingConnect, count_lost, next_conn_id,
-        ports_pass, process_passes, set_state_format, settings,
+        ports_pass, process_passes, set_state_format, settings, wake_flags,
     },
     sock::{read_sock_err, read_tuple, tcp_sock_of_fd},
 };
@@ -178,7 +178,7 @@ fn start(sk: u64, kind: u32, mode: u16, owner: &PendingConnect) {
     ev.dport = tuple.dport;
     ev.saddr = tuple.saddr;
     ev.daddr = tuple.daddr;
-    if EVENTS.output(&ev, 0).is_err() {
+    if EVENTS.output(&ev, wake_flags()).is_err() {
         count_lost(LOST_RINGBUF_FULL);
     }
 }
@@ -208,7 +208,7 @@ fn emit_close(sk: u64, mode: u16) -> u32 {
     ev.dport = info.tuple.dport;
     ev.saddr = info.tuple.saddr;
     ev.daddr = info.tuple.daddr;
-    if EVENTS.output(&ev, 0).is_err() {
+    if EVENTS.output(&ev, wake_flags()).is_err() {
         count_lost(LOST_RINGBUF_FULL);
     }
     0
@@ -332,7 +332,7 @@ fn emit_connect_failed(sk: u64, recorded_sport: u16, owner: &PendingConnect, con
     ev.dport = tuple.dport;
     ev.saddr = tuple.saddr;
     ev.daddr = tuple.daddr;
-    if EVENTS.output(&ev, 0).is_err() {
+    if EVENTS.output(&ev, wake_flags()).is_err() {
         count_lost(LOST_RINGBUF_FULL);
     }
 }

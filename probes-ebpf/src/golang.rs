@@ -236,7 +236,7 @@ pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
         // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if EVENTS.output(&ev, 0).is_err() {
+    if EVENTS.output(&ev, crate::maps::wake_flags()).is_err() {
         count_lost(LOST_RINGBUF_FULL);
     }
     0
@@ -320,7 +320,7 @@ pub fn go_goexit(ctx: ProbeContext) -> u32 {
         // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if EVENTS.output(&ev, 0).is_err() {
+    if EVENTS.output(&ev, crate::maps::wake_flags()).is_err() {
         count_lost(LOST_RINGBUF_FULL);
     }
     0
@@ -384,7 +384,7 @@ fn send_conn(pid_tgid: u64, goid: u64, role: u32, conn: GoConn) {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         conn,
     };
-    if EVENTS.output(&ev, 0).is_err() {
+    if EVENTS.output(&ev, crate::maps::wake_flags()).is_err() {
         count_lost(LOST_RINGBUF_FULL);
     }
 }
@@ -495,7 +495,7 @@ fn try_round_trip(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
                 read_u64(response + u64::from(offsets.client_status_code)).unwrap_or(0) as u32;
         }
     }
-    entry_buf.submit(0);
+    entry_buf.submit(crate::maps::wake_flags());
     Ok(())
 }
 
@@ -669,6 +669,6 @@ fn try_serve(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
             }
         }
     }
-    entry_buf.submit(0);
+    entry_buf.submit(crate::maps::wake_flags());
     Ok(())
 }

@@ -175,7 +175,7 @@ fn send_headers(pid_tgid: u64, goid: u64, g: &GrpcOffsets, meta: HeaderBlock) ->
         ev.name_len[i] = carried_len(name_len, name_read);
         ev.value_len[i] = carried_len(value_len, value_read);
     }
-    entry.submit(0);
+    entry.submit(crate::maps::wake_flags());
     Ok(())
 }
 
@@ -332,7 +332,7 @@ pub fn go_grpc_new_stream_return(ctx: ProbeContext) -> u32 {
     ev.kind = EVENT_GO_GRPC_STREAM_OPENED;
     ev.conn = conn;
     ev.stream_id = stream_id(regs.rax, &offsets.grpc);
-    entry.submit(0);
+    entry.submit(crate::maps::wake_flags());
     0
 }
 
@@ -361,7 +361,7 @@ pub fn go_grpc_invoke(ctx: ProbeContext) -> u32 {
     }
     copy_user(ev.method.as_mut_ptr(), GO_GRPC_METHOD_LEN, regs.rdi, len);
     ev.method_len = len as u16;
-    entry.submit(0);
+    entry.submit(crate::maps::wake_flags());
     0
 }
 
@@ -392,7 +392,7 @@ pub fn go_grpc_invoke_return(ctx: ProbeContext) -> u32 {
         ev.conn = call.conn;
         ev.stream_id = stream_id(call.stream, &g);
     }
-    entry.submit(0);
+    entry.submit(crate::maps::wake_flags());
     0
 }
 

@@ -2,6 +2,7 @@
 
 use crate::sock::Tuple;
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{bpf_get_current_cgroup_id, bpf_get_smp_processor_id},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -14,6 +15,35 @@ use wirespan_shared::{
 /// Every event goes through this one bounded ring buffer; a full buffer is counted in `LOST`.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Slot 0 is 1 while user space's reader polls `EVENTS` on its short timer, 0 while it sleeps
+/// until the kernel wakes it (written by collector/src/source/ringbuf.rs on each change).
+#[map]
+pub static READER_POLLING: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Unread bytes above this share of the ring (`size >> 3`: one eighth) wake the reader at once,
+/// whatever it does: far above what a polling reader finds after one period at normal rates,
+/// so the common case never forces a wake-up, and low enough to leave seven eighths of the
+/// ring for the reader to get scheduled before anything is lost in a burst.
+const FORCE_WAKEUP_SHIFT: u32 = 3;
+
+/// The flags of every `EVENTS.output` and ring-buffer `submit`: whether this record wakes the
+/// reader. A wake-up per record costs the reader a context switch each; instead, while the
+/// reader polls on its timer, records wait for its next poll (`BPF_RB_NO_WAKEUP`: a delay
+/// bounded by its period), and while it sleeps they wake it the kernel's default way (only
+/// when the ring was empty before them). A ring filling up wakes it in any case.
+#[inline(always)]
+pub fn wake_flags() -> u64 {
+    let unread = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let size = EVENTS.query(u64::from(BPF_RB_RING_SIZE));
+    if unread > size >> FORCE_WAKEUP_SHIFT {
+        return u64::from(BPF_RB_FORCE_WAKEUP);
+    }
+    match READER_POLLING.get(0) {
+        Some(&polling) if polling != 0 => u64::from(BPF_RB_NO_WAKEUP),
+        _ => 0,
+    }
+}
 
 /// Events lost in the kernel, per CPU, indexed by the `LOST_*` cause.
 #[map]

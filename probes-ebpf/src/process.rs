@@ -24,7 +24,7 @@ use wirespan_shared::{
 
 use crate::{
     golang::GO_PROCS,
-    maps::{EVENTS, count_lost, proc_offsets, process_passes},
+    maps::{EVENTS, count_lost, proc_offsets, process_passes, wake_flags},
 };
 
 /// Scratch space for a process-start event (about 20 KiB: far beyond the 512-byte BPF stack).
@@ -112,6 +112,8 @@ fn try_process_start(tgid: u32) -> Result<(), ()> {
     // The size goes through the stack (volatile, so LLVM cannot drop the check as redundant)
     // and is checked again where the verifier sees it.
     let size = (size_of::<ProcessStartHeader>() as u64) + args_len + env_len;
+    // Decided before the size's check: the helper calls would spill the checked size.
+    let flags = wake_flags();
     // SAFETY: a volatile read of a local that is initialised and aligned.
     let size = unsafe { core::ptr::read_volatile(&raw const size) };
     if size > size_of::<ProcessStartEvent>() as u64 {
@@ -126,7 +128,7 @@ fn try_process_start(tgid: u32) -> Result<(), ()> {
             size,
         )
     };
-    if EVENTS.output(record, 0).is_err() {
+    if EVENTS.output(record, flags).is_err() {
         count_lost(LOST_EXEC_RINGBUF_FULL);
     }
     Ok(())
@@ -208,7 +210,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if EVENTS.output(&ev, 0).is_err() {
+    if EVENTS.output(&ev, wake_flags()).is_err() {
         count_lost(LOST_EXIT_RINGBUF_FULL);
     }
     0

@@ -49,6 +49,8 @@ pub const MAP_FRAME_CHAINS: &str = "FRAME_CHAINS";
 pub const MAP_WALK: &str = "WALK";
 /// Map: per CPU, the process-start record being built at exec (kernel-only).
 pub const MAP_PROCESS_SCRATCH: &str = "PROCESS_SCRATCH";
+/// Map: whether user space's reader polls the ring buffer on its timer (written by user space).
+pub const MAP_READER_POLLING: &str = "READER_POLLING";
 
 /// Every map in the probes' object.
 pub const MAPS: &[&str] = &[
@@ -71,6 +73,7 @@ pub const MAPS: &[&str] = &[
     MAP_FRAME_CHAINS,
     MAP_WALK,
     MAP_PROCESS_SCRATCH,
+    MAP_READER_POLLING,
 ];
 
 // Programs of probes-ebpf/src/conn.rs.
@@ -122,6 +125,12 @@ pub const PROGRAM_GO_GRPC_INVOKE_RETURN: &str = "go_grpc_invoke_return";
 pub const PROGRAM_FLOOR_TRACEPOINT: &str = "floor_tracepoint";
 pub const PROGRAM_FLOOR_UPROBE: &str = "floor_uprobe";
 
+// Programs of probes-ebpf/src/multi.rs: the Go programs above as multi-uprobes.
+pub const PROGRAM_GO_ROUND_TRIP_M: &str = "go_round_trip_m";
+pub const PROGRAM_GO_ROUND_TRIP_RETURN_M: &str = "go_round_trip_return_m";
+pub const PROGRAM_GO_SERVE_HTTP_M: &str = "go_serve_http_m";
+pub const PROGRAM_GO_SERVE_HTTP_RETURN_M: &str = "go_serve_http_return_m";
+
 /// Every program in the probes' object.
 pub const PROGRAMS: &[&str] = &[
     PROGRAM_TCP_CONNECT_KPROBE,
@@ -160,6 +169,10 @@ pub const PROGRAMS: &[&str] = &[
     PROGRAM_GO_GRPC_INVOKE_RETURN,
     PROGRAM_FLOOR_TRACEPOINT,
     PROGRAM_FLOOR_UPROBE,
+    PROGRAM_GO_ROUND_TRIP_M,
+    PROGRAM_GO_ROUND_TRIP_RETURN_M,
+    PROGRAM_GO_SERVE_HTTP_M,
+    PROGRAM_GO_SERVE_HTTP_RETURN_M,
 ];
 
 /// Every load-time global in the probes' object.
@@ -169,4 +182,12 @@ pub const GLOBALS: &[&str] = &[
     GLOBAL_PROC_OFFSETS,
     GLOBAL_SET_STATE_FORMAT,
     GLOBAL_SETTINGS,
+];
+
+/// Each Go uprobe program that has a multi-uprobe twin (probes-ebpf/src/multi.rs), and the twin.
+pub const MULTI_TWINS: &[(&str, &str)] = &[
+    (PROGRAM_GO_ROUND_TRIP, PROGRAM_GO_ROUND_TRIP_M),
+    (PROGRAM_GO_ROUND_TRIP_RETURN, PROGRAM_GO_ROUND_TRIP_RETURN_M),
+    (PROGRAM_GO_SERVE_HTTP, PROGRAM_GO_SERVE_HTTP_M),
+    (PROGRAM_GO_SERVE_HTTP_RETURN, PROGRAM_GO_SERVE_HTTP_RETURN_M),
 ];

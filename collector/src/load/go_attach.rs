@@ -8,9 +8,14 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
+use aya::sys::{UProbeMultiFeature, is_uprobe_multi_supported};
 use aya::{
     Ebpf,
     maps::HashMap as BpfHashMap,
@@ -20,7 +25,7 @@ use aya::{
     },
 };
 use wirespan_shared::GoOffsets;
-use wirespan_shared::names::MAP_GO_PROCS;
+use wirespan_shared::names::{MAP_GO_PROCS, MULTI_TWINS};
 
 use super::{
     error_chain,
@@ -287,8 +292,9 @@ fn write_offsets(ebpf: &mut Ebpf, pids: &[u32], offsets: GoOffsets) -> Result<()
     Ok(())
 }
 
-/// Attach `entry_program` at the function's entry and `return_program` at each of its RETs;
-/// the links made, by program, so they can be taken off again.
+/// Attach `entry_program` at the function's entry and `return_program` at each of its RETs:
+/// as one multi-uprobe link each where the kernel has them (see `multi_twin`), else one uprobe
+/// per point. The links made, by program, so they can be taken off again.
 pub(super) fn attach_function(
     ebpf: &mut Ebpf,
     exe: &Path,
@@ -307,28 +313,70 @@ pub(super) fn attach_function(
         if program.is_empty() {
             continue;
         }
-        let failed = |e: &dyn std::error::Error| GoAttachError::Program {
-            program,
-            reason: error_chain(e),
-        };
-        let uprobe: &mut UProbe = ebpf
-            .program_mut(program)
-            .ok_or_else(|| GoAttachError::Missing(format!("program {program}")))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| failed(&e))?;
-        if uprobe.fd().is_err() {
-            uprobe.load().map_err(|e| failed(&e))?;
+        let twin = multi_twin(program);
+        if let Some(twin) = twin
+            && let Ok(id) = attach_points(ebpf, exe, twin, points)
+        {
+            links.push((twin, id));
+            continue;
         }
-        let id = uprobe
-            .attach(points.iter().copied(), exe, UProbeScope::AllProcesses)
-            .map_err(|e| failed(&e))?;
+        let id = attach_points(ebpf, exe, program, points)?;
         links.push((program, id));
+        if twin.is_some() {
+            // The twin failed where the single-point program works: single-point from now on.
+            MULTI_BROKEN.store(true, Ordering::Relaxed);
+        }
     }
     Ok(links)
 }
 
 /// A program's link: which program, and the link's id in it.
 pub(super) type Link = (&'static str, UProbeLinkId);
+
+/// Set when a multi-uprobe twin failed although the kernel reported support.
+static MULTI_BROKEN: AtomicBool = AtomicBool::new(false);
+
+/// The multi-uprobe twin of a Go program (probes-ebpf/src/multi.rs), when this kernel attaches
+/// multi-uprobe links (6.6 and later; probed once). Detaching per-point uprobes waits one RCU
+/// grace period per point, so an agent attached to a few Go binaries took about 10 s to stop;
+/// a multi link detaches all of its points at once.
+fn multi_twin(program: &'static str) -> Option<&'static str> {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    let supported = *SUPPORTED.get_or_init(|| {
+        is_uprobe_multi_supported(UProbeMultiFeature::LinkCreation).unwrap_or(false)
+    });
+    if !supported || MULTI_BROKEN.load(Ordering::Relaxed) {
+        return None;
+    }
+    MULTI_TWINS
+        .iter()
+        .find(|(single, _)| *single == program)
+        .map(|(_, multi)| *multi)
+}
+
+/// Load `program` if it is not yet, and attach it at `points` of `exe` in every process.
+fn attach_points(
+    ebpf: &mut Ebpf,
+    exe: &Path,
+    program: &'static str,
+    points: &[UProbeAttachLocation<'_>],
+) -> Result<UProbeLinkId, GoAttachError> {
+    let failed = |e: &dyn std::error::Error| GoAttachError::Program {
+        program,
+        reason: error_chain(e),
+    };
+    let uprobe: &mut UProbe = ebpf
+        .program_mut(program)
+        .ok_or_else(|| GoAttachError::Missing(format!("program {program}")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| failed(&e))?;
+    if uprobe.fd().is_err() {
+        uprobe.load().map_err(|e| failed(&e))?;
+    }
+    uprobe
+        .attach(points.iter().copied(), exe, UProbeScope::AllProcesses)
+        .map_err(|e| failed(&e))
+}
 
 /// What `attach_binary` did.
 struct Attached {

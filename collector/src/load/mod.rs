@@ -14,9 +14,9 @@ pub mod tracefs;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
 };
-use wirespan_shared::names::{MAP_EVENTS, MAP_LOST, MAP_SCRATCH};
+use wirespan_shared::names::{MAP_EVENTS, MAP_LOST, MAP_READER_POLLING, MAP_SCRATCH};
 use wirespan_shared::{
     GLOBAL_FD_OFFSETS, GLOBAL_PROC_OFFSETS, GLOBAL_SET_STATE_FORMAT, GLOBAL_SETTINGS,
     GLOBAL_SOCK_OFFSETS, LOST_CAUSES, MAX_CAPTURE, Settings,
@@ -112,6 +112,8 @@ pub struct Probes {
 /// The maps the agent reads, owned apart from the programs.
 pub struct ProbeMaps {
     pub events: RingBuf<MapData>,
+    /// Tells the probes whether the reader polls `events` (see `source::ringbuf`).
+    pub reader_polling: Array<MapData, u32>,
     pub lost: LostCounters,
 }
 
@@ -162,6 +164,7 @@ impl Probes {
         options.filters.write_maps(&mut ebpf, &cgroup_ids)?;
         let maps = ProbeMaps {
             events: take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?,
+            reader_polling: take_map(&mut ebpf, MAP_READER_POLLING, Array::try_from)?,
             lost: LostCounters(take_map(&mut ebpf, MAP_LOST, PerCpuArray::try_from)?),
         };
         let report = attach::attach_hooks(&mut ebpf, options.attach_mode)?;
