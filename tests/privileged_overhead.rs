@@ -35,7 +35,7 @@ const FANOUT_PROGRAMS: [&str; 7] = [
 ];
 
 /// `run_cnt` of each BPF program process `pid` holds, by (kernel) name, summed over programs
-/// of the same name.
+/// of the same name (a multi-uprobe twin under its program's name).
 fn program_runs(pid: u32) -> HashMap<String, u64> {
     let names: HashMap<u32, String> = aya::programs::loaded_programs()
         .flatten()
@@ -56,6 +56,8 @@ fn program_runs(pid: u32) -> HashMap<String, u64> {
         };
         if let (Some(id), Some(count)) = (field("prog_id:"), field("run_cnt:")) {
             let name = names.get(&(id as u32)).cloned().unwrap_or_default();
+            // A multi-uprobe twin counts as its program (`go_round_trip_m`).
+            let name = name.strip_suffix("_m").map_or(name.clone(), str::to_owned);
             *runs.entry(name).or_default() += count;
         }
     }

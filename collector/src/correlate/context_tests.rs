@@ -8,12 +8,23 @@ use crate::{
 };
 
 fn close(pid: u32, local: &str, remote: &str, ts_ns: u64) -> Event {
+    conn_event(ConnKind::Close, pid, 1, local, remote, ts_ns)
+}
+
+fn conn_event(
+    kind: ConnKind,
+    pid: u32,
+    conn_id: u64,
+    local: &str,
+    remote: &str,
+    ts_ns: u64,
+) -> Event {
     Event::Conn(Conn {
-        kind: ConnKind::Close,
+        kind,
         pid,
         tid: pid,
         comm: "go".into(),
-        conn_id: 1,
+        conn_id,
         local: local.parse().unwrap(),
         remote: remote.parse().unwrap(),
         ts_ns,
@@ -172,18 +183,14 @@ fn client_uses_of_closed_connections_are_forgotten_after_the_grace_period() {
 const SERVER: &str = "127.0.0.1:80";
 
 fn accept(c: &mut Contexts, conn_id: u64, remote: &str, ts_ns: u64) {
-    c.on_event(&Event::Conn(Conn {
-        kind: ConnKind::Accept,
-        pid: PID,
-        tid: PID,
-        comm: "go".into(),
+    c.on_event(&conn_event(
+        ConnKind::Accept,
+        PID,
         conn_id,
-        local: SERVER.parse().unwrap(),
-        remote: remote.parse().unwrap(),
+        SERVER,
+        remote,
         ts_ns,
-        mode: AttachMode::Tracepoint,
-        errno: None,
-    }));
+    ));
 }
 
 /// Bytes goroutine `goid` moved on accepted connection `conn_id` at `ts_ns`.

@@ -153,13 +153,7 @@ impl GoBinary {
     /// The uprobe offsets of a function, if the binary has it.
     #[must_use]
     pub fn probe(&self, name: &str) -> Option<FunctionProbe> {
-        let range = *self.functions.get(name)?;
-        let file = object::File::parse(&*self.data).ok()?;
-        let entry_offset = file_offset(&file, range.address)?;
-        let end = entry_offset.checked_add(range.size)?;
-        let code = self
-            .data
-            .get(usize::try_from(entry_offset).ok()?..usize::try_from(end).ok()?)?;
+        let (range, entry_offset, code) = self.code_of(name)?;
         let return_offsets = returns::return_offsets(code, range.address)
             .into_iter()
             .map(|r| entry_offset + r)
@@ -174,20 +168,26 @@ impl GoBinary {
 }
 
 impl GoBinary {
-    /// A probe on the first direct call from function `function` to function `target`: its
-    /// `entry_offset` is that CALL instruction (a uprobe on a direct call is emulated, so it
-    /// costs one trap and no single-step), with no returns. None when either function is
-    /// missing or no such call is found.
-    #[must_use]
-    pub fn call_site(&self, function: &str, target: &str) -> Option<FunctionProbe> {
-        let range = *self.functions.get(function)?;
-        let target_address = self.functions.get(target)?.address;
+    /// A function's range, the file offset of its first byte, and its code.
+    fn code_of(&self, name: &str) -> Option<(Range, u64, &[u8])> {
+        let range = *self.functions.get(name)?;
         let file = object::File::parse(&*self.data).ok()?;
         let start = file_offset(&file, range.address)?;
         let end = start.checked_add(range.size)?;
         let code = self
             .data
             .get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)?;
+        Some((range, start, code))
+    }
+
+    /// A probe on the first direct call from function `function` to function `target`: its
+    /// `entry_offset` is that CALL instruction (a uprobe on a direct call is emulated, so it
+    /// costs one trap and no single-step), with no returns. None when either function is
+    /// missing or no such call is found.
+    #[must_use]
+    pub fn call_site(&self, function: &str, target: &str) -> Option<FunctionProbe> {
+        let target_address = self.functions.get(target)?.address;
+        let (range, start, code) = self.code_of(function)?;
         let at = returns::first_call_to(code, range.address, target_address)?;
         Some(FunctionProbe {
             name: format!("{function} → {target}"),
