@@ -25,7 +25,8 @@ use wirespan_shared::{
 };
 
 use crate::{
-    golang::{GoroutineKey, NO_CONN, current, itab_is, observe_ancestry, read_conn, read_u64},
+    golang::{GoroutineKey, NO_CONN, current, itab_is, read_conn, read_u64},
+    goroutines::observe_ancestry,
     maps::{EVENTS, count_lost},
 };
 

@@ -32,6 +32,8 @@ mod frames;
 #[cfg(target_arch = "bpf")]
 mod golang;
 #[cfg(target_arch = "bpf")]
+mod goroutines;
+#[cfg(target_arch = "bpf")]
 mod grpc;
 #[cfg(target_arch = "bpf")]
 mod maps;

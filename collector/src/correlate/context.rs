@@ -26,6 +26,10 @@ use crate::{
     source::{CallPhase, ConnKind, ConnRole, Data, Direction, Event, GoConnUse, HeadersSource},
 };
 
+#[path = "context_bytes.rs"]
+mod bytes;
+use bytes::{median_ts, push_run};
+
 /// An inbound request an outbound one was made for; resolved against server exchanges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerRef {
@@ -102,20 +106,6 @@ impl HandlerRun {
     }
 }
 
-/// Whether a read's first bytes start an HTTP/1 request: an upper-case method token and a
-/// space (`GET /`, `POST /`). A body's bytes, an HTTP/2 preface or frames, and TLS records do
-/// not.
-fn starts_http1_request(payload: &[u8]) -> bool {
-    let token = payload
-        .iter()
-        .take_while(|b| b.is_ascii_uppercase())
-        .count();
-    (3..=7).contains(&token)
-        && payload.get(token) == Some(&b' ')
-        // `PRI * HTTP/2.0`: HTTP/2's connection preface.
-        && !payload.starts_with(b"PRI ")
-}
-
 #[derive(Debug, Default)]
 struct GoProcess {
     /// Goroutine → (the goroutine that started it, when).
@@ -138,75 +128,6 @@ struct GoProcess {
     /// When the process exited: its state goes a grace period later (its last exchanges may
     /// still ask about it).
     exited_at: Option<u64>,
-}
-
-impl GoProcess {
-    /// A goroutine's bytes on an accepted connection. net/http serves HTTP/1 requests on the
-    /// connection's own goroutine: it reads the request, runs the handler and writes the
-    /// response, so the goroutine that read a request is its handler until it writes on that
-    /// connection. This is what ties a handler's outbound calls to its request without a probe
-    /// on the request path (the `ServeHTTP` probe, where attached, adds runs of its own that end
-    /// when the handler returns).
-    fn on_server_bytes(&mut self, goid: u64, d: &Data) {
-        if self.handlers.len() >= MAX_GOROUTINES && !self.handlers.contains_key(&goid) {
-            // Handler goroutines report no end (the goroutine-end probe tells only of those
-            // a handler started): forget the half whose last run started longest ago.
-            let cutoff = median_ts(
-                self.handlers
-                    .values()
-                    .filter_map(|r| r.last())
-                    .map(|r| r.start),
-            );
-            self.handlers
-                .retain(|_, runs| runs.last().is_some_and(|r| r.start >= cutoff));
-        }
-        let runs = self.handlers.entry(goid).or_default();
-        let open = runs.last_mut().filter(|r| {
-            r.from_bytes && r.end.is_none() && (r.local, r.remote) == (d.local, d.remote)
-        });
-        match d.direction {
-            Direction::Ingress => {
-                if open.is_none() && starts_http1_request(&d.payload) {
-                    push_run(
-                        runs,
-                        HandlerRun {
-                            start: d.ts_exit_ns,
-                            end: None,
-                            local: d.local,
-                            remote: d.remote,
-                            from_bytes: true,
-                        },
-                    );
-                }
-            }
-            Direction::Egress => {
-                if let Some(run) = open {
-                    run.end = Some(d.ts_enter_ns);
-                }
-            }
-        }
-        if runs.is_empty() {
-            self.handlers.remove(&goid);
-        }
-    }
-}
-
-/// The median of some timestamps (0 for none): the cut that keeps the newer half.
-fn median_ts(times: impl Iterator<Item = u64>) -> u64 {
-    let mut times: Vec<u64> = times.collect();
-    let middle = times.len() / 2;
-    if times.is_empty() {
-        return 0;
-    }
-    *times.select_nth_unstable(middle).1
-}
-
-/// Add a handler run; a serving goroutine runs many handlers, and the last few are enough.
-fn push_run(runs: &mut Vec<HandlerRun>, run: HandlerRun) {
-    if runs.len() >= 8 {
-        runs.remove(0);
-    }
-    runs.push(run);
 }
 
 /// A thread serving a request: the connection it read it on and when.

@@ -1,7 +1,7 @@
 //! Tests of `context`: goroutine ancestry, handler runs (from `ServeHTTP` and from the
 //! bytes), their ends, and what is forgotten when.
 
-use super::*;
+use super::{bytes::starts_http1_request, *};
 use crate::{
     load::AttachMode,
     source::{Conn, GoConnection},
