@@ -4,9 +4,8 @@
 //! Entry resolves the fd to its TCP sock (anything else is dropped here, cheaply), notes the TCP
 //! sequence number of the first byte, the five-tuple and the buffer, and keeps them per thread in `ACTIVE_IO`.
 //! Exit, knowing how many bytes moved, copies the first `capture_bytes` of them (across iovec
-//! segments) after a fixed header and sends both in one ring-buffer record; a write whose first
-//! bytes are binary, which decoders skip by count, keeps only `SMALL_CAPTURE` (see
-//! `capture_limit`). Reads are captured at exit, when the buffer holds the data; EAGAIN and other errors send nothing. HTTP/2
+//! segments) after a fixed header and sends both in one ring-buffer record. Reads are captured at
+//! exit, when the buffer holds the data; EAGAIN and other errors send nothing. HTTP/2
 //! connections also get frame windows beyond the captured bytes (see `frames`).
 
 use core::ffi::c_void;
@@ -42,11 +41,6 @@ const SHAPE_IOV: u8 = 1;
 const SHAPE_MSG: u8 = 2;
 /// iovec segments copied at most (the rest still count in `bytes`).
 const MAX_IOVECS: u64 = 32;
-/// Payload bytes kept of a write whose first bytes decoders do not read on (see `wants_all`):
-/// room for protocol detection, an HTTP/2 DATA frame's header and the start of its payload (the
-/// gRPC message prefix; later frames get windows) and a chunk-size line. The byte count stays
-/// exact, so decoders skip the rest by count.
-const SMALL_CAPTURE: u64 = 64;
 /// `struct user_msghdr` (user ABI): msg_iov at 16, msg_iovlen at 24.
 const MSGHDR_IOV: u64 = 16;
 const MSGHDR_IOVLEN: u64 = 24;
@@ -65,9 +59,7 @@ struct IoArgs {
     seq: u32,
     direction: u16,
     shape: u8,
-    pad0: u8,
-    /// Payload bytes to capture at most (`capture_limit`).
-    limit: u32,
+    pad0: [u8; 5],
 }
 
 /// Thread (pid_tgid) → the socket syscall it is in. LRU: a thread that dies inside a syscall
@@ -171,8 +163,7 @@ fn try_enter(ctx: &TracePointContext, shape: u8, direction: u16) -> Result<(), (
         seq: tcp_seq(sk, direction == DIR_EGRESS),
         direction,
         shape,
-        pad0: 0,
-        limit: capture_limit(shape, direction, buf, count),
+        pad0: [0; 5],
     };
     if ACTIVE_IO.insert(&pid_tgid, &args, 0).is_err() {
         count_lost(LOST_IO_TABLE_FULL);
@@ -230,26 +221,15 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     h.daddr = tuple.daddr;
     h.comm = comm;
 
-    // Egress syscalls chose their limit at entry (see `capture_limit`); reads capture
-    // `--capture-bytes`.
+    let mut want = ret as u64;
+    let limit = u64::from(settings().capture_bytes);
+    if want > limit {
+        want = limit;
+    }
     let payload = ev.payload.as_mut_ptr();
-    let captured = if args.limit == SMALL_CAPTURE as u32 {
-        // A binary write (see `capture_limit`): one short copy from its first buffer, apart
-        // from the loop below, so the verifier does not walk that loop twice.
-        // SAFETY: a volatile read of a field of this CPU's scratch slot, written above.
-        copy_start(payload, &args, unsafe {
-            core::ptr::read_volatile(&raw const ev.header.bytes)
-        })
-    } else {
-        let mut want = ret as u64;
-        let limit = u64::from(settings().capture_bytes);
-        if want > limit {
-            want = limit;
-        }
-        match args.shape {
-            SHAPE_BUF => copy_user(payload, 0, args.buf, want),
-            _ => copy_iovecs(payload, args.buf, args.count, want),
-        }
+    let captured = match args.shape {
+        SHAPE_BUF => copy_user(payload, 0, args.buf, want),
+        _ => copy_iovecs(payload, args.buf, args.count, want),
     };
     #[expect(
         clippy::single_match_else,
@@ -290,69 +270,6 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
         count_lost(LOST_RINGBUF_FULL);
     }
     Ok(())
-}
-
-/// Payload bytes a syscall captures at most: `--capture-bytes`, or `SMALL_CAPTURE` for a write
-/// that `wants_all` finds binary.
-///
-/// Decided at entry, in a write's own buffer: at exit, the decision's paths would multiply the
-/// verifier's walk of the copy loops past its limit. A read's bytes only exist at exit, so
-/// reads capture `--capture-bytes` (the default 4096) whatever they hold.
-#[inline(always)]
-fn capture_limit(shape: u8, direction: u16, buf: u64, count: u64) -> u32 {
-    let all = settings().capture_bytes;
-    // A single buffer this short is captured whole by either limit: no need to look.
-    let short = shape == SHAPE_BUF && count <= SMALL_CAPTURE;
-    if direction == DIR_EGRESS
-        && !short
-        && u64::from(all) > SMALL_CAPTURE
-        && !wants_all(shape, buf, count)
-    {
-        return SMALL_CAPTURE as u32;
-    }
-    all
-}
-
-/// Whether a write's bytes are worth `--capture-bytes`, from its first bytes: text (an HTTP/1
-/// request or status line, headers continued from the last syscall, a chunk-size line; and
-/// text bodies, which cannot be told apart cheaply) or an HTTP/2 frame other than DATA
-/// (HEADERS, and the control frames that come before them in one syscall). What is left is
-/// binary: HTTP/1 bodies, which decoders skip by length, and HTTP/2 DATA, whose later frames get
-/// windows anyway. When the first bytes cannot be read, everything is captured, as before.
-#[inline(always)]
-fn wants_all(shape: u8, buf: u64, count: u64) -> bool {
-    let Some(h) = first_bytes(shape, buf, count) else {
-        return true;
-    };
-    let text = |b: u8| (0x20..0x7f).contains(&b) || b == b'\r' || b == b'\n' || b == b'\t';
-    if text(h[0]) && text(h[1]) && text(h[2]) {
-        return true;
-    }
-    // A frame header: 24-bit length (under 64 KiB: the first byte is 0 for every frame within
-    // the default 16 KiB limit), type, flags, stream id with its reserved bit clear.
-    h[0] == 0 && h[3] != 0 && h[3] <= 9 && h[5] & 0x80 == 0
-}
-
-/// The first 16 bytes a write is about to send, when its first buffer holds that many.
-#[inline(always)]
-fn first_bytes(shape: u8, buf: u64, count: u64) -> Option<[u8; 16]> {
-    let (base, len) = if shape == SHAPE_BUF {
-        (buf, count)
-    } else {
-        if count == 0 {
-            return None;
-        }
-        // SAFETY: bpf_probe_read_user copies the first user iovec (base, len); a bad address
-        // is an error (None), never a fault.
-        let seg: [u64; 2] = unsafe { bpf_probe_read_user(buf as *const [u64; 2]) }.ok()?;
-        (seg[0], seg[1])
-    };
-    if len < 16 {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_user copies 16 bytes of the user's buffer; a bad address is an
-    // error (None), never a fault.
-    unsafe { bpf_probe_read_user(base as *const [u8; 16]) }.ok()
 }
 
 /// The goroutine making the current syscall, in a Go process whose layout user space provided
@@ -423,33 +340,6 @@ fn copy_user(payload: *mut u8, off: u64, src: u64, len: u64) -> Result<u64, ()> 
         )
     };
     if rc < 0 { Err(()) } else { Ok(n) }
-}
-
-/// Copy the first `SMALL_CAPTURE` bytes (at most) of a syscall's first buffer. `bytes` is the
-/// syscall's result read back from the event header: the compares below then narrow only that
-/// copy, not the verifier's view of `ret`, so both copy paths end in the same state.
-#[inline(always)]
-fn copy_start(payload: *mut u8, args: &IoArgs, bytes: u64) -> Result<u64, ()> {
-    let mut n = bytes;
-    let (base, len) = if args.shape == SHAPE_BUF {
-        (args.buf, args.count)
-    } else {
-        if args.count == 0 {
-            return Ok(0);
-        }
-        // SAFETY: bpf_probe_read_user copies the first user iovec (base, len); a bad address
-        // is an error, returned, never a fault.
-        let seg: [u64; 2] =
-            unsafe { bpf_probe_read_user(args.buf as *const [u64; 2]) }.map_err(|_| ())?;
-        (seg[0], seg[1])
-    };
-    if n > len {
-        n = len;
-    }
-    if n > SMALL_CAPTURE {
-        n = SMALL_CAPTURE;
-    }
-    copy_user(payload, 0, base, n)
 }
 
 /// Copy up to `want` bytes spread over an iovec array (at most `MAX_IOVECS` segments).
