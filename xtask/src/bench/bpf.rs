@@ -30,9 +30,10 @@ impl Program {
             && (self.name.starts_with("go_") || self.name.starts_with("floor_uprobe"))
     }
 
-    /// A return probe: `*_return` (the agent attaches them at a Go function's RETs).
+    /// A return probe: `*_return`, or its multi-uprobe twin `*_return_m` (the agent attaches
+    /// them at a Go function's RETs).
     pub fn is_return(&self) -> bool {
-        self.name.ends_with("_return")
+        self.name.ends_with("_return") || self.name.ends_with("_return_m")
     }
 }
 
