@@ -508,8 +508,16 @@ fn privileged_pid_and_cgroup_filters_keep_only_the_chosen_processes() {
     let root = wirespan::load::filters::cgroup2_mount().expect("a cgroup v2 mount");
     let cgroup = root.join(format!("wirespan-test-{}", std::process::id()));
     std::fs::create_dir_all(&cgroup).expect("a new cgroup v2 directory");
+    // The interpreter itself, not a wrapper: pyenv's `python3` shim is a script that runs
+    // `readlink` and friends as it starts, and those children (in the cgroup too) are
+    // processes of their own.
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    let python = String::from_utf8(python.stdout).unwrap().trim().to_owned();
     let helper = |tag: &str| {
-        std::process::Command::new("python3")
+        std::process::Command::new(&python)
             .args(["-c", &format!(
                 "import socket,sys\nsys.stdin.readline()\ns=socket.create_connection(('127.0.0.1',{port}))\ns.sendall(b'{tag}')\ns.close()"
             )])
@@ -556,9 +564,14 @@ fn privileged_pid_and_cgroup_filters_keep_only_the_chosen_processes() {
     );
     let pids: HashSet<u64> = events.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
     let allowed = HashSet::from([u64::from(in_cgroup.id()), u64::from(by_pid.id())]);
+    let foreign: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| !allowed.contains(&e["pid"].as_u64().unwrap()))
+        .take(5)
+        .collect();
     assert!(
         pids.is_subset(&allowed),
-        "only the chosen processes: {pids:?}"
+        "only the chosen processes: {pids:?}; for example {foreign:#?}"
     );
 }
 
