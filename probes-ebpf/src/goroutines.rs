@@ -55,6 +55,29 @@ fn track_child(tgid: u32, parent: u64, stream_id: u32, child: u64) -> bool {
     tracked
 }
 
+/// Tell user space that `parent` started `child` (with the gRPC stream it was handling, 0 for
+/// none), if the child is tracked (see `TRACKED`).
+#[inline(always)]
+fn report_spawn(pid_tgid: u64, stream_id: u32, parent_goid: u64, child: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if !track_child(tgid, parent_goid, stream_id, child) {
+        return;
+    }
+    let ev = GoSpawnEvent {
+        kind: EVENT_GO_SPAWN,
+        pid: tgid,
+        tid: pid_tgid as u32,
+        stream_id,
+        parent_goid,
+        child_goid: child,
+        // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if EVENTS.output(&ev, crate::maps::wake_flags()).is_err() {
+        count_lost(LOST_RINGBUF_FULL);
+    }
+}
+
 /// A `runtime.newproc1` call in progress: the calling goroutine, and the gRPC stream whose
 /// headers it was handling (0 when none).
 #[repr(C)]
@@ -108,22 +131,7 @@ pub fn go_spawned(ctx: ProbeContext) -> u32 {
     } else {
         0
     };
-    if !track_child(tgid, parent_goid, stream_id, child) {
-        return 0;
-    }
-    let ev = GoSpawnEvent {
-        kind: EVENT_GO_SPAWN,
-        pid: tgid,
-        tid: pid_tgid as u32,
-        stream_id,
-        parent_goid,
-        child_goid: child,
-        // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-    };
-    if EVENTS.output(&ev, crate::maps::wake_flags()).is_err() {
-        count_lost(LOST_RINGBUF_FULL);
-    }
+    report_spawn(pid_tgid, stream_id, parent_goid, child);
     0
 }
 
@@ -188,22 +196,7 @@ pub fn go_newproc1_return(ctx: ProbeContext) -> u32 {
     let Ok(child) = read_u64(regs.rax + u64::from(offsets.g_goid)) else {
         return 0;
     };
-    if !track_child(tgid, spawning.parent_goid, spawning.stream_id, child) {
-        return 0;
-    }
-    let ev = GoSpawnEvent {
-        kind: EVENT_GO_SPAWN,
-        pid: tgid,
-        tid: pid_tgid as u32,
-        stream_id: spawning.stream_id,
-        parent_goid: spawning.parent_goid,
-        child_goid: child,
-        // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-    };
-    if EVENTS.output(&ev, crate::maps::wake_flags()).is_err() {
-        count_lost(LOST_RINGBUF_FULL);
-    }
+    report_spawn(pid_tgid, spawning.stream_id, spawning.parent_goid, child);
     0
 }
 

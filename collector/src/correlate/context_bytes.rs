@@ -39,7 +39,9 @@ impl GoProcess {
                 .retain(|_, runs| runs.last().is_some_and(|r| r.start >= cutoff));
         }
         let runs = self.handlers.entry(goid).or_default();
-        let open = runs.last_mut().filter(|r| {
+        // The open byte run on this connection, wherever it is: a `ServeHTTP` run may have
+        // been added after it.
+        let open = runs.iter_mut().rev().find(|r| {
             r.from_bytes && r.end.is_none() && (r.local, r.remote) == (d.local, d.remote)
         });
         match d.direction {
