@@ -13,7 +13,7 @@ use wirespan::{
     correlate::{Correlator, DEFAULT_WINDOW_NS},
     export::SpanSink,
     source::recording::RecordingReader,
-    span::{IdGenerator, Span, Value, processes::Resources},
+    span::{IdGenerator, Span, Value, processes::Resources, route::RouteRules, route_book::RouteBook},
 };
 
 #[derive(Default)]
@@ -44,6 +44,7 @@ fn spans_of(fixture: &str) -> (Vec<Span>, u64) {
         )),
         sink: &mut sink,
         resources: Resources::offline(),
+        routes: RouteBook::new(RouteRules::default(), None),
     };
     let summary = agent::replay(&mut reader, output).unwrap();
     (sink.0, summary.spans.unwrap().orphans)
@@ -66,7 +67,7 @@ fn render(spans: &[Span]) -> String {
         let mut stack = vec![(root, 1)];
         while let Some((span, depth)) = stack.pop() {
             let mut attrs: Vec<String> = span
-                .attributes(false)
+                .attributes(wirespan::span::AttributeOptions::default())
                 .into_iter()
                 .map(|(k, v)| match v {
                     Value::Str(s) => format!("{k}={s}"),

@@ -23,6 +23,7 @@ use crate::{
     span::{
         IdGenerator, Span,
         processes::{ProcessStats, Resources},
+        route_book::{RouteBook, RouteStats},
     },
     stages::{Stage, StageTimes, thread_cpu_ns},
 };
@@ -61,6 +62,8 @@ pub struct RunSummary {
     pub spans: Option<CorrelateStats>,
     /// Where the spans' process resources came from, when spans were made.
     pub processes: Option<ProcessStats>,
+    /// How HTTP spans' routes were named, when spans were made.
+    pub routes: Option<RouteStats>,
     /// The CPU time of each stage (see `stages`).
     pub stages: StageTimes,
 }
@@ -110,6 +113,9 @@ impl RunSummary {
         if let Some(p) = self.processes {
             let _ = write!(text, "; processes: {}", p.describe());
         }
+        if let Some(r) = self.routes {
+            let _ = write!(text, "; {}", r.describe());
+        }
         text
     }
 }
@@ -156,6 +162,8 @@ pub enum Output<'a> {
         correlator: Box<Correlator>,
         sink: &'a mut dyn SpanSink,
         resources: Resources,
+        /// Names HTTP spans' routes on their way to the sink.
+        routes: RouteBook,
     },
 }
 
@@ -169,10 +177,11 @@ impl<'a> Output<'a> {
     }
 
     /// Spans through a connection table and a correlator with default limits; `resources` is
-    /// the table the sinks name processes from.
-    pub fn spans(sink: &'a mut dyn SpanSink, resources: Resources) -> Self {
+    /// the table the sinks name processes from, `routes` names their routes.
+    pub fn spans(sink: &'a mut dyn SpanSink, resources: Resources, routes: RouteBook) -> Self {
         Self::Spans {
             resources,
+            routes,
             table: ConnTable::default(),
             correlator: Box::new(Correlator::new(
                 DEFAULT_WINDOW_NS,
@@ -200,6 +209,8 @@ struct Pipeline<'a> {
     /// (live runs keep their binaries' serving probes on; see `load::serving`).
     callers: Vec<u32>,
     callers_seen: HashSet<u32>,
+    /// Processes that served HTTP before their route table was known (see `span::route_book`).
+    route_wanted: Vec<u32>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -217,6 +228,7 @@ impl<'a> Pipeline<'a> {
             execs: Vec::new(),
             callers: Vec::new(),
             callers_seen: HashSet::new(),
+            route_wanted: Vec::new(),
         }
     }
 
@@ -281,6 +293,7 @@ impl<'a> Pipeline<'a> {
                 table,
                 correlator,
                 resources,
+                routes,
                 ..
             } => {
                 self.last_ts_ns = self.last_ts_ns.max(event.ts_ns());
@@ -290,6 +303,7 @@ impl<'a> Pipeline<'a> {
                     Event::Exit(exit) => resources.on_exit(exit),
                     _ => {}
                 }
+                routes.on_event(&event);
                 // Contexts first: the exchange an event completes is judged with it known.
                 correlator.on_event(&event);
                 lap(Stage::Correlate);
@@ -330,6 +344,7 @@ impl<'a> Pipeline<'a> {
             correlator,
             sink,
             resources,
+            routes,
             ..
         } = &mut self.output
         {
@@ -341,12 +356,15 @@ impl<'a> Pipeline<'a> {
             }
             let settled = thread_cpu_ns();
             self.summary.stages.settle_ns += StageTimes::since(start);
-            for span in self.spans.drain(..) {
+            for mut span in self.spans.drain(..) {
+                routes.assign(&mut span);
                 sink.span(&span).map_err(StepError::Write)?;
             }
+            self.route_wanted.extend(routes.take_wanted());
             self.summary.stages.sink_ns += StageTimes::since(settled);
             self.summary.spans = Some(correlator.stats);
             self.summary.processes = Some(resources.stats());
+            self.summary.routes = Some(routes.stats);
         }
         Ok(())
     }
@@ -468,6 +486,11 @@ pub async fn run<'a>(
         }
         for pid in std::mem::take(&mut pipeline.callers) {
             if let Some(line) = probes.calls_out(pid) {
+                eprintln!("wirespan: {line}");
+            }
+        }
+        for pid in std::mem::take(&mut pipeline.route_wanted) {
+            if let Some(line) = probes.wants_routes(pid) {
                 eprintln!("wirespan: {line}");
             }
         }

@@ -137,6 +137,9 @@ pub struct GoServe {
     pub host: String,
     /// At the return: the status the handler wrote (None when unknown or not written).
     pub status: Option<u16>,
+    /// At a handler's start: the address of the `*http.Server` serving it, whose handler's
+    /// registered routes name the request (0 when unknown).
+    pub server: u64,
     pub ts_ns: u64,
 }
 

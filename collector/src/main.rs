@@ -26,7 +26,12 @@ use wirespan::{
     },
     sink::{EventSink, ExchangeSink, FanOut, SpanSink},
     source::recording::{RecordingInfo, RecordingReader, RecordingWriter},
-    span::processes::Resources,
+    span::{
+        AttributeOptions, RpcConventions,
+        processes::Resources,
+        route::RouteRules,
+        route_book::{RouteBook, TableReader},
+    },
     views::{
         console::ConsoleSink,
         exchanges::{ConsoleExchanges, JsonExchanges},
@@ -173,6 +178,16 @@ struct ExportArgs {
 }
 
 impl ExportArgs {
+    /// `--show-query`, and the RPC conventions `OTEL_SEMCONV_STABILITY_OPT_IN` asks for.
+    fn attribute_options(&self) -> AttributeOptions {
+        AttributeOptions {
+            show_query: self.show_query,
+            rpc: RpcConventions::from_opt_in(
+                std::env::var("OTEL_SEMCONV_STABILITY_OPT_IN").ok().as_deref(),
+            ),
+        }
+    }
+
     /// The exporters asked for, or the default.
     fn exporters(&self) -> Vec<Exporter> {
         if !self.exporter.is_empty() {
@@ -219,7 +234,7 @@ impl ExportArgs {
                         .output
                         .as_deref()
                         .context("--exporter file needs --output FILE")?;
-                    let sink = FileSink::create(path, *clock, resources(), self.show_query)
+                    let sink = FileSink::create(path, *clock, resources(), self.attribute_options())
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     sinks.push(Box::new(sink));
                 }
@@ -243,7 +258,7 @@ impl ExportArgs {
                             .unwrap_or_default(),
                         timeout,
                         queue: self.otlp_queue,
-                        show_query: self.show_query,
+                        attributes: self.attribute_options(),
                     };
                     if graph_metrics::enabled() {
                         sinks.push(Box::new(GraphMetrics::start(&config, resources())?));
@@ -464,7 +479,12 @@ fn service_map(
         Resources::new(PathBuf::from("/proc"), false)
     };
     let mut map = ServiceMap::new(resources.clone());
-    from_source(replay, capture, Output::spans(&mut map, resources), None)?;
+    from_source(
+        replay,
+        capture,
+        Output::spans(&mut map, resources, route_book(replay.is_some())),
+        None,
+    )?;
     let text = match format {
         MapFormat::Table => map.table(),
         MapFormat::Dot => map.dot(),
@@ -472,6 +492,17 @@ fn service_map(
     };
     print!("{text}");
     Ok(())
+}
+
+/// Names spans' routes: live runs read Go programs' route tables from their memory; replays
+/// (whose processes are gone) use the rules alone.
+fn route_book(replay: bool) -> RouteBook {
+    let reader: Option<TableReader> = if replay {
+        None
+    } else {
+        None
+    };
+    RouteBook::new(RouteRules::default(), reader)
 }
 
 /// `run`: spans to the exporters, then the summary and the `stages:` line.
@@ -483,7 +514,12 @@ fn run_spans(
     let clock = clock_for(replay)?;
     let resources = export.resources(replay.is_some());
     let mut sink = FanOut(export.sinks(&clock, &resources)?);
-    let summary = from_source(replay, capture, Output::spans(&mut sink, resources), None)?;
+    let summary = from_source(
+        replay,
+        capture,
+        Output::spans(&mut sink, resources, route_book(replay.is_some())),
+        None,
+    )?;
     // Closed first: export threads report their CPU time as they end.
     drop(sink);
     eprintln!(

@@ -1,5 +1,6 @@
 // gin-front: the demo's front end, a gin service. /echo calls the backend's /relay through a
-// keep-alive client; /fanout calls it twice at once, each call from a child goroutine. It prints
+// keep-alive client; /fanout calls it twice at once, each call from a child goroutine;
+// /users/:id and /static/*path answer with their parameters. It prints
 // its listening address on its first line.
 //
 //	gin-front [--listen ADDR] --backend HOST:PORT
@@ -57,6 +58,13 @@ func main() {
 		}
 		wg.Wait()
 		c.String(http.StatusOK, "%s\n%s", replies[0], replies[1])
+	})
+	// Routes with parameters: their spans are named by gin's full path, not by the ids.
+	router.GET("/users/:id", func(c *gin.Context) {
+		c.String(http.StatusOK, "user %s\n", c.Param("id"))
+	})
+	router.GET("/static/*path", func(c *gin.Context) {
+		c.String(http.StatusOK, "static %s\n", c.Param("path"))
 	})
 	listener, err := net.Listen("tcp", *addr)
 	if err != nil {

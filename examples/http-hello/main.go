@@ -1,8 +1,8 @@
 // http-hello: a net/http server whose handlers call out through a keep-alive client: /chain
 // from a grandchild goroutine, /fanout twice in parallel from child goroutines (to --backend,
 // another http-hello, or itself), /work through one long-lived worker goroutine, /call once to
-// ?target=host:port[&timeout=300ms] (502 when the call fails). wirespan's Go tests trace it end
-// to end.
+// ?target=host:port[&timeout=300ms] (502 when the call fails); /items/{id} and
+// GET /files/{path...} answer with their wildcards. wirespan's Go tests trace it end to end.
 package main
 
 import (
@@ -118,6 +118,14 @@ func main() {
 		}
 		wg.Wait()
 		fmt.Fprint(w, bodies[0], bodies[1])
+	})
+	// Routes with wildcards (Go 1.22 patterns): their spans are named by the pattern, not by
+	// the ids in the path.
+	mux.HandleFunc("/items/{id}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "item %s\n", r.PathValue("id"))
+	})
+	mux.HandleFunc("GET /files/{path...}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "file %s\n", r.PathValue("path"))
 	})
 	listener, err := net.Listen("tcp", *addr)
 	if err != nil {

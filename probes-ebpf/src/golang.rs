@@ -170,6 +170,7 @@ fn reserve_http_event(pid_tgid: u64, goid: u64) -> Result<RingBufEntry<GoServeEv
     ev.path_len = 0;
     ev.host_len = 0;
     ev.pad0 = 0;
+    ev.server = 0;
     Ok(entry)
 }
 
@@ -360,6 +361,8 @@ fn try_serve(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
     let ev = unsafe { &mut *entry_buf.as_mut_ptr() };
     if entry {
         ev.kind = EVENT_GO_SERVE_START;
+        // `serverHandler` is a struct of one pointer, `srv *Server`: passed in RAX.
+        ev.server = regs.rax;
         let request = regs.rdi;
         ev.method_len = read_go_string(
             request + u64::from(offsets.request_method),

@@ -331,6 +331,10 @@ pub struct GoServeEvent {
     pub method: [u8; GO_METHOD_LEN],
     pub path: [u8; GO_PATH_LEN],
     pub host: [u8; GO_HOST_LEN],
+    /// At a server handler's start: the `*http.Server` serving it (user space reads the
+    /// handler's registered routes from it once per process); 0 otherwise. Last, so records of
+    /// the layout without it (older recordings) still decode.
+    pub server: u64,
 }
 
 /// Where an itab's method table starts (`inter`, `_type`, `hash` and padding come first, the

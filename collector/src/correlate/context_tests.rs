@@ -60,6 +60,7 @@ fn handler_ends(c: &mut Contexts, goid: u64, ts_ns: u64) {
         path: String::new(),
         host: String::new(),
         status: Some(200),
+        server: 0,
         ts_ns,
     }));
 }

@@ -304,6 +304,7 @@ impl Failures {
                 status: None,
                 version: None,
                 user_agent: None,
+                route: None,
             }),
             fallback: ErrorType::NoResponse,
         });

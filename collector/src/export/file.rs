@@ -14,13 +14,13 @@ use opentelemetry_proto::{
 
 use super::{SpanSink, spandata};
 use crate::clock::WallClock;
-use crate::span::{Span, processes::Resources, resource::Resource};
+use crate::span::{AttributeOptions, Span, processes::Resources, resource::Resource};
 
 pub struct FileSink {
     out: std::io::BufWriter<File>,
     clock: WallClock,
     resources: Resources,
-    show_query: bool,
+    attributes: AttributeOptions,
     /// Spans since the last flush, each with its process's resource as it was when the span
     /// came (the process may be gone and forgotten by the flush).
     waiting: Vec<(Arc<Resource>, Span)>,
@@ -32,13 +32,13 @@ impl FileSink {
         path: &Path,
         clock: WallClock,
         resources: Resources,
-        show_query: bool,
+        attributes: AttributeOptions,
     ) -> std::io::Result<Self> {
         Ok(Self {
             out: std::io::BufWriter::new(File::create(path)?),
             clock,
             resources,
-            show_query,
+            attributes,
             waiting: Vec::new(),
         })
     }
@@ -60,7 +60,7 @@ impl SpanSink for FileSink {
             let resource = ResourceAttributesWithSchema::from(&spandata::sdk_resource(&resource));
             let data = spans
                 .iter()
-                .map(|s| spandata::span_data(s, &self.clock, self.show_query))
+                .map(|s| spandata::span_data(s, &self.clock, self.attributes))
                 .collect();
             request
                 .resource_spans

@@ -23,7 +23,7 @@ use opentelemetry_sdk::trace::SpanExporter as _;
 
 use super::{SpanSink, spandata};
 use crate::clock::WallClock;
-use crate::span::{Span, processes::Resources, resource::Resource};
+use crate::span::{AttributeOptions, Span, processes::Resources, resource::Resource};
 
 /// Spans waiting for export at most; more are dropped and counted.
 pub const DEFAULT_QUEUE: usize = 65_536;
@@ -84,7 +84,8 @@ pub struct OtlpConfig {
     pub headers: Vec<(String, String)>,
     pub timeout: Option<Duration>,
     pub queue: usize,
-    pub show_query: bool,
+    /// How span attributes are written (query redaction, RPC conventions).
+    pub attributes: AttributeOptions,
 }
 
 /// Parse `key=value,key=value` (the `OTEL_EXPORTER_OTLP_HEADERS` form).
@@ -383,7 +384,7 @@ fn export_thread(
                 let data = || {
                     spans
                         .iter()
-                        .map(|s| spandata::span_data(s, &clock, config.show_query))
+                        .map(|s| spandata::span_data(s, &clock, config.attributes))
                         .collect()
                 };
                 let n = spans.len() as u64;

@@ -14,7 +14,7 @@ use opentelemetry::{
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use crate::clock::WallClock;
-use crate::span::{ParentLink, Span, Value, resource::Resource};
+use crate::span::{AttributeOptions, ParentLink, Span, Value, resource::Resource};
 
 /// The instrumentation scope of every exported span.
 #[must_use]
@@ -45,7 +45,7 @@ pub fn by_resource(
 
 /// One span as `SpanData`.
 #[must_use]
-pub fn span_data(span: &Span, clock: &WallClock, show_query: bool) -> SpanData {
+pub fn span_data(span: &Span, clock: &WallClock, options: AttributeOptions) -> SpanData {
     let context = SpanContext::new(
         opentelemetry::trace::TraceId::from_bytes(span.trace_id.0),
         opentelemetry::trace::SpanId::from_bytes(span.span_id.0),
@@ -54,7 +54,7 @@ pub fn span_data(span: &Span, clock: &WallClock, show_query: bool) -> SpanData {
         TraceState::default(),
     );
     let attributes = span
-        .attributes(show_query)
+        .attributes(options)
         .into_iter()
         .map(|(key, value)| match value {
             Value::Str(s) => KeyValue::new(key, s),

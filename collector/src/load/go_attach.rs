@@ -113,6 +113,27 @@ impl GoAttacher {
         })
     }
 
+    /// Process `pid` served HTTP while its routes were unknown: its binary's serving tier goes
+    /// back on (not for good: it comes off again after a quiet period), so the next request's
+    /// `ServeHTTP` hit names its `*http.Server` and the route table can be read. A report line
+    /// when the tier went back on.
+    pub fn wants_routes(&mut self, ebpf: &mut Ebpf, pid: u32) -> Option<String> {
+        let inode = self.binary_of.get(&pid)?;
+        let Some(Binary::Attached { serving, path, .. }) = self.binaries.get_mut(inode) else {
+            return None;
+        };
+        serving.ensure_on(ebpf, path).map(|result| match result {
+            Ok(()) => format!(
+                "go: {}: serving probes back on for a while: pid {pid} serves HTTP, its routes are not read yet",
+                path.display()
+            ),
+            Err(e) => format!(
+                "go: {}: serving probes could not go back on: {e}",
+                path.display()
+            ),
+        })
+    }
+
     /// Take the serving tier off every binary whose processes served for `quiet_after`
     /// without calling out; a report line for each is printed once its probes are off (that
     /// takes a while: see `serving`).

@@ -196,6 +196,12 @@ impl Probes {
         self.go.calls_out(&mut self.ebpf, pid)
     }
 
+    /// Process `pid` served HTTP before its route table was known: its binary's serving
+    /// probes go back on for a quiet period, so its `ServeHTTP` names its server once.
+    pub fn wants_routes(&mut self, pid: u32) -> Option<String> {
+        self.go.wants_routes(&mut self.ebpf, pid)
+    }
+
     /// Take the serving probes off Go binaries that served without calling out for a while
     /// (each prints a report line once its probes are off).
     pub fn retire_quiet(&mut self) {

@@ -91,9 +91,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         EVENT_PROCESS_START => super::process::decode_start(record).map(Event::Exec),
         EVENT_PROCESS_EXIT => super::process::decode_exit(record).map(Event::Exit),
         EVENT_GO_SERVE_START | EVENT_GO_SERVE_END | EVENT_GO_CLIENT_START | EVENT_GO_CLIENT_END => {
-            Ok(Event::GoServe(decode_go_serve(
-                &read_struct::<GoServeEvent>(record)?,
-            )))
+            Ok(Event::GoServe(decode_go_serve(&read_go_serve(record)?)))
         }
         EVENT_GO_HEADERS => super::grpc::decode_headers(&read_struct::<GoHeadersEvent>(record)?)
             .map(Event::GoHeaders),
@@ -189,6 +187,18 @@ pub(super) fn go_text(bytes: &[u8], len: u16) -> String {
     String::from_utf8_lossy(&bytes[..usize::from(len).min(bytes.len())]).into_owned()
 }
 
+/// A `GoServeEvent`, also from recordings made before it carried `server` (its last field):
+/// such a record is 8 bytes shorter and reads as server 0.
+fn read_go_serve(record: &[u8]) -> Result<GoServeEvent, DecodeError> {
+    const WITHOUT_SERVER: usize = size_of::<GoServeEvent>() - size_of::<u64>();
+    if record.len() >= size_of::<GoServeEvent>() || record.len() < WITHOUT_SERVER {
+        return read_struct::<GoServeEvent>(record);
+    }
+    let mut padded = [0u8; size_of::<GoServeEvent>()];
+    padded[..WITHOUT_SERVER].copy_from_slice(&record[..WITHOUT_SERVER]);
+    read_struct::<GoServeEvent>(&padded)
+}
+
 fn decode_go_serve(raw: &GoServeEvent) -> GoServe {
     GoServe {
         client: matches!(raw.kind, EVENT_GO_CLIENT_START | EVENT_GO_CLIENT_END),
@@ -203,6 +213,7 @@ fn decode_go_serve(raw: &GoServeEvent) -> GoServe {
         status: u16::try_from(raw.status)
             .ok()
             .filter(|s| (100..1000).contains(s)),
+        server: raw.server,
         ts_ns: raw.ts_ns,
     }
 }

@@ -6,12 +6,15 @@ pub mod error;
 pub mod ids;
 pub mod processes;
 pub mod resource;
+pub mod route;
+pub mod route_book;
 
 use std::net::SocketAddr;
 
 pub use self::{
     error::ErrorType,
     ids::{IdGenerator, SpanId, TraceId, TraceParent},
+    route::{Route, RouteSource},
 };
 use crate::protocol::{Detail, Exchange, Grpc, Http, HttpVersion};
 
@@ -85,6 +88,10 @@ pub struct HttpSpan {
     pub status: Option<u16>,
     pub version: Option<HttpVersion>,
     pub user_agent: Option<String>,
+    /// The template that served the request (server spans: the program's own pattern, a
+    /// configured template or the heuristic), or the callee's registered pattern when the
+    /// callee runs on this host (client spans). None: no route is known.
+    pub route: Option<Route>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +129,7 @@ fn http_span(http: &Http) -> HttpSpan {
         status: http.status,
         version: http.version,
         user_agent: http.headers.user_agent.clone(),
+        route: None,
     }
 }
 
@@ -156,21 +164,68 @@ const GRPC_CODES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// The gRPC codes the conventions count as a server's own error: UNKNOWN, DEADLINE_EXCEEDED,
+/// UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. Others (NOT_FOUND, INVALID_ARGUMENT...) are
+/// the caller's problem and leave a server span unset.
+const GRPC_SERVER_ERRORS: [u32; 6] = [2, 4, 12, 13, 14, 15];
+
+/// The methods the HTTP conventions know; any other is exported as `_OTHER`, with the original
+/// in `http.request.method_original`, and names its span `HTTP`.
+const KNOWN_METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY",
+];
+
+/// Which generation of the RPC conventions to write, from `OTEL_SEMCONV_STABILITY_OPT_IN`
+/// (a comma-separated list; `rpc/dup` writes the deprecated attributes beside the current
+/// ones, so dashboards built on them keep working during the move).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RpcConventions {
+    /// `rpc.system.name`, fully-qualified `rpc.method`, `rpc.response.status_code`.
+    #[default]
+    Current,
+    /// The current ones plus `rpc.system`, `rpc.service` and `rpc.grpc.status_code`.
+    /// `rpc.method` keeps its current, fully-qualified value (one key, one value).
+    Duplicate,
+}
+
+impl RpcConventions {
+    /// From the value of `OTEL_SEMCONV_STABILITY_OPT_IN` (unset: current).
+    #[must_use]
+    pub fn from_opt_in(value: Option<&str>) -> Self {
+        let dup = value.is_some_and(|v| v.split(',').any(|item| item.trim() == "rpc/dup"));
+        if dup { Self::Duplicate } else { Self::Current }
+    }
+}
+
+/// How attributes are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttributeOptions {
+    /// Export query strings as they were sent (they may carry secrets): off by default.
+    pub show_query: bool,
+    pub rpc: RpcConventions,
+}
+
 impl Span {
-    /// `GET /path` (query left out: it is high-cardinality), or `package.Service/Method`.
+    /// By the conventions: `{method} {route}` (server), `{method}` or `{method} {url.template}`
+    /// (client), `{method}` when no route is known, `HTTP` for a method they do not know;
+    /// `package.Service/Method` for gRPC. Never the raw path: it carries ids.
     #[must_use]
     pub fn name(&self) -> String {
         match &self.payload {
-            Payload::Http(h) if h.method.is_empty() => "HTTP".to_owned(),
-            Payload::Http(h) => format!("{} {}", h.method, path_of(&h.target)),
+            Payload::Http(h) if !KNOWN_METHODS.contains(&h.method.as_str()) => "HTTP".to_owned(),
+            Payload::Http(h) => match &h.route {
+                Some(route) => format!("{} {}", h.method, route.template),
+                None => h.method.clone(),
+            },
             Payload::Grpc(g) if g.service.is_empty() => "gRPC".to_owned(),
-            Payload::Grpc(g) => format!("{}/{}", g.service, g.method),
+            Payload::Grpc(g) => g.full_method(),
             Payload::Connect => "connect".to_owned(),
         }
     }
 
     /// Whether the span is an error by the semantic conventions: HTTP 5xx for servers, 4xx and
-    /// 5xx for clients, any gRPC status but OK; and a request that got no response.
+    /// 5xx for clients; any gRPC status but OK for clients, the server-side codes
+    /// ([`GRPC_SERVER_ERRORS`]) for servers; and a request that got no response.
     #[must_use]
     pub fn is_error(&self) -> bool {
         if self.error.is_some() {
@@ -183,7 +238,11 @@ impl Span {
                 Some(_) => false,
                 None => self.incomplete,
             },
-            Payload::Grpc(g) => g.status.is_some_and(|s| s != 0),
+            Payload::Grpc(g) => match (g.status, self.kind) {
+                (None | Some(0), _) => false,
+                (Some(code), SpanKind::Server) => GRPC_SERVER_ERRORS.contains(&code),
+                (Some(_), SpanKind::Client) => true,
+            },
             Payload::Connect => false,
         }
     }
@@ -205,7 +264,7 @@ impl Span {
             ),
             Payload::Grpc(g) => g
                 .status
-                .and_then(|code| GRPC_CODES.get(code as usize).copied())
+                .and_then(grpc_code_name)
                 .unwrap_or("_OTHER")
                 .to_owned(),
             Payload::Connect => ErrorType::Other.as_str().to_owned(),
@@ -234,8 +293,7 @@ impl Span {
                 self.error.unwrap_or(ErrorType::Other).describe()
             ),
             Payload::Grpc(g) => {
-                let code = g.status.unwrap_or(2);
-                let name = GRPC_CODES.get(code as usize).copied().unwrap_or("UNKNOWN");
+                let name = g.status.and_then(grpc_code_name).unwrap_or("UNKNOWN");
                 match &g.message {
                     Some(m) if !m.is_empty() => format!("{name}: {m}"),
                     _ => name.to_owned(),
@@ -245,64 +303,39 @@ impl Span {
     }
 
     /// The span's attributes, by the OpenTelemetry semantic conventions. The query string is
-    /// redacted unless `show_query`; credential headers are never among them.
+    /// redacted unless `options.show_query`; credential headers are never among them.
     #[must_use]
-    pub fn attributes(&self, show_query: bool) -> Vec<(&'static str, Value)> {
+    pub fn attributes(&self, options: AttributeOptions) -> Vec<(&'static str, Value)> {
         let mut attrs = Vec::new();
         let s = |v: &str| Value::Str(v.to_owned());
         let (server, client) = match self.kind {
             SpanKind::Server => (self.local, self.remote),
             SpanKind::Client => (self.remote, self.local),
         };
+        // The name the client used for the server (`Host`, `:authority`), else its address.
+        let mut server_name = None;
         match &self.payload {
             Payload::Http(h) => {
-                if !h.method.is_empty() {
-                    attrs.push(("http.request.method", s(&h.method)));
-                }
-                attrs.push(("url.path", s(path_of(&h.target))));
-                if let Some((_, query)) = h.target.split_once('?') {
-                    let query = if show_query { query } else { "REDACTED" };
-                    attrs.push(("url.query", s(query)));
-                }
-                if let Some(status) = h.status {
-                    attrs.push(("http.response.status_code", Value::Int(i64::from(status))));
-                }
-                if let Some(ua) = &h.user_agent {
-                    attrs.push(("user_agent.original", s(ua)));
-                }
-                attrs.push(("network.protocol.name", s("http")));
-                if let Some(v) = h.version {
-                    attrs.push(("network.protocol.version", s(v.as_str())));
-                }
-                if self.kind == SpanKind::Client
-                    && let Some(host) = &h.host
-                {
-                    attrs.push((
-                        "url.full",
-                        s(&format!(
-                            "http://{host}{}",
-                            redact_query(&h.target, show_query)
-                        )),
-                    ));
-                }
+                self.http_attributes(h, options.show_query, &mut attrs);
+                server_name = h.host.as_deref();
             }
             Payload::Grpc(g) => {
-                attrs.push(("rpc.system", s("grpc")));
-                attrs.push(("rpc.service", s(&g.service)));
-                attrs.push(("rpc.method", s(&g.method)));
-                if let Some(code) = g.status {
-                    attrs.push(("rpc.grpc.status_code", Value::Int(i64::from(code))));
-                }
-                attrs.push(("network.protocol.name", s("http")));
-                attrs.push(("network.protocol.version", s("2")));
+                grpc_attributes(g, options.rpc, &mut attrs);
+                server_name = g.authority.as_deref();
             }
             Payload::Connect => {}
         }
         if let Some(error) = self.error_type() {
             attrs.push(("error.type", Value::Str(error)));
         }
-        attrs.push(("server.address", s(&server.ip().to_string())));
-        attrs.push(("server.port", Value::Int(i64::from(server.port()))));
+        let (address, port) = server_name
+            .and_then(split_host)
+            .map_or((server.ip().to_string(), None), |(host, port)| {
+                (host.to_owned(), port)
+            });
+        attrs.push(("server.address", Value::Str(address)));
+        let port = port.unwrap_or(server.port());
+        attrs.push(("server.port", Value::Int(i64::from(port))));
         if self.kind == SpanKind::Server {
             attrs.push(("client.address", s(&client.ip().to_string())));
             attrs.push(("client.port", Value::Int(i64::from(client.port()))));
@@ -319,6 +352,104 @@ impl Span {
         ));
         attrs.push(("network.transport", s("tcp")));
         attrs
+    }
+
+    fn http_attributes(
+        &self,
+        h: &HttpSpan,
+        show_query: bool,
+        attrs: &mut Vec<(&'static str, Value)>,
+    ) {
+        let s = |v: &str| Value::Str(v.to_owned());
+        if KNOWN_METHODS.contains(&h.method.as_str()) {
+            attrs.push(("http.request.method", s(&h.method)));
+        } else {
+            attrs.push(("http.request.method", s("_OTHER")));
+            if !h.method.is_empty() {
+                attrs.push(("http.request.method_original", s(&h.method)));
+            }
+        }
+        attrs.push(("url.path", s(path_of(&h.target))));
+        if let Some((_, query)) = h.target.split_once('?') {
+            let query = if show_query { query } else { "REDACTED" };
+            attrs.push(("url.query", s(query)));
+        }
+        if let Some(route) = &h.route {
+            let key = match self.kind {
+                SpanKind::Server => "http.route",
+                SpanKind::Client => "url.template",
+            };
+            attrs.push((key, s(&route.template)));
+            attrs.push(("wirespan.route.source", s(route.source.as_str())));
+        }
+        if let Some(status) = h.status {
+            attrs.push(("http.response.status_code", Value::Int(i64::from(status))));
+        }
+        if let Some(ua) = &h.user_agent {
+            attrs.push(("user_agent.original", s(ua)));
+        }
+        attrs.push(("network.protocol.name", s("http")));
+        if let Some(v) = h.version {
+            attrs.push(("network.protocol.version", s(v.as_str())));
+        }
+        if self.kind == SpanKind::Client
+            && let Some(host) = &h.host
+        {
+            attrs.push((
+                "url.full",
+                s(&format!(
+                    "http://{host}{}",
+                    redact_query(&h.target, show_query)
+                )),
+            ));
+        }
+    }
+}
+
+impl GrpcSpan {
+    /// `package.Service/Method`: the conventions' fully-qualified `rpc.method`.
+    #[must_use]
+    pub fn full_method(&self) -> String {
+        format!("{}/{}", self.service, self.method)
+    }
+}
+
+fn grpc_attributes(g: &GrpcSpan, rpc: RpcConventions, attrs: &mut Vec<(&'static str, Value)>) {
+    let s = |v: &str| Value::Str(v.to_owned());
+    attrs.push(("rpc.system.name", s("grpc")));
+    attrs.push(("rpc.method", s(&g.full_method())));
+    if let Some(code) = g.status {
+        let name = grpc_code_name(code).unwrap_or("_OTHER");
+        attrs.push(("rpc.response.status_code", s(name)));
+    }
+    if rpc == RpcConventions::Duplicate {
+        attrs.push(("rpc.system", s("grpc")));
+        attrs.push(("rpc.service", s(&g.service)));
+        if let Some(code) = g.status {
+            attrs.push(("rpc.grpc.status_code", Value::Int(i64::from(code))));
+        }
+    }
+    attrs.push(("network.protocol.name", s("http")));
+    attrs.push(("network.protocol.version", s("2")));
+}
+
+fn grpc_code_name(code: u32) -> Option<&'static str> {
+    GRPC_CODES.get(code as usize).copied()
+}
+
+/// `host[:port]` or `[v6]:port` → (host, port). None for an empty or unparsable value.
+fn split_host(value: &str) -> Option<(&str, Option<u16>)> {
+    let value = value.trim();
+    if let Some(rest) = value.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (!host.is_empty()).then_some((host, port));
+    }
+    match value.rsplit_once(':') {
+        // A second colon: a bare IPv6 address, no port.
+        Some((host, _)) if host.contains(':') => Some((value, None)),
+        Some((host, port)) => (!host.is_empty()).then(|| (host, port.parse().ok())),
+        None => (!value.is_empty()).then_some((value, None)),
     }
 }
 
@@ -364,35 +495,104 @@ mod tests {
             status: Some(status),
             version: Some(HttpVersion::Http11),
             user_agent: Some("curl/8".into()),
+            route: None,
         })
     }
 
     #[test]
-    fn names_status_and_redacted_query_follow_the_conventions() {
-        let server = span(SpanKind::Server, http(404));
-        assert_eq!(server.name(), "GET /users/7");
+    fn http_names_use_the_route_never_the_path() {
+        let mut server = span(SpanKind::Server, http(404));
+        assert_eq!(server.name(), "GET", "no route known: the method alone");
         assert!(!server.is_error(), "4xx is not a server error");
         assert!(span(SpanKind::Client, http(404)).is_error());
         assert!(span(SpanKind::Server, http(503)).is_error());
-        let attrs = server.attributes(false);
+        if let Payload::Http(h) = &mut server.payload {
+            h.route = Some(Route {
+                template: "/users/{id}".into(),
+                source: RouteSource::Heuristic,
+            });
+        }
+        assert_eq!(server.name(), "GET /users/{id}");
+        let attrs = server.attributes(AttributeOptions::default());
+        assert!(attrs.contains(&("http.route", Value::Str("/users/{id}".into()))));
+        assert!(attrs.contains(&("wirespan.route.source", Value::Str("heuristic".into()))));
         assert!(attrs.contains(&("url.query", Value::Str("REDACTED".into()))));
         assert!(attrs.contains(&("client.port", Value::Int(40000))));
+        // The name the client used, not the peer's address.
+        assert!(attrs.contains(&("server.address", Value::Str("svc".into()))));
         assert!(attrs.contains(&("server.port", Value::Int(8080))));
-        let grpc = span(
-            SpanKind::Client,
+        assert!(attrs.contains(&("network.peer.address", Value::Str("127.0.0.1".into()))));
+        let mut odd = span(SpanKind::Client, http(200));
+        if let Payload::Http(h) = &mut odd.payload {
+            h.method = "PURGE".into();
+        }
+        assert_eq!(odd.name(), "HTTP");
+        let attrs = odd.attributes(AttributeOptions::default());
+        assert!(attrs.contains(&("http.request.method", Value::Str("_OTHER".into()))));
+        assert!(attrs.contains(&("http.request.method_original", Value::Str("PURGE".into()))));
+    }
+
+    #[test]
+    fn host_values_split_into_address_and_port() {
+        assert_eq!(split_host("localhost:8080"), Some(("localhost", Some(8080))));
+        assert_eq!(split_host("example.com"), Some(("example.com", None)));
+        assert_eq!(split_host("[::1]:9090"), Some(("::1", Some(9090))));
+        assert_eq!(split_host("[::1]"), Some(("::1", None)));
+        assert_eq!(split_host("::1"), Some(("::1", None)));
+        assert_eq!(split_host(""), None);
+        assert_eq!(split_host(":80"), None);
+    }
+
+    fn grpc(kind: SpanKind, status: u32) -> Span {
+        span(
+            kind,
             Payload::Grpc(GrpcSpan {
                 service: "wirespan.echo.Echo".into(),
                 method: "Say".into(),
-                status: Some(5),
+                status: Some(status),
                 message: Some("asked to fail".into()),
-                authority: None,
+                authority: Some("localhost:50051".into()),
             }),
+        )
+    }
+
+    #[test]
+    fn grpc_follows_the_current_rpc_conventions() {
+        let client = grpc(SpanKind::Client, 5);
+        assert_eq!(client.name(), "wirespan.echo.Echo/Say");
+        assert_eq!(client.status_message(), "NOT_FOUND: asked to fail");
+        assert!(client.is_error(), "a client span fails on every code but OK");
+        let attrs = client.attributes(AttributeOptions::default());
+        for want in [
+            ("rpc.system.name", Value::Str("grpc".into())),
+            ("rpc.method", Value::Str("wirespan.echo.Echo/Say".into())),
+            ("rpc.response.status_code", Value::Str("NOT_FOUND".into())),
+            ("server.address", Value::Str("localhost".into())),
+            ("server.port", Value::Int(50051)),
+        ] {
+            assert!(attrs.contains(&want), "{want:?} in {attrs:?}");
+        }
+        assert!(!attrs.iter().any(|(k, _)| *k == "rpc.system" || *k == "rpc.service"));
+        let dup = client.attributes(AttributeOptions {
+            rpc: RpcConventions::from_opt_in(Some("http, rpc/dup")),
+            ..AttributeOptions::default()
+        });
+        assert!(dup.contains(&("rpc.grpc.status_code", Value::Int(5))));
+        assert!(dup.contains(&("rpc.service", Value::Str("wirespan.echo.Echo".into()))));
+        assert!(dup.contains(&("rpc.system.name", Value::Str("grpc".into()))));
+        assert_eq!(RpcConventions::from_opt_in(Some("rpc")), RpcConventions::Current);
+
+        // A server span is an error only for the codes that are the server's own fault.
+        assert!(!grpc(SpanKind::Server, 5).is_error(), "NOT_FOUND");
+        assert!(!grpc(SpanKind::Server, 3).is_error(), "INVALID_ARGUMENT");
+        assert_eq!(grpc(SpanKind::Server, 5).error_type(), None);
+        for code in [2, 4, 12, 13, 14, 15] {
+            assert!(grpc(SpanKind::Server, code).is_error(), "code {code}");
+        }
+        assert_eq!(
+            grpc(SpanKind::Server, 13).error_type().as_deref(),
+            Some("INTERNAL")
         );
-        assert_eq!(grpc.name(), "wirespan.echo.Echo/Say");
-        assert_eq!(grpc.status_message(), "NOT_FOUND: asked to fail");
-        assert!(
-            grpc.attributes(false)
-                .contains(&("rpc.grpc.status_code", Value::Int(5)))
-        );
+        assert!(!grpc(SpanKind::Client, 0).is_error());
     }
 }

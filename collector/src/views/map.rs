@@ -61,7 +61,8 @@ fn quantile(samples: &[u64], q: f64) -> u64 {
 pub struct EdgeSample {
     pub client: String,
     pub server: String,
-    /// The server span ended in error.
+    /// Either end saw an error (as Tempo's service-graph processor counts a failed request):
+    /// a 404 fails the client span but not the server's, and still fails the edge.
     pub failed: bool,
     pub server_ns: u64,
     pub client_ns: u64,
@@ -71,7 +72,8 @@ pub struct EdgeSample {
 /// first); shared by the map and the service-graph metrics.
 pub struct EdgeFinder {
     resources: Resources,
-    clients: HashMap<SpanId, (String, u64)>,
+    /// Client spans by id: service, duration, failed.
+    clients: HashMap<SpanId, (String, u64, bool)>,
     client_order: VecDeque<SpanId>,
 }
 
@@ -100,7 +102,8 @@ impl EdgeFinder {
                 {
                     self.clients.remove(&old);
                 }
-                self.clients.insert(span.span_id, (service, duration));
+                self.clients
+                    .insert(span.span_id, (service, duration, span.is_error()));
                 self.client_order.push_back(span.span_id);
                 None
             }
@@ -109,11 +112,11 @@ impl EdgeFinder {
                 let parent = span
                     .parent_span_id
                     .filter(|_| span.link == ParentLink::Peer)?;
-                let (client, client_ns) = self.clients.get(&parent).cloned()?;
+                let (client, client_ns, client_failed) = self.clients.get(&parent).cloned()?;
                 Some(EdgeSample {
                     client,
                     server: service,
-                    failed: span.is_error(),
+                    failed: client_failed || span.is_error(),
                     server_ns: duration,
                     client_ns,
                 })
@@ -251,5 +254,54 @@ mod tests {
         assert_eq!(quantile(&samples, 0.5), 51);
         assert_eq!(quantile(&samples, 0.99), 99);
         assert_eq!(quantile(&[], 0.5), 0);
+    }
+
+    fn http(kind: SpanKind, id: u8, parent: Option<u8>, status: u16) -> Span {
+        use crate::span::{HttpSpan, Payload, TraceId};
+        let (local, remote) = match kind {
+            SpanKind::Client => ("127.0.0.1:40000", "127.0.0.1:8080"),
+            SpanKind::Server => ("127.0.0.1:8080", "127.0.0.1:40000"),
+        };
+        Span {
+            trace_id: TraceId([1; 16]),
+            span_id: SpanId([id; 8]),
+            parent_span_id: parent.map(|p| SpanId([p; 8])),
+            link: if parent.is_some() {
+                ParentLink::Peer
+            } else {
+                ParentLink::Root
+            },
+            kind,
+            start_ns: 0,
+            end_ns: 1_000,
+            pid: u32::from(id),
+            comm: format!("svc{id}"),
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            payload: Payload::Http(HttpSpan {
+                method: "GET".into(),
+                target: "/stock/1".into(),
+                host: None,
+                status: Some(status),
+                version: None,
+                user_agent: None,
+                route: None,
+            }),
+            incomplete: false,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn an_edge_request_fails_when_either_end_is_an_error() {
+        let mut map = ServiceMap::new(Resources::offline());
+        // 404: an error for the client span only; the edge still counts it failed.
+        map.span(&http(SpanKind::Client, 1, None, 404)).unwrap();
+        map.span(&http(SpanKind::Server, 2, Some(1), 404)).unwrap();
+        map.span(&http(SpanKind::Client, 3, None, 200)).unwrap();
+        map.span(&http(SpanKind::Server, 4, Some(3), 200)).unwrap();
+        let edges: Vec<_> = map.edges.values().collect();
+        assert_eq!(edges.iter().map(|e| e.requests).sum::<u64>(), 2);
+        assert_eq!(edges.iter().map(|e| e.errors).sum::<u64>(), 1, "{}", map.table());
     }
 }
