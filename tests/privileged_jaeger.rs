@@ -279,7 +279,7 @@ fn check_relay_chain(spans: &[JSpan], front_call: &JSpan, grpc_status: &str) {
     assert_eq!(
         echo_server
             .tags
-            .get("rpc.grpc.status_code")
+            .get("rpc.response.status_code")
             .map(String::as_str),
         Some(grpc_status),
         "{echo_server:#?}"
@@ -430,13 +430,13 @@ impl Sent {
 fn send_requests(front: &str, relay: &str) -> Vec<Sent> {
     let mut sent = Vec::new();
     for (n, (path, query, calls, status, grpc_status)) in [
-        ("/echo", "msg=e2e-0", 1, 200, "0"),
-        ("/echo", "msg=e2e-1", 1, 200, "0"),
-        ("/echo", "msg=e2e-2", 1, 200, "0"),
-        ("/fanout", "msg=fan-0", 2, 200, "0"),
-        ("/fanout", "msg=fan-1", 2, 200, "0"),
-        ("/echo", "msg=fail", 1, 502, "5"),
-        ("/count", "n=3", 0, 200, "0"),
+        ("/echo", "msg=e2e-0", 1, 200, "OK"),
+        ("/echo", "msg=e2e-1", 1, 200, "OK"),
+        ("/echo", "msg=e2e-2", 1, 200, "OK"),
+        ("/fanout", "msg=fan-0", 2, 200, "OK"),
+        ("/fanout", "msg=fan-1", 2, 200, "OK"),
+        ("/echo", "msg=fail", 1, 502, "NOT_FOUND"),
+        ("/count", "n=3", 0, 200, "OK"),
     ]
     .into_iter()
     .enumerate()

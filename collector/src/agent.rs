@@ -356,8 +356,8 @@ impl<'a> Pipeline<'a> {
             }
             let settled = thread_cpu_ns();
             self.summary.stages.settle_ns += StageTimes::since(start);
-            for mut span in self.spans.drain(..) {
-                routes.assign(&mut span);
+            routes.assign_all(&mut self.spans);
+            for span in self.spans.drain(..) {
                 sink.span(&span).map_err(StepError::Write)?;
             }
             self.route_wanted.extend(routes.take_wanted());

@@ -147,6 +147,23 @@ impl RouteBook {
         servers.push(Server { address, routes });
     }
 
+    /// Name the routes of a batch of spans. Server spans first tell who listens at their
+    /// address: a connection accepted before the agent started showed no accept, and a client
+    /// span comes out before the server span it caused (its child).
+    pub fn assign_all(&mut self, spans: &mut [Span]) {
+        for span in spans.iter() {
+            if span.kind == SpanKind::Server && matches!(span.payload, Payload::Http(_)) {
+                if self.listeners.len() >= MAX_ENTRIES {
+                    self.listeners.clear();
+                }
+                self.listeners.insert(span.local, span.pid);
+            }
+        }
+        for span in spans {
+            self.assign(span);
+        }
+    }
+
     /// Name an HTTP span's route (other spans pass unchanged).
     pub fn assign(&mut self, span: &mut Span) {
         let Payload::Http(http) = &mut span.payload else {

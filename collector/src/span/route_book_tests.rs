@@ -154,6 +154,20 @@ fn without_a_readable_table_the_rules_decide_and_unknown_servers_are_asked_for_o
 }
 
 #[test]
+fn a_server_span_in_the_same_batch_names_its_listener_for_the_client_before_it() {
+    let mut book = book(true);
+    book.on_event(&serve_start(0xc000_1000));
+    // No accept seen (the connection predates the agent); the client comes first.
+    let mut batch = vec![
+        http_span(SpanKind::Client, CLIENT_PID, "/items/5"),
+        http_span(SpanKind::Server, SERVER_PID, "/items/5"),
+    ];
+    book.assign_all(&mut batch);
+    assert_eq!(batch[0].name(), "GET /items/{id}");
+    assert_eq!(batch[1].name(), "GET /items/{id}");
+}
+
+#[test]
 fn replays_use_the_rules_alone() {
     let mut book = RouteBook::new(RouteRules::default(), None);
     book.on_event(&serve_start(0xc000_1000));
