@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod nat_lab;
+pub mod semconv;
 pub mod shapes;
 
 use std::{
@@ -371,13 +372,21 @@ pub fn go_build_with(dir: &str, name: &str, args: &[&str]) -> Option<std::path::
         .then_some(out)
 }
 
-/// Spans of an `--exporter file` output (OTLP JSON lines): (service.name, span) pairs.
+/// Spans of an `--exporter file` output (OTLP JSON lines): (service.name, span) pairs. Every
+/// attribute key of the spans and their resources must conform to the semantic conventions.
 pub fn file_spans(path: &std::path::Path) -> Vec<(String, serde_json::Value)> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut spans = Vec::new();
+    let mut keys = std::collections::BTreeSet::new();
+    let mut collect = |attributes: &serde_json::Value| {
+        for attribute in attributes.as_array().into_iter().flatten() {
+            keys.insert(attribute["key"].as_str().unwrap_or_default().to_owned());
+        }
+    };
     for line in text.lines() {
         let request: serde_json::Value = serde_json::from_str(line).unwrap();
         for rs in request["resourceSpans"].as_array().into_iter().flatten() {
+            collect(&rs["resource"]["attributes"]);
             let service = rs["resource"]["attributes"]
                 .as_array()
                 .into_iter()
@@ -388,11 +397,16 @@ pub fn file_spans(path: &std::path::Path) -> Vec<(String, serde_json::Value)> {
                 .to_owned();
             for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
                 for span in ss["spans"].as_array().into_iter().flatten() {
+                    collect(&span["attributes"]);
                     spans.push((service.clone(), span.clone()));
                 }
             }
         }
     }
+    semconv::assert_conforming(
+        keys.iter().map(String::as_str),
+        &format!("the spans in {}", path.display()),
+    );
     spans
 }
 

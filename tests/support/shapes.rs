@@ -36,6 +36,8 @@ impl Got {
     }
 }
 
+/// The spans of an `--exporter file` output, flattened; their attribute keys are checked against
+/// the semantic conventions (by `file_spans`, once per call).
 pub fn read_spans(file: &Path) -> Vec<Got> {
     super::file_spans(file)
         .into_iter()
