@@ -13,7 +13,8 @@ use support::semconv::{self, assert_conforming};
 use wirespan::{
     protocol::HttpVersion,
     span::{
-        ErrorType, GrpcSpan, HttpSpan, ParentLink, Payload, Span, SpanId, SpanKind, TraceId,
+        AttributeOptions, ErrorType, GrpcSpan, HttpSpan, ParentLink, Payload, RpcConventions, Span,
+        SpanId, SpanKind, TraceId,
         resource::{ProcessImage, Resource, ResourceStyle},
     },
 };
@@ -45,6 +46,10 @@ fn http(target: &str, status: Option<u16>) -> Payload {
         status,
         version: Some(HttpVersion::Http11),
         user_agent: Some("curl/8.5".into()),
+        route: Some(wirespan::span::Route {
+            template: "/users/{id}".into(),
+            source: wirespan::span::RouteSource::Heuristic,
+        }),
     })
 }
 
@@ -89,6 +94,7 @@ fn every_kind_of_span() -> Vec<(String, Span)> {
                     status: None,
                     version: None,
                     user_agent: None,
+                    route: None,
                 }),
                 None,
             ),
@@ -126,8 +132,11 @@ fn every_span_attribute_key_is_a_current_semantic_convention() {
     // Offending key → (what is wrong, the spans that carry it).
     let mut offending: BTreeMap<&str, (String, BTreeSet<String>)> = BTreeMap::new();
     for (what, span) in every_kind_of_span() {
-        for show_query in [false, true] {
-            let attributes = span.attributes(show_query);
+        for (show_query, rpc) in [
+            (false, RpcConventions::Current),
+            (true, RpcConventions::Current),
+        ] {
+            let attributes = span.attributes(AttributeOptions { show_query, rpc });
             assert!(!attributes.is_empty(), "{what}: no attributes");
             for (key, _) in attributes {
                 if let Some(problem) = conventions.problem(key) {

@@ -86,7 +86,8 @@ def main():
             tree = ast.parse(path.read_text(), str(path))
             for name, key, doc in constants(tree):
                 defined.add(key)
-                if name.endswith("_TEMPLATE"):
+                # `URL_TEMPLATE = "url.template"` is an attribute of its own, not a prefix.
+                if name.endswith("_TEMPLATE") and not key.endswith(".template"):
                     templates.add(key)
                 if doc.startswith("Deprecated in favor of stable"):
                     aliases[key] = doc
