@@ -6,6 +6,7 @@ pub mod error;
 pub mod ids;
 pub mod processes;
 pub mod resource;
+pub mod route;
 
 use std::net::SocketAddr;
 
