@@ -624,8 +624,8 @@ mod tests {
     use super::*;
 
     fn routes(args: &[&str]) -> Result<RouteRules, String> {
-        let argv = ["wirespan", "run"].iter().chain(args);
-        match Cli::try_parse_from(argv)
+        let command_line = ["wirespan", "run"].iter().chain(args);
+        match Cli::try_parse_from(command_line)
             .map_err(|e| e.to_string())?
             .command
         {
