@@ -29,7 +29,7 @@ use wirespan::{
     span::{
         AttributeOptions, RpcConventions,
         processes::Resources,
-        route::RouteRules,
+        route::{RouteOption, RouteRuleError, RouteRules},
         route_book::{RouteBook, TableReader},
     },
     views::{
@@ -57,6 +57,8 @@ enum Command {
     Run {
         #[command(flatten)]
         export: ExportArgs,
+        #[command(flatten)]
+        routes: RouteArgs,
         /// Make spans from a recording (`wirespan record`) instead of the kernel.
         #[arg(long, value_name = "FILE")]
         replay: Option<PathBuf>,
@@ -272,6 +274,37 @@ impl ExportArgs {
 }
 
 #[derive(Args)]
+struct RouteArgs {
+    /// Route rules for HTTP spans (`http.route` and the span name): pattern=TEMPLATE,
+    /// unmatched=heuristic|path|none. Repeatable, or comma-separated.
+    ///
+    /// Real routes read from Go programs (net/http ServeMux patterns, gin paths) always win,
+    /// with no configuration. Then the patterns, in the order given (the first that matches
+    /// is the route, marked wirespan.route.source=template): `{name}` or `:name` matches one
+    /// non-empty segment, a last `{name...}`, `*` or `*name` the rest of the path (none
+    /// included), anything else itself; e.g. pattern=/users/{id}/cart,pattern=/files/*.
+    /// Then the unmatched policy: heuristic (the default) replaces the segments that look
+    /// like ids (numbers, UUIDs, long hex, base64-like tokens) with `{id}` and marks the span
+    /// wirespan.route.source=heuristic; path uses the raw path (one span name per id);
+    /// none sets no route, and the span is named by its method alone. Of several unmatched=,
+    /// the last wins.
+    #[arg(
+        long = "routes",
+        value_name = "KEY=VALUE",
+        value_delimiter = ',',
+        env = "WIRESPAN_ROUTES"
+    )]
+    routes: Vec<RouteOption>,
+}
+
+impl RouteArgs {
+    /// The route rules the span stage applies after the program's own routes.
+    fn route_rules(&self) -> Result<RouteRules, RouteRuleError> {
+        RouteRules::from_options(&self.routes)
+    }
+}
+
+#[derive(Args)]
 struct CaptureArgs {
     /// Stop after this many seconds (probes detached, ring buffer drained). Default: until
     /// Ctrl-C or SIGTERM, which do the same.
@@ -402,9 +435,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run {
             export,
+            routes,
             replay,
             capture,
-        } => run_spans(&export, replay.as_deref(), &capture),
+        } => run_spans(&export, &routes, replay.as_deref(), &capture),
         Command::Map {
             format,
             replay,
@@ -482,7 +516,11 @@ fn service_map(
     from_source(
         replay,
         capture,
-        Output::spans(&mut map, resources, route_book(replay.is_some())),
+        Output::spans(
+            &mut map,
+            resources,
+            route_book(RouteRules::default(), replay.is_some()),
+        ),
         None,
     )?;
     let text = match format {
@@ -496,28 +534,31 @@ fn service_map(
 
 /// Names spans' routes: live runs read Go programs' route tables from their memory; replays
 /// (whose processes are gone) use the rules alone.
-fn route_book(replay: bool) -> RouteBook {
+fn route_book(rules: RouteRules, replay: bool) -> RouteBook {
     let reader: Option<TableReader> = if replay {
         None
     } else {
         None
     };
-    RouteBook::new(RouteRules::default(), reader)
+    RouteBook::new(rules, reader)
 }
 
 /// `run`: spans to the exporters, then the summary and the `stages:` line.
 fn run_spans(
     export: &ExportArgs,
+    routes: &RouteArgs,
     replay: Option<&Path>,
     capture: &CaptureArgs,
 ) -> anyhow::Result<()> {
+    // Checked before anything starts, so a bad rule fails at once.
+    let route_rules = routes.route_rules()?;
     let clock = clock_for(replay)?;
     let resources = export.resources(replay.is_some());
     let mut sink = FanOut(export.sinks(&clock, &resources)?);
     let summary = from_source(
         replay,
         capture,
-        Output::spans(&mut sink, resources, route_book(replay.is_some())),
+        Output::spans(&mut sink, resources, route_book(route_rules, replay.is_some())),
         None,
     )?;
     // Closed first: export threads report their CPU time as they end.
@@ -609,4 +650,65 @@ fn shutdown_signal(
             _ = sigint.recv() => {}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+    use wirespan::span::route::{RouteSource, Unmatched};
+
+    use super::*;
+
+    fn routes(args: &[&str]) -> Result<RouteRules, String> {
+        let command_line = ["wirespan", "run"].iter().chain(args);
+        match Cli::try_parse_from(command_line)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Run { routes, .. } => routes.route_rules().map_err(|e| e.to_string()),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn route_options_parse_repeated_and_comma_separated() {
+        // WIRESPAN_ROUTES is read when --routes is absent: these tests assume it unset.
+        if std::env::var_os("WIRESPAN_ROUTES").is_some() {
+            return;
+        }
+        assert_eq!(routes(&[]).unwrap(), RouteRules::default());
+        let rules = routes(&[
+            "--routes",
+            "pattern=/users/{id}/cart,unmatched=none",
+            "--routes=pattern=/files/*",
+        ])
+        .unwrap();
+        assert_eq!(rules.unmatched(), Unmatched::None);
+        let cart = rules.route("/users/42/cart").unwrap();
+        assert_eq!(cart.template, "/users/{id}/cart");
+        assert_eq!(cart.source, RouteSource::Template);
+        assert_eq!(rules.route("/files/a/b").unwrap().template, "/files/*");
+        assert_eq!(rules.route("/order/17"), None);
+    }
+
+    #[test]
+    fn route_option_errors_say_what_is_allowed() {
+        let err = routes(&["--routes", "colour=blue"]).unwrap_err();
+        assert!(
+            err.contains("colour=blue") && err.contains("unmatched=heuristic|path|none"),
+            "{err}"
+        );
+        let err = routes(&["--routes", "unmatched=guess"]).unwrap_err();
+        assert!(
+            err.contains("guess") && err.contains("unmatched=path"),
+            "{err}"
+        );
+        let err = routes(&["--routes", "pattern=/files/*/x"]).unwrap_err();
+        assert!(err.contains("last segment"), "{err}");
+    }
 }
