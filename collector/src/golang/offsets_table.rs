@@ -145,7 +145,9 @@ pub fn generate(paths: &[std::path::PathBuf]) -> Result<Table, String> {
             );
         }
         if let Some(gin) = gin {
-            let version = binary.build_info.module_version(super::routes_layout::GIN_MODULE);
+            let version = binary
+                .build_info
+                .module_version(super::routes_layout::GIN_MODULE);
             table.gin.insert(
                 version.unwrap_or_default().to_owned(),
                 gin.map_err(|e| shown(&e))?,
@@ -258,6 +260,11 @@ mod tests {
         let table = committed();
         assert!(!table.go.is_empty(), "run `cargo xtask offsets`");
         assert!(!table.grpc.is_empty(), "run `cargo xtask offsets`");
+        assert!(!table.gin.is_empty(), "run `cargo xtask offsets`");
+        assert!(
+            table.go.values().all(|e| e.mux.is_some()),
+            "run `cargo xtask offsets`"
+        );
     }
 
     #[test]

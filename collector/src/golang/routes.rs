@@ -17,11 +17,11 @@ use std::{collections::HashSet, fs::File, io, os::unix::fs::FileExt};
 
 use object::{Object, ObjectKind, ObjectSegment, ObjectSymbol};
 
+use super::{GoBinary, buildinfo::go_semver, moduledata, routes_gomap};
 pub use super::{
     routes_layout::{GinLayout, MuxLayout, RouteLayoutError, RouteLayouts, route_layouts},
     routes_match::{RouteTable, RouterKind},
 };
-use super::{GoBinary, buildinfo::go_semver, moduledata, routes_gomap};
 
 const MUX_SERVE: &str = "net/http.(*ServeMux).ServeHTTP";
 const GIN_SERVE: &str = "github.com/gin-gonic/gin.(*Engine).ServeHTTP";
@@ -60,7 +60,9 @@ pub enum RouteTableError {
     GinLayout(RouteLayoutError),
     #[error("the handler is gin's, but the build info names no gin module")]
     GinWithoutModule,
-    #[error("no http.DefaultServeMux found (no symbol, and no load of it in {SERVER_HANDLER_SERVE} reads as a mux)")]
+    #[error(
+        "no http.DefaultServeMux found (no symbol, and no load of it in {SERVER_HANDLER_SERVE} reads as a mux)"
+    )]
     NoDefaultMux,
     #[error("more than {MAX_NODES} route tree nodes")]
     TooManyNodes,
@@ -188,10 +190,7 @@ impl RouteReader {
             return reader;
         };
         if file.kind() == ObjectKind::Dynamic {
-            reader.pie_base = file
-                .segments()
-                .map(|s| s.address() & !0xfff)
-                .min();
+            reader.pie_base = file.segments().map(|s| s.address() & !0xfff).min();
         }
         let functions = moduledata::pclntab(&file)
             .and_then(|(pclntab, text)| {
@@ -255,8 +254,14 @@ impl RouteReader {
         match name {
             Some(MUX_SERVE) => read_mux(memory, mux, self.swiss_maps, data),
             Some(GIN_SERVE) => {
-                let gin = self.layouts.gin.as_ref().ok_or(RouteTableError::GinWithoutModule)?;
-                let gin = gin.as_ref().map_err(|e| RouteTableError::GinLayout(e.clone()))?;
+                let gin = self
+                    .layouts
+                    .gin
+                    .as_ref()
+                    .ok_or(RouteTableError::GinWithoutModule)?;
+                let gin = gin
+                    .as_ref()
+                    .map_err(|e| RouteTableError::GinLayout(e.clone()))?;
                 read_gin(memory, gin, data)
             }
             Some(other) => Err(RouteTableError::UnknownHandler(
@@ -360,7 +365,11 @@ fn read_mux(
             "routingNode children",
         )?;
         for i in 0..len {
-            stack.push(read_u64(memory, entries + i * 24 + 16, "routingNode child")?);
+            stack.push(read_u64(
+                memory,
+                entries + i * 24 + 16,
+                "routingNode child",
+            )?);
         }
         let map = read_u64(
             memory,
@@ -371,6 +380,9 @@ fn read_mux(
             stack.extend(routes_gomap::string_map_values(memory, map, swiss_maps)?);
         }
         for at in [layout.node_multi_child, layout.node_empty_child] {
+            if at == super::routes_layout::ABSENT {
+                continue;
+            }
             stack.push(read_u64(memory, node + u64::from(at), "routingNode child")?);
         }
         stack.retain(|&n| n != 0);
@@ -399,7 +411,11 @@ fn read_gin(
     for i in 0..count {
         let tree = trees + i * tree_size;
         let method = read_string(memory, tree + u64::from(layout.tree_method), "methodTree")?;
-        let mut stack = vec![read_u64(memory, tree + u64::from(layout.tree_root), "methodTree")?];
+        let mut stack = vec![read_u64(
+            memory,
+            tree + u64::from(layout.tree_root),
+            "methodTree",
+        )?];
         while let Some(node) = stack.pop() {
             if node == 0 || !seen.insert(node) {
                 continue;
@@ -414,7 +430,11 @@ fn read_gin(
                 "node.handlers",
             )?;
             if handlers > 0 {
-                let path = read_string(memory, node + u64::from(layout.node_full_path), "node.fullPath")?;
+                let path = read_string(
+                    memory,
+                    node + u64::from(layout.node_full_path),
+                    "node.fullPath",
+                )?;
                 routes.push((method.clone(), path));
             }
             let (children, len) = read_slice(

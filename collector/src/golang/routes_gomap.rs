@@ -79,12 +79,20 @@ fn swiss_values(memory: &impl Memory, map: u64, out: &mut Vec<u64>) -> Result<()
     Ok(())
 }
 
-fn swiss_group(memory: &impl Memory, group: u64, out: &mut Vec<u64>) -> Result<(), RouteTableError> {
+fn swiss_group(
+    memory: &impl Memory,
+    group: u64,
+    out: &mut Vec<u64>,
+) -> Result<(), RouteTableError> {
     let ctrl = read_u64(memory, group, "Go map control word")?.to_le_bytes();
     for (slot, control) in (0u64..).zip(ctrl) {
         // Full slots have the high bit clear (empty is 0x80, deleted 0xfe).
         if control & 0x80 == 0 {
-            push(out, read_u64(memory, group + 8 + slot * 24 + 16, "Go map element")?, group)?;
+            push(
+                out,
+                read_u64(memory, group + 8 + slot * 24 + 16, "Go map element")?,
+                group,
+            )?;
         }
     }
     Ok(())
@@ -102,7 +110,11 @@ fn hmap_values(memory: &impl Memory, map: u64, out: &mut Vec<u64>) -> Result<(),
     let old = read_u64(memory, map + 24, "Go map old buckets")?;
     hmap_buckets(memory, buckets, 1 << b, out)?;
     if old != 0 {
-        let old_b = if flags & SAME_SIZE_GROW != 0 { b } else { b.saturating_sub(1) };
+        let old_b = if flags & SAME_SIZE_GROW != 0 {
+            b
+        } else {
+            b.saturating_sub(1)
+        };
         hmap_buckets(memory, old, 1 << old_b, out)?;
     }
     Ok(())
@@ -124,7 +136,11 @@ fn hmap_buckets(
             let tophash = read_u64(memory, bucket, "Go map bucket")?.to_le_bytes();
             for (slot, top) in (0u64..).zip(tophash) {
                 if top >= MIN_TOP_HASH {
-                    push(out, read_u64(memory, bucket + 8 + 128 + slot * 8, "Go map element")?, bucket)?;
+                    push(
+                        out,
+                        read_u64(memory, bucket + 8 + 128 + slot * 8, "Go map element")?,
+                        bucket,
+                    )?;
                 }
             }
             bucket = read_u64(memory, bucket + BUCKET_SIZE - 8, "Go map overflow")?;
@@ -164,7 +180,10 @@ mod tests {
         // A directory of two entries naming the same table of two groups.
         let groups = mem.alloc(2 * GROUP_SIZE as usize);
         mem.put(groups, &[0x80; 8]);
-        mem.put(groups + GROUP_SIZE, &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+        mem.put(
+            groups + GROUP_SIZE,
+            &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01],
+        );
         mem.put_u64(groups + GROUP_SIZE + 8 + 7 * 24 + 16, 0xccc);
         let table = mem.alloc(32);
         mem.put_u64(table + 16, groups);
@@ -199,7 +218,10 @@ mod tests {
         mem.put(map + 8, &[0, 1]);
         mem.put_u64(map + 16, buckets);
         mem.put_u64(map + 24, old);
-        assert_eq!(string_map_values(&mem, map, false).unwrap(), [0x111, 0x222, 0x333, 0x444]);
+        assert_eq!(
+            string_map_values(&mem, map, false).unwrap(),
+            [0x111, 0x222, 0x333, 0x444]
+        );
         // A cycle of overflow buckets ends at the bound with too many entries, not a hang.
         mem.put_u64(overflow + BUCKET_SIZE - 8, overflow);
         mem.put(overflow, &[9; 8]);

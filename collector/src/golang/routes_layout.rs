@@ -34,6 +34,9 @@ const GIN_MEMBERS: [(&str, &str); 6] = [
     ("github.com/gin-gonic/gin.node", "fullPath"),
 ];
 
+/// A field this version does not have.
+pub const ABSENT: u32 = u32::MAX;
+
 /// Offsets of the net/http fields the route reader follows (Go 1.22+, where `ServeMux` keeps
 /// its patterns in a routing tree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +45,7 @@ pub struct MuxLayout {
     pub mux_tree: u32,
     pub node_pattern: u32,
     pub node_children: u32,
+    /// [`ABSENT`] in Go 1.22, which keeps the multi-wildcard child under the key `*`.
     pub node_multi_child: u32,
     pub node_empty_child: u32,
     /// `mapping.s` (a slice of key/value entries) and `mapping.m` (a Go map, past 8 children).
@@ -144,10 +148,7 @@ pub fn dwarf_route_layouts(binary: &GoBinary) -> Result<Found, super::dwarf::Dwa
         members.extend(GIN_MEMBERS);
     }
     let facts = binary.inspect(&members, &[])?;
-    Ok((
-        mux_from(&facts),
-        uses_gin.then(|| gin_from(&facts)),
-    ))
+    Ok((mux_from(&facts), uses_gin.then(|| gin_from(&facts))))
 }
 
 fn member(
@@ -168,14 +169,23 @@ fn member(
 
 fn mux_from(facts: &Facts) -> Result<MuxLayout, RouteLayoutError> {
     const WHAT: &str = "net/http before Go 1.22, or no ServeMux linked in";
-    let [handler, tree, pattern, children, multi, empty, slice, map, string] =
-        MUX_MEMBERS.map(|m| member(facts, m, WHAT));
+    let [
+        handler,
+        tree,
+        pattern,
+        children,
+        multi,
+        empty,
+        slice,
+        map,
+        string,
+    ] = MUX_MEMBERS.map(|m| member(facts, m, WHAT));
     Ok(MuxLayout {
         server_handler: handler?,
         mux_tree: tree?,
         node_pattern: pattern?,
         node_children: children?,
-        node_multi_child: multi?,
+        node_multi_child: multi.unwrap_or(ABSENT),
         node_empty_child: empty?,
         mapping_slice: slice?,
         mapping_map: map?,

@@ -203,7 +203,8 @@ fn matches(route: &[Segment], request: &[&str]) -> bool {
             }
             Segment::Single(prefix) => match request.get(at) {
                 // ServeMux's "/" stands for a trailing slash: no wildcard matches it.
-                Some(&seg) if seg != "/" && seg.len() > prefix.len() && seg.starts_with(&**prefix) => {}
+                Some(&seg)
+                    if seg != "/" && seg.len() > prefix.len() && seg.starts_with(&**prefix) => {}
                 _ => return false,
             },
         }
@@ -313,12 +314,27 @@ mod tests {
 
     #[test]
     fn mux_wildcards_rest_and_exact_match() {
-        let t = mux(&["/items/{id}", "/files/{path...}", "GET /hello/{name}", "/{$}"]);
+        let t = mux(&[
+            "/items/{id}",
+            "/files/{path...}",
+            "GET /hello/{name}",
+            "/{$}",
+        ]);
         assert_eq!(t.route("GET", None, "/items/17"), Some("/items/{id}"));
-        assert_eq!(t.route("DELETE", None, "/items/17?x=1"), Some("/items/{id}"));
+        assert_eq!(
+            t.route("DELETE", None, "/items/17?x=1"),
+            Some("/items/{id}")
+        );
         assert_eq!(t.route("GET", None, "/items/17/more"), None);
-        assert_eq!(t.route("GET", None, "/items/"), None, "a wildcard is not empty");
-        assert_eq!(t.route("GET", None, "/files/a/b/c.txt"), Some("/files/{path...}"));
+        assert_eq!(
+            t.route("GET", None, "/items/"),
+            None,
+            "a wildcard is not empty"
+        );
+        assert_eq!(
+            t.route("GET", None, "/files/a/b/c.txt"),
+            Some("/files/{path...}")
+        );
         assert_eq!(t.route("GET", None, "/files/"), Some("/files/{path...}"));
         assert_eq!(t.route("GET", None, "/files"), None);
         assert_eq!(t.route("GET", None, "/hello/ann"), Some("/hello/{name}"));
@@ -338,7 +354,11 @@ mod tests {
         assert_eq!(t.route("GET", None, "/a/z/c"), Some("/a/{x}/c"));
         assert_eq!(t.route("GET", None, "/a/z"), Some("/a/{x}"));
         assert_eq!(t.route("GET", None, "/a/z/q/r"), Some("/a/"));
-        assert_eq!(t.route("GET", None, "/a/"), Some("/a/"), "no wildcard matches a trailing slash");
+        assert_eq!(
+            t.route("GET", None, "/a/"),
+            Some("/a/"),
+            "no wildcard matches a trailing slash"
+        );
         let t = mux(&["/", "/static/", "/static/{$}"]);
         assert_eq!(t.route("GET", None, "/static/"), Some("/static/{$}"));
         assert_eq!(t.route("GET", None, "/static/x"), Some("/static/"));
@@ -352,22 +372,49 @@ mod tests {
         assert_eq!(t.routes().count(), 5);
         // Which pattern won shows only through the method; the template is the same path.
         let t = mux(&["GET /m/{id}", "/m/special"]);
-        assert_eq!(t.route("GET", None, "/m/special"), Some("/m/{id}"), "method first");
+        assert_eq!(
+            t.route("GET", None, "/m/special"),
+            Some("/m/{id}"),
+            "method first"
+        );
         assert_eq!(t.route("PUT", None, "/m/special"), Some("/m/special"));
         assert_eq!(t.route("PUT", None, "/m/1"), None);
         let t = mux(&["GET /g/{x...}", "/g/lit"]);
-        assert_eq!(t.route("HEAD", None, "/g/lit"), Some("/g/{x...}"), "GET serves HEAD");
+        assert_eq!(
+            t.route("HEAD", None, "/g/lit"),
+            Some("/g/{x...}"),
+            "GET serves HEAD"
+        );
     }
 
     #[test]
     fn mux_host_patterns_first_then_hostless() {
-        let t = mux(&["example.com/static/", "/static/{f}", "GET api.example.com/v1/{id}"]);
-        assert_eq!(t.route("GET", Some("example.com:8080"), "/static/a"), Some("/static/"));
-        assert_eq!(t.route("GET", Some("other"), "/static/a"), Some("/static/{f}"));
+        let t = mux(&[
+            "example.com/static/",
+            "/static/{f}",
+            "GET api.example.com/v1/{id}",
+        ]);
+        assert_eq!(
+            t.route("GET", Some("example.com:8080"), "/static/a"),
+            Some("/static/")
+        );
+        assert_eq!(
+            t.route("GET", Some("other"), "/static/a"),
+            Some("/static/{f}")
+        );
         assert_eq!(t.route("GET", None, "/static/a/b"), None);
-        assert_eq!(t.route("GET", Some("example.com"), "/static/a/b"), Some("/static/"));
-        assert_eq!(t.route("GET", Some("api.example.com"), "/v1/7"), Some("/v1/{id}"));
-        assert_eq!(t.route("GET", Some("[::1]:80"), "/static/x"), Some("/static/{f}"));
+        assert_eq!(
+            t.route("GET", Some("example.com"), "/static/a/b"),
+            Some("/static/")
+        );
+        assert_eq!(
+            t.route("GET", Some("api.example.com"), "/v1/7"),
+            Some("/v1/{id}")
+        );
+        assert_eq!(
+            t.route("GET", Some("[::1]:80"), "/static/x"),
+            Some("/static/{f}")
+        );
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("example.com"), "example.com");
     }
@@ -392,12 +439,22 @@ mod tests {
         assert_eq!((t.len(), t.skipped(), t.kind()), (7, 0, RouterKind::Gin));
         assert_eq!(t.route("GET", None, "/users/42"), Some("/users/:id"));
         assert_eq!(t.route("GET", None, "/users/new"), Some("/users/new"));
-        assert_eq!(t.route("GET", None, "/users/42/cart"), Some("/users/:id/cart"));
+        assert_eq!(
+            t.route("GET", None, "/users/42/cart"),
+            Some("/users/:id/cart")
+        );
         assert_eq!(t.route("GET", None, "/users/"), None);
         assert_eq!(t.route("POST", None, "/users"), Some("/users"));
-        assert_eq!(t.route("HEAD", None, "/users/1"), None, "gin serves HEAD only if registered");
+        assert_eq!(
+            t.route("HEAD", None, "/users/1"),
+            None,
+            "gin serves HEAD only if registered"
+        );
         assert_eq!(t.route("GET", None, "/static/"), Some("/static/*path"));
-        assert_eq!(t.route("GET", None, "/static/css/a.css"), Some("/static/*path"));
+        assert_eq!(
+            t.route("GET", None, "/static/css/a.css"),
+            Some("/static/*path")
+        );
         assert_eq!(t.route("GET", None, "/static"), None);
         assert_eq!(t.route("GET", None, "/"), Some("/"));
         assert_eq!(t.route("GET", None, "/u/user_ann"), Some("/u/user_:name"));

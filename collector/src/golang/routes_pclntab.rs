@@ -9,9 +9,13 @@ use super::{
 };
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, PclntabError> {
-    data.get(at..at.checked_add(4).ok_or(PclntabError::Malformed("offset overflow"))?)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or(PclntabError::Malformed("offset out of range"))
+    data.get(
+        at..at
+            .checked_add(4)
+            .ok_or(PclntabError::Malformed("offset overflow"))?,
+    )
+    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    .ok_or(PclntabError::Malformed("offset out of range"))
 }
 
 fn usize_at(data: &[u8], at: usize) -> Result<usize, PclntabError> {

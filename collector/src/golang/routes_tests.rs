@@ -173,7 +173,10 @@ fn a_servemux_handler_is_read_from_its_routing_tree() {
     assert_eq!((table.len(), table.kind()), (4, RouterKind::ServeMux));
     assert_eq!(table.route("GET", None, "/items/9"), Some("/items/{id}"));
     assert_eq!(table.route("HEAD", None, "/hello/x"), Some("/hello/{name}"));
-    assert_eq!(table.route("GET", None, "/files/a/b"), Some("/files/{p...}"));
+    assert_eq!(
+        table.route("GET", None, "/files/a/b"),
+        Some("/files/{p...}")
+    );
     assert_eq!(table.route("GET", Some("example.com"), "/x"), Some("/"));
     assert_eq!(table.route("GET", None, "/x"), None);
 }
@@ -201,7 +204,10 @@ fn other_handlers_are_refused_by_name() {
     let mut mem = FakeMemory::default();
     let server = server(&mut mem, OTHER_SERVE_AT, 0, 0);
     let err = reader(false).read_from(&mem, 0, server).unwrap_err();
-    assert_eq!(err.to_string(), "handler type main.logging is not a known router");
+    assert_eq!(
+        err.to_string(),
+        "handler type main.logging is not a known router"
+    );
     let server2 = self::server(&mut mem, 0x40_4000, 0, 0);
     assert!(matches!(
         reader(false).read_from(&mem, 0, server2),
@@ -273,5 +279,8 @@ fn a_gin_engine_is_read_from_its_method_trees() {
     );
     assert_eq!(table.route("GET", None, "/users/3"), Some("/users/:id"));
     assert_eq!(table.route("POST", None, "/users"), Some("/users"));
-    assert_eq!(table.route("GET", None, "/static/x/y"), Some("/static/*path"));
+    assert_eq!(
+        table.route("GET", None, "/static/x/y"),
+        Some("/static/*path")
+    );
 }
