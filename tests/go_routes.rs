@@ -22,7 +22,9 @@ use wirespan::{
 };
 
 fn build(dir: &str, toolchain: Option<&str>, stripped: bool) -> Option<PathBuf> {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support").join(dir);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/support")
+        .join(dir);
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "{dir}-{}{}",
         toolchain.unwrap_or("local"),
@@ -81,7 +83,9 @@ fn check_mux_program(binary: &Path, what: &str) {
     let go = GoBinary::open(binary, &[]).unwrap();
     let reader = RouteReader::new(&go);
 
-    let mux = program.routes(&reader, "mux").unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mux = program
+        .routes(&reader, "mux")
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!((mux.len(), mux.kind()), (8, RouterKind::ServeMux), "{what}");
     for (method, host, path, route) in [
         ("GET", None, "/items/17", Some("/items/{id}")),
@@ -97,19 +101,37 @@ fn check_mux_program(binary: &Path, what: &str) {
         ("GET", None, "/docs/a/b", Some("/docs/")),
         ("GET", None, "/nothing", None),
     ] {
-        assert_eq!(mux.route(method, host, path), route, "{what}: {method} {path}");
+        assert_eq!(
+            mux.route(method, host, path),
+            route,
+            "{what}: {method} {path}"
+        );
     }
 
     // A nil handler: DefaultServeMux, from the symbol or, stripped, from serverHandler's code.
-    let default = program.routes(&reader, "default").unwrap_or_else(|e| panic!("{what}: {e}"));
+    let default = program
+        .routes(&reader, "default")
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!(default.len(), 2, "{what}");
-    assert_eq!(default.route("GET", None, "/default/7"), Some("/default/{id}"));
-    assert_eq!(default.route("POST", None, "/default/submit"), Some("/default/submit"));
+    assert_eq!(
+        default.route("GET", None, "/default/7"),
+        Some("/default/{id}")
+    );
+    assert_eq!(
+        default.route("POST", None, "/default/submit"),
+        Some("/default/submit")
+    );
 
     // Twelve literals under one node: a Go map (swiss table from 1.24, buckets before).
-    let big = program.routes(&reader, "big").unwrap_or_else(|e| panic!("{what}: {e}"));
+    let big = program
+        .routes(&reader, "big")
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!(big.len(), 12, "{what}");
-    assert_eq!(big.route("GET", None, "/r11/x"), Some("/r11/{id}"), "{what}");
+    assert_eq!(
+        big.route("GET", None, "/r11/x"),
+        Some("/r11/{id}"),
+        "{what}"
+    );
 
     match program.routes(&reader, "wrapped") {
         Err(RouteTableError::UnknownHandler(name)) => {
@@ -155,7 +177,11 @@ fn gin_routes_are_read_from_memory_plain_and_stripped() {
             ("GET", "/", Some("/")),
             ("DELETE", "/users/42", None),
         ] {
-            assert_eq!(table.route(method, None, path), route, "stripped={stripped}: {path}");
+            assert_eq!(
+                table.route(method, None, path),
+                route,
+                "stripped={stripped}: {path}"
+            );
         }
     }
 }

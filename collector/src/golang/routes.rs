@@ -203,14 +203,16 @@ impl RouteReader {
         reader.default_mux = file
             .symbols()
             .find(|s| s.name() == Ok(DEFAULT_MUX))
-            .map(|s| vec![s.address()])
-            .unwrap_or_else(|| {
-                functions
-                    .iter()
-                    .find(|(name, _)| name == SERVER_HANDLER_SERVE)
-                    .map(|(_, range)| super::routes_pclntab::rip_loads(binary, &file, *range))
-                    .unwrap_or_default()
-            });
+            .map_or_else(
+                || {
+                    functions
+                        .iter()
+                        .find(|(name, _)| name == SERVER_HANDLER_SERVE)
+                        .map(|(_, range)| super::routes_pclntab::rip_loads(binary, &file, *range))
+                        .unwrap_or_default()
+                },
+                |s| vec![s.address()],
+            );
         reader.serve_http = functions
             .into_iter()
             .map(|(name, range)| (range.address, name))
