@@ -362,6 +362,10 @@ const GRPC_VERSIONS: [(&str, &str); 3] = [
     ("v1.85.0", "go1.26.8"),
 ];
 
+/// gin versions whose route-tree layout the table records, each built (examples/gin-front) with
+/// the Go toolchain the tests pair it with.
+const GIN_VERSIONS: [(&str, &str); 1] = [("v1.12.0", "go1.26.8")];
+
 fn go_checked(dir: &Path, toolchain: &str, args: &[&str]) -> anyhow::Result<()> {
     run_checked(
         Command::new("go")
@@ -411,11 +415,34 @@ fn offsets() -> anyhow::Result<()> {
         go_checked(&module, toolchain, &["build", "-o", out, "."])?;
         binaries.push(binary);
     }
+    // gin-front against each gin version, likewise (its go.mod pins the newest gin).
+    for (gin, toolchain) in GIN_VERSIONS {
+        let module = out_dir.join(format!("gin-front-{gin}"));
+        std::fs::create_dir_all(&module)?;
+        for file in ["main.go", "go.mod", "go.sum"] {
+            std::fs::copy(
+                workspace_root().join("examples/gin-front").join(file),
+                module.join(file),
+            )?;
+        }
+        eprintln!("xtask: building examples/gin-front against gin {gin} with {toolchain}");
+        go_checked(
+            &module,
+            toolchain,
+            &["get", &format!("github.com/gin-gonic/gin@{gin}")],
+        )?;
+        let binary = out_dir.join(format!("gin-front-{gin}-{toolchain}"));
+        let out = binary.to_str().context("non-UTF-8 path")?;
+        go_checked(&module, toolchain, &["build", "-o", out, "."])?;
+        binaries.push(binary);
+    }
     let output = cargo()
         .args([
             "run",
             "--quiet",
             "--package",
+            "wirespan",
+            "--bin",
             "wirespan",
             "--",
             "go-offsets",

@@ -11,6 +11,11 @@ pub mod layout;
 pub mod moduledata;
 pub mod offsets_table;
 pub mod returns;
+pub mod routes;
+mod routes_gomap;
+pub mod routes_layout;
+pub mod routes_match;
+mod routes_pclntab;
 pub mod symbols;
 pub mod tls;
 

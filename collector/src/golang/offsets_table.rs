@@ -11,7 +11,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use wirespan_shared::{GoOffsets, GrpcOffsets};
 
-use super::{buildinfo::go_semver, grpc::module_semver};
+use super::{
+    buildinfo::go_semver,
+    grpc::module_semver,
+    routes_layout::{GinLayout, MuxLayout},
+};
 
 /// The layout fields a table entry records (the itab address is per binary, not per version).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +39,10 @@ pub struct TableEntry {
     pub persist_conn: u32,
     pub conn_fd: u32,
     pub netfd_sysfd: u32,
+    /// net/http's `Server.Handler` and `ServeMux` routing tree, for routes (see `routes`);
+    /// absent from tables written before routes were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mux: Option<MuxLayout>,
 }
 
 impl TableEntry {
@@ -56,6 +64,7 @@ impl TableEntry {
             persist_conn: o.persist_conn,
             conn_fd: o.conn_fd,
             netfd_sysfd: o.netfd_sysfd,
+            mux: None,
         }
     }
 
@@ -92,17 +101,60 @@ pub type GoTable = BTreeMap<String, TableEntry>;
 /// grpc-go version (`v1.56.3`) → layout; itab addresses are per binary and left out.
 pub type GrpcTable = BTreeMap<String, GrpcOffsets>;
 
+/// gin version (`v1.12.0`) → layout of its route trees.
+pub type GinTable = BTreeMap<String, GinLayout>;
+
 /// The whole table, as `offsets.json` holds it.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Table {
     pub go: GoTable,
     pub grpc: GrpcTable,
+    #[serde(default)]
+    pub gin: GinTable,
 }
 
 /// The committed table.
 #[must_use]
 pub fn committed() -> Table {
     serde_json::from_str(include_str!("offsets.json")).unwrap_or_default()
+}
+
+/// The table of these unstripped binaries' DWARF layouts (`wirespan go-offsets`): the first
+/// binary of a Go version gives its entry (later ones, grpc-echo with no net/http server linked
+/// in, lack some of the net/http types), each grpc-go and gin version its own.
+pub fn generate(paths: &[std::path::PathBuf]) -> Result<Table, String> {
+    let mut table = Table::default();
+    for path in paths {
+        let shown = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let binary = super::GoBinary::open(path, &[]).map_err(|e| shown(&e))?;
+        let (offsets, grpc) = super::layout::dwarf_layout(&binary).map_err(|e| shown(&e))?;
+        let (mux, gin) =
+            super::routes_layout::dwarf_route_layouts(&binary).map_err(|e| shown(&e))?;
+        let entry = table
+            .go
+            .entry(binary.build_info.go_version.clone())
+            .or_insert_with(|| TableEntry::from_offsets(&offsets));
+        if entry.mux.is_none() {
+            entry.mux = mux.ok();
+        }
+        if let Some(grpc) = grpc {
+            let version = binary.build_info.module_version(super::grpc::GRPC_MODULE);
+            table.grpc.insert(
+                version.unwrap_or_default().to_owned(),
+                grpc.map_err(|e| shown(&e))?,
+            );
+        }
+        if let Some(gin) = gin {
+            let version = binary
+                .build_info
+                .module_version(super::routes_layout::GIN_MODULE);
+            table.gin.insert(
+                version.unwrap_or_default().to_owned(),
+                gin.map_err(|e| shown(&e))?,
+            );
+        }
+    }
+    Ok(table)
 }
 
 /// The runtime and net/http layout for Go `version`: its own entry, or the nearest known one
@@ -117,6 +169,13 @@ pub fn lookup<'t>(table: &'t GoTable, version: &str) -> Option<(&'t TableEntry, 
 #[must_use]
 pub fn lookup_grpc<'t>(table: &'t GrpcTable, version: &str) -> Option<(&'t GrpcOffsets, &'t str)> {
     nearest(table, version, module_semver, 8)
+}
+
+/// gin's route-tree layout for module `version`: its own entry, or the nearest known one within
+/// four minor versions (gin's `node` has kept its fields since v1.7).
+#[must_use]
+pub fn lookup_gin<'t>(table: &'t GinTable, version: &str) -> Option<(&'t GinLayout, &'t str)> {
+    nearest(table, version, module_semver, 4)
 }
 
 fn nearest<'t, E>(
@@ -164,6 +223,7 @@ mod tests {
             persist_conn: 80,
             conn_fd: 0,
             netfd_sysfd: 16,
+            mux: None,
         }
     }
 
@@ -200,6 +260,11 @@ mod tests {
         let table = committed();
         assert!(!table.go.is_empty(), "run `cargo xtask offsets`");
         assert!(!table.grpc.is_empty(), "run `cargo xtask offsets`");
+        assert!(!table.gin.is_empty(), "run `cargo xtask offsets`");
+        assert!(
+            table.go.values().all(|e| e.mux.is_some()),
+            "run `cargo xtask offsets`"
+        );
     }
 
     #[test]

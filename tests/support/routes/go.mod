@@ -1,0 +1,3 @@
+module wirespan.dev/tests/routes
+
+go 1.22
