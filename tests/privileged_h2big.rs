@@ -85,8 +85,8 @@ fn privileged_h2big_grpc_python_calls_keep_method_status_and_parent_through_larg
         for span in side_spans {
             *names.entry(span["name"].as_str().unwrap()).or_default() += 1;
             // The gRPC status of every call, decoded from the trailers that follow its data.
-            let status = span_attr(span, "rpc.response.status_code")
-                .and_then(|v| v["stringValue"].as_str());
+            let status =
+                span_attr(span, "rpc.response.status_code").and_then(|v| v["stringValue"].as_str());
             assert_eq!(status, Some("OK"), "{side}: {span}");
         }
         assert_eq!(

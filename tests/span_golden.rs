@@ -13,7 +13,9 @@ use wirespan::{
     correlate::{Correlator, DEFAULT_WINDOW_NS},
     export::SpanSink,
     source::recording::RecordingReader,
-    span::{IdGenerator, Span, Value, processes::Resources, route::RouteRules, route_book::RouteBook},
+    span::{
+        IdGenerator, Span, Value, processes::Resources, route::RouteRules, route_book::RouteBook,
+    },
 };
 
 #[derive(Default)]
@@ -44,7 +46,7 @@ fn spans_of(fixture: &str) -> (Vec<Span>, u64) {
         )),
         sink: &mut sink,
         resources: Resources::offline(),
-        routes: RouteBook::new(RouteRules::default(), None),
+        routes: Box::new(RouteBook::new(RouteRules::default(), None)),
     };
     let summary = agent::replay(&mut reader, output).unwrap();
     (sink.0, summary.spans.unwrap().orphans)

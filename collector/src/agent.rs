@@ -162,8 +162,8 @@ pub enum Output<'a> {
         correlator: Box<Correlator>,
         sink: &'a mut dyn SpanSink,
         resources: Resources,
-        /// Names HTTP spans' routes on their way to the sink.
-        routes: RouteBook,
+        /// Names HTTP spans' routes on their way to the sink (boxed: it is large).
+        routes: Box<RouteBook>,
     },
 }
 
@@ -181,7 +181,7 @@ impl<'a> Output<'a> {
     pub fn spans(sink: &'a mut dyn SpanSink, resources: Resources, routes: RouteBook) -> Self {
         Self::Spans {
             resources,
-            routes,
+            routes: Box::new(routes),
             table: ConnTable::default(),
             correlator: Box::new(Correlator::new(
                 DEFAULT_WINDOW_NS,

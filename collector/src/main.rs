@@ -30,7 +30,7 @@ use wirespan::{
         AttributeOptions, RpcConventions,
         processes::Resources,
         route::{RouteOption, RouteRuleError, RouteRules},
-        route_book::{RouteBook, TableReader},
+        route_book::{RouteBook, TableReader, live_table_reader},
     },
     views::{
         console::ConsoleSink,
@@ -185,7 +185,9 @@ impl ExportArgs {
         AttributeOptions {
             show_query: self.show_query,
             rpc: RpcConventions::from_opt_in(
-                std::env::var("OTEL_SEMCONV_STABILITY_OPT_IN").ok().as_deref(),
+                std::env::var("OTEL_SEMCONV_STABILITY_OPT_IN")
+                    .ok()
+                    .as_deref(),
             ),
         }
     }
@@ -236,8 +238,9 @@ impl ExportArgs {
                         .output
                         .as_deref()
                         .context("--exporter file needs --output FILE")?;
-                    let sink = FileSink::create(path, *clock, resources(), self.attribute_options())
-                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let sink =
+                        FileSink::create(path, *clock, resources(), self.attribute_options())
+                            .with_context(|| format!("cannot create {}", path.display()))?;
                     sinks.push(Box::new(sink));
                 }
                 Exporter::Otlp => {
@@ -445,29 +448,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             capture,
         } => service_map(format, replay.as_deref(), &capture),
         Command::GoOffsets { binaries } => {
-            let mut table = wirespan::golang::offsets_table::Table::default();
-            for path in binaries {
-                let binary = wirespan::golang::GoBinary::open(&path, &[])?;
-                let (offsets, grpc) = wirespan::golang::layout::dwarf_layout(&binary)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                // The first binary of a Go version gives its entry: later ones (grpc-echo, with
-                // no net/http server linked in) lack some of the net/http types.
-                table
-                    .go
-                    .entry(binary.build_info.go_version.clone())
-                    .or_insert_with(|| {
-                        wirespan::golang::offsets_table::TableEntry::from_offsets(&offsets)
-                    });
-                if let Some(grpc) = grpc {
-                    let grpc = grpc.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                    let version = binary
-                        .build_info
-                        .module_version(wirespan::golang::grpc::GRPC_MODULE)
-                        .unwrap_or_default()
-                        .to_owned();
-                    table.grpc.insert(version, grpc);
-                }
-            }
+            let table =
+                wirespan::golang::offsets_table::generate(&binaries).map_err(anyhow::Error::msg)?;
             println!("{}", serde_json::to_string_pretty(&table)?);
             Ok(())
         }
@@ -535,11 +517,7 @@ fn service_map(
 /// Names spans' routes: live runs read Go programs' route tables from their memory; replays
 /// (whose processes are gone) use the rules alone.
 fn route_book(rules: RouteRules, replay: bool) -> RouteBook {
-    let reader: Option<TableReader> = if replay {
-        None
-    } else {
-        None
-    };
+    let reader: Option<TableReader> = (!replay).then(live_table_reader);
     RouteBook::new(rules, reader)
 }
 
@@ -558,7 +536,11 @@ fn run_spans(
     let summary = from_source(
         replay,
         capture,
-        Output::spans(&mut sink, resources, route_book(route_rules, replay.is_some())),
+        Output::spans(
+            &mut sink,
+            resources,
+            route_book(route_rules, replay.is_some()),
+        ),
         None,
     )?;
     // Closed first: export threads report their CPU time as they end.

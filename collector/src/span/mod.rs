@@ -534,7 +534,10 @@ mod tests {
 
     #[test]
     fn host_values_split_into_address_and_port() {
-        assert_eq!(split_host("localhost:8080"), Some(("localhost", Some(8080))));
+        assert_eq!(
+            split_host("localhost:8080"),
+            Some(("localhost", Some(8080)))
+        );
         assert_eq!(split_host("example.com"), Some(("example.com", None)));
         assert_eq!(split_host("[::1]:9090"), Some(("::1", Some(9090))));
         assert_eq!(split_host("[::1]"), Some(("::1", None)));
@@ -561,7 +564,10 @@ mod tests {
         let client = grpc(SpanKind::Client, 5);
         assert_eq!(client.name(), "wirespan.echo.Echo/Say");
         assert_eq!(client.status_message(), "NOT_FOUND: asked to fail");
-        assert!(client.is_error(), "a client span fails on every code but OK");
+        assert!(
+            client.is_error(),
+            "a client span fails on every code but OK"
+        );
         let attrs = client.attributes(AttributeOptions::default());
         for want in [
             ("rpc.system.name", Value::Str("grpc".into())),
@@ -572,7 +578,11 @@ mod tests {
         ] {
             assert!(attrs.contains(&want), "{want:?} in {attrs:?}");
         }
-        assert!(!attrs.iter().any(|(k, _)| *k == "rpc.system" || *k == "rpc.service"));
+        assert!(
+            !attrs
+                .iter()
+                .any(|(k, _)| *k == "rpc.system" || *k == "rpc.service")
+        );
         let dup = client.attributes(AttributeOptions {
             rpc: RpcConventions::from_opt_in(Some("http, rpc/dup")),
             ..AttributeOptions::default()
@@ -580,7 +590,10 @@ mod tests {
         assert!(dup.contains(&("rpc.grpc.status_code", Value::Int(5))));
         assert!(dup.contains(&("rpc.service", Value::Str("wirespan.echo.Echo".into()))));
         assert!(dup.contains(&("rpc.system.name", Value::Str("grpc".into()))));
-        assert_eq!(RpcConventions::from_opt_in(Some("rpc")), RpcConventions::Current);
+        assert_eq!(
+            RpcConventions::from_opt_in(Some("rpc")),
+            RpcConventions::Current
+        );
 
         // A server span is an error only for the codes that are the server's own fault.
         assert!(!grpc(SpanKind::Server, 5).is_error(), "NOT_FOUND");

@@ -14,13 +14,20 @@
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
+    path::PathBuf,
 };
 
 use super::{
     Payload, Span, SpanKind,
     route::{Route, RouteRules, RouteSource},
 };
-use crate::event::Event;
+use crate::{
+    event::Event,
+    golang::{
+        GoBinary,
+        routes::{RouteReader, RouteTable},
+    },
+};
 
 /// One server's registered routes, as read from its process.
 pub trait ProgramRoutes: Send {
@@ -30,8 +37,38 @@ pub trait ProgramRoutes: Send {
 
 /// Reads the routes of the server at an address in a live process; the error says why not
 /// (not a router the agent knows, memory unreadable...).
-pub type TableReader =
-    Box<dyn FnMut(u32, u64) -> Result<Box<dyn ProgramRoutes>, String> + Send>;
+pub type TableReader = Box<dyn FnMut(u32, u64) -> Result<Box<dyn ProgramRoutes>, String> + Send>;
+
+impl ProgramRoutes for RouteTable {
+    fn route(&self, method: &str, host: Option<&str>, path: &str) -> Option<String> {
+        RouteTable::route(self, method, host, path).map(str::to_owned)
+    }
+}
+
+/// Executables whose route readers are kept at most (a reader is rebuilt when needed).
+const MAX_READERS: usize = 256;
+
+/// The reader of live runs: a process's executable (`/proc/PID/exe`) is opened once, its
+/// `RouteReader` (layouts from DWARF or the offsets table, its routers' `ServeHTTP` functions)
+/// kept per executable, and each server's table read from `/proc/PID/mem`.
+pub fn live_table_reader() -> TableReader {
+    let mut readers: HashMap<PathBuf, Result<RouteReader, String>> = HashMap::new();
+    Box::new(move |pid, server| {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))?;
+        if readers.len() >= MAX_READERS {
+            readers.clear();
+        }
+        let reader = readers.entry(exe.clone()).or_insert_with(|| {
+            GoBinary::open(&exe, &[])
+                .map(|binary| RouteReader::new(&binary))
+                .map_err(|e| format!("{}: {e}", exe.display()))
+        });
+        let reader = reader.as_ref().map_err(Clone::clone)?;
+        let table = reader.read(pid, server).map_err(|e| e.to_string())?;
+        Ok(Box::new(table) as Box<dyn ProgramRoutes>)
+    })
+}
 
 /// Processes, listening addresses and servers remembered at most; each table starts over
 /// beyond it (a table is refilled from the next events).
@@ -169,7 +206,10 @@ impl RouteBook {
         let Payload::Http(http) = &mut span.payload else {
             return;
         };
-        let path = http.target.split_once('?').map_or(http.target.as_str(), |(p, _)| p);
+        let path = http
+            .target
+            .split_once('?')
+            .map_or(http.target.as_str(), |(p, _)| p);
         let callee = match span.kind {
             SpanKind::Server => Some(span.pid),
             SpanKind::Client => self.listeners.get(&span.remote).copied(),
@@ -188,7 +228,13 @@ impl RouteBook {
         http.route = route;
     }
 
-    fn route_of(&mut self, pid: u32, method: &str, host: Option<&str>, path: &str) -> Option<Route> {
+    fn route_of(
+        &mut self,
+        pid: u32,
+        method: &str,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<Route> {
         match self.servers.get(&pid) {
             Some(servers) => {
                 let program = servers

@@ -12,7 +12,8 @@ struct Items;
 
 impl ProgramRoutes for Items {
     fn route(&self, _method: &str, _host: Option<&str>, path: &str) -> Option<String> {
-        path.starts_with("/items/").then(|| "/items/{id}".to_owned())
+        path.starts_with("/items/")
+            .then(|| "/items/{id}".to_owned())
     }
 }
 
@@ -121,7 +122,7 @@ fn a_programs_own_pattern_names_its_server_and_its_local_callers() {
         Some(("/items/{id}".into(), RouteSource::Program)),
         "the callee listens on this host: the caller's span carries its route"
     );
-    assert!(book.take_wanted().is_empty());
+    assert_eq!(book.take_wanted(), Vec::<u32>::new());
 }
 
 #[test]
@@ -131,13 +132,16 @@ fn without_a_readable_table_the_rules_decide_and_unknown_servers_are_asked_for_o
     book.assign(&mut server);
     book.assign(&mut server.clone());
     assert_eq!(book.take_wanted(), vec![SERVER_PID], "asked for once");
-    assert!(book.take_wanted().is_empty());
+    assert_eq!(book.take_wanted(), Vec::<u32>::new());
 
     book.on_event(&serve_start(0xc000_1000));
     assert_eq!(book.stats.unreadable, 1);
     let mut again = http_span(SpanKind::Server, SERVER_PID, "/items/17");
     book.assign(&mut again);
-    assert!(book.take_wanted().is_empty(), "known server, unreadable: not asked again");
+    assert!(
+        book.take_wanted().is_empty(),
+        "known server, unreadable: not asked again"
+    );
 
     // A callee on another host (no accept seen for the address called): no route.
     let mut client = http_span(SpanKind::Client, CLIENT_PID, "/items/99");
@@ -150,7 +154,11 @@ fn without_a_readable_table_the_rules_decide_and_unknown_servers_are_asked_for_o
         ts_ns: 2,
     }));
     book.assign(&mut http_span(SpanKind::Server, SERVER_PID, "/"));
-    assert_eq!(book.take_wanted(), vec![SERVER_PID], "a new process of that pid is asked for");
+    assert_eq!(
+        book.take_wanted(),
+        vec![SERVER_PID],
+        "a new process of that pid is asked for"
+    );
 }
 
 #[test]
@@ -173,6 +181,6 @@ fn replays_use_the_rules_alone() {
     book.on_event(&serve_start(0xc000_1000));
     let mut server = http_span(SpanKind::Server, SERVER_PID, "/items/17");
     book.assign(&mut server);
-    assert!(book.take_wanted().is_empty());
+    assert_eq!(book.take_wanted(), Vec::<u32>::new());
     assert_eq!(book.stats.tables, 0);
 }

@@ -302,6 +302,11 @@ mod tests {
         map.span(&http(SpanKind::Server, 4, Some(3), 200)).unwrap();
         let edges: Vec<_> = map.edges.values().collect();
         assert_eq!(edges.iter().map(|e| e.requests).sum::<u64>(), 2);
-        assert_eq!(edges.iter().map(|e| e.errors).sum::<u64>(), 1, "{}", map.table());
+        assert_eq!(
+            edges.iter().map(|e| e.errors).sum::<u64>(),
+            1,
+            "{}",
+            map.table()
+        );
     }
 }
