@@ -79,7 +79,11 @@ fn assert_route(spans: &[Got], service: &str, path: &str, route: &str, source: &
     let got = served(spans, service, path);
     assert!(!got.is_empty(), "{service}: no server span for {path}");
     for span in got {
-        assert_eq!(span.name, format!("GET {route}"), "{service} {path}: {span:?}");
+        assert_eq!(
+            span.name,
+            format!("GET {route}"),
+            "{service} {path}: {span:?}"
+        );
         assert_eq!(
             span.attrs.get("http.route").map(String::as_str),
             Some(route),
@@ -124,20 +128,17 @@ fn privileged_routes_name_spans_by_registered_patterns_heuristics_and_templates(
     let python = support::HttpServer::start("127.0.0.1", &[]);
 
     let file = tmp("routes.jsonl");
-    let mut ports: Vec<String> = hellos
-        .iter()
-        .chain(&gins)
-        .map(|(_, l)| l.port())
-        .collect();
+    let mut ports: Vec<String> = hellos.iter().chain(&gins).map(|(_, l)| l.port()).collect();
     ports.push(python.port.to_string());
-    let agent = agent_with(
-        &file,
-        &ports,
-        &["--routes", "pattern=/users/{user}/cart"],
-    );
+    let agent = agent_with(&file, &ports, &["--routes", "pattern=/users/{user}/cart"]);
     for (_, hello) in &hellos {
         let port = hello.port();
-        for path in ["/items/17", "/items/42", "/files/css/site.css", "/hello?name=x"] {
+        for path in [
+            "/items/17",
+            "/items/42",
+            "/files/css/site.css",
+            "/hello?name=x",
+        ] {
             assert_eq!(get("127.0.0.1", &port, path), 200, "{path}");
         }
     }
@@ -165,12 +166,24 @@ fn privileged_routes_name_spans_by_registered_patterns_heuristics_and_templates(
     for (service, _) in &hellos {
         assert_route(&spans, service, "/items/17", "/items/{id}", "program");
         assert_route(&spans, service, "/items/42", "/items/{id}", "program");
-        assert_route(&spans, service, "/files/css/site.css", "/files/{path...}", "program");
+        assert_route(
+            &spans,
+            service,
+            "/files/css/site.css",
+            "/files/{path...}",
+            "program",
+        );
         assert_route(&spans, service, "/hello", "/hello", "program");
     }
     for (service, _) in &gins {
         assert_route(&spans, service, "/users/7", "/users/:id", "program");
-        assert_route(&spans, service, "/static/js/app.js", "/static/*path", "program");
+        assert_route(
+            &spans,
+            service,
+            "/static/js/app.js",
+            "/static/*path",
+            "program",
+        );
     }
     // Python's service is named by its program (`python3`, `python3.11`...).
     let python = spans
@@ -180,7 +193,13 @@ fn privileged_routes_name_spans_by_registered_patterns_heuristics_and_templates(
         .unwrap_or_else(|| panic!("no span of the Python server; {summary}"));
     let python = python.as_str();
     assert_route(&spans, python, "/order/17", "/order/{id}", "heuristic");
-    assert_route(&spans, python, "/users/42/cart", "/users/{user}/cart", "template");
+    assert_route(
+        &spans,
+        python,
+        "/users/42/cart",
+        "/users/{user}/cart",
+        "template",
+    );
     assert_route(
         &spans,
         python,
@@ -230,7 +249,9 @@ fn privileged_routes_of_a_server_first_called_after_its_probes_came_off() {
     agent.wait_for_line(&format!("{binary_name}: serving probes off"));
     let port = hello.port();
     assert_eq!(get("127.0.0.1", &port, "/items/1"), 200);
-    agent.wait_for_line(&format!("{binary_name}: serving probes back on for a while"));
+    agent.wait_for_line(&format!(
+        "{binary_name}: serving probes back on for a while"
+    ));
     // The probes are attached once the line is printed: the next request names its server.
     assert_eq!(get("127.0.0.1", &port, "/items/2"), 200);
     assert_eq!(get("127.0.0.1", &port, "/items/3"), 200);
@@ -238,7 +259,13 @@ fn privileged_routes_of_a_server_first_called_after_its_probes_came_off() {
     assert!(stopped.status.success(), "{}", stopped.stderr);
     let spans = read_spans(&file);
     // The first one, before the routes were read, falls back on the heuristic: same name.
-    assert_route(&spans, "quiet-hello", "/items/1", "/items/{id}", "heuristic");
+    assert_route(
+        &spans,
+        "quiet-hello",
+        "/items/1",
+        "/items/{id}",
+        "heuristic",
+    );
     assert_route(&spans, "quiet-hello", "/items/3", "/items/{id}", "program");
     assert_no_id_in_names(&spans);
 }

@@ -4,8 +4,9 @@
 //! `ServeMux` or gin tree, read from the process's memory once per server: see
 //! `golang::routes`), a template the user configured, or the unmatched policy (the heuristic by
 //! default). A client span gets a route only when its callee runs on this host (an accepted
-//! connection showed which process listens at the address it called): the route that callee's
-//! server span gets, so both ends of a call carry the same low-cardinality name.
+//! connection showed which process listens at the address it called) and the route is one the
+//! callee registered or the user configured: then both ends of a call carry the same name. A
+//! heuristic guess stays on the server's side.
 //!
 //! The Go route table is found from the `*http.Server` the `ServeHTTP` probe reports (at most
 //! once per server); a Go process that serves while that probe is off (see `load::serving`)
@@ -217,7 +218,16 @@ impl RouteBook {
         let Some(pid) = callee else {
             return;
         };
-        let route = self.route_of(pid, &http.method, http.host.as_deref(), path);
+        let mut route = self.route_of(pid, &http.method, http.host.as_deref(), path);
+        // A caller carries only a route its callee registered, or one the user configured: a
+        // guess from the path is the server's own to make.
+        if span.kind == SpanKind::Client
+            && route
+                .as_ref()
+                .is_some_and(|r| matches!(r.source, RouteSource::Heuristic | RouteSource::Path))
+        {
+            route = None;
+        }
         match route.as_ref().map(|r| r.source) {
             Some(RouteSource::Program) => self.stats.program += 1,
             Some(RouteSource::Template) => self.stats.template += 1,

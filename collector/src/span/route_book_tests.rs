@@ -143,6 +143,12 @@ fn without_a_readable_table_the_rules_decide_and_unknown_servers_are_asked_for_o
         "known server, unreadable: not asked again"
     );
 
+    // A callee on this host with no table: the heuristic names its server span, not the call.
+    book.on_event(&accept());
+    let mut local_call = http_span(SpanKind::Client, CLIENT_PID, "/items/99");
+    book.assign(&mut local_call);
+    assert_eq!(route_of(&local_call), None);
+    book.listeners.clear();
     // A callee on another host (no accept seen for the address called): no route.
     let mut client = http_span(SpanKind::Client, CLIENT_PID, "/items/99");
     book.assign(&mut client);
