@@ -41,24 +41,9 @@ fn build(example: &str, toolchain: Option<&str>, stripped: bool) -> PathBuf {
     out
 }
 
-/// A path segment that looks like an id: what no span name may carry.
-fn looks_like_id(segment: &str) -> bool {
-    let hex = segment.len() >= 8 && segment.chars().all(|c| c.is_ascii_hexdigit());
-    let digits = !segment.is_empty() && segment.chars().all(|c| c.is_ascii_digit());
-    let uuid = segment.len() == 36 && segment.matches('-').count() == 4;
-    hex || digits || uuid
-}
-
 fn assert_no_id_in_names(spans: &[Got]) {
     for span in spans {
-        if let Some((_, path)) = span.name.split_once(' ') {
-            assert!(
-                !path.split('/').any(looks_like_id),
-                "{} {}: an id in the span name",
-                span.service,
-                span.name
-            );
-        }
+        support::assert_no_id_in_name(&span.name, &span.service);
     }
 }
 
@@ -189,8 +174,10 @@ fn privileged_routes_name_spans_by_registered_patterns_heuristics_and_templates(
     let python = spans
         .iter()
         .find(|s| s.kind == 2 && s.attrs.get("url.path").map(String::as_str) == Some("/order/17"))
-        .map(|s| s.service.clone())
-        .unwrap_or_else(|| panic!("no span of the Python server; {summary}"));
+        .map_or_else(
+            || panic!("no span of the Python server; {summary}"),
+            |s| s.service.clone(),
+        );
     let python = python.as_str();
     assert_route(&spans, python, "/order/17", "/order/{id}", "heuristic");
     assert_route(

@@ -407,7 +407,34 @@ pub fn file_spans(path: &std::path::Path) -> Vec<(String, serde_json::Value)> {
         keys.iter().map(String::as_str),
         &format!("the spans in {}", path.display()),
     );
+    for (service, span) in &spans {
+        let name = span["name"].as_str().unwrap_or_default();
+        assert_no_id_in_name(name, &format!("{service} in {}", path.display()));
+    }
     spans
+}
+
+/// A path segment that looks like an id (digits, long hex, a UUID): what no span name may
+/// carry, or every request would be an operation of its own.
+pub fn looks_like_id(segment: &str) -> bool {
+    let digits = !segment.is_empty() && segment.chars().all(|c| c.is_ascii_digit());
+    let hex = segment.len() >= 8
+        && segment.chars().all(|c| c.is_ascii_hexdigit())
+        && segment.chars().any(|c| c.is_ascii_digit());
+    let uuid = segment.len() == 36 && segment.matches('-').count() == 4;
+    digits || hex || uuid
+}
+
+/// An HTTP span's name (`METHOD /route`) has no id segment.
+pub fn assert_no_id_in_name(name: &str, context: &str) {
+    if let Some((_, path)) = name.split_once(' ')
+        && path.starts_with('/')
+    {
+        assert!(
+            !path.split('/').any(looks_like_id),
+            "{context}: an id in the span name {name:?}"
+        );
+    }
 }
 
 /// A span attribute's value (string or integer), as JSON.
