@@ -149,11 +149,18 @@ fn check_mux_program(binary: &Path, what: &str) {
         "{what}"
     );
 
-    match program.routes(&reader, "wrapped") {
+    // Middlewares are looked through to the mux they call on to.
+    for name in ["wrapped", "middleware"] {
+        let table = program
+            .routes(&reader, name)
+            .unwrap_or_else(|e| panic!("{what}: {name}: {e}"));
+        assert_eq!(table, mux, "{what}: {name}");
+    }
+    match program.routes(&reader, "opaque") {
         Err(RouteTableError::UnknownHandler(name)) => {
             assert_eq!(name, "net/http.HandlerFunc", "{what}");
         }
-        other => panic!("{what}: a HandlerFunc read as {other:?}"),
+        other => panic!("{what}: a plain HandlerFunc read as {other:?}"),
     }
     // The one-call form gives the same table.
     let again = read_server_routes(program.child.id(), &go, program.servers["mux"]).unwrap();

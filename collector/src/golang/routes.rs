@@ -25,6 +25,10 @@ pub use super::{
 
 const MUX_SERVE: &str = "net/http.(*ServeMux).ServeHTTP";
 const GIN_SERVE: &str = "github.com/gin-gonic/gin.(*Engine).ServeHTTP";
+/// Middlewares looked through, at most, for the router they wrap.
+const MIDDLEWARE_DEPTH: u32 = 3;
+/// Words of a middleware's value searched for the handler it calls on to.
+const MIDDLEWARE_WORDS: u64 = 16;
 const SERVER_HANDLER_SERVE: &str = "net/http.serverHandler.ServeHTTP";
 const DEFAULT_MUX: &str = "net/http.DefaultServeMux";
 /// The itab's first method (`ITAB_FIRST_METHOD` in the shared crate).
@@ -247,13 +251,22 @@ impl RouteReader {
         if itab == 0 {
             return self.default_mux(memory, bias, mux);
         }
+        self.read_handler(memory, bias, mux, itab, data, 0)
+    }
+
+    /// The routes of the handler in an interface value `(itab, data)`: a router's own, or,
+    /// for a middleware, those of the router it wraps (up to [`MIDDLEWARE_DEPTH`] deep).
+    fn read_handler(
+        &self,
+        memory: &impl Memory,
+        bias: u64,
+        mux: &MuxLayout,
+        itab: u64,
+        data: u64,
+        depth: u32,
+    ) -> Result<RouteTable, RouteTableError> {
         let method = read_u64(memory, itab + ITAB_FIRST_METHOD, "the handler's itab")?;
-        let name = self
-            .serve_http
-            .iter()
-            .find(|(address, _)| address.wrapping_add(bias) == method)
-            .map(|(_, name)| name.as_str());
-        match name {
+        match self.serve_http_name(method, bias) {
             Some(MUX_SERVE) => read_mux(memory, mux, self.swiss_maps, data),
             Some(GIN_SERVE) => {
                 let gin = self
@@ -266,13 +279,61 @@ impl RouteReader {
                     .map_err(|e| RouteTableError::GinLayout(e.clone()))?;
                 read_gin(memory, gin, data)
             }
-            Some(other) => Err(RouteTableError::UnknownHandler(
-                other.trim_end_matches(".ServeHTTP").to_owned(),
-            )),
-            None => Err(RouteTableError::UnknownHandler(format!(
-                "(method at {method:#x})"
-            ))),
+            other => {
+                let refused = RouteTableError::UnknownHandler(other.map_or_else(
+                    || format!("(method at {method:#x})"),
+                    |name| name.trim_end_matches(".ServeHTTP").to_owned(),
+                ));
+                if depth >= MIDDLEWARE_DEPTH {
+                    return Err(refused);
+                }
+                self.wrapped(memory, bias, mux, data, depth + 1)
+                    .ok_or(refused)
+            }
         }
+    }
+
+    /// The router a middleware calls on to. Its value (a struct, or a `HandlerFunc`
+    /// closure: its code pointer, then the variables it captured) holds the next handler,
+    /// either as an interface (an itab whose method is a `ServeHTTP`, then the data) or as a
+    /// plain `*ServeMux` (`mux.ServeHTTP(w, r)` in a closure), which is accepted only if it
+    /// reads as a mux with patterns.
+    fn wrapped(
+        &self,
+        memory: &impl Memory,
+        bias: u64,
+        mux: &MuxLayout,
+        data: u64,
+        depth: u32,
+    ) -> Option<RouteTable> {
+        let words: Vec<u64> = (0..MIDDLEWARE_WORDS)
+            .map_while(|i| read_u64(memory, data + 8 * i, "a middleware").ok())
+            .collect();
+        for pair in words.windows(2) {
+            let (itab, inner) = (pair[0], pair[1]);
+            let is_handler = itab != 0
+                && inner != 0
+                && read_u64(memory, itab + ITAB_FIRST_METHOD, "an itab")
+                    .is_ok_and(|method| self.serve_http_name(method, bias).is_some());
+            if is_handler
+                && let Ok(table) = self.read_handler(memory, bias, mux, itab, inner, depth)
+            {
+                return Some(table);
+            }
+        }
+        words.iter().filter(|w| **w != 0).find_map(|&word| {
+            read_mux(memory, mux, self.swiss_maps, word)
+                .ok()
+                .filter(|t| !t.is_empty() && t.skipped() == 0)
+        })
+    }
+
+    /// The name of the `ServeHTTP` method at `method` (a loaded address).
+    fn serve_http_name(&self, method: u64, bias: u64) -> Option<&str> {
+        self.serve_http
+            .iter()
+            .find(|(address, _)| address.wrapping_add(bias) == method)
+            .map(|(_, name)| name.as_str())
     }
 
     /// `DefaultServeMux`: the first candidate that reads as a mux with patterns, else the first

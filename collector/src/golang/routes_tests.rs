@@ -222,6 +222,43 @@ fn other_handlers_are_refused_by_name() {
 }
 
 #[test]
+fn a_middleware_in_front_of_a_router_is_looked_through() {
+    let mut mem = FakeMemory::default();
+    let mux = mux(&mut mem);
+    // `struct{ name string; next http.Handler }`, itself behind another middleware.
+    let mux_itab = mem.alloc(32);
+    mem.put_u64(mux_itab + ITAB_FIRST_METHOD, MUX_SERVE_AT);
+    let inner = mem.alloc(32);
+    mem.put_string(inner, "logging");
+    mem.put_u64(inner + 16, mux_itab);
+    mem.put_u64(inner + 24, mux);
+    let inner_itab = mem.alloc(32);
+    mem.put_u64(inner_itab + ITAB_FIRST_METHOD, OTHER_SERVE_AT);
+    let outer = mem.alloc(24);
+    mem.put_u64(outer + 8, inner_itab);
+    mem.put_u64(outer + 16, inner);
+    let server = server(&mut mem, OTHER_SERVE_AT, 0, outer);
+    let table = reader(false).read_from(&mem, 0, server).unwrap();
+    assert_eq!(table.route("GET", None, "/items/9"), Some("/items/{id}"));
+
+    // A `HandlerFunc` closure that captured the mux itself: code pointer, then `mux`.
+    let closure = mem.alloc(16);
+    mem.put_u64(closure, 0x40_5000);
+    mem.put_u64(closure + 8, mux);
+    let server = self::server(&mut mem, OTHER_SERVE_AT, 0, closure);
+    assert_eq!(reader(false).read_from(&mem, 0, server).unwrap().len(), 4);
+
+    // A closure that wraps nothing readable stays refused, by its own name.
+    let opaque = mem.alloc(16);
+    mem.put_u64(opaque, 0x40_5000);
+    let server = self::server(&mut mem, OTHER_SERVE_AT, 0, opaque);
+    assert!(matches!(
+        reader(false).read_from(&mem, 0, server),
+        Err(RouteTableError::UnknownHandler(name)) if name == "main.logging"
+    ));
+}
+
+#[test]
 fn cycles_and_wild_lengths_end_the_walk() {
     let mut mem = FakeMemory::default();
     let mux = mem.alloc(24 + NODE_SIZE);

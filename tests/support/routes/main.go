@@ -12,6 +12,14 @@ import (
 
 func ok(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") }
 
+// logging wraps a handler the way most middleware does: a HandlerFunc closure over the next one.
+func logging(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(os.Stderr, r.Method, r.URL.Path)
+		next.ServeHTTP(w, r)
+	})
+}
+
 func serve(name string, srv *http.Server) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -43,9 +51,14 @@ func main() {
 	}
 	serve("big", &http.Server{Handler: big})
 
-	// A middleware in front of the mux: not a router wirespan knows.
+	// Middlewares in front of the mux, as programs write them: a closure that calls the mux
+	// it captured, and a logging middleware that wraps any http.Handler.
 	wrapped := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { mux.ServeHTTP(w, r) })
 	serve("wrapped", &http.Server{Handler: wrapped})
+	serve("middleware", &http.Server{Handler: logging(logging(mux))})
+
+	// A handler that routes by itself: no table to read.
+	serve("opaque", &http.Server{Handler: http.HandlerFunc(ok)})
 
 	fmt.Println("ready")
 	select {}
