@@ -380,7 +380,7 @@ impl Span {
                 SpanKind::Client => "url.template",
             };
             attrs.push((key, s(&route.template)));
-            attrs.push(("wirespan.route.source", s(route.source.as_str())));
+            attrs.push((route::SOURCE_ATTRIBUTE, s(route.source.as_str())));
         }
         if let Some(status) = h.status {
             attrs.push(("http.response.status_code", Value::Int(i64::from(status))));

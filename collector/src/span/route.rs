@@ -12,7 +12,7 @@
 
 use std::str::FromStr;
 
-/// The span attribute that says where a non-program route came from.
+/// The span attribute that says where a route came from.
 pub const SOURCE_ATTRIBUTE: &str = "wirespan.route.source";
 
 /// Path segments the heuristic handles; the rest of a longer path becomes one `{rest}`
@@ -23,7 +23,7 @@ pub const MAX_SEGMENTS: usize = 32;
 /// long, and it bounds each segment of a heuristic route.
 pub const MAX_SEGMENT_LEN: usize = 64;
 
-/// Where a span's route came from; exported as `wirespan.route.source` for non-program routes.
+/// Where a span's route came from; exported as `wirespan.route.source` (every source).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RouteSource {
     /// Read from the traced program: Go ServeMux patterns, gin's full path.
