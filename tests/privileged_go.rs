@@ -201,12 +201,20 @@ fn check_reads_carry_goroutines<'a>(
         .filter(|e| e["type"] == "data" && e["pid"] == pid && e["direction"] == "ingress")
         .collect();
     let mut joined = 0;
+    // net/http's background read (started while a handler runs on a keep-alive connection)
+    // reads one byte: a request that arrives then is read as "G" on that goroutine, and the
+    // rest ("ET /path ...") by the connection's goroutine, which serves it.
+    let mut last_on_conn: std::collections::HashMap<u64, &str> = std::collections::HashMap::new();
     for read in &reads {
         let payload = read["payload"].as_str().unwrap_or("");
-        let Some(target) = payload
-            .strip_prefix("GET ")
-            .and_then(|p| p.split(' ').next())
-        else {
+        let conn = read["conn_id"].as_u64().unwrap_or_default();
+        let after_g = last_on_conn.insert(conn, payload) == Some("G");
+        let head = if after_g {
+            payload.strip_prefix("ET ")
+        } else {
+            payload.strip_prefix("GET ")
+        };
+        let Some(target) = head.and_then(|p| p.split(' ').next()) else {
             continue;
         };
         assert_eq!(read["goid_known"], true, "{read}");
