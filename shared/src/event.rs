@@ -445,11 +445,11 @@ mod tests {
         assert_eq!(align_of::<DataHeader>(), 8);
         assert_eq!(
             size_of::<GoServeEvent>(),
-            4 * 4 + 8 * 2 + 2 * 4 + GO_METHOD_LEN + GO_PATH_LEN + GO_HOST_LEN
+            4 * 4 + 8 * 2 + 2 * 4 + GO_METHOD_LEN + GO_PATH_LEN + GO_HOST_LEN + 8
         );
         assert_eq!(
             size_of::<GoOffsets>(),
-            4 * 14 + 8 * 2 + size_of::<GrpcOffsets>()
+            4 * 16 + 8 * 2 + size_of::<GrpcOffsets>()
         );
         assert_eq!(size_of::<ExecEvent>(), 4 * 2 + 8 + COMM_LEN);
         assert_eq!(
