@@ -107,6 +107,14 @@ fn attr(span: &Value, key: &str) -> Option<String> {
         })
 }
 
+/// The agent's closing summary (counts of spans, orphans, unclaimed connects): printed so a
+/// failed check shows it ahead of the spans.
+fn print_summary(stderr: &str) {
+    for line in stderr.lines().filter(|l| l.contains("stopped:")) {
+        println!("{line}");
+    }
+}
+
 /// The one client span of `service` to `port`, checked: `error.type`, status Error, and a
 /// parent that is `service`'s server span named `parent_name`.
 fn check_failed_call(
@@ -129,7 +137,8 @@ fn check_failed_call(
     assert_eq!(
         calls.len(),
         1,
-        "{service}: one client span to port {port}; all spans: {spans:#?}"
+        "{service}: one client span to port {port}; all spans:\n{}",
+        support::describe_spans(spans)
     );
     let call = calls[0];
     assert_eq!(call["name"], name, "{call:#}");
@@ -219,6 +228,7 @@ fn net_http_case(hello: &Path) {
     }
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
+    print_summary(&stopped.stderr);
     let spans = support::file_spans(&file);
     check_failed_call(
         &spans,
@@ -309,6 +319,7 @@ fn grpc_case(echo: &Path) {
     }
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
+    print_summary(&stopped.stderr);
     let spans = support::file_spans(&file);
     let say = "wirespan.echo.Echo/Say";
     check_failed_call(
@@ -363,6 +374,7 @@ fn privileged_failed_python_urllib_connect_is_a_client_span_under_the_serving_th
     assert_eq!(status, 502, "{body}");
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
+    print_summary(&stopped.stderr);
     let spans = support::file_spans(&file);
     check_failed_call(
         &spans,

@@ -445,3 +445,31 @@ pub fn span_attr<'a>(span: &'a serde_json::Value, key: &str) -> Option<&'a serde
         .find(|a| a["key"] == key)
         .map(|a| &a["value"])
 }
+
+/// One line per span (service, kind, name, server.port, error.type, span and parent ids): what
+/// a failed assertion prints, short enough that CI's log keeps all of it.
+pub fn describe_spans(spans: &[(String, serde_json::Value)]) -> String {
+    use std::fmt::Write as _;
+    let text = |v: Option<&serde_json::Value>| {
+        v.map_or("-".to_owned(), |v| {
+            v.get("stringValue")
+                .or_else(|| v.get("intValue"))
+                .map_or_else(|| v.to_string(), |s| s.as_str().map_or(s.to_string(), str::to_owned))
+        })
+    };
+    let mut out = String::new();
+    for (service, span) in spans {
+        let _ = writeln!(
+            out,
+            "{service} kind={} {:?} port={} error={} id={} parent={} start={}",
+            span["kind"],
+            span["name"].as_str().unwrap_or_default(),
+            text(span_attr(span, "server.port")),
+            text(span_attr(span, "error.type")),
+            span["spanId"].as_str().unwrap_or_default(),
+            span["parentSpanId"].as_str().unwrap_or_default(),
+            span["startTimeUnixNano"].as_str().unwrap_or_default(),
+        );
+    }
+    out
+}
