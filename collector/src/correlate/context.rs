@@ -112,6 +112,11 @@ struct GoProcess {
     parent: HashMap<u64, (u64, u64)>,
     /// net/http handler runs by goroutine.
     handlers: HashMap<u64, Vec<HandlerRun>>,
+    /// Accepted connections whose last read was one upper-case byte: net/http's background
+    /// read (a one-byte read, on a goroutine of its own, while a handler runs on a keep-alive
+    /// connection) may take a request's first byte, and the connection's goroutine then reads
+    /// the rest (`ET /path ...`).
+    first_bytes: HashMap<(SocketAddr, SocketAddr), u8>,
     /// grpc-go handler goroutines: the stream and connection they serve.
     stream_handlers: HashMap<u64, StreamRun>,
     /// (reader goroutine, stream) → connection, from the request headers it decoded.

@@ -44,9 +44,26 @@ impl GoProcess {
         let open = runs.iter_mut().rev().find(|r| {
             r.from_bytes && r.end.is_none() && (r.local, r.remote) == (d.local, d.remote)
         });
+        let conn = (d.local, d.remote);
+        let first = match d.direction {
+            Direction::Ingress => self.first_bytes.remove(&conn),
+            Direction::Egress => None,
+        };
         match d.direction {
+            Direction::Ingress if d.bytes == 1 && d.payload.len() == 1 => {
+                if d.payload[0].is_ascii_uppercase() {
+                    if self.first_bytes.len() >= MAX_GOROUTINES {
+                        self.first_bytes.clear();
+                    }
+                    self.first_bytes.insert(conn, d.payload[0]);
+                }
+            }
             Direction::Ingress => {
-                if open.is_none() && starts_http1_request(&d.payload) {
+                let starts = match first {
+                    Some(byte) => starts_http1_request(&[&[byte], &d.payload[..]].concat()),
+                    None => starts_http1_request(&d.payload),
+                };
+                if open.is_none() && starts {
                     push_run(
                         runs,
                         HandlerRun {

@@ -357,3 +357,35 @@ fn http1_request_starts_are_told_from_other_bytes() {
         assert!(!starts_http1_request(no), "{no:?}");
     }
 }
+
+#[test]
+fn a_request_whose_first_byte_the_background_read_took_still_starts_a_run() {
+    let mut c = Contexts::default();
+    let client = "127.0.0.1:5001";
+    accept(&mut c, 1, client, 50);
+    // net/http's background read (goroutine 30) takes "G"; the connection's goroutine (10)
+    // reads the rest and serves the request.
+    bytes(&mut c, 30, 1, client, Direction::Ingress, b"G", 100);
+    bytes(
+        &mut c,
+        10,
+        1,
+        client,
+        Direction::Ingress,
+        b"ET /next HTTP/1.1\r\nHost: x\r\n\r\n",
+        110,
+    );
+    let run = Contexts::handler_of(PID, &c.go[&PID], 10, 120);
+    assert!(
+        matches!(run, Lookup::Serving(ServerRef::Handler { ts: 110, .. })),
+        "{run:?}"
+    );
+    // The one-byte reader is no handler.
+    assert!(
+        !matches!(
+            Contexts::handler_of(PID, &c.go[&PID], 30, 120),
+            Lookup::Serving(_)
+        ),
+        "the background reader serves nothing"
+    );
+}
