@@ -95,6 +95,7 @@ fn decode(recording: &Recording, skip: usize) -> Vec<Exchange> {
             windows: &[],
             ts_enter_ns: *ts,
             ts_exit_ns: *ts,
+            tls: false,
         };
         decoder.feed(&seg, &mut out);
     }

@@ -13,7 +13,7 @@ use crate::{
     conn::{ConnExchange, ConnStats, ConnTable},
     correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS},
     golang::discover::GoReport,
-    load::{HookReport, LoadError, LoadOptions, Probes},
+    load::{HookReport, LoadError, LoadOptions, Probes, TlsReport},
     sink::{EventSink, ExchangeSink, SpanSink},
     source::{
         ConnRole, Event, decode,
@@ -436,7 +436,7 @@ pub async fn run<'a>(
     options: &LoadOptions,
     output: Output<'a>,
     recorder: Option<&'a mut RecordingWriter>,
-    on_ready: impl FnOnce(&[HookReport], &[GoReport]),
+    on_ready: impl FnOnce(&[HookReport], &[GoReport], &[TlsReport]),
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, AgentError> {
     let (mut probes, maps) = Probes::load(options)?;
@@ -444,7 +444,7 @@ pub async fn run<'a>(
     if let Output::Spans { resources, .. } = &output {
         resources.scan_running();
     }
-    on_ready(&probes.report, &probes.go_report);
+    on_ready(&probes.report, &probes.go_report, &probes.tls_report);
     let mut source =
         RingBufSource::new(maps.events, maps.reader_polling).map_err(AgentError::Read)?;
     let mut pipeline = Pipeline::new(output, recorder);
@@ -499,6 +499,9 @@ pub async fn run<'a>(
             if let Some(report) = probes.exec(pid) {
                 eprintln!("wirespan: {report}");
                 pipeline.go_programs(&report);
+            }
+            for report in probes.tls_exec(pid) {
+                eprintln!("wirespan: {report}");
             }
         }
         if more_waiting {

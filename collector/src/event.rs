@@ -110,6 +110,9 @@ pub struct Data {
     pub payload: Vec<u8>,
     /// HTTP/2 frame windows beyond `payload`, in offset order (empty for other protocols).
     pub windows: Vec<Window>,
+    /// TLS plaintext from a TLS library call (OpenSSL) on this connection, not the syscall's
+    /// bytes; `seq` is then that of the first encrypted byte the call moved (0: none).
+    pub tls: bool,
 }
 
 /// Bytes at `offset` of a syscall's buffer, beyond its captured prefix: an HTTP/2 frame's

@@ -22,7 +22,7 @@ use wirespan::{
     golang::discover::GoReport,
     load::{
         AttachMode, DEFAULT_CAPTURE_BYTES, DEFAULT_RING_BUFFER_MIB, Filters, HookReport,
-        LoadOptions,
+        LoadOptions, TlsReport,
     },
     sink::{EventSink, ExchangeSink, FanOut, SpanSink},
     source::recording::{RecordingInfo, RecordingReader, RecordingWriter},
@@ -589,14 +589,21 @@ fn live<'a>(
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal(duration)?;
-        let on_ready = |report: &[HookReport], go: &[GoReport]| print_report(report, go, duration);
+        let on_ready = |report: &[HookReport], go: &[GoReport], tls: &[TlsReport]| {
+            print_report(report, go, tls, duration);
+        };
         anyhow::Ok(agent::run(&options, output, recorder, on_ready, shutdown).await?)
     })
 }
 
 /// The start-up report on stderr: one line per hook, its failed modes indented below, then
 /// `ready` (which tests and scripts wait for).
-fn print_report(report: &[HookReport], go: &[GoReport], duration: Option<Duration>) {
+fn print_report(
+    report: &[HookReport],
+    go: &[GoReport],
+    tls: &[TlsReport],
+    duration: Option<Duration>,
+) {
     let mut err = std::io::stderr().lock();
     for hook in report {
         for line in hook.to_string().lines() {
@@ -605,6 +612,9 @@ fn print_report(report: &[HookReport], go: &[GoReport], duration: Option<Duratio
     }
     for binary in go {
         let _ = writeln!(err, "wirespan: {binary}");
+    }
+    for library in tls {
+        let _ = writeln!(err, "wirespan: {library}");
     }
     let until = duration.map_or("Ctrl-C or SIGTERM".to_owned(), |d| {
         format!("{d:?} have passed")

@@ -20,9 +20,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use wirespan_shared::{
-    DATA_FLAG_GOID_KNOWN, DIR_EGRESS, DIR_INGRESS, DataHeader, EVENT_DATA, LOST_IO_TABLE_FULL,
-    LOST_PAYLOAD_READ_FAILED, LOST_READ_FAILED, LOST_RINGBUF_FULL, MAX_CAPTURE, SYSCALL_ARG_OFFSET,
-    SYSCALL_RET_OFFSET,
+    DATA_FLAG_GOID_KNOWN, DATA_FLAG_TLS_PLAINTEXT, DIR_EGRESS, DIR_INGRESS, DataHeader, EVENT_DATA,
+    LOST_IO_TABLE_FULL, LOST_PAYLOAD_READ_FAILED, LOST_READ_FAILED, LOST_RINGBUF_FULL, MAX_CAPTURE,
+    SYSCALL_ARG_OFFSET, SYSCALL_RET_OFFSET,
 };
 
 use crate::{
@@ -33,6 +33,7 @@ use crate::{
         scratch_event, settings, wake_flags,
     },
     sock::{Tuple, read_tuple, tcp_seq, tcp_sock_of_fd},
+    tls,
 };
 
 /// How a syscall passes its buffer: one buffer, an iovec array, or a `struct user_msghdr`.
@@ -138,6 +139,12 @@ fn try_enter(ctx: &TracePointContext, shape: u8, direction: u16) -> Result<(), (
     if !ports_pass(tuple.sport, tuple.dport) {
         return Ok(());
     }
+    let seq = tcp_seq(sk, direction == DIR_EGRESS);
+    if tls::note_socket(pid_tgid, sk, fd as i32, &tuple, seq, direction) {
+        // Inside a TLS library call: its plaintext is sent when the call returns, the encrypted
+        // bytes themselves are not.
+        return Ok(());
+    }
     let (buf, count) = match shape {
         SHAPE_MSG => {
             let msg = arg(ctx, 1)?;
@@ -160,7 +167,7 @@ fn try_enter(ctx: &TracePointContext, shape: u8, direction: u16) -> Result<(), (
         // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_enter_ns: unsafe { bpf_ktime_get_ns() },
         fd: fd as i32,
-        seq: tcp_seq(sk, direction == DIR_EGRESS),
+        seq,
         direction,
         shape,
         pad0: [0; 5],
@@ -187,49 +194,96 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
         // EAGAIN on a non-blocking socket, another error, or end of stream: no bytes moved.
         return Ok(());
     }
+    send(
+        pid_tgid,
+        &Moved {
+            tuple: args.tuple,
+            sk: args.sk,
+            fd: args.fd,
+            seq: args.seq,
+            direction: args.direction,
+            ts_enter_ns: args.ts_enter_ns,
+            bytes: ret as u64,
+            buf: args.buf,
+            iovcnt: if args.shape == SHAPE_BUF {
+                0
+            } else {
+                args.count
+            },
+            tls: false,
+        },
+    )
+}
+
+/// Bytes that moved on a TCP socket: by a syscall (ciphertext or plain), or by a TLS library
+/// call (plaintext, `tls`).
+pub struct Moved {
+    pub tuple: Tuple,
+    pub sk: u64,
+    pub fd: i32,
+    /// TCP sequence number of the first byte; for TLS plaintext, of the first encrypted byte the
+    /// call moved (0 when it moved none: the library had the bytes buffered).
+    pub seq: u32,
+    pub direction: u16,
+    pub ts_enter_ns: u64,
+    pub bytes: u64,
+    /// One buffer (`iovcnt` 0) or an iovec array of `iovcnt` segments.
+    pub buf: u64,
+    pub iovcnt: u64,
+    pub tls: bool,
+}
+
+/// Build the data event for `moved` in this CPU's scratch slot and send it: the header, the
+/// first `capture_bytes` of the bytes, and (for syscall data) HTTP/2 frame windows.
+#[inline(always)]
+pub fn send(pid_tgid: u64, moved: &Moved) -> Result<(), ()> {
     let ev = scratch_event().ok_or(())?;
     // SAFETY: `ev` is this CPU's SCRATCH slot from a successful map lookup: non-null, aligned and
     // valid for the whole run of the program, and no other program uses it meanwhile (see
     // `scratch_event`).
     let ev = unsafe { &mut *ev };
-    let tuple = args.tuple;
+    let tuple = moved.tuple;
     let pid = (pid_tgid >> 32) as u32;
     let comm = bpf_get_current_comm().unwrap_or_default();
-    let conn_id = conn_id_of(args.sk, pid, pid_tgid as u32, comm, &tuple);
+    let conn_id = conn_id_of(moved.sk, pid, pid_tgid as u32, comm, &tuple);
 
     let h = &mut ev.header;
     h.kind = EVENT_DATA;
-    h.direction = args.direction;
+    h.direction = moved.direction;
     h.family = tuple.family;
     h.pid = pid;
     h.tid = pid_tgid as u32;
-    h.fd = args.fd;
+    h.fd = moved.fd;
     h.sport = tuple.sport;
     h.dport = tuple.dport;
-    h.seq = args.seq;
+    h.seq = moved.seq;
     h.conn_id = conn_id;
-    h.bytes = ret as u64;
-    h.ts_enter_ns = args.ts_enter_ns;
+    h.bytes = moved.bytes;
+    h.ts_enter_ns = moved.ts_enter_ns;
     // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
     h.ts_exit_ns = unsafe { bpf_ktime_get_ns() };
     (h.goid, h.flags) = match current_goid(pid) {
         Some(goid) => (goid, DATA_FLAG_GOID_KNOWN),
         None => (0, 0),
     };
+    if moved.tls {
+        h.flags |= DATA_FLAG_TLS_PLAINTEXT;
+    }
     h.window_bytes = 0;
     h.saddr = tuple.saddr;
     h.daddr = tuple.daddr;
     h.comm = comm;
 
-    let mut want = ret as u64;
+    let mut want = moved.bytes;
     let limit = u64::from(settings().capture_bytes);
     if want > limit {
         want = limit;
     }
     let payload = ev.payload.as_mut_ptr();
-    let captured = match args.shape {
-        SHAPE_BUF => copy_user(payload, 0, args.buf, want),
-        _ => copy_iovecs(payload, args.buf, args.count, want),
+    let captured = if moved.iovcnt == 0 {
+        copy_user(payload, 0, moved.buf, want)
+    } else {
+        copy_iovecs(payload, moved.buf, moved.iovcnt, want)
     };
     #[expect(
         clippy::single_match_else,
@@ -243,19 +297,21 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
         }
     };
     ev.header.captured = captured as u32;
-    let io = Io {
-        sk: args.sk,
-        direction: args.direction,
-        seq: args.seq,
-        ret: ret as u64,
-        buf: args.buf,
-        iovcnt: if args.shape == SHAPE_BUF {
-            0
-        } else {
-            args.count
-        },
+    // Frame windows follow a connection's bytes in TCP sequence space: ciphertext sequence
+    // numbers say nothing about plaintext frames, so TLS plaintext goes without.
+    let windows = if moved.tls {
+        0
+    } else {
+        let io = Io {
+            sk: moved.sk,
+            direction: moved.direction,
+            seq: moved.seq,
+            ret: moved.bytes,
+            buf: moved.buf,
+            iovcnt: moved.iovcnt,
+        };
+        frames::follow(ev, &io)
     };
-    let windows = frames::follow(ev, &io);
     ev.header.window_bytes = windows;
     // Decided before the record is built: the helper calls would spill its bounded size.
     let flags = wake_flags();

@@ -226,6 +226,10 @@ pub const DIR_INGRESS: u16 = 2;
 
 /// `DataHeader.flags`: the goroutine id is known (Go programs, once their offsets are loaded).
 pub const DATA_FLAG_GOID_KNOWN: u32 = 1;
+/// `DataHeader.flags`: the payload is TLS plaintext, taken from a TLS library call (OpenSSL's
+/// `SSL_read`/`SSL_write`) on the socket; `seq` is that of the first encrypted byte the call
+/// moved on the socket (0 when it moved none).
+pub const DATA_FLAG_TLS_PLAINTEXT: u32 = 2;
 
 /// The most payload bytes one data event can carry (`--capture-bytes` is at most this).
 pub const MAX_CAPTURE: usize = 16_384;

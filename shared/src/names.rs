@@ -51,6 +51,8 @@ pub const MAP_WALK: &str = "WALK";
 pub const MAP_PROCESS_SCRATCH: &str = "PROCESS_SCRATCH";
 /// Map: whether user space's reader polls the ring buffer on its timer (written by user space).
 pub const MAP_READER_POLLING: &str = "READER_POLLING";
+pub const MAP_TLS_CALLS: &str = "TLS_CALLS";
+pub const MAP_TLS_SOCKETS: &str = "TLS_SOCKETS";
 
 /// Every map in the probes' object.
 pub const MAPS: &[&str] = &[
@@ -74,6 +76,8 @@ pub const MAPS: &[&str] = &[
     MAP_WALK,
     MAP_PROCESS_SCRATCH,
     MAP_READER_POLLING,
+    MAP_TLS_CALLS,
+    MAP_TLS_SOCKETS,
 ];
 
 // Programs of probes-ebpf/src/conn.rs.
@@ -132,6 +136,12 @@ pub const PROGRAM_GO_SERVE_HTTP_M: &str = "go_serve_http_m";
 pub const PROGRAM_GO_SERVE_HTTP_RETURN_M: &str = "go_serve_http_return_m";
 
 /// Every program in the probes' object.
+pub const PROGRAM_SSL_READ: &str = "ssl_read";
+pub const PROGRAM_SSL_READ_EX: &str = "ssl_read_ex";
+pub const PROGRAM_SSL_WRITE: &str = "ssl_write";
+pub const PROGRAM_SSL_WRITE_EX: &str = "ssl_write_ex";
+pub const PROGRAM_SSL_RETURN: &str = "ssl_return";
+
 pub const PROGRAMS: &[&str] = &[
     PROGRAM_TCP_CONNECT_KPROBE,
     PROGRAM_TCP_CONNECT_FENTRY,
@@ -173,6 +183,11 @@ pub const PROGRAMS: &[&str] = &[
     PROGRAM_GO_ROUND_TRIP_RETURN_M,
     PROGRAM_GO_SERVE_HTTP_M,
     PROGRAM_GO_SERVE_HTTP_RETURN_M,
+    PROGRAM_SSL_READ,
+    PROGRAM_SSL_READ_EX,
+    PROGRAM_SSL_WRITE,
+    PROGRAM_SSL_WRITE_EX,
+    PROGRAM_SSL_RETURN,
 ];
 
 /// Every load-time global in the probes' object.

@@ -5,10 +5,16 @@ clients reach it as IPv4-mapped addresses.
 
 `GET /via/<port>/<path>` fetches http://127.0.0.1:<port>/<path> on the handler's own thread
 and returns it: a thread-per-request server that calls out while serving (502 when the call
-fails)."""
+fails).
+
+TLS: with HTTPS_CERT and HTTPS_KEY (PEM files) in the environment the server speaks HTTPS
+(Python's ssl module: OpenSSL); with HTTPS_CA, `/via/` calls https://localhost:<port>/ and
+trusts that CA."""
 import functools
 import http.server
+import os
 import socket
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -25,8 +31,13 @@ class KeepAliveHandler(http.server.SimpleHTTPRequestHandler):
         if not self.path.startswith("/via/"):
             return super().do_GET()
         port, _, rest = self.path[len("/via/"):].partition("/")
+        ca = os.environ.get("HTTPS_CA")
+        if ca:
+            url, context = f"https://localhost:{port}/{rest}", ssl.create_default_context(cafile=ca)
+        else:
+            url, context = f"http://127.0.0.1:{port}/{rest}", None
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{rest}") as upstream:
+            with urllib.request.urlopen(url, context=context) as upstream:
                 body = upstream.read()
         except (urllib.error.URLError, ConnectionError) as e:
             # A failed call (a closed port, a reset) is answered, as a gateway would.
@@ -49,6 +60,11 @@ def main():
     if ":" in host:
         server_class = type("Server6", (server_class,), {"address_family": socket.AF_INET6})
     server = server_class((host, 0), handler)
+    cert, key = os.environ.get("HTTPS_CERT"), os.environ.get("HTTPS_KEY")
+    if cert and key:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 

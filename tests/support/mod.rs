@@ -454,7 +454,10 @@ pub fn describe_spans(spans: &[(String, serde_json::Value)]) -> String {
         v.map_or("-".to_owned(), |v| {
             v.get("stringValue")
                 .or_else(|| v.get("intValue"))
-                .map_or_else(|| v.to_string(), |s| s.as_str().map_or(s.to_string(), str::to_owned))
+                .map_or_else(
+                    || v.to_string(),
+                    |s| s.as_str().map_or(s.to_string(), str::to_owned),
+                )
         })
     };
     let mut out = String::new();

@@ -7,6 +7,11 @@
 //! and dropped when a new one needs room), the decoders together hold at most `memory_budget`
 //! bytes (the least recently active go first when it is exceeded), and connections idle longer
 //! than `idle_timeout_ns` release their state. All of it is counted.
+//!
+//! TLS: a connection whose first bytes are TLS records is encrypted, and its syscall bytes are
+//! not decoded (they would only desynchronise a decoder). When TLS plaintext arrives for it (a
+//! TLS library's calls, `Data::tls`), the connection is decoded from the plaintext alone, with a
+//! fresh decoder.
 
 use std::{collections::HashMap, net::SocketAddr};
 
@@ -44,6 +49,11 @@ pub struct ConnStats {
     pub expired: u64,
     /// Connections whose protocol was not recognised.
     pub unknown_protocol: u64,
+    /// Connections that carried TLS records and no plaintext (a TLS stack the agent does not
+    /// read, or a connection older than the agent's probes): counted at close.
+    pub tls_encrypted: u64,
+    /// Connections decoded from TLS plaintext: counted at close.
+    pub tls_plaintext: u64,
     /// What the decoders of closed connections had to drop.
     pub decoders: DecoderStats,
 }
@@ -56,8 +66,28 @@ struct Entry {
     remote: SocketAddr,
     last_ns: u64,
     counted_unknown: bool,
+    tls: Tls,
+    /// Whether any bytes reached the decoder (TLS records are recognised at the start only).
+    fed: bool,
     /// The decoder's size when last measured (its share of `ConnTable::buffered`).
     buffered: usize,
+}
+
+/// What a connection's bytes are, as far as TLS goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    /// Nothing says TLS (yet).
+    No,
+    /// Its first bytes were TLS records, and no plaintext came (yet).
+    Encrypted,
+    /// A TLS library's plaintext: the only bytes decoded from now on.
+    Plaintext,
+}
+
+/// Whether `payload` starts with a TLS record header: content type (change_cipher_spec,
+/// alert, handshake, application_data), then protocol version 3.x.
+fn starts_with_tls_record(payload: &[u8]) -> bool {
+    matches!(payload, [20..=23, 3, 0..=4, ..])
 }
 
 /// Every tracked connection's decoder.
@@ -144,6 +174,7 @@ impl ConnTable {
                     windows: &d.windows,
                     ts_enter_ns: d.ts_enter_ns,
                     ts_exit_ns: d.ts_exit_ns,
+                    tls: d.tls,
                 };
                 self.ensure(
                     d.conn_id,
@@ -156,6 +187,9 @@ impl ConnTable {
                 );
                 let entry = self.conns.get_mut(&d.conn_id).expect("ensured above");
                 entry.last_ns = d.ts_exit_ns;
+                if !admit_tls(entry, d.tls, &d.payload) {
+                    return;
+                }
                 entry.decoder.feed(&seg, &mut self.scratch);
                 if entry.decoder.detected() == Detected::Unknown && !entry.counted_unknown {
                     entry.counted_unknown = true;
@@ -260,6 +294,8 @@ impl ConnTable {
             remote,
             last_ns: ts_ns,
             counted_unknown: false,
+            tls: Tls::No,
+            fed: false,
             buffered: 0,
         });
     }
@@ -271,6 +307,11 @@ impl ConnTable {
         self.buffered -= entry.buffered;
         entry.decoder.close(ts_ns, &mut self.scratch);
         self.stats.decoders.add(&entry.decoder.stats());
+        match entry.tls {
+            Tls::No => {}
+            Tls::Encrypted => self.stats.tls_encrypted += 1,
+            Tls::Plaintext => self.stats.tls_plaintext += 1,
+        }
         for exchange in self.scratch.drain(..) {
             out.push(ConnExchange {
                 conn_id,
@@ -280,6 +321,32 @@ impl ConnTable {
                 remote: entry.remote,
                 exchange,
             });
+        }
+    }
+}
+
+/// Whether a segment goes to the connection's decoder, as far as TLS goes; moves the
+/// connection to `Encrypted` at TLS records, and to `Plaintext` (a fresh decoder) at its first
+/// plaintext.
+fn admit_tls(entry: &mut Entry, plaintext: bool, payload: &[u8]) -> bool {
+    match (entry.tls, plaintext) {
+        (Tls::Plaintext, true) => true,
+        // Encrypted bytes outside the library's read and write calls (handshakes, alerts,
+        // shutdown): nothing to decode.
+        (Tls::Plaintext | Tls::Encrypted, false) => false,
+        (Tls::No | Tls::Encrypted, true) => {
+            entry.tls = Tls::Plaintext;
+            entry.decoder = ConnDecoder::new();
+            entry.fed = true;
+            true
+        }
+        (Tls::No, false) => {
+            if !entry.fed && starts_with_tls_record(payload) {
+                entry.tls = Tls::Encrypted;
+                return false;
+            }
+            entry.fed = true;
+            true
         }
     }
 }
@@ -307,6 +374,7 @@ mod tests {
             ts_exit_ns: ts + 1,
             payload: payload.to_vec(),
             windows: Vec::new(),
+            tls: false,
         })
     }
 

@@ -220,6 +220,7 @@ fn bytes(
         ts_exit_ns: ts_ns,
         payload: payload.to_vec(),
         windows: Vec::new(),
+        tls: false,
     }));
 }
 

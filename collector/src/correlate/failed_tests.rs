@@ -212,6 +212,7 @@ fn a_failed_connect_of_a_thread_serving_a_request_is_a_connect_span_under_that_r
             ts_exit_ns: ts,
             payload: Vec::new(),
             windows: Vec::new(),
+            tls: false,
         })
     };
     let events = [

@@ -164,6 +164,7 @@ mod tests {
             ts_exit_ns: 2,
             payload: Vec::new(),
             windows: Vec::new(),
+            tls: false,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod go_attach;
 mod object_names;
 pub mod privilege;
 pub mod serving;
+pub mod tls_attach;
 pub mod tracefs;
 
 use aya::{
@@ -22,11 +23,12 @@ use wirespan_shared::{
     GLOBAL_SOCK_OFFSETS, LOST_CAUSES, MAX_CAPTURE, Settings,
 };
 
-use self::go_attach::GoAttacher;
 pub use self::{
     attach::{AttachMode, HOOKS, HookReport, error_chain},
     filters::Filters,
+    tls_attach::TlsReport,
 };
+use self::{go_attach::GoAttacher, tls_attach::TlsAttacher};
 use crate::golang::discover::GoReport;
 
 /// Payload bytes captured per data event unless `--capture-bytes` says otherwise.
@@ -106,7 +108,10 @@ pub struct Probes {
     pub report: Vec<HookReport>,
     /// The Go programs found at start, attached or skipped.
     pub go_report: Vec<GoReport>,
+    /// The TLS libraries found at start, attached or skipped.
+    pub tls_report: Vec<TlsReport>,
     go: GoAttacher,
+    tls: TlsAttacher,
 }
 
 /// The maps the agent reads, owned apart from the programs.
@@ -174,12 +179,16 @@ impl Probes {
             options.serving_quiet_after,
         );
         let go_report = go.attach_running(&mut ebpf);
+        let mut tls = TlsAttacher::default();
+        let tls_report = tls.attach_running(&mut ebpf);
         Ok((
             Self {
                 ebpf,
                 report,
                 go_report,
+                tls_report,
                 go,
+                tls,
             },
             maps,
         ))
@@ -188,6 +197,11 @@ impl Probes {
     /// A process executed a program: attach the Go uprobes if it is a Go program not seen yet.
     pub fn exec(&mut self, pid: u32) -> Option<GoReport> {
         self.go.attach_pid(&mut self.ebpf, pid)
+    }
+
+    /// A process executed a program: attach to a TLS library it maps that is new.
+    pub fn tls_exec(&mut self, pid: u32) -> Vec<TlsReport> {
+        self.tls.exec(&mut self.ebpf, pid)
     }
 
     /// Process `pid` made an outbound call (see `serving`): a report line when its binary's

@@ -25,6 +25,7 @@ pub fn for_each_segment(mut data: &[u8], mut f: impl FnMut(Segment<'_>)) {
             windows: &[],
             ts_enter_ns: ts,
             ts_exit_ns: ts,
+            tls: false,
         });
         data = &rest[take..];
     }

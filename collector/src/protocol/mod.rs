@@ -30,6 +30,9 @@ pub struct Segment<'a> {
     pub windows: &'a [Window],
     pub ts_enter_ns: u64,
     pub ts_exit_ns: u64,
+    /// TLS plaintext: `origin.seq` is the encrypted bytes' sequence number, which joins the two
+    /// ends but does not count plaintext bytes, so segments' continuity cannot be checked by it.
+    pub tls: bool,
 }
 
 /// A run of a segment's bytes: captured, or known only by count.

@@ -22,6 +22,7 @@ fn run(segments: &[(Direction, &[u8], u64)]) -> Vec<Exchange> {
                 windows: &[],
                 ts_enter_ns: t,
                 ts_exit_ns: t + 10,
+                tls: false,
             },
             &mut out,
         );
@@ -231,6 +232,7 @@ fn unknown_protocols_are_not_guessed() {
                 windows: &[],
                 ts_enter_ns: 0,
                 ts_exit_ns: 0,
+                tls: false,
             },
             &mut out,
         );
@@ -295,6 +297,7 @@ fn damaged_streams_never_panic() {
                     windows: &[],
                     ts_enter_ns: step,
                     ts_exit_ns: step,
+                    tls: false,
                 },
                 &mut out,
             );

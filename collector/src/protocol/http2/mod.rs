@@ -209,11 +209,12 @@ impl Http2Conn {
 
     /// Segments of a direction follow each other in TCP sequence space; one that does not start
     /// where the last ended means events were lost, and with them the framing. Sequence number
-    /// 0 means unknown (a failed kernel read, hand-made segments) and is not checked.
+    /// 0 means unknown (a failed kernel read, hand-made segments, TLS plaintext) and is not
+    /// checked.
     fn check_continuity(&mut self, seg: &Segment<'_>) {
         let d = dir_index(seg.direction);
         let expected = self.dirs[d].next_seq;
-        let seq = seg.origin.seq;
+        let seq = if seg.tls { 0 } else { seg.origin.seq };
         let end = seq.wrapping_add((seg.data.len() as u64 + seg.missing) as u32);
         self.dirs[d].next_seq = if seq == 0 { 0 } else { end };
         if expected != 0 && seq != 0 && seq != expected && self.dirs[d].synced {

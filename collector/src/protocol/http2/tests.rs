@@ -283,6 +283,7 @@ fn decode(
                 windows: &s.windows,
                 ts_enter_ns: t,
                 ts_exit_ns: t + 1,
+                tls: false,
             },
             &mut out,
         );
@@ -469,6 +470,7 @@ fn any_windows_make_pieces_that_cover_the_syscall_once_and_never_panic() {
             windows: &windows,
             ts_enter_ns: round,
             ts_exit_ns: round,
+            tls: false,
         };
         let covered: u64 = seg
             .pieces()
