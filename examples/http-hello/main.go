@@ -2,7 +2,8 @@
 // from a grandchild goroutine, /fanout twice in parallel from child goroutines (to --backend,
 // another http-hello, or itself), /work through one long-lived worker goroutine, /call once to
 // ?target=host:port[&timeout=300ms] (502 when the call fails); /items/{id} and
-// GET /files/{path...} answer with their wildcards. wirespan's Go tests trace it end to end.
+// GET /files/{path...} answer with their wildcards. -tls-cert/-tls-key/-tls-ca make it HTTPS
+// (tls.go). wirespan's Go tests trace it end to end.
 package main
 
 import (
@@ -27,8 +28,14 @@ type workJob struct {
 func main() {
 	addr := flag.String("listen", "127.0.0.1:0", "address to serve on")
 	backend := flag.String("backend", "", "host:port that /fanout calls (default: this server)")
+	certFile := flag.String("tls-cert", "", "serve HTTPS with this PEM certificate (and -tls-key)")
+	keyFile := flag.String("tls-key", "", "the PEM private key of -tls-cert")
+	caFile := flag.String("tls-ca", "", "call out over HTTPS, trusting this PEM CA certificate")
 	flag.Parse()
-	client := &http.Client{}
+	if *caFile != "" {
+		setUpClientTLS(*caFile)
+	}
+	client := &http.Client{Transport: clientTransport}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
 		countHello()
@@ -39,7 +46,7 @@ func main() {
 		result := make(chan string, 1)
 		go func() {
 			go func() {
-				resp, err := client.Get("http://" + r.Host + "/hello?name=grandchild")
+				resp, err := client.Get(scheme + "://" + r.Host + "/hello?name=grandchild")
 				if err != nil {
 					result <- err.Error()
 					return
@@ -56,9 +63,9 @@ func main() {
 		// up after ?timeout= (a Go duration) if set: its error, if any, is answered as 502.
 		caller := client
 		if timeout, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil {
-			caller = &http.Client{Timeout: timeout}
+			caller = &http.Client{Transport: clientTransport, Timeout: timeout}
 		}
-		resp, err := caller.Get("http://" + r.URL.Query().Get("target") + "/hello?name=call")
+		resp, err := caller.Get(scheme + "://" + r.URL.Query().Get("target") + "/hello?name=call")
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
@@ -78,7 +85,7 @@ func main() {
 		startWorker.Do(func() {
 			go func() {
 				for job := range jobs {
-					resp, err := client.Get(fmt.Sprintf("http://%s/hello?name=worker&id=%s", target, job.id))
+					resp, err := client.Get(fmt.Sprintf("%s://%s/hello?name=worker&id=%s", scheme, target, job.id))
 					if err != nil {
 						job.done <- err.Error()
 						continue
@@ -107,7 +114,7 @@ func main() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				resp, err := client.Get(fmt.Sprintf("http://%s/hello?name=fan%d&id=%s", target, i, id))
+				resp, err := client.Get(fmt.Sprintf("%s://%s/hello?name=fan%d&id=%s", scheme, target, i, id))
 				if err != nil {
 					bodies[i] = err.Error()
 					return
@@ -135,5 +142,8 @@ func main() {
 		log.Fatal(err)
 	}
 	fmt.Fprintln(os.Stdout, listener.Addr().String())
+	if *certFile != "" {
+		log.Fatal(http.ServeTLS(listener, mux, *certFile, *keyFile))
+	}
 	log.Fatal(http.Serve(listener, mux))
 }

@@ -278,21 +278,11 @@ pub const NO_CONN: GoConn = GoConn {
 #[inline(always)]
 pub fn read_conn(iface: u64, g: &GoOffsets) -> GoConn {
     let mut conn = NO_CONN;
-    let (Ok(itab), Ok(data)) = (read_u64(iface), read_u64(iface + 8)) else {
+    let Some((fd, sk)) = conn_socket(iface, g) else {
         return conn;
     };
-    if data == 0 || (g.tcp_conn_close_fn != 0 && !itab_is(itab, g.tcp_conn_close_fn)) {
-        return conn;
-    }
-    let Ok(netfd) = read_u64(data + u64::from(g.conn_fd)) else {
-        return conn;
-    };
-    let Ok(sysfd) = read_u64(netfd + u64::from(g.netfd_sysfd)) else {
-        return conn;
-    };
-    conn.fd = sysfd as i32;
-    if let Ok(sk) = tcp_sock_of_fd(i64::from(conn.fd))
-        && sk != 0
+    conn.fd = fd;
+    if sk != 0
         && let Ok(t) = read_tuple(sk)
     {
         conn.family = t.family;
@@ -302,6 +292,22 @@ pub fn read_conn(iface: u64, g: &GoOffsets) -> GoConn {
         conn.daddr = t.daddr;
     }
     conn
+}
+
+/// The fd and TCP sock (0 when the fd is not a TCP socket) behind a `*net.TCPConn` held in the
+/// `net.Conn` interface value at `iface`.
+#[inline(always)]
+pub fn conn_socket(iface: u64, g: &GoOffsets) -> Option<(i32, u64)> {
+    let (Ok(itab), Ok(data)) = (read_u64(iface), read_u64(iface + 8)) else {
+        return None;
+    };
+    if data == 0 || (g.tcp_conn_close_fn != 0 && !itab_is(itab, g.tcp_conn_close_fn)) {
+        return None;
+    }
+    let netfd = read_u64(data + u64::from(g.conn_fd)).ok()?;
+    let fd = read_u64(netfd + u64::from(g.netfd_sysfd)).ok()? as i32;
+    let sk = tcp_sock_of_fd(i64::from(fd)).unwrap_or(0);
+    Some((fd, sk))
 }
 
 /// Whether the itab at `itab` has `first_method` as its first method (see

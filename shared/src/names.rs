@@ -53,6 +53,7 @@ pub const MAP_PROCESS_SCRATCH: &str = "PROCESS_SCRATCH";
 pub const MAP_READER_POLLING: &str = "READER_POLLING";
 pub const MAP_TLS_CALLS: &str = "TLS_CALLS";
 pub const MAP_TLS_SOCKETS: &str = "TLS_SOCKETS";
+pub const MAP_GO_TLS_READS: &str = "GO_TLS_READS";
 
 /// Every map in the probes' object.
 pub const MAPS: &[&str] = &[
@@ -78,6 +79,7 @@ pub const MAPS: &[&str] = &[
     MAP_READER_POLLING,
     MAP_TLS_CALLS,
     MAP_TLS_SOCKETS,
+    MAP_GO_TLS_READS,
 ];
 
 // Programs of probes-ebpf/src/conn.rs.
@@ -141,6 +143,9 @@ pub const PROGRAM_SSL_READ_EX: &str = "ssl_read_ex";
 pub const PROGRAM_SSL_WRITE: &str = "ssl_write";
 pub const PROGRAM_SSL_WRITE_EX: &str = "ssl_write_ex";
 pub const PROGRAM_SSL_RETURN: &str = "ssl_return";
+pub const PROGRAM_GO_TLS_WRITE: &str = "go_tls_write";
+pub const PROGRAM_GO_TLS_READ: &str = "go_tls_read";
+pub const PROGRAM_GO_TLS_READ_RETURN: &str = "go_tls_read_return";
 
 pub const PROGRAMS: &[&str] = &[
     PROGRAM_TCP_CONNECT_KPROBE,
@@ -188,6 +193,9 @@ pub const PROGRAMS: &[&str] = &[
     PROGRAM_SSL_WRITE,
     PROGRAM_SSL_WRITE_EX,
     PROGRAM_SSL_RETURN,
+    PROGRAM_GO_TLS_WRITE,
+    PROGRAM_GO_TLS_READ,
+    PROGRAM_GO_TLS_READ_RETURN,
 ];
 
 /// Every load-time global in the probes' object.

@@ -9,7 +9,8 @@ use wirespan_shared::GoOffsets;
 use wirespan_shared::names::{
     PROGRAM_GO_GOEXIT, PROGRAM_GO_NEWPROC1, PROGRAM_GO_NEWPROC1_RETURN,
     PROGRAM_GO_PERSIST_CONN_ROUND_TRIP, PROGRAM_GO_ROUND_TRIP, PROGRAM_GO_ROUND_TRIP_RETURN,
-    PROGRAM_GO_SERVE_HTTP, PROGRAM_GO_SERVE_HTTP_RETURN, PROGRAM_GO_SPAWNED,
+    PROGRAM_GO_SERVE_HTTP, PROGRAM_GO_SERVE_HTTP_RETURN, PROGRAM_GO_SPAWNED, PROGRAM_GO_TLS_READ,
+    PROGRAM_GO_TLS_READ_RETURN, PROGRAM_GO_TLS_WRITE,
 };
 
 use super::{
@@ -25,6 +26,9 @@ pub const RUNQPUT: &str = "runtime.runqput";
 pub const ROUND_TRIP: &str = "net/http.(*Transport).roundTrip";
 pub const GOEXIT1: &str = "runtime.goexit1";
 pub const PERSIST_ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
+/// crypto/tls's connection: where Go programs' TLS plaintext is read and written.
+pub const TLS_READ: &str = "crypto/tls.(*Conn).Read";
+pub const TLS_WRITE: &str = "crypto/tls.(*Conn).Write";
 
 /// One line of the start-up report per Go binary found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +106,8 @@ pub fn wanted_functions() -> Vec<&'static str> {
         ROUND_TRIP,
         GOEXIT1,
         PERSIST_ROUND_TRIP,
+        TLS_READ,
+        TLS_WRITE,
         TCP_CONN_METHOD,
         RESPONSE_METHOD,
         grpc::STATUS_ERROR_METHOD,
@@ -131,6 +137,9 @@ pub enum Tier {
     /// connections predate the agent (warm HPACK state). Attached at start, and taken off a
     /// program that is seen serving without calling out (see `load::go_attach`).
     Serving,
+    /// Fires on every read and write of a TLS connection: the plaintext, which the bytes on the
+    /// socket cannot give. Always attached; a program that speaks no TLS never pays for it.
+    Tls,
 }
 
 /// One function to probe: where, the entry and return programs ("" when only the entry is
@@ -171,6 +180,8 @@ pub fn plan(binary: &GoBinary) -> Result<ProbePlan, PlanError> {
             PROGRAM_GO_ROUND_TRIP_RETURN,
         ),
         (PERSIST_ROUND_TRIP, PROGRAM_GO_PERSIST_CONN_ROUND_TRIP, ""),
+        (TLS_READ, PROGRAM_GO_TLS_READ, PROGRAM_GO_TLS_READ_RETURN),
+        (TLS_WRITE, PROGRAM_GO_TLS_WRITE, ""),
     ];
     if grpc_known {
         wanted.extend(grpc::PROBES);
@@ -232,6 +243,8 @@ pub fn plan(binary: &GoBinary) -> Result<ProbePlan, PlanError> {
             .contains(&probe.name.as_str())
         {
             Tier::Serving
+        } else if [TLS_READ, TLS_WRITE].contains(&probe.name.as_str()) {
+            Tier::Tls
         } else {
             Tier::Outbound
         };
