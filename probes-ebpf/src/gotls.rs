@@ -6,8 +6,9 @@
 //! entry, on the calling goroutine:
 //! - a write's plaintext is known at entry, and goes out as one record at the socket's
 //!   `write_seq` then (the handshake is done before any application data);
-//! - a read's first new byte is at the socket's `copied_seq` at entry (unless `crypto/tls` had
-//!   the record buffered already), and its plaintext is in the buffer at a RET, `n` in RAX.
+//! - a read's first new byte is at the socket's `copied_seq` at entry, less the encrypted bytes
+//!   crypto/tls read ahead and holds undecrypted (`rawInput`), and its plaintext is in the
+//!   buffer at a RET, `n` in RAX.
 //!
 //! Both are sent as data events flagged `DATA_FLAG_TLS_PLAINTEXT`, like OpenSSL's (`tls`).
 
@@ -22,7 +23,7 @@ use wirespan_shared::{DIR_EGRESS, DIR_INGRESS, LOST_IO_TABLE_FULL};
 
 use crate::{
     data::{Moved, send},
-    golang::{GoroutineKey, conn_socket, current},
+    golang::{GoroutineKey, conn_socket, current, read_u64},
     maps::{count_lost, ports_pass},
     sock::{Tuple, read_tuple, tcp_seq},
 };
@@ -111,7 +112,7 @@ fn try_read_enter(ctx: &ProbeContext) -> Result<(), ()> {
         // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_enter_ns: unsafe { bpf_ktime_get_ns() },
         fd,
-        seq: tcp_seq(sk, false),
+        seq: read_position(regs.rax, sk, &offsets),
     };
     let key = GoroutineKey {
         tgid: (pid_tgid >> 32) as u32,
@@ -122,6 +123,26 @@ fn try_read_enter(ctx: &ProbeContext) -> Result<(), ()> {
         count_lost(LOST_IO_TABLE_FULL);
     }
     Ok(())
+}
+
+/// Where a `Read`'s first new encrypted byte is: the socket's read position, less what
+/// crypto/tls read ahead into `rawInput` and has not decrypted yet (the handshake's last read
+/// often takes the first request's record along).
+#[inline(always)]
+fn read_position(conn: u64, sk: u64, offsets: &wirespan_shared::GoOffsets) -> u32 {
+    let copied = tcp_seq(sk, false);
+    if offsets.tls_raw_input == 0 {
+        return copied;
+    }
+    // bytes.Buffer: buf (pointer, len, cap), then off; unread = len - off.
+    let raw = conn + u64::from(offsets.tls_raw_input);
+    let (Ok(len), Ok(off)) = (read_u64(raw + 8), read_u64(raw + 24)) else {
+        return copied;
+    };
+    if off > len || len - off > 1 << 24 {
+        return copied;
+    }
+    copied.wrapping_sub((len - off) as u32)
 }
 
 /// `(*tls.Conn).Read` at a RET: `n` in RAX; send what was read.

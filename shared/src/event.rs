@@ -390,6 +390,10 @@ pub struct GoOffsets {
     /// `g_parent_goid`, one probe on newproc's call to `runqput` sees a whole spawn (child,
     /// parent, site), in place of probes at newproc1's entry and RETs. 0 when unknown.
     pub g_gopc: u32,
+    /// `crypto/tls.Conn.rawInput` (a `bytes.Buffer`): encrypted bytes crypto/tls read from the
+    /// socket and has not decrypted yet. A `Read` whose record is already there started at the
+    /// socket's read position minus what is unread in it. 0 when unknown.
+    pub tls_raw_input: u32,
     /// grpc-go and golang.org/x/net layouts; all zero when the program has no grpc-go.
     pub grpc: GrpcOffsets,
 }
@@ -453,7 +457,7 @@ mod tests {
         );
         assert_eq!(
             size_of::<GoOffsets>(),
-            4 * 16 + 8 * 2 + size_of::<GrpcOffsets>()
+            4 * 17 + 8 * 2 + size_of::<GrpcOffsets>()
         );
         assert_eq!(size_of::<ExecEvent>(), 4 * 2 + 8 + COMM_LEN);
         assert_eq!(

@@ -11,7 +11,7 @@ use super::{GoBinary, grpc};
 pub const TCP_CONN_METHOD: &str = "net.(*TCPConn).Close";
 pub const RESPONSE_METHOD: &str = "net/http.(*response).Header";
 
-const MEMBERS: [(&str, &str); 15] = [
+const MEMBERS: [(&str, &str); 16] = [
     ("net/http.response", "conn"),
     ("net/http.conn", "rwc"),
     ("net/http.persistConn", "conn"),
@@ -27,6 +27,7 @@ const MEMBERS: [(&str, &str); 15] = [
     ("net/http.Request", "Host"),
     ("net/url.URL", "Path"),
     ("net/http.response", "status"),
+    ("crypto/tls.Conn", "rawInput"),
 ];
 
 /// Why a layout cannot be had; the text ends up in the start-up report's `skipped:` line.
@@ -178,6 +179,8 @@ pub fn dwarf_layout(
         // Go 1.21+; older programs get no observed ancestry (their spawn probe stays attached).
         g_parent_goid: at("runtime.g", "parentGoid").unwrap_or(0),
         g_gopc: at("runtime.g", "gopc").unwrap_or(0),
+        // Absent (0) when the program has no crypto/tls.
+        tls_raw_input: at("crypto/tls.Conn", "rawInput").unwrap_or(0),
         grpc: GrpcOffsets::default(),
     };
     let grpc_layout = uses_grpc.then(|| grpc::layout_from_dwarf(&facts, binary));

@@ -39,6 +39,9 @@ pub struct TableEntry {
     pub persist_conn: u32,
     pub conn_fd: u32,
     pub netfd_sysfd: u32,
+    /// `crypto/tls.Conn.rawInput`; absent from tables written before TLS was read (0: unknown).
+    #[serde(default)]
+    pub tls_raw_input: u32,
     /// net/http's `Server.Handler` and `ServeMux` routing tree, for routes (see `routes`);
     /// absent from tables written before routes were read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +67,7 @@ impl TableEntry {
             persist_conn: o.persist_conn,
             conn_fd: o.conn_fd,
             netfd_sysfd: o.netfd_sysfd,
+            tls_raw_input: o.tls_raw_input,
             mux: None,
         }
     }
@@ -91,6 +95,7 @@ impl TableEntry {
             tcp_conn_close_fn: 0,
             g_parent_goid: self.g_parent_goid,
             g_gopc: self.g_gopc,
+            tls_raw_input: self.tls_raw_input,
             grpc: GrpcOffsets::default(),
         }
     }
@@ -223,6 +228,7 @@ mod tests {
             persist_conn: 80,
             conn_fd: 0,
             netfd_sysfd: 16,
+            tls_raw_input: 0,
             mux: None,
         }
     }

@@ -1,0 +1,434 @@
+//! Privileged end to end (needs root, a kernel, Go, Python, curl and the openssl command): spans
+//! and parents through TLS, with certificates made here.
+//! - OpenSSL (libssl 3): curl → a Python `http.server` wrapped in `ssl`; curl → Python whose
+//!   handler calls a Go HTTPS server with `urllib`.
+//! - Go crypto/tls: curl → examples/http-hello over HTTPS, whose handlers call another
+//!   http-hello over HTTPS from child goroutines (HTTP/2 by ALPN), also stripped.
+//!
+//! Each server span's parent is the client span at the other end, every span carries method,
+//! path and status, and the programs answer whole before, while and after the agent runs.
+
+mod support;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Mutex, OnceLock},
+};
+
+use serde_json::Value;
+use support::{Agent, Listening, require_privileges};
+use wirespan::testing::cannot_run;
+
+/// The tests run agents that watch each other's ports; one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A self-signed certificate for localhost and 127.0.0.1 (also its own CA), and a directory
+/// the Python server serves.
+struct Certs {
+    cert: PathBuf,
+    key: PathBuf,
+    www: PathBuf,
+}
+
+fn certs() -> Result<&'static Certs, String> {
+    static CERTS: OnceLock<Result<Certs, String>> = OnceLock::new();
+    CERTS
+        .get_or_init(|| {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-certs");
+            let www = dir.join("www");
+            std::fs::create_dir_all(&www).map_err(|e| e.to_string())?;
+            std::fs::write(www.join("hello.txt"), "hello over tls\n").map_err(|e| e.to_string())?;
+            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            let made = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args(["-subj", "/CN=localhost"])
+                .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .map_err(|e| format!("the openssl command cannot run: {e}"))?;
+            if !made.status.success() {
+                return Err(format!(
+                    "openssl req failed: {}",
+                    String::from_utf8_lossy(&made.stderr)
+                ));
+            }
+            Ok(Certs { cert, key, www })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// `curl` (OpenSSL) GET of `url` trusting the test's certificate: (status, body).
+fn curl(certs: &Certs, http_version: &str, url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "10", http_version, "--cacert"])
+        .arg(&certs.cert)
+        .args(["-w", "\n%{http_code}", url])
+        .env("OTEL_SERVICE_NAME", "curl-client")
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        status.trim().parse().unwrap_or(0),
+        format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+/// The Python HTTPS server (OpenSSL), named `service`; `/via/` calls out over HTTPS.
+fn python_https(certs: &Certs, service: &str) -> Listening {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/http_server.py");
+    Listening::start(
+        Command::new("python3")
+            .arg(script)
+            .arg(&certs.www)
+            .env("HTTPS_CERT", &certs.cert)
+            .env("HTTPS_KEY", &certs.key)
+            .env("HTTPS_CA", &certs.cert)
+            .env("OTEL_SERVICE_NAME", service),
+    )
+}
+
+/// examples/http-hello serving HTTPS and calling out over HTTPS, named `service`.
+fn go_https(binary: &Path, certs: &Certs, service: &str, extra: &[&str]) -> Listening {
+    Listening::start(
+        Command::new(binary)
+            .arg("-tls-cert")
+            .arg(&certs.cert)
+            .arg("-tls-key")
+            .arg(&certs.key)
+            .arg("-tls-ca")
+            .arg(&certs.cert)
+            .args(extra)
+            .env("OTEL_SERVICE_NAME", service),
+    )
+}
+
+fn agent_to_file(file: &Path, ports: &[&str]) -> Agent {
+    let _ = std::fs::remove_file(file);
+    let mut args = vec![
+        "run",
+        "--exporter",
+        "file",
+        "--output",
+        file.to_str().unwrap(),
+    ];
+    for port in ports {
+        args.extend(["--port", port]);
+    }
+    Agent::start(&args)
+}
+
+/// A span attribute's value, as text.
+fn attr(span: &Value, key: &str) -> Option<String> {
+    let value = support::span_attr(span, key)?;
+    value["stringValue"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| value["intValue"].as_str().map(str::to_owned))
+}
+
+/// The spans of one run, looked up by service and kind.
+struct Run {
+    spans: Vec<(String, Value)>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Run {
+    fn read(file: &Path) -> Self {
+        let spans = support::file_spans(file);
+        let by_id = spans
+            .iter()
+            .enumerate()
+            .map(|(i, (_, s))| (s["spanId"].as_str().unwrap().to_owned(), i))
+            .collect();
+        Self { spans, by_id }
+    }
+
+    /// Spans of `service` of `kind` (2 server, 3 client) whose `url.path` starts with `path`.
+    fn find(&self, service: &str, kind: u64, path: &str) -> Vec<&Value> {
+        self.spans
+            .iter()
+            .filter(|(s, span)| {
+                s == service
+                    && span["kind"] == kind
+                    && attr(span, "url.path")
+                        .or_else(|| attr(span, "url.full"))
+                        .is_some_and(|p| p.contains(path))
+            })
+            .map(|(_, span)| span)
+            .collect()
+    }
+
+    fn parent_of(&self, span: &Value) -> Option<&(String, Value)> {
+        let parent = span["parentSpanId"].as_str()?;
+        self.by_id.get(parent).map(|i| &self.spans[*i])
+    }
+
+    /// `child`'s parent is a span of `service` of `kind`: that parent.
+    fn expect_parent(&self, child: &Value, service: &str, kind: u64) -> &Value {
+        let parent = self.parent_of(child).unwrap_or_else(|| {
+            panic!(
+                "no parent for {child:#}; spans:\n{}",
+                support::describe_spans(&self.spans)
+            )
+        });
+        assert_eq!(
+            (parent.0.as_str(), parent.1["kind"].as_u64()),
+            (service, Some(kind)),
+            "parent of {}: {}",
+            child["name"],
+            support::describe_spans(&self.spans)
+        );
+        assert_eq!(parent.1["traceId"], child["traceId"]);
+        &parent.1
+    }
+
+    fn describe(&self) -> String {
+        support::describe_spans(&self.spans)
+    }
+}
+
+/// Method, path and status are on `span`.
+fn check_http(span: &Value, method: &str, status: &str) {
+    assert_eq!(
+        attr(span, "http.request.method").as_deref(),
+        Some(method),
+        "{span:#}"
+    );
+    assert_eq!(
+        attr(span, "http.response.status_code").as_deref(),
+        Some(status),
+        "{span:#}"
+    );
+    assert!(
+        attr(span, "url.path").is_some() || attr(span, "url.full").is_some(),
+        "{span:#}"
+    );
+}
+
+#[test]
+fn privileged_tls_curl_to_a_python_https_server_is_one_trace_per_request() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let certs = match certs() {
+        Ok(c) => c,
+        Err(e) => return cannot_run(&e),
+    };
+    let server = python_https(certs, "py-https");
+    let port = server.port();
+    let url = format!("https://localhost:{port}/hello.txt");
+    assert_eq!(
+        curl(certs, "--http1.1", &url),
+        (200, "hello over tls\n".into())
+    );
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-curl-python.jsonl");
+    let agent = agent_to_file(&file, &[&port]);
+    assert!(
+        agent
+            .report
+            .iter()
+            .any(|l| l.contains("tls: OpenSSL") && l.contains("attached")),
+        "{:?}",
+        agent.report
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            curl(certs, "--http1.1", &url),
+            (200, "hello over tls\n".into())
+        );
+    }
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    // After the agent detached: still answering whole.
+    assert_eq!(
+        curl(certs, "--http1.1", &url),
+        (200, "hello over tls\n".into())
+    );
+
+    let run = Run::read(&file);
+    let servers = run.find("py-https", 2, "/hello.txt");
+    assert_eq!(servers.len(), 3, "{}", run.describe());
+    let mut clients = Vec::new();
+    for server in servers {
+        check_http(server, "GET", "200");
+        assert_eq!(
+            attr(server, "network.protocol.version").as_deref(),
+            Some("1.1")
+        );
+        let client = run.expect_parent(server, "curl-client", 3);
+        check_http(client, "GET", "200");
+        clients.push(client["spanId"].clone());
+    }
+    clients.dedup();
+    assert_eq!(
+        clients.len(),
+        3,
+        "one curl span per request: {}",
+        run.describe()
+    );
+}
+
+#[test]
+fn privileged_tls_curl_to_python_calling_go_over_https_is_one_trace() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let certs = match certs() {
+        Ok(c) => c,
+        Err(e) => return cannot_run(&e),
+    };
+    let Some(hello) = support::go_build("examples/http-hello", "tls-http-hello") else {
+        return cannot_run("go cannot build examples/http-hello");
+    };
+    let back = go_https(&hello, certs, "go-back", &[]);
+    let front = python_https(certs, "py-front");
+    let (back_port, front_port) = (back.port(), front.port());
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-python-go.jsonl");
+    let agent = agent_to_file(&file, &[&back_port, &front_port]);
+    let url = format!("https://localhost:{front_port}/via/{back_port}/hello?name=py");
+    for _ in 0..2 {
+        assert_eq!(curl(certs, "--http1.1", &url), (200, "hello py\n".into()));
+    }
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert_eq!(curl(certs, "--http1.1", &url), (200, "hello py\n".into()));
+
+    let run = Run::read(&file);
+    let backs = run.find("go-back", 2, "/hello");
+    assert_eq!(backs.len(), 2, "{}", run.describe());
+    for back in backs {
+        check_http(back, "GET", "200");
+        let py_client = run.expect_parent(back, "py-front", 3);
+        check_http(py_client, "GET", "200");
+        let py_server = run.expect_parent(py_client, "py-front", 2);
+        check_http(py_server, "GET", "200");
+        let curl_client = run.expect_parent(py_server, "curl-client", 3);
+        assert!(run.parent_of(curl_client).is_none(), "{}", run.describe());
+    }
+}
+
+#[test]
+fn privileged_tls_go_https_chain_over_http2_with_fan_out() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let Some(hello) = support::go_build("examples/http-hello", "tls-http-hello") else {
+        return cannot_run("go cannot build examples/http-hello");
+    };
+    go_chain_case(&hello);
+}
+
+#[test]
+fn privileged_tls_go_https_chain_of_stripped_binaries() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let Some(hello) = support::go_build_with(
+        "examples/http-hello",
+        "tls-http-hello-stripped",
+        &["-ldflags=-s -w"],
+    ) else {
+        return cannot_run("go cannot build examples/http-hello stripped");
+    };
+    go_chain_case(&hello);
+}
+
+/// curl → front (Go, HTTPS; HTTP/2 and HTTP/1.1) → back (Go, HTTPS, HTTP/2 by the client's
+/// ALPN) from two child goroutines per request.
+fn go_chain_case(hello: &Path) {
+    let certs = match certs() {
+        Ok(c) => c,
+        Err(e) => return cannot_run(&e),
+    };
+    let back = go_https(hello, certs, "go-back", &[]);
+    let front = go_https(hello, certs, "go-front", &["-backend", &back.addr]);
+    let (back_port, front_port) = (back.port(), front.port());
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{}.jsonl", hello.file_name().unwrap().display()));
+    let agent = agent_to_file(&file, &[&back_port, &front_port]);
+    for (i, version) in ["--http2", "--http1.1", "--http2"].iter().enumerate() {
+        let url = format!("https://localhost:{front_port}/fanout?id={i}");
+        let (status, body) = curl(certs, version, &url);
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "hello fan0\nhello fan1\n"),
+            "{version}"
+        );
+    }
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let (status, body) = curl(
+        certs,
+        "--http2",
+        &format!("https://localhost:{front_port}/fanout"),
+    );
+    assert_eq!((status, body.as_str()), (200, "hello fan0\nhello fan1\n"));
+
+    let run = Run::read(&file);
+    let fronts = run.find("go-front", 2, "/fanout");
+    assert_eq!(fronts.len(), 3, "{}", run.describe());
+    let mut traces = Vec::new();
+    for front in &fronts {
+        check_http(front, "GET", "200");
+        assert_eq!(
+            attr(front, "http.route").as_deref(),
+            Some("/fanout"),
+            "{front:#}"
+        );
+        let curl_client = run.expect_parent(front, "curl-client", 3);
+        assert_eq!(
+            attr(front, "network.protocol.version"),
+            attr(curl_client, "network.protocol.version"),
+            "both ends agree on the negotiated version"
+        );
+        traces.push(front["traceId"].clone());
+    }
+    let versions: Vec<Option<String>> = fronts
+        .iter()
+        .map(|f| attr(f, "network.protocol.version"))
+        .collect();
+    assert!(versions.contains(&Some("2".into())), "{versions:?}");
+    assert!(versions.contains(&Some("1.1".into())), "{versions:?}");
+    traces.sort_by_key(ToString::to_string);
+    traces.dedup();
+    assert_eq!(traces.len(), 3, "one trace per request: {}", run.describe());
+
+    let backs = run.find("go-back", 2, "/hello");
+    assert_eq!(backs.len(), 6, "{}", run.describe());
+    for back in backs {
+        check_http(back, "GET", "200");
+        assert_eq!(
+            attr(back, "http.route").as_deref(),
+            Some("/hello"),
+            "{back:#}"
+        );
+        assert_eq!(
+            attr(back, "network.protocol.version").as_deref(),
+            Some("2"),
+            "{back:#}"
+        );
+        let client = run.expect_parent(back, "go-front", 3);
+        check_http(client, "GET", "200");
+        let server = run.expect_parent(client, "go-front", 2);
+        assert!(fronts.iter().any(|f| f["spanId"] == server["spanId"]));
+    }
+}
