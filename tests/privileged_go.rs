@@ -348,8 +348,8 @@ fn privileged_go_binary_of_an_unknown_layout_is_skipped_in_one_line_and_its_sysc
     ));
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("http-hello-go1.19");
     std::fs::create_dir_all(&dir).unwrap();
-    // main.go and the cgo-free half of its build-tagged pair.
-    for file in ["main.go", "nocgo.go"] {
+    // main.go, its HTTPS set-up and the cgo-free half of its build-tagged pair.
+    for file in ["main.go", "tls.go", "nocgo.go"] {
         std::fs::copy(example.join(file), dir.join(file)).unwrap();
     }
     std::fs::write(

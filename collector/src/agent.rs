@@ -90,8 +90,13 @@ impl RunSummary {
         if let Some(c) = self.conns {
             let _ = write!(
                 text,
-                "; connections: {} of unknown protocol, {} evicted (table full), {} evicted (memory), {} expired idle",
-                c.unknown_protocol, c.evicted, c.evicted_for_memory, c.expired
+                "; connections: {} of unknown protocol, {} evicted (table full), {} evicted (memory), {} expired idle, {} decoded from TLS plaintext, {} TLS without plaintext",
+                c.unknown_protocol,
+                c.evicted,
+                c.evicted_for_memory,
+                c.expired,
+                c.tls_plaintext,
+                c.tls_encrypted
             );
             let dropped = c.decoders.describe();
             if !dropped.is_empty() {

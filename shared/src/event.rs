@@ -394,6 +394,7 @@ pub struct GoOffsets {
     /// socket and has not decrypted yet. A `Read` whose record is already there started at the
     /// socket's read position minus what is unread in it. 0 when unknown.
     pub tls_raw_input: u32,
+    pub pad0: u32,
     /// grpc-go and golang.org/x/net layouts; all zero when the program has no grpc-go.
     pub grpc: GrpcOffsets,
 }
@@ -457,7 +458,7 @@ mod tests {
         );
         assert_eq!(
             size_of::<GoOffsets>(),
-            4 * 17 + 8 * 2 + size_of::<GrpcOffsets>()
+            4 * 18 + 8 * 2 + size_of::<GrpcOffsets>()
         );
         assert_eq!(size_of::<ExecEvent>(), 4 * 2 + 8 + COMM_LEN);
         assert_eq!(

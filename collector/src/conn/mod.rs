@@ -477,6 +477,57 @@ mod tests {
     }
 
     #[test]
+    fn tls_records_are_not_decoded_and_the_plaintext_is() {
+        let mut table = ConnTable::default();
+        let mut out = Vec::new();
+        let tls = |mut e: Event| {
+            if let Event::Data(d) = &mut e {
+                d.tls = true;
+            }
+            e
+        };
+        // A ClientHello, then the library's plaintext, then an encrypted alert.
+        let hello = b"\x16\x03\x01\x00\x2a\x01\x00\x00\x26\x03\x03";
+        table.on_event(&data(1, Direction::Egress, hello, 47, 1), &mut out);
+        table.on_event(
+            &tls(data(
+                1,
+                Direction::Egress,
+                b"GET /a HTTP/1.1\r\n\r\n",
+                19,
+                2,
+            )),
+            &mut out,
+        );
+        table.on_event(
+            &data(1, Direction::Ingress, b"\x17\x03\x03\x00\x20", 37, 3),
+            &mut out,
+        );
+        table.on_event(
+            &tls(data(
+                1,
+                Direction::Ingress,
+                b"HTTP/1.1 200 OK\r\n\r\n",
+                19,
+                4,
+            )),
+            &mut out,
+        );
+        // An encrypted connection whose plaintext never comes.
+        table.on_event(&data(2, Direction::Egress, hello, 47, 5), &mut out);
+        table.on_event(&close(1, 10), &mut out);
+        table.on_event(&close(2, 11), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].conn_id, 1);
+        assert!(!out[0].exchange.flags.no_response);
+        assert_eq!(table.stats.unknown_protocol, 0);
+        assert_eq!(
+            (table.stats.tls_plaintext, table.stats.tls_encrypted),
+            (1, 1)
+        );
+    }
+
+    #[test]
     fn the_table_is_bounded_and_idle_connections_expire() {
         let mut table = ConnTable::new(2, 100);
         let mut out = Vec::new();

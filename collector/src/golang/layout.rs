@@ -181,6 +181,7 @@ pub fn dwarf_layout(
         g_gopc: at("runtime.g", "gopc").unwrap_or(0),
         // Absent (0) when the program has no crypto/tls.
         tls_raw_input: at("crypto/tls.Conn", "rawInput").unwrap_or(0),
+        pad0: 0,
         grpc: GrpcOffsets::default(),
     };
     let grpc_layout = uses_grpc.then(|| grpc::layout_from_dwarf(&facts, binary));

@@ -96,6 +96,7 @@ impl TableEntry {
             g_parent_goid: self.g_parent_goid,
             g_gopc: self.g_gopc,
             tls_raw_input: self.tls_raw_input,
+            pad0: 0,
             grpc: GrpcOffsets::default(),
         }
     }

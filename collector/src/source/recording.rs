@@ -11,6 +11,7 @@
 use std::{
     fs::File,
     io::{self, BufReader, BufWriter, Read, Write},
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -77,7 +78,19 @@ pub struct RecordingWriter {
 
 impl RecordingWriter {
     pub fn create(path: &Path, info: RecordingInfo) -> Result<Self, RecordingError> {
-        let file = File::create(path).map_err(|source| RecordingError::Open {
+        // Only the owner may read it: a recording holds captured bytes, TLS plaintext included.
+        let open = || {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)?;
+            // An existing file keeps its mode through open: narrow it too.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            Ok(file)
+        };
+        let file = open().map_err(|source| RecordingError::Open {
             path: path.to_owned(),
             source,
         })?;
@@ -276,6 +289,18 @@ mod tests {
         let bytes = std::fs::read(&dir).unwrap();
         std::fs::remove_file(&dir).unwrap();
         bytes
+    }
+
+    #[test]
+    fn a_recording_is_readable_by_its_owner_only_even_over_an_existing_file() {
+        let path = std::env::temp_dir().join(format!("wirespan-rec-mode-{}", std::process::id()));
+        std::fs::write(&path, b"old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let writer = RecordingWriter::create(&path, INFO).unwrap();
+        writer.finish().unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     fn read_all(bytes: &[u8]) -> Result<Vec<Vec<u8>>, RecordingError> {
