@@ -346,6 +346,8 @@ pub enum ConnRole {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GoConnUse {
     pub role: ConnRole,
+    /// The HTTP/2 stream a net/http handler serves (a server use over HTTP/2), else None.
+    pub stream_id: Option<u32>,
     pub pid: u32,
     pub tid: u32,
     pub goid: u64,

@@ -20,8 +20,9 @@ use aya_ebpf::{
 };
 use wirespan_shared::{
     EVENT_GO_CLIENT_END, EVENT_GO_CLIENT_START, EVENT_GO_CONN, EVENT_GO_SERVE_END,
-    EVENT_GO_SERVE_START, GO_CONN_CLIENT, GO_CONN_SERVER, GO_HOST_LEN, GO_METHOD_LEN, GO_PATH_LEN,
-    GoConn, GoConnEvent, GoOffsets, GoServeEvent, ITAB_FIRST_METHOD, LOST_RINGBUF_FULL,
+    EVENT_GO_SERVE_START, GO_CONN_CLIENT, GO_CONN_SERVER, GO_CONN_SERVER_STREAM, GO_HOST_LEN,
+    GO_METHOD_LEN, GO_PATH_LEN, GoConn, GoConnEvent, GoOffsets, GoServeEvent, ITAB_FIRST_METHOD,
+    LOST_RINGBUF_FULL,
 };
 
 use crate::{
@@ -267,7 +268,7 @@ pub const NO_CONN: GoConn = GoConn {
     dport: 0,
     pad0: 0,
     fd: -1,
-    pad1: 0,
+    stream_id: 0,
     saddr: [0; 16],
     daddr: [0; 16],
 };
@@ -295,12 +296,16 @@ pub fn read_conn(iface: u64, g: &GoOffsets) -> GoConn {
 }
 
 /// The fd and TCP sock (0 when the fd is not a TCP socket) behind a `*net.TCPConn` held in the
-/// `net.Conn` interface value at `iface`.
+/// `net.Conn` interface value at `iface`, directly or under a `*tls.Conn` (whose first field is
+/// the `net.Conn` it encrypts).
 #[inline(always)]
 pub fn conn_socket(iface: u64, g: &GoOffsets) -> Option<(i32, u64)> {
-    let (Ok(itab), Ok(data)) = (read_u64(iface), read_u64(iface + 8)) else {
+    let (Ok(mut itab), Ok(mut data)) = (read_u64(iface), read_u64(iface + 8)) else {
         return None;
     };
+    if data != 0 && g.tls_conn_close_fn != 0 && itab_is(itab, g.tls_conn_close_fn) {
+        (itab, data) = (read_u64(data).ok()?, read_u64(data + 8).ok()?);
+    }
     if data == 0 || (g.tcp_conn_close_fn != 0 && !itab_is(itab, g.tcp_conn_close_fn)) {
         return None;
     }
@@ -308,6 +313,25 @@ pub fn conn_socket(iface: u64, g: &GoOffsets) -> Option<(i32, u64)> {
     let fd = read_u64(netfd + u64::from(g.netfd_sysfd)).ok()? as i32;
     let sk = tcp_sock_of_fd(i64::from(fd)).unwrap_or(0);
     Some((fd, sk))
+}
+
+/// The connection and stream of an HTTP/2 handler's `*http2responseWriter` (`rws` →
+/// `stream` → `id`, and `stream.sc.conn`).
+#[inline(always)]
+fn h2_stream(writer: u64, g: &GoOffsets) -> Option<GoConn> {
+    if g.h2_rws_stream == u32::MAX {
+        return None;
+    }
+    let rws = read_u64(writer).ok()?;
+    let stream = read_u64(rws + u64::from(g.h2_rws_stream)).ok()?;
+    let id = read_u64(stream + u64::from(g.h2_stream_id)).ok()? as u32;
+    let sc = read_u64(stream + u64::from(g.h2_stream_sc)).ok()?;
+    let mut conn = read_conn(sc + u64::from(g.h2_sc_conn), g);
+    if id == 0 || conn.family == 0 {
+        return None;
+    }
+    conn.stream_id = id;
+    Some(conn)
 }
 
 /// Whether the itab at `itab` has `first_method` as its first method (see
@@ -404,6 +428,12 @@ fn try_serve(ctx: &ProbeContext, entry: bool) -> Result<(), ()> {
                 GO_CONN_SERVER,
                 read_conn(conn + u64::from(offsets.conn_rwc), &offsets),
             );
+        } else if response == 0
+            && offsets.h2_writer_header_fn != 0
+            && itab_is(regs.rbx, offsets.h2_writer_header_fn)
+            && let Some(stream) = h2_stream(regs.rcx, &offsets)
+        {
+            send_conn(pid_tgid, goid, GO_CONN_SERVER_STREAM, stream);
         }
     } else {
         ev.kind = EVENT_GO_SERVE_END;

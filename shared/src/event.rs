@@ -62,6 +62,9 @@ pub const GO_CONN_SERVER: u32 = 1;
 /// The connection a client request was sent on (`(*persistConn).roundTrip` entry, on the
 /// requesting goroutine; the pooled connection's own goroutines do the I/O).
 pub const GO_CONN_CLIENT: u32 = 2;
+/// The connection and HTTP/2 stream (`conn.stream_id`) a `net/http` handler served over HTTP/2
+/// serves (at `ServeHTTP` entry).
+pub const GO_CONN_SERVER_STREAM: u32 = 3;
 
 /// A Go request on goroutine `goid` uses connection `conn`. The request's headers
 /// (`traceparent`, `tracestate`) are read from the bytes on that connection, where they are
@@ -394,7 +397,21 @@ pub struct GoOffsets {
     /// socket and has not decrypted yet. A `Read` whose record is already there started at the
     /// socket's read position minus what is unread in it. 0 when unknown.
     pub tls_raw_input: u32,
+    /// net/http's bundled HTTP/2 server, for a handler served over HTTP/2 (its ResponseWriter
+    /// is a `*http2responseWriter`): `http2responseWriterState.stream` (the writer's `rws` is
+    /// its only field), `http2stream.id` and `.sc`, `http2serverConn.conn` (a `net.Conn`).
+    /// `u32::MAX` when the program has no such type.
+    pub h2_rws_stream: u32,
+    pub h2_stream_id: u32,
+    pub h2_stream_sc: u32,
+    pub h2_sc_conn: u32,
     pub pad0: u32,
+    /// Address of `(*http2responseWriter).Header`, the first method of its `ResponseWriter`
+    /// itab (see [`ITAB_FIRST_METHOD`]); 0 when unknown, and then HTTP/2 handlers are not read.
+    pub h2_writer_header_fn: u64,
+    /// Address of `(*tls.Conn).Close`, the first method of the `*tls.Conn` → `net.Conn` itab:
+    /// a TLS connection's socket is the `net.Conn` it holds first. 0 when unknown.
+    pub tls_conn_close_fn: u64,
     /// grpc-go and golang.org/x/net layouts; all zero when the program has no grpc-go.
     pub grpc: GrpcOffsets,
 }
@@ -458,7 +475,7 @@ mod tests {
         );
         assert_eq!(
             size_of::<GoOffsets>(),
-            4 * 18 + 8 * 2 + size_of::<GrpcOffsets>()
+            4 * 22 + 8 * 4 + size_of::<GrpcOffsets>()
         );
         assert_eq!(size_of::<ExecEvent>(), 4 * 2 + 8 + COMM_LEN);
         assert_eq!(

@@ -49,7 +49,8 @@ pub struct GoConn {
     pub dport: u16,
     pub pad0: u16,
     pub fd: i32,
-    pub pad1: u32,
+    /// The HTTP/2 stream a net/http handler serves (`GO_CONN_SERVER_STREAM`), else 0.
+    pub stream_id: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
 }

@@ -244,6 +244,12 @@ impl Contexts {
                 {
                     run.end = Some(g.ts_ns);
                 }
+                if !g.start
+                    && let Some(run) = p.stream_handlers.get_mut(&g.goid)
+                    && run.end.is_none()
+                {
+                    run.end = Some(g.ts_ns);
+                }
             }
             Event::GoConnUse(u) => self.on_conn_use(u),
             // Observed at a call, not seen happen: the spawn, where its probe saw it, is
@@ -386,6 +392,18 @@ impl Contexts {
         };
         let p = self.go.entry(u.pid).or_default();
         match u.role {
+            // A handler served over HTTP/2 serves its stream, until its `ServeHTTP` returns.
+            ConnRole::Server if let Some(stream) = u.stream_id => {
+                p.stream_handlers.insert(
+                    u.goid,
+                    StreamRun {
+                        stream,
+                        local,
+                        remote,
+                        end: None,
+                    },
+                );
+            }
             ConnRole::Server => {
                 push_run(
                     p.handlers.entry(u.goid).or_default(),

@@ -38,6 +38,7 @@ const PID: u32 = 9;
 fn handler_starts(c: &mut Contexts, goid: u64, remote: &str, ts_ns: u64) {
     c.on_event(&Event::GoConnUse(GoConnUse {
         role: ConnRole::Server,
+        stream_id: None,
         pid: PID,
         tid: PID,
         goid,
@@ -119,6 +120,39 @@ fn a_worker_started_by_a_request_works_for_it_only_while_it_is_open() {
 }
 
 #[test]
+fn an_http2_handler_serves_its_stream_and_its_children_work_for_it_until_it_returns() {
+    let mut c = Contexts::default();
+    let local: SocketAddr = "127.0.0.1:443".parse().unwrap();
+    let remote: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    c.on_event(&Event::GoConnUse(GoConnUse {
+        role: ConnRole::Server,
+        stream_id: Some(3),
+        pid: PID,
+        tid: PID,
+        goid: 40,
+        conn: GoConnection {
+            fd: 4,
+            endpoints: Some((local, remote)),
+        },
+        ts_ns: 100,
+    }));
+    spawn(&mut c, 40, 41, 110);
+    let stream = Lookup::Serving(ServerRef::Stream {
+        pid: PID,
+        local,
+        remote,
+        stream: 3,
+    });
+    assert_eq!(Contexts::handler_of(PID, &c.go[&PID], 41, 120), stream);
+    handler_ends(&mut c, 40, 200);
+    assert_eq!(Contexts::handler_of(PID, &c.go[&PID], 41, 150), stream);
+    assert_eq!(
+        Contexts::handler_of(PID, &c.go[&PID], 41, 210),
+        Lookup::Expired
+    );
+}
+
+#[test]
 fn a_keep_alive_handler_goroutine_works_for_the_request_it_runs_now() {
     let mut c = Contexts::default();
     handler_starts(&mut c, 10, "127.0.0.1:5000", 100);
@@ -162,6 +196,7 @@ fn client_uses_of_closed_connections_are_forgotten_after_the_grace_period() {
     let (local, remote) = ("127.0.0.1:5000", "127.0.0.1:80");
     c.on_event(&Event::GoConnUse(GoConnUse {
         role: ConnRole::Client,
+        stream_id: None,
         pid: 9,
         tid: 9,
         goid: 3,

@@ -75,6 +75,7 @@ fn go_client(pid: u32, goid: u64, start: bool, status: Option<u16>, ts_ns: u64) 
 fn conn_use(role: ConnRole, pid: u32, goid: u64, local: &str, remote: &str, ts_ns: u64) -> Event {
     Event::GoConnUse(GoConnUse {
         role,
+        stream_id: None,
         pid,
         tid: pid,
         goid,

@@ -15,7 +15,9 @@ use wirespan_shared::names::{
 
 use super::{
     FunctionProbe, GoBinary, grpc,
-    layout::{self, LayoutError, RESPONSE_METHOD, TCP_CONN_METHOD},
+    layout::{
+        self, H2_WRITER_METHOD, LayoutError, RESPONSE_METHOD, TCP_CONN_METHOD, TLS_CONN_METHOD,
+    },
 };
 
 pub const SERVE_HTTP: &str = "net/http.serverHandler.ServeHTTP";
@@ -110,6 +112,8 @@ pub fn wanted_functions() -> Vec<&'static str> {
         TLS_WRITE,
         TCP_CONN_METHOD,
         RESPONSE_METHOD,
+        H2_WRITER_METHOD,
+        TLS_CONN_METHOD,
         grpc::STATUS_ERROR_METHOD,
     ];
     wanted.extend(grpc::PROBES.iter().map(|(name, _, _)| *name));

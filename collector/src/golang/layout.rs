@@ -10,8 +10,11 @@ use super::{GoBinary, grpc};
 /// name in the symbol table or, when stripped, in `.gopclntab`.
 pub const TCP_CONN_METHOD: &str = "net.(*TCPConn).Close";
 pub const RESPONSE_METHOD: &str = "net/http.(*response).Header";
+/// First methods of the itabs that tell an HTTP/2 handler's writer and a TLS connection.
+pub const H2_WRITER_METHOD: &str = "net/http.(*http2responseWriter).Header";
+pub const TLS_CONN_METHOD: &str = "crypto/tls.(*Conn).Close";
 
-const MEMBERS: [(&str, &str); 16] = [
+const MEMBERS: [(&str, &str); 20] = [
     ("net/http.response", "conn"),
     ("net/http.conn", "rwc"),
     ("net/http.persistConn", "conn"),
@@ -28,6 +31,10 @@ const MEMBERS: [(&str, &str); 16] = [
     ("net/url.URL", "Path"),
     ("net/http.response", "status"),
     ("crypto/tls.Conn", "rawInput"),
+    ("net/http.http2responseWriterState", "stream"),
+    ("net/http.http2stream", "id"),
+    ("net/http.http2stream", "sc"),
+    ("net/http.http2serverConn", "conn"),
 ];
 
 /// Why a layout cannot be had; the text ends up in the start-up report's `skipped:` line.
@@ -113,6 +120,8 @@ pub fn layout_of(binary: &GoBinary) -> Result<(GoOffsets, Vec<String>), LayoutEr
             let mut offsets = entry.to_offsets();
             offsets.tcp_conn_close_fn = address_of(binary, TCP_CONN_METHOD);
             offsets.response_header_fn = address_of(binary, RESPONSE_METHOD);
+            offsets.h2_writer_header_fn = address_of(binary, H2_WRITER_METHOD);
+            offsets.tls_conn_close_fn = address_of(binary, TLS_CONN_METHOD);
             (offsets, grpc_layout)
         }
     };
@@ -181,7 +190,13 @@ pub fn dwarf_layout(
         g_gopc: at("runtime.g", "gopc").unwrap_or(0),
         // Absent (0) when the program has no crypto/tls.
         tls_raw_input: at("crypto/tls.Conn", "rawInput").unwrap_or(0),
+        h2_rws_stream: at("net/http.http2responseWriterState", "stream").unwrap_or(u32::MAX),
+        h2_stream_id: at("net/http.http2stream", "id").unwrap_or(u32::MAX),
+        h2_stream_sc: at("net/http.http2stream", "sc").unwrap_or(u32::MAX),
+        h2_sc_conn: at("net/http.http2serverConn", "conn").unwrap_or(u32::MAX),
         pad0: 0,
+        h2_writer_header_fn: address_of(binary, H2_WRITER_METHOD),
+        tls_conn_close_fn: address_of(binary, TLS_CONN_METHOD),
         grpc: GrpcOffsets::default(),
     };
     let grpc_layout = uses_grpc.then(|| grpc::layout_from_dwarf(&facts, binary));

@@ -42,6 +42,15 @@ pub struct TableEntry {
     /// `crypto/tls.Conn.rawInput`; absent from tables written before TLS was read (0: unknown).
     #[serde(default)]
     pub tls_raw_input: u32,
+    /// net/http's HTTP/2 server types (see `GoOffsets`); absent from older tables (unknown).
+    #[serde(default = "unknown")]
+    pub h2_rws_stream: u32,
+    #[serde(default = "unknown")]
+    pub h2_stream_id: u32,
+    #[serde(default = "unknown")]
+    pub h2_stream_sc: u32,
+    #[serde(default = "unknown")]
+    pub h2_sc_conn: u32,
     /// net/http's `Server.Handler` and `ServeMux` routing tree, for routes (see `routes`);
     /// absent from tables written before routes were read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +77,10 @@ impl TableEntry {
             conn_fd: o.conn_fd,
             netfd_sysfd: o.netfd_sysfd,
             tls_raw_input: o.tls_raw_input,
+            h2_rws_stream: o.h2_rws_stream,
+            h2_stream_id: o.h2_stream_id,
+            h2_stream_sc: o.h2_stream_sc,
+            h2_sc_conn: o.h2_sc_conn,
             mux: None,
         }
     }
@@ -96,10 +109,21 @@ impl TableEntry {
             g_parent_goid: self.g_parent_goid,
             g_gopc: self.g_gopc,
             tls_raw_input: self.tls_raw_input,
+            h2_rws_stream: self.h2_rws_stream,
+            h2_stream_id: self.h2_stream_id,
+            h2_stream_sc: self.h2_stream_sc,
+            h2_sc_conn: self.h2_sc_conn,
             pad0: 0,
+            h2_writer_header_fn: 0,
+            tls_conn_close_fn: 0,
             grpc: GrpcOffsets::default(),
         }
     }
+}
+
+/// A field the table does not record: not read.
+fn unknown() -> u32 {
+    u32::MAX
 }
 
 /// Go version (`go1.22.12`) → layout.
@@ -230,6 +254,10 @@ mod tests {
             conn_fd: 0,
             netfd_sysfd: 16,
             tls_raw_input: 0,
+            h2_rws_stream: u32::MAX,
+            h2_stream_id: u32::MAX,
+            h2_stream_sc: u32::MAX,
+            h2_sc_conn: u32::MAX,
             mux: None,
         }
     }

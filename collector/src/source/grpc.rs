@@ -4,9 +4,9 @@
 
 use wirespan_shared::{
     EVENT_GO_GRPC_CLIENT_START, EVENT_GO_GRPC_STREAM_OPENED, GO_CONN_CLIENT, GO_CONN_SERVER,
-    GO_GRPC_STATUS_UNKNOWN, GO_HEADER_FIELDS, GO_HEADER_NAME_LEN, GO_HEADER_UNREADABLE,
-    GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT, GO_HEADERS_SERVER_RECEIVED,
-    GoConn, GoConnEvent, GoGrpcCallEvent, GoHeadersEvent,
+    GO_CONN_SERVER_STREAM, GO_GRPC_STATUS_UNKNOWN, GO_HEADER_FIELDS, GO_HEADER_NAME_LEN,
+    GO_HEADER_UNREADABLE, GO_HEADER_VALUE_LEN, GO_HEADERS_CLIENT_RECEIVED, GO_HEADERS_SENT,
+    GO_HEADERS_SERVER_RECEIVED, GoConn, GoConnEvent, GoGrpcCallEvent, GoHeadersEvent,
 };
 
 use super::decode::{DecodeError, endpoints, go_text};
@@ -16,12 +16,14 @@ use crate::event::{
 
 pub(super) fn decode_conn_use(raw: &GoConnEvent) -> Result<GoConnUse, DecodeError> {
     let role = match raw.role {
-        GO_CONN_SERVER => ConnRole::Server,
+        GO_CONN_SERVER | GO_CONN_SERVER_STREAM => ConnRole::Server,
         GO_CONN_CLIENT => ConnRole::Client,
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(GoConnUse {
         role,
+        stream_id: (raw.role == GO_CONN_SERVER_STREAM && raw.conn.stream_id != 0)
+            .then_some(raw.conn.stream_id),
         pid: raw.pid,
         tid: raw.tid,
         goid: raw.goid,

@@ -212,7 +212,7 @@ impl<W: Write> EventSink for JsonLinesSink<W> {
                         ConnRole::Client => "client",
                     },
                     "pid": u.pid, "tid": u.tid, "goid": u.goid,
-                    "conn": connection_json(&u.conn), "ts_ns": u.ts_ns,
+                    "conn": connection_json(&u.conn), "stream_id": u.stream_id, "ts_ns": u.ts_ns,
                 }),
             )?,
             Event::GoExit(g) => serde_json::to_writer(
