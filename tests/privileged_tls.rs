@@ -3,7 +3,10 @@
 //! - OpenSSL (libssl 3): curl → a Python `http.server` wrapped in `ssl`; curl → Python whose
 //!   handler calls a Go HTTPS server with `urllib`.
 //! - Go crypto/tls: curl → examples/http-hello over HTTPS, whose handlers call another
-//!   http-hello over HTTPS from child goroutines (HTTP/2 by ALPN), also stripped.
+//!   http-hello over HTTPS from child goroutines (HTTP/2 by ALPN), also stripped; grpc-go with
+//!   TLS credentials (unary with an error code, server streaming); a Go program that only calls
+//!   out (tests/support/https_client) → Python.
+//! - One side readable: Python asyncio (OpenSSL through memory BIOs) → Go HTTPS.
 //!
 //! Each server span's parent is the client span at the other end, every span carries method,
 //! path and status, and the programs answer whole before, while and after the agent runs.
@@ -12,8 +15,9 @@ mod support;
 
 use std::{
     collections::HashMap,
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
     sync::{Mutex, OnceLock},
 };
 
@@ -436,4 +440,217 @@ fn go_chain_case(hello: &Path) {
             run.describe()
         );
     }
+}
+
+#[test]
+fn privileged_tls_grpc_go_unary_and_streaming_calls_over_tls() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let certs = match certs() {
+        Ok(c) => c,
+        Err(e) => return cannot_run(&e),
+    };
+    let Some(echo) = support::go_build("examples/grpc-echo", "tls-grpc-echo") else {
+        return cannot_run("go cannot build examples/grpc-echo");
+    };
+    let server = Listening::start(
+        Command::new(&echo)
+            .args(["server", "--tls-cert"])
+            .arg(&certs.cert)
+            .arg("--tls-key")
+            .arg(&certs.key)
+            .env("OTEL_SERVICE_NAME", "grpc-tls-server"),
+    );
+    let port = server.port();
+    // The client waits for a line, so that the agent is attached before its first byte.
+    let mut client = Command::new(&echo)
+        .args([
+            "client",
+            "--target",
+            &format!("localhost:{port}"),
+            "--wait-stdin",
+        ])
+        .args(["--requests", "10", "--streams", "2", "--tls-ca"])
+        .arg(&certs.cert)
+        .env("OTEL_SERVICE_NAME", "grpc-tls-client")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-grpc.jsonl");
+    let agent = agent_to_file(&file, &[&port]);
+    client.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = client.wait_with_output().unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("done: 10 unary, 2 streams"), "{printed}");
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+
+    let run = Run::read(&file);
+    let servers: Vec<&Value> = run
+        .spans
+        .iter()
+        .filter(|(s, span)| s == "grpc-tls-server" && span["kind"] == 2)
+        .map(|(_, span)| span)
+        .collect();
+    let method = |m: &str| {
+        servers
+            .iter()
+            .filter(|s| attr(s, "rpc.method").as_deref() == Some(m))
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    let (says, counts) = (
+        method("wirespan.echo.Echo/Say"),
+        method("wirespan.echo.Echo/Count"),
+    );
+    assert_eq!((says.len(), counts.len()), (10, 2), "{}", run.describe());
+    let not_found = says
+        .iter()
+        .filter(|s| attr(s, "rpc.response.status_code").as_deref() == Some("NOT_FOUND"))
+        .count();
+    assert_eq!(not_found, 2, "every fifth call fails: {}", run.describe());
+    for server in says.iter().chain(&counts) {
+        assert_eq!(attr(server, "rpc.system.name").as_deref(), Some("grpc"));
+        let client = run.expect_parent(server, "grpc-tls-client", 3);
+        assert_eq!(attr(client, "rpc.method"), attr(server, "rpc.method"));
+        assert_eq!(
+            attr(client, "rpc.response.status_code"),
+            attr(server, "rpc.response.status_code")
+        );
+    }
+}
+
+#[test]
+fn privileged_tls_a_go_program_that_only_calls_out_is_read_through_crypto_tls() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let certs = match certs() {
+        Ok(c) => c,
+        Err(e) => return cannot_run(&e),
+    };
+    let Some(client_binary) = support::go_build("tests/support/https_client", "tls-https-client")
+    else {
+        return cannot_run("go cannot build tests/support/https_client");
+    };
+    let server = python_https(certs, "py-https");
+    let port = server.port();
+    let mut client = Command::new(client_binary)
+        .arg(format!("https://localhost:{port}/hello.txt"))
+        .env("SSL_CERT_FILE", &certs.cert)
+        .env("OTEL_SERVICE_NAME", "go-client")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-go-client.jsonl");
+    let agent = agent_to_file(&file, &[&port]);
+    assert!(
+        agent
+            .report
+            .iter()
+            .any(|l| l.contains("tls-https-client") && l.contains("tls.(*Conn).Write")),
+        "{:?}",
+        agent.report
+    );
+    let mut stdin = client.stdin.take().unwrap();
+    for _ in 0..3 {
+        stdin.write_all(b"get\n").unwrap();
+        let line = lines.next().unwrap().unwrap();
+        assert_eq!(line, "200 15 HTTP/1.1");
+    }
+    drop(stdin);
+    let _ = client.wait();
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+
+    let run = Run::read(&file);
+    let servers = run.find("py-https", 2, "/hello.txt");
+    assert_eq!(servers.len(), 3, "{}", run.describe());
+    for server in servers {
+        check_http(server, "GET", "200");
+        let client = run.expect_parent(server, "go-client", 3);
+        check_http(client, "GET", "200");
+    }
+}
+
+/// A client whose TLS the agent cannot read: Python's asyncio encrypts through OpenSSL memory
+/// BIOs (no socket under the library's calls) and writes the records itself.
+const ASYNCIO_CLIENT: &str = r#"
+import asyncio, ssl, sys
+async def main(port, ca, n):
+    context = ssl.create_default_context(cafile=ca)
+    for _ in range(n):
+        reader, writer = await asyncio.open_connection("localhost", port, ssl=context)
+        writer.write(b"GET /hello?name=asyncio HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = await reader.read()
+        print(data.split(b" ")[1].decode(), data.rsplit(b"\r\n\r\n", 1)[-1].decode().strip())
+        writer.close()
+asyncio.run(main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
+"#;
+
+#[test]
+fn privileged_tls_only_the_server_side_readable_still_gives_right_server_spans() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let certs = match certs() {
+        Ok(c) => c,
+        Err(e) => return cannot_run(&e),
+    };
+    let Some(hello) = support::go_build("examples/http-hello", "tls-http-hello") else {
+        return cannot_run("go cannot build examples/http-hello");
+    };
+    let server = go_https(&hello, certs, "go-server", &[]);
+    let port = server.port();
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-one-side.jsonl");
+    let agent = agent_to_file(&file, &[&port]);
+    let out = Command::new("python3")
+        .args(["-c", ASYNCIO_CLIENT, &port])
+        .arg(&certs.cert)
+        .arg("3")
+        .env("OTEL_SERVICE_NAME", "py-asyncio")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 hello asyncio\n".repeat(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let encrypted: u64 = stopped
+        .stderr
+        .split(" TLS without plaintext")
+        .next()
+        .and_then(|before| before.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        encrypted >= 3,
+        "the client's ends are encrypted, and counted: {}",
+        stopped.stderr
+    );
+
+    let run = Run::read(&file);
+    let servers = run.find("go-server", 2, "/hello");
+    assert_eq!(servers.len(), 3, "{}", run.describe());
+    for server in &servers {
+        check_http(server, "GET", "200");
+        assert_eq!(attr(server, "http.route").as_deref(), Some("/hello"));
+    }
+    assert!(
+        run.spans.iter().all(|(s, _)| s != "py-asyncio"),
+        "nothing is decoded from the encrypted side: {}",
+        run.describe()
+    );
 }

@@ -3,8 +3,9 @@
 // codec registered under the name "proto", so one source builds against every grpc-go version
 // the tests use (GRPC_VERSION picks one through `go get`).
 //
-//	grpc-echo server [--listen ADDR]          serve; print the address on the first line
-//	grpc-echo client --target ADDR [--requests N] [--streams N] [--wait-stdin]
+//	grpc-echo server [--listen ADDR] [--tls-cert PEM --tls-key PEM]
+//	                                          serve; print the address on the first line
+//	grpc-echo client --target ADDR [--requests N] [--streams N] [--wait-stdin] [--tls-ca PEM]
 //	grpc-echo relay [--listen ADDR] --target ADDR   a net/http backend: /relay?msg= calls Say,
 //	                                                /count?n= reads a Count stream
 //	grpc-echo load --target ADDR [--concurrency N] [--duration D] [--rate R]
@@ -33,6 +34,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/metadata"
@@ -108,12 +110,22 @@ var serviceDesc = grpc.ServiceDesc{
 func serve(args []string) {
 	flags := flag.NewFlagSet("server", flag.ExitOnError)
 	addr := flags.String("listen", "127.0.0.1:0", "address to serve on")
+	certFile := flags.String("tls-cert", "", "serve over TLS with this PEM certificate (and --tls-key)")
+	keyFile := flags.String("tls-key", "", "the PEM private key of --tls-cert")
 	_ = flags.Parse(args)
 	listener, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	server := grpc.NewServer()
+	var options []grpc.ServerOption
+	if *certFile != "" {
+		creds, err := credentials.NewServerTLSFromFile(*certFile, *keyFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		options = append(options, grpc.Creds(creds))
+	}
+	server := grpc.NewServer(options...)
 	server.RegisterService(&serviceDesc, struct{}{})
 	fmt.Println(listener.Addr().String())
 	log.Fatal(server.Serve(listener))
@@ -130,12 +142,20 @@ func client(args []string) {
 	requests := flags.Int("requests", 10, "unary calls to make")
 	streams := flags.Int("streams", 2, "server-streaming calls to make")
 	waitStdin := flags.Bool("wait-stdin", false, "read a line from stdin before calling (lets a tracer attach first)")
+	caFile := flags.String("tls-ca", "", "call over TLS, trusting this PEM CA certificate for localhost")
 	_ = flags.Parse(args)
 	if *waitStdin {
 		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 	}
+	creds := insecure.NewCredentials()
+	if *caFile != "" {
+		var err error
+		if creds, err = credentials.NewClientTLSFromFile(*caFile, "localhost"); err != nil {
+			log.Fatal(err)
+		}
+	}
 	//nolint:staticcheck // grpc.Dial works on every grpc-go version the tests use.
-	conn, err := grpc.Dial(*target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.Dial(*target, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -81,7 +81,7 @@ pub enum PlanError {
     #[error(transparent)]
     Layout(#[from] LayoutError),
     #[error(
-        "neither {SERVE_HTTP} nor grpc-go's server or client (the program serves no requests wirespan reads)"
+        "neither {SERVE_HTTP}, grpc-go's server or client, nor crypto/tls (the program serves no requests wirespan reads, and its bytes are plain)"
     )]
     ServesNothing,
     #[error("no {NEWPROC1} with a RET instruction")]
@@ -198,7 +198,30 @@ pub fn plan(binary: &GoBinary) -> Result<ProbePlan, PlanError> {
         .iter()
         .any(|(p, _, _)| p.name == SERVE_HTTP || p.name.starts_with(grpc::GRPC_MODULE))
     {
-        return Err(PlanError::ServesNothing);
+        // A program that only calls out: its calls have no parent to find, and their plain
+        // bytes say everything, but its TLS plaintext is only in crypto/tls.
+        let tls: Vec<PlannedProbe> = present
+            .into_iter()
+            .filter(|(p, _, ret)| {
+                [TLS_READ, TLS_WRITE].contains(&p.name.as_str())
+                    && (ret.is_empty() || !p.return_offsets.is_empty())
+            })
+            .map(|(probe, entry_program, return_program)| PlannedProbe {
+                probe,
+                entry_program,
+                return_program,
+                tier: Tier::Tls,
+            })
+            .collect();
+        if tls.is_empty() {
+            return Err(PlanError::ServesNothing);
+        }
+        notes.push("serves nothing: only its TLS plaintext is read".to_owned());
+        return Ok(ProbePlan {
+            offsets,
+            probes: tls,
+            notes,
+        });
     }
     // A spawn is seen whole where newproc queues the new goroutine (one emulated trap);
     // without the fields that takes, at newproc1's entry and RETs.

@@ -1,0 +1,3 @@
+module wirespan.test/https_client
+
+go 1.22
