@@ -164,6 +164,8 @@ fn start(sk: u64, kind: u32, mode: u16, owner: &PendingConnect) {
         tid: owner.tid,
         comm: owner.comm,
         tuple,
+        tls_plaintext: 0,
+        pad0: 0,
     };
     let _ = CONNS.insert(&sk, &info, 0);
     let mut ev = ConnEvent::zeroed(kind);

@@ -145,6 +145,11 @@ fn try_enter(ctx: &TracePointContext, shape: u8, direction: u16) -> Result<(), (
         // bytes themselves are not.
         return Ok(());
     }
+    if carries_tls_plaintext(sk) {
+        // Encrypted bytes of a connection whose plaintext is read (Go's crypto/tls reads and
+        // writes the socket itself): nothing to decode in them.
+        return Ok(());
+    }
     let (buf, count) = match shape {
         SHAPE_MSG => {
             let msg = arg(ctx, 1)?;
@@ -246,6 +251,9 @@ pub fn send(pid_tgid: u64, moved: &Moved) -> Result<(), ()> {
     let pid = (pid_tgid >> 32) as u32;
     let comm = bpf_get_current_comm().unwrap_or_default();
     let conn_id = conn_id_of(moved.sk, pid, pid_tgid as u32, comm, &tuple);
+    if moved.tls {
+        mark_tls_plaintext(moved.sk);
+    }
 
     let h = &mut ev.header;
     h.kind = EVENT_DATA;
@@ -349,6 +357,24 @@ fn current_goid(tgid: u32) -> Option<u64> {
         .filter(|goid| *goid != 0)
 }
 
+/// Whether TLS plaintext was sent for the connection of `sk`.
+#[inline(always)]
+fn carries_tls_plaintext(sk: u64) -> bool {
+    // SAFETY: a hash map lookup by key; only a plain field of the value is read, by copy.
+    unsafe { CONNS.get(&sk) }.is_some_and(|info| info.tls_plaintext != 0)
+}
+
+/// Note that TLS plaintext is sent for the connection of `sk` (registered by `conn_id_of`).
+#[inline(always)]
+fn mark_tls_plaintext(sk: u64) {
+    if let Some(info) = CONNS.get_ptr_mut(&sk) {
+        // SAFETY: a pointer into this sock's live map value from a successful lookup; a racing
+        // writer can only store 1 too, or replace the entry for a new connection (which then
+        // starts unmarked again at its first plaintext).
+        unsafe { (*info).tls_plaintext = 1 };
+    }
+}
+
 /// The connection id of a sock, handing out a new one for a connection older than the agent
 /// (its first byte is where wirespan starts to follow it).
 #[inline(always)]
@@ -363,6 +389,8 @@ fn conn_id_of(sk: u64, pid: u32, tid: u32, comm: [u8; 16], tuple: &Tuple) -> u64
         tid,
         comm,
         tuple: *tuple,
+        tls_plaintext: 0,
+        pad0: 0,
     };
     // BPF_NOEXIST: if another CPU registered it meanwhile, use that id.
     if CONNS.insert(&sk, &info, 1).is_err()

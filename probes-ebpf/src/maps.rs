@@ -76,6 +76,10 @@ pub struct ConnInfo {
     pub tid: u32,
     pub comm: [u8; COMM_LEN],
     pub tuple: Tuple,
+    /// Set once a TLS library's plaintext was sent for this connection: its encrypted bytes
+    /// are not captured any more.
+    pub tls_plaintext: u32,
+    pub pad0: u32,
 }
 
 /// sock address → connection, from connect/accept (or the first byte of an older connection)
