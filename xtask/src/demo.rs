@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: the example services, the agent and, when it can be built, Jaeger v2,
 //! all on loopback. gin-front (/echo, /fanout) calls relay (net/http), which calls echo-grpc
-//! (grpc-go) for each request; a little traffic flows every two seconds. The console shows each
+//! (grpc-go) for each request; a little traffic flows every two seconds. hello-https
+//! (examples/http-hello over HTTPS, HTTP/2 by ALPN, with a certificate made here) waits for
+//! `curl -k` and calls itself over HTTPS on /chain. The console shows each
 //! trace as a tree; Jaeger (all-in-one, in-memory) gets the same spans over OTLP. Ctrl-C (or
 //! `--duration`) stops everything this started.
 
@@ -279,11 +281,43 @@ fn start_agent(
         .context("the agent did not become ready")
 }
 
+/// Where the demo's services, views and endpoints are.
+fn announce(services: &[&String; 4], jaeger_ports: Option<&JaegerPorts>, agent: &Path) {
+    let [front, relay, grpc, hello] = services;
+    eprintln!("xtask: demo running. front (gin): http://{front}/echo?msg=hi and /fanout");
+    eprintln!(
+        "xtask:   relay (net/http): http://{relay}/relay?msg=hi, /count?n=3; echo-grpc: {grpc}"
+    );
+    let hello_port = hello.rsplit(':').next().unwrap_or_default();
+    eprintln!(
+        "xtask:   hello-https (net/http over TLS, HTTP/2): curl -k https://localhost:{hello_port}/chain \
+         or /items/42 (--http1.1 for HTTP/1.1)"
+    );
+    if let Some(ports) = jaeger_ports {
+        let q = ports.query_http;
+        eprintln!(
+            "xtask:   Jaeger query API: http://127.0.0.1:{q}/api/services, /api/traces?service=front, /api/dependencies?endTs=<ms>&lookback=<ms>"
+        );
+        eprintln!(
+            "xtask:   Jaeger UI: http://127.0.0.1:{q}/ (a go-install build serves a placeholder page; the API above works)"
+        );
+        eprintln!(
+            "xtask:   service graph metrics (Prometheus): http://127.0.0.1:{}/metrics",
+            ports.prometheus
+        );
+    }
+    eprintln!(
+        "xtask:   service map: sudo {} map --duration 20 --format svg > map.svg (table without --format)",
+        agent.display()
+    );
+}
+
 /// `cargo xtask demo [--duration SECS]`.
 pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
     let dir = setup::cache_dir().join("demo");
     std::fs::create_dir_all(&dir)?;
-    build_examples(&dir, &["grpc-echo", "gin-front"])?;
+    build_examples(&dir, &["grpc-echo", "gin-front", "http-hello"])?;
+    let (cert, key) = setup::certificate(&dir)?;
     // An OTLP endpoint in the environment is where the user wants the spans: no Jaeger then.
     let user_endpoint = [
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -325,34 +359,25 @@ pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
         &["relay", "--target", &grpc],
     )?;
     let front = started.service("front", &dir.join("gin-front"), &["--backend", &relay])?;
+    let path = |p: &Path| p.to_str().map(str::to_owned).context("non-UTF-8 path");
+    let (cert, key) = (path(&cert)?, path(&key)?);
+    let hello = started.service(
+        "hello-https",
+        &dir.join("http-hello"),
+        &["-tls-cert", &cert, "-tls-key", &key, "-tls-ca", &cert],
+    )?;
 
     let sink = match (&user_endpoint, &jaeger_ports) {
         (Some(_), _) => Sink::UserEndpoint,
         (None, Some(ports)) => Sink::ConsoleAndJaeger(ports),
         (None, None) => Sink::Console,
     };
-    start_agent(&mut started, agent, &[&grpc, &relay, &front], &sink)?;
+    start_agent(&mut started, agent, &[&grpc, &relay, &front, &hello], &sink)?;
 
-    eprintln!("xtask: demo running. front (gin): http://{front}/echo?msg=hi and /fanout");
-    eprintln!(
-        "xtask:   relay (net/http): http://{relay}/relay?msg=hi, /count?n=3; echo-grpc: {grpc}"
-    );
-    if let Some(ports) = &jaeger_ports {
-        let q = ports.query_http;
-        eprintln!(
-            "xtask:   Jaeger query API: http://127.0.0.1:{q}/api/services, /api/traces?service=front, /api/dependencies?endTs=<ms>&lookback=<ms>"
-        );
-        eprintln!(
-            "xtask:   Jaeger UI: http://127.0.0.1:{q}/ (a go-install build serves a placeholder page; the API above works)"
-        );
-        eprintln!(
-            "xtask:   service graph metrics (Prometheus): http://127.0.0.1:{}/metrics",
-            ports.prometheus
-        );
-    }
-    eprintln!(
-        "xtask:   service map: sudo {} map --duration 20 --format svg > map.svg (table without --format)",
-        agent.display()
+    announce(
+        &[&front, &relay, &grpc, &hello],
+        jaeger_ports.as_ref(),
+        agent,
     );
     eprintln!("xtask: Ctrl-C stops everything the demo started.");
 

@@ -5,7 +5,11 @@
 //! [`USER_TOOLCHAIN`] for why. [`use_user_toolchain`] installs it and makes every `cargo` and
 //! `rustup` that xtask starts use it.
 
-use std::{path::Path, process::Command, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
 
 use anyhow::{Context as _, bail};
 
@@ -218,7 +222,11 @@ fn cargo_fuzz() -> anyhow::Result<()> {
 /// qemu and a static busybox boot the kernels of `cargo xtask vm-test`; nftables makes the NAT
 /// tests' rules; nghttp2's client and server speak plain HTTP/2 in the large-message test.
 fn debian_packages(need: Need) -> anyhow::Result<()> {
-    let mut wanted = vec![("graphviz", probe("dot", "-V"))];
+    // openssl makes the certificate of the demo's and the bench's HTTPS example.
+    let mut wanted = vec![
+        ("graphviz", probe("dot", "-V")),
+        ("openssl", probe("openssl", "version")),
+    ];
     if need == Need::All {
         wanted.extend([
             ("bpftool", probe("bpftool", "version")),
@@ -232,6 +240,8 @@ fn debian_packages(need: Need) -> anyhow::Result<()> {
             // (the Python grpcio of privileged_h2big is installed by that test itself, with pip).
             ("nghttp2-client", probe("nghttp", "--version")),
             ("nghttp2-server", probe("nghttpd", "--version")),
+            // curl (OpenSSL) is the HTTPS client of privileged_tls.
+            ("curl", probe("curl", "--version")),
         ]);
     }
     let mut missing = Vec::new();
@@ -326,4 +336,28 @@ fn check_go() {
         Some(version) => eprintln!("xtask: found {version}"),
         None => eprintln!("xtask: warning: Go is not installed; the Go examples will need it"),
     }
+}
+
+/// A self-signed certificate and key for localhost and 127.0.0.1, for the HTTPS examples of
+/// the demo and the bench (made once with the openssl command, kept in `dir/tls`).
+pub fn certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("tls/cert.pem"), dir.join("tls/key.pem"));
+    if cert.is_file() && key.is_file() {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(dir.join("tls"))?;
+    crate::run_checked(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+            ])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    )
+    .context("making a certificate for the HTTPS example (needs the openssl command)")?;
+    Ok((cert, key))
 }

@@ -23,7 +23,7 @@ const OPERATE_HEADERS: &str =
 /// The (binary, Go function) pairs of floor B's uprobes for `target`.
 fn functions(bin: &Path, target: Target) -> Vec<(PathBuf, &'static str)> {
     match target {
-        Target::Hello => vec![(bin.join("http-hello"), SERVE_HTTP)],
+        Target::Hello | Target::HelloTls => vec![(bin.join("http-hello"), SERVE_HTTP)],
         Target::GrpcEcho => vec![(bin.join("grpc-echo"), OPERATE_HEADERS)],
         Target::ThreeTier => vec![
             (bin.join("gin-front"), SERVE_HTTP),

@@ -1,5 +1,6 @@
-//! `cargo xtask bench [--quick]`: what tracing costs where it hurts. Three targets (a Go
-//! net/http hello server; the three-tier example gin → net/http → gRPC; a gRPC unary echo),
+//! `cargo xtask bench [--quick]`: what tracing costs where it hurts. Four targets (a Go
+//! net/http hello server, over plain HTTP and over HTTPS; the three-tier example gin → net/http
+//! → gRPC; a gRPC unary echo),
 //! each under a fixed-concurrency load (oha for HTTP, grpc-echo's own load command for gRPC) at
 //! saturation and at a fixed 10k requests/s, each with no agent, with two floors (empty BPF
 //! programs where the agent attaches, see `floor`), with wirespan (exporting over OTLP/gRPC to
@@ -41,16 +42,19 @@ const FIXED_RATE: u32 = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Hello,
+    /// The same server over HTTPS (HTTP/1.1): its plaintext takes crypto/tls uprobes.
+    HelloTls,
     ThreeTier,
     GrpcEcho,
 }
 
 impl Target {
-    const ALL: [Self; 3] = [Self::Hello, Self::ThreeTier, Self::GrpcEcho];
+    const ALL: [Self; 4] = [Self::Hello, Self::HelloTls, Self::ThreeTier, Self::GrpcEcho];
 
     fn name(self) -> &'static str {
         match self {
             Self::Hello => "hello (net/http)",
+            Self::HelloTls => "hello over HTTPS (net/http, HTTP/1.1)",
             Self::ThreeTier => "three-tier (gin -> net/http -> gRPC)",
             Self::GrpcEcho => "gRPC unary echo",
         }
@@ -59,7 +63,7 @@ impl Target {
     /// The service the load enters, and the services below it on the three-tier chain.
     fn entry(self) -> (&'static str, &'static [&'static str]) {
         match self {
-            Self::Hello => ("hello", &[]),
+            Self::Hello | Self::HelloTls => ("hello", &[]),
             Self::ThreeTier => ("front", &["relay", "echo-grpc"]),
             Self::GrpcEcho => ("echo-grpc", &[]),
         }
@@ -284,6 +288,10 @@ impl Drop for Proc {
     }
 }
 
+fn path_arg(path: &std::path::Path) -> anyhow::Result<&str> {
+    path.to_str().context("non-UTF-8 path")
+}
+
 /// A service that prints its address first; (process, address).
 fn service(binary: &std::path::Path, name: &str, args: &[&str]) -> anyhow::Result<(Proc, String)> {
     let mut child = Command::new(binary)
@@ -312,6 +320,15 @@ impl Env {
         Ok(match target {
             Target::Hello => {
                 let (p, addr) = service(&hello, "hello", &[])?;
+                Services {
+                    procs: vec![p],
+                    entry: addr,
+                }
+            }
+            Target::HelloTls => {
+                let (cert, key) = setup::certificate(&self.dir)?;
+                let (cert, key) = (path_arg(&cert)?, path_arg(&key)?);
+                let (p, addr) = service(&hello, "hello", &["-tls-cert", cert, "-tls-key", key])?;
                 Services {
                     procs: vec![p],
                     entry: addr,
@@ -356,11 +373,12 @@ impl Env {
                 let out = cmd.stderr(Stdio::inherit()).output()?;
                 return measure::parse_grpc_load(&out.stdout);
             }
-            Target::Hello | Target::ThreeTier => {
-                let path = if target == Target::Hello {
-                    "/hello"
-                } else {
-                    "/echo?msg=bench"
+            Target::Hello | Target::HelloTls | Target::ThreeTier => {
+                let (scheme, path) = match target {
+                    Target::Hello => ("http", "/hello"),
+                    // oha's own TLS is not the agent's business: the certificate is made here.
+                    Target::HelloTls => ("https", "/hello"),
+                    _ => ("http", "/echo?msg=bench"),
                 };
                 let mut cmd = Command::new(&self.oha);
                 cmd.args(["--no-tui", "--output-format", "json", "-z", &seconds])
@@ -368,7 +386,10 @@ impl Env {
                 if let Some(r) = rate {
                     cmd.args(["-q", &r.to_string()]);
                 }
-                cmd.arg(format!("http://{entry}{path}"))
+                if target == Target::HelloTls {
+                    cmd.arg("--insecure");
+                }
+                cmd.arg(format!("{scheme}://{entry}{path}"))
                     .stderr(Stdio::inherit())
                     .output()?
             }

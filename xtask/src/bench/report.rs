@@ -382,8 +382,29 @@ fn targets(rows: &[(Target, Mode, Config, Row)]) -> String {
         rss <= 100.0,
         format!("agent peak RSS {rss:.1} MiB (target <= 100)"),
     );
+    out.push_str(&https_note(rows));
     out.push_str(&floor_notes(rows));
     out
+}
+
+/// What reading HTTPS plaintext costs the hello server (no target set for it yet).
+fn https_note(rows: &[(Target, Mode, Config, Row)]) -> String {
+    let get = |c: Config| {
+        rows.iter()
+            .find(|(t, m, cc, _)| *t == Target::HelloTls && *m == Mode::Saturation && *cc == c)
+            .map(|(_, _, _, r)| r)
+    };
+    let (Some(n), Some(w)) = (get(Config::NoAgent), get(Config::Wirespan)) else {
+        return String::new();
+    };
+    format!(
+        "- HTTPS (no target yet): hello over HTTPS at saturation keeps {:.3} of its \
+         throughput, with {:.2} uprobe hits per request ({:.2} of them RET probes): the \
+         crypto/tls reads and writes that carry its plaintext.\n",
+        w.rps / n.rps.max(1.0),
+        w.uprobe_hits_per_req,
+        w.ret_hits_per_req
+    )
 }
 
 /// wirespan's throughput on hello at saturation against the floors', for reference.
