@@ -1,8 +1,8 @@
 //! Privileged end to end (needs root, a kernel and nghttp2's `nghttp`/`nghttpd`, Debian's
 //! nghttp2-client and nghttp2-server): plain HTTP/2 (h2c) between two C programs, with bodies
-//! of 64 KiB to 4 MiB each way between small ones on concurrent streams of one connection.
-//! Every request, on both sides, keeps its method, path and status, and every server span its
-//! parent, without raising `--capture-bytes`.
+//! of 64 KiB to 4 MiB each way between small ones on concurrent streams of one connection, and
+//! the same over TLS (both use OpenSSL). Every request, on both sides, keeps its method, path
+//! and status, and every server span its parent, without raising `--capture-bytes`.
 
 mod support;
 
@@ -53,6 +53,17 @@ fn status_code(span: &Value) -> Option<String> {
 
 #[test]
 fn privileged_h2big_nghttp2_requests_keep_method_path_status_and_parent_through_large_bodies() {
+    large_bodies_case(false);
+}
+
+/// The same over TLS: nghttp and nghttpd use OpenSSL, whose plaintext the agent reads (frame
+/// sync through large bodies then rests on windows in plaintext positions).
+#[test]
+fn privileged_h2big_nghttp2_over_tls_keeps_them_too() {
+    large_bodies_case(true);
+}
+
+fn large_bodies_case(tls: bool) {
     if !require_privileges() {
         return;
     }
@@ -63,7 +74,11 @@ fn privileged_h2big_nghttp2_requests_keep_method_path_status_and_parent_through_
             "nghttp/nghttpd are not installed (apt-get install nghttp2-client nghttp2-server)",
         );
     }
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("h2big-nghttp2");
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join(if tls {
+        "h2big-nghttp2-tls"
+    } else {
+        "h2big-nghttp2"
+    });
     let www = tmp.join("www");
     std::fs::create_dir_all(&www).unwrap();
     for (name, size) in FILES {
@@ -73,20 +88,27 @@ fn privileged_h2big_nghttp2_requests_keep_method_path_status_and_parent_through_
     let upload = tmp.join("upload.bin");
     std::fs::write(&upload, vec![b'u'; 2_000_000]).unwrap();
     let port = free_port().to_string();
-    let _server = Server(
-        Command::new("nghttpd")
+    let mut nghttpd = Command::new("nghttpd");
+    nghttpd.args(["-a", "127.0.0.1", "-d", www.to_str().unwrap(), &port]);
+    if tls {
+        let (key, cert) = (tmp.join("key.pem"), tmp.join("cert.pem"));
+        let made = Command::new("openssl")
             .args([
-                "--no-tls",
-                "-a",
-                "127.0.0.1",
-                "-d",
-                www.to_str().unwrap(),
-                &port,
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
             ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output();
+        if !made.is_ok_and(|o| o.status.success()) {
+            return cannot_run("the openssl command cannot make a certificate");
+        }
+        nghttpd.arg(&key).arg(&cert);
+    } else {
+        nghttpd.arg("--no-tls");
+    }
+    let _server = Server(nghttpd.stdout(Stdio::null()).spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
         assert!(Instant::now() < deadline, "nghttpd did not listen");
@@ -104,7 +126,8 @@ fn privileged_h2big_nghttp2_requests_keep_method_path_status_and_parent_through_
     ]);
     // One connection per nghttp run, all its requests at once (concurrent streams): large
     // downloads between small ones, then uploads of 2 MB.
-    let url = |path: &str| format!("http://127.0.0.1:{port}/{path}");
+    let scheme = if tls { "https" } else { "http" };
+    let url = |path: &str| format!("{scheme}://127.0.0.1:{port}/{path}");
     let gets: Vec<String> = [
         "small?1", "b4m?1", "small?2", "b1m?1", "small?3", "b64k?1", "b4m?2", "small?4",
     ]

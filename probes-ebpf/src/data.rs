@@ -305,10 +305,27 @@ pub fn send(pid_tgid: u64, moved: &Moved) -> Result<(), ()> {
         }
     };
     ev.header.captured = captured as u32;
-    // Frame windows follow a connection's bytes in TCP sequence space: ciphertext sequence
-    // numbers say nothing about plaintext frames, so TLS plaintext goes without.
+    // Frame windows follow a connection's bytes in TCP sequence space; TLS plaintext, whose
+    // sequence numbers count encrypted bytes, in plaintext positions of its own.
     let windows = if moved.tls {
-        0
+        let vsk = frames::tls_sock(moved.sk);
+        let position = frames::plaintext_position(vsk, moved.direction);
+        let io = Io {
+            sk: vsk,
+            direction: moved.direction,
+            seq: position,
+            ret: moved.bytes,
+            buf: moved.buf,
+            iovcnt: moved.iovcnt,
+            tls: true,
+        };
+        let windows = frames::follow(ev, &io);
+        frames::set_plaintext_position(
+            vsk,
+            moved.direction,
+            position.wrapping_add(moved.bytes as u32),
+        );
+        windows
     } else {
         let io = Io {
             sk: moved.sk,
@@ -317,6 +334,7 @@ pub fn send(pid_tgid: u64, moved: &Moved) -> Result<(), ()> {
             ret: moved.bytes,
             buf: moved.buf,
             iovcnt: moved.iovcnt,
+            tls: false,
         };
         frames::follow(ev, &io)
     };

@@ -11,6 +11,11 @@
 //! implausible header, a syscall with too many frames) restarts at the next syscall of that
 //! direction that starts with a plausible frame header, where user space resyncs too.
 //!
+//! TLS plaintext (data events of a TLS library's calls) is followed apart from the encrypted
+//! bytes of the same sock: under a virtual sock (`tls_sock`), in plaintext positions
+//! (`TLS_POSITIONS`, counted from the first plaintext seen in each direction), since sequence
+//! numbers count encrypted bytes.
+//!
 //! The kernel only follows lengths. User space decodes, and uses a window only where its own
 //! framing expects a frame: the bytes of a window are the real bytes at that offset, so a wrong
 //! chain costs windows, never a wrong decode.
@@ -47,6 +52,33 @@ struct FrameChain {
 #[map]
 static FRAME_CHAINS: LruHashMap<u64, FrameChain> = LruHashMap::with_max_entries(65_536, 0);
 
+/// (virtual sock ^ direction) → where the next TLS plaintext byte of that direction is, counted
+/// from the first one seen. LRU, like the chains.
+#[map]
+static TLS_POSITIONS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 0);
+
+/// The virtual sock a sock's TLS plaintext is followed under: socks are at least 8-byte
+/// aligned, and bits 0-1 hold the direction in a key.
+#[inline(always)]
+pub fn tls_sock(sk: u64) -> u64 {
+    sk ^ 4
+}
+
+/// Where the next TLS plaintext byte of a direction of virtual sock `vsk` is.
+#[inline(always)]
+pub fn plaintext_position(vsk: u64, direction: u16) -> u32 {
+    // SAFETY: a hash map lookup by key; the value is copied out at once.
+    unsafe { TLS_POSITIONS.get(&key(vsk, direction)) }
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The direction's next plaintext byte is now at `next`.
+#[inline(always)]
+pub fn set_plaintext_position(vsk: u64, direction: u16, next: u32) {
+    let _ = TLS_POSITIONS.insert(&key(vsk, direction), &next, 0);
+}
+
 /// Loop steps per syscall: reading a header, reading a window's payload, finishing a frame or
 /// moving to the next iovec each take one. 16384 steps follow thousands of frames (tens of MiB
 /// of 16 KiB DATA frames); a longer syscall loses the chain until the next preface.
@@ -77,6 +109,8 @@ pub struct Io {
     /// One buffer (`iovcnt` 0) or an iovec array of `iovcnt` segments.
     pub buf: u64,
     pub iovcnt: u64,
+    /// TLS plaintext: `sk` is the virtual sock (`tls_sock`), `seq` a plaintext position.
+    pub tls: bool,
 }
 
 #[inline(always)]
@@ -90,6 +124,11 @@ fn key(sk: u64, direction: u16) -> u64 {
 pub fn forget(sk: u64) {
     let _ = FRAME_CHAINS.remove(&key(sk, DIR_EGRESS));
     let _ = FRAME_CHAINS.remove(&key(sk, DIR_INGRESS));
+    let vsk = tls_sock(sk);
+    for direction in [DIR_EGRESS, DIR_INGRESS] {
+        let _ = FRAME_CHAINS.remove(&key(vsk, direction));
+        let _ = TLS_POSITIONS.remove(&key(vsk, direction));
+    }
 }
 
 /// Follow the direction's frame chain through this syscall and append windows after the
@@ -259,7 +298,11 @@ fn try_follow(payload: *mut u8, captured: u64, io: &Io) -> Result<u32, ()> {
             DIR_EGRESS
         };
         let start = FrameChain {
-            next_seq: tcp_seq(io.sk, other == DIR_EGRESS),
+            next_seq: if io.tls {
+                plaintext_position(io.sk, other)
+            } else {
+                tcp_seq(io.sk, other == DIR_EGRESS)
+            },
             have: 0,
             partial: [0; 8],
         };

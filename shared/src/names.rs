@@ -54,6 +54,7 @@ pub const MAP_READER_POLLING: &str = "READER_POLLING";
 pub const MAP_TLS_CALLS: &str = "TLS_CALLS";
 pub const MAP_TLS_SOCKETS: &str = "TLS_SOCKETS";
 pub const MAP_GO_TLS_READS: &str = "GO_TLS_READS";
+pub const MAP_TLS_POSITIONS: &str = "TLS_POSITIONS";
 
 /// Every map in the probes' object.
 pub const MAPS: &[&str] = &[
@@ -80,6 +81,7 @@ pub const MAPS: &[&str] = &[
     MAP_TLS_CALLS,
     MAP_TLS_SOCKETS,
     MAP_GO_TLS_READS,
+    MAP_TLS_POSITIONS,
 ];
 
 // Programs of probes-ebpf/src/conn.rs.
