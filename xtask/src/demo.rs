@@ -1,8 +1,8 @@
 //! `cargo xtask demo`: the example services, the agent and, when it can be built, Jaeger v2,
 //! all on loopback. gin-front (/echo, /fanout) calls relay (net/http), which calls echo-grpc
 //! (grpc-go) for each request; a little traffic flows every two seconds. hello-https
-//! (examples/http-hello over HTTPS, HTTP/2 by ALPN, with a certificate made here) waits for
-//! `curl -k` and calls itself over HTTPS on /chain. The console shows each
+//! (examples/http-hello over HTTPS, HTTP/2 by ALPN, with a certificate made here) calls itself
+//! over HTTPS on /chain, which the traffic asks for with curl too. The console shows each
 //! trace as a tree; Jaeger (all-in-one, in-memory) gets the same spans over OTLP. Ctrl-C (or
 //! `--duration`) stops everything this started.
 
@@ -384,20 +384,22 @@ pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = {
         let stop = Arc::clone(&stop);
-        let (front, relay) = (front.clone(), relay.clone());
+        let (front, relay, hello) = (front.clone(), relay.clone(), hello.clone());
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let path = match n % 3 {
-                    0 => format!("/echo?msg=hello-{n}"),
-                    1 => format!("/fanout?msg=fan-{n}"),
-                    _ => String::new(),
-                };
-                let _ = if path.is_empty() {
-                    http_get(&relay, "/count?n=3")
-                } else {
-                    http_get(&front, &path)
-                };
+                match n % 4 {
+                    0 => drop(http_get(&front, &format!("/echo?msg=hello-{n}"))),
+                    1 => drop(http_get(&front, &format!("/fanout?msg=fan-{n}"))),
+                    2 => drop(http_get(&relay, "/count?n=3")),
+                    // HTTPS with HTTP/2 through curl (OpenSSL), when the machine has it.
+                    _ => drop(
+                        Command::new("curl")
+                            .args(["-sk", "-o", "/dev/null"])
+                            .arg(format!("https://{hello}/chain"))
+                            .status(),
+                    ),
+                }
                 n += 1;
                 std::thread::sleep(Duration::from_secs(2));
             }
