@@ -3,7 +3,7 @@
 //! - OpenSSL (libssl 3): curl → a Python `http.server` wrapped in `ssl`; curl → Python whose
 //!   handler calls a Go HTTPS server with `urllib`.
 //! - Go crypto/tls: curl → examples/http-hello over HTTPS, whose handlers call another
-//!   http-hello over HTTPS from child goroutines (HTTP/2 by ALPN), also stripped; grpc-go with
+//!   http-hello over HTTPS from child goroutines (HTTP/2 by ALPN; stripped, over HTTP/1.1); grpc-go with
 //!   TLS credentials (unary with an error code, server streaming); a Go program that only calls
 //!   out (tests/support/https_client) → Python.
 //! - One side readable: Python asyncio (OpenSSL through memory BIOs) → Go HTTPS.
@@ -337,9 +337,10 @@ fn privileged_tls_go_https_chain_over_http2_with_fan_out() {
     let Some(hello) = support::go_build("examples/http-hello", "tls-http-hello") else {
         return cannot_run("go cannot build examples/http-hello");
     };
-    go_chain_case(&hello);
+    go_chain_case(&hello, false);
 }
 
+/// Stripped, and the front calls the back over HTTP/1.1.
 #[test]
 fn privileged_tls_go_https_chain_of_stripped_binaries() {
     if !require_privileges() {
@@ -353,18 +354,23 @@ fn privileged_tls_go_https_chain_of_stripped_binaries() {
     ) else {
         return cannot_run("go cannot build examples/http-hello stripped");
     };
-    go_chain_case(&hello);
+    go_chain_case(&hello, true);
 }
 
 /// curl → front (Go, HTTPS; HTTP/2 and HTTP/1.1) → back (Go, HTTPS, HTTP/2 by the client's
-/// ALPN) from two child goroutines per request.
-fn go_chain_case(hello: &Path) {
+/// ALPN, or HTTP/1.1 with `back_http1`) from two child goroutines per request.
+fn go_chain_case(hello: &Path, back_http1: bool) {
     let certs = match certs() {
         Ok(c) => c,
         Err(e) => return cannot_run(&e),
     };
     let back = go_https(hello, certs, "go-back", &[]);
-    let front = go_https(hello, certs, "go-front", &["-backend", &back.addr]);
+    let mut front_args = vec!["-backend", back.addr.as_str()];
+    if back_http1 {
+        front_args.push("-tls-http1");
+    }
+    let front = go_https(hello, certs, "go-front", &front_args);
+    let back_version = if back_http1 { "1.1" } else { "2" };
     let (back_port, front_port) = (back.port(), front.port());
     let file = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{}.jsonl", hello.file_name().unwrap().display()));
@@ -427,7 +433,7 @@ fn go_chain_case(hello: &Path) {
         );
         assert_eq!(
             attr(back, "network.protocol.version").as_deref(),
-            Some("2"),
+            Some(back_version),
             "{back:#}"
         );
         let client = run.expect_parent(back, "go-front", 3);
@@ -653,4 +659,49 @@ fn privileged_tls_only_the_server_side_readable_still_gives_right_server_spans()
         "nothing is decoded from the encrypted side: {}",
         run.describe()
     );
+}
+
+/// What a new user tries: examples/http-hello with `-tls` (a self-signed certificate it makes
+/// itself) and `curl -k`: a tree of HTTP/2 spans, its call to itself included.
+#[test]
+fn privileged_tls_self_signed_example_with_curl_k_gives_an_http2_tree() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let Some(hello) = support::go_build("examples/http-hello", "tls-http-hello") else {
+        return cannot_run("go cannot build examples/http-hello");
+    };
+    let server = Listening::start(
+        Command::new(&hello)
+            .arg("-tls")
+            .env("OTEL_SERVICE_NAME", "hello-https"),
+    );
+    let port = server.port();
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-self-signed.jsonl");
+    let agent = agent_to_file(&file, &[&port]);
+    let out = Command::new("curl")
+        .args(["-sk", &format!("https://localhost:{port}/chain")])
+        .env("OTEL_SERVICE_NAME", "curl-client")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello grandchild\n");
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+
+    let run = Run::read(&file);
+    let inner = run.find("hello-https", 2, "/hello");
+    assert_eq!(inner.len(), 1, "{}", run.describe());
+    let call = run.expect_parent(inner[0], "hello-https", 3);
+    let outer = run.expect_parent(call, "hello-https", 2);
+    assert_eq!(attr(outer, "url.path").as_deref(), Some("/chain"));
+    run.expect_parent(outer, "curl-client", 3);
+    for span in [inner[0], call, outer] {
+        check_http(span, "GET", "200");
+        assert_eq!(
+            attr(span, "network.protocol.version").as_deref(),
+            Some("2"),
+            "{span:#}"
+        );
+    }
 }

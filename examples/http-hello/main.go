@@ -2,8 +2,8 @@
 // from a grandchild goroutine, /fanout twice in parallel from child goroutines (to --backend,
 // another http-hello, or itself), /work through one long-lived worker goroutine, /call once to
 // ?target=host:port[&timeout=300ms] (502 when the call fails); /items/{id} and
-// GET /files/{path...} answer with their wildcards. -tls-cert/-tls-key/-tls-ca make it HTTPS
-// (tls.go). wirespan's Go tests trace it end to end.
+// GET /files/{path...} answer with their wildcards. -tls (self-signed) or -tls-cert/-tls-key
+// and -tls-ca make it HTTPS (tls.go). wirespan's Go tests trace it end to end.
 package main
 
 import (
@@ -28,12 +28,17 @@ type workJob struct {
 func main() {
 	addr := flag.String("listen", "127.0.0.1:0", "address to serve on")
 	backend := flag.String("backend", "", "host:port that /fanout calls (default: this server)")
+	selfSignedTLS := flag.Bool("tls", false, "serve HTTPS with a self-signed certificate made at start")
 	certFile := flag.String("tls-cert", "", "serve HTTPS with this PEM certificate (and -tls-key)")
 	keyFile := flag.String("tls-key", "", "the PEM private key of -tls-cert")
 	caFile := flag.String("tls-ca", "", "call out over HTTPS, trusting this PEM CA certificate")
+	flag.BoolVar(&clientHTTP1, "tls-http1", false, "call out over HTTPS with HTTP/1.1 (not HTTP/2)")
 	flag.Parse()
 	if *caFile != "" {
 		setUpClientTLS(*caFile)
+	}
+	if *selfSignedTLS {
+		setUpSelfSigned()
 	}
 	client := &http.Client{Transport: clientTransport}
 	mux := http.NewServeMux()
@@ -144,6 +149,9 @@ func main() {
 	fmt.Fprintln(os.Stdout, listener.Addr().String())
 	if *certFile != "" {
 		log.Fatal(http.ServeTLS(listener, mux, *certFile, *keyFile))
+	}
+	if *selfSignedTLS {
+		log.Fatal(serveTLS(listener, mux))
 	}
 	log.Fatal(http.Serve(listener, mux))
 }
