@@ -88,27 +88,9 @@ fn large_bodies_case(tls: bool) {
     let upload = tmp.join("upload.bin");
     std::fs::write(&upload, vec![b'u'; 2_000_000]).unwrap();
     let port = free_port().to_string();
-    let mut nghttpd = Command::new("nghttpd");
-    nghttpd.args(["-a", "127.0.0.1", "-d", www.to_str().unwrap(), &port]);
-    if tls {
-        let (key, cert) = (tmp.join("key.pem"), tmp.join("cert.pem"));
-        let made = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output();
-        if !made.is_ok_and(|o| o.status.success()) {
-            return cannot_run("the openssl command cannot make a certificate");
-        }
-        nghttpd.arg(&key).arg(&cert);
-    } else {
-        nghttpd.arg("--no-tls");
-    }
-    let _server = Server(nghttpd.stdout(Stdio::null()).spawn().unwrap());
+    let Some(_server) = start_nghttpd(&tmp, &www, &port, tls) else {
+        return cannot_run("the openssl command cannot make a certificate");
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
         assert!(Instant::now() < deadline, "nghttpd did not listen");
@@ -179,6 +161,32 @@ fn large_bodies_case(tls: bool) {
             .filter(|p| !p.contains("small") || posts.contains(p))
             .count()
     );
+}
+
+/// nghttpd serving `www` on `port`, over TLS with a certificate made here, or plain (h2c);
+/// None when no certificate could be made.
+fn start_nghttpd(tmp: &Path, www: &Path, port: &str, tls: bool) -> Option<Server> {
+    let mut nghttpd = Command::new("nghttpd");
+    nghttpd.args(["-a", "127.0.0.1", "-d", www.to_str().unwrap(), port]);
+    if tls {
+        let (key, cert) = (tmp.join("key.pem"), tmp.join("cert.pem"));
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output();
+        if !made.is_ok_and(|o| o.status.success()) {
+            return None;
+        }
+        nghttpd.arg(&key).arg(&cert);
+    } else {
+        nghttpd.arg("--no-tls");
+    }
+    Some(Server(nghttpd.stdout(Stdio::null()).spawn().unwrap()))
 }
 
 /// Each side has one span per request, named `METHOD /path`, with status 200; every server

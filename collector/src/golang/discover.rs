@@ -167,6 +167,37 @@ pub struct ProbePlan {
     pub notes: Vec<String>,
 }
 
+/// The plan of a program that only calls out: its calls have no parent to find, and their
+/// plain bytes say everything, but its TLS plaintext is only in crypto/tls.
+fn tls_only(
+    present: Vec<(FunctionProbe, &'static str, &'static str)>,
+    offsets: GoOffsets,
+    mut notes: Vec<String>,
+) -> Result<ProbePlan, PlanError> {
+    let probes: Vec<PlannedProbe> = present
+        .into_iter()
+        .filter(|(p, _, ret)| {
+            [TLS_READ, TLS_WRITE].contains(&p.name.as_str())
+                && (ret.is_empty() || !p.return_offsets.is_empty())
+        })
+        .map(|(probe, entry_program, return_program)| PlannedProbe {
+            probe,
+            entry_program,
+            return_program,
+            tier: Tier::Tls,
+        })
+        .collect();
+    if probes.is_empty() {
+        return Err(PlanError::ServesNothing);
+    }
+    notes.push("serves nothing: only its TLS plaintext is read".to_owned());
+    Ok(ProbePlan {
+        offsets,
+        probes,
+        notes,
+    })
+}
+
 /// Decide what to attach to `binary`: the layout, then goroutine ancestry and ends, then the
 /// request functions it has (skipping, with a note, one whose RETs were not found).
 pub fn plan(binary: &GoBinary) -> Result<ProbePlan, PlanError> {
@@ -198,30 +229,7 @@ pub fn plan(binary: &GoBinary) -> Result<ProbePlan, PlanError> {
         .iter()
         .any(|(p, _, _)| p.name == SERVE_HTTP || p.name.starts_with(grpc::GRPC_MODULE))
     {
-        // A program that only calls out: its calls have no parent to find, and their plain
-        // bytes say everything, but its TLS plaintext is only in crypto/tls.
-        let tls: Vec<PlannedProbe> = present
-            .into_iter()
-            .filter(|(p, _, ret)| {
-                [TLS_READ, TLS_WRITE].contains(&p.name.as_str())
-                    && (ret.is_empty() || !p.return_offsets.is_empty())
-            })
-            .map(|(probe, entry_program, return_program)| PlannedProbe {
-                probe,
-                entry_program,
-                return_program,
-                tier: Tier::Tls,
-            })
-            .collect();
-        if tls.is_empty() {
-            return Err(PlanError::ServesNothing);
-        }
-        notes.push("serves nothing: only its TLS plaintext is read".to_owned());
-        return Ok(ProbePlan {
-            offsets,
-            probes: tls,
-            notes,
-        });
+        return tls_only(present, offsets, notes);
     }
     // A spawn is seen whole where newproc queues the new goroutine (one emulated trap);
     // without the fields that takes, at newproc1's entry and RETs.
