@@ -60,10 +60,19 @@ struct TlsCall {
 #[map]
 static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(65_536, 0);
 
+/// An `SSL*` of a process (pointers are per address space).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SslKey {
+    tgid: u32,
+    pad0: u32,
+    ssl: u64,
+}
+
 /// `SSL*` → the socket its last call moved bytes on (pointers are reused after `SSL_free`, and
 /// the next call's syscalls correct the entry).
 #[map]
-static TLS_SOCKETS: LruHashMap<u64, TlsSocket> = LruHashMap::with_max_entries(65_536, 0);
+static TLS_SOCKETS: LruHashMap<SslKey, TlsSocket> = LruHashMap::with_max_entries(65_536, 0);
 
 /// `SSL_read(ssl, buf, num)` entry.
 #[uprobe]
@@ -199,12 +208,17 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), ()> {
     if bytes == 0 {
         return Ok(());
     }
+    let key = SslKey {
+        tgid: (pid_tgid >> 32) as u32,
+        pad0: 0,
+        ssl: call.ssl,
+    };
     let socket = if call.has_socket != 0 {
-        let _ = TLS_SOCKETS.insert(&call.ssl, &call.socket, 0);
+        let _ = TLS_SOCKETS.insert(&key, &call.socket, 0);
         call.socket
     } else {
         // SAFETY: a hash map lookup by key; the value is copied out at once.
-        match unsafe { TLS_SOCKETS.get(&call.ssl) } {
+        match unsafe { TLS_SOCKETS.get(&key) } {
             Some(socket) => *socket,
             // Not a TCP socket this agent follows (a filtered port, a Unix socket, memory BIOs).
             None => return Ok(()),
