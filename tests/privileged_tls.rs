@@ -6,7 +6,8 @@
 //!   http-hello over HTTPS from child goroutines (HTTP/2 by ALPN; stripped, over HTTP/1.1); grpc-go with
 //!   TLS credentials (unary with an error code, server streaming); a Go program that only calls
 //!   out (tests/support/https_client) → Python.
-//! - One side readable: Python asyncio (OpenSSL through memory BIOs) → Go HTTPS.
+//! - One side readable: a statically linked client with its own TLS (busybox wget) and Python
+//!   asyncio (OpenSSL through memory BIOs) → Go HTTPS.
 //!
 //! Each server span's parent is the client span at the other end, every span carries method,
 //! path and status, and the programs answer whole before, while and after the agent runs.
@@ -632,6 +633,23 @@ fn privileged_tls_only_the_server_side_readable_still_gives_right_server_spans()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A statically linked client with a TLS of its own: busybox's wget (Debian's
+    // busybox-static, which `cargo xtask setup` installs). With an `openssl` command on its
+    // PATH it would hand TLS to `openssl s_client` (OpenSSL, readable); without one it uses its
+    // built-in TLS.
+    for _ in 0..3 {
+        let Ok(out) = Command::new("/bin/busybox")
+            .args(["wget", "--no-check-certificate", "-q", "-O", "-"])
+            .arg(format!("https://localhost:{port}/hello?name=busybox"))
+            .env_clear()
+            .env("PATH", "/nonexistent")
+            .env("OTEL_SERVICE_NAME", "busybox-wget")
+            .output()
+        else {
+            return cannot_run("busybox (busybox-static) is not installed");
+        };
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello busybox\n");
+    }
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
     let encrypted: u64 = stopped
@@ -642,20 +660,22 @@ fn privileged_tls_only_the_server_side_readable_still_gives_right_server_spans()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(
-        encrypted >= 3,
+        encrypted >= 6,
         "the client's ends are encrypted, and counted: {}",
         stopped.stderr
     );
 
     let run = Run::read(&file);
     let servers = run.find("go-server", 2, "/hello");
-    assert_eq!(servers.len(), 3, "{}", run.describe());
+    assert_eq!(servers.len(), 6, "{}", run.describe());
     for server in &servers {
         check_http(server, "GET", "200");
         assert_eq!(attr(server, "http.route").as_deref(), Some("/hello"));
     }
     assert!(
-        run.spans.iter().all(|(s, _)| s != "py-asyncio"),
+        run.spans
+            .iter()
+            .all(|(s, _)| s != "py-asyncio" && s != "busybox-wget"),
         "nothing is decoded from the encrypted side: {}",
         run.describe()
     );
