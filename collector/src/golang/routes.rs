@@ -135,7 +135,7 @@ fn read_string(
     what: &'static str,
 ) -> Result<String, RouteTableError> {
     let ptr = read_u64(memory, address, what)?;
-    let len = read_u64(memory, address + 8, what)?;
+    let len = read_u64(memory, address.wrapping_add(8), what)?;
     if len == 0 {
         return Ok(String::new());
     }
@@ -154,7 +154,7 @@ fn read_slice(
     what: &'static str,
 ) -> Result<(u64, u64), RouteTableError> {
     let ptr = read_u64(memory, address, what)?;
-    let len = read_u64(memory, address + 8, what)?;
+    let len = read_u64(memory, address.wrapping_add(8), what)?;
     if len > max {
         return Err(inconsistent(what, address, format!("length {len}")));
     }
@@ -245,9 +245,9 @@ impl RouteReader {
             .mux
             .as_ref()
             .map_err(|e| RouteTableError::MuxLayout(e.clone()))?;
-        let handler = server + u64::from(mux.server_handler);
+        let handler = server.wrapping_add(u64::from(mux.server_handler));
         let itab = read_u64(memory, handler, "Server.Handler")?;
-        let data = read_u64(memory, handler + 8, "Server.Handler")?;
+        let data = read_u64(memory, handler.wrapping_add(8), "Server.Handler")?;
         if itab == 0 {
             return self.default_mux(memory, bias, mux);
         }
@@ -265,7 +265,11 @@ impl RouteReader {
         data: u64,
         depth: u32,
     ) -> Result<RouteTable, RouteTableError> {
-        let method = read_u64(memory, itab + ITAB_FIRST_METHOD, "the handler's itab")?;
+        let method = read_u64(
+            memory,
+            itab.wrapping_add(ITAB_FIRST_METHOD),
+            "the handler's itab",
+        )?;
         match self.serve_http_name(method, bias) {
             Some(MUX_SERVE) => read_mux(memory, mux, self.swiss_maps, data),
             Some(GIN_SERVE) => {
@@ -307,13 +311,13 @@ impl RouteReader {
         depth: u32,
     ) -> Option<RouteTable> {
         let words: Vec<u64> = (0..MIDDLEWARE_WORDS)
-            .map_while(|i| read_u64(memory, data + 8 * i, "a middleware").ok())
+            .map_while(|i| read_u64(memory, data.wrapping_add(8 * i), "a middleware").ok())
             .collect();
         for pair in words.windows(2) {
             let (itab, inner) = (pair[0], pair[1]);
             let is_handler = itab != 0
                 && inner != 0
-                && read_u64(memory, itab + ITAB_FIRST_METHOD, "an itab")
+                && read_u64(memory, itab.wrapping_add(ITAB_FIRST_METHOD), "an itab")
                     .is_ok_and(|method| self.serve_http_name(method, bias).is_some());
             if is_handler
                 && let Ok(table) = self.read_handler(memory, bias, mux, itab, inner, depth)
@@ -346,7 +350,7 @@ impl RouteReader {
     ) -> Result<RouteTable, RouteTableError> {
         let mut empty = None;
         for candidate in &self.default_mux {
-            let Ok(mux) = read_u64(memory, candidate + bias, "DefaultServeMux") else {
+            let Ok(mux) = read_u64(memory, candidate.wrapping_add(bias), "DefaultServeMux") else {
                 continue;
             };
             if mux == 0 {
@@ -402,7 +406,7 @@ fn read_mux(
     mux: u64,
 ) -> Result<RouteTable, RouteTableError> {
     let mut patterns = Vec::new();
-    let mut stack = vec![mux + u64::from(layout.mux_tree)];
+    let mut stack = vec![mux.wrapping_add(u64::from(layout.mux_tree))];
     let mut seen = HashSet::new();
     while let Some(node) = stack.pop() {
         if !seen.insert(node) {
@@ -411,32 +415,36 @@ fn read_mux(
         if seen.len() > MAX_NODES {
             return Err(RouteTableError::TooManyNodes);
         }
-        let pattern = read_u64(memory, node + u64::from(layout.node_pattern), "routingNode")?;
+        let pattern = read_u64(
+            memory,
+            node.wrapping_add(u64::from(layout.node_pattern)),
+            "routingNode",
+        )?;
         if pattern != 0 {
             patterns.push(read_string(
                 memory,
-                pattern + u64::from(layout.pattern_str),
+                pattern.wrapping_add(u64::from(layout.pattern_str)),
                 "pattern.str",
             )?);
         }
-        let children = node + u64::from(layout.node_children);
+        let children = node.wrapping_add(u64::from(layout.node_children));
         // `mapping.s`: up to 8 {key string; value *routingNode} entries.
         let (entries, len) = read_slice(
             memory,
-            children + u64::from(layout.mapping_slice),
+            children.wrapping_add(u64::from(layout.mapping_slice)),
             64,
             "routingNode children",
         )?;
         for i in 0..len {
             stack.push(read_u64(
                 memory,
-                entries + i * 24 + 16,
+                entries.wrapping_add(i * 24 + 16),
                 "routingNode child",
             )?);
         }
         let map = read_u64(
             memory,
-            children + u64::from(layout.mapping_map),
+            children.wrapping_add(u64::from(layout.mapping_map)),
             "routingNode children",
         )?;
         if map != 0 {
@@ -446,7 +454,11 @@ fn read_mux(
             if at == super::routes_layout::ABSENT {
                 continue;
             }
-            stack.push(read_u64(memory, node + u64::from(at), "routingNode child")?);
+            stack.push(read_u64(
+                memory,
+                node.wrapping_add(u64::from(at)),
+                "routingNode child",
+            )?);
         }
         stack.retain(|&n| n != 0);
     }
@@ -463,7 +475,7 @@ fn read_gin(
 ) -> Result<RouteTable, RouteTableError> {
     let (trees, count) = read_slice(
         memory,
-        engine + u64::from(layout.engine_trees),
+        engine.wrapping_add(u64::from(layout.engine_trees)),
         64,
         "Engine.trees",
     )?;
@@ -472,11 +484,15 @@ fn read_gin(
     let mut routes = Vec::new();
     let mut seen = HashSet::new();
     for i in 0..count {
-        let tree = trees + i * tree_size;
-        let method = read_string(memory, tree + u64::from(layout.tree_method), "methodTree")?;
+        let tree = trees.wrapping_add(i * tree_size);
+        let method = read_string(
+            memory,
+            tree.wrapping_add(u64::from(layout.tree_method)),
+            "methodTree",
+        )?;
         let mut stack = vec![read_u64(
             memory,
-            tree + u64::from(layout.tree_root),
+            tree.wrapping_add(u64::from(layout.tree_root)),
             "methodTree",
         )?];
         while let Some(node) = stack.pop() {
@@ -488,26 +504,30 @@ fn read_gin(
             }
             let (_, handlers) = read_slice(
                 memory,
-                node + u64::from(layout.node_handlers),
+                node.wrapping_add(u64::from(layout.node_handlers)),
                 u64::from(u16::MAX),
                 "node.handlers",
             )?;
             if handlers > 0 {
                 let path = read_string(
                     memory,
-                    node + u64::from(layout.node_full_path),
+                    node.wrapping_add(u64::from(layout.node_full_path)),
                     "node.fullPath",
                 )?;
                 routes.push((method.clone(), path));
             }
             let (children, len) = read_slice(
                 memory,
-                node + u64::from(layout.node_children),
+                node.wrapping_add(u64::from(layout.node_children)),
                 512,
                 "node.children",
             )?;
             for c in 0..len {
-                stack.push(read_u64(memory, children + c * 8, "node child")?);
+                stack.push(read_u64(
+                    memory,
+                    children.wrapping_add(c * 8),
+                    "node child",
+                )?);
             }
         }
     }

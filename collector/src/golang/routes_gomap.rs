@@ -46,8 +46,8 @@ pub fn string_map_values(
 /// `maps.Map`: used u64, seed, dirPtr, dirLen. With `dirLen` 0 `dirPtr` is one group (a map of
 /// at most 8 entries); else a directory of `*table`, where a table can appear several times.
 fn swiss_values(memory: &impl Memory, map: u64, out: &mut Vec<u64>) -> Result<(), RouteTableError> {
-    let dir = read_u64(memory, map + 16, "Go map directory")?;
-    let dir_len = read_u64(memory, map + 24, "Go map directory length")?;
+    let dir = read_u64(memory, map.wrapping_add(16), "Go map directory")?;
+    let dir_len = read_u64(memory, map.wrapping_add(24), "Go map directory length")?;
     if dir == 0 {
         return Ok(());
     }
@@ -59,7 +59,7 @@ fn swiss_values(memory: &impl Memory, map: u64, out: &mut Vec<u64>) -> Result<()
     }
     let mut tables = Vec::new();
     for i in 0..dir_len {
-        let table = read_u64(memory, dir + 8 * i, "Go map table")?;
+        let table = read_u64(memory, dir.wrapping_add(8 * i), "Go map table")?;
         if table != 0 && !tables.contains(&table) {
             tables.push(table);
         }
@@ -67,13 +67,13 @@ fn swiss_values(memory: &impl Memory, map: u64, out: &mut Vec<u64>) -> Result<()
     for table in tables {
         // table: used u16, capacity u16, growthLeft u16, localDepth u8, index int, groups
         // {data, lengthMask}.
-        let groups = read_u64(memory, table + 16, "Go map groups")?;
-        let mask = read_u64(memory, table + 24, "Go map group mask")?;
+        let groups = read_u64(memory, table.wrapping_add(16), "Go map groups")?;
+        let mask = read_u64(memory, table.wrapping_add(24), "Go map group mask")?;
         if mask >= MAX_GROUPS || !(mask + 1).is_power_of_two() {
             return Err(inconsistent(table, "group count out of bounds"));
         }
         for g in 0..=mask {
-            swiss_group(memory, groups + g * GROUP_SIZE, out)?;
+            swiss_group(memory, groups.wrapping_add(g * GROUP_SIZE), out)?;
         }
     }
     Ok(())
@@ -90,7 +90,11 @@ fn swiss_group(
         if control & 0x80 == 0 {
             push(
                 out,
-                read_u64(memory, group + 8 + slot * 24 + 16, "Go map element")?,
+                read_u64(
+                    memory,
+                    group.wrapping_add(8 + slot * 24 + 16),
+                    "Go map element",
+                )?,
                 group,
             )?;
         }
@@ -101,13 +105,13 @@ fn swiss_group(
 /// `hmap`: count, flags u8, B u8, noverflow u16, hash0 u32, buckets, oldbuckets. While it
 /// grows, slots not yet moved are still in the old buckets (moved ones are marked there).
 fn hmap_values(memory: &impl Memory, map: u64, out: &mut Vec<u64>) -> Result<(), RouteTableError> {
-    let header = read_u64(memory, map + 8, "Go map flags")?.to_le_bytes();
+    let header = read_u64(memory, map.wrapping_add(8), "Go map flags")?.to_le_bytes();
     let (flags, b) = (header[0], header[1]);
     if b > 10 {
         return Err(inconsistent(map, "bucket count out of bounds"));
     }
-    let buckets = read_u64(memory, map + 16, "Go map buckets")?;
-    let old = read_u64(memory, map + 24, "Go map old buckets")?;
+    let buckets = read_u64(memory, map.wrapping_add(16), "Go map buckets")?;
+    let old = read_u64(memory, map.wrapping_add(24), "Go map old buckets")?;
     hmap_buckets(memory, buckets, 1 << b, out)?;
     if old != 0 {
         let old_b = if flags & SAME_SIZE_GROW != 0 {
@@ -130,7 +134,7 @@ fn hmap_buckets(
         return Ok(());
     }
     for i in 0..count {
-        let mut bucket = buckets + i * BUCKET_SIZE;
+        let mut bucket = buckets.wrapping_add(i * BUCKET_SIZE);
         // Overflow chains are short; a long one is a cycle or garbage.
         for _ in 0..64 {
             let tophash = read_u64(memory, bucket, "Go map bucket")?.to_le_bytes();
@@ -138,12 +142,20 @@ fn hmap_buckets(
                 if top >= MIN_TOP_HASH {
                     push(
                         out,
-                        read_u64(memory, bucket + 8 + 128 + slot * 8, "Go map element")?,
+                        read_u64(
+                            memory,
+                            bucket.wrapping_add(8 + 128 + slot * 8),
+                            "Go map element",
+                        )?,
                         bucket,
                     )?;
                 }
             }
-            bucket = read_u64(memory, bucket + BUCKET_SIZE - 8, "Go map overflow")?;
+            bucket = read_u64(
+                memory,
+                bucket.wrapping_add(BUCKET_SIZE - 8),
+                "Go map overflow",
+            )?;
             if bucket == 0 {
                 break;
             }

@@ -55,15 +55,16 @@ pub fn functions(
         let func = u32_at(functab, i * 8 + 4)? as usize;
         let next = u32_at(functab, (i + 1) * 8)?;
         let name_offset = u32_at(functab, func + 4)? as usize;
-        let names = pclntab
-            .get(funcnames + name_offset..)
+        let names = funcnames
+            .checked_add(name_offset)
+            .and_then(|at| pclntab.get(at..))
             .ok_or(PclntabError::Malformed("name out of range"))?;
         let name = &names[..names.iter().position(|&b| b == 0).unwrap_or(0)];
         if keep(name) {
             found.push((
                 String::from_utf8_lossy(name).into_owned(),
                 Range {
-                    address: text + u64::from(entry),
+                    address: text.wrapping_add(u64::from(entry)),
                     size: u64::from(next.saturating_sub(entry)),
                 },
             ));

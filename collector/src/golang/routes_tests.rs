@@ -276,6 +276,27 @@ fn cycles_and_wild_lengths_end_the_walk() {
     assert!(reader(false).read_from(&mem, 0, server).is_err());
 }
 
+/// Words near the top of the address space (a Go `-1`, a tag) are looked at as pointers when a
+/// middleware is searched: adding a field offset to them must fail a read, never overflow.
+#[test]
+fn words_at_the_top_of_the_address_space_are_refused_not_overflowed() {
+    let mut mem = FakeMemory::default();
+    let outer = mem.alloc(32);
+    mem.put_u64(outer, u64::MAX - 3);
+    mem.put_u64(outer + 8, u64::MAX);
+    mem.put_u64(outer + 16, u64::MAX - 8);
+    mem.put_u64(outer + 24, u64::MAX);
+    let server = server(&mut mem, OTHER_SERVE_AT, 0, outer);
+    assert!(matches!(
+        reader(true).read_from(&mem, 0, server),
+        Err(RouteTableError::UnknownHandler(_))
+    ));
+    let server = self::server(&mut mem, MUX_SERVE_AT, 0, u64::MAX - 8);
+    assert!(reader(true).read_from(&mem, 0, server).is_err());
+    let server = self::server(&mut mem, GIN_SERVE_AT, 0, u64::MAX - 8);
+    assert!(reader(true).read_from(&mem, 0, server).is_err());
+}
+
 fn gin_node(mem: &mut FakeMemory, full_path: &str, handlers: usize, children: &[u64]) -> u64 {
     let node = mem.alloc(GIN_NODE_SIZE);
     mem.put_string(node + 88, full_path);

@@ -66,7 +66,14 @@ pub fn live_table_reader() -> TableReader {
                 .map_err(|e| format!("{}: {e}", exe.display()))
         });
         let reader = reader.as_ref().map_err(Clone::clone)?;
-        let table = reader.read(pid, server).map_err(|e| e.to_string())?;
+        // A traced program's memory is input the agent does not control: whatever a walk
+        // through it runs into costs that program its routes, never the agent its life.
+        let table =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.read(pid, server)))
+                .map_err(|_| {
+                    format!("reading the routes of pid {pid} failed (a bug: please report)")
+                })?
+                .map_err(|e| e.to_string())?;
         Ok(Box::new(table) as Box<dyn ProgramRoutes>)
     })
 }
