@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let mut decoder = ConnDecoder::new();
     let mut out = Vec::new();
     if mode & 0x80 == 0 {
-        let preface = Segment { direction: Direction::Egress, origin: Origin::default(), data: PREFACE, missing: 0, windows: &[], ts_enter_ns: 0, ts_exit_ns: 0 };
+        let preface = Segment { direction: Direction::Egress, origin: Origin::default(), data: PREFACE, missing: 0, windows: &[], ts_enter_ns: 0, ts_exit_ns: 0, tls: false };
         decoder.feed(&preface, &mut out);
     }
     for_each_segment(rest, |seg| decoder.feed(&seg, &mut out));
