@@ -59,8 +59,8 @@ enum Cmd {
         #[arg(long = "kernel", value_name = "NAME")]
         kernels: Vec<String>,
     },
-    /// Measure what tracing costs: three targets (net/http hello, the three-tier example, a gRPC
-    /// echo) under load at saturation and at 10k req/s, with no agent, floor A (empty programs
+    /// Measure what tracing costs: four targets (net/http hello, plain and over HTTPS, the
+    /// three-tier example, a gRPC echo) under load at saturation and at 10k req/s, with no agent, floor A (empty programs
     /// on the 12 socket syscall tracepoints), floor B (A + one empty uprobe per request, at
     /// ServeHTTP or grpc-go's operateHeaders), wirespan (OTLP/gRPC to a receiver that discards
     /// spans) and go.opentelemetry.io/auto, alternating; per request also the kernel's counts:
