@@ -16,7 +16,8 @@ use crate::{
     load::{HookReport, LoadError, LoadOptions, Probes, TlsReport},
     sink::{EventSink, ExchangeSink, SpanSink},
     source::{
-        ConnRole, Event, decode,
+        ConnRole, Data, Event, decode,
+        decode::blank_data_record,
         recording::{RecordingError, RecordingReader, RecordingWriter},
         ringbuf::{ReaderStats, RingBufSource},
     },
@@ -216,6 +217,11 @@ struct Pipeline<'a> {
     callers_seen: HashSet<u32>,
     /// Processes that served HTTP before their route table was known (see `span::route_book`).
     route_wanted: Vec<u32>,
+    /// The event view's connection table: it has no decoders of its own, and TLS plaintext
+    /// must be decoded to know which bytes are message content (blanked before it is shown).
+    events_table: ConnTable,
+    /// A raw record with its TLS content blanked, for the recorder.
+    blanked: Vec<u8>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -234,6 +240,16 @@ impl<'a> Pipeline<'a> {
             callers: Vec::new(),
             callers_seen: HashSet::new(),
             route_wanted: Vec::new(),
+            events_table: ConnTable::default(),
+            blanked: Vec::new(),
+        }
+    }
+
+    /// Keep TLS plaintext's message bodies (`--capture-tls-bodies`) instead of blanking them.
+    fn keep_tls_bodies(&mut self, keep: bool) {
+        self.events_table.keep_tls_content(keep);
+        if let Output::Exchanges { table, .. } | Output::Spans { table, .. } = &mut self.output {
+            table.keep_tls_content(keep);
         }
     }
 
@@ -258,17 +274,17 @@ impl<'a> Pipeline<'a> {
     }
 
     fn record(&mut self, raw: &[u8]) -> Result<(), StepError> {
-        if let Some(recorder) = self.recorder.as_mut() {
-            recorder.record(raw).map_err(StepError::Recording)?;
-        }
         // One record in `stages::SAMPLE_EVERY` has its stages timed.
         let mut t = self
             .summary
             .stages
             .next_record()
             .then(crate::stages::thread_cpu_ns);
-        let Ok(event) = decode(raw) else {
+        let Ok(mut event) = decode(raw) else {
             self.summary.malformed += 1;
+            if let Some(recorder) = self.recorder.as_mut() {
+                recorder.record(raw).map_err(StepError::Recording)?;
+            }
             return Ok(());
         };
         self.note_caller(&event);
@@ -283,25 +299,58 @@ impl<'a> Pipeline<'a> {
         if let Event::Exec(exec) = &event {
             self.execs.push(exec.pid);
         }
-        match &mut self.output {
-            Output::Events(sink) => sink.event(&event).map_err(StepError::Write),
-            Output::Exchanges { table, .. } => {
-                self.last_ts_ns = self.last_ts_ns.max(event.ts_ns());
+        self.last_ts_ns = self.last_ts_ns.max(event.ts_ns());
+        // The connection stage first: it tells which bytes of TLS plaintext are message
+        // content, blanked before the event goes anywhere, the recorder included.
+        let table = match &mut self.output {
+            Output::Exchanges { table, .. } | Output::Spans { table, .. } => Some(table),
+            // The event view decodes only what it must: TLS plaintext.
+            Output::Events(_) => match &event {
+                Event::Conn(_) | Event::Data(Data { tls: true, .. }) => {
+                    Some(&mut self.events_table)
+                }
+                _ => None,
+            },
+        };
+        let content = match table {
+            Some(table) => {
                 table.on_event(&event, &mut self.exchanges);
                 if self.summary.events.is_multiple_of(EXPIRE_EVERY) {
                     table.expire(self.last_ts_ns, &mut self.exchanges);
                 }
-                lap(Stage::Conn);
-                self.deliver_exchanges()
+                table.tls_content()
             }
+            None => &[],
+        };
+        lap(Stage::Conn);
+        if let Some(recorder) = self.recorder.as_mut() {
+            let raw = if content.is_empty() {
+                raw
+            } else {
+                self.blanked.clear();
+                self.blanked.extend_from_slice(raw);
+                blank_data_record(&mut self.blanked, content);
+                &self.blanked
+            };
+            recorder.record(raw).map_err(StepError::Recording)?;
+        }
+        if !content.is_empty()
+            && let Event::Data(data) = &mut event
+        {
+            data.blank(content);
+        }
+        match &mut self.output {
+            Output::Events(sink) => {
+                self.exchanges.clear();
+                sink.event(&event).map_err(StepError::Write)
+            }
+            Output::Exchanges { .. } => self.deliver_exchanges(),
             Output::Spans {
-                table,
                 correlator,
                 resources,
                 routes,
                 ..
             } => {
-                self.last_ts_ns = self.last_ts_ns.max(event.ts_ns());
                 // A process's resource is taken at its exec, before any span of it is delivered.
                 match &event {
                     Event::Exec(exec) => resources.on_exec(exec),
@@ -309,14 +358,9 @@ impl<'a> Pipeline<'a> {
                     _ => {}
                 }
                 routes.on_event(&event);
-                // Contexts first: the exchange an event completes is judged with it known.
+                // Contexts before exchanges: the exchange an event completes is judged with
+                // the event's context known.
                 correlator.on_event(&event);
-                lap(Stage::Correlate);
-                table.on_event(&event, &mut self.exchanges);
-                if self.summary.events.is_multiple_of(EXPIRE_EVERY) {
-                    table.expire(self.last_ts_ns, &mut self.exchanges);
-                }
-                lap(Stage::Conn);
                 for x in self.exchanges.drain(..) {
                     correlator.on_exchange(x);
                 }
@@ -453,6 +497,7 @@ pub async fn run<'a>(
     let mut source =
         RingBufSource::new(maps.events, maps.reader_polling).map_err(AgentError::Read)?;
     let mut pipeline = Pipeline::new(output, recorder);
+    pipeline.keep_tls_bodies(options.keep_tls_bodies);
     for report in &probes.go_report {
         pipeline.go_programs(report);
     }

@@ -115,6 +115,19 @@ pub struct Data {
     pub tls: bool,
 }
 
+impl Data {
+    /// Blank `ranges` (offsets in this syscall's bytes) in the payload and the frame windows:
+    /// the message content of TLS plaintext, which the agent does not keep.
+    pub fn blank(&mut self, ranges: &[std::ops::Range<u64>]) {
+        let mut windows: Vec<(i64, &mut [u8])> = self
+            .windows
+            .iter_mut()
+            .map(|w| (w.offset, w.bytes.as_mut_slice()))
+            .collect();
+        crate::protocol::content::blank(ranges, &mut self.payload, &mut windows);
+    }
+}
+
 /// Bytes at `offset` of a syscall's buffer, beyond its captured prefix: an HTTP/2 frame's
 /// header and the start of its payload (see `wirespan_shared::FrameWindow`). A negative offset
 /// means the window's first bytes belong to the previous syscall of the same direction.

@@ -346,6 +346,12 @@ struct CaptureArgs {
         env = "WIRESPAN_SERVING_PROBES_QUIET_SECS"
     )]
     serving_probes_quiet_secs: u64,
+    /// Keep the bodies of TLS plaintext (HTTP/1 bodies, HTTP/2 DATA). By default they are
+    /// blanked as soon as the decoders have framed them, before a recording, the event view
+    /// or anything else keeps them: only heads, headers and framing remain. Plaintext
+    /// (non-TLS) traffic is captured as it is.
+    #[arg(long, env = "WIRESPAN_CAPTURE_TLS_BODIES")]
+    capture_tls_bodies: bool,
 }
 
 impl CaptureArgs {
@@ -361,6 +367,7 @@ impl CaptureArgs {
                 ports: self.port.clone(),
                 cgroups: self.cgroup.clone(),
             },
+            keep_tls_bodies: self.capture_tls_bodies,
         }
     }
 

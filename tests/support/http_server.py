@@ -3,6 +3,9 @@ on 127.0.0.1 (or argv[2]) on a free port, and prints the port on its first line.
 ("::" included) gets an IPv6 socket; "::" is dual-stack, as Linux makes it by default, so IPv4
 clients reach it as IPv4-mapped addresses.
 
+`POST /echo` answers the request body reversed, chunked (two chunks): a request body and a
+response body the privacy tests look for.
+
 `GET /via/<port>/<path>` fetches http://127.0.0.1:<port>/<path> on the handler's own thread
 and returns it: a thread-per-request server that calls out while serving (502 when the call
 fails).
@@ -51,6 +54,16 @@ class KeepAliveHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))[::-1]
+        half = len(body) // 2
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for chunk in [c for c in (body[:half], body[half:]) if c] + [b""]:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
 
 
 def main():

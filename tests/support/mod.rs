@@ -6,6 +6,7 @@
 pub mod nat_lab;
 pub mod semconv;
 pub mod shapes;
+pub mod tls;
 
 use std::{
     io::{BufRead, BufReader, Read},

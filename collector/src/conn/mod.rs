@@ -11,9 +11,10 @@
 //! TLS: a connection whose first bytes are TLS records is encrypted, and its syscall bytes are
 //! not decoded (they would only desynchronise a decoder). When TLS plaintext arrives for it (a
 //! TLS library's calls, `Data::tls`), the connection is decoded from the plaintext alone, with a
-//! fresh decoder.
+//! fresh decoder. Its message content (bodies, DATA payloads) is noted per event so the caller
+//! can blank it before anything keeps the bytes (`tls_content`; see `protocol::content`).
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{collections::HashMap, net::SocketAddr, ops::Range};
 
 use crate::{
     protocol::{ConnDecoder, DecoderStats, Detected, Exchange, Origin, Segment},
@@ -100,6 +101,10 @@ pub struct ConnTable {
     buffered: usize,
     pub stats: ConnStats,
     scratch: Vec<Exchange>,
+    /// Whether TLS plaintext keeps its message content (off by default: heads only).
+    keep_tls_content: bool,
+    /// The content of the last event, when it was TLS plaintext to blank.
+    tls_content: Vec<Range<u64>>,
 }
 
 impl Default for ConnTable {
@@ -119,7 +124,22 @@ impl ConnTable {
             buffered: 0,
             stats: ConnStats::default(),
             scratch: Vec::new(),
+            keep_tls_content: false,
+            tls_content: Vec::new(),
         }
+    }
+
+    /// Keep TLS plaintext's message content (bodies) instead of noting it for blanking.
+    pub fn keep_tls_content(&mut self, keep: bool) {
+        self.keep_tls_content = keep;
+    }
+
+    /// The message content of the last event, in its segment's offsets, when that event was
+    /// TLS plaintext and content is not kept: the caller blanks these bytes (event and raw
+    /// record alike) before anything keeps or shows them. Empty otherwise.
+    #[must_use]
+    pub fn tls_content(&self) -> &[Range<u64>] {
+        &self.tls_content
     }
 
     /// Set what all decoders may hold together, in bytes.
@@ -142,6 +162,7 @@ impl ConnTable {
 
     /// Take one event; exchanges it completes are appended to `out`.
     pub fn on_event(&mut self, event: &Event, out: &mut Vec<ConnExchange>) {
+        self.tls_content.clear();
         match event {
             Event::Conn(c) => match c.kind {
                 ConnKind::Connect | ConnKind::Accept => {
@@ -187,10 +208,21 @@ impl ConnTable {
                 );
                 let entry = self.conns.get_mut(&d.conn_id).expect("ensured above");
                 entry.last_ns = d.ts_exit_ns;
+                let blank = d.tls && !self.keep_tls_content;
+                let whole = 0..d.payload.len() as u64 + seg.missing;
                 if !admit_tls(entry, d.tls, &d.payload) {
+                    if blank {
+                        self.tls_content.push(whole);
+                    }
                     return;
                 }
                 entry.decoder.feed(&seg, &mut self.scratch);
+                if blank {
+                    match entry.decoder.content() {
+                        Some(content) => self.tls_content.extend_from_slice(content),
+                        None => self.tls_content.push(whole),
+                    }
+                }
                 if entry.decoder.detected() == Detected::Unknown && !entry.counted_unknown {
                     entry.counted_unknown = true;
                     self.stats.unknown_protocol += 1;

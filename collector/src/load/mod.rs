@@ -52,6 +52,10 @@ pub struct LoadOptions {
     /// (see `serving`); None: always.
     pub serving_quiet_after: Option<std::time::Duration>,
     pub filters: Filters,
+    /// Keep the message bodies of TLS plaintext. The probes capture the first `capture_bytes`
+    /// of each TLS call either way; by default the agent blanks the bodies in them before
+    /// anything keeps or shows them (see `protocol::content`).
+    pub keep_tls_bodies: bool,
 }
 
 impl Default for LoadOptions {
@@ -62,6 +66,7 @@ impl Default for LoadOptions {
             ring_buffer_mib: DEFAULT_RING_BUFFER_MIB,
             serving_quiet_after: Some(DEFAULT_SERVING_QUIET),
             filters: Filters::default(),
+            keep_tls_bodies: false,
         }
     }
 }

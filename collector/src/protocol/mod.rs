@@ -6,12 +6,15 @@
 //! when the capture joined mid-connection), caches it, and hands the segments to that decoder.
 //! Unknown protocols are counted, never guessed.
 
+pub mod content;
 pub mod exchange;
 pub mod fuzzing;
 pub mod http1;
 pub mod http2;
 
 pub use exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion, Interesting};
+
+use std::ops::Range;
 
 use crate::event::{Direction, Window};
 
@@ -256,6 +259,18 @@ impl ConnDecoder {
             State::Http1(conn) => conn.feed(seg, out),
             State::Http2(conn) => conn.feed(seg, out),
             State::Detecting { .. } | State::Unknown => {}
+        }
+    }
+
+    /// The message content of the segment last fed, in its offsets (noted for TLS plaintext
+    /// only; see [`content`]), or `None` when the decoder did not read that segment because
+    /// its protocol is not known: then nothing says what any of it is.
+    #[must_use]
+    pub fn content(&self) -> Option<&[Range<u64>]> {
+        match &self.state {
+            State::Http1(conn) => Some(conn.marks.ranges()),
+            State::Http2(conn) => Some(conn.marks.ranges()),
+            State::Detecting { .. } | State::Unknown => None,
         }
     }
 

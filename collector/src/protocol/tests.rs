@@ -338,3 +338,111 @@ fn http2_server_settings_before_the_client_preface_is_still_a_connection_start()
         assert_eq!(e.request_direction, SERVER);
     }
 }
+
+/// Feed TLS segments to one decoder, blank what it calls content, and feed the blanked bytes to
+/// a second: the blanked streams (as a recording keeps them) and the exchanges of both.
+fn blank_and_replay(
+    segments: &[(Direction, &[u8], u64)],
+) -> (Vec<Vec<u8>>, Vec<Exchange>, Vec<Exchange>) {
+    let (mut marking, mut replay) = (ConnDecoder::new(), ConnDecoder::new());
+    let (mut marked_out, mut replay_out, mut blanked) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (direction, data, missing)) in segments.iter().enumerate() {
+        let t = (i as u64 + 1) * 100;
+        let seg = |data| Segment {
+            direction: *direction,
+            origin: Origin::default(),
+            data,
+            missing: *missing,
+            windows: &[],
+            ts_enter_ns: t,
+            ts_exit_ns: t + 10,
+            tls: true,
+        };
+        marking.feed(&seg(data), &mut marked_out);
+        let mut copy = data.to_vec();
+        let whole = 0..copy.len() as u64 + missing;
+        let ranges = marking.content().unwrap_or(std::slice::from_ref(&whole));
+        content::blank(ranges, &mut copy, &mut []);
+        replay.feed(&seg(&copy), &mut replay_out);
+        blanked.push(copy);
+    }
+    marking.close(1_000_000, &mut marked_out);
+    replay.close(1_000_000, &mut replay_out);
+    (blanked, marked_out, replay_out)
+}
+
+#[test]
+fn tls_bodies_are_blanked_and_heads_and_chunk_framing_kept() {
+    let request = b"POST /pay HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\ncard=4111-1";
+    let head_len = request.len() - 11;
+    let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nsecret\r\n3;x=1\r\nkey\r\n0\r\n\r\n";
+    let (blanked, marked, replayed) = blank_and_replay(&[
+        // The body's first bytes come with the head, the rest in the next write.
+        (CLIENT, &request[..head_len + 4], 0),
+        (CLIENT, &request[head_len + 4..], 0),
+        (SERVER, &response[..], 0),
+        // A keep-alive request whose body the capture cut: the cut bytes are counted only.
+        (
+            CLIENT,
+            b"PUT /k HTTP/1.1\r\nContent-Length: 9\r\n\r\npass",
+            5,
+        ),
+        (SERVER, OK_5, 0),
+    ]);
+    assert_eq!(&blanked[0][..head_len], &request[..head_len]);
+    assert!(blanked[0][head_len..].iter().all(|&b| b == 0));
+    assert!(blanked[1].iter().all(|&b| b == 0));
+    assert_eq!(
+        blanked[2],
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n\0\0\0\0\0\0\r\n3;x=1\r\n\0\0\0\r\n0\r\n\r\n"
+    );
+    assert!(blanked[3].ends_with(b"\r\n\r\n\0\0\0\0"));
+    assert!(blanked[4].ends_with(b"\r\n\r\n\0\0\0\0\0"));
+    assert_eq!(
+        summary(&marked),
+        [
+            ("POST".into(), "/pay".into(), Some(200)),
+            ("PUT".into(), "/k".into(), Some(200))
+        ]
+    );
+    assert_eq!(replayed, marked, "the blanked bytes decode the same");
+}
+
+#[test]
+fn tls_bytes_of_no_known_protocol_are_all_content() {
+    let mut decoder = ConnDecoder::new();
+    let mut out = Vec::new();
+    let seg = Segment {
+        direction: CLIENT,
+        origin: Origin::default(),
+        data: b"\x00\x01binary",
+        missing: 0,
+        windows: &[],
+        ts_enter_ns: 1,
+        ts_exit_ns: 2,
+        tls: true,
+    };
+    decoder.feed(&seg, &mut out);
+    assert_eq!(
+        decoder.content(),
+        None,
+        "not read: the caller blanks it all"
+    );
+    // A side that lost sync gives up the rest of what it is fed.
+    let mut decoder = ConnDecoder::new();
+    decoder.feed(
+        &Segment {
+            data: b"GET / HTTP/1.1\r\n\r\n",
+            ..seg
+        },
+        &mut out,
+    );
+    decoder.feed(
+        &Segment {
+            data: b"G\x00T garbage\r\n\r\n",
+            ..seg
+        },
+        &mut out,
+    );
+    assert_eq!(decoder.content(), Some(std::slice::from_ref(&(0..15))));
+}

@@ -15,7 +15,7 @@ use wirespan_shared::{
     MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
 };
 
-use super::windows::{WindowError, parse_windows};
+use super::windows::{WindowError, parse_windows, windows_in_place};
 use crate::event::{AttachMode, Conn, ConnKind, Data, Direction, Event, GoExit, GoServe, GoSpawn};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +107,26 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
 }
 
 /// Copy a `#[repr(C)]` plain-data struct out of the record after checking its length.
+/// Blank `ranges` (offsets in the syscall's bytes; see `protocol::content`) in a raw data
+/// record, in its payload and its frame windows alike, so a recording keeps what the decoded
+/// event keeps. A record that is not a well-formed data event is left as it is.
+pub fn blank_data_record(record: &mut [u8], ranges: &[std::ops::Range<u64>]) {
+    let Ok(h) = read_struct::<DataHeader>(record) else {
+        return;
+    };
+    let captured = h.captured as usize;
+    let Some(rest) = record.get_mut(size_of::<DataHeader>()..) else {
+        return;
+    };
+    if rest.len() < captured {
+        return;
+    }
+    let (payload, area) = rest.split_at_mut(captured);
+    let area_len = (h.window_bytes as usize).min(area.len());
+    let mut windows = windows_in_place(&mut area[..area_len]);
+    crate::protocol::content::blank(ranges, payload, &mut windows);
+}
+
 pub(super) fn read_struct<T: Copy>(record: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if record.len() < need {
@@ -320,6 +340,7 @@ pub(crate) mod raw {
 #[cfg(test)]
 mod tests {
     use super::{raw::*, *};
+    use crate::event::Window;
 
     #[test]
     fn decodes_ipv4_connect() {
@@ -419,6 +440,46 @@ mod tests {
                 .collect();
             noise[..4].copy_from_slice(&(u32::from(seed) % 6).to_ne_bytes());
             let _ = decode(&noise);
+        }
+    }
+
+    #[test]
+    fn blanking_a_raw_record_keeps_what_blanking_its_event_keeps() {
+        let payload = b"HEADbodybody";
+        let windows = [
+            Window {
+                offset: -2,
+                bytes: b"hhWWWW".to_vec(),
+            },
+            Window {
+                offset: 100,
+                bytes: b"frame-body".to_vec(),
+            },
+        ];
+        let area = super::super::windows::encode_windows(&windows);
+        let plain = data(payload, 200);
+        let mut h: DataHeader = read_struct(&plain).unwrap();
+        h.window_bytes = area.len() as u32;
+        let mut record = bytes_of(&h);
+        record.extend_from_slice(payload);
+        record.extend_from_slice(&area);
+        let ranges = [4..12, 103..110];
+        let Event::Data(mut expected) = decode(&record).unwrap() else {
+            panic!("not data")
+        };
+        expected.blank(&ranges);
+        assert_eq!(expected.payload, b"HEAD\0\0\0\0\0\0\0\0");
+        assert_eq!(
+            expected.windows[0].bytes, b"hhWWWW",
+            "before and outside the ranges"
+        );
+        assert_eq!(expected.windows[1].bytes, b"fra\0\0\0\0\0\0\0");
+        blank_data_record(&mut record, &ranges);
+        assert_eq!(decode(&record).unwrap(), Event::Data(expected));
+        // Records that are not whole data events are left alone, without panicking.
+        for len in 0..record.len() {
+            let mut cut = record[..len].to_vec();
+            blank_data_record(&mut cut, &ranges);
         }
     }
 }

@@ -65,6 +65,21 @@ pub fn parse_windows(mut area: &[u8], bytes: u64) -> Result<Vec<Window>, WindowE
     Ok(out)
 }
 
+/// The windows of a window area as (offset, bytes) in place, for blanking a raw record. A
+/// descriptor that does not fit ends the walk (`parse_windows` refuses such an area anyway).
+pub fn windows_in_place(mut area: &mut [u8]) -> Vec<(i64, &mut [u8])> {
+    let mut out = Vec::new();
+    while area.len() >= WINDOW_DESC_LEN {
+        let (desc, rest) = std::mem::take(&mut area).split_at_mut(WINDOW_DESC_LEN);
+        let offset = i32::from_ne_bytes([desc[0], desc[1], desc[2], desc[3]]);
+        let len = usize::from(u16::from_ne_bytes([desc[4], desc[5]])).min(rest.len());
+        let (bytes, rest) = rest.split_at_mut(len);
+        out.push((i64::from(offset), bytes));
+        area = rest;
+    }
+    out
+}
+
 /// Encode windows as the probe lays them out (tests and recordings made by hand).
 #[must_use]
 pub fn encode_windows(windows: &[Window]) -> Vec<u8> {

@@ -2,7 +2,10 @@
 //! chunked, close), and consuming body bytes by that framing.
 
 use super::{MAX_HEAD, Side};
-use crate::protocol::exchange::{Http, HttpVersion};
+use crate::protocol::{
+    content::ContentMarks,
+    exchange::{Http, HttpVersion},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Chunk {
@@ -114,13 +117,15 @@ pub(super) enum BodyStep {
     Invalid,
 }
 
-/// Consume body bytes from the side's buffer per its framing.
-pub(super) fn consume_body(side: &mut Side) -> BodyStep {
+/// Consume body bytes from the side's buffer per its framing; the body bytes (not the chunk
+/// framing) are noted in `marks`.
+pub(super) fn consume_body(side: &mut Side, marks: &mut ContentMarks) -> BodyStep {
     loop {
         match side.body {
             Body::Head => return BodyStep::Done,
             Body::Fixed(n) => {
                 let take = (n as usize).min(side.buf.len());
+                marks.content_at_front(side.buf.len(), take);
                 side.buf.drain(..take);
                 let left = n - take as u64;
                 if left == 0 {
@@ -131,6 +136,7 @@ pub(super) fn consume_body(side: &mut Side) -> BodyStep {
                 return BodyStep::NeedMore;
             }
             Body::UntilClose | Body::Opaque => {
+                marks.content_at_front(side.buf.len(), side.buf.len());
                 side.buf.clear();
                 return BodyStep::NeedMore;
             }
@@ -156,6 +162,7 @@ pub(super) fn consume_body(side: &mut Side) -> BodyStep {
             }
             Body::Chunked(Chunk::Data(n)) => {
                 let take = (n as usize).min(side.buf.len());
+                marks.content_at_front(side.buf.len(), take);
                 side.buf.drain(..take);
                 let left = n - take as u64;
                 if left > 0 {

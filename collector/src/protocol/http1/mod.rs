@@ -13,6 +13,7 @@ mod framing;
 use self::framing::{Body, BodyStep, Chunk, consume_body, request_head, response_body, version_of};
 use super::{
     Origin, Segment,
+    content::ContentMarks,
     exchange::{Detail, Exchange, Flags, Http},
 };
 use crate::event::Direction;
@@ -95,6 +96,8 @@ pub struct Http1Conn {
     /// The response in progress: its status, once its head is parsed.
     response_status: Option<u16>,
     pub stats: Http1Stats,
+    /// The bodies in the segment last fed (TLS plaintext only).
+    pub(crate) marks: ContentMarks,
 }
 
 /// Whether bytes look like the start of an HTTP/1 request (`METHOD SP`).
@@ -136,12 +139,15 @@ impl Http1Conn {
             pending: VecDeque::new(),
             response_status: None,
             stats: Http1Stats::default(),
+            marks: ContentMarks::default(),
         }
     }
 
     /// Feed one syscall's bytes; completed exchanges are appended to `out`.
     pub fn feed(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
         let is_request = seg.direction == self.request_direction;
+        self.marks.begin(seg.tls);
+        let total = seg.data.len() as u64 + seg.missing;
         {
             let side = if is_request {
                 &mut self.requests
@@ -155,6 +161,7 @@ impl Http1Conn {
                     looks_like_response(seg.data)
                 };
                 if !starts {
+                    self.marks.rest(total);
                     return;
                 }
                 *side = Side::new();
@@ -162,9 +169,11 @@ impl Http1Conn {
             if side.buf.len() + seg.data.len() > MAX_HEAD && side.body == Body::Head {
                 self.stats.oversized_heads += 1;
                 self.desync(is_request);
+                self.marks.rest(total);
                 return;
             }
             side.buf.extend_from_slice(seg.data);
+            self.marks.took(seg.data.len() as u64);
         }
         if is_request {
             self.run_requests(seg);
@@ -174,6 +183,8 @@ impl Http1Conn {
         if seg.missing > 0 {
             self.gap(is_request, seg, out);
         }
+        // The uncaptured bytes: HTTP/1 reads no frame windows there.
+        self.marks.rest(total);
     }
 
     /// Bytes this connection holds (buffers, plus an estimate per waiting request).
@@ -349,6 +360,7 @@ impl Http1Conn {
                         Ok(httparse::Status::Complete(n)) => n,
                         Ok(httparse::Status::Partial) => return,
                         Err(_) => {
+                            self.marks.content_at_front(side.buf.len(), side.buf.len());
                             self.desync(true);
                             return;
                         }
@@ -374,7 +386,7 @@ impl Http1Conn {
                 }
                 _ => {
                     let before = side.buf.len();
-                    match consume_body(side) {
+                    match consume_body(side, &mut self.marks) {
                         BodyStep::Done => {
                             let used = (before - side.buf.len()) as u64;
                             self.add_request_bytes(used);
@@ -386,6 +398,8 @@ impl Http1Conn {
                             return;
                         }
                         BodyStep::Invalid => {
+                            let side = &self.requests;
+                            self.marks.content_at_front(side.buf.len(), side.buf.len());
                             self.desync(true);
                             return;
                         }
@@ -427,6 +441,7 @@ impl Http1Conn {
                         Ok(httparse::Status::Complete(n)) => n,
                         Ok(httparse::Status::Partial) => return,
                         Err(_) => {
+                            self.marks.content_at_front(side.buf.len(), side.buf.len());
                             self.desync(false);
                             return;
                         }
@@ -452,12 +467,13 @@ impl Http1Conn {
                     }
                 }
                 Body::Opaque => {
+                    self.marks.content_at_front(side.buf.len(), side.buf.len());
                     side.buf.clear();
                     return;
                 }
                 _ => {
                     let before = side.buf.len();
-                    let step = consume_body(side);
+                    let step = consume_body(side, &mut self.marks);
                     let used = (before - side.buf.len()) as u64;
                     if let Some(p) = side.progress.as_mut() {
                         p.bytes += used;
@@ -466,6 +482,8 @@ impl Http1Conn {
                         BodyStep::Done => self.finish_response(seg.ts_exit_ns, out),
                         BodyStep::NeedMore => return,
                         BodyStep::Invalid => {
+                            let side = &self.responses;
+                            self.marks.content_at_front(side.buf.len(), side.buf.len());
                             self.desync(false);
                             return;
                         }

@@ -32,6 +32,7 @@ use self::{
 };
 use super::{
     Piece, Segment,
+    content::ContentMarks,
     exchange::{Detail, Exchange, Flags, Grpc, HttpVersion},
 };
 use crate::event::Direction;
@@ -125,6 +126,8 @@ pub struct Http2Conn {
     streams: HashMap<u32, Stream>,
     from_start: bool,
     pub stats: Http2Stats,
+    /// The DATA content in the segment last fed (TLS plaintext only).
+    pub(crate) marks: ContentMarks,
 }
 
 fn dir_index(d: Direction) -> usize {
@@ -153,6 +156,7 @@ impl Http2Conn {
             streams: HashMap::new(),
             from_start: true,
             stats: Http2Stats::default(),
+            marks: ContentMarks::default(),
         }
     }
 
@@ -165,6 +169,7 @@ impl Http2Conn {
             streams: HashMap::new(),
             from_start: false,
             stats: Http2Stats::default(),
+            marks: ContentMarks::default(),
         }
     }
 
@@ -177,9 +182,12 @@ impl Http2Conn {
             *self = Self::from_preface(seg.direction);
         }
         let d = dir_index(seg.direction);
+        self.marks.begin(seg.tls);
+        let total = seg.data.len() as u64 + seg.missing;
         self.check_continuity(seg);
         if !self.dirs[d].synced {
             if !frame::starts_with_frames(seg.data) {
+                self.marks.rest(total);
                 return;
             }
             self.dirs[d].synced = true;
@@ -190,6 +198,7 @@ impl Http2Conn {
         for piece in seg.pieces() {
             if !self.dirs[d].synced {
                 // Lost inside this segment: wait for one that starts on a frame.
+                self.marks.rest(total);
                 return;
             }
             match piece {
@@ -197,12 +206,18 @@ impl Http2Conn {
                     if self.dirs[d].buf.len() + bytes.len() > MAX_BUFFERED_FRAME + HEADER_LEN {
                         self.stats.oversized_frames += 1;
                         self.lose_sync(seg.direction, true);
+                        self.marks.rest(total);
                         return;
                     }
                     self.dirs[d].buf.extend_from_slice(bytes);
+                    self.marks.took(bytes.len() as u64);
                     self.run(seg, out);
                 }
-                Piece::Gap(missing) => self.gap(seg, missing, out),
+                Piece::Gap(missing) => {
+                    // Buffered bytes sit before the gap: it counts once they are placed.
+                    self.gap(seg, missing, out);
+                    self.marks.took(missing);
+                }
             }
         }
     }
@@ -261,6 +276,8 @@ impl Http2Conn {
     fn lose_sync(&mut self, direction: Direction, header_state_lost: bool) {
         self.stats.desyncs += 1;
         let dir = &mut self.dirs[dir_index(direction)];
+        // What framing no longer explains may be anything, content included.
+        self.marks.content_at_front(dir.buf.len(), dir.buf.len());
         dir.synced = false;
         dir.buf.clear();
         dir.streaming = None;
@@ -453,7 +470,9 @@ impl Http2Conn {
         let is_request = self.request_direction == Some(seg.direction);
         match streaming {
             Streaming::Skip { left } => {
+                // Not decoded: blanked like content.
                 let take = (left as usize).min(self.dirs[d].buf.len());
+                self.marks.content_at_front(self.dirs[d].buf.len(), take);
                 self.dirs[d].buf.drain(..take);
                 let left = left - take as u64;
                 self.dirs[d].streaming = (left > 0).then_some(Streaming::Skip { left });
@@ -493,9 +512,21 @@ impl Http2Conn {
                 let buf = &self.dirs[d].buf;
                 let data_take = (data_left as usize).min(buf.len());
                 let pad_take = (pad_left as usize).min(buf.len() - data_take);
+                let (marks, buffered) = (&mut self.marks, buf.len());
+                // gRPC's length prefixes are framing; everything else in DATA is content.
+                let grpc = self.streams.get(&stream).is_some_and(|s| s.grpc);
+                if !grpc {
+                    marks.content_at_front(buffered, data_take);
+                }
+                marks.content_in_buffer(buffered, data_take, pad_take);
                 if let Some(s) = self.streams.get_mut(&stream) {
                     let side = usize::from(!is_request);
-                    s.message_counts[side] += s.messages[side].feed(&buf[..data_take]);
+                    s.message_counts[side] +=
+                        s.messages[side].feed(&buf[..data_take], |at, len| {
+                            if grpc {
+                                marks.content_in_buffer(buffered, at, len);
+                            }
+                        });
                     s.bytes[side] += (data_take + pad_take) as u64;
                     if !is_request {
                         s.end_ns = s.end_ns.max(seg.ts_exit_ns);

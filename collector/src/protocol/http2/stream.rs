@@ -26,14 +26,21 @@ impl Default for MessageCounter {
 }
 
 impl MessageCounter {
-    /// Feed payload bytes; returns how many messages started in them.
-    pub(super) fn feed(&mut self, mut bytes: &[u8]) -> u64 {
+    /// Feed payload bytes; returns how many messages started in them. `on_body` is told which
+    /// of them (by index) are message bodies rather than prefixes; after a lost prefix, all.
+    pub(super) fn feed(&mut self, mut bytes: &[u8], mut on_body: impl FnMut(usize, usize)) -> u64 {
         let mut started = 0;
+        let mut at = 0;
         while !bytes.is_empty() {
             match self {
-                Self::Lost => return started,
+                Self::Lost => {
+                    on_body(at, bytes.len());
+                    return started;
+                }
                 Self::Body(left) => {
                     let take = (*left).min(bytes.len() as u64);
+                    on_body(at, take as usize);
+                    at += take as usize;
                     bytes = &bytes[take as usize..];
                     *left -= take;
                     if *left == 0 {
@@ -45,6 +52,7 @@ impl MessageCounter {
                         len[*got as usize - 1] = bytes[0];
                     }
                     *got += 1;
+                    at += 1;
                     bytes = &bytes[1..];
                     if *got == 5 {
                         started += 1;

@@ -484,3 +484,78 @@ fn any_windows_make_pieces_that_cover_the_syscall_once_and_never_panic() {
         decoder.feed(&seg, &mut out);
     }
 }
+
+/// Whether `bytes` hold a run of a message body's pattern (`message_frames`: each byte 7 more
+/// than the one before), long enough that no header block or prefix makes one by chance.
+fn holds_message_body(bytes: &[u8]) -> bool {
+    bytes
+        .windows(12)
+        .any(|w| w.windows(2).all(|p| p[1] == p[0].wrapping_add(7)))
+}
+
+#[test]
+fn tls_content_is_blanked_to_the_prefixes_and_the_blanked_bytes_decode_the_same() {
+    let calls = mixed_calls();
+    let conv = conversation(&calls, 3);
+    let sys = syscalls(&conv, &[100, 4096, 20_000], 7);
+    let (plain, _) = decode(&conv, &sys, &[]);
+    let mut marking = Http2Conn::from_preface(Direction::Egress);
+    let mut replay = Http2Conn::from_preface(Direction::Egress);
+    let (mut marked_out, mut replay_out) = (Vec::new(), Vec::new());
+    let mut bodies_seen = 0;
+    for (i, s) in sys.iter().enumerate() {
+        let (stream, isn) = match s.direction {
+            Direction::Egress => (&conv.client, CLIENT_ISN),
+            Direction::Ingress => (&conv.server, SERVER_ISN),
+        };
+        let origin = Origin {
+            seq: isn.wrapping_add(s.start as u32),
+            tid: 1,
+            goid: None,
+        };
+        let captured = (s.end - s.start).min(CAPTURE);
+        let mut data = stream[s.start..s.start + captured].to_vec();
+        let mut windows = s.windows.clone();
+        let t = i as u64 * 1000 + 1;
+        let make = |data: &[u8], windows: &[Window], out: &mut Vec<Exchange>, d: &mut Http2Conn| {
+            d.feed(
+                &Segment {
+                    direction: s.direction,
+                    origin,
+                    data,
+                    missing: (s.end - s.start - captured) as u64,
+                    windows,
+                    ts_enter_ns: t,
+                    ts_exit_ns: t + 1,
+                    tls: true,
+                },
+                out,
+            );
+        };
+        make(&data, &windows, &mut marked_out, &mut marking);
+        bodies_seen += usize::from(holds_message_body(&data));
+        let ranges = marking.marks.ranges().to_vec();
+        let mut in_place: Vec<(i64, &mut [u8])> = windows
+            .iter_mut()
+            .map(|w| (w.offset, w.bytes.as_mut_slice()))
+            .collect();
+        crate::protocol::content::blank(&ranges, &mut data, &mut in_place);
+        assert!(!holds_message_body(&data), "syscall {i}: a body survived");
+        for w in &windows {
+            assert!(
+                !holds_message_body(&w.bytes),
+                "syscall {i}: a body survived"
+            );
+        }
+        make(&data, &windows, &mut replay_out, &mut replay);
+    }
+    assert!(
+        bodies_seen > 100,
+        "the conversation carries bodies ({bodies_seen})"
+    );
+    marking.close(u64::MAX / 2, &mut marked_out);
+    replay.close(u64::MAX / 2, &mut replay_out);
+    assert_all_whole(&calls, &plain);
+    assert_eq!(marked_out, plain, "noting content changes nothing");
+    assert_eq!(replay_out, plain, "the blanked bytes decode the same");
+}
