@@ -244,7 +244,7 @@ fn privileged_tls_go_https_chain_over_http2_with_fan_out() {
     let Some(hello) = support::go_build("examples/http-hello", "tls-http-hello") else {
         return cannot_run("go cannot build examples/http-hello");
     };
-    go_chain_case(&hello, false);
+    go_chain_case(&hello, &Shape::default());
 }
 
 /// Stripped, and the front calls the back over HTTP/1.1.
@@ -261,29 +261,102 @@ fn privileged_tls_go_https_chain_of_stripped_binaries() {
     ) else {
         return cannot_run("go cannot build examples/http-hello stripped");
     };
-    go_chain_case(&hello, true);
+    go_chain_case(
+        &hello,
+        &Shape {
+            back_http1: true,
+            ..Shape::default()
+        },
+    );
+}
+
+/// As users deploy: the front listens on `:port` (dual-stack: curl's IPv4 arrives mapped), the
+/// back on `[::1]`, the front's pooled HTTP/2 connection to the back is opened before the agent
+/// starts (its HPACK tables and TLS session predate the probes), built with older Go versions
+/// (stripped, so their layouts come from the offsets table).
+#[test]
+fn privileged_tls_go_chain_on_dual_stack_and_ipv6_with_a_pool_older_than_the_agent() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    for (toolchain, stripped) in [("go1.22.12", true), ("go1.24.11", false)] {
+        let name = format!("tls-shapes-http-hello-{toolchain}-{stripped}");
+        let args: &[&str] = if stripped { &["-ldflags=-s -w"] } else { &[] };
+        let Some(hello) =
+            support::go_build_toolchain("examples/http-hello", &name, Some(toolchain), args)
+        else {
+            return cannot_run(&format!(
+                "cannot build examples/http-hello with {toolchain}"
+            ));
+        };
+        go_chain_case(
+            &hello,
+            &Shape {
+                back_http1: false,
+                front_listen: ":0",
+                back_listen: "[::1]:0",
+                front_host: "127.0.0.1",
+                warm_pool: true,
+            },
+        );
+    }
+}
+
+/// How a Go chain is deployed.
+struct Shape {
+    /// The front calls the back over HTTP/1.1, not HTTP/2.
+    back_http1: bool,
+    front_listen: &'static str,
+    back_listen: &'static str,
+    /// The address curl calls the front at.
+    front_host: &'static str,
+    /// One request goes through before the agent starts, opening the front's pool.
+    warm_pool: bool,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self {
+            back_http1: false,
+            front_listen: "127.0.0.1:0",
+            back_listen: "127.0.0.1:0",
+            front_host: "localhost",
+            warm_pool: false,
+        }
+    }
 }
 
 /// curl → front (Go, HTTPS; HTTP/2 and HTTP/1.1) → back (Go, HTTPS, HTTP/2 by the client's
-/// ALPN, or HTTP/1.1 with `back_http1`) from two child goroutines per request.
-fn go_chain_case(hello: &Path, back_http1: bool) {
+/// ALPN, or HTTP/1.1) from two child goroutines per request, deployed as `shape` says.
+fn go_chain_case(hello: &Path, shape: &Shape) {
     let certs = match certs() {
         Ok(c) => c,
         Err(e) => return cannot_run(&e),
     };
-    let back = go_https(hello, certs, "go-back", &[]);
-    let mut front_args = vec!["-backend", back.addr.as_str()];
-    if back_http1 {
+    let back = go_https(hello, certs, "go-back", &["-listen", shape.back_listen]);
+    let mut front_args = vec![
+        "-backend",
+        back.addr.as_str(),
+        "-listen",
+        shape.front_listen,
+    ];
+    if shape.back_http1 {
         front_args.push("-tls-http1");
     }
     let front = go_https(hello, certs, "go-front", &front_args);
-    let back_version = if back_http1 { "1.1" } else { "2" };
+    let back_version = if shape.back_http1 { "1.1" } else { "2" };
     let (back_port, front_port) = (back.port(), front.port());
+    let front_url = |path: &str| format!("https://{}:{front_port}{path}", shape.front_host);
+    if shape.warm_pool {
+        let (status, body) = curl(certs, "--http2", &front_url("/fanout"));
+        assert_eq!((status, body.as_str()), (200, "hello fan0\nhello fan1\n"));
+    }
     let file = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{}.jsonl", hello.file_name().unwrap().display()));
     let agent = agent_to_file(&file, &[&back_port, &front_port]);
     for (i, version) in ["--http2", "--http1.1", "--http2"].iter().enumerate() {
-        let url = format!("https://localhost:{front_port}/fanout?id={i}");
+        let url = front_url(&format!("/fanout?id={i}"));
         let (status, body) = curl(certs, version, &url);
         assert_eq!(
             (status, body.as_str()),
@@ -293,11 +366,7 @@ fn go_chain_case(hello: &Path, back_http1: bool) {
     }
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    let (status, body) = curl(
-        certs,
-        "--http2",
-        &format!("https://localhost:{front_port}/fanout"),
-    );
+    let (status, body) = curl(certs, "--http2", &front_url("/fanout"));
     assert_eq!((status, body.as_str()), (200, "hello fan0\nhello fan1\n"));
 
     let run = Run::read(&file);
@@ -329,6 +398,9 @@ fn go_chain_case(hello: &Path, back_http1: bool) {
     traces.dedup();
     assert_eq!(traces.len(), 3, "one trace per request: {}", run.describe());
 
+    // With a pool older than the agent, the back's read that was already blocked when the
+    // probes attached returns the first requests' plaintext unseen; their server spans come
+    // from the responses and the handlers' probes (`Flags::request_unseen`).
     let backs = run.find("go-back", 2, "/hello");
     assert_eq!(backs.len(), 6, "{}", run.describe());
     for back in backs {

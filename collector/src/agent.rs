@@ -107,13 +107,14 @@ impl RunSummary {
         if let Some(s) = self.spans {
             let _ = write!(
                 text,
-                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting, {} new traces from goroutines that outlived their request, {} failed calls, {} failed connects of Go programs no call claimed)",
+                "; spans: {} ({} without the parent they waited for, {} emitted early: too many waiting, {} new traces from goroutines that outlived their request, {} failed calls, {} failed connects of Go programs no call claimed, {} responses to requests older than the capture)",
                 s.spans,
                 s.orphans,
                 s.evicted,
                 s.context_ended,
                 s.failed_calls,
-                s.unclaimed_connects
+                s.unclaimed_connects,
+                s.requests_unseen
             );
         }
         if let Some(p) = self.processes {

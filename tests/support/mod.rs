@@ -357,12 +357,25 @@ pub fn go_build(dir: &str, name: &str) -> Option<std::path::PathBuf> {
 
 /// Like `go_build`, with extra `go build` arguments (tags, `-ldflags`).
 pub fn go_build_with(dir: &str, name: &str, args: &[&str]) -> Option<std::path::PathBuf> {
+    go_build_toolchain(dir, name, None, args)
+}
+
+/// Like `go_build_with`, with another Go `toolchain` (`GOTOOLCHAIN`, e.g. `go1.22.12`).
+pub fn go_build_toolchain(
+    dir: &str,
+    name: &str,
+    toolchain: Option<&str>,
+    args: &[&str],
+) -> Option<std::path::PathBuf> {
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(dir);
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    Command::new("go")
-        .args(["build", "-o"])
+    let mut go = Command::new("go");
+    if let Some(toolchain) = toolchain {
+        go.env("GOTOOLCHAIN", toolchain);
+    }
+    go.args(["build", "-o"])
         .arg(&out)
         .args(args)
         .arg(".")

@@ -19,7 +19,7 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A self-signed certificate for localhost and 127.0.0.1 (also its own CA), and a directory
+/// A self-signed certificate for localhost, 127.0.0.1 and ::1 (also its own CA), and a directory
 /// the Python server serves.
 pub struct Certs {
     pub cert: PathBuf,
@@ -41,7 +41,10 @@ pub fn certs() -> Result<&'static Certs, String> {
                     "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                 ])
                 .args(["-subj", "/CN=localhost"])
-                .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+                .args([
+                    "-addext",
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+                ])
                 .arg("-keyout")
                 .arg(&key)
                 .arg("-out")

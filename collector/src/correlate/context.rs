@@ -430,6 +430,16 @@ impl Contexts {
         }
     }
 
+    /// The goroutine that started `goid` in process `pid`, when known.
+    #[must_use]
+    pub fn parent_goroutine(&self, pid: u32, goid: u64) -> Option<u64> {
+        self.go
+            .get(&pid)?
+            .parent
+            .get(&goid)
+            .map(|(parent, _)| *parent)
+    }
+
     /// Which inbound request, if any, an outbound exchange was made for.
     #[must_use]
     pub fn server_of(&self, x: &ConnExchange) -> Lookup {

@@ -1,14 +1,22 @@
 //! HTTP/2 exchanges whose header blocks could not be decoded from the bytes (the capture joined
 //! a connection mid-way, so its HPACK table was unknown) take their headers from the Go
-//! uprobes instead: grpc-go handed them over already decoded (`GoHeaders`), keyed by process,
-//! connection and stream. This is what the uprobes are for: warm connections keep full headers.
+//! uprobes instead. This is what the uprobes are for: warm connections keep full headers.
+//! - grpc-go hands them over already decoded (`GoHeaders`), keyed by process, connection and
+//!   stream.
+//! - A net/http handler served over HTTP/2 reports its request's method, path and host
+//!   (`GoServe`) and its stream and connection (`GoConnUse`) from the same `ServeHTTP` entry
+//!   (in that order, as the probe reserves them; either order is taken).
+//! - A net/http client call reports its request on the calling goroutine (`GoServe`); HTTP/2
+//!   writes the request from a goroutine it starts for the call, so the exchange's writer or
+//!   that writer's parent is the caller.
 
 use std::{collections::HashMap, net::SocketAddr};
 
 use crate::{
     conn::ConnExchange,
+    event::Direction,
     protocol::{Detail, Grpc, Http, HttpVersion},
-    source::{GoHeaders, HeadersSource},
+    source::{ConnRole, GoConnUse, GoHeaders, GoServe, HeadersSource},
 };
 
 /// Header blocks kept at most; the table starts over beyond it (blocks are used within
@@ -22,14 +30,101 @@ type Key = (u32, SocketAddr, SocketAddr, u32);
 struct StreamHeaders {
     request: Vec<(String, String)>,
     trailers: Vec<(String, String)>,
+    /// When a Go handler began serving the stream.
+    served_from_ns: Option<u64>,
 }
 
 #[derive(Debug, Default)]
 pub struct GoHeaderStore {
     streams: HashMap<Key, StreamHeaders>,
+    /// net/http handlers' requests, waiting for the handler's HTTP/2 stream: by (pid,
+    /// goroutine). A handler served over HTTP/1 reports no stream; its entry is replaced by
+    /// the goroutine's next request or cleared with the table.
+    handler_requests: HashMap<(u32, u64), HandlerRequest>,
+    /// net/http handlers whose HTTP/2 stream came first, waiting for their request.
+    handler_streams: HashMap<(u32, u64), Key>,
+    /// net/http client calls in progress: by (pid, calling goroutine), the request's fields.
+    client_calls: HashMap<(u32, u64), Vec<(String, String)>>,
+}
+
+/// A handler's request fields and when its `ServeHTTP` began.
+type HandlerRequest = (Vec<(String, String)>, u64);
+
+/// A net/http request's fields as HTTP/2 pseudo-headers.
+fn request_fields(g: &GoServe) -> Vec<(String, String)> {
+    let mut fields = vec![
+        (":method".to_owned(), g.method.clone()),
+        (":path".to_owned(), g.path.clone()),
+    ];
+    if !g.host.is_empty() {
+        fields.push((":authority".to_owned(), g.host.clone()));
+    }
+    fields
 }
 
 impl GoHeaderStore {
+    /// A handler's HTTP/2 stream (`ServeHTTP` entry).
+    pub fn on_conn_use(&mut self, u: &GoConnUse) {
+        if let (ConnRole::Server, Some(stream), Some((local, remote))) =
+            (u.role, u.stream_id, u.conn.endpoints)
+        {
+            let key = (u.pid, local, remote, stream);
+            if let Some(request) = self.handler_requests.remove(&(u.pid, u.goid)) {
+                self.stream_request(key, request);
+            } else {
+                if self.handler_streams.len() >= MAX_BLOCKS {
+                    self.handler_streams.clear();
+                }
+                self.handler_streams.insert((u.pid, u.goid), key);
+            }
+        }
+    }
+
+    fn stream_request(&mut self, key: Key, (request, served_from_ns): HandlerRequest) {
+        if self.streams.len() >= MAX_BLOCKS {
+            self.streams.clear();
+        }
+        let entry = self.streams.entry(key).or_default();
+        entry.request = request;
+        entry.served_from_ns = Some(served_from_ns);
+    }
+
+    /// A net/http request at a handler's or a client call's start.
+    pub fn on_serve(&mut self, g: &GoServe) {
+        if !g.start || g.method.is_empty() {
+            return;
+        }
+        if g.client {
+            if self.client_calls.len() >= MAX_BLOCKS {
+                self.client_calls.clear();
+            }
+            self.client_calls.insert((g.pid, g.goid), request_fields(g));
+        } else if let Some(key) = self.handler_streams.remove(&(g.pid, g.goid)) {
+            self.stream_request(key, (request_fields(g), g.ts_ns));
+        } else {
+            if self.handler_requests.len() >= MAX_BLOCKS {
+                self.handler_requests.clear();
+            }
+            self.handler_requests
+                .insert((g.pid, g.goid), (request_fields(g), g.ts_ns));
+        }
+    }
+
+    /// The request fields of a client call whose HTTP/2 request was written by goroutine
+    /// `writer` (or, from a goroutine the call started, by its parent `caller`).
+    fn client_call(
+        &self,
+        pid: u32,
+        writer: Option<u64>,
+        caller: Option<u64>,
+    ) -> Option<&[(String, String)]> {
+        [writer, caller]
+            .into_iter()
+            .flatten()
+            .find_map(|goid| self.client_calls.get(&(pid, goid)))
+            .map(Vec::as_slice)
+    }
+
     pub fn on_headers(&mut self, h: &GoHeaders) {
         let Some((local, remote)) = h.conn.endpoints else {
             return;
@@ -80,8 +175,9 @@ impl GoHeaderStore {
         }
     }
 
-    /// Fill in an HTTP/2 exchange whose request headers the bytes did not give.
-    pub fn fill(&mut self, x: &mut ConnExchange) {
+    /// Fill in an HTTP/2 exchange whose request headers the bytes did not give. `parent_of`
+    /// names a goroutine's parent (for a client call's writer goroutine).
+    pub fn fill(&mut self, x: &mut ConnExchange, parent_of: impl Fn(u32, u64) -> Option<u64>) {
         let (http, unknown) = match &x.exchange.detail {
             Detail::Http(h) => (h, h.method.is_empty() || x.exchange.flags.headers_unknown),
             Detail::Grpc(g) => (
@@ -95,16 +191,21 @@ impl GoHeaderStore {
         if !unknown {
             return;
         }
-        let Some(known) = self
-            .streams
-            .get(&(x.pid, x.local, x.remote, stream))
-            .cloned()
-        else {
-            return;
+        let known = match self.streams.get(&(x.pid, x.local, x.remote, stream)) {
+            Some(known) if !known.request.is_empty() => known.clone(),
+            _ if x.exchange.request_direction == Direction::Egress => {
+                let writer = x.exchange.origin.goid;
+                let caller = writer.and_then(|goid| parent_of(x.pid, goid));
+                let Some(request) = self.client_call(x.pid, writer, caller) else {
+                    return;
+                };
+                StreamHeaders {
+                    request: request.to_vec(),
+                    ..StreamHeaders::default()
+                }
+            }
+            _ => return,
         };
-        if known.request.is_empty() {
-            return;
-        }
         let get = |fields: &[(String, String)], name: &str| {
             fields
                 .iter()
@@ -153,8 +254,15 @@ impl GoHeaderStore {
         } else {
             Detail::Http(filled)
         };
-        // The headers are known now, from the program itself.
+        // The headers are known now, from the program itself; a request the bytes never showed
+        // began when its handler did.
         x.exchange.flags.headers_unknown = false;
+        if x.exchange.flags.request_unseen
+            && let Some(start) = known.served_from_ns
+        {
+            x.exchange.start_ns = start.min(x.exchange.start_ns);
+            x.exchange.flags.request_unseen = false;
+        }
     }
 }
 
@@ -237,7 +345,7 @@ mod tests {
                 },
             },
         };
-        store.fill(&mut x);
+        store.fill(&mut x, |_, _| None);
         let Detail::Grpc(g) = &x.exchange.detail else {
             panic!("{:?}", x.exchange.detail);
         };
@@ -247,5 +355,106 @@ mod tests {
         );
         assert!(g.http.headers.traceparent.is_some());
         assert!(!x.exchange.flags.headers_unknown);
+    }
+
+    fn go_request(client: bool, goid: u64, path: &str) -> GoServe {
+        GoServe {
+            client,
+            start: true,
+            pid: 7,
+            tid: 7,
+            goid,
+            method: "GET".into(),
+            path: path.into(),
+            host: "localhost:2000".into(),
+            status: None,
+            server: 0,
+            ts_ns: 1,
+        }
+    }
+
+    /// An HTTP/2 exchange of process 7 on stream 5 whose headers were not decoded.
+    fn undecoded(direction: Direction, writer: Option<u64>) -> ConnExchange {
+        ConnExchange {
+            conn_id: 1,
+            pid: 7,
+            comm: "c".into(),
+            local: "127.0.0.1:2000".parse().unwrap(),
+            remote: "127.0.0.1:1000".parse().unwrap(),
+            exchange: Exchange {
+                request_direction: direction,
+                start_ns: 1,
+                origin: Origin {
+                    goid: writer,
+                    ..Origin::default()
+                },
+                end_ns: 2,
+                request_bytes: 1,
+                response_bytes: 1,
+                detail: Detail::Http(Http {
+                    stream_id: Some(5),
+                    status: Some(200),
+                    ..Http::default()
+                }),
+                flags: Flags {
+                    headers_unknown: true,
+                    ..Flags::default()
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn a_net_http_handler_served_over_http2_names_its_streams_request() {
+        for stream_first in [false, true] {
+            let mut store = GoHeaderStore::default();
+            let mut x = undecoded(Direction::Ingress, None);
+            let stream = GoConnUse {
+                role: ConnRole::Server,
+                stream_id: Some(5),
+                pid: 7,
+                tid: 7,
+                goid: 40,
+                conn: GoConnection {
+                    fd: 3,
+                    endpoints: Some((x.local, x.remote)),
+                },
+                ts_ns: 1,
+            };
+            if stream_first {
+                store.on_conn_use(&stream);
+                store.on_serve(&go_request(false, 40, "/hello"));
+            } else {
+                store.on_serve(&go_request(false, 40, "/hello"));
+                store.on_conn_use(&stream);
+            }
+            x.exchange.flags.request_unseen = true;
+            x.exchange.start_ns = 5;
+            store.fill(&mut x, |_, _| None);
+            // The request the bytes missed began when the handler did.
+            assert!(!x.exchange.flags.request_unseen);
+            assert_eq!(x.exchange.start_ns, 1);
+            let http = x.exchange.detail.http();
+            assert_eq!(
+                (http.method.as_str(), http.target.as_str(), http.status),
+                ("GET", "/hello", Some(200))
+            );
+            assert_eq!(http.host.as_deref(), Some("localhost:2000"));
+            assert!(!x.exchange.flags.headers_unknown);
+        }
+    }
+
+    #[test]
+    fn a_net_http_client_call_names_the_request_its_writer_goroutine_sent() {
+        let mut store = GoHeaderStore::default();
+        store.on_serve(&go_request(true, 3, "/items/1"));
+        // HTTP/2 writes the request from goroutine 4, which the call (goroutine 3) started.
+        let mut x = undecoded(Direction::Egress, Some(4));
+        store.fill(&mut x, |pid, goid| (pid, goid).eq(&(7, 4)).then_some(3));
+        assert_eq!(x.exchange.detail.http().target, "/items/1");
+        // Without a known writer, nothing is guessed.
+        let mut x = undecoded(Direction::Egress, None);
+        store.fill(&mut x, |_, _| Some(3));
+        assert!(x.exchange.flags.headers_unknown);
     }
 }

@@ -85,6 +85,9 @@ pub struct CorrelateStats {
     /// Failed connects of Go programs that no call claimed (background reconnects, clients the
     /// uprobes do not cover): counted, not made into spans.
     pub unclaimed_connects: u64,
+    /// Responses whose request went by before the capture and that no Go probe named:
+    /// dropped (see `Flags::request_unseen`).
+    pub requests_unseen: u64,
 }
 
 struct Node {
@@ -195,6 +198,8 @@ impl Correlator {
                 self.local_ips.insert(c.local.ip());
             }
             Event::GoHeaders(h) => self.go_headers.on_headers(h),
+            Event::GoConnUse(u) => self.go_headers.on_conn_use(u),
+            Event::GoServe(g) => self.go_headers.on_serve(g),
             _ => {}
         }
         self.contexts.on_event(event);
@@ -217,7 +222,13 @@ impl Correlator {
 
     /// Take in a completed exchange.
     pub fn on_exchange(&mut self, mut x: ConnExchange) {
-        self.go_headers.fill(&mut x);
+        let contexts = &self.contexts;
+        self.go_headers
+            .fill(&mut x, |pid, goid| contexts.parent_goroutine(pid, goid));
+        if x.exchange.flags.request_unseen {
+            self.stats.requests_unseen += 1;
+            return;
+        }
         let kind = match x.exchange.request_direction {
             Direction::Ingress => SpanKind::Server,
             Direction::Egress => SpanKind::Client,

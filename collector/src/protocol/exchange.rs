@@ -68,6 +68,10 @@ pub struct Flags {
     pub reset: bool,
     /// No (complete) response was seen before the connection closed.
     pub no_response: bool,
+    /// Only the response was seen: the request went by before the capture could read it (an
+    /// HTTP/2 read already blocked when the probes attached). Kept only when a Go probe names
+    /// the request (see `correlate::enrich`).
+    pub request_unseen: bool,
 }
 
 /// HTTP version of an exchange.
@@ -198,12 +202,14 @@ impl fmt::Display for Exchange {
             truncated,
             reset,
             no_response,
+            request_unseen,
         } = self.flags;
         for (on, name) in [
             (headers_unknown, "headers-unknown"),
             (truncated, "truncated"),
             (reset, "reset"),
             (no_response, "no-response"),
+            (request_unseen, "request-unseen"),
         ] {
             if on {
                 write!(f, " [{name}]")?;

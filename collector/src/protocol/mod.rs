@@ -155,6 +155,7 @@ impl DecoderStats {
         a.oversized_frames += b.oversized_frames;
         a.cut_frames += b.cut_frames;
         a.seq_gaps += b.seq_gaps;
+        a.wrong_role_guesses += b.wrong_role_guesses;
     }
 
     /// The nonzero counts, named for people (`http/2 header blocks not decoded 3`), or none.
@@ -177,6 +178,10 @@ impl DecoderStats {
                 h2.cut_frames,
             ),
             ("http/2 lost framing after lost events", h2.seq_gaps),
+            (
+                "http/2 mid-connection roles guessed wrong",
+                h2.wrong_role_guesses,
+            ),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)

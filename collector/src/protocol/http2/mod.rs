@@ -62,6 +62,9 @@ pub struct Http2Stats {
     /// Segments that did not start where the previous one of their direction ended (events
     /// lost in the kernel): each lost the framing.
     pub seq_gaps: u64,
+    /// Mid-connection roles guessed from an opening header block that a later block showed
+    /// wrong (the streams open then were dropped).
+    pub wrong_role_guesses: u64,
 }
 
 /// A header block waiting for its CONTINUATION frames.
@@ -121,6 +124,8 @@ impl DirState {
 pub struct Http2Conn {
     /// Which direction carries requests; `None` until a header block shows it (mid-connection).
     request_direction: Option<Direction>,
+    /// `request_direction` was guessed (see `learn_role`): a decoded block may still correct it.
+    role_guessed: bool,
     /// Index 0: egress, 1: ingress.
     dirs: [DirState; 2],
     streams: HashMap<u32, Stream>,
@@ -152,6 +157,7 @@ impl Http2Conn {
         dirs[dir_index(request_direction)].expect_preface = true;
         Self {
             request_direction: Some(request_direction),
+            role_guessed: false,
             dirs,
             streams: HashMap::new(),
             from_start: true,
@@ -165,6 +171,7 @@ impl Http2Conn {
     pub fn mid_connection() -> Self {
         Self {
             request_direction: None,
+            role_guessed: false,
             dirs: [DirState::new(false, false), DirState::new(false, false)],
             streams: HashMap::new(),
             from_start: false,
@@ -668,11 +675,8 @@ impl Http2Conn {
             // Decoded only to keep the table in step; pushed streams are not exchanges here.
             return;
         }
-        if self.request_direction.is_none() {
-            self.request_direction = role_from_fields(&fields, seg.direction);
-            if self.request_direction.is_none() {
-                return;
-            }
+        if !self.learn_role(&fields, seg.direction, block.stream) {
+            return;
         }
         let is_request = self.request_direction == Some(seg.direction);
         let headers_unknown = !decoded;
@@ -697,8 +701,21 @@ impl Http2Conn {
                 s.request_ended = true;
             }
         } else {
+            if !self.streams.contains_key(&block.stream) {
+                // The request went by before the capture could read it. Joined mid-connection,
+                // a client stream's response opens it anyway: a Go handler's probe may still
+                // name its request (an exchange no probe names is dropped later, counted).
+                if self.from_start
+                    || block.stream.is_multiple_of(2)
+                    || self.streams.len() >= MAX_STREAMS
+                {
+                    return;
+                }
+                let s = self.streams.entry(block.stream).or_default();
+                s.request_unseen = true;
+                s.request_ended = true;
+            }
             let Some(s) = self.streams.get_mut(&block.stream) else {
-                // The request was before the capture started: nothing to pair it with.
                 return;
             };
             s.headers_unknown |= headers_unknown;
@@ -709,6 +726,47 @@ impl Http2Conn {
             if block.end_stream {
                 self.end_stream(seg, block.stream, out);
             }
+        }
+    }
+
+    /// Learn which direction carries requests from a header block, if not known for sure;
+    /// false while it is still unknown (the block cannot be placed).
+    ///
+    /// A decoded block tells it (`:method` or `:status`). On a connection joined mid-way whose
+    /// HPACK table is unknown, blocks that reference the table decode to nothing: a warm pooled
+    /// connection's requests do, and only the responses' `:status` (a static entry) would say
+    /// it, after the first request was already lost. So the first undecodable block that opens
+    /// a client stream (odd id, not seen yet) is taken as a request, and a decoded block that
+    /// says otherwise corrects the guess (the streams open then are dropped, counted).
+    fn learn_role(
+        &mut self,
+        fields: &[(Vec<u8>, Vec<u8>)],
+        direction: Direction,
+        stream: u32,
+    ) -> bool {
+        if self.request_direction.is_some() && !self.role_guessed {
+            return true;
+        }
+        match role_from_fields(fields, direction) {
+            Some(role) => {
+                if self.request_direction.is_some_and(|guess| guess != role) {
+                    self.stats.wrong_role_guesses += 1;
+                    self.streams.clear();
+                }
+                self.request_direction = Some(role);
+                self.role_guessed = false;
+                true
+            }
+            None if self.request_direction.is_some() => true,
+            None if fields.is_empty()
+                && !stream.is_multiple_of(2)
+                && !self.streams.contains_key(&stream) =>
+            {
+                self.request_direction = Some(direction);
+                self.role_guessed = true;
+                true
+            }
+            None => false,
         }
     }
 
@@ -730,6 +788,7 @@ impl Http2Conn {
     fn exchange(&self, id: u32, s: Stream, mut flags: Flags) -> Exchange {
         flags.headers_unknown |= s.headers_unknown || !self.from_start && !s.request_headers_seen;
         flags.truncated |= s.truncated;
+        flags.request_unseen |= s.request_unseen;
         let mut http = s.http;
         http.version = Some(HttpVersion::Http2);
         http.stream_id = Some(id);

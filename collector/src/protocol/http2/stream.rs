@@ -100,6 +100,8 @@ pub(super) struct Stream {
     pub(super) request_ended: bool,
     pub(super) headers_unknown: bool,
     pub(super) truncated: bool,
+    /// Opened by its response (see `Flags::request_unseen`).
+    pub(super) request_unseen: bool,
 }
 
 /// The header block fragment of a HEADERS or PUSH_PROMISE payload (padding and priority or

@@ -559,3 +559,88 @@ fn tls_content_is_blanked_to_the_prefixes_and_the_blanked_bytes_decode_the_same(
     assert_eq!(marked_out, plain, "noting content changes nothing");
     assert_eq!(replay_out, plain, "the blanked bytes decode the same");
 }
+
+/// Feed whole frames as one segment each to a decoder that joined mid-connection.
+fn feed_mid_connection(frames: &[(Direction, Vec<u8>)]) -> (Vec<Exchange>, Http2Stats) {
+    let mut decoder = Http2Conn::mid_connection();
+    let mut out = Vec::new();
+    for (i, (direction, bytes)) in frames.iter().enumerate() {
+        let t = i as u64 * 10 + 1;
+        decoder.feed(
+            &Segment {
+                direction: *direction,
+                origin: Origin::default(),
+                data: bytes,
+                missing: 0,
+                windows: &[],
+                ts_enter_ns: t,
+                ts_exit_ns: t + 1,
+                tls: true,
+            },
+            &mut out,
+        );
+    }
+    (out, decoder.stats)
+}
+
+#[test]
+fn a_warm_connections_first_request_is_kept_though_its_headers_reference_an_unknown_table() {
+    let both_ends = FLAG_END_HEADERS | FLAG_END_STREAM;
+    let (out, stats) = feed_mid_connection(&[
+        // A pooled connection's request: every field a dynamic-table reference.
+        (
+            Direction::Egress,
+            frame(HEADERS, both_ends, 5, &[0xbe, 0xbf]),
+        ),
+        // The response: `:status 200`, a static entry.
+        (Direction::Ingress, frame(HEADERS, both_ends, 5, &[0x88])),
+    ]);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].request_direction, Direction::Egress);
+    assert_eq!(out[0].detail.http().status, Some(200));
+    assert!(out[0].flags.headers_unknown);
+    assert_eq!(stats.wrong_role_guesses, 0);
+}
+
+#[test]
+fn a_wrong_role_guess_is_corrected_by_the_first_decoded_block() {
+    let both_ends = FLAG_END_HEADERS | FLAG_END_STREAM;
+    let (out, stats) = feed_mid_connection(&[
+        // Trailers of a stream older than the capture, from the server: taken as a request.
+        (Direction::Ingress, frame(HEADERS, both_ends, 3, &[0xbe])),
+        // A request that decodes (`:method GET`, `:path /`) says the guess was wrong.
+        (
+            Direction::Egress,
+            frame(HEADERS, both_ends, 5, &[0x82, 0x84]),
+        ),
+        (Direction::Ingress, frame(HEADERS, both_ends, 5, &[0x88])),
+    ]);
+    assert_eq!(stats.wrong_role_guesses, 1);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let http = out[0].detail.http();
+    assert_eq!(
+        (http.method.as_str(), http.target.as_str(), http.status),
+        ("GET", "/", Some(200))
+    );
+    assert_eq!(out[0].request_direction, Direction::Egress);
+}
+
+#[test]
+fn a_response_whose_request_went_by_unseen_is_an_exchange_marked_so() {
+    let both_ends = FLAG_END_HEADERS | FLAG_END_STREAM;
+    let (out, _) = feed_mid_connection(&[
+        // A request that decodes, so the roles are known.
+        (
+            Direction::Ingress,
+            frame(HEADERS, both_ends, 1, &[0x82, 0x84]),
+        ),
+        (Direction::Egress, frame(HEADERS, both_ends, 1, &[0x88])),
+        // Stream 3's request was in a read the capture missed: only its response is seen.
+        (Direction::Egress, frame(HEADERS, both_ends, 3, &[0x88])),
+    ]);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(!out[0].flags.request_unseen);
+    assert!(out[1].flags.request_unseen && out[1].flags.headers_unknown);
+    assert_eq!(out[1].detail.http().stream_id, Some(3));
+    assert_eq!(out[1].detail.http().status, Some(200));
+}
