@@ -15,7 +15,6 @@
 mod support;
 
 use std::{
-    collections::HashMap,
     io::{BufRead as _, BufReader, Write as _},
     path::Path,
     process::{Command, Stdio},
@@ -23,113 +22,11 @@ use std::{
 
 use serde_json::Value;
 use support::{
-    Agent, Listening, require_privileges,
+    Listening, require_privileges,
+    span_run::{Run, agent_to_file, attr, check_http},
     tls::{certs, curl, go_https, python_https, serial},
 };
 use wirespan::testing::cannot_run;
-
-fn agent_to_file(file: &Path, ports: &[&str]) -> Agent {
-    let _ = std::fs::remove_file(file);
-    let mut args = vec![
-        "run",
-        "--exporter",
-        "file",
-        "--output",
-        file.to_str().unwrap(),
-    ];
-    for port in ports {
-        args.extend(["--port", port]);
-    }
-    Agent::start(&args)
-}
-
-/// A span attribute's value, as text.
-fn attr(span: &Value, key: &str) -> Option<String> {
-    let value = support::span_attr(span, key)?;
-    value["stringValue"]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| value["intValue"].as_str().map(str::to_owned))
-}
-
-/// The spans of one run, looked up by service and kind.
-struct Run {
-    spans: Vec<(String, Value)>,
-    by_id: HashMap<String, usize>,
-}
-
-impl Run {
-    fn read(file: &Path) -> Self {
-        let spans = support::file_spans(file);
-        let by_id = spans
-            .iter()
-            .enumerate()
-            .map(|(i, (_, s))| (s["spanId"].as_str().unwrap().to_owned(), i))
-            .collect();
-        Self { spans, by_id }
-    }
-
-    /// Spans of `service` of `kind` (2 server, 3 client) whose `url.path` starts with `path`.
-    fn find(&self, service: &str, kind: u64, path: &str) -> Vec<&Value> {
-        self.spans
-            .iter()
-            .filter(|(s, span)| {
-                s == service
-                    && span["kind"] == kind
-                    && attr(span, "url.path")
-                        .or_else(|| attr(span, "url.full"))
-                        .is_some_and(|p| p.contains(path))
-            })
-            .map(|(_, span)| span)
-            .collect()
-    }
-
-    fn parent_of(&self, span: &Value) -> Option<&(String, Value)> {
-        let parent = span["parentSpanId"].as_str()?;
-        self.by_id.get(parent).map(|i| &self.spans[*i])
-    }
-
-    /// `child`'s parent is a span of `service` of `kind`: that parent.
-    fn expect_parent(&self, child: &Value, service: &str, kind: u64) -> &Value {
-        let parent = self.parent_of(child).unwrap_or_else(|| {
-            panic!(
-                "no parent for {child:#}; spans:\n{}",
-                support::describe_spans(&self.spans)
-            )
-        });
-        assert_eq!(
-            (parent.0.as_str(), parent.1["kind"].as_u64()),
-            (service, Some(kind)),
-            "parent of {}: {}",
-            child["name"],
-            support::describe_spans(&self.spans)
-        );
-        assert_eq!(parent.1["traceId"], child["traceId"]);
-        &parent.1
-    }
-
-    fn describe(&self) -> String {
-        support::describe_spans(&self.spans)
-    }
-}
-
-/// Method, path and status are on `span`.
-fn check_http(span: &Value, method: &str, status: &str) {
-    assert_eq!(
-        attr(span, "http.request.method").as_deref(),
-        Some(method),
-        "{span:#}"
-    );
-    assert_eq!(
-        attr(span, "http.response.status_code").as_deref(),
-        Some(status),
-        "{span:#}"
-    );
-    assert!(
-        attr(span, "url.path").is_some() || attr(span, "url.full").is_some(),
-        "{span:#}"
-    );
-}
 
 #[test]
 fn privileged_tls_curl_to_a_python_https_server_is_one_trace_per_request() {
@@ -701,5 +598,63 @@ fn privileged_tls_self_signed_example_with_curl_k_gives_an_http2_tree() {
             Some("2"),
             "{span:#}"
         );
+    }
+}
+
+/// Calls that fail over TLS: a Go HTTPS handler calls a port nothing listens on (refused) and
+/// a plain-HTTP server (the TLS handshake fails). Each call is a client span with `error.type`
+/// under its handler's server span, which carries the handler's 502.
+#[test]
+fn privileged_tls_failed_calls_are_client_spans_with_errors_under_their_handler() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let certs = match certs() {
+        Ok(c) => c,
+        Err(e) => return cannot_run(&e),
+    };
+    let Some(hello) = support::go_build("examples/http-hello", "tls-http-hello") else {
+        return cannot_run("go cannot build examples/http-hello");
+    };
+    let front = go_https(&hello, certs, "go-front", &[]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let plain = support::HttpServer::start("127.0.0.1", &[("hello", b"plain")]);
+    let plain_port = plain.port.to_string();
+    let front_port = front.port();
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-failed.jsonl");
+    let agent = agent_to_file(&file, &[&front_port, &closed, &plain_port]);
+    for target in [&closed, &plain_port] {
+        let url = format!("https://localhost:{front_port}/call?target=127.0.0.1:{target}");
+        let (status, body) = curl(certs, "--http2", &url);
+        assert_eq!(status, 502, "{target}: {body}");
+    }
+    let stopped = agent.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+
+    let run = Run::read(&file);
+    let handlers = run.find("go-front", 2, "/call");
+    assert_eq!(handlers.len(), 2, "{}", run.describe());
+    for handler in handlers {
+        check_http(handler, "GET", "502");
+        let calls: Vec<&Value> = run
+            .spans
+            .iter()
+            .filter(|(_, s)| s["kind"] == 3 && s["parentSpanId"] == handler["spanId"])
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(calls.len(), 1, "one call per handler: {}", run.describe());
+        assert!(
+            attr(calls[0], "error.type").is_some(),
+            "{:#}\n{}",
+            calls[0],
+            run.describe()
+        );
+        assert_eq!(calls[0]["status"]["code"], 2, "{:#}", calls[0]);
     }
 }

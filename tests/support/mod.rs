@@ -6,6 +6,7 @@
 pub mod nat_lab;
 pub mod semconv;
 pub mod shapes;
+pub mod span_run;
 pub mod tls;
 
 use std::{
