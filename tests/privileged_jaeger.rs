@@ -17,115 +17,21 @@ mod support;
 
 use std::{
     collections::HashMap,
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use support::{Agent, Listening, http_get as get, require_privileges};
+use support::{
+    Agent, Listening, http_get as get,
+    jaeger::{Backend, free_port, get_json, jaeger_binary, repo},
+    require_privileges,
+};
 use wirespan::testing::cannot_run;
-
-const JAEGER_VERSION: &str = "v1.76.0";
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// `WIRESPAN_JAEGER`, else the binary `cargo xtask demo` or `test` cached.
-fn jaeger_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("WIRESPAN_JAEGER") {
-        return Some(PathBuf::from(path));
-    }
-    let cache = std::env::var_os("WIRESPAN_CACHE").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/wirespan"),
-        PathBuf::from,
-    );
-    let cached = cache.join(format!("jaeger-{JAEGER_VERSION}/jaeger"));
-    cached.exists().then_some(cached)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn build_example(name: &str) -> Option<PathBuf> {
     support::go_build(&format!("examples/{name}"), &format!("e2e-{name}"))
-}
-
-/// A backend process (Jaeger, the collector): SIGTERM when dropped, then killed if it lingers.
-struct Backend {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Backend {
-    /// Start the Jaeger binary with `config` and `env`; wait until `port` accepts connections.
-    fn start(
-        name: &'static str,
-        binary: &Path,
-        config: &Path,
-        env: &[(&str, String)],
-        port: u16,
-    ) -> Self {
-        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(config)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let backend = Self { name, child, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not listen on {port}:\n{}",
-                backend.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        backend
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id().cast_signed(), libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                eprintln!("{} did not stop on SIGTERM; killing it", self.name);
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn get_json(addr: &str, path: &str) -> Value {
-    let (status, body) = get(addr, path, "");
-    assert_eq!(status, 200, "GET {path}: {body}");
-    // Jaeger answers with chunked encoding: take the JSON object between the chunk sizes.
-    let start = body.find('{').unwrap_or(0);
-    let end = body.rfind('}').map_or(body.len(), |i| i + 1);
-    serde_json::from_str(&body[start..end]).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
 }
 
 /// A span as Jaeger returns it.

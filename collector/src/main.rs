@@ -164,9 +164,20 @@ struct ExportArgs {
     /// OTEL_EXPORTER_OTLP_TRACES_TIMEOUT (ms); default 10].
     #[arg(long, value_name = "SECS")]
     otlp_timeout: Option<f64>,
-    /// Spans waiting for the OTLP exporter at most; more are dropped and counted.
+    /// Spans waiting for the OTLP exporter at most; more are dropped and counted. While the
+    /// backend is down, new spans wait here.
     #[arg(long, value_name = "N", default_value_t = wirespan::export::otlp::DEFAULT_QUEUE)]
     otlp_queue: usize,
+    /// How long a batch the backend does not take (down, restarting, 429/503, UNAVAILABLE) is
+    /// retried, with backoff up to 5 s, before it is dropped and counted. Refusals (400, 401,
+    /// 403, InvalidArgument, ...) are not retried. On stop, failing batches get 5 s in all.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = wirespan::export::retry::DEFAULT_RETRY_MAX.as_secs(),
+        env = "WIRESPAN_OTLP_RETRY_MAX_SECS"
+    )]
+    otlp_retry_max_secs: u64,
     /// The file of --exporter file (replaced if it exists).
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -263,6 +274,7 @@ impl ExportArgs {
                             .unwrap_or_default(),
                         timeout,
                         queue: self.otlp_queue,
+                        retry_max: Duration::from_secs(self.otlp_retry_max_secs),
                         attributes: self.attribute_options(),
                     };
                     if graph_metrics::enabled() {

@@ -1,7 +1,8 @@
 //! OTLP export over gRPC or HTTP/protobuf with opentelemetry-otlp. The agent's loop hands spans
 //! to a bounded queue and never waits on the network; an export thread (with its own async
-//! runtime) batches them, groups each batch by process (one resource per process), retries with
-//! backoff, and counts what it had to drop. Closing drains the queue within the timeout.
+//! runtime) batches them, groups each batch by process (one resource per process), retries
+//! through outages (`retry`), and counts what it had to drop: exported + dropped (queue full) +
+//! dropped (export failed) = spans made. Closing drains the queue within `retry::CLOSE_GRACE`.
 //!
 //! Configuration follows the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `_PROTOCOL`,
 //! `_HEADERS`, `_TIMEOUT` and their `_TRACES_` forms, which opentelemetry-otlp reads itself);
@@ -21,7 +22,11 @@ use std::{
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SpanExporter as _;
 
-use super::{SpanSink, spandata};
+use super::{
+    SpanSink,
+    retry::{Closing, Retrier},
+    spandata,
+};
 use crate::clock::WallClock;
 use crate::span::{AttributeOptions, Span, processes::Resources, resource::Resource};
 
@@ -30,9 +35,6 @@ pub const DEFAULT_QUEUE: usize = 65_536;
 /// Spans per export request at most, and how long a partial batch waits.
 const MAX_BATCH: usize = 512;
 const BATCH_DELAY: Duration = Duration::from_millis(500);
-/// Tries per batch, and the first backoff (doubled after each failure).
-const TRIES: u32 = 4;
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The wire protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +86,8 @@ pub struct OtlpConfig {
     pub headers: Vec<(String, String)>,
     pub timeout: Option<Duration>,
     pub queue: usize,
+    /// How long a failing batch is retried (see `retry`).
+    pub retry_max: Duration,
     /// How span attributes are written (query redaction, RPC conventions).
     pub attributes: AttributeOptions,
 }
@@ -111,7 +115,7 @@ pub struct ExportCounts {
     pub exported: AtomicU64,
     /// Dropped because the queue was full (the backend was slower than the traffic).
     pub dropped_queue_full: AtomicU64,
-    /// Dropped after every try failed.
+    /// Dropped after every try failed (or refused by the backend).
     pub dropped_failed: AtomicU64,
 }
 
@@ -133,6 +137,7 @@ pub struct OtlpSink {
     counts: Arc<ExportCounts>,
     thread: Option<JoinHandle<()>>,
     protocol: Protocol,
+    closing: Arc<Closing>,
 }
 
 impl OtlpSink {
@@ -152,6 +157,8 @@ impl OtlpSink {
         let thread_counts = Arc::clone(&counts);
         let thread_queued = Arc::clone(&queued);
         let protocol = config.protocol;
+        let closing = Arc::new(Closing::default());
+        let retrier = Retrier::new(config.retry_max, Arc::clone(&closing));
         let thread = std::thread::Builder::new()
             .name("wirespan-otlp".into())
             .spawn(move || {
@@ -163,6 +170,7 @@ impl OtlpSink {
                         queued: thread_queued,
                     },
                     &thread_counts,
+                    retrier,
                     &ready_tx,
                 );
             })
@@ -177,6 +185,7 @@ impl OtlpSink {
                 counts,
                 thread: Some(thread),
                 protocol,
+                closing,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ExportError::Build("the export thread ended".into())),
@@ -187,6 +196,7 @@ impl OtlpSink {
     pub fn close(&mut self) -> String {
         self.send_batch();
         self.tx = None;
+        self.closing.start();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -345,6 +355,7 @@ fn export_thread(
     clock: WallClock,
     rx: &Queue,
     counts: &ExportCounts,
+    mut retrier: Retrier,
     ready: &mpsc::Sender<Result<(), ExportError>>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -388,7 +399,13 @@ fn export_thread(
                         .collect()
                 };
                 let n = spans.len() as u64;
-                match runtime.block_on(export_with_retry(&exporter, data)) {
+                if retrier.out_of_time() {
+                    // Closing, and the grace period is spent on a backend that does not answer.
+                    counts.dropped_failed.fetch_add(n, Ordering::Relaxed);
+                    continue;
+                }
+                let outcome = runtime.block_on(retrier.run(|| exporter.export(data())));
+                match outcome {
                     Ok(()) => {
                         counts.exported.fetch_add(n, Ordering::Relaxed);
                     }
@@ -441,36 +458,6 @@ fn next_batch<T>(queue: &Queue<T>, carry: &mut VecDeque<T>) -> (Vec<T>, bool) {
         }
     }
     (batch, false)
-}
-
-/// Every try of one batch failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{last} (after {tries} tries)")]
-struct RetriesExhausted {
-    /// The last try's error.
-    last: String,
-    tries: u32,
-}
-
-/// Export the spans `data` makes; it is called again for each retry (the exporter takes the
-/// spans by value: remaking them on a failure is cheaper than copying them for every try).
-async fn export_with_retry(
-    exporter: &opentelemetry_otlp::SpanExporter,
-    data: impl Fn() -> Vec<opentelemetry_sdk::trace::SpanData>,
-) -> Result<(), RetriesExhausted> {
-    let mut backoff = FIRST_BACKOFF;
-    let mut last = String::new();
-    for attempt in 1..=TRIES {
-        match exporter.export(data()).await {
-            Ok(()) => return Ok(()),
-            Err(e) => last = e.to_string(),
-        }
-        if attempt < TRIES {
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
-        }
-    }
-    Err(RetriesExhausted { last, tries: TRIES })
 }
 
 #[cfg(test)]

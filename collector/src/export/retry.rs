@@ -1,0 +1,286 @@
+//! Retrying an OTLP export through a backend outage, as the OpenTelemetry Collector's
+//! exporters do: a batch that fails for a passing reason (the backend down, restarting,
+//! overloaded or slow) is tried again with exponential backoff until it goes through or its
+//! retry budget (`--otlp-retry-max-secs`, 300 s by default, the Collector's
+//! `max_elapsed_time`) is spent. While it waits, new spans wait in the bounded queue in front
+//! of the export thread; what does not fit there is dropped and counted, so an outage costs
+//! memory up to the queue and never blocks the pipeline.
+//!
+//! A failure that retrying cannot fix (the backend refused the data: 400, 401, 403, 404, 413;
+//! gRPC `InvalidArgument`, `Unauthenticated`, `PermissionDenied`, `Unimplemented`) drops the
+//! batch at once. Closing the agent gives the batches still failing `CLOSE_GRACE` in all, so a
+//! stop never hangs on a dead backend.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+// Tokio's clock: the tests run on paused time.
+use tokio::time::Instant;
+
+/// How long a batch may be retried, by default.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
+/// The first wait after a failure, and the longest (the wait doubles up to it).
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Once the agent is closing: how long every batch still failing may take, together.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether an export error may go away by itself, judged from the exporter's message
+/// (`HTTP export failed with status code: 503`, `... export failed with gRPC code:
+/// Unavailable`, `HTTP export failed: network error`, a timeout).
+#[must_use]
+pub fn retryable(error: &str) -> bool {
+    if let Some(code) = after(error, "status code: ") {
+        let code: u16 = code
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0);
+        return matches!(code, 408 | 429 | 502 | 503 | 504);
+    }
+    if let Some(code) = after(error, "gRPC code: ") {
+        return [
+            "Unavailable",
+            "DeadlineExceeded",
+            "ResourceExhausted",
+            "Aborted",
+            "Cancelled",
+            "OutOfRange",
+            "DataLoss",
+            "Unknown",
+        ]
+        .iter()
+        .any(|name| code.starts_with(name));
+    }
+    // A request that cannot be built or is too large fails the same way every time.
+    !(error.contains("Failed to build") || error.contains("too large"))
+}
+
+fn after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+    text.find(marker).map(|at| &text[at + marker.len()..])
+}
+
+/// The agent is closing: set by the sink, read by the export thread, which then gives every
+/// batch still failing `CLOSE_GRACE` in all.
+#[derive(Debug, Default)]
+pub struct Closing {
+    flag: AtomicBool,
+}
+
+impl Closing {
+    pub fn start(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+    }
+
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+}
+
+/// The export thread's retry state across batches.
+#[derive(Debug)]
+pub struct Retrier {
+    max: Duration,
+    closing: Arc<Closing>,
+    /// When this thread first saw `closing`: the grace period counts from there.
+    close_seen: Option<Instant>,
+    /// When the current outage began (a try failed, none has succeeded since).
+    outage_since: Option<Instant>,
+}
+
+/// Why a batch was given up.
+#[derive(Debug, thiserror::Error)]
+#[error("{last} (after {tries} tries{})", if *permanent { "; not retried: the backend refused it" } else { "" })]
+pub struct GaveUp {
+    /// The last try's error.
+    pub last: String,
+    pub tries: u32,
+    /// The error was one retrying cannot fix.
+    pub permanent: bool,
+}
+
+impl Retrier {
+    #[must_use]
+    pub fn new(max: Duration, closing: Arc<Closing>) -> Self {
+        Self {
+            max,
+            closing,
+            close_seen: None,
+            outage_since: None,
+        }
+    }
+
+    /// A try failed: say so once per outage, with what the agent does about it.
+    fn failed(&mut self, error: &str) {
+        if self.outage_since.is_none() {
+            self.outage_since = Some(Instant::now());
+            eprintln!(
+                "wirespan: otlp export failing ({error}); retrying for up to {} s per batch while new spans wait in the queue",
+                self.max.as_secs()
+            );
+        }
+    }
+
+    /// A try succeeded: an outage, if there was one, is over.
+    fn succeeded(&mut self) {
+        if let Some(since) = self.outage_since.take() {
+            eprintln!(
+                "wirespan: otlp export recovered after {:.1} s",
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    /// The latest instant at which a batch that started at `start` may still be tried.
+    fn give_up_at(&mut self, start: Instant) -> Instant {
+        let budget = start + self.max;
+        if self.closing.is_set() {
+            let seen = *self.close_seen.get_or_insert_with(Instant::now);
+            budget.min(seen + CLOSE_GRACE)
+        } else {
+            budget
+        }
+    }
+
+    /// Whether the close grace period is over: batches are then dropped untried.
+    pub fn out_of_time(&mut self) -> bool {
+        let now = Instant::now();
+        self.closing.is_set() && self.give_up_at(now) <= now
+    }
+
+    /// Run `attempt` until it succeeds, fails for good, or the batch's time is up.
+    pub async fn run<F, Fut, E>(&mut self, attempt: F) -> Result<(), GaveUp>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let start = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let last = match attempt().await {
+                Ok(()) => {
+                    self.succeeded();
+                    return Ok(());
+                }
+                Err(e) => e.to_string(),
+            };
+            let permanent = !retryable(&last);
+            if !permanent {
+                self.failed(&last);
+            }
+            let wake = Instant::now() + backoff;
+            if permanent || wake > self.give_up_at(start) {
+                return Err(GaveUp {
+                    last,
+                    tries,
+                    permanent,
+                });
+            }
+            // Sleep in short steps: closing shortens the budget while we wait.
+            while Instant::now() < wake && Instant::now() < self.give_up_at(start) {
+                tokio::time::sleep(Duration::from_millis(100).min(backoff)).await;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[test]
+    fn passing_failures_are_retried_and_refusals_are_not() {
+        for text in [
+            "HTTP export failed: network error",
+            "HTTP export failed with status code: 503",
+            "HTTP export failed with status code: 429",
+            "TonicTracesClient export failed with gRPC code: Unavailable: transport error",
+            "TonicTracesClient export failed with gRPC code: DeadlineExceeded",
+            "operation timed out",
+        ] {
+            assert!(retryable(text), "{text}");
+        }
+        for text in [
+            "HTTP export failed with status code: 400",
+            "HTTP export failed with status code: 401",
+            "HTTP export failed with status code: 413",
+            "TonicTracesClient export failed with gRPC code: Unauthenticated",
+            "TonicTracesClient export failed with gRPC code: InvalidArgument",
+            "Failed to build HTTP request: bad header",
+        ] {
+            assert!(!retryable(text), "{text}");
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn an_outage_shorter_than_the_budget_is_waited_out() {
+        let tries = Cell::new(0);
+        let mut retrier = Retrier::new(Duration::from_secs(300), Arc::default());
+        let outcome = block_on(retrier.run(|| {
+            tries.set(tries.get() + 1);
+            let up = tries.get() > 6;
+            async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err("HTTP export failed: network error")
+                }
+            }
+        }));
+        assert!(outcome.is_ok());
+        assert!(retrier.outage_since.is_none(), "recovered");
+        assert_eq!(tries.get(), 7);
+    }
+
+    #[test]
+    fn a_refusal_is_tried_once_and_closing_bounds_the_retries() {
+        let mut retrier = Retrier::new(Duration::from_secs(300), Arc::default());
+        let outcome =
+            block_on(retrier.run(|| async { Err("HTTP export failed with status code: 400") }));
+        let gave_up = outcome.unwrap_err();
+        assert!(gave_up.permanent);
+        assert_eq!(gave_up.tries, 1);
+
+        let closing = Arc::new(Closing::default());
+        let mut retrier = Retrier::new(Duration::from_secs(300), Arc::clone(&closing));
+        closing.start();
+        let (outcome, took, out_of_time) = block_on(async {
+            let started = Instant::now();
+            let outcome = retrier
+                .run(|| async { Err("HTTP export failed: network error") })
+                .await;
+            let took = started.elapsed();
+            tokio::time::sleep(MAX_BACKOFF).await;
+            (outcome, took, retrier.out_of_time())
+        });
+        let gave_up = outcome.unwrap_err();
+        assert!(!gave_up.permanent && gave_up.tries > 3, "{gave_up}");
+        // Retried through the grace period, not the 300 s budget.
+        assert!(
+            took + MAX_BACKOFF > CLOSE_GRACE && took <= CLOSE_GRACE,
+            "{took:?}"
+        );
+        assert!(out_of_time, "later batches are dropped untried");
+    }
+}
