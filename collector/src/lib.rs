@@ -14,6 +14,7 @@ pub mod event;
 pub mod export;
 pub mod golang;
 pub mod load;
+pub mod private_file;
 pub mod protocol;
 pub mod sink;
 pub mod source;

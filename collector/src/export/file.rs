@@ -27,7 +27,7 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    /// Create (or replace) `path`.
+    /// Create (or replace) `path`, for its owner only, never through a symlink.
     pub fn create(
         path: &Path,
         clock: WallClock,
@@ -35,7 +35,7 @@ impl FileSink {
         attributes: AttributeOptions,
     ) -> std::io::Result<Self> {
         Ok(Self {
-            out: std::io::BufWriter::new(File::create(path)?),
+            out: std::io::BufWriter::new(crate::private_file::create(path)?),
             clock,
             resources,
             attributes,

@@ -11,7 +11,6 @@
 use std::{
     fs::File,
     io::{self, BufReader, BufWriter, Read, Write},
-    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -78,19 +77,8 @@ pub struct RecordingWriter {
 
 impl RecordingWriter {
     pub fn create(path: &Path, info: RecordingInfo) -> Result<Self, RecordingError> {
-        // Only the owner may read it: a recording holds captured bytes, TLS plaintext included.
-        let open = || {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(path)?;
-            // An existing file keeps its mode through open: narrow it too.
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            Ok(file)
-        };
-        let file = open().map_err(|source| RecordingError::Open {
+        // Only the owner may read it: a recording holds captured bytes.
+        let file = crate::private_file::create(path).map_err(|source| RecordingError::Open {
             path: path.to_owned(),
             source,
         })?;
@@ -293,6 +281,7 @@ mod tests {
 
     #[test]
     fn a_recording_is_readable_by_its_owner_only_even_over_an_existing_file() {
+        use std::os::unix::fs::PermissionsExt as _;
         let path = std::env::temp_dir().join(format!("wirespan-rec-mode-{}", std::process::id()));
         std::fs::write(&path, b"old").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
