@@ -1,5 +1,6 @@
 //! Privileged end to end (needs root, a kernel, Go, Python, curl and the openssl command): TLS
-//! plaintext keeps its heads and loses its bodies before anything keeps it.
+//! plaintext keeps its heads and loses its bodies before anything keeps it, and credentials
+//! (header values, query values) are blanked in every output that shows captured bytes.
 //!
 //! curl POSTs a secret over HTTPS to Python (OpenSSL; HTTP/1.1, a chunked answer) and to
 //! examples/http-hello (Go crypto/tls; HTTP/2 by ALPN). Three agents watch at once: `record`,
@@ -187,4 +188,66 @@ fn assert_replays_to_the_posts(recording: &Path) {
             assert_eq!(attr("network.protocol.version").as_deref(), Some(version));
         }
     }
+}
+
+/// A marker credential sent in a header, a cookie and a query over plain HTTP/1.1.
+const MARKER: &str = "wsp-marker-credential-7f3a";
+
+#[test]
+fn privileged_tls_privacy_credentials_are_blanked_in_the_events_view_and_recordings() {
+    if !require_privileges() {
+        return;
+    }
+    let _serial = serial();
+    let server = support::HttpServer::start("127.0.0.1", &[("a.txt", b"hello")]);
+    let port = server.port.to_string();
+    let recording = temp("privacy-credentials.rec");
+    let recorder = record(&recording, &[&port], &[]);
+    let events = Agent::start(&["events", "--json", "--port", &port]);
+    let addr = format!("127.0.0.1:{port}");
+    let headers = format!(
+        "Authorization: Bearer {MARKER}\r\nCookie: session={MARKER}\r\nX-Api-Key: {MARKER}\r\n"
+    );
+    for _ in 0..2 {
+        let (status, body) = support::http_get(&addr, &format!("/a.txt?token={MARKER}"), &headers);
+        assert_eq!((status, body.as_str()), (200, "hello"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let events = events.stop();
+    let recorder = recorder.stop();
+    assert!(recorder.status.success(), "{}", recorder.stderr);
+    let kept = std::fs::read(&recording).unwrap();
+    assert!(
+        !contains(&kept, MARKER),
+        "the recording holds the credential"
+    );
+    assert!(
+        !events.stdout.contains(MARKER),
+        "the events view shows the credential"
+    );
+    // The heads are still there, blanked in place.
+    assert!(contains(&kept, "GET /a.txt?token=***"));
+    assert!(contains(&kept, "Authorization: ******"));
+    // Replayed, the blanked recording still makes both requests' spans; no output has it.
+    let spans = temp("privacy-credentials.jsonl");
+    let _ = std::fs::remove_file(&spans);
+    let replay = Command::new(support::AGENT)
+        .args(["run", "--exporter", "file", "--output"])
+        .arg(&spans)
+        .arg("--replay")
+        .arg(&recording)
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let exported = std::fs::read(&spans).unwrap();
+    assert!(!contains(&exported, MARKER));
+    let servers = support::file_spans(&spans)
+        .into_iter()
+        .filter(|(_, s)| s["kind"] == 2)
+        .count();
+    assert_eq!(servers, 2);
 }

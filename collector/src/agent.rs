@@ -4,7 +4,7 @@
 //! output is events, exchanges (conn → protocol stages) or spans (conn → protocol → correlate).
 //! A replay feeds a recording through the same pipeline. Shutdown, output and recorder are injected.
 
-use std::{collections::HashSet, fmt::Write as _, future::Future, time::Duration};
+use std::{collections::HashSet, fmt::Write as _, future::Future, sync::Arc, time::Duration};
 
 use wirespan_shared::{LOST_CAUSE_NAMES, LOST_CAUSES};
 
@@ -14,9 +14,10 @@ use crate::{
     correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS},
     golang::discover::GoReport,
     load::{HookReport, LoadError, LoadOptions, Probes, TlsReport},
+    protocol::content::SecretNames,
     sink::{EventSink, ExchangeSink, SpanSink},
     source::{
-        ConnRole, Data, Event, decode,
+        ConnRole, Event, decode,
         decode::blank_data_record,
         recording::{RecordingError, RecordingReader, RecordingWriter},
         ringbuf::{ReaderStats, RingBufSource},
@@ -227,7 +228,7 @@ struct Pipeline<'a> {
 
 impl<'a> Pipeline<'a> {
     fn new(output: Output<'a>, recorder: Option<&'a mut RecordingWriter>) -> Self {
-        Self {
+        let mut pipeline = Self {
             output,
             recorder,
             summary: RunSummary {
@@ -243,14 +244,23 @@ impl<'a> Pipeline<'a> {
             route_wanted: Vec::new(),
             events_table: ConnTable::default(),
             blanked: Vec::new(),
-        }
+        };
+        // Replays show recordings blanked as the agent would have made them.
+        pipeline.blanking(false, Some(SecretNames::with(&[])));
+        pipeline
     }
 
-    /// Keep TLS plaintext's message bodies (`--capture-tls-bodies`) instead of blanking them.
-    fn keep_tls_bodies(&mut self, keep: bool) {
-        self.events_table.keep_tls_content(keep);
+    /// What the tables blank before captured bytes are shown or kept: TLS plaintext's message
+    /// bodies unless `keep_tls_bodies`, and credentials when anything shows raw bytes (a
+    /// recording, the events view), named by `secrets` (None: keep them).
+    fn blanking(&mut self, keep_tls_bodies: bool, secrets: Option<Arc<SecretNames>>) {
+        let shows_raw = self.recorder.is_some() || matches!(self.output, Output::Events(_));
+        let secrets = secrets.filter(|_| shows_raw);
+        self.events_table.keep_tls_content(keep_tls_bodies);
+        self.events_table.note_secrets(secrets.clone());
         if let Output::Exchanges { table, .. } | Output::Spans { table, .. } = &mut self.output {
-            table.keep_tls_content(keep);
+            table.keep_tls_content(keep_tls_bodies);
+            table.note_secrets(secrets);
         }
     }
 
@@ -305,11 +315,9 @@ impl<'a> Pipeline<'a> {
         // content, blanked before the event goes anywhere, the recorder included.
         let table = match &mut self.output {
             Output::Exchanges { table, .. } | Output::Spans { table, .. } => Some(table),
-            // The event view decodes only what it must: TLS plaintext.
+            // The event view decodes what it shows: connections' bytes.
             Output::Events(_) => match &event {
-                Event::Conn(_) | Event::Data(Data { tls: true, .. }) => {
-                    Some(&mut self.events_table)
-                }
+                Event::Conn(_) | Event::Data(_) => Some(&mut self.events_table),
                 _ => None,
             },
         };
@@ -319,7 +327,7 @@ impl<'a> Pipeline<'a> {
                 if self.summary.events.is_multiple_of(EXPIRE_EVERY) {
                     table.expire(self.last_ts_ns, &mut self.exchanges);
                 }
-                table.tls_content()
+                table.blanks()
             }
             None => &[],
         };
@@ -498,7 +506,15 @@ pub async fn run<'a>(
     let mut source =
         RingBufSource::new(maps.events, maps.reader_polling).map_err(AgentError::Read)?;
     let mut pipeline = Pipeline::new(output, recorder);
-    pipeline.keep_tls_bodies(options.keep_tls_bodies);
+    if options.show_secrets {
+        eprintln!(
+            "wirespan: --show-secrets: credential header values and query values are shown and recorded as captured"
+        );
+    }
+    pipeline.blanking(
+        options.keep_tls_bodies,
+        (!options.show_secrets).then(|| SecretNames::with(&options.redact_headers)),
+    );
     for report in &probes.go_report {
         pipeline.go_programs(report);
     }

@@ -118,7 +118,7 @@ pub struct Data {
 impl Data {
     /// Blank `ranges` (offsets in this syscall's bytes) in the payload and the frame windows:
     /// the message content of TLS plaintext, which the agent does not keep.
-    pub fn blank(&mut self, ranges: &[std::ops::Range<u64>]) {
+    pub fn blank(&mut self, ranges: &[crate::protocol::content::Blank]) {
         let mut windows: Vec<(i64, &mut [u8])> = self
             .windows
             .iter_mut()

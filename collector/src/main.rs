@@ -364,6 +364,22 @@ struct CaptureArgs {
     /// (non-TLS) traffic is captured as it is.
     #[arg(long, env = "WIRESPAN_CAPTURE_TLS_BODIES")]
     capture_tls_bodies: bool,
+    /// More header names whose values are credentials (comma-separated, any case), blanked
+    /// with `*` wherever captured bytes are shown or kept (the events view, recordings), as
+    /// the defaults are: Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key,
+    /// Api-Key, Apikey, X-Auth-Token, X-Access-Token, X-Csrf-Token, X-Amz-Security-Token,
+    /// X-Goog-Api-Key, and query values. HTTP/1 heads; HTTP/2 header blocks are not shown.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        env = "WIRESPAN_REDACT_HEADERS"
+    )]
+    redact_headers: Vec<String>,
+    /// DEBUGGING ONLY: show and record credentials (the headers above, query values) as
+    /// captured. The agent says so on start.
+    #[arg(long)]
+    show_secrets: bool,
 }
 
 impl CaptureArgs {
@@ -380,6 +396,8 @@ impl CaptureArgs {
                 cgroups: self.cgroup.clone(),
             },
             keep_tls_bodies: self.capture_tls_bodies,
+            show_secrets: self.show_secrets,
+            redact_headers: self.redact_headers.clone(),
         }
     }
 

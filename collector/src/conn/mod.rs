@@ -12,12 +12,16 @@
 //! not decoded (they would only desynchronise a decoder). When TLS plaintext arrives for it (a
 //! TLS library's calls, `Data::tls`), the connection is decoded from the plaintext alone, with a
 //! fresh decoder. Its message content (bodies, DATA payloads) is noted per event so the caller
-//! can blank it before anything keeps the bytes (`tls_content`; see `protocol::content`).
+//! can blank it before anything keeps the bytes (`blanks`; see `protocol::content`), and so
+//! are the credentials in HTTP/1 heads of every connection when asked (`note_secrets`).
 
-use std::{collections::HashMap, net::SocketAddr, ops::Range};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use crate::{
-    protocol::{ConnDecoder, DecoderStats, Detected, Exchange, Origin, Segment},
+    protocol::{
+        ConnDecoder, DecoderStats, Detected, Exchange, Origin, Segment,
+        content::{Blank, CONTENT_FILL, SecretNames},
+    },
     source::{ConnKind, Event},
 };
 
@@ -103,8 +107,10 @@ pub struct ConnTable {
     scratch: Vec<Exchange>,
     /// Whether TLS plaintext keeps its message content (off by default: heads only).
     keep_tls_content: bool,
-    /// The content of the last event, when it was TLS plaintext to blank.
-    tls_content: Vec<Range<u64>>,
+    /// Credential headers whose values are noted for blanking (None: credentials are not).
+    secrets: Option<Arc<SecretNames>>,
+    /// What to blank in the last event (see `blanks`).
+    blanks: Vec<Blank>,
 }
 
 impl Default for ConnTable {
@@ -125,8 +131,15 @@ impl ConnTable {
             stats: ConnStats::default(),
             scratch: Vec::new(),
             keep_tls_content: false,
-            tls_content: Vec::new(),
+            secrets: None,
+            blanks: Vec::new(),
         }
+    }
+
+    /// Note the credentials in HTTP/1 heads (of connections seen from now on) for blanking:
+    /// values of headers named in `names`, and query values. None: do not.
+    pub fn note_secrets(&mut self, names: Option<Arc<SecretNames>>) {
+        self.secrets = names;
     }
 
     /// Keep TLS plaintext's message content (bodies) instead of noting it for blanking.
@@ -134,12 +147,12 @@ impl ConnTable {
         self.keep_tls_content = keep;
     }
 
-    /// The message content of the last event, in its segment's offsets, when that event was
-    /// TLS plaintext and content is not kept: the caller blanks these bytes (event and raw
-    /// record alike) before anything keeps or shows them. Empty otherwise.
+    /// What to blank in the last event, in its segment's offsets: the message content of TLS
+    /// plaintext (unless kept) and the credentials noted (see `note_secrets`). The caller
+    /// blanks these bytes (event and raw record alike) before anything keeps or shows them.
     #[must_use]
-    pub fn tls_content(&self) -> &[Range<u64>] {
-        &self.tls_content
+    pub fn blanks(&self) -> &[Blank] {
+        &self.blanks
     }
 
     /// Set what all decoders may hold together, in bytes.
@@ -162,7 +175,7 @@ impl ConnTable {
 
     /// Take one event; exchanges it completes are appended to `out`.
     pub fn on_event(&mut self, event: &Event, out: &mut Vec<ConnExchange>) {
-        self.tls_content.clear();
+        self.blanks.clear();
         match event {
             Event::Conn(c) => match c.kind {
                 ConnKind::Connect | ConnKind::Accept => {
@@ -208,20 +221,27 @@ impl ConnTable {
                 );
                 let entry = self.conns.get_mut(&d.conn_id).expect("ensured above");
                 entry.last_ns = d.ts_exit_ns;
-                let blank = d.tls && !self.keep_tls_content;
-                let whole = 0..d.payload.len() as u64 + seg.missing;
-                if !admit_tls(entry, d.tls, &d.payload) {
-                    if blank {
-                        self.tls_content.push(whole);
+                let blank_content = d.tls && !self.keep_tls_content;
+                let whole = Blank {
+                    range: 0..d.payload.len() as u64 + seg.missing,
+                    fill: CONTENT_FILL,
+                };
+                if !admit_tls(entry, d.tls, &d.payload, self.secrets.as_ref()) {
+                    if blank_content {
+                        self.blanks.push(whole);
                     }
                     return;
                 }
                 entry.decoder.feed(&seg, &mut self.scratch);
-                if blank {
-                    match entry.decoder.content() {
-                        Some(content) => self.tls_content.extend_from_slice(content),
-                        None => self.tls_content.push(whole),
-                    }
+                match entry.decoder.content() {
+                    Some(blanks) => self.blanks.extend(
+                        blanks
+                            .iter()
+                            .filter(|b| blank_content || b.fill != CONTENT_FILL)
+                            .cloned(),
+                    ),
+                    None if blank_content => self.blanks.push(whole),
+                    None => {}
                 }
                 if entry.decoder.detected() == Detected::Unknown && !entry.counted_unknown {
                     entry.counted_unknown = true;
@@ -319,7 +339,7 @@ impl ConnTable {
             }
         }
         self.conns.entry(conn_id).or_insert_with(|| Entry {
-            decoder: ConnDecoder::new(),
+            decoder: ConnDecoder::new().noting_secrets(self.secrets.clone()),
             pid,
             comm: comm.to_owned(),
             local,
@@ -360,7 +380,12 @@ impl ConnTable {
 /// Whether a segment goes to the connection's decoder, as far as TLS goes; moves the
 /// connection to `Encrypted` at TLS records, and to `Plaintext` (a fresh decoder) at its first
 /// plaintext.
-fn admit_tls(entry: &mut Entry, plaintext: bool, payload: &[u8]) -> bool {
+fn admit_tls(
+    entry: &mut Entry,
+    plaintext: bool,
+    payload: &[u8],
+    secrets: Option<&Arc<SecretNames>>,
+) -> bool {
     match (entry.tls, plaintext) {
         (Tls::Plaintext, true) => true,
         // Encrypted bytes outside the library's read and write calls (handshakes, alerts,
@@ -368,7 +393,7 @@ fn admit_tls(entry: &mut Entry, plaintext: bool, payload: &[u8]) -> bool {
         (Tls::Plaintext | Tls::Encrypted, false) => false,
         (Tls::No | Tls::Encrypted, true) => {
             entry.tls = Tls::Plaintext;
-            entry.decoder = ConnDecoder::new();
+            entry.decoder = ConnDecoder::new().noting_secrets(secrets.cloned());
             entry.fed = true;
             true
         }

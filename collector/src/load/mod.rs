@@ -56,6 +56,11 @@ pub struct LoadOptions {
     /// of each TLS call either way; by default the agent blanks the bodies in them before
     /// anything keeps or shows them (see `protocol::content`).
     pub keep_tls_bodies: bool,
+    /// Keep credentials (header values, query values) in what shows captured bytes (the events
+    /// view, recordings); by default they are blanked.
+    pub show_secrets: bool,
+    /// Credential headers blanked beyond the default ones (`protocol::content`).
+    pub redact_headers: Vec<String>,
 }
 
 impl Default for LoadOptions {
@@ -67,6 +72,8 @@ impl Default for LoadOptions {
             serving_quiet_after: Some(DEFAULT_SERVING_QUIET),
             filters: Filters::default(),
             keep_tls_bodies: false,
+            show_secrets: false,
+            redact_headers: Vec::new(),
         }
     }
 }

@@ -14,8 +14,9 @@ pub mod http2;
 
 pub use exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion, Interesting};
 
-use std::ops::Range;
+use std::sync::Arc;
 
+use self::content::{Blank, SecretNames};
 use crate::event::{Direction, Window};
 
 /// One syscall's worth of a connection's bytes.
@@ -194,6 +195,8 @@ impl DecoderStats {
 #[derive(Debug)]
 pub struct ConnDecoder {
     state: State,
+    /// Credential headers its HTTP/1 heads note for blanking (None: none).
+    secrets: Option<Arc<SecretNames>>,
 }
 
 /// Which protocol a decoder settled on, for counters.
@@ -216,7 +219,15 @@ impl ConnDecoder {
     pub fn new() -> Self {
         Self {
             state: State::Detecting { seen: 0 },
+            secrets: None,
         }
+    }
+
+    /// Note the credentials in HTTP/1 heads (see `content`), of headers named in `names`.
+    #[must_use]
+    pub fn noting_secrets(mut self, names: Option<Arc<SecretNames>>) -> Self {
+        self.secrets = names;
+        self
     }
 
     #[must_use]
@@ -259,6 +270,9 @@ impl ConnDecoder {
     pub fn feed(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
         if let State::Detecting { seen } = self.state {
             self.state = detect(seg, seen);
+            if let State::Http1(conn) = &mut self.state {
+                conn.marks.set_secrets(self.secrets.clone());
+            }
         }
         match &mut self.state {
             State::Http1(conn) => conn.feed(seg, out),
@@ -271,7 +285,7 @@ impl ConnDecoder {
     /// only; see [`content`]), or `None` when the decoder did not read that segment because
     /// its protocol is not known: then nothing says what any of it is.
     #[must_use]
-    pub fn content(&self) -> Option<&[Range<u64>]> {
+    pub fn content(&self) -> Option<&[Blank]> {
         match &self.state {
             State::Http1(conn) => Some(conn.marks.ranges()),
             State::Http2(conn) => Some(conn.marks.ranges()),

@@ -360,7 +360,10 @@ fn blank_and_replay(
         };
         marking.feed(&seg(data), &mut marked_out);
         let mut copy = data.to_vec();
-        let whole = 0..copy.len() as u64 + missing;
+        let whole = content::Blank {
+            range: 0..copy.len() as u64 + missing,
+            fill: content::CONTENT_FILL,
+        };
         let ranges = marking.content().unwrap_or(std::slice::from_ref(&whole));
         content::blank(ranges, &mut copy, &mut []);
         replay.feed(&seg(&copy), &mut replay_out);
@@ -444,5 +447,9 @@ fn tls_bytes_of_no_known_protocol_are_all_content() {
         },
         &mut out,
     );
-    assert_eq!(decoder.content(), Some(std::slice::from_ref(&(0..15))));
+    let blank = content::Blank {
+        range: 0..15,
+        fill: content::CONTENT_FILL,
+    };
+    assert_eq!(decoder.content(), Some(std::slice::from_ref(&blank)));
 }

@@ -110,7 +110,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
 /// Blank `ranges` (offsets in the syscall's bytes; see `protocol::content`) in a raw data
 /// record, in its payload and its frame windows alike, so a recording keeps what the decoded
 /// event keeps. A record that is not a well-formed data event is left as it is.
-pub fn blank_data_record(record: &mut [u8], ranges: &[std::ops::Range<u64>]) {
+pub fn blank_data_record(record: &mut [u8], ranges: &[crate::protocol::content::Blank]) {
     let Ok(h) = read_struct::<DataHeader>(record) else {
         return;
     };
@@ -463,7 +463,8 @@ mod tests {
         let mut record = bytes_of(&h);
         record.extend_from_slice(payload);
         record.extend_from_slice(&area);
-        let ranges = [4..12, 103..110];
+        let zeros = |range| crate::protocol::content::Blank { range, fill: 0 };
+        let ranges = [zeros(4..12), zeros(103..110)];
         let Event::Data(mut expected) = decode(&record).unwrap() else {
             panic!("not data")
         };

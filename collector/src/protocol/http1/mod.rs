@@ -354,6 +354,7 @@ impl Http1Conn {
                     if side.buf.is_empty() {
                         return;
                     }
+                    self.marks.secrets_in_head(&side.buf, side.buf.len());
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     let mut req = httparse::Request::new(&mut headers);
                     let consumed = match req.parse(&side.buf) {
@@ -435,6 +436,7 @@ impl Http1Conn {
                     if side.buf.is_empty() {
                         return;
                     }
+                    self.marks.secrets_in_head(&side.buf, side.buf.len());
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     let mut resp = httparse::Response::new(&mut headers);
                     let consumed = match resp.parse(&side.buf) {
