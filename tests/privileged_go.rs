@@ -117,7 +117,14 @@ fn privileged_go_net_http_handlers_are_traced_with_goroutines_across_go_versions
         // Started before the agent.
         let service = start(&binary);
         assert_eq!(get(&service, "/hello?name=warmup").0, 200);
-        let agent = Agent::start(&["events", "--json", "--pid", &service.pid().to_string()]);
+        let agent = Agent::start(&[
+            "events",
+            "--json",
+            // The checks read query values (`?name=`) from the captured requests.
+            "--show-secrets",
+            "--pid",
+            &service.pid().to_string(),
+        ]);
         let line = report_line(&agent.report.join("\n"), service.pid()).to_owned();
         assert!(
             line.contains(
@@ -311,7 +318,7 @@ fn privileged_go_program_started_after_the_agent_is_found_by_its_exec_and_traced
     let Some(binary) = build(None, false) else {
         return cannot_run("cannot build examples/http-hello");
     };
-    let mut agent = Agent::start(&["events", "--json"]);
+    let mut agent = Agent::start(&["events", "--json", "--show-secrets"]);
     let service = start(&binary);
     agent.wait_for_line(&format!(
         "pids {}): attached runtime.newproc.func1 → runtime.runqput, runtime.goexit1, http.serverHandler.ServeHTTP, http.(*Transport).roundTrip, http.(*persistConn).roundTrip",
@@ -370,7 +377,14 @@ fn privileged_go_binary_of_an_unknown_layout_is_skipped_in_one_line_and_its_sysc
         return cannot_run("cannot build examples/http-hello with go1.19.13");
     }
     let service = start(&binary);
-    let agent = Agent::start(&["events", "--json", "--pid", &service.pid().to_string()]);
+    let agent = Agent::start(&[
+        "events",
+        "--json",
+        // The checks read query values (`?name=`) from the captured requests.
+        "--show-secrets",
+        "--pid",
+        &service.pid().to_string(),
+    ]);
     assert_eq!(get(&service, "/hello?name=old").0, 200);
     let stopped = agent.stop();
     let line = report_line(&stopped.stderr, service.pid());
