@@ -82,7 +82,8 @@ pub struct ContentMarks {
 }
 
 impl ContentMarks {
-    /// A new segment starts; note its content when `content`, its credentials per `secrets`.
+    /// A new segment starts; note its content when `content` (its credentials are noted as
+    /// `set_secrets` says).
     pub fn begin(&mut self, content: bool) {
         self.content = content;
         self.end = 0;
