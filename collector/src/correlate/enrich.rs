@@ -38,8 +38,8 @@ struct StreamHeaders {
 pub struct GoHeaderStore {
     streams: HashMap<Key, StreamHeaders>,
     /// net/http handlers' requests, waiting for the handler's HTTP/2 stream: by (pid,
-    /// goroutine). A handler served over HTTP/1 reports no stream; its entry is replaced by
-    /// the goroutine's next request or cleared with the table.
+    /// goroutine). A handler served over HTTP/1 reports a connection without a stream, which
+    /// removes its entry; the handler's return removes what is still unpaired.
     handler_requests: HashMap<(u32, u64), HandlerRequest>,
     /// net/http handlers whose HTTP/2 stream came first, waiting for their request.
     handler_streams: HashMap<(u32, u64), Key>,
@@ -63,8 +63,14 @@ fn request_fields(g: &GoServe) -> Vec<(String, String)> {
 }
 
 impl GoHeaderStore {
-    /// A handler's HTTP/2 stream (`ServeHTTP` entry).
+    /// A handler's connection, and its HTTP/2 stream if it has one (`ServeHTTP` entry).
     pub fn on_conn_use(&mut self, u: &GoConnUse) {
+        if u.role == ConnRole::Server && u.stream_id.is_none() {
+            // Served over HTTP/1: its bytes name the request, so the fields are not needed
+            // (without this, every HTTP/1 request would stay until the table is cleared).
+            self.handler_requests.remove(&(u.pid, u.goid));
+            return;
+        }
         if let (ConnRole::Server, Some(stream), Some((local, remote))) =
             (u.role, u.stream_id, u.conn.endpoints)
         {
@@ -91,6 +97,13 @@ impl GoHeaderStore {
 
     /// A net/http request at a handler's or a client call's start.
     pub fn on_serve(&mut self, g: &GoServe) {
+        if !g.start && !g.client {
+            // The handler returned: whatever it left unpaired will never pair. (A client
+            // call's fields stay: an HTTP/2 response body is read after roundTrip returns.)
+            self.handler_requests.remove(&(g.pid, g.goid));
+            self.handler_streams.remove(&(g.pid, g.goid));
+            return;
+        }
         if !g.start || g.method.is_empty() {
             return;
         }
@@ -442,6 +455,34 @@ mod tests {
             assert_eq!(http.host.as_deref(), Some("localhost:2000"));
             assert!(!x.exchange.flags.headers_unknown);
         }
+    }
+
+    #[test]
+    fn handlers_keep_nothing_once_served_over_http1_or_returned() {
+        let mut store = GoHeaderStore::default();
+        let http1 = GoConnUse {
+            role: ConnRole::Server,
+            stream_id: None,
+            pid: 7,
+            tid: 7,
+            goid: 40,
+            conn: GoConnection {
+                fd: 3,
+                endpoints: None,
+            },
+            ts_ns: 1,
+        };
+        for goid in 0..1000 {
+            store.on_serve(&go_request(false, goid, "/hello"));
+            store.on_conn_use(&GoConnUse { goid, ..http1 });
+        }
+        assert!(store.handler_requests.is_empty());
+        // A handler whose stream never came (or came without endpoints) ends with its return.
+        store.on_serve(&go_request(false, 41, "/hello"));
+        let mut end = go_request(false, 41, "");
+        end.start = false;
+        store.on_serve(&end);
+        assert!(store.handler_requests.is_empty() && store.handler_streams.is_empty());
     }
 
     #[test]
