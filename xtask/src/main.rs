@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod faults;
 mod fresh;
 mod setup;
 mod vm;
@@ -72,6 +73,15 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Run the fault suite (tests/faults_*.rs) at full size: backend outages, connection churn,
+    /// agent restarts, hostile traffic and binaries, the traced-program safety soak. Each case
+    /// writes its figures; they go to faults/RESULTS.md. Needs root. `cargo xtask test` runs the
+    /// short form of every case.
+    Faults {
+        /// The short form (what CI runs), with its results in target/faults/RESULTS-short.md.
+        #[arg(long)]
+        short: bool,
+    },
     /// Regenerate collector/src/golang/offsets.json, the Go struct layouts for stripped binaries,
     /// from real builds of examples/http-hello with each supported Go toolchain.
     Offsets,
@@ -123,6 +133,10 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
         Cmd::Bench { quick } => {
             setup::run(Need::All)?;
             bench::run(build_bench()?, quick)
+        }
+        Cmd::Faults { short } => {
+            setup::run(Need::All)?;
+            faults::run(short)
         }
         Cmd::Offsets => {
             setup::run(Need::All)?;
@@ -278,6 +292,10 @@ fn test() -> anyhow::Result<()> {
     // The end-to-end test's Jaeger, built once from its module (cached outside the clone).
     let mut test = cargo();
     test.arg("test");
+    // The fault cases (short form) write their figures here; rendered after the run.
+    let figures = faults::figures_dir();
+    let _ = std::fs::remove_dir_all(&figures);
+    test.env("WIRESPAN_FAULTS_OUT", &figures);
     match demo::jaeger_binary() {
         Ok(jaeger) => {
             test.env("WIRESPAN_JAEGER", jaeger);
@@ -285,6 +303,9 @@ fn test() -> anyhow::Result<()> {
         Err(why) => eprintln!("xtask: cannot build Jaeger ({why:#}); its test will say so"),
     }
     run_checked(&mut test)?;
+    if figures.exists() {
+        faults::render_short()?;
+    }
     // The same privileged smoke tests inside Debian's kernels, which allow kprobes and fentry.
     vm::run(&[])?;
     // The benchmark's smoke run: every target and configuration end to end, briefly (its
