@@ -214,8 +214,11 @@ impl Span {
         match &self.payload {
             Payload::Http(h) if !KNOWN_METHODS.contains(&h.method.as_str()) => "HTTP".to_owned(),
             Payload::Http(h) => match &h.route {
-                Some(route) => format!("{} {}", h.method, route.template),
-                None => h.method.clone(),
+                // An empty template (a path the bytes never gave) names nothing: `GET`, not `GET `.
+                Some(route) if !route.template.is_empty() => {
+                    format!("{} {}", h.method, route.template)
+                }
+                _ => h.method.clone(),
             },
             Payload::Grpc(g) if g.service.is_empty() => "gRPC".to_owned(),
             Payload::Grpc(g) => g.full_method(),

@@ -45,6 +45,14 @@ fn http_names_use_the_route_never_the_path() {
         });
     }
     assert_eq!(server.name(), "GET /users/{id}");
+    let mut unnamed = server.clone();
+    if let Payload::Http(h) = &mut unnamed.payload {
+        h.route = Some(Route {
+            template: String::new(),
+            source: RouteSource::Path,
+        });
+    }
+    assert_eq!(unnamed.name(), "GET", "an empty route names nothing");
     let attrs = server.attributes(AttributeOptions::default());
     assert!(attrs.contains(&("http.route", Value::Str("/users/{id}".into()))));
     assert!(attrs.contains(&("wirespan.route.source", Value::Str("heuristic".into()))));

@@ -662,17 +662,28 @@ impl Http2Conn {
     /// A complete header block (HEADERS or PUSH_PROMISE with its CONTINUATIONs).
     fn header_block(&mut self, seg: &Segment<'_>, block: &PendingBlock, out: &mut Vec<Exchange>) {
         let d = dir_index(seg.direction);
+        let table_known = self.dirs[d].hpack.is_known();
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let decoded = !block.cut
-            && self.dirs[d]
+        let result = (!block.cut).then(|| {
+            self.dirs[d]
                 .hpack
                 .decode(&block.block, |n, v| fields.push((n.to_vec(), v.to_vec())))
-                .is_ok();
+        });
+        let decoded = matches!(result, Some(Ok(())));
         if !decoded {
             self.stats.undecoded_header_blocks += 1;
         }
         if block.kind == PUSH_PROMISE {
             // Decoded only to keep the table in step; pushed streams are not exchanges here.
+            return;
+        }
+        // A block that breaks HPACK itself on a table known from the connection's start (an
+        // index past both tables, an integer overflow, a size update over the limit, a bad
+        // Huffman code, a representation cut short) is a COMPRESSION_ERROR, a connection
+        // error (RFC 9113 section 4.3): the receiver serves nothing on it. The fields decoded
+        // before the error are not a request (nor a response), so no stream is opened from it.
+        // Only an unknown table (joined mid-connection) leaves a block's fields worth keeping.
+        if table_known && matches!(result, Some(Err(e)) if e != hpack::HpackError::UnknownTable) {
             return;
         }
         if !self.learn_role(&fields, seg.direction, block.stream) {

@@ -644,3 +644,39 @@ fn a_response_whose_request_went_by_unseen_is_an_exchange_marked_so() {
     assert_eq!(out[1].detail.http().stream_id, Some(3));
     assert_eq!(out[1].detail.http().status, Some(200));
 }
+
+#[test]
+fn a_header_block_that_breaks_hpack_on_a_known_table_opens_no_stream() {
+    let both_ends = FLAG_END_HEADERS | FLAG_END_STREAM;
+    let blocks: [&[u8]; 3] = [
+        // Index 70: past the static table, and the dynamic one is empty.
+        &[0xc6],
+        // `:method GET`, then an index too large for any integer the decoder takes.
+        &[0x82, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        // A dynamic table size update far over the allowed 4,096, then `:method GET`.
+        &[0x3f, 0xe1, 0xff, 0xff, 0x03, 0x82],
+    ];
+    for block in blocks {
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(frame(SETTINGS, 0, 0, &[]));
+        bytes.extend(frame(HEADERS, both_ends, 1, block));
+        let mut decoder = Http2Conn::from_preface(Direction::Ingress);
+        let mut out = Vec::new();
+        decoder.feed(
+            &Segment {
+                direction: Direction::Ingress,
+                origin: Origin::default(),
+                data: &bytes,
+                missing: 0,
+                windows: &[],
+                ts_enter_ns: 1,
+                ts_exit_ns: 2,
+                tls: false,
+            },
+            &mut out,
+        );
+        decoder.close(10, &mut out);
+        assert!(out.is_empty(), "{block:02x?}: {out:?}");
+        assert_eq!(decoder.stats.undecoded_header_blocks, 1, "{block:02x?}");
+    }
+}
