@@ -18,7 +18,7 @@
 mod support;
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
     process::Command,
     sync::{
@@ -34,6 +34,7 @@ use support::{
     faults::{Figures, pick},
     go_build,
     jaeger::{AllInOnePorts, get_json, jaeger_binary},
+    keep_alive::KeepAlive,
     require_privileges,
 };
 use wirespan::testing::cannot_run;
@@ -174,12 +175,13 @@ impl Load {
                 wrong: Vec::new(),
                 seconds: 0.0,
             };
-            let mut conn = KeepAlive::connect(&addr);
+            let mut conn = KeepAlive::connect(&addr).unwrap();
             let mut n = 0u32;
             while !stopping.load(Ordering::Relaxed) {
                 n += 1;
                 let trace = format!("{:08x}{tag:08x}{n:016x}", std::process::id());
-                match conn.get(&format!("/hello?name={n}"), &trace) {
+                let parent = format!("traceparent: 00-{trace}-{n:016x}-01\r\n");
+                match conn.get(&format!("/hello?name={n}"), &parent) {
                     Ok((200, body)) if body == format!("hello {n}\n") => {}
                     other => result.wrong.push(format!("{trace}: {other:?}")),
                 }
@@ -202,59 +204,6 @@ impl Load {
     fn run_for(self, time: Duration) -> LoadResult {
         std::thread::sleep(time);
         self.stop()
-    }
-}
-
-/// An HTTP/1.1 client on one kept-alive connection.
-struct KeepAlive {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    host: String,
-}
-
-impl KeepAlive {
-    fn connect(addr: &str) -> Self {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Self {
-            writer: stream.try_clone().unwrap(),
-            reader: BufReader::new(stream),
-            host: addr.to_owned(),
-        }
-    }
-
-    fn get(&mut self, path: &str, trace: &str) -> std::io::Result<(u16, String)> {
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\ntraceparent: 00-{trace}-{:016x}-01\r\n\r\n",
-            self.host,
-            u64::from_str_radix(&trace[16..], 16).unwrap_or(1)
-        );
-        self.writer.write_all(request.as_bytes())?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let status = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut length = 0;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line)?;
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body)?;
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 }
 

@@ -276,7 +276,8 @@ func relay(args []string) {
 // load calls Say from --concurrency goroutines for --duration: each as fast as it can (closed
 // loop), or, with --rate, paced to that many calls per second in all (open loop; a call waits
 // for a free goroutine when all are busy). It prints one JSON line: requests, errors, seconds,
-// rps and the p50 and p99 latency in microseconds (send to reply).
+// rps and the p50 and p99 latency in microseconds (send to reply). A call whose reply is not
+// the echo counts as an error.
 func load(args []string) {
 	flags := flag.NewFlagSet("load", flag.ExitOnError)
 	target := flags.String("target", "", "grpc-echo server address")
@@ -325,7 +326,8 @@ func load(args []string) {
 				}
 				var reply []byte
 				began := time.Now()
-				if err := conn.Invoke(context.Background(), "/"+service+"/Say", &msg, &reply); err != nil {
+				// A wrong reply counts as an error too: the fault suite checks every answer.
+				if err := conn.Invoke(context.Background(), "/"+service+"/Say", &msg, &reply); err != nil || string(reply) != "echo bench" {
 					failed++
 				}
 				mine = append(mine, time.Since(began))

@@ -4,7 +4,9 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod faults;
+pub mod go_builds;
 pub mod jaeger;
+pub mod keep_alive;
 pub mod nat_lab;
 pub mod semconv;
 pub mod shapes;
