@@ -12,8 +12,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user, generated,
     },
     macros::{map, tracepoint},
     maps::LruHashMap,
@@ -188,10 +188,17 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     // SAFETY: a hash map lookup by key; the value is copied out at once, before the entry is
     // removed.
     let args = match unsafe { ACTIVE_IO.get(&pid_tgid) } {
-        Some(args) => *args,
-        None => return Ok(()),
+        Some(args) => {
+            let args = *args;
+            let _ = ACTIVE_IO.remove(&pid_tgid);
+            args
+        }
+        // One `send` for both paths: two inlined copies of it exceed the verifier's budget.
+        None => match unentered_read(ctx, pid_tgid)? {
+            Some(args) => args,
+            None => return Ok(()),
+        },
     };
-    let _ = ACTIVE_IO.remove(&pid_tgid);
     // SAFETY: the syscall exit record has its return value at SYSCALL_RET_OFFSET; read_at copies it
     // with bpf_probe_read, which fails instead of faulting, and the error is returned.
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET_OFFSET) }.map_err(|_| ())?;
@@ -218,6 +225,120 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
             tls: false,
         },
     )
+}
+
+/// x86_64 numbers of the reads whose exit may come without a seen entry.
+const NR_READ: i32 = 0;
+const NR_READV: i32 = 19;
+const NR_RECVFROM: i32 = 45;
+const NR_RECVMSG: i32 = 47;
+/// Where a syscall exit record keeps the syscall's number (after the 8-byte common header).
+const SYSCALL_NR_OFFSET: usize = 8;
+/// `struct pt_regs` (x86_64): the user registers saved at syscall entry, which hold its first
+/// three arguments (rdi, rsi, rdx) unchanged for these reads.
+const PT_REGS_DX: u64 = 96;
+const PT_REGS_SI: u64 = 104;
+const PT_REGS_DI: u64 = 112;
+
+/// A read whose entry the probes never saw: it was already blocked when they attached (a
+/// thread-per-connection server waiting on a kept-alive connection; the client's next request
+/// wakes it). Its arguments are still in the user registers the kernel saved at entry, and the
+/// socket's read sequence is now just past the bytes it returned. Taken only in the window after
+/// start that `Settings::unentered_reads_until_ns` gives: later, every such exit is a read the
+/// entry chose to skip (a file, a pipe, a filtered socket), and looking again would be waste.
+/// What the entry would have noted, or None when the bytes are not to be sent.
+fn unentered_read(ctx: &TracePointContext, pid_tgid: u64) -> Result<Option<IoArgs>, ()> {
+    let until = settings().unentered_reads_until_ns;
+    // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
+    if until == 0 || unsafe { bpf_ktime_get_ns() } > until {
+        return Ok(None);
+    }
+    // SAFETY: the exit record's syscall number and return value, read with bpf_probe_read
+    // (which fails instead of faulting; the error is returned).
+    let nr: i32 = unsafe { ctx.read_at(SYSCALL_NR_OFFSET) }.map_err(|_| ())?;
+    let shape = match nr {
+        NR_READ | NR_RECVFROM => SHAPE_BUF,
+        NR_READV => SHAPE_IOV,
+        NR_RECVMSG => SHAPE_MSG,
+        _ => return Ok(None),
+    };
+    // SAFETY: as above.
+    let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET_OFFSET) }.map_err(|_| ())?;
+    if ret <= 0 || !process_passes((pid_tgid >> 32) as u32) {
+        return Ok(None);
+    }
+    // SAFETY: both helpers take no user input: the current task, then its saved user registers
+    // (a kernel address, read below with bpf_probe_read_kernel, which fails instead of faulting).
+    let regs = unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) };
+    let reg = |offset: u64| -> Result<u64, ()> {
+        // SAFETY: a u64 inside the task's pt_regs, copied by the helper.
+        unsafe { bpf_probe_read_kernel((regs as u64 + offset) as *const u64) }.map_err(|_| ())
+    };
+    if regs == 0 {
+        return Err(());
+    }
+    let fd = i64::from(reg(PT_REGS_DI)? as i32);
+    let sk = match tcp_sock_of_fd(fd) {
+        Ok(0) => return Ok(None),
+        Ok(sk) => sk,
+        Err(_) => {
+            count_lost(LOST_READ_FAILED);
+            return Err(());
+        }
+    };
+    let tuple = read_tuple(sk).map_err(|_| count_lost(LOST_READ_FAILED))?;
+    if !ports_pass(tuple.sport, tuple.dport) || carries_tls_plaintext(sk) {
+        return Ok(None);
+    }
+    let (buf, count) = match shape {
+        SHAPE_MSG => {
+            let msg = reg(PT_REGS_SI)?;
+            // SAFETY: msg_iov and msg_iovlen of the user's `struct user_msghdr`, read by the
+            // helper (an error, never a fault, on a bad address).
+            let iov: u64 =
+                unsafe { bpf_probe_read_user((msg + MSGHDR_IOV) as *const u64) }.map_err(|_| ())?;
+            // SAFETY: as above.
+            let iovlen: u64 = unsafe { bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64) }
+                .map_err(|_| ())?;
+            (iov, iovlen)
+        }
+        _ => (reg(PT_REGS_SI)?, reg(PT_REGS_DX)?),
+    };
+    if shape == SHAPE_BUF {
+        // A TLS record (application data, version 3.x) is the ciphertext of a library read that
+        // also began before the probes: its plaintext is not seen, and the bytes say nothing.
+        // SAFETY: two bytes of the user's buffer, which the read just filled; read by the helper.
+        let head: [u8; 2] =
+            unsafe { bpf_probe_read_user(buf as *const [u8; 2]) }.map_err(|_| ())?;
+        if head == [0x17, 0x03] {
+            return Ok(None);
+        }
+    }
+    Ok(Some(IoArgs {
+        tuple,
+        sk,
+        buf,
+        count,
+        // SAFETY: bpf_ktime_get_ns only returns the monotonic clock. When the read began is
+        // unknown: its return stands in.
+        ts_enter_ns: unsafe { bpf_ktime_get_ns() },
+        fd: fd as i32,
+        seq: seq_before(tcp_seq(sk, false), ret as u32),
+        direction: DIR_INGRESS,
+        shape,
+        pad0: [0; 5],
+    }))
+}
+
+/// The sequence number of the first of the `bytes` a finished read returned: the socket's next
+/// byte to read is just past them. 0 stays 0 ("unknown").
+#[inline(always)]
+fn seq_before(next: u32, bytes: u32) -> u32 {
+    if next == 0 {
+        0
+    } else {
+        next.wrapping_sub(bytes)
+    }
 }
 
 /// Bytes that moved on a TCP socket: by a syscall (ciphertext or plain), or by a TLS library

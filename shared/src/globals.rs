@@ -141,8 +141,10 @@ impl SetStateFormat {
 }
 
 /// Run-time settings: the agent's own tgid (never captured: no feedback loop), how many payload
-/// bytes to capture, and which filters are on (`FILTER_*` bits; the values are in the
-/// `FILTER_PIDS`, `FILTER_PORTS` and `FILTER_CGROUPS` maps).
+/// bytes to capture, which filters are on (`FILTER_*` bits; the values are in the
+/// `FILTER_PIDS`, `FILTER_PORTS` and `FILTER_CGROUPS` maps), and until when (monotonic ns, the
+/// clock of `bpf_ktime_get_ns`) a read's exit without a seen entry is taken as a read that was
+/// already blocked when the probes attached (0: never).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -150,7 +152,13 @@ pub struct Settings {
     pub capture_bytes: u32,
     pub filters: u32,
     pub pad0: u32,
+    pub unentered_reads_until_ns: u64,
 }
+
+/// How long after start the exits of reads that began before the probes are taken (see
+/// [`Settings::unentered_reads_until_ns`]): longer than the idle timeouts of common client pools
+/// (Go's 90 s, nginx's 75 s), so a pooled connection's next request comes within it.
+pub const UNENTERED_READS_WINDOW_NS: u64 = 120_000_000_000;
 
 impl Settings {
     #[must_use]
@@ -160,6 +168,7 @@ impl Settings {
             capture_bytes: 0,
             filters: 0,
             pad0: 0,
+            unentered_reads_until_ns: 0,
         }
     }
 }

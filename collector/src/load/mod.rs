@@ -20,7 +20,7 @@ use aya::{
 use wirespan_shared::names::{MAP_EVENTS, MAP_LOST, MAP_READER_POLLING, MAP_SCRATCH};
 use wirespan_shared::{
     GLOBAL_FD_OFFSETS, GLOBAL_PROC_OFFSETS, GLOBAL_SET_STATE_FORMAT, GLOBAL_SETTINGS,
-    GLOBAL_SOCK_OFFSETS, LOST_CAUSES, MAX_CAPTURE, Settings,
+    GLOBAL_SOCK_OFFSETS, LOST_CAUSES, MAX_CAPTURE, Settings, UNENTERED_READS_WINDOW_NS,
 };
 
 pub use self::{
@@ -164,6 +164,8 @@ impl Probes {
             capture_bytes: options.capture_bytes,
             filters: options.filters.bits(),
             pad0: 0,
+            unentered_reads_until_ns: crate::clock::monotonic_now_ns()
+                .saturating_add(UNENTERED_READS_WINDOW_NS),
         };
 
         let cpus =
