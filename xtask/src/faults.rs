@@ -49,18 +49,29 @@ pub fn render_short() -> anyhow::Result<()> {
 }
 
 /// Run the suite (`short`: the CI sizes) and write `faults/RESULTS.md` (full) or
-/// `target/faults/RESULTS-short.md` (short). Fails when a case failed, after writing.
-pub fn run(short: bool) -> anyhow::Result<()> {
+/// `target/faults/RESULTS-short.md` (short). `only` names test binaries to run again
+/// (`faults_churn`), keeping the other cases' figures from the last run. Fails when a case
+/// failed, after writing.
+pub fn run(short: bool, only: &[String]) -> anyhow::Result<()> {
     let out = figures_dir();
-    let _ = std::fs::remove_dir_all(&out);
+    let cases = case_binaries()?;
+    if let Some(unknown) = only.iter().find(|c| !cases.contains(c)) {
+        bail!(
+            "--case {unknown}: not a fault case; the cases are {}",
+            cases.join(", ")
+        );
+    }
+    if only.is_empty() {
+        let _ = std::fs::remove_dir_all(&out);
+    }
     std::fs::create_dir_all(&out)?;
     let mut test = cargo();
     test.current_dir(workspace_root())
         .args(["test", "-p", "wirespan", "--no-fail-fast"])
         .env("WIRESPAN_FAULTS", if short { "short" } else { "full" })
         .env("WIRESPAN_FAULTS_OUT", &out);
-    for name in case_binaries()? {
-        test.args(["--test", &name]);
+    for name in if only.is_empty() { &cases } else { only } {
+        test.args(["--test", name]);
     }
     // The cases start agents that each see every process: one case at a time.
     test.args(["--", "--test-threads=1"]);

@@ -81,6 +81,10 @@ enum Cmd {
         /// The short form (what CI runs), with its results in target/faults/RESULTS-short.md.
         #[arg(long)]
         short: bool,
+        /// Run only this case's test binary again (e.g. faults_churn), keeping the others'
+        /// figures from the last run; repeatable.
+        #[arg(long = "case", value_name = "NAME")]
+        cases: Vec<String>,
     },
     /// Regenerate collector/src/golang/offsets.json, the Go struct layouts for stripped binaries,
     /// from real builds of examples/http-hello with each supported Go toolchain.
@@ -134,9 +138,9 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
             setup::run(Need::All)?;
             bench::run(build_bench()?, quick)
         }
-        Cmd::Faults { short } => {
+        Cmd::Faults { short, cases } => {
             setup::run(Need::All)?;
-            faults::run(short)
+            faults::run(short, &cases)
         }
         Cmd::Offsets => {
             setup::run(Need::All)?;
