@@ -5,6 +5,7 @@
 
 pub mod faults;
 pub mod go_builds;
+pub mod hostile;
 pub mod jaeger;
 pub mod keep_alive;
 pub mod nat_lab;
