@@ -14,7 +14,13 @@
 //! - every short connection's request becomes a server span (or is counted as lost in the
 //!   kernel), with the right method, path and status;
 //! - nothing is left behind once the connections close: the kernel's per-connection maps
-//!   (`CONNS`, `PENDING_CONNECTS`) are empty again.
+//!   (`CONNS`, `PENDING_CONNECTS`) are empty again, and the agent's stop summary says no
+//!   connection was still open at the stop when the kernel lost no event;
+//! - when the kernel did lose events (ring buffer full: a lost close leaves a connection behind
+//!   in user space), the agent's accounting still adds up and its tables stay within their caps:
+//!   a connection whose close was lost is replaced by the next one on its ends (counted), and
+//!   the correlator's per-connection tables at the stop (accepted connections, connection ends,
+//!   closing ends, thread contexts) are within `CORRELATOR_CAPS`.
 
 mod support;
 
@@ -58,6 +64,16 @@ const SOURCES: u8 = 16;
 /// characters at most).
 const PER_CONNECTION_MAPS: [&str; 4] =
     ["CONNS", "PENDING_CONNECT", "FRAME_CHAINS", "TLS_POSITIONS"];
+
+/// The correlator's per-connection tables as the stop summary names them, with the caps the
+/// agent keeps them under (`correlate::context` bounds).
+const CORRELATOR_CAPS: [(&str, u64); 5] = [
+    ("thread contexts", 65_536),
+    ("accepted connections", 65_536),
+    ("connection ends", 262_144),
+    ("closing ends", 262_144),
+    ("Go client connections", 65_536),
+];
 
 /// The sizes of one run.
 struct Scale {
@@ -450,6 +466,10 @@ fn summary_figure(summary: &str, what: &str) -> Option<u64> {
     before.split_whitespace().last()?.parse().ok()
 }
 
+fn figure_text(n: Option<u64>) -> String {
+    n.map_or_else(|| "?".to_owned(), |n| n.to_string())
+}
+
 /// Spans the kernel lost (ring buffer full and the like): the summary's `lost in kernel: ...`.
 fn lost_in_kernel(summary: &str) -> u64 {
     let Some(rest) = summary.split("lost in kernel: ").nth(1) else {
@@ -660,6 +680,20 @@ impl Checks<'_> {
             self.in_flight, self.after
         ));
         figures.note(format!(
+            "connections: {} lost in the kernel (events), {} replaced after a lost close, {} still open at stop; correlator tables at stop: {}",
+            lost_in_kernel(self.summary),
+            figure_text(summary_figure(self.summary, "replaced (same ends")),
+            figure_text(summary_figure(self.summary, "still open at stop")),
+            CORRELATOR_CAPS
+                .iter()
+                .map(|(what, cap)| format!(
+                    "{} {what} (cap {cap})",
+                    figure_text(summary_figure(self.summary, what))
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        figures.note(format!(
             "server spans: {} short, {} idle first requests, {} idle second requests; {} spans with a wrong method or status",
             self.spans.short_server,
             self.spans.idle_server,
@@ -729,6 +763,7 @@ impl Checks<'_> {
             );
         }
         self.memory_problems(&mut expect);
+        self.left_behind_problems(lost, &mut expect);
         expect(
             self.after.get("CONNS") == Some(&0),
             format!(
@@ -737,6 +772,40 @@ impl Checks<'_> {
             ),
         );
         problems
+    }
+
+    /// What the agent held at the stop: no connection open when nothing was lost, and the
+    /// correlator's tables within their caps either way.
+    fn left_behind_problems(&self, lost: u64, expect: &mut impl FnMut(bool, String)) {
+        let open = summary_figure(self.summary, "still open at stop");
+        expect(
+            open.is_some() && summary_figure(self.summary, "replaced (same ends").is_some(),
+            "the stop summary must count connections replaced and still open at stop".to_owned(),
+        );
+        if lost == 0 {
+            expect(
+                open == Some(0),
+                format!(
+                    "{open:?} connections still open at stop, expected 0: every connection closed and the kernel lost no event"
+                ),
+            );
+        }
+        for (what, cap) in CORRELATOR_CAPS {
+            let n = summary_figure(self.summary, what);
+            expect(
+                n.is_some_and(|n| n <= cap),
+                format!("correlator at stop: {n:?} {what}, expected a figure within its cap {cap}"),
+            );
+        }
+        if lost == 0 {
+            let accepted = summary_figure(self.summary, "accepted connections");
+            expect(
+                accepted == Some(0),
+                format!(
+                    "correlator at stop: {accepted:?} accepted connections, expected 0: all closed"
+                ),
+            );
+        }
     }
 
     fn memory_problems(&self, expect: &mut impl FnMut(bool, String)) {

@@ -11,7 +11,7 @@ use wirespan_shared::{LOST_CAUSE_NAMES, LOST_CAUSES};
 use crate::{
     clock::monotonic_now_ns,
     conn::{ConnExchange, ConnStats, ConnTable},
-    correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS},
+    correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS, Tables},
     golang::discover::GoReport,
     load::{HookReport, LoadError, LoadOptions, Probes, TlsReport},
     protocol::content::SecretNames,
@@ -62,6 +62,8 @@ pub struct RunSummary {
     pub conns: Option<ConnStats>,
     /// What the correlator made, when spans were.
     pub spans: Option<CorrelateStats>,
+    /// What the correlator's per-connection tables held at the stop, when spans were made.
+    pub correlator: Option<Tables>,
     /// Where the spans' process resources came from, when spans were made.
     pub processes: Option<ProcessStats>,
     /// How HTTP spans' routes were named, when spans were made.
@@ -92,11 +94,13 @@ impl RunSummary {
         if let Some(c) = self.conns {
             let _ = write!(
                 text,
-                "; connections: {} of unknown protocol, {} evicted (table full), {} evicted (memory), {} expired idle, {} decoded from TLS plaintext, {} TLS without plaintext",
+                "; connections: {} of unknown protocol, {} evicted (table full), {} evicted (memory), {} expired idle, {} replaced (same ends, close lost), {} still open at stop, {} decoded from TLS plaintext, {} TLS without plaintext",
                 c.unknown_protocol,
                 c.evicted,
                 c.evicted_for_memory,
                 c.expired,
+                c.replaced,
+                c.open_at_end,
                 c.tls_plaintext,
                 c.tls_encrypted
             );
@@ -117,6 +121,9 @@ impl RunSummary {
                 s.unclaimed_connects,
                 s.requests_unseen
             );
+        }
+        if let Some(t) = self.correlator {
+            let _ = write!(text, "; correlator at stop: {}", t.describe());
         }
         if let Some(p) = self.processes {
             let _ = write!(text, "; processes: {}", p.describe());
@@ -245,6 +252,10 @@ impl<'a> Pipeline<'a> {
             events_table: ConnTable::default(),
             blanked: Vec::new(),
         };
+        // The correlator forgets connections the table gives up on without a close event.
+        if let Output::Spans { table, .. } = &mut pipeline.output {
+            table.report_gone(true);
+        }
         // Replays show recordings blanked as the agent would have made them.
         pipeline.blanking(false, Some(SecretNames::with(&[])));
         pipeline
@@ -355,11 +366,17 @@ impl<'a> Pipeline<'a> {
             }
             Output::Exchanges { .. } => self.deliver_exchanges(),
             Output::Spans {
+                table,
                 correlator,
                 resources,
                 routes,
                 ..
             } => {
+                // Connections given up on before this event (replaced by it, expired) go
+                // first: the event may open a new connection on the same ends.
+                for gone in table.take_gone() {
+                    correlator.on_conn_gone(&gone);
+                }
                 // A process's resource is taken at its exec, before any span of it is delivered.
                 match &event {
                     Event::Exec(exec) => resources.on_exec(exec),
@@ -421,6 +438,7 @@ impl<'a> Pipeline<'a> {
             self.route_wanted.extend(routes.take_wanted());
             self.summary.stages.sink_ns += StageTimes::since(settled);
             self.summary.spans = Some(correlator.stats);
+            self.summary.correlator = Some(correlator.tables());
             self.summary.processes = Some(resources.stats());
             self.summary.routes = Some(routes.stats);
         }

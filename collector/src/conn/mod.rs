@@ -8,6 +8,15 @@
 //! bytes (the least recently active go first when it is exceeded), and connections idle longer
 //! than `idle_timeout_ns` release their state. All of it is counted.
 //!
+//! Lost closes: when the kernel's ring buffer overflows, a connection's close event can be
+//! lost. A new connection with the same local and remote address then means the old one is
+//! over (the kernel cannot hold two connections with the same four-tuple), so it is flushed and
+//! counted as replaced, found through an index by address pair (O(1) per new connection).
+//! Whatever the table gives up on without a close event (replaced, expired, evicted) can be
+//! reported (`report_gone`, `take_gone`) so later stages forget their state of it too.
+//! The events do not name a network namespace: two namespaces using the same address pair at
+//! once (loopback in two containers) would replace each other's entries, counted as replaced.
+//!
 //! TLS: a connection whose first bytes are TLS records is encrypted, and its syscall bytes are
 //! not decoded (they would only desynchronise a decoder). When TLS plaintext arrives for it (a
 //! TLS library's calls, `Data::tls`), the connection is decoded from the plaintext alone, with a
@@ -61,6 +70,31 @@ pub struct ConnStats {
     pub tls_plaintext: u64,
     /// What the decoders of closed connections had to drop.
     pub decoders: DecoderStats,
+    /// Connections given up because a new connection came with the same local and remote
+    /// address: the kernel cannot hold both, so the old one's close event was lost.
+    pub replaced: u64,
+    /// Connections still open when the stream ended (`finish`): at a stop after every traced
+    /// connection closed, 0 unless a close event was lost and nothing replaced the connection.
+    pub open_at_end: u64,
+}
+
+/// A connection the table gave up on without its close event (replaced, expired idle, evicted),
+/// for the stages after it to forget their state of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone {
+    pub conn_id: u64,
+    pub pid: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The connection's last event: nothing of it is known after that.
+    pub last_ns: u64,
+}
+
+/// The key of the index by address pair, when the pair names one connection: an end the
+/// probes could not name (an unspecified address or port 0) would pair unrelated connections.
+fn ends_key(local: SocketAddr, remote: SocketAddr) -> Option<(SocketAddr, SocketAddr)> {
+    let named = |a: SocketAddr| a.port() != 0 && !a.ip().is_unspecified();
+    (named(local) && named(remote)).then_some((local, remote))
 }
 
 struct Entry {
@@ -98,6 +132,12 @@ fn starts_with_tls_record(payload: &[u8]) -> bool {
 /// Every tracked connection's decoder.
 pub struct ConnTable {
     conns: HashMap<u64, Entry>,
+    /// The connection id holding each (local, remote) pair: kept in step with `conns` (every
+    /// entry leaves through `close`), so a new connection finds the one it replaces in O(1).
+    by_ends: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// Connections given up without their close event, when asked (see `report_gone`).
+    gone: Vec<Gone>,
+    report_gone: bool,
     max_conns: usize,
     idle_timeout_ns: u64,
     memory_budget: usize,
@@ -124,6 +164,9 @@ impl ConnTable {
     pub fn new(max_conns: usize, idle_timeout_ns: u64) -> Self {
         Self {
             conns: HashMap::new(),
+            by_ends: HashMap::new(),
+            gone: Vec::new(),
+            report_gone: false,
             max_conns: max_conns.max(1),
             idle_timeout_ns,
             memory_budget: DEFAULT_MEMORY_BUDGET,
@@ -155,6 +198,18 @@ impl ConnTable {
         &self.blanks
     }
 
+    /// Keep the connections given up without a close event for `take_gone` (off by default:
+    /// nothing would take them).
+    pub fn report_gone(&mut self, report: bool) {
+        self.report_gone = report;
+        self.gone.clear();
+    }
+
+    /// The connections given up without their close event since the last call (see `Gone`).
+    pub fn take_gone(&mut self) -> std::vec::Drain<'_, Gone> {
+        self.gone.drain(..)
+    }
+
     /// Set what all decoders may hold together, in bytes.
     #[must_use]
     pub fn with_memory_budget(mut self, bytes: usize) -> Self {
@@ -179,8 +234,9 @@ impl ConnTable {
         match event {
             Event::Conn(c) => match c.kind {
                 ConnKind::Connect | ConnKind::Accept => {
-                    // A new connection under this id: whatever was there is over.
-                    self.close(c.conn_id, c.ts_ns, out);
+                    // A new connection under this id: whatever was there is over (ids are
+                    // not reused, so its close was lost).
+                    self.give_up(c.conn_id, c.ts_ns, out);
                     self.ensure(c.conn_id, c.pid, &c.comm, c.local, c.remote, c.ts_ns, out);
                 }
                 ConnKind::Close => self.close(c.conn_id, c.ts_ns, out),
@@ -278,7 +334,7 @@ impl ConnTable {
                 break;
             };
             self.stats.evicted_for_memory += 1;
-            self.close(oldest, ts_ns, out);
+            self.give_up(oldest, ts_ns, out);
         }
     }
 
@@ -299,13 +355,14 @@ impl ConnTable {
             .collect();
         for id in idle {
             self.stats.expired += 1;
-            self.close(id, now_ns, out);
+            self.give_up(id, now_ns, out);
         }
     }
 
     /// The end of the event stream: flush every connection.
     pub fn finish(&mut self, ts_ns: u64, out: &mut Vec<ConnExchange>) {
         let mut ids: Vec<u64> = self.conns.keys().copied().collect();
+        self.stats.open_at_end += ids.len() as u64;
         ids.sort_unstable();
         for id in ids {
             self.close(id, ts_ns, out);
@@ -327,7 +384,19 @@ impl ConnTable {
         ts_ns: u64,
         out: &mut Vec<ConnExchange>,
     ) {
-        if !self.conns.contains_key(&conn_id) && self.conns.len() >= self.max_conns {
+        if self.conns.contains_key(&conn_id) {
+            return;
+        }
+        if let Some(key) = ends_key(local, remote) {
+            // The pair's older connection is over: its close event was lost (ring buffer
+            // full), and it would otherwise wait for the idle timeout. First, so that it, not
+            // a live connection, makes the room.
+            if let Some(&older) = self.by_ends.get(&key) {
+                self.stats.replaced += 1;
+                self.give_up(older, ts_ns, out);
+            }
+        }
+        if self.conns.len() >= self.max_conns {
             let oldest = self
                 .conns
                 .iter()
@@ -335,8 +404,11 @@ impl ConnTable {
                 .map(|(id, _)| *id);
             if let Some(oldest) = oldest {
                 self.stats.evicted += 1;
-                self.close(oldest, ts_ns, out);
+                self.give_up(oldest, ts_ns, out);
             }
+        }
+        if let Some(key) = ends_key(local, remote) {
+            self.by_ends.insert(key, conn_id);
         }
         self.conns.entry(conn_id).or_insert_with(|| Entry {
             decoder: ConnDecoder::new().noting_secrets(self.secrets.clone()),
@@ -352,10 +424,32 @@ impl ConnTable {
         });
     }
 
+    /// Close a connection whose close event did not come, and report it (see `report_gone`).
+    fn give_up(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<ConnExchange>) {
+        if let Some(e) = self.conns.get(&conn_id)
+            && self.report_gone
+        {
+            self.gone.push(Gone {
+                conn_id,
+                pid: e.pid,
+                local: e.local,
+                remote: e.remote,
+                last_ns: e.last_ns,
+            });
+        }
+        self.close(conn_id, ts_ns, out);
+    }
+
+    /// Flush a connection's decoder and forget it: the only way out of `conns`.
     fn close(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<ConnExchange>) {
         let Some(mut entry) = self.conns.remove(&conn_id) else {
             return;
         };
+        if let Some(key) = ends_key(entry.local, entry.remote)
+            && self.by_ends.get(&key) == Some(&conn_id)
+        {
+            self.by_ends.remove(&key);
+        }
         self.buffered -= entry.buffered;
         entry.decoder.close(ts_ns, &mut self.scratch);
         self.stats.decoders.add(&entry.decoder.stats());
@@ -409,206 +503,4 @@ fn admit_tls(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::AttachMode;
-    use crate::event::{Conn, Data, Direction};
-
-    fn data(conn_id: u64, direction: Direction, payload: &[u8], bytes: u64, ts: u64) -> Event {
-        Event::Data(Data {
-            direction,
-            pid: 1,
-            tid: 1,
-            comm: "c".into(),
-            fd: 3,
-            conn_id,
-            local: "127.0.0.1:1000".parse().unwrap(),
-            remote: "127.0.0.1:80".parse().unwrap(),
-            bytes,
-            seq: 0,
-            goid: None,
-            ts_enter_ns: ts,
-            ts_exit_ns: ts + 1,
-            payload: payload.to_vec(),
-            windows: Vec::new(),
-            tls: false,
-        })
-    }
-
-    fn close(conn_id: u64, ts: u64) -> Event {
-        Event::Conn(Conn {
-            kind: ConnKind::Close,
-            errno: None,
-            pid: 1,
-            tid: 1,
-            comm: "c".into(),
-            conn_id,
-            local: "127.0.0.1:1000".parse().unwrap(),
-            remote: "127.0.0.1:80".parse().unwrap(),
-            ts_ns: ts,
-            mode: AttachMode::Tracepoint,
-        })
-    }
-
-    #[test]
-    fn connections_are_decoded_apart_and_flushed_at_close() {
-        let mut table = ConnTable::default();
-        let mut out = Vec::new();
-        table.on_event(
-            &data(1, Direction::Egress, b"GET /one HTTP/1.1\r\n\r\n", 21, 10),
-            &mut out,
-        );
-        table.on_event(
-            &data(2, Direction::Egress, b"GET /two HTTP/1.1\r\n\r\n", 21, 11),
-            &mut out,
-        );
-        table.on_event(
-            &data(
-                2,
-                Direction::Ingress,
-                b"HTTP/1.1 204 No Content\r\n\r\n",
-                27,
-                12,
-            ),
-            &mut out,
-        );
-        table.on_event(&close(1, 20), &mut out);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].conn_id, 2);
-        assert_eq!(out[1].conn_id, 1);
-        assert!(out[1].exchange.flags.no_response);
-        assert_eq!(table.len(), 1);
-    }
-
-    #[test]
-    fn decoders_together_stay_within_the_memory_budget() {
-        let mut table = ConnTable::default().with_memory_budget(10_000);
-        let mut out = Vec::new();
-        // Incomplete heads are buffered: each connection holds a few KiB.
-        let head = [b"GET / HTTP/1.1\r\nX-Pad: ".as_slice(), &[b'p'; 3000]].concat();
-        for id in 0..10 {
-            table.on_event(
-                &data(id, Direction::Egress, &head, head.len() as u64, id * 10),
-                &mut out,
-            );
-            assert!(
-                table.buffered_bytes() <= 10_000,
-                "over budget: {}",
-                table.buffered_bytes()
-            );
-        }
-        assert!(table.stats.evicted_for_memory > 0);
-        assert!(table.len() < 10);
-    }
-
-    #[test]
-    fn what_the_decoders_dropped_is_summed_when_connections_close() {
-        let mut table = ConnTable::default();
-        let mut out = Vec::new();
-        table.on_event(
-            &data(1, Direction::Egress, b"GET /a HTTP/1.1\r\n\r\n", 19, 10),
-            &mut out,
-        );
-        // Not a response: the response direction loses sync.
-        table.on_event(
-            &data(
-                1,
-                Direction::Ingress,
-                b"\x00\x01 not http at all\r\n\r\n",
-                23,
-                11,
-            ),
-            &mut out,
-        );
-        assert_eq!(
-            table.stats.decoders,
-            DecoderStats::default(),
-            "counted at close"
-        );
-        table.on_event(&close(1, 20), &mut out);
-        assert_eq!(table.stats.decoders.http1.desyncs, 1);
-        assert_eq!(
-            table.stats.decoders.describe(),
-            vec!["http/1 lost sync 1".to_owned()]
-        );
-    }
-
-    #[test]
-    fn tls_records_are_not_decoded_and_the_plaintext_is() {
-        let mut table = ConnTable::default();
-        let mut out = Vec::new();
-        let tls = |mut e: Event| {
-            if let Event::Data(d) = &mut e {
-                d.tls = true;
-            }
-            e
-        };
-        // A ClientHello, then the library's plaintext, then an encrypted alert.
-        let hello = b"\x16\x03\x01\x00\x2a\x01\x00\x00\x26\x03\x03";
-        table.on_event(&data(1, Direction::Egress, hello, 47, 1), &mut out);
-        table.on_event(
-            &tls(data(
-                1,
-                Direction::Egress,
-                b"GET /a HTTP/1.1\r\n\r\n",
-                19,
-                2,
-            )),
-            &mut out,
-        );
-        table.on_event(
-            &data(1, Direction::Ingress, b"\x17\x03\x03\x00\x20", 37, 3),
-            &mut out,
-        );
-        table.on_event(
-            &tls(data(
-                1,
-                Direction::Ingress,
-                b"HTTP/1.1 200 OK\r\n\r\n",
-                19,
-                4,
-            )),
-            &mut out,
-        );
-        // An encrypted connection whose plaintext never comes.
-        table.on_event(&data(2, Direction::Egress, hello, 47, 5), &mut out);
-        table.on_event(&close(1, 10), &mut out);
-        table.on_event(&close(2, 11), &mut out);
-        assert_eq!(out.len(), 1, "{out:?}");
-        assert_eq!(out[0].conn_id, 1);
-        assert!(!out[0].exchange.flags.no_response);
-        assert_eq!(table.stats.unknown_protocol, 0);
-        assert_eq!(
-            (table.stats.tls_plaintext, table.stats.tls_encrypted),
-            (1, 1)
-        );
-    }
-
-    #[test]
-    fn the_table_is_bounded_and_idle_connections_expire() {
-        let mut table = ConnTable::new(2, 100);
-        let mut out = Vec::new();
-        for id in 0..5 {
-            table.on_event(
-                &data(
-                    id,
-                    Direction::Egress,
-                    b"GET / HTTP/1.1\r\n\r\n",
-                    18,
-                    id * 10,
-                ),
-                &mut out,
-            );
-        }
-        assert_eq!(table.len(), 2);
-        assert_eq!(table.stats.evicted, 3);
-        table.expire(1_000, &mut out);
-        assert!(table.is_empty());
-        assert_eq!(table.stats.expired, 2);
-        assert_eq!(
-            out.len(),
-            5,
-            "every request was flushed as an exchange without response"
-        );
-    }
-}
+mod tests;

@@ -16,7 +16,7 @@
 //! stream's handler goroutine serves its stream until it exits.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     net::SocketAddr,
 };
 
@@ -26,8 +26,12 @@ use crate::{
     source::{CallPhase, ConnKind, ConnRole, Data, Direction, Event, GoConnUse, HeadersSource},
 };
 
+#[path = "context_bounds.rs"]
+mod bounds;
 #[path = "context_bytes.rs"]
 mod bytes;
+use bounds::{Closed, MAX_CLIENT_CONNS, halve};
+pub use bounds::{ContextSizes, ContextStats};
 use bytes::{median_ts, push_run};
 
 /// An inbound request an outbound one was made for; resolved against server exchanges.
@@ -144,24 +148,25 @@ struct Serving {
     ts: u64,
 }
 
-/// Every process's execution contexts.
+/// Every process's execution contexts. Every table is bounded (see `bounds`).
 #[derive(Debug, Default)]
 pub struct Contexts {
     go: HashMap<u32, GoProcess>,
-    /// Connections this host accepted (server side), by connection id.
-    accepted: HashSet<u64>,
+    /// Connections this host accepted (server side), by connection id: when.
+    accepted: HashMap<u64, u64>,
     /// (pid, tid) → the request that thread is serving.
     threads: HashMap<(u32, u32), Serving>,
     /// Connections closed (when, pid, local, remote): their end and client uses are forgotten
     /// after the grace period, not at once (the close itself may complete the connection's last
     /// exchange).
-    closed: VecDeque<(u64, u32, SocketAddr, SocketAddr)>,
+    closed: VecDeque<Closed>,
     /// Processes that exited (when, pid): their Go state is dropped after the grace period.
     exited: VecDeque<(u64, u32)>,
     /// Connection ends (local, remote) this agent has seen events of, with the last one's time:
     /// a server span waits for its client only when the client's end is here (a peer the
     /// filters leave out, or an untraced one, never completes its side).
     ends: HashMap<(SocketAddr, SocketAddr), u64>,
+    pub stats: ContextStats,
 }
 
 impl Contexts {
@@ -169,21 +174,27 @@ impl Contexts {
     pub fn on_event(&mut self, event: &Event) {
         match event {
             Event::Conn(c) => {
-                self.ends.insert((c.local, c.remote), c.ts_ns);
+                self.touch_end(c.local, c.remote, c.ts_ns);
                 match c.kind {
                     ConnKind::Accept => {
-                        self.accepted.insert(c.conn_id);
+                        self.insert_accepted(c.conn_id, c.ts_ns);
+                        // Time passes for the closed ends even when no close comes (lost).
+                        self.forget_closed(c.ts_ns);
                     }
                     ConnKind::Close => {
                         self.accepted.remove(&c.conn_id);
-                        self.forget_closed(c.ts_ns);
-                        self.closed.push_back((c.ts_ns, c.pid, c.local, c.remote));
+                        self.push_closed(Closed {
+                            at: c.ts_ns,
+                            pid: c.pid,
+                            local: c.local,
+                            remote: c.remote,
+                        });
                     }
-                    ConnKind::Connect => {}
+                    ConnKind::Connect => self.forget_closed(c.ts_ns),
                 }
             }
             Event::Data(d) => {
-                self.ends.insert((d.local, d.remote), d.ts_exit_ns);
+                self.touch_end(d.local, d.remote, d.ts_exit_ns);
                 self.on_data(d);
             }
             _ => self.on_go_event(event),
@@ -194,7 +205,7 @@ impl Contexts {
     /// on that connection; a Go goroutine that reads an HTTP/1 request likewise (see
     /// [`GoProcess::on_server_bytes`]).
     fn on_data(&mut self, d: &Data) {
-        if !self.accepted.contains(&d.conn_id) {
+        if !self.accepted.contains_key(&d.conn_id) {
             return;
         }
         if let Some(goid) = d.goid {
@@ -207,6 +218,9 @@ impl Contexts {
                 let serving = self.threads.get(&key);
                 // A new request: the first read after the last answer.
                 if serving.is_none_or(|s| s.conn_id != d.conn_id) {
+                    if serving.is_none() {
+                        self.bound_threads();
+                    }
                     self.threads.insert(
                         key,
                         Serving {
@@ -360,32 +374,6 @@ impl Contexts {
         self.ends.contains_key(&(local, remote))
     }
 
-    /// Drop the ends and client uses of connections closed more than the grace period ago
-    /// (unless the address pair was used again since), so the tables do not grow with every
-    /// connection.
-    fn forget_closed(&mut self, now: u64) {
-        while let Some(&(ts, pid, local, remote)) = self.closed.front() {
-            if now.saturating_sub(ts) < GRACE_NS {
-                break;
-            }
-            self.closed.pop_front();
-            if self
-                .ends
-                .get(&(local, remote))
-                .is_some_and(|last| *last <= ts)
-            {
-                self.ends.remove(&(local, remote));
-            }
-            if let Some(p) = self.go.get_mut(&pid)
-                && p.client_uses
-                    .get(&(local, remote))
-                    .is_some_and(|uses| uses.back().is_none_or(|(last, _)| *last <= ts))
-            {
-                p.client_uses.remove(&(local, remote));
-            }
-        }
-    }
-
     fn on_conn_use(&mut self, u: &GoConnUse) {
         let Some((local, remote)) = u.conn.endpoints else {
             return;
@@ -417,6 +405,13 @@ impl Contexts {
                 );
             }
             ConnRole::Client => {
+                if p.client_uses.len() >= MAX_CLIENT_CONNS
+                    && !p.client_uses.contains_key(&(local, remote))
+                {
+                    self.stats.over_cap += halve(&mut p.client_uses, |uses| {
+                        uses.back().map_or(0, |(ts, _)| *ts)
+                    });
+                }
                 let uses = p.client_uses.entry((local, remote)).or_default();
                 uses.push_back((u.ts_ns, u.goid));
                 while uses

@@ -25,6 +25,7 @@ pub mod failed;
 mod failed_tests;
 mod idhash;
 mod peers;
+mod tables;
 #[cfg(test)]
 mod tests;
 
@@ -33,13 +34,14 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
+pub use self::tables::Tables;
 use self::{
     context::{Contexts, Lookup, ServerRef},
     failed::{Caller, Failed, Failures},
     idhash::{IdMap, IdSet},
 };
 use crate::{
-    conn::ConnExchange,
+    conn::{ConnExchange, Gone},
     protocol::Exchange,
     source::{Direction, Event},
     span::{IdGenerator, ParentLink, Payload, Span, SpanId, SpanKind, TraceId, TraceParent},
@@ -207,6 +209,24 @@ impl Correlator {
         self.failures.on_event(event);
         // A thread's serving state is transient: a failed connect's parent is looked up now.
         self.take_failed();
+    }
+
+    /// A connection the connection table gave up on without its close event (a lost close):
+    /// its contexts and ends are forgotten as if it had closed when last seen.
+    pub fn on_conn_gone(&mut self, gone: &Gone) {
+        self.contexts.on_conn_gone(gone);
+        self.peers.on_gone((gone.local, gone.remote), gone.last_ns);
+    }
+
+    /// How much the per-connection tables hold now, and what their bounds did.
+    #[must_use]
+    pub fn tables(&self) -> Tables {
+        Tables {
+            contexts: self.contexts.sizes(),
+            peer_ends: self.peers.len(),
+            waiting: self.pending.len() + self.failed_pending.len(),
+            stats: self.contexts.stats,
+        }
     }
 
     /// A Go program the uprobes attached to (its failed connects belong to its calls).

@@ -118,6 +118,19 @@ impl Peers {
         (other != end && consistent).then_some(other)
     }
 
+    /// A connection end whose close event was lost, last seen at `last_ns` (the connection
+    /// table gave up on it): forgotten after the grace period, like a closed one.
+    pub fn on_gone(&mut self, end: End, last_ns: u64) {
+        self.forget_closed(last_ns);
+        self.closed.push_back((last_ns, end));
+    }
+
+    /// Ends tracked now.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.first.len()
+    }
+
     fn forget_closed(&mut self, now: u64) {
         while let Some(&(ts, end)) = self.closed.front() {
             if now.saturating_sub(ts) < GRACE_NS {
