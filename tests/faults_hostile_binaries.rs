@@ -314,11 +314,14 @@ fn check_control(run: &Run, sent: &[(String, &str, &str, u16)]) -> Vec<String> {
     wrong
 }
 
-/// The agent's stderr lines that name `file` (its report lines about that binary).
+/// The agent's report lines about the binary `file`: what it attached, or why it skipped it.
+/// (A later line saying an idle server's serving probes came off, after the quiet period, is
+/// not a report of the binary.)
 fn lines_naming<'a>(stderr: &'a str, file: &str) -> Vec<&'a str> {
     stderr
         .lines()
         .filter(|l| l.contains(&format!("/{file}")))
+        .filter(|l| l.contains("): attached ") || l.contains("): skipped"))
         .collect()
 }
 

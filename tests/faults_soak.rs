@@ -139,14 +139,20 @@ struct Served {
 }
 
 enum Load {
-    /// GETs from a thread of this process; the counts are shared with it.
+    /// GETs from a thread of this process for the whole soak; the counts are shared with it.
     Http {
         stop: Arc<AtomicBool>,
         answered: Arc<AtomicU64>,
         thread: JoinHandle<Vec<String>>,
     },
-    /// grpc-echo's load client, which checks every reply and prints its counts at the end.
-    Grpc(Child),
+    /// grpc-echo's load client, one per agent run (it checks every reply and prints its counts
+    /// when its time is up, so each run's client ends just after that run's agent stopped).
+    Grpc {
+        binary: PathBuf,
+        client: Option<Child>,
+        answered: u64,
+        wrong: Vec<String>,
+    },
 }
 
 /// GETs of `/hello?name=<n>` on a kept-alive connection until stopped, each answer checked;
@@ -181,7 +187,7 @@ fn http_load(addr: &str, stop: &AtomicBool, answered: &AtomicU64) -> Vec<String>
     wrong
 }
 
-fn serve(build: &Build, binary: &Path, seconds: u64) -> Served {
+fn serve(build: &Build, binary: &Path) -> Served {
     let name = build.name();
     match build.kind {
         Kind::Http => {
@@ -205,35 +211,67 @@ fn serve(build: &Build, binary: &Path, seconds: u64) -> Served {
                 },
             }
         }
-        Kind::Grpc => {
-            let server = Listening::start(Command::new(binary).arg("server"));
-            let client = Command::new(binary)
-                .args(["load", "--target", &server.addr, "--concurrency", "4"])
-                .arg(format!("--duration={seconds}s"))
-                .arg(format!("--rate={GRPC_RATE}"))
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("grpc-echo load starts");
-            Served {
-                name,
-                server,
-                load: Load::Grpc(client),
-            }
-        }
+        Kind::Grpc => Served {
+            name,
+            server: Listening::start(Command::new(binary).arg("server")),
+            load: Load::Grpc {
+                binary: binary.to_owned(),
+                client: None,
+                answered: 0,
+                wrong: Vec::new(),
+            },
+        },
     }
 }
 
 impl Served {
+    /// Before an agent run: a gRPC server gets its load client for `seconds`.
+    fn start_run(&mut self, seconds: u64) {
+        if let Load::Grpc { binary, client, .. } = &mut self.load {
+            *client = Some(
+                Command::new(&*binary)
+                    .args(["load", "--target", &self.server.addr, "--concurrency", "4"])
+                    .arg(format!("--duration={seconds}s"))
+                    .arg(format!("--rate={GRPC_RATE}"))
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("grpc-echo load starts"),
+            );
+        }
+    }
+
+    /// The processes the agent is to trace: the server, and its load client if it has one.
     fn pids(&self) -> Vec<u32> {
         let mut pids = vec![self.server.pid()];
-        if let Load::Grpc(client) = &self.load {
+        if let Load::Grpc {
+            client: Some(client),
+            ..
+        } = &self.load
+        {
             pids.push(client.id());
         }
         pids
     }
 
-    /// Stop the load; (requests answered correctly, what went wrong).
+    /// After an agent run: wait for the run's gRPC load client and add up its counts.
+    fn end_run(&mut self) {
+        if let Load::Grpc {
+            client,
+            answered,
+            wrong,
+            ..
+        } = &mut self.load
+            && let Some(child) = client.take()
+        {
+            let (ok, bad) = grpc_counts(child);
+            *answered += ok;
+            wrong.extend(bad);
+        }
+    }
+
+    /// Stop the load; (name, requests answered correctly, what went wrong).
     fn finish(mut self) -> (String, u64, Vec<String>) {
+        self.end_run();
         let (answered, mut wrong) = match self.load {
             Load::Http {
                 stop,
@@ -244,7 +282,9 @@ impl Served {
                 let wrong = thread.join().unwrap();
                 (answered.load(Ordering::Relaxed), wrong)
             }
-            Load::Grpc(client) => grpc_counts(client),
+            Load::Grpc {
+                answered, wrong, ..
+            } => (answered, wrong),
         };
         if !self.server.alive() {
             let status = self.server.child.wait().unwrap();
@@ -273,6 +313,14 @@ fn grpc_counts(client: Child) -> (u64, Vec<String>) {
         wrong.push(format!("{errors} failed or wrong calls ({})", out.status));
     }
     (requests - errors, wrong)
+}
+
+/// Spans in an `--exporter file` output, counted without parsing it (a run's file holds
+/// hundreds of megabytes at full size).
+fn count_spans(output: &Path) -> usize {
+    let text = std::fs::read(output).unwrap_or_default();
+    let key = b"\"spanId\"";
+    text.windows(key.len()).filter(|w| w == key).count()
 }
 
 /// One agent run: start, let it trace for `up`, then SIGTERM (clean: its spans are counted)
@@ -307,7 +355,7 @@ fn agent_run(
     }
     let stopped = agent.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    (rss, support::file_spans(output).len(), ready)
+    (rss, count_spans(output), ready)
 }
 
 #[test]
@@ -326,17 +374,10 @@ fn faults_soak_traced_go_programs_answer_right_while_the_agent_comes_and_goes() 
         }
     }
     let before = KernelObjects::now();
-    // The gRPC load clients run for the whole soak (and a little more) at their own pace.
-    let seconds = runs * (up + 2) + 10;
-    let served: Vec<Served> = builds
+    let mut served: Vec<Served> = builds
         .iter()
         .zip(&binaries)
-        .map(|(b, binary)| serve(b, binary, seconds))
-        .collect();
-    let pids: Vec<String> = served
-        .iter()
-        .flat_map(Served::pids)
-        .map(|p| p.to_string())
+        .map(|(b, binary)| serve(b, binary))
         .collect();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("soak");
     std::fs::create_dir_all(&dir).unwrap();
@@ -346,7 +387,19 @@ fn faults_soak_traced_go_programs_answer_right_while_the_agent_comes_and_goes() 
         let output = dir.join(format!("run-{run}.jsonl"));
         let _ = std::fs::remove_file(&output);
         let kill = run % 2 == 1;
+        // Each run's gRPC clients outlast its agent by a little: it stops under their load.
+        for s in &mut served {
+            s.start_run(up + 2);
+        }
+        let pids: Vec<String> = served
+            .iter()
+            .flat_map(Served::pids)
+            .map(|p| p.to_string())
+            .collect();
         let (rss, spans, ready) = agent_run(&pids, &output, Duration::from_secs(up), kill);
+        for s in &mut served {
+            s.end_run();
+        }
         ready_ms.push(ready.as_millis());
         if let Some(kib) = rss {
             figures.agent_peak_rss_kib = Some(figures.agent_peak_rss_kib.unwrap_or(0).max(kib));

@@ -3,6 +3,7 @@
 //! wait until it reports ready, stop it with SIGTERM, and collect what it printed.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod churn;
 pub mod faults;
 pub mod go_builds;
 pub mod hostile;
