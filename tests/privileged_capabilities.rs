@@ -33,7 +33,12 @@ struct Scratch {
 
 impl Scratch {
     fn new() -> Self {
-        let root = std::env::temp_dir().join(format!("wirespan-caps-{}", std::process::id()));
+        // The tests of this file run at once: one directory each.
+        let root = std::env::temp_dir().join(format!(
+            "wirespan-caps-{}-{}",
+            std::process::id(),
+            support::gettid()
+        ));
         let _ = std::fs::remove_dir_all(&root);
         let out = root.join("out");
         let private = root.join("private");
