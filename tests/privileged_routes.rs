@@ -2,7 +2,8 @@
 //! routes they registered (`ServeMux` patterns, gin full paths), read from their memory with no
 //! probe per request, on Go 1.22, 1.24 and the newest, stripped or not; a program with no
 //! routes to read (Python's `http.server`) gets heuristic routes, and configured templates win
-//! over the heuristic. No span name carries an id. Needs root (or CAP_BPF + CAP_PERFMON).
+//! over the heuristic. No span name carries an id. Needs root (or the capabilities
+//! `load::privilege` names).
 
 mod support;
 

@@ -43,7 +43,8 @@ use wirespan::{
 /// eBPF tracing agent: watches TCP connections and socket syscalls (and, as it grows, Go's
 /// net/http and grpc-go) and turns them into OpenTelemetry traces, with no code change.
 ///
-/// Needs Linux >= 5.8 with BTF, and root or CAP_BPF + CAP_PERFMON (not for --replay).
+/// Needs Linux >= 5.8 with BTF, and root or CAP_SYS_ADMIN + CAP_SYS_PTRACE +
+/// CAP_DAC_READ_SEARCH (not for --replay).
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {

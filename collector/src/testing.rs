@@ -14,7 +14,8 @@ pub fn cannot_run(reason: &str) {
     eprintln!("SKIPPED (not in CI): {reason}");
 }
 
-/// Whether this process may load BPF programs (root, or CAP_BPF with CAP_PERFMON).
+/// Whether this process may run the agent live: root, or every capability `load::privilege`
+/// names.
 #[must_use]
 pub fn privileged() -> bool {
     crate::load::privilege::missing_capabilities().is_ok_and(|missing| missing.is_empty())

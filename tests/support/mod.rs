@@ -31,7 +31,9 @@ pub fn require_privileges() -> bool {
     if privileged() {
         return true;
     }
-    cannot_run("needs root or CAP_BPF + CAP_PERFMON to load probes");
+    cannot_run(
+        "needs root, or CAP_SYS_ADMIN + CAP_SYS_PTRACE + CAP_DAC_READ_SEARCH, to load probes",
+    );
     false
 }
 
@@ -71,10 +73,16 @@ impl Agent {
 
     /// Start the agent; what it printed if it exited (or hung for 60 s) before it was ready.
     pub fn try_start(args: &[&str], stdout: Stdio, env: &[(&str, &str)]) -> Result<Self, String> {
-        let mut child = Command::new(AGENT)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(stdout)
+        let mut command = Command::new(AGENT);
+        command.args(args).envs(env.iter().copied()).stdout(stdout);
+        Self::try_start_command(command)
+    }
+
+    /// Start the agent through `command` (its program and arguments set; e.g. `setpriv` with
+    /// the agent after it), capturing its standard error; what it printed if it exited (or hung
+    /// for 60 s) before it was ready.
+    pub fn try_start_command(mut command: Command) -> Result<Self, String> {
+        let mut child = command
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the wirespan binary");

@@ -255,7 +255,9 @@ fn start_agent(
     let mut cmd = if setup::is_root() {
         Command::new(agent)
     } else {
-        eprintln!("xtask: the agent needs root (or CAP_BPF + CAP_PERFMON); running it with sudo");
+        eprintln!(
+            "xtask: the agent needs root (or the capabilities in the README's Security section); running it with sudo"
+        );
         let mut sudo = Command::new("sudo");
         sudo.arg(agent);
         sudo

@@ -274,7 +274,9 @@ fn run_agent(args: &[String]) -> anyhow::Result<()> {
     let mut cmd = if is_root {
         Command::new(&agent)
     } else {
-        eprintln!("xtask: the agent needs root (or CAP_BPF + CAP_PERFMON); running it with sudo");
+        eprintln!(
+            "xtask: the agent needs root (or the capabilities in the README's Security section); running it with sudo"
+        );
         let mut sudo = Command::new("sudo");
         sudo.arg(&agent);
         sudo
