@@ -380,7 +380,7 @@ fn faults_hostile_binaries_are_skipped_in_one_line_and_the_agent_stays_healthy()
     figures.agent_rss(agent_pid);
     let rss_after = support::faults::rss_kib(agent_pid);
     let stopped = agent.stop();
-    let left = KernelObjects::left_since(&kernel_before);
+    let left = KernelObjects::left_after(&kernel_before, Duration::from_secs(20));
     let run = Run::read(&output);
     let outcome = Outcome {
         early,

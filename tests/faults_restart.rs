@@ -388,18 +388,6 @@ impl SignalWas for std::process::ExitStatus {
     }
 }
 
-/// What the kernel still holds of the agents, waited for up to `KERNEL_WAIT`.
-fn kernel_left(before: &KernelObjects) -> Vec<String> {
-    let deadline = Instant::now() + KERNEL_WAIT;
-    loop {
-        let left = KernelObjects::left_since(before);
-        if left.is_empty() || Instant::now() > deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn faults_restart_killed_and_restarted_agents_go_unnoticed_and_trace_open_connections() {
     if !require_privileges() {
@@ -440,7 +428,7 @@ fn faults_restart_killed_and_restarted_agents_go_unnoticed_and_trace_open_connec
         // A moment with no agent at all, the load going on.
         std::thread::sleep(Duration::from_millis(500));
     }
-    let left = kernel_left(&before);
+    let left = KernelObjects::left_after(&before, KERNEL_WAIT);
     // The load outlived every agent: it is stopped last.
     std::thread::sleep(Duration::from_secs(1));
     let (requests, load_failures) = load.finish();

@@ -410,9 +410,8 @@ fn faults_soak_traced_go_programs_answer_right_while_the_agent_comes_and_goes() 
         std::thread::sleep(down);
     }
     let soak_seconds = started.elapsed().as_secs();
-    // A SIGKILLed agent's probes go with its file descriptors, when it is reaped.
-    std::thread::sleep(Duration::from_secs(1));
-    let left = KernelObjects::left_since(&before);
+    // A SIGKILLed agent's probes go with its file descriptors, once the kernel has freed them.
+    let left = KernelObjects::left_after(&before, Duration::from_secs(20));
     let mut total = 0;
     let mut all_wrong = Vec::new();
     for s in served {

@@ -65,6 +65,20 @@ impl KernelObjects {
         }
     }
 
+    /// What is left since `before`, waiting up to `wait` for it to go: the kernel frees an
+    /// exited agent's programs after it has closed their uprobe links, one RCU grace period
+    /// each, so they may outlive the process by seconds.
+    pub fn left_after(before: &Self, wait: std::time::Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = Self::left_since(before);
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+
     /// What is here now and was not in `before`, described; empty when nothing was left.
     pub fn left_since(before: &Self) -> Vec<String> {
         let now = Self::now();
