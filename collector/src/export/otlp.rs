@@ -5,8 +5,7 @@
 //! dropped (export failed) = spans made. Closing drains the queue within `retry::CLOSE_GRACE`.
 //!
 //! Configuration follows the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `_PROTOCOL`,
-//! `_HEADERS`, `_TIMEOUT`, `_INSECURE` and their `_TRACES_` forms, which opentelemetry-otlp
-//! reads itself; `_CERTIFICATE`, `_CLIENT_CERTIFICATE` and `_CLIENT_KEY`, which `tls` reads);
+//! `_HEADERS`, `_TIMEOUT` and their `_TRACES_` forms, which opentelemetry-otlp reads itself);
 //! the matching flags override them.
 
 use std::{
@@ -25,10 +24,8 @@ use opentelemetry_sdk::trace::SpanExporter as _;
 
 use super::{
     SpanSink,
-    http_client::{self, Cause, ExplainingClient},
     retry::{Closing, Retrier},
     spandata,
-    tls::{Signal, TlsError, TlsFlags, TlsSetup},
 };
 use crate::clock::WallClock;
 use crate::span::{AttributeOptions, Span, processes::Resources, resource::Resource};
@@ -75,8 +72,6 @@ pub enum ExportError {
     Header(String),
     #[error("cannot set up the OTLP exporter: {0}")]
     Build(String),
-    #[error("cannot set up TLS for the OTLP exporter: {0}")]
-    Tls(#[from] TlsError),
     #[error("cannot start the export thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -90,8 +85,6 @@ pub struct OtlpConfig {
     pub endpoint: Option<String>,
     pub headers: Vec<(String, String)>,
     pub timeout: Option<Duration>,
-    /// CA, client certificate and key files for `https://` endpoints.
-    pub tls: TlsFlags,
     pub queue: usize,
     /// How long a failing batch is retried (see `retry`).
     pub retry_max: Duration,
@@ -281,39 +274,20 @@ impl SpanSink for OtlpSink {
     }
 }
 
-/// The exporter, and where the HTTP client leaves the causes the exporter hides.
-fn build(config: &OtlpConfig) -> Result<(opentelemetry_otlp::SpanExporter, Cause), ExportError> {
+fn build(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
-    let (built, cause) = match config.protocol {
-        Protocol::Grpc => (
-            configure_grpc(builder.with_tonic(), config, Signal::Traces)?.build(),
-            Cause::default(),
-        ),
-        Protocol::HttpProtobuf => {
-            let (b, cause) = configure_http(builder.with_http(), config, Signal::Traces)?;
-            (b.build(), cause)
-        }
+    let built = match config.protocol {
+        Protocol::Grpc => configure_grpc(builder.with_tonic(), config)?.build(),
+        Protocol::HttpProtobuf => configure_http(builder.with_http(), config, "traces").build(),
     };
-    Ok((built.map_err(|e| ExportError::Build(e.to_string()))?, cause))
+    built.map_err(|e| ExportError::Build(e.to_string()))
 }
 
 /// The flags on a gRPC exporter builder (spans or metrics).
-pub(super) fn configure_grpc<B>(
-    mut b: B,
-    config: &OtlpConfig,
-    signal: Signal,
-) -> Result<B, ExportError>
+pub(super) fn configure_grpc<B>(mut b: B, config: &OtlpConfig) -> Result<B, ExportError>
 where
     B: WithExportConfig + WithTonicConfig,
 {
-    if let Some(tls) = TlsSetup::resolve(
-        &config.tls,
-        signal,
-        Protocol::Grpc,
-        config.endpoint.as_deref(),
-    )? {
-        b = b.with_tls_config(tls.tonic());
-    }
     if let Some(endpoint) = &config.endpoint {
         b = b.with_endpoint(endpoint.clone());
     }
@@ -325,10 +299,7 @@ where
         for (k, v) in &config.headers {
             let key = tonic::metadata::MetadataKey::from_bytes(k.to_lowercase().as_bytes())
                 .map_err(|_| ExportError::Header(k.clone()))?;
-            // Decoded as the HTTP exporter and both exporters' variables decode them.
-            let value = percent_decoded(v)
-                .parse()
-                .map_err(|_| ExportError::Header(v.clone()))?;
+            let value = v.parse().map_err(|_| ExportError::Header(v.clone()))?;
             map.insert(key, value);
         }
         b = b.with_metadata(map);
@@ -336,36 +307,15 @@ where
     Ok(b)
 }
 
-/// The flags on an HTTP/protobuf exporter builder; `signal` names the path a base endpoint
-/// gets (`/v1/traces`, `/v1/metrics`) and the variables that apply. The client is ours (TLS
-/// files, the causes of failures; see `http_client`).
-pub(super) fn configure_http<B>(
-    b: B,
-    config: &OtlpConfig,
-    signal: Signal,
-) -> Result<(B, Cause), ExportError>
+/// The flags on an HTTP/protobuf exporter builder; `signal` (`traces`, `metrics`) names the
+/// path a base endpoint gets.
+pub(super) fn configure_http<B>(b: B, config: &OtlpConfig, signal: &str) -> B
 where
     B: WithExportConfig + WithHttpConfig,
 {
-    let (path, timeout_var) = match signal {
-        Signal::Traces => ("traces", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
-        Signal::Metrics => ("metrics", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"),
-    };
-    let tls = TlsSetup::resolve(
-        &config.tls,
-        signal,
-        Protocol::HttpProtobuf,
-        config.endpoint.as_deref(),
-    )?;
-    let (client, cause) = ExplainingClient::new(
-        http_client::timeout(config.timeout, timeout_var),
-        tls.as_ref(),
-    )?;
-    let mut b = b
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_http_client(client);
+    let mut b = b.with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
     if let Some(endpoint) = &config.endpoint {
-        b = b.with_endpoint(http_signal_url(endpoint, path));
+        b = b.with_endpoint(http_signal_url(endpoint, signal));
     }
     if let Some(timeout) = config.timeout {
         b = b.with_timeout(timeout);
@@ -373,32 +323,7 @@ where
     if !config.headers.is_empty() {
         b = b.with_headers(config.headers.iter().cloned().collect::<HashMap<_, _>>());
     }
-    Ok((b, cause))
-}
-
-/// `%XX` escapes decoded (`Basic%20dXNlcg==` → `Basic dXNlcg==`), as the specification has
-/// header values in `OTEL_EXPORTER_OTLP_HEADERS`; a broken escape stays as written.
-fn percent_decoded(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| value.to_owned())
+    b
 }
 
 /// A base endpoint gets the signal's path (`/v1/traces`), as `OTEL_EXPORTER_OTLP_ENDPOINT` does.
@@ -444,8 +369,8 @@ fn export_thread(
         }
     };
     // Built inside the runtime: tonic's channel wants one.
-    let (mut exporter, cause) = match runtime.block_on(async { build(config) }) {
-        Ok(built) => built,
+    let mut exporter = match runtime.block_on(async { build(config) }) {
+        Ok(exporter) => exporter,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
@@ -479,10 +404,7 @@ fn export_thread(
                     counts.dropped_failed.fetch_add(n, Ordering::Relaxed);
                     continue;
                 }
-                let outcome = runtime.block_on(retrier.run(|| {
-                    let export = exporter.export(data());
-                    async { export.await.map_err(|e| cause.explain(&e.to_string())) }
-                }));
+                let outcome = runtime.block_on(retrier.run(|| exporter.export(data())));
                 match outcome {
                     Ok(()) => {
                         counts.exported.fetch_add(n, Ordering::Relaxed);
@@ -552,9 +474,6 @@ mod tests {
             ]
         );
         assert!(parse_headers("novalue").is_err());
-        assert_eq!(percent_decoded("Basic%20dXNlcg=="), "Basic dXNlcg==");
-        assert_eq!(percent_decoded("100%"), "100%");
-        assert_eq!(percent_decoded("%zz%41"), "%zzA");
         assert_eq!(Protocol::parse("grpc").unwrap(), Protocol::Grpc);
         assert!(Protocol::parse("http/json").is_err());
         assert_eq!(
