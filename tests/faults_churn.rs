@@ -35,10 +35,11 @@ use std::{
 use support::{
     Listening,
     churn::{
-        Churn, RssSampler, SOURCES, Scale, agent_maps, churn, keep_alive_get, map_entries,
-        open_idle, peak, raise_nofile,
+        Churn, RssSampler, SOURCES, Scale, agent_maps, churn, map_entries, open_idle, peak,
+        raise_nofile,
     },
     faults::{Figures, pick},
+    keep_alive::keep_alive_get,
     require_privileges,
     span_run::{agent_to_file, attr},
 };
@@ -188,6 +189,7 @@ fn faults_churn_many_short_connections_and_idle_keep_alives_keep_the_agent_bound
         if let Err(e) = keep_alive_get(
             stream,
             &format!("/items/again{j}"),
+            None,
             &format!("item again{j}\n"),
         ) {
             again_failures.push(e);

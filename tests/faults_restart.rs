@@ -17,7 +17,6 @@
 mod support;
 
 use std::{
-    io::{Read as _, Write as _},
     net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
@@ -32,7 +31,9 @@ use serde_json::Value;
 use support::{
     Agent, HttpServer, Listening,
     faults::{Figures, KernelObjects, pick},
-    http_get, require_privileges,
+    http_get,
+    keep_alive::keep_alive_get,
+    require_privileges,
     span_run::{agent_to_file, attr},
 };
 use wirespan::testing::cannot_run;
@@ -47,48 +48,6 @@ const SPANS_WAIT: Duration = Duration::from_secs(20);
 /// grace period.
 const KERNEL_WAIT: Duration = Duration::from_secs(15);
 const PYTHON_BODY: &str = "hello restart\n";
-
-/// One GET with `traceparent` (when given) on a keep-alive connection that stays open;
-/// checks the status and body.
-fn keep_alive_get(
-    stream: &mut TcpStream,
-    path: &str,
-    traceparent: Option<&str>,
-    body: &str,
-) -> Result<(), String> {
-    let header = traceparent.map_or_else(String::new, |t| format!("traceparent: {t}\r\n"));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: wirespan\r\n{header}\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("{path}: {e}"))?;
-    let mut response = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&response);
-        if let Some((head, got)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>())
-                })
-                .and_then(Result::ok);
-            if length.is_some_and(|n| got.len() >= n) {
-                return if head.starts_with("HTTP/1.") && head.contains(" 200 ") && got == body {
-                    Ok(())
-                } else {
-                    Err(format!("{path}: wrong answer {text:?}"))
-                };
-            }
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return Err(format!("{path}: closed by the server after {text:?}")),
-            Ok(n) => response.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("{path}: {e}")),
-        }
-    }
-}
 
 fn connect(addr: &str) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();

@@ -2,6 +2,7 @@
 //! over loopback source addresses, the agent's RSS sampled over time, and the entries of the
 //! agent's per-connection kernel maps counted with `bpftool`.
 
+use super::keep_alive::keep_alive_get;
 use std::{
     collections::BTreeMap,
     io::{Read as _, Write as _},
@@ -126,41 +127,6 @@ pub fn short_exchange(server: SocketAddrV4, i: usize) -> Result<(), String> {
     }
 }
 
-/// One GET on a keep-alive connection (which stays open), checking the body.
-pub fn keep_alive_get(stream: &mut TcpStream, path: &str, body: &str) -> Result<(), String> {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: wirespan\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("{path}: {e}"))?;
-    let mut response = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&response);
-        if let Some((head, got)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>())
-                })
-                .and_then(Result::ok);
-            if length.is_some_and(|n| got.len() >= n) {
-                return if head.starts_with("HTTP/1.1 200 ") && got == body {
-                    Ok(())
-                } else {
-                    Err(format!("{path}: wrong answer {text:?}"))
-                };
-            }
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return Err(format!("{path}: closed by the server after {text:?}")),
-            Ok(n) => response.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("{path}: {e}")),
-        }
-    }
-}
-
 /// Open `n` keep-alive connections, each with one request answered, spread over 4 threads.
 pub fn open_idle(server: SocketAddrV4, n: usize) -> (Vec<TcpStream>, Vec<String>) {
     let threads: Vec<_> = (0..4)
@@ -176,6 +142,7 @@ pub fn open_idle(server: SocketAddrV4, n: usize) -> (Vec<TcpStream>, Vec<String>
                             keep_alive_get(
                                 &mut s,
                                 &format!("/items/idle{j}"),
+                                None,
                                 &format!("item idle{j}\n"),
                             )
                             .map(|()| s)

@@ -58,3 +58,45 @@ impl KeepAlive {
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 }
+
+/// One GET with `traceparent` (when given) on a keep-alive connection that stays open;
+/// checks the status and body.
+pub fn keep_alive_get(
+    stream: &mut TcpStream,
+    path: &str,
+    traceparent: Option<&str>,
+    body: &str,
+) -> Result<(), String> {
+    let header = traceparent.map_or_else(String::new, |t| format!("traceparent: {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: wirespan\r\n{header}\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("{path}: {e}"))?;
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&response);
+        if let Some((head, got)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
+                .and_then(Result::ok);
+            if length.is_some_and(|n| got.len() >= n) {
+                return if head.starts_with("HTTP/1.1 200 ") && got == body {
+                    Ok(())
+                } else {
+                    Err(format!("{path}: wrong answer {text:?}"))
+                };
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(format!("{path}: closed by the server after {text:?}")),
+            Ok(n) => response.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("{path}: {e}")),
+        }
+    }
+}
