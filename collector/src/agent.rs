@@ -19,6 +19,7 @@ use crate::{
     source::{
         ConnRole, Event, decode,
         decode::blank_data_record,
+        grpc::{mask_header_fields, mask_header_record},
         recording::{RecordingError, RecordingReader, RecordingWriter},
         ringbuf::{ReaderStats, RingBufSource},
     },
@@ -231,6 +232,9 @@ struct Pipeline<'a> {
     events_table: ConnTable,
     /// A raw record with its TLS content blanked, for the recorder.
     blanked: Vec<u8>,
+    /// The credential headers masked in Go header events when anything shows or keeps them
+    /// raw (see `blanking`).
+    header_secrets: Option<Arc<SecretNames>>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -251,6 +255,7 @@ impl<'a> Pipeline<'a> {
             route_wanted: Vec::new(),
             events_table: ConnTable::default(),
             blanked: Vec::new(),
+            header_secrets: None,
         };
         // The correlator forgets connections the table gives up on without a close event.
         if let Output::Spans { table, .. } = &mut pipeline.output {
@@ -267,6 +272,7 @@ impl<'a> Pipeline<'a> {
     fn blanking(&mut self, keep_tls_bodies: bool, secrets: Option<Arc<SecretNames>>) {
         let shows_raw = self.recorder.is_some() || matches!(self.output, Output::Events(_));
         let secrets = secrets.filter(|_| shows_raw);
+        self.header_secrets.clone_from(&secrets);
         self.events_table.keep_tls_content(keep_tls_bodies);
         self.events_table.note_secrets(secrets.clone());
         if let Output::Exchanges { table, .. } | Output::Spans { table, .. } = &mut self.output {
@@ -343,8 +349,19 @@ impl<'a> Pipeline<'a> {
             None => &[],
         };
         lap(Stage::Conn);
+        let header_secrets = match &mut event {
+            Event::GoHeaders(headers) => self.header_secrets.as_deref().inspect(|names| {
+                mask_header_fields(headers, names);
+            }),
+            _ => None,
+        };
         if let Some(recorder) = self.recorder.as_mut() {
-            let raw = if content.is_empty() {
+            let raw = if let Some(names) = header_secrets {
+                self.blanked.clear();
+                self.blanked.extend_from_slice(raw);
+                mask_header_record(&mut self.blanked, names);
+                &self.blanked
+            } else if content.is_empty() {
                 raw
             } else {
                 self.blanked.clear();

@@ -29,7 +29,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 use crate::{
     protocol::{
         ConnDecoder, DecoderStats, Detected, Exchange, Origin, Segment,
-        content::{Blank, CONTENT_FILL, SecretNames},
+        content::{Blank, BlankKind, SecretNames},
     },
     source::{ConnKind, Event},
 };
@@ -278,10 +278,7 @@ impl ConnTable {
                 let entry = self.conns.get_mut(&d.conn_id).expect("ensured above");
                 entry.last_ns = d.ts_exit_ns;
                 let blank_content = d.tls && !self.keep_tls_content;
-                let whole = Blank {
-                    range: 0..d.payload.len() as u64 + seg.missing,
-                    fill: CONTENT_FILL,
-                };
+                let whole = Blank::content(0..d.payload.len() as u64 + seg.missing);
                 if !admit_tls(entry, d.tls, &d.payload, self.secrets.as_ref()) {
                     if blank_content {
                         self.blanks.push(whole);
@@ -293,7 +290,7 @@ impl ConnTable {
                     Some(blanks) => self.blanks.extend(
                         blanks
                             .iter()
-                            .filter(|b| blank_content || b.fill != CONTENT_FILL)
+                            .filter(|b| blank_content || b.kind != BlankKind::Content)
                             .cloned(),
                     ),
                     None if blank_content => self.blanks.push(whole),

@@ -4,9 +4,10 @@
 //!   HTTP/2 DATA payloads (gRPC's 5-byte length prefixes apart), blanked with zeros. TLS
 //!   plaintext is the most sensitive thing the agent sees, and the decoders need only heads,
 //!   header blocks and framing from it;
-//! - credentials in HTTP/1 heads of any connection: the values of credential headers
-//!   (`Authorization`, `Cookie`, API keys, ...; see [`SecretNames`]) and query values, blanked
-//!   with `*` in place so the heads still parse.
+//! - credentials in HTTP/1 heads and HTTP/2 header blocks of any connection: the values of
+//!   credential headers (`Authorization`, `Cookie`, API keys, gRPC `authorization` metadata,
+//!   ...; see [`SecretNames`]) and query values, masked in place so the heads still parse and
+//!   the header blocks still decode (HPACK: see `http2::secrets`).
 //!
 //! What stays is what the decoders read, so a blanked recording replays to the same exchanges.
 //!
@@ -15,11 +16,32 @@
 
 use std::{ops::Range, sync::Arc};
 
-/// Bytes to blank: a range of the segment and what to fill it with.
+/// Bytes to blank: a range of the segment, what to fill it with, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blank {
     pub range: Range<u64>,
     pub fill: u8,
+    pub kind: BlankKind,
+}
+
+/// Why bytes are blanked: message content is blanked for TLS plaintext only (unless kept),
+/// credentials on every connection (unless `--show-secrets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlankKind {
+    Content,
+    Secret,
+}
+
+impl Blank {
+    /// Message content, zeroed.
+    #[must_use]
+    pub fn content(range: Range<u64>) -> Self {
+        Self {
+            range,
+            fill: CONTENT_FILL,
+            kind: BlankKind::Content,
+        }
+    }
 }
 
 /// The fill of message content.
@@ -62,7 +84,9 @@ impl SecretNames {
         Arc::new(Self(names))
     }
 
-    fn contains(&self, name: &[u8]) -> bool {
+    /// Whether `name` (any case) is a credential header.
+    #[must_use]
+    pub fn contains(&self, name: &[u8]) -> bool {
         self.0
             .iter()
             .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
@@ -90,9 +114,32 @@ impl ContentMarks {
         self.ranges.clear();
     }
 
-    /// Note credentials in HTTP/1 heads (None: keep them).
+    /// Note credentials in HTTP/1 heads and HTTP/2 header blocks (None: keep them).
     pub fn set_secrets(&mut self, secrets: Option<Arc<SecretNames>>) {
         self.secrets = secrets;
+    }
+
+    /// The credential headers noted, when credentials are.
+    #[must_use]
+    pub fn secrets(&self) -> Option<&Arc<SecretNames>> {
+        self.secrets.as_ref()
+    }
+
+    /// Bytes of the segment the decoder took in so far: a buffer of `n` bytes that ends where
+    /// the decoder has taken in to starts at segment offset `taken() - n`.
+    #[must_use]
+    pub fn taken(&self) -> u64 {
+        self.end
+    }
+
+    /// Mask `len` credential bytes from segment offset `at` (negative: an earlier segment's,
+    /// out of reach) with `fill`.
+    pub fn secret_at(&mut self, at: i128, len: u64, fill: u8) {
+        let end = at + i128::from(len);
+        if self.secrets.is_none() || end <= 0 {
+            return;
+        }
+        self.push(at.max(0) as u64..end as u64, fill, BlankKind::Secret);
     }
 
     /// Note the credentials in `head`, an HTTP/1 head (complete or not) at the front of a
@@ -105,7 +152,13 @@ impl ContentMarks {
         let mut found = Vec::new();
         secrets_in_head(head, &names, &mut found);
         for range in found {
-            self.mark(buffered, range.start, range.len(), SECRET_FILL);
+            self.mark(
+                buffered,
+                range.start,
+                range.len(),
+                SECRET_FILL,
+                BlankKind::Secret,
+            );
         }
     }
 
@@ -124,11 +177,11 @@ impl ContentMarks {
     /// `len` bytes from byte `at` of a buffer as in [`Self::content_at_front`] are content.
     pub fn content_in_buffer(&mut self, buffered: usize, at: usize, len: usize) {
         if self.content {
-            self.mark(buffered, at, len, CONTENT_FILL);
+            self.mark(buffered, at, len, CONTENT_FILL, BlankKind::Content);
         }
     }
 
-    fn mark(&mut self, buffered: usize, at: usize, len: usize, fill: u8) {
+    fn mark(&mut self, buffered: usize, at: usize, len: usize, fill: u8, kind: BlankKind) {
         if len == 0 {
             return;
         }
@@ -138,7 +191,7 @@ impl ContentMarks {
             return;
         }
         let range = start.max(0) as u64..end as u64;
-        self.push(range, fill);
+        self.push(range, fill, kind);
     }
 
     /// Everything the decoder did not take in, up to the segment's `total` bytes: it gave the
@@ -146,7 +199,7 @@ impl ContentMarks {
     pub fn rest(&mut self, total: u64) {
         if self.content && self.end < total {
             let range = self.end..total;
-            self.push(range, CONTENT_FILL);
+            self.push(range, CONTENT_FILL, BlankKind::Content);
         }
     }
 
@@ -156,16 +209,17 @@ impl ContentMarks {
         &self.ranges
     }
 
-    fn push(&mut self, range: Range<u64>, fill: u8) {
+    fn push(&mut self, range: Range<u64>, fill: u8, kind: BlankKind) {
         match self.ranges.last_mut() {
             Some(last)
                 if last.fill == fill
+                    && last.kind == kind
                     && last.range.end >= range.start
                     && range.start >= last.range.start =>
             {
                 last.range.end = last.range.end.max(range.end);
             }
-            _ => self.ranges.push(Blank { range, fill }),
+            _ => self.ranges.push(Blank { range, fill, kind }),
         }
     }
 }
@@ -212,20 +266,22 @@ fn query_values(line: &[u8], base: usize, out: &mut Vec<Range<usize>>) {
         .iter()
         .position(|&b| b == b' ')
         .map_or(line.len(), |i| target_start + i);
-    let Some(query) = line[target_start..target_end]
-        .iter()
-        .position(|&b| b == b'?')
-        .map(|i| target_start + i + 1)
-    else {
+    target_query_values(&line[target_start..target_end], base + target_start, out);
+}
+
+/// The query values of a request target (`/p?a=1&b=2`, an HTTP/2 `:path`) at `base`. A
+/// parameter without `=` may be a token itself: it is a value whole.
+pub fn target_query_values(target: &[u8], base: usize, out: &mut Vec<Range<usize>>) {
+    let Some(query) = target.iter().position(|&b| b == b'?').map(|i| i + 1) else {
         return;
     };
     let mut param = query;
-    while param < target_end {
-        let end = line[param..target_end]
+    while param < target.len() {
+        let end = target[param..]
             .iter()
             .position(|&b| b == b'&')
-            .map_or(target_end, |i| param + i);
-        let value = line[param..end]
+            .map_or(target.len(), |i| param + i);
+        let value = target[param..end]
             .iter()
             .position(|&b| b == b'=')
             .map_or(param, |i| param + i + 1);
@@ -271,10 +327,7 @@ mod tests {
     }
 
     fn zeros(range: Range<u64>) -> Blank {
-        Blank {
-            range,
-            fill: CONTENT_FILL,
-        }
+        Blank::content(range)
     }
 
     #[test]

@@ -195,7 +195,8 @@ impl DecoderStats {
 #[derive(Debug)]
 pub struct ConnDecoder {
     state: State,
-    /// Credential headers its HTTP/1 heads note for blanking (None: none).
+    /// Credential headers its HTTP/1 heads and HTTP/2 header blocks note for blanking (None:
+    /// none).
     secrets: Option<Arc<SecretNames>>,
 }
 
@@ -270,8 +271,10 @@ impl ConnDecoder {
     pub fn feed(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
         if let State::Detecting { seen } = self.state {
             self.state = detect(seg, seen);
-            if let State::Http1(conn) = &mut self.state {
-                conn.marks.set_secrets(self.secrets.clone());
+            match &mut self.state {
+                State::Http1(conn) => conn.marks.set_secrets(self.secrets.clone()),
+                State::Http2(conn) => conn.marks.set_secrets(self.secrets.clone()),
+                State::Detecting { .. } | State::Unknown => {}
             }
         }
         match &mut self.state {

@@ -360,10 +360,7 @@ fn blank_and_replay(
         };
         marking.feed(&seg(data), &mut marked_out);
         let mut copy = data.to_vec();
-        let whole = content::Blank {
-            range: 0..copy.len() as u64 + missing,
-            fill: content::CONTENT_FILL,
-        };
+        let whole = content::Blank::content(0..copy.len() as u64 + missing);
         let ranges = marking.content().unwrap_or(std::slice::from_ref(&whole));
         content::blank(ranges, &mut copy, &mut []);
         replay.feed(&seg(&copy), &mut replay_out);
@@ -447,9 +444,6 @@ fn tls_bytes_of_no_known_protocol_are_all_content() {
         },
         &mut out,
     );
-    let blank = content::Blank {
-        range: 0..15,
-        fill: content::CONTENT_FILL,
-    };
+    let blank = content::Blank::content(0..15);
     assert_eq!(decoder.content(), Some(std::slice::from_ref(&blank)));
 }

@@ -127,7 +127,7 @@ pub fn blank_data_record(record: &mut [u8], ranges: &[crate::protocol::content::
     crate::protocol::content::blank(ranges, payload, &mut windows);
 }
 
-pub(super) fn read_struct<T: Copy>(record: &[u8]) -> Result<T, DecodeError> {
+pub(crate) fn read_struct<T: Copy>(record: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if record.len() < need {
         return Err(DecodeError::TooShort {
@@ -463,7 +463,7 @@ mod tests {
         let mut record = bytes_of(&h);
         record.extend_from_slice(payload);
         record.extend_from_slice(&area);
-        let zeros = |range| crate::protocol::content::Blank { range, fill: 0 };
+        let zeros = crate::protocol::content::Blank::content;
         let ranges = [zeros(4..12), zeros(103..110)];
         let Event::Data(mut expected) = decode(&record).unwrap() else {
             panic!("not data")

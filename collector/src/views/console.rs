@@ -9,6 +9,7 @@ use crate::clock::WallClock;
 use crate::event::{
     CallPhase, Conn, ConnRole, Data, Event, GoConnection, GoGrpcCall, GoHeaders, GoServe,
 };
+use crate::protocol::content::DEFAULT_SECRET_HEADERS;
 
 /// How many payload bytes a data line previews.
 const PREVIEW_BYTES: usize = 64;
@@ -105,18 +106,14 @@ pub fn go_serve_line(g: &GoServe, clock: &WallClock) -> String {
     }
 }
 
-/// Header values that are never printed or exported.
-pub const REDACTED_HEADERS: [&str; 4] = [
-    "authorization",
-    "cookie",
-    "set-cookie",
-    "proxy-authorization",
-];
-
-/// A header's value as shown: credentials are `<redacted>`.
+/// A header's value as shown: credentials (the default credential headers) are `<redacted>`,
+/// whatever the pipeline masked before.
 #[must_use]
 pub fn shown_header_value<'a>(name: &str, value: &'a str) -> &'a str {
-    if REDACTED_HEADERS.contains(&name) {
+    if DEFAULT_SECRET_HEADERS
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name))
+    {
         "<redacted>"
     } else {
         value

@@ -151,7 +151,7 @@ fn connection_json(c: &GoConnection) -> serde_json::Value {
     })
 }
 
-/// A header block; credential values are redacted (see `console::REDACTED_HEADERS`).
+/// A header block; credential values are redacted (see `console::shown_header_value`).
 fn go_headers_json(h: &GoHeaders) -> serde_json::Value {
     let fields: Vec<serde_json::Value> = h
         .fields

@@ -5,8 +5,19 @@
 //! decoded, and a reference into it stops the block: a wrong table would produce wrong headers.
 //! A size update to 0 empties the table, which makes it known again. Huffman-coded strings are
 //! decoded with `fluke_hpack`'s Huffman decoder.
+//!
+//! Decoding also tells where each literal value sits in the block, so that credentials can be
+//! masked in place (`super::secrets`).
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, ops::Range};
+
+/// Where a literal value's string bytes sit in its header block (after the length prefix),
+/// and whether they are Huffman-coded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Literal {
+    pub value: Range<usize>,
+    pub huffman: bool,
+}
 
 /// RFC 7541 Appendix A, index 1..=61.
 const STATIC_TABLE: [(&str, &str); 61] = [
@@ -97,7 +108,7 @@ pub enum HpackError {
 }
 
 /// Decoder state of one direction of a connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Decoder {
     table: VecDeque<(Vec<u8>, Vec<u8>)>,
     size: usize,
@@ -151,27 +162,43 @@ impl Decoder {
         block: &[u8],
         mut field: impl FnMut(&[u8], &[u8]),
     ) -> Result<(), HpackError> {
-        let result = self.decode_inner(block, &mut field);
-        if result.is_err() {
-            self.mark_unknown();
-        }
-        result
+        self.decode_literals(block, |n, v, _| field(n, v))
+            .map_err(|(e, _)| e)
     }
 
+    /// [`Self::decode`], also telling where each literal value sits in the block. An error
+    /// comes with the offset of the representation it stopped at.
+    pub fn decode_literals(
+        &mut self,
+        block: &[u8],
+        mut field: impl FnMut(&[u8], &[u8], Option<Literal>),
+    ) -> Result<(), (HpackError, usize)> {
+        let mut at = 0;
+        let result = self.decode_inner(block, &mut at, &mut field);
+        if let Err(e) = result {
+            self.mark_unknown();
+            return Err((e, at));
+        }
+        Ok(())
+    }
+
+    /// `at`: the offset of the representation being decoded (where an error stopped).
     fn decode_inner(
         &mut self,
         block: &[u8],
-        field: &mut impl FnMut(&[u8], &[u8]),
+        start: &mut usize,
+        field: &mut impl FnMut(&[u8], &[u8], Option<Literal>),
     ) -> Result<(), HpackError> {
         let mut at = 0;
         while at < block.len() {
+            *start = at;
             let first = block[at];
             if first & 0x80 != 0 {
                 // Indexed field.
                 let (index, used) = integer(&block[at..], 7)?;
                 at += used;
                 let (name, value) = self.entry(index)?;
-                field(&name, &value);
+                field(&name, &value, None);
             } else if first & 0xe0 == 0x20 {
                 // Dynamic table size update.
                 let (size, used) = integer(&block[at..], 5)?;
@@ -199,8 +226,9 @@ impl Decoder {
                     self.entry(name_index)?.0
                 };
                 let (value, used) = string(&block[at..])?;
+                let literal = literal_at(block, at)?;
                 at += used;
-                field(&name, &value);
+                field(&name, &value, Some(literal));
                 if indexing {
                     if !self.known {
                         // Inserting into a table of unknown content cannot make it known.
@@ -211,6 +239,31 @@ impl Decoder {
             }
         }
         Ok(())
+    }
+
+    /// The literal at `at` of a block cut short inside its value: its name (`None` when it
+    /// names an entry of an unknown table) and the value's place, cut at the block's end.
+    /// `None` when the representation is not a literal or is cut before its value.
+    #[must_use]
+    pub fn cut_literal(&self, block: &[u8], at: usize) -> Option<(Option<Vec<u8>>, Literal)> {
+        let first = *block.get(at)?;
+        if first & 0x80 != 0 || first & 0xe0 == 0x20 {
+            return None;
+        }
+        let prefix = if first & 0xc0 == 0x40 { 6 } else { 4 };
+        let (name_index, used) = integer(&block[at..], prefix).ok()?;
+        let mut start = at + used;
+        let name = if name_index == 0 {
+            let (name, used) = string(&block[start..]).ok()?;
+            start += used;
+            Some(name)
+        } else {
+            self.entry(name_index).ok().map(|(name, _)| name)
+        };
+        let huffman = *block.get(start)? & 0x80 != 0;
+        let (len, used) = integer(&block[start..], 7).ok()?;
+        let value = start + used..(start + used).saturating_add(len as usize).min(block.len());
+        Some((name, Literal { value, huffman }))
     }
 
     fn entry(&self, index: u64) -> Result<(Vec<u8>, Vec<u8>), HpackError> {
@@ -271,6 +324,71 @@ fn integer(buf: &[u8], prefix: u8) -> Result<(u64, usize), HpackError> {
         }
     }
     Err(HpackError::Truncated)
+}
+
+/// Walk the literal values of `block` from offset `from` without the dynamic table (its
+/// state is unknown there): `literal` gets each value's place and its name when the name is
+/// literal or static (`None`: a dynamic entry's). Stops at the first malformed
+/// representation: `Err` holds its offset.
+pub fn literals_without_table(
+    block: &[u8],
+    from: usize,
+    mut literal: impl FnMut(Option<&[u8]>, Literal),
+) -> Result<(), usize> {
+    let mut at = from;
+    while at < block.len() {
+        at = next_literal(block, at, &mut literal).map_err(|_| at)?;
+    }
+    Ok(())
+}
+
+/// One representation of [`literals_without_table`] at `at`; the offset after it.
+fn next_literal(
+    block: &[u8],
+    mut at: usize,
+    literal: &mut impl FnMut(Option<&[u8]>, Literal),
+) -> Result<usize, HpackError> {
+    {
+        let first = block[at];
+        if first & 0x80 != 0 {
+            at += integer(&block[at..], 7)?.1;
+        } else if first & 0xe0 == 0x20 {
+            at += integer(&block[at..], 5)?.1;
+        } else {
+            let prefix = if first & 0xc0 == 0x40 { 6 } else { 4 };
+            let (name_index, used) = integer(&block[at..], prefix)?;
+            at += used;
+            let name = match name_index {
+                0 => {
+                    let (name, used) = string(&block[at..])?;
+                    at += used;
+                    Some(name)
+                }
+                1..=61 => Some(STATIC_TABLE[name_index as usize - 1].0.as_bytes().to_vec()),
+                _ => None,
+            };
+            let value = literal_at(block, at)?;
+            at = value.value.end;
+            literal(name.as_deref(), value);
+        }
+    }
+    Ok(at)
+}
+
+/// Where the string literal at `at` of `block` keeps its bytes.
+fn literal_at(block: &[u8], at: usize) -> Result<Literal, HpackError> {
+    let huffman = block.get(at).ok_or(HpackError::Truncated)? & 0x80 != 0;
+    let (len, used) = integer(&block[at..], 7)?;
+    let start = at + used;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|len| start.checked_add(len))
+        .filter(|&end| end <= block.len())
+        .ok_or(HpackError::Truncated)?;
+    Ok(Literal {
+        value: start..end,
+        huffman,
+    })
 }
 
 /// An HPACK string literal (RFC 7541 section 5.2): (bytes, bytes used).

@@ -11,10 +11,16 @@
 //! the probe lost the chain) or a jump in the TCP sequence numbers (events lost) loses the
 //! framing, counted; the direction then waits for a syscall that starts on a plausible frame
 //! boundary, and decodes headers only from what does not depend on the lost table.
+//!
+//! Credentials in header blocks are masked in place for whatever keeps or shows the bytes
+//! (`secrets`): each block remembers where its fragments sat in the direction's byte stream.
 
 pub mod chain_model;
 pub mod frame;
 pub mod hpack;
+mod secrets;
+#[cfg(test)]
+mod secrets_tests;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -32,7 +38,7 @@ use self::{
 };
 use super::{
     Piece, Segment,
-    content::ContentMarks,
+    content::{ContentMarks, SECRET_FILL},
     exchange::{Detail, Exchange, Flags, Grpc, HttpVersion},
 };
 use crate::event::Direction;
@@ -74,8 +80,19 @@ struct PendingBlock {
     kind: u8,
     end_stream: bool,
     block: Vec<u8>,
+    /// Where the block's fragments sat: (offset in `block`, position in the direction's byte
+    /// stream), one per frame.
+    origins: Vec<(usize, u64)>,
     /// Part of the block was never captured: it is not decoded.
     cut: bool,
+}
+
+impl PendingBlock {
+    /// The byte-stream position of byte `at` of the block.
+    fn position(&self, at: usize) -> Option<u64> {
+        let (start, origin) = self.origins.iter().rev().find(|(start, _)| *start <= at)?;
+        Some(origin + (at - start) as u64)
+    }
 }
 
 /// The payload of the frame being read, when it is consumed as it arrives.
@@ -103,6 +120,11 @@ struct DirState {
     pending_block: Option<PendingBlock>,
     /// TCP sequence number where the next segment should start (0: unknown).
     next_seq: u32,
+    /// Bytes of this direction fed before the current segment: its first byte's position in
+    /// the direction's byte stream, which header blocks' origins are counted in.
+    segment_start: u64,
+    /// Position of the byte after the current segment.
+    segment_end: u64,
 }
 
 impl DirState {
@@ -115,6 +137,8 @@ impl DirState {
             hpack: hpack::Decoder::new(from_start),
             pending_block: None,
             next_seq: 0,
+            segment_start: 0,
+            segment_end: 0,
         }
     }
 }
@@ -186,11 +210,15 @@ impl Http2Conn {
             // The preface only ever opens a connection: what looked like a mid-connection join
             // was the server's SETTINGS, written before it read the client's preface. Nothing
             // with header state has passed yet, so both tables are known (empty).
+            let secrets = self.marks.secrets().cloned();
             *self = Self::from_preface(seg.direction);
+            self.marks.set_secrets(secrets);
         }
         let d = dir_index(seg.direction);
         self.marks.begin(seg.tls);
         let total = seg.data.len() as u64 + seg.missing;
+        self.dirs[d].segment_start = self.dirs[d].segment_end;
+        self.dirs[d].segment_end += total;
         self.check_continuity(seg);
         if !self.dirs[d].synced {
             if !frame::starts_with_frames(seg.data) {
@@ -227,6 +255,7 @@ impl Http2Conn {
                 }
             }
         }
+        self.mask_unfinished_block(d);
     }
 
     /// Segments of a direction follow each other in TCP sequence space; one that does not start
@@ -305,6 +334,16 @@ impl Http2Conn {
         {
             // A buffered frame that the gap cuts (whole frames were consumed by `run`).
             let left = (HEADER_LEN + header.len as usize).saturating_sub(self.dirs[d].buf.len());
+            if matches!(header.kind, HEADERS | CONTINUATION | PUSH_PROMISE) {
+                // Never decoded, so nothing says where credentials are in its captured part.
+                let buffered = self.dirs[d].buf.len() as u64;
+                let at = i128::from(self.marks.taken()) - i128::from(buffered);
+                self.marks.secret_at(
+                    at + HEADER_LEN as i128,
+                    buffered - HEADER_LEN as u64,
+                    SECRET_FILL,
+                );
+            }
             self.dirs[d].buf.clear();
             self.dirs[d].streaming = Some(Streaming::Skip { left: left as u64 });
             self.cut_frame(seg, header, out);
@@ -364,6 +403,7 @@ impl Http2Conn {
                 kind: header.kind,
                 end_stream: header.flags & FLAG_END_STREAM != 0,
                 block: Vec::new(),
+                origins: Vec::new(),
                 cut: true,
             }),
             CONTINUATION => self.dirs[d].pending_block.take().map(|mut b| {
@@ -443,11 +483,18 @@ impl Http2Conn {
             if self.dirs[d].buf.len() < total {
                 return;
             }
+            let payload_at = self.buffer_start(d) + HEADER_LEN as u64;
             let payload: Vec<u8> = self.dirs[d].buf[HEADER_LEN..total].to_vec();
             self.dirs[d].buf.drain(..total);
             self.count_frame_header(seg, header);
-            self.frame(seg, header, &payload, out);
+            self.frame(seg, header, &payload, payload_at, out);
         }
+    }
+
+    /// The byte-stream position of the first byte buffered in direction `d`.
+    fn buffer_start(&self, d: usize) -> u64 {
+        let dir = &self.dirs[d];
+        (dir.segment_start + self.marks.taken()).saturating_sub(dir.buf.len() as u64)
     }
 
     /// Count a frame's header (and, for non-DATA frames, payload) bytes to its stream.
@@ -580,12 +627,13 @@ impl Http2Conn {
         }
     }
 
-    /// A complete non-DATA frame.
+    /// A complete non-DATA frame, whose payload sat at `payload_at` in the byte stream.
     fn frame(
         &mut self,
         seg: &Segment<'_>,
         header: FrameHeader,
         payload: &[u8],
+        payload_at: u64,
         out: &mut Vec<Exchange>,
     ) {
         let d = dir_index(seg.direction);
@@ -595,11 +643,13 @@ impl Http2Conn {
                     self.lose_sync(seg.direction, true);
                     return;
                 };
+                let fragment_at = fragment.as_ptr() as usize - payload.as_ptr() as usize;
                 let block = PendingBlock {
                     stream: header.stream,
                     kind: header.kind,
                     end_stream: header.flags & FLAG_END_STREAM != 0,
                     block: fragment.to_vec(),
+                    origins: vec![(0, payload_at + fragment_at as u64)],
                     cut: false,
                 };
                 if header.flags & FLAG_END_HEADERS != 0 {
@@ -621,6 +671,7 @@ impl Http2Conn {
                     return;
                 }
                 if !block.cut {
+                    block.origins.push((block.block.len(), payload_at));
                     block.block.extend_from_slice(payload);
                 }
                 if header.flags & FLAG_END_HEADERS != 0 {
@@ -664,11 +715,21 @@ impl Http2Conn {
         let d = dir_index(seg.direction);
         let table_known = self.dirs[d].hpack.is_known();
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut literals = Vec::new();
         let result = (!block.cut).then(|| {
             self.dirs[d]
                 .hpack
-                .decode(&block.block, |n, v| fields.push((n.to_vec(), v.to_vec())))
+                .decode_literals(&block.block, |n, v, literal| {
+                    fields.push((n.to_vec(), v.to_vec()));
+                    if let Some(literal) = literal {
+                        literals.push((Some(n.to_vec()), literal));
+                    }
+                })
         });
+        if !block.cut {
+            self.mask_secrets(d, block, &mut literals, result.and_then(Result::err));
+        }
+        let result = result.map(|r| r.map_err(|(e, _)| e));
         let decoded = matches!(result, Some(Ok(())));
         if !decoded {
             self.stats.undecoded_header_blocks += 1;
