@@ -37,13 +37,24 @@ pub fn require_privileges() -> bool {
     false
 }
 
-/// A running agent.
+/// A running agent. Dropped still running (a test that failed before it stopped the agent),
+/// it is killed: a stray agent would trace every test after it.
 pub struct Agent {
     child: Child,
     /// The start-up report (stderr lines up to and including `ready`).
     pub report: Vec<String>,
     stderr_rest: mpsc::Receiver<String>,
-    stdout: std::thread::JoinHandle<String>,
+    /// Taken when the agent is stopped.
+    stdout: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// What the agent printed, once stopped.
@@ -120,7 +131,7 @@ impl Agent {
             child,
             report,
             stderr_rest: rx,
-            stdout,
+            stdout: Some(stdout),
         })
     }
 
@@ -134,7 +145,11 @@ impl Agent {
     /// Wait for the agent to exit by itself (`--duration`), then collect the output.
     pub fn stop_after_exit(mut self) -> Stopped {
         let status = self.child.wait().unwrap();
-        let stdout = self.stdout.join().unwrap();
+        let stdout = self
+            .stdout
+            .take()
+            .map(|out| out.join().unwrap())
+            .unwrap_or_default();
         let mut stderr = self.report.join("\n");
         while let Ok(line) = self.stderr_rest.recv_timeout(Duration::from_secs(5)) {
             stderr.push('\n');
