@@ -716,12 +716,15 @@ impl Http2Conn {
         let table_known = self.dirs[d].hpack.is_known();
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut literals = Vec::new();
+        // Where literals are is kept only when credentials are masked (a recording, the
+        // events view): spans need the fields alone.
+        let noting = self.marks.secrets().is_some();
         let result = (!block.cut).then(|| {
             self.dirs[d]
                 .hpack
                 .decode_literals(&block.block, |n, v, literal| {
                     fields.push((n.to_vec(), v.to_vec()));
-                    if let Some(literal) = literal {
+                    if noting && let Some(literal) = literal {
                         literals.push((Some(n.to_vec()), literal));
                     }
                 })
