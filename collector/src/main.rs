@@ -17,6 +17,7 @@ use wirespan::{
         file::FileSink,
         graph_metrics::{self, GraphMetrics},
         otlp::{OtlpConfig, OtlpSink, Protocol, parse_headers},
+        tls::TlsFlags,
         tree::TreeSink,
     },
     golang::discover::GoReport,
@@ -56,8 +57,9 @@ struct Cli {
 enum Command {
     /// Run the agent and export what it sees as spans with parent links.
     Run {
+        // Boxed: the export flags make this variant much larger than the others.
         #[command(flatten)]
-        export: ExportArgs,
+        export: Box<ExportArgs>,
         #[command(flatten)]
         routes: RouteArgs,
         /// Make spans from a recording (`wirespan record`) instead of the kernel.
@@ -150,17 +152,37 @@ struct ExportArgs {
     #[arg(long, value_enum)]
     exporter: Vec<Exporter>,
     /// OTLP endpoint, e.g. http://127.0.0.1:4317 for grpc or http://127.0.0.1:4318 for
-    /// http/protobuf [env: OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT].
+    /// http/protobuf; https:// for TLS (see --otlp-certificate). A grpc endpoint without a
+    /// scheme is TLS unless OTEL_EXPORTER_OTLP_INSECURE=true [env: OTEL_EXPORTER_OTLP_ENDPOINT,
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT].
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
     /// grpc or http/protobuf [env: OTEL_EXPORTER_OTLP_PROTOCOL,
     /// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL; default http/protobuf].
     #[arg(long, value_name = "PROTOCOL")]
     otlp_protocol: Option<String>,
-    /// Extra headers, key=value,key=value [env: OTEL_EXPORTER_OTLP_HEADERS,
+    /// Extra headers, key=value,key=value, e.g. authorization=Bearer%20TOKEN (values
+    /// percent-encoded in the variables) [env: OTEL_EXPORTER_OTLP_HEADERS,
     /// OTEL_EXPORTER_OTLP_TRACES_HEADERS].
     #[arg(long, value_name = "HEADERS")]
     otlp_headers: Option<String>,
+    /// PEM file of the CA(s) the https:// backend's certificate must chain to, instead of the
+    /// system's roots (/etc/ssl/certs) [env: OTEL_EXPORTER_OTLP_CERTIFICATE,
+    /// OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE; metrics: OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE].
+    /// Read and checked at start.
+    #[arg(long, value_name = "PEM")]
+    otlp_certificate: Option<PathBuf>,
+    /// PEM file of the agent's own certificate (chain), for a backend that requires client
+    /// certificates (mutual TLS); needs --otlp-client-key [env:
+    /// OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE;
+    /// metrics: OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE].
+    #[arg(long, value_name = "PEM")]
+    otlp_client_certificate: Option<PathBuf>,
+    /// PEM file of the private key of --otlp-client-certificate (PKCS#8, RSA or EC) [env:
+    /// OTEL_EXPORTER_OTLP_CLIENT_KEY, OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY; metrics:
+    /// OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY].
+    #[arg(long, value_name = "PEM")]
+    otlp_client_key: Option<PathBuf>,
     /// Export timeout in seconds [env: OTEL_EXPORTER_OTLP_TIMEOUT (ms),
     /// OTEL_EXPORTER_OTLP_TRACES_TIMEOUT (ms); default 10].
     #[arg(long, value_name = "SECS")]
@@ -274,6 +296,11 @@ impl ExportArgs {
                             .transpose()?
                             .unwrap_or_default(),
                         timeout,
+                        tls: TlsFlags {
+                            certificate: self.otlp_certificate.clone(),
+                            client_certificate: self.otlp_client_certificate.clone(),
+                            client_key: self.otlp_client_key.clone(),
+                        },
                         queue: self.otlp_queue,
                         retry_max: Duration::from_secs(self.otlp_retry_max_secs),
                         attributes: self.attribute_options(),

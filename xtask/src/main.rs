@@ -30,7 +30,7 @@ enum Cmd {
     /// Install what is missing for every command: the user-space toolchain and the eBPF nightly
     /// with rust-src, bpf-linker built against its LLVM, Graphviz (`wirespan map --format svg`),
     /// and what the tests use (bpftool, qemu and busybox, nftables, nghttp2, cargo-fuzz, the musl
-    /// target); check Go. `build`, `run` and `demo` install only what building needs.
+    /// target and musl-gcc); check Go. `build`, `run` and `demo` install only what building needs.
     Setup,
     /// Set up and build the agent (release): `target/release/wirespan`.
     Build,

@@ -219,8 +219,9 @@ fn cargo_fuzz() -> anyhow::Result<()> {
 
 /// bpftool is the second, independent reader of the kernel's BTF in the offset tests;
 /// Graphviz's `dot` renders `wirespan map --format svg`.
-/// qemu and a static busybox boot the kernels of `cargo xtask vm-test`; nftables makes the NAT
-/// tests' rules; nghttp2's client and server speak plain HTTP/2 in the large-message test.
+/// qemu and a static busybox boot the kernels of `cargo xtask vm-test`, and musl-tools compiles
+/// the C of its static builds; nftables makes the NAT tests' rules; nghttp2's client and server
+/// speak plain HTTP/2 in the large-message test.
 fn debian_packages(need: Need) -> anyhow::Result<()> {
     // openssl makes the certificate of the demo's and the bench's HTTPS example.
     let mut wanted = vec![
@@ -242,6 +243,9 @@ fn debian_packages(need: Need) -> anyhow::Result<()> {
             ("nghttp2-server", probe("nghttpd", "--version")),
             // curl (OpenSSL) is the HTTPS client of privileged_tls.
             ("curl", probe("curl", "--version")),
+            // musl-gcc compiles ring's C and assembly (the OTLP exporter's TLS) for the musl
+            // builds of vm-test: Debian's gcc alone has no musl headers or x86_64-linux-musl-gcc.
+            ("musl-tools", probe(MUSL_CC, "--version")),
         ]);
     }
     let mut missing = Vec::new();
@@ -271,9 +275,15 @@ pub fn dpkg_installed(package: &str) -> Command {
     cmd
 }
 
+/// The static target of the vm-test guests' binaries.
+pub const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// The C compiler for [`MUSL`] (Debian's musl-tools): ring, under the OTLP exporter's TLS, has
+/// C and assembly that cc-rs would otherwise look for as `x86_64-linux-musl-gcc`.
+pub const MUSL_CC: &str = "musl-gcc";
+
 /// The musl target of the workspace's toolchain: the vm-test guests run static binaries.
 fn musl_target() -> anyhow::Result<()> {
-    const MUSL: &str = "x86_64-unknown-linux-musl";
     let installed = output_ok(
         Command::new("rustup")
             .args(["target", "list", "--installed"])

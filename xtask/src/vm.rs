@@ -21,7 +21,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{cargo, run_checked, setup, workspace_root};
+use super::{
+    cargo, run_checked,
+    setup::{self, MUSL, MUSL_CC},
+    workspace_root,
+};
 
 /// A Debian kernel: the package pinned (the cache key) and the series to fall back on when the
 /// archive has moved past it.
@@ -43,8 +47,6 @@ const KERNELS: [KernelSpec; 2] = [
         series: "linux-image-6.12.",
     },
 ];
-
-const MUSL: &str = "x86_64-unknown-linux-musl";
 
 /// Test binaries run in every guest, with the tests left out (they need programs the minimal
 /// guest does not have: Python, or Go to build with).
@@ -89,6 +91,9 @@ pub fn run(names: &[String]) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?
     };
     which("qemu-system-x86_64", "qemu-system-x86")?;
+    if musl_cc_is_ours() {
+        which(MUSL_CC, "musl-tools")?;
+    }
     let busybox = static_busybox()?;
     let dir = setup::cache_dir().join("vm");
     std::fs::create_dir_all(&dir)?;
@@ -130,6 +135,14 @@ fn which(program: &str, package: &str) -> anyhow::Result<()> {
         bail!("{program} is missing: apt-get install {package} (cargo xtask setup does, as root)");
     }
     Ok(())
+}
+
+/// The variable cc-rs takes the musl target's C compiler from.
+const MUSL_CC_VAR: &str = "CC_x86_64_unknown_linux_musl";
+
+/// Whether the musl build uses [`MUSL_CC`]: a compiler of your own in [`MUSL_CC_VAR`] wins.
+fn musl_cc_is_ours() -> bool {
+    std::env::var_os(MUSL_CC_VAR).is_none_or(|cc| cc.is_empty())
 }
 
 /// Busybox built static (Debian's busybox-static), the guest's shell and tools.
@@ -250,6 +263,10 @@ fn build_static() -> anyhow::Result<(PathBuf, Vec<(String, PathBuf)>)> {
     ]);
     for (test, _) in GUEST_TESTS {
         cmd.args(["--test", test]);
+    }
+    if musl_cc_is_ours() {
+        // ring (under the OTLP exporter's TLS) compiles C and assembly for the target.
+        cmd.env(MUSL_CC_VAR, MUSL_CC);
     }
     let out = cmd
         .current_dir(workspace_root())

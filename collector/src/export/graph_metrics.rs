@@ -33,7 +33,10 @@ use opentelemetry_sdk::{
 
 use super::{
     SpanSink,
+    http_client::Cause,
     otlp::{ExportError, OtlpConfig, Protocol, configure_grpc, configure_http},
+    retry::{self, Failure},
+    tls::Signal,
 };
 use crate::span::{Span, processes::Resources};
 use crate::views::map::{EdgeFinder, EdgeSample};
@@ -134,6 +137,8 @@ struct MetricCounts {
 /// one; the SDK's reader thread has none), counting and logging what fails.
 struct OnRuntime {
     exporter: opentelemetry_otlp::MetricExporter,
+    /// Why the HTTP client's last request failed (the exporter hides it).
+    cause: Cause,
     runtime: tokio::runtime::Runtime,
     counts: Arc<MetricCounts>,
     last_failure_log: Mutex<Option<Instant>>,
@@ -148,17 +153,22 @@ impl OnRuntime {
         let builder =
             opentelemetry_otlp::MetricExporter::builder().with_temporality(Temporality::Cumulative);
         // Built inside the runtime: tonic's channel wants one.
-        let exporter = runtime.block_on(async {
-            match config.protocol {
-                Protocol::Grpc => configure_grpc(builder.with_tonic(), config)?.build(),
+        let (exporter, cause) = runtime.block_on(async {
+            let (built, cause) = match config.protocol {
+                Protocol::Grpc => (
+                    configure_grpc(builder.with_tonic(), config, Signal::Metrics)?.build(),
+                    Cause::default(),
+                ),
                 Protocol::HttpProtobuf => {
-                    configure_http(builder.with_http(), config, "metrics").build()
+                    let (b, cause) = configure_http(builder.with_http(), config, Signal::Metrics)?;
+                    (b.build(), cause)
                 }
-            }
-            .map_err(|e| ExportError::Build(e.to_string()))
+            };
+            Ok::<_, ExportError>((built.map_err(|e| ExportError::Build(e.to_string()))?, cause))
         })?;
         Ok(Self {
             exporter,
+            cause,
             runtime,
             counts,
             last_failure_log: Mutex::new(None),
@@ -183,9 +193,15 @@ impl PushMetricExporter for OnRuntime {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                    eprintln!(
-                        "wirespan: service graph metrics export failed: {e} (a backend without a metrics pipeline refuses them; OTEL_METRICS_EXPORTER=none turns them off)"
-                    );
+                    let error = self.cause.explain(&e.to_string());
+                    let hint = match retry::classify(&error) {
+                        Failure::Tls => retry::TLS_HINT,
+                        Failure::Credentials => retry::CREDENTIALS_HINT,
+                        Failure::Passing | Failure::Refused => {
+                            "a backend without a metrics pipeline refuses them; OTEL_METRICS_EXPORTER=none turns them off"
+                        }
+                    };
+                    eprintln!("wirespan: service graph metrics export failed: {error} ({hint})");
                     *last = Some(Instant::now());
                 }
             }

@@ -5,7 +5,8 @@
 //! dropped (export failed) = spans made. Closing drains the queue within `retry::CLOSE_GRACE`.
 //!
 //! Configuration follows the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `_PROTOCOL`,
-//! `_HEADERS`, `_TIMEOUT` and their `_TRACES_` forms, which opentelemetry-otlp reads itself);
+//! `_HEADERS`, `_TIMEOUT`, `_INSECURE` and their `_TRACES_` forms, which opentelemetry-otlp
+//! reads itself; `_CERTIFICATE`, `_CLIENT_CERTIFICATE` and `_CLIENT_KEY`, which `tls` reads);
 //! the matching flags override them.
 
 use std::{
@@ -24,8 +25,10 @@ use opentelemetry_sdk::trace::SpanExporter as _;
 
 use super::{
     SpanSink,
+    http_client::{self, Cause, ExplainingClient},
     retry::{Closing, Retrier},
     spandata,
+    tls::{Signal, TlsError, TlsFlags, TlsSetup},
 };
 use crate::clock::WallClock;
 use crate::span::{AttributeOptions, Span, processes::Resources, resource::Resource};
@@ -72,6 +75,8 @@ pub enum ExportError {
     Header(String),
     #[error("cannot set up the OTLP exporter: {0}")]
     Build(String),
+    #[error("cannot set up TLS for the OTLP exporter: {0}")]
+    Tls(#[from] TlsError),
     #[error("cannot start the export thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -85,6 +90,8 @@ pub struct OtlpConfig {
     pub endpoint: Option<String>,
     pub headers: Vec<(String, String)>,
     pub timeout: Option<Duration>,
+    /// CA, client certificate and key files for `https://` endpoints.
+    pub tls: TlsFlags,
     pub queue: usize,
     /// How long a failing batch is retried (see `retry`).
     pub retry_max: Duration,
@@ -274,20 +281,39 @@ impl SpanSink for OtlpSink {
     }
 }
 
-fn build(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
+/// The exporter, and where the HTTP client leaves the causes the exporter hides.
+fn build(config: &OtlpConfig) -> Result<(opentelemetry_otlp::SpanExporter, Cause), ExportError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
-    let built = match config.protocol {
-        Protocol::Grpc => configure_grpc(builder.with_tonic(), config)?.build(),
-        Protocol::HttpProtobuf => configure_http(builder.with_http(), config, "traces").build(),
+    let (built, cause) = match config.protocol {
+        Protocol::Grpc => (
+            configure_grpc(builder.with_tonic(), config, Signal::Traces)?.build(),
+            Cause::default(),
+        ),
+        Protocol::HttpProtobuf => {
+            let (b, cause) = configure_http(builder.with_http(), config, Signal::Traces)?;
+            (b.build(), cause)
+        }
     };
-    built.map_err(|e| ExportError::Build(e.to_string()))
+    Ok((built.map_err(|e| ExportError::Build(e.to_string()))?, cause))
 }
 
 /// The flags on a gRPC exporter builder (spans or metrics).
-pub(super) fn configure_grpc<B>(mut b: B, config: &OtlpConfig) -> Result<B, ExportError>
+pub(super) fn configure_grpc<B>(
+    mut b: B,
+    config: &OtlpConfig,
+    signal: Signal,
+) -> Result<B, ExportError>
 where
     B: WithExportConfig + WithTonicConfig,
 {
+    if let Some(tls) = TlsSetup::resolve(
+        &config.tls,
+        signal,
+        Protocol::Grpc,
+        config.endpoint.as_deref(),
+    )? {
+        b = b.with_tls_config(tls.tonic());
+    }
     if let Some(endpoint) = &config.endpoint {
         b = b.with_endpoint(endpoint.clone());
     }
@@ -299,7 +325,10 @@ where
         for (k, v) in &config.headers {
             let key = tonic::metadata::MetadataKey::from_bytes(k.to_lowercase().as_bytes())
                 .map_err(|_| ExportError::Header(k.clone()))?;
-            let value = v.parse().map_err(|_| ExportError::Header(v.clone()))?;
+            // Decoded as the HTTP exporter and both exporters' variables decode them.
+            let value = percent_decoded(v)
+                .parse()
+                .map_err(|_| ExportError::Header(v.clone()))?;
             map.insert(key, value);
         }
         b = b.with_metadata(map);
@@ -307,15 +336,36 @@ where
     Ok(b)
 }
 
-/// The flags on an HTTP/protobuf exporter builder; `signal` (`traces`, `metrics`) names the
-/// path a base endpoint gets.
-pub(super) fn configure_http<B>(b: B, config: &OtlpConfig, signal: &str) -> B
+/// The flags on an HTTP/protobuf exporter builder; `signal` names the path a base endpoint
+/// gets (`/v1/traces`, `/v1/metrics`) and the variables that apply. The client is ours (TLS
+/// files, the causes of failures; see `http_client`).
+pub(super) fn configure_http<B>(
+    b: B,
+    config: &OtlpConfig,
+    signal: Signal,
+) -> Result<(B, Cause), ExportError>
 where
     B: WithExportConfig + WithHttpConfig,
 {
-    let mut b = b.with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+    let (path, timeout_var) = match signal {
+        Signal::Traces => ("traces", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+        Signal::Metrics => ("metrics", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"),
+    };
+    let tls = TlsSetup::resolve(
+        &config.tls,
+        signal,
+        Protocol::HttpProtobuf,
+        config.endpoint.as_deref(),
+    )?;
+    let (client, cause) = ExplainingClient::new(
+        http_client::timeout(config.timeout, timeout_var),
+        tls.as_ref(),
+    )?;
+    let mut b = b
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_http_client(client);
     if let Some(endpoint) = &config.endpoint {
-        b = b.with_endpoint(http_signal_url(endpoint, signal));
+        b = b.with_endpoint(http_signal_url(endpoint, path));
     }
     if let Some(timeout) = config.timeout {
         b = b.with_timeout(timeout);
@@ -323,7 +373,32 @@ where
     if !config.headers.is_empty() {
         b = b.with_headers(config.headers.iter().cloned().collect::<HashMap<_, _>>());
     }
-    b
+    Ok((b, cause))
+}
+
+/// `%XX` escapes decoded (`Basic%20dXNlcg==` → `Basic dXNlcg==`), as the specification has
+/// header values in `OTEL_EXPORTER_OTLP_HEADERS`; a broken escape stays as written.
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| value.to_owned())
 }
 
 /// A base endpoint gets the signal's path (`/v1/traces`), as `OTEL_EXPORTER_OTLP_ENDPOINT` does.
@@ -369,8 +444,8 @@ fn export_thread(
         }
     };
     // Built inside the runtime: tonic's channel wants one.
-    let mut exporter = match runtime.block_on(async { build(config) }) {
-        Ok(exporter) => exporter,
+    let (mut exporter, cause) = match runtime.block_on(async { build(config) }) {
+        Ok(built) => built,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
@@ -404,7 +479,10 @@ fn export_thread(
                     counts.dropped_failed.fetch_add(n, Ordering::Relaxed);
                     continue;
                 }
-                let outcome = runtime.block_on(retrier.run(|| exporter.export(data())));
+                let outcome = runtime.block_on(retrier.run(|| {
+                    let export = exporter.export(data());
+                    async { export.await.map_err(|e| cause.explain(&e.to_string())) }
+                }));
                 match outcome {
                     Ok(()) => {
                         counts.exported.fetch_add(n, Ordering::Relaxed);
@@ -474,6 +552,9 @@ mod tests {
             ]
         );
         assert!(parse_headers("novalue").is_err());
+        assert_eq!(percent_decoded("Basic%20dXNlcg=="), "Basic dXNlcg==");
+        assert_eq!(percent_decoded("100%"), "100%");
+        assert_eq!(percent_decoded("%zz%41"), "%zzA");
         assert_eq!(Protocol::parse("grpc").unwrap(), Protocol::Grpc);
         assert!(Protocol::parse("http/json").is_err());
         assert_eq!(
