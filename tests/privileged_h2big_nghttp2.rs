@@ -6,16 +6,10 @@
 
 mod support;
 
-use std::{
-    collections::HashMap,
-    net::TcpListener,
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, path::Path, process::Command};
 
 use serde_json::Value;
-use support::{Agent, file_spans, require_privileges, span_attr};
+use support::{Agent, file_spans, jaeger::free_port, nghttp2, require_privileges, span_attr};
 use wirespan::testing::cannot_run;
 
 /// Files the server holds: name and size.
@@ -25,23 +19,6 @@ const FILES: [(&str, usize); 4] = [
     ("b1m", 1 << 20),
     ("b4m", 4 << 20),
 ];
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn status_code(span: &Value) -> Option<String> {
     let v = span_attr(span, "http.response.status_code")?;
@@ -67,12 +44,8 @@ fn large_bodies_case(tls: bool) {
     if !require_privileges() {
         return;
     }
-    if Command::new("nghttp").arg("--version").output().is_err()
-        || Command::new("nghttpd").arg("--version").output().is_err()
-    {
-        return cannot_run(
-            "nghttp/nghttpd are not installed (apt-get install nghttp2-client nghttp2-server)",
-        );
+    if let Some(why) = nghttp2::missing() {
+        return cannot_run(why);
     }
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join(if tls {
         "h2big-nghttp2-tls"
@@ -88,14 +61,9 @@ fn large_bodies_case(tls: bool) {
     let upload = tmp.join("upload.bin");
     std::fs::write(&upload, vec![b'u'; 2_000_000]).unwrap();
     let port = free_port().to_string();
-    let Some(_server) = start_nghttpd(&tmp, &www, &port, tls) else {
+    let Some(_server) = nghttp2::start(&tmp, &www, &port, tls) else {
         return cannot_run("the openssl command cannot make a certificate");
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
-        assert!(Instant::now() < deadline, "nghttpd did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let file = tmp.join("spans.jsonl");
     let agent = Agent::start(&[
         "run",
@@ -161,32 +129,6 @@ fn large_bodies_case(tls: bool) {
             .filter(|p| !p.contains("small") || posts.contains(p))
             .count()
     );
-}
-
-/// nghttpd serving `www` on `port`, over TLS with a certificate made here, or plain (h2c);
-/// None when no certificate could be made.
-fn start_nghttpd(tmp: &Path, www: &Path, port: &str, tls: bool) -> Option<Server> {
-    let mut nghttpd = Command::new("nghttpd");
-    nghttpd.args(["-a", "127.0.0.1", "-d", www.to_str().unwrap(), port]);
-    if tls {
-        let (key, cert) = (tmp.join("key.pem"), tmp.join("cert.pem"));
-        let made = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output();
-        if !made.is_ok_and(|o| o.status.success()) {
-            return None;
-        }
-        nghttpd.arg(&key).arg(&cert);
-    } else {
-        nghttpd.arg("--no-tls");
-    }
-    Some(Server(nghttpd.stdout(Stdio::null()).spawn().unwrap()))
 }
 
 /// Each side has one span per request, named `METHOD /path`, with status 200; every server

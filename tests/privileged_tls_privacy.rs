@@ -17,6 +17,8 @@ use std::{
 
 use support::{
     Agent, require_privileges,
+    secrets::contains,
+    span_run::replay_to_file,
     tls::{Certs, certs, go_https, python_https, serial},
 };
 use wirespan::testing::cannot_run;
@@ -47,19 +49,10 @@ fn temp(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
 fn record(output: &Path, ports: &[&str], extra: &[&str]) -> Agent {
     let mut args = vec!["record", "--output", output.to_str().unwrap()];
     args.extend_from_slice(extra);
-    for port in ports {
-        args.extend(["--port", port]);
-    }
-    Agent::start(&args)
+    Agent::start_on_ports(&args, ports)
 }
 
 #[test]
@@ -82,11 +75,7 @@ fn privileged_tls_privacy_bodies_are_blanked_and_heads_kept_and_replayed() {
     let (blanked, kept) = (temp("privacy-blanked.rec"), temp("privacy-kept.rec"));
     let blanking = record(&blanked, &ports, &[]);
     let keeping = record(&kept, &ports, &["--capture-tls-bodies"]);
-    let mut events_args = vec!["events", "--json"];
-    for port in ports {
-        events_args.extend(["--port", port]);
-    }
-    let events = Agent::start(&events_args);
+    let events = Agent::start_on_ports(&["events", "--json"], &ports);
 
     let py_url = format!("https://localhost:{py_port}/echo");
     let go_url = format!("https://localhost:{go_port}/hello");
@@ -147,19 +136,7 @@ fn privileged_tls_privacy_bodies_are_blanked_and_heads_kept_and_replayed() {
 /// Go's `/hello` (HTTP/2) as server spans with method and status.
 fn assert_replays_to_the_posts(recording: &Path) {
     let spans = temp("privacy-replay.jsonl");
-    let _ = std::fs::remove_file(&spans);
-    let replay = Command::new(support::AGENT)
-        .args(["run", "--exporter", "file", "--output"])
-        .arg(&spans)
-        .arg("--replay")
-        .arg(recording)
-        .output()
-        .unwrap();
-    assert!(
-        replay.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    replay_to_file(recording, &spans);
     let spans = support::file_spans(&spans);
     for (path, version) in [("/echo", "1.1"), ("/hello", "2")] {
         let servers: Vec<_> = spans
@@ -230,19 +207,7 @@ fn privileged_tls_privacy_credentials_are_blanked_in_the_events_view_and_recordi
     assert!(contains(&kept, "Authorization: ******"));
     // Replayed, the blanked recording still makes both requests' spans; no output has it.
     let spans = temp("privacy-credentials.jsonl");
-    let _ = std::fs::remove_file(&spans);
-    let replay = Command::new(support::AGENT)
-        .args(["run", "--exporter", "file", "--output"])
-        .arg(&spans)
-        .arg("--replay")
-        .arg(&recording)
-        .output()
-        .unwrap();
-    assert!(
-        replay.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    replay_to_file(&recording, &spans);
     let exported = std::fs::read(&spans).unwrap();
     assert!(!contains(&exported, MARKER));
     let servers = support::file_spans(&spans)

@@ -6,6 +6,7 @@
 //	grpc-echo server [--listen ADDR] [--tls-cert PEM --tls-key PEM]
 //	                                          serve; print the address on the first line
 //	grpc-echo client --target ADDR [--requests N] [--streams N] [--wait-stdin] [--tls-ca PEM]
+//	                 [--metadata-file FILE]
 //	grpc-echo relay [--listen ADDR] --target ADDR   a net/http backend: /relay?msg= calls Say,
 //	                                                /count?n= reads a Count stream
 //	grpc-echo load --target ADDR [--concurrency N] [--duration D] [--rate R]
@@ -13,7 +14,9 @@
 //
 // The client sends each unary call with a `traceparent` of its own (call i has span id i), and a
 // message of "fail" on every fifth call, which the server answers with codes.NotFound. It prints
-// one line per outcome to stdout and exits non-zero if anything unexpected came back.
+// one line per outcome to stdout and exits non-zero if anything unexpected came back. With
+// --metadata-file, every unary call also carries the file's `key: value` lines as metadata
+// (credentials, for the privacy tests: from a file, as a command line is visible to all).
 package main
 
 import (
@@ -29,6 +32,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -143,7 +147,9 @@ func client(args []string) {
 	streams := flags.Int("streams", 2, "server-streaming calls to make")
 	waitStdin := flags.Bool("wait-stdin", false, "read a line from stdin before calling (lets a tracer attach first)")
 	caFile := flags.String("tls-ca", "", "call over TLS, trusting this PEM CA certificate for localhost")
+	metadataFile := flags.String("metadata-file", "", "send this file's `key: value` lines as metadata with every unary call")
 	_ = flags.Parse(args)
+	extra := readMetadata(*metadataFile)
 	if *waitStdin {
 		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 	}
@@ -167,7 +173,8 @@ func client(args []string) {
 		if i%5 == 4 {
 			msg, want = []byte("fail"), codes.NotFound
 		}
-		ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", traceparent(i))
+		pairs := append([]string{"traceparent", traceparent(i)}, extra...)
+		ctx := metadata.AppendToOutgoingContext(context.Background(), pairs...)
 		var reply []byte
 		err := conn.Invoke(ctx, "/"+service+"/Say", &msg, &reply)
 		if got := status.Code(err); got != want {
@@ -209,6 +216,26 @@ func client(args []string) {
 	if failed {
 		os.Exit(1)
 	}
+}
+
+// readMetadata reads `key: value` lines of file (none when file is empty) as key, value pairs.
+func readMetadata(file string) []string {
+	if file == "" {
+		return nil
+	}
+	contents, err := os.ReadFile(file)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var pairs []string
+	for _, line := range strings.Split(string(contents), "\n") {
+		key, value, found := strings.Cut(line, ":")
+		if !found {
+			continue
+		}
+		pairs = append(pairs, strings.ToLower(strings.TrimSpace(key)), strings.TrimSpace(value))
+	}
+	return pairs
 }
 
 // relay: a net/http service in front of the gRPC one, with one shared (pooled) connection.

@@ -3,7 +3,9 @@
 // another http-hello, or itself), /work through one long-lived worker goroutine, /call once to
 // ?target=host:port[&timeout=300ms] (502 when the call fails); /items/{id} and
 // GET /files/{path...} answer with their wildcards. -tls (self-signed) or -tls-cert/-tls-key
-// and -tls-ca make it HTTPS (tls.go). wirespan's Go tests trace it end to end.
+// and -tls-ca make it HTTPS (tls.go). -set-cookie-file makes /hello answer with a Set-Cookie
+// header (a response credential, which the privacy tests look for in wirespan's outputs).
+// wirespan's Go tests trace it end to end.
 package main
 
 import (
@@ -33,7 +35,17 @@ func main() {
 	keyFile := flag.String("tls-key", "", "the PEM private key of -tls-cert")
 	caFile := flag.String("tls-ca", "", "call out over HTTPS, trusting this PEM CA certificate")
 	flag.BoolVar(&clientHTTP1, "tls-http1", false, "call out over HTTPS with HTTP/1.1 (not HTTP/2)")
+	// A file, not the value itself: a command line is visible to every user of the machine.
+	setCookieFile := flag.String("set-cookie-file", "", "answer /hello with a Set-Cookie header of this file's contents")
 	flag.Parse()
+	setCookie := ""
+	if *setCookieFile != "" {
+		contents, err := os.ReadFile(*setCookieFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		setCookie = strings.TrimSpace(string(contents))
+	}
 	if *caFile != "" {
 		setUpClientTLS(*caFile)
 	}
@@ -48,6 +60,9 @@ func main() {
 		// server reset the stream after its answer, and curl may report that reset instead
 		// of the answer.
 		_, _ = io.Copy(io.Discard, r.Body)
+		if setCookie != "" {
+			w.Header().Set("Set-Cookie", setCookie)
+		}
 		fmt.Fprintf(w, "hello %s\n", r.URL.Query().Get("name"))
 	})
 	mux.HandleFunc("/chain", func(w http.ResponseWriter, r *http.Request) {

@@ -12,7 +12,11 @@ fails).
 
 TLS: with HTTPS_CERT and HTTPS_KEY (PEM files) in the environment the server speaks HTTPS
 (Python's ssl module: OpenSSL); with HTTPS_CA, `/via/` calls https://localhost:<port>/ and
-trusts that CA."""
+trusts that CA.
+
+With SET_COOKIE_FILE (a path: a value in the environment would be visible to the tracer) in
+the environment, every answer carries that file's contents as a Set-Cookie header: a response
+credential that the privacy tests look for in wirespan's outputs."""
 import functools
 import http.server
 import os
@@ -29,6 +33,13 @@ class KeepAliveHandler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def end_headers(self):
+        cookie_file = os.environ.get("SET_COOKIE_FILE")
+        if cookie_file:
+            with open(cookie_file) as f:
+                self.send_header("Set-Cookie", f.read().strip())
+        super().end_headers()
 
     def do_GET(self):
         if not self.path.startswith("/via/"):

@@ -10,6 +10,8 @@ pub mod hostile;
 pub mod jaeger;
 pub mod keep_alive;
 pub mod nat_lab;
+pub mod nghttp2;
+pub mod secrets;
 pub mod semconv;
 pub mod shapes;
 pub mod span_run;
@@ -68,6 +70,15 @@ impl Agent {
     /// Start `wirespan <args>` and wait (up to 60 s) until it is attached and ready.
     pub fn start(args: &[&str]) -> Self {
         Self::start_with_stdout(args, Stdio::piped())
+    }
+
+    /// `start` with `--port P` added for each of `ports`: only their connections.
+    pub fn start_on_ports(args: &[&str], ports: &[&str]) -> Self {
+        let mut args = args.to_vec();
+        for port in ports {
+            args.extend(["--port", port]);
+        }
+        Self::start(&args)
     }
 
     /// Like `start`, with the agent's standard output going to `stdout` (then `Stopped.stdout`
@@ -214,12 +225,8 @@ impl HttpServer {
         for (name, contents) in files {
             std::fs::write(dir.join(name), contents).unwrap();
         }
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/support/http_server.py"
-        );
-        let mut child = Command::new("python3")
-            .args([script, dir.to_str().unwrap(), host])
+        let mut child = python_server(&dir)
+            .arg(host)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 runs");
@@ -242,6 +249,18 @@ impl Drop for HttpServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `python3 tests/support/http_server.py <dir>`, to add arguments and environment to: the
+/// test servers' script, serving `dir`.
+pub fn python_server(dir: &std::path::Path) -> Command {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/support/http_server.py"
+    );
+    let mut command = Command::new("python3");
+    command.arg(script).arg(dir);
+    command
 }
 
 /// Data events of one connection end, selected by pid and this end's port.

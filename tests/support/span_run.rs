@@ -10,17 +10,36 @@ use super::Agent;
 /// An agent exporting the spans of connections on `ports` to `file` (replaced).
 pub fn agent_to_file(file: &Path, ports: &[&str]) -> Agent {
     let _ = std::fs::remove_file(file);
-    let mut args = vec![
-        "run",
-        "--exporter",
-        "file",
-        "--output",
-        file.to_str().unwrap(),
-    ];
-    for port in ports {
-        args.extend(["--port", port]);
-    }
-    Agent::start(&args)
+    Agent::start_on_ports(
+        &[
+            "run",
+            "--exporter",
+            "file",
+            "--output",
+            file.to_str().unwrap(),
+        ],
+        ports,
+    )
+}
+
+/// `wirespan run --replay <recording> --exporter file --output <spans>` (replaced), which must
+/// exit 0: what it printed on standard error.
+pub fn replay_to_file(recording: &Path, spans: &Path) -> String {
+    let _ = std::fs::remove_file(spans);
+    let replay = std::process::Command::new(super::AGENT)
+        .args(["run", "--exporter", "file", "--output"])
+        .arg(spans)
+        .arg("--replay")
+        .arg(recording)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&replay.stderr).into_owned();
+    assert!(
+        replay.status.success(),
+        "replaying {}: {stderr}",
+        recording.display()
+    );
+    stderr
 }
 
 /// A span attribute's value, as text.

@@ -82,16 +82,18 @@ pub fn curl(certs: &Certs, http_version: &str, url: &str) -> (u16, String) {
 
 /// The Python HTTPS server (OpenSSL), named `service`; `/via/` calls out over HTTPS.
 pub fn python_https(certs: &Certs, service: &str) -> Listening {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/http_server.py");
-    Listening::start(
-        Command::new("python3")
-            .arg(script)
-            .arg(&certs.www)
-            .env("HTTPS_CERT", &certs.cert)
-            .env("HTTPS_KEY", &certs.key)
-            .env("HTTPS_CA", &certs.cert)
-            .env("OTEL_SERVICE_NAME", service),
-    )
+    Listening::start(&mut python_https_command(certs, service))
+}
+
+/// The command `python_https` starts, to add environment to.
+pub fn python_https_command(certs: &Certs, service: &str) -> Command {
+    let mut command = super::python_server(&certs.www);
+    command
+        .env("HTTPS_CERT", &certs.cert)
+        .env("HTTPS_KEY", &certs.key)
+        .env("HTTPS_CA", &certs.cert)
+        .env("OTEL_SERVICE_NAME", service);
+    command
 }
 
 /// examples/http-hello serving HTTPS and calling out over HTTPS, named `service`.
