@@ -14,12 +14,13 @@ use crate::{
     correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS, Tables},
     golang::discover::GoReport,
     load::{HookReport, LoadError, LoadOptions, Probes, TlsReport},
-    protocol::content::SecretNames,
+    protocol::content::{SecretNames, masked_query},
     sink::{EventSink, ExchangeSink, SpanSink},
     source::{
         ConnRole, Event, decode,
         decode::blank_data_record,
         grpc::{mask_header_fields, mask_header_record},
+        process::{mask_environment, mask_start_record},
         recording::{RecordingError, RecordingReader, RecordingWriter},
         ringbuf::{ReaderStats, RingBufSource},
     },
@@ -232,9 +233,40 @@ struct Pipeline<'a> {
     events_table: ConnTable,
     /// A raw record with its TLS content blanked, for the recorder.
     blanked: Vec<u8>,
-    /// The credential headers masked in Go header events when anything shows or keeps them
-    /// raw (see `blanking`).
-    header_secrets: Option<Arc<SecretNames>>,
+    /// The credential headers masked in Go header events, and the switch for masking process
+    /// environments, when anything shows or keeps events raw (see `blanking`).
+    raw_secrets: Option<Arc<SecretNames>>,
+    /// Whether `wirespan exchanges` shows targets with their query values masked (unless
+    /// `--show-secrets`).
+    mask_queries: bool,
+}
+
+/// What of a raw record outside connections' bytes is masked before it is kept.
+enum RawMask<'s> {
+    /// Go header events' credential headers.
+    Headers(&'s SecretNames),
+    /// A process-start record's environment values.
+    Environment,
+}
+
+/// Mask the credentials of an event outside connections' bytes (Go header events,
+/// environments) when `secrets` says so; how to mask its raw record alike.
+fn mask_outside_bytes<'s>(
+    event: &mut Event,
+    secrets: Option<&'s SecretNames>,
+) -> Option<RawMask<'s>> {
+    match (event, secrets) {
+        (Event::GoHeaders(headers), Some(names)) => {
+            mask_header_fields(headers, names);
+            Some(RawMask::Headers(names))
+        }
+        // Only the process-start layout carries an environment (`image`).
+        (Event::Exec(exec), Some(_)) => exec.image.as_mut().map(|image| {
+            mask_environment(&mut image.env);
+            RawMask::Environment
+        }),
+        _ => None,
+    }
 }
 
 impl<'a> Pipeline<'a> {
@@ -255,7 +287,8 @@ impl<'a> Pipeline<'a> {
             route_wanted: Vec::new(),
             events_table: ConnTable::default(),
             blanked: Vec::new(),
-            header_secrets: None,
+            raw_secrets: None,
+            mask_queries: false,
         };
         // The correlator forgets connections the table gives up on without a close event.
         if let Output::Spans { table, .. } = &mut pipeline.output {
@@ -271,8 +304,9 @@ impl<'a> Pipeline<'a> {
     /// recording, the events view), named by `secrets` (None: keep them).
     fn blanking(&mut self, keep_tls_bodies: bool, secrets: Option<Arc<SecretNames>>) {
         let shows_raw = self.recorder.is_some() || matches!(self.output, Output::Events(_));
+        self.mask_queries = secrets.is_some();
         let secrets = secrets.filter(|_| shows_raw);
-        self.header_secrets.clone_from(&secrets);
+        self.raw_secrets.clone_from(&secrets);
         self.events_table.keep_tls_content(keep_tls_bodies);
         self.events_table.note_secrets(secrets.clone());
         if let Output::Exchanges { table, .. } | Output::Spans { table, .. } = &mut self.output {
@@ -349,17 +383,15 @@ impl<'a> Pipeline<'a> {
             None => &[],
         };
         lap(Stage::Conn);
-        let header_secrets = match &mut event {
-            Event::GoHeaders(headers) => self.header_secrets.as_deref().inspect(|names| {
-                mask_header_fields(headers, names);
-            }),
-            _ => None,
-        };
+        let raw_mask = mask_outside_bytes(&mut event, self.raw_secrets.as_deref());
         if let Some(recorder) = self.recorder.as_mut() {
-            let raw = if let Some(names) = header_secrets {
+            let raw = if let Some(mask) = raw_mask {
                 self.blanked.clear();
                 self.blanked.extend_from_slice(raw);
-                mask_header_record(&mut self.blanked, names);
+                match mask {
+                    RawMask::Headers(names) => mask_header_record(&mut self.blanked, names),
+                    RawMask::Environment => mask_start_record(&mut self.blanked),
+                };
                 &self.blanked
             } else if content.is_empty() {
                 raw
@@ -416,7 +448,11 @@ impl<'a> Pipeline<'a> {
     fn deliver_exchanges(&mut self) -> Result<(), StepError> {
         match &mut self.output {
             Output::Exchanges { sink, .. } => {
-                for x in self.exchanges.drain(..) {
+                for mut x in self.exchanges.drain(..) {
+                    if self.mask_queries {
+                        let http = x.exchange.detail.http_mut();
+                        http.target = masked_query(&http.target);
+                    }
                     sink.exchange(&x).map_err(StepError::Write)?;
                 }
             }
@@ -543,7 +579,7 @@ pub async fn run<'a>(
     let mut pipeline = Pipeline::new(output, recorder);
     if options.show_secrets {
         eprintln!(
-            "wirespan: --show-secrets: credential header values and query values are shown and recorded as captured"
+            "wirespan: --show-secrets: credential header values, query values and program environments are shown and recorded as captured"
         );
     }
     pipeline.blanking(

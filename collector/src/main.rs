@@ -392,11 +392,13 @@ struct CaptureArgs {
     /// (non-TLS) traffic is captured as it is.
     #[arg(long, env = "WIRESPAN_CAPTURE_TLS_BODIES")]
     capture_tls_bodies: bool,
-    /// More header names whose values are credentials (comma-separated, any case), blanked
-    /// with `*` wherever captured bytes are shown or kept (the events view, recordings), as
-    /// the defaults are: Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key,
+    /// More header names whose values are credentials (comma-separated, any case), masked in
+    /// place wherever captured bytes are shown or kept (the events view, recordings), as the
+    /// defaults are: Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key,
     /// Api-Key, Apikey, X-Auth-Token, X-Access-Token, X-Csrf-Token, X-Amz-Security-Token,
-    /// X-Goog-Api-Key, and query values. HTTP/1 heads; HTTP/2 header blocks are not shown.
+    /// X-Goog-Api-Key (HTTP/1 heads, HTTP/2 header blocks, gRPC metadata). Query values are
+    /// masked too (and in `wirespan exchanges`), and recordings keep no environment value but
+    /// OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
     #[arg(
         long,
         value_name = "NAMES",
@@ -404,8 +406,8 @@ struct CaptureArgs {
         env = "WIRESPAN_REDACT_HEADERS"
     )]
     redact_headers: Vec<String>,
-    /// DEBUGGING ONLY: show and record credentials (the headers above, query values) as
-    /// captured. The agent says so on start.
+    /// DEBUGGING ONLY: show and record credentials (the headers above, query values,
+    /// environments) as captured. The agent says so on start.
     #[arg(long)]
     show_secrets: bool,
 }

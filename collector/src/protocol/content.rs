@@ -292,6 +292,20 @@ pub fn target_query_values(target: &[u8], base: usize, out: &mut Vec<Range<usize
     }
 }
 
+/// `target` (a request target) with its query values masked with `*`, for views that show
+/// targets (`wirespan exchanges`). A value runs between ASCII delimiters, so it is masked
+/// whole characters at a time.
+#[must_use]
+pub fn masked_query(target: &str) -> String {
+    let mut values = Vec::new();
+    target_query_values(target.as_bytes(), 0, &mut values);
+    let mut bytes = target.as_bytes().to_vec();
+    for range in values {
+        bytes[range].fill(SECRET_FILL);
+    }
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
 /// Apply `blanks` (segment offsets) to a segment's captured bytes and to its frame windows,
 /// which hold copies of bytes at their own offsets (a negative offset: the previous segment's).
 pub fn blank(blanks: &[Blank], payload: &mut [u8], windows: &mut [(i64, &mut [u8])]) {
@@ -373,6 +387,19 @@ mod tests {
         assert_eq!(&payload, b"HEAD\0\0\0\0");
         assert_eq!(&window, b"xx\0\0zz");
         assert_eq!(&before, b"hhh");
+    }
+
+    #[test]
+    fn query_values_of_a_target_are_masked_for_views() {
+        assert_eq!(
+            masked_query("/p?token=s3cr3t&x&page=2&empty="),
+            "/p?token=******&*&page=*&empty="
+        );
+        assert_eq!(
+            masked_query("/caf\u{e9}?k=\u{e9}t\u{e9}"),
+            "/caf\u{e9}?k=*****"
+        );
+        assert_eq!(masked_query("/no/query"), "/no/query");
     }
 
     #[test]

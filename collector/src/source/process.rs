@@ -10,6 +10,7 @@ use wirespan_shared::{
 
 use super::decode::{DecodeError, comm, read_struct};
 use crate::event::{Exec, ExecImage, ProcessExit};
+use crate::protocol::content::SECRET_FILL;
 
 /// The first exec layout: who and when, nothing of the program.
 pub(super) fn decode_exec(record: &[u8]) -> Result<Exec, DecodeError> {
@@ -60,6 +61,41 @@ pub(super) fn decode_exit(record: &[u8]) -> Result<ProcessExit, DecodeError> {
         pid: raw.pid,
         ts_ns: raw.ts_ns,
     })
+}
+
+/// The environment variables whose values recordings keep: those the agent reads (a process's
+/// service name and resource attributes). Environments hold passwords and tokens: every other
+/// value is masked wherever raw records are kept.
+pub const KEPT_ENV: [&str; 2] = ["OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"];
+
+/// Mask in place the environment values of a raw process-start record but [`KEPT_ENV`]'s;
+/// whether any was masked.
+pub fn mask_start_record(record: &mut [u8]) -> bool {
+    let Ok(h) = read_struct::<ProcessStartHeader>(record) else {
+        return false;
+    };
+    let start = size_of::<ProcessStartHeader>() + h.args_len as usize;
+    let end = start + (h.env_len as usize).min(PROCESS_ENV_CAP);
+    record.get_mut(start..end).is_some_and(mask_environment)
+}
+
+/// Mask in place the values of a NUL-separated environment block but [`KEPT_ENV`]'s (each
+/// value keeps its length: `NAME=****`); whether any was masked.
+pub fn mask_environment(env: &mut [u8]) -> bool {
+    let mut masked = false;
+    for entry in env.split_mut(|b| *b == 0) {
+        let Some(eq) = entry.iter().position(|b| *b == b'=') else {
+            continue;
+        };
+        let (name, value) = entry.split_at_mut(eq + 1);
+        let name = &name[..eq];
+        if value.is_empty() || KEPT_ENV.iter().any(|k| k.as_bytes() == name) {
+            continue;
+        }
+        value.fill(SECRET_FILL);
+        masked = true;
+    }
+    masked
 }
 
 /// Test helpers: process records built the way the probe builds them.
@@ -120,6 +156,22 @@ mod tests {
         assert_eq!(image.args, b"curl\0-s\0");
         assert_eq!(image.env, b"A=1\0OTEL_SERVICE_NAME=job3\0");
         assert!(!image.args_cut && !image.env_cut);
+    }
+
+    #[test]
+    fn environment_values_are_masked_but_those_the_agent_reads() {
+        let env = b"DB_PASSWORD=hunter2\0OTEL_SERVICE_NAME=job3\0EMPTY=\0PATH=/bin\0cut=ab";
+        let mut record = start(42, "curl", b"curl\0-s\0", env, env.len());
+        assert!(mask_start_record(&mut record));
+        let Event::Exec(e) = decode(&record).unwrap() else {
+            panic!("not exec")
+        };
+        let image = e.image.unwrap();
+        assert_eq!(
+            image.env,
+            b"DB_PASSWORD=*******\0OTEL_SERVICE_NAME=job3\0EMPTY=\0PATH=****\0cut=**"
+        );
+        assert_eq!(image.args, b"curl\0-s\0", "arguments are kept");
     }
 
     #[test]
