@@ -177,7 +177,9 @@ impl Http2Conn {
                 literals.push((Some(n.to_vec()), literal));
             }
         });
-        if let Err((_, at)) = decoded {
+        // Only a representation cut by the segment's end: any other error is the block's own,
+        // and its bytes are left as the decoder will read them (see `mask_secrets`).
+        if let Err((hpack::HpackError::Truncated, at)) = decoded {
             // The table as it was before the representation the block is cut in.
             let mut before = self.dirs[d].hpack.clone();
             let _ = before.decode(&block.block[..at], |_, _| {});
