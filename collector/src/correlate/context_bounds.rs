@@ -122,7 +122,7 @@ impl Contexts {
     /// Drop the ends and client uses of connections closed more than `END_GRACE_NS` ago
     /// (unless the address pair was used again since), so the tables do not grow with every
     /// connection.
-    pub(super) fn forget_closed(&mut self, now: u64) {
+    pub(crate) fn forget_closed(&mut self, now: u64) {
         while let Some(&closed) = self.closed.front() {
             if now.saturating_sub(closed.at) < END_GRACE_NS {
                 break;

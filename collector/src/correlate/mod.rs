@@ -246,6 +246,10 @@ impl Correlator {
     /// that will not come are emitted once the window is over, not at the next event.
     pub fn advance_clock(&mut self, now_ns: u64) {
         self.now_ns = self.now_ns.max(now_ns);
+        // Closed ends go a grace period after their close even when no later connection event
+        // comes to push them out: a host whose churn stopped keeps nothing of it.
+        self.contexts.forget_closed(self.now_ns);
+        self.peers.forget_closed(self.now_ns);
     }
 
     /// Take in a completed exchange.

@@ -130,7 +130,8 @@ impl Peers {
         self.first.len()
     }
 
-    fn forget_closed(&mut self, now: u64) {
+    /// Forget the ends closed `END_GRACE_NS` or more before `now`.
+    pub(super) fn forget_closed(&mut self, now: u64) {
         while let Some(&(ts, end)) = self.closed.front() {
             if now.saturating_sub(ts) < END_GRACE_NS {
                 break;
