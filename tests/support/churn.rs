@@ -317,3 +317,59 @@ pub fn map_entries(maps: &BTreeMap<String, u64>) -> BTreeMap<&'static str, usize
         })
         .collect()
 }
+
+/// Owners of the entries left in the agent's `CONNS` map: pid → entries. A `ConnInfo` value
+/// starts with the connection id (u64), then the owner's pid (u32, little-endian).
+pub fn conns_owners(maps: &BTreeMap<String, u64>) -> BTreeMap<u32, usize> {
+    let mut owners = BTreeMap::new();
+    let Some(id) = maps.get("CONNS") else {
+        return owners;
+    };
+    let dump = bpftool(&["map", "dump", "id", &id.to_string()]);
+    for entry in dump.as_array().into_iter().flatten() {
+        let bytes: Vec<u8> = entry["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+            .collect();
+        if let Some(pid) = bytes.get(8..12) {
+            let pid = u32::from_le_bytes(pid.try_into().unwrap());
+            *owners.entry(pid).or_insert(0) += 1;
+        }
+    }
+    owners
+}
+
+/// Runs of the agent's programs that the kernel skipped because another BPF program was
+/// running on the same CPU (`recursion_misses` in each program descriptor's fdinfo), by
+/// program name (programs with none left out). A classic tracepoint's program is skipped
+/// whenever it fires inside any other tracing program, e.g. a socket state change in a softirq
+/// that interrupted a syscall probe: its event is lost without a trace in the ring buffer.
+pub fn recursion_misses(pid: u32) -> BTreeMap<String, u64> {
+    let mut misses = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return misses;
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in dir.flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let (Some(id), Some(n)) = (field("prog_id:"), field("recursion_misses:")) else {
+            continue;
+        };
+        if n == 0 || !seen.insert(id) {
+            continue;
+        }
+        let show = bpftool(&["prog", "show", "id", &id.to_string()]);
+        let name = show["name"].as_str().unwrap_or("?").to_owned();
+        *misses.entry(name).or_insert(0) += n;
+    }
+    misses
+}

@@ -79,7 +79,8 @@ pub enum Lookup {
 const MAX_GOROUTINES: usize = 262_144;
 /// How deep goroutine ancestry is followed.
 const MAX_DEPTH: usize = 256;
-/// Goroutines, handlers and connection uses are forgotten this long after they end.
+/// Goroutines and handlers are forgotten this long after they end (a closed connection's end
+/// and client uses: `END_GRACE_NS`).
 const GRACE_NS: u64 = 30_000_000_000;
 
 /// One handler run of a net/http serving goroutine (which serves a keep-alive connection's
@@ -114,8 +115,13 @@ impl HandlerRun {
 struct GoProcess {
     /// Goroutine → (the goroutine that started it, when).
     parent: HashMap<u64, (u64, u64)>,
-    /// net/http handler runs by goroutine.
+    /// net/http handler runs by goroutine. A plain server's goroutines report no end (only
+    /// those a handler started do): entries whose runs all ended a grace period ago are swept
+    /// out (see `bytes::sweep_handlers`), so a server that starts a goroutine per connection
+    /// does not fill the table up to its cap.
     handlers: HashMap<u64, Vec<HandlerRun>>,
+    /// Handler entries left by the last sweep: the next sweeps when the table doubles.
+    handlers_swept: usize,
     /// Accepted connections whose last read was one upper-case byte: net/http's background
     /// read (a one-byte read, on a goroutine of its own, while a handler runs on a keep-alive
     /// connection) may take a request's first byte, and the connection's goroutine then reads
@@ -157,7 +163,7 @@ pub struct Contexts {
     /// (pid, tid) → the request that thread is serving.
     threads: HashMap<(u32, u32), Serving>,
     /// Connections closed (when, pid, local, remote): their end and client uses are forgotten
-    /// after the grace period, not at once (the close itself may complete the connection's last
+    /// after `END_GRACE_NS`, not at once (the close itself may complete the connection's last
     /// exchange).
     closed: VecDeque<Closed>,
     /// Processes that exited (when, pid): their Go state is dropped after the grace period.
@@ -393,8 +399,11 @@ impl Contexts {
                 );
             }
             ConnRole::Server => {
+                p.sweep_handlers(u.ts_ns);
                 push_run(
-                    p.handlers.entry(u.goid).or_default(),
+                    p.handlers
+                        .entry(u.goid)
+                        .or_insert_with(|| Vec::with_capacity(1)),
                     HandlerRun {
                         start: u.ts_ns,
                         end: None,

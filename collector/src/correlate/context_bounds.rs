@@ -11,13 +11,14 @@
 
 use std::{collections::HashMap, hash::Hash, net::SocketAddr};
 
-use super::{Contexts, GRACE_NS, bytes::median_ts};
+use super::{Contexts, bytes::median_ts};
 use crate::conn::{DEFAULT_MAX_CONNS, Gone};
+use crate::correlate::END_GRACE_NS;
 
 /// Accepted connections kept at most: as many as the connection table tracks.
 pub(super) const MAX_ACCEPTED: usize = DEFAULT_MAX_CONNS;
-/// Connection ends kept at most. Closed ends stay for the grace period: at 3,300 connections a
-/// second (two ends each on one host) that is some 200k.
+/// Connection ends kept at most. Closed ends stay for `END_GRACE_NS`: at 3,300 connections a
+/// second (two ends each on one host) that is some 80k.
 pub(super) const MAX_ENDS: usize = 262_144;
 /// Threads serving a request, and client connections per Go process, kept at most.
 pub(super) const MAX_THREADS: usize = 65_536;
@@ -118,12 +119,12 @@ impl Contexts {
         }
     }
 
-    /// Drop the ends and client uses of connections closed more than the grace period ago
+    /// Drop the ends and client uses of connections closed more than `END_GRACE_NS` ago
     /// (unless the address pair was used again since), so the tables do not grow with every
     /// connection.
-    pub(super) fn forget_closed(&mut self, now: u64) {
+    pub(crate) fn forget_closed(&mut self, now: u64) {
         while let Some(&closed) = self.closed.front() {
-            if now.saturating_sub(closed.at) < GRACE_NS {
+            if now.saturating_sub(closed.at) < END_GRACE_NS {
                 break;
             }
             self.closed.pop_front();

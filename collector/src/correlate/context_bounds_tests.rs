@@ -4,7 +4,8 @@
 
 use std::net::SocketAddr;
 
-use super::{super::GRACE_NS, MAX_ACCEPTED, MAX_ENDS};
+use super::{MAX_ACCEPTED, MAX_ENDS};
+use crate::correlate::END_GRACE_NS;
 use crate::{
     conn::ConnTable,
     correlate::context::Contexts,
@@ -107,8 +108,8 @@ fn accepted_connections_whose_close_was_lost_go_with_the_connection_table() {
         "one forgotten per replaced"
     );
     assert_eq!((sizes.accepted, sizes.ends), (500, 500));
-    // Replaced ends wait out the grace period (30 s of the 50 s run), not more.
-    assert!(sizes.closing as u64 <= GRACE_NS / MS + 1, "{sizes:?}");
+    // Replaced ends wait out the grace period (12 s of the 50 s run), not more.
+    assert!(sizes.closing as u64 <= END_GRACE_NS / MS + 1, "{sizes:?}");
     assert_eq!(chain.contexts.stats.over_cap, 0);
 
     // No event for the idle timeout: the table gives the rest up, and so do the contexts.
@@ -124,7 +125,7 @@ fn accepted_connections_whose_close_was_lost_go_with_the_connection_table() {
         n,
         server,
         next,
-        later + GRACE_NS + 1,
+        later + END_GRACE_NS + 1,
     ));
     let sizes = chain.contexts.sizes();
     assert_eq!(
@@ -148,7 +149,7 @@ fn client_ends_whose_close_was_lost_are_forgotten_and_the_new_one_kept() {
         3,
         client(2),
         server,
-        40_000 * MS + GRACE_NS + 1,
+        40_000 * MS + END_GRACE_NS + 1,
     ));
     assert_eq!(chain.table.stats.replaced, 1);
     assert!(

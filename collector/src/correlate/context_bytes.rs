@@ -2,7 +2,10 @@
 //! request on an accepted connection is its handler until it writes back, with no probe on the
 //! request path; and the bounds of the per-goroutine tables whose goroutines report no end.
 
-use super::{Data, Direction, GoProcess, HandlerRun, MAX_GOROUTINES};
+use super::{Data, Direction, GRACE_NS, GoProcess, HandlerRun, MAX_GOROUTINES};
+
+/// Handler entries a process keeps before the first sweep of ended ones.
+const SWEEP_FLOOR: usize = 4096;
 
 /// Whether a read's first bytes start an HTTP/1 request: an upper-case method token and a
 /// space (`GET /`, `POST /`). A body's bytes, an HTTP/2 preface or frames, and TLS records do
@@ -38,7 +41,15 @@ impl GoProcess {
             self.handlers
                 .retain(|_, runs| runs.last().is_some_and(|r| r.start >= cutoff));
         }
-        let runs = self.handlers.entry(goid).or_default();
+        if !self.handlers.contains_key(&goid) {
+            self.sweep_handlers(d.ts_exit_ns);
+        }
+        // Most goroutines serve one connection and one request: room for one run, not the
+        // four a first push would reserve (a run is 96 bytes, and there is one per connection).
+        let runs = self
+            .handlers
+            .entry(goid)
+            .or_insert_with(|| Vec::with_capacity(1));
         // The open byte run on this connection, wherever it is: a `ServeHTTP` run may have
         // been added after it.
         let open = runs.iter_mut().rev().find(|r| {
@@ -85,6 +96,24 @@ impl GoProcess {
         if runs.is_empty() {
             self.handlers.remove(&goid);
         }
+    }
+}
+
+impl GoProcess {
+    /// Forget the handler runs of goroutines whose runs all ended more than the grace period
+    /// before `now` (their goroutines served connections that are over: net/http starts one per
+    /// connection). Done when the table has doubled since the last sweep, so the cost per new
+    /// entry stays constant and the table holds at most twice the entries of the last grace
+    /// period (plus open runs).
+    pub(super) fn sweep_handlers(&mut self, now: u64) {
+        if self.handlers.len() < 2 * self.handlers_swept.max(SWEEP_FLOOR) {
+            return;
+        }
+        self.handlers.retain(|_, runs| {
+            runs.iter()
+                .any(|r| r.end.is_none_or(|end| now.saturating_sub(end) < GRACE_NS))
+        });
+        self.handlers_swept = self.handlers.len();
     }
 }
 

@@ -212,7 +212,12 @@ fn client_uses_of_closed_connections_are_forgotten_after_the_grace_period() {
         1,
         "kept through the grace period"
     );
-    c.on_event(&close(9, "127.0.0.1:5001", remote, 20 + GRACE_NS));
+    c.on_event(&close(
+        9,
+        "127.0.0.1:5001",
+        remote,
+        20 + crate::correlate::END_GRACE_NS,
+    ));
     assert_eq!(c.go[&9].client_uses.len(), 0);
 }
 
@@ -423,5 +428,50 @@ fn a_request_whose_first_byte_the_background_read_took_still_starts_a_run() {
             Lookup::Serving(_)
         ),
         "the background reader serves nothing"
+    );
+}
+
+#[test]
+fn a_plain_servers_handler_goroutines_are_swept_a_grace_period_after_their_runs_ended() {
+    // One goroutine per short connection, one request each, every 5 ms for 100 s: none
+    // reports its end (no goroutine probes on a plain server).
+    const STEP: u64 = 5_000_000;
+    let mut c = Contexts::default();
+    let n: u64 = 20_000;
+    let mut most = 0;
+    for i in 0..n {
+        let client = format!("127.0.0.2:{}", 1024 + i % 60_000);
+        let ts = i * STEP;
+        accept(&mut c, i, &client, ts);
+        bytes(
+            &mut c,
+            i,
+            i,
+            &client,
+            Direction::Ingress,
+            b"GET / HTTP/1.1\r\n\r\n",
+            ts + 1,
+        );
+        bytes(
+            &mut c,
+            i,
+            i,
+            &client,
+            Direction::Egress,
+            b"HTTP/1.1 200 OK\r\n\r\n",
+            ts + 2,
+        );
+        c.on_event(&close(PID, SERVER, &client, ts + 3));
+        most = most.max(c.go[&PID].handlers.len());
+    }
+    // The grace period holds GRACE_NS / STEP = 6,000 goroutines; a sweep runs when the table
+    // has doubled since the last one.
+    let in_grace = (GRACE_NS / STEP) as usize;
+    assert!(most <= 2 * in_grace + 1, "{most} handler entries at most");
+    let last = &c.go[&PID].handlers[&(n - 1)];
+    assert_eq!(last.len(), 1, "the newest goroutine's run is kept");
+    assert!(
+        !c.go[&PID].handlers.contains_key(&0),
+        "the first goroutine's run ended 100 s ago"
     );
 }

@@ -206,6 +206,12 @@ impl Failures {
 
     /// A client exchange completed: the Go call it belongs to (if it failed) is its span.
     pub fn on_client_exchange(&mut self, pid: u32, local: SocketAddr, remote: SocketAddr, at: u64) {
+        // Only a Go call's failure is judged by the exchanges of its connection: other programs'
+        // client connections (one entry each, never closed here) would fill the table for
+        // nothing.
+        if !self.go_pids.contains(&pid) {
+            return;
+        }
         if self.exchanges.len() >= MAX_ENTRIES {
             self.exchanges.clear();
         }

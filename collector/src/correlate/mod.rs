@@ -49,6 +49,14 @@ use crate::{
 
 /// How long a span waits for its parent by default (event time).
 pub const DEFAULT_WINDOW_NS: u64 = 10_000_000_000;
+/// How long a closed connection's ends are remembered (last seen, first bytes, a Go client's
+/// uses of it). They are asked about while spans of the connection settle: its last exchange
+/// comes at its close at the latest, and a span waits for its parent at most the window after
+/// it came; 2 s more allow for events that reach the agent out of order (per-CPU buffers of
+/// the probes, a reader that lags behind). Every connection a host closes is held this long,
+/// so it is what the agent's memory grows with under connection churn (3,300 connections a
+/// second are some 80k ends).
+pub(crate) const END_GRACE_NS: u64 = DEFAULT_WINDOW_NS + 2_000_000_000;
 /// Spans waiting at most; beyond it the oldest are emitted without their parent.
 const MAX_PENDING: usize = 100_000;
 
@@ -238,6 +246,10 @@ impl Correlator {
     /// that will not come are emitted once the window is over, not at the next event.
     pub fn advance_clock(&mut self, now_ns: u64) {
         self.now_ns = self.now_ns.max(now_ns);
+        // Closed ends go a grace period after their close even when no later connection event
+        // comes to push them out: a host whose churn stopped keeps nothing of it.
+        self.contexts.forget_closed(self.now_ns);
+        self.peers.forget_closed(self.now_ns);
     }
 
     /// Take in a completed exchange.

@@ -18,14 +18,12 @@ use std::{
     net::SocketAddr,
 };
 
+use super::END_GRACE_NS;
 use crate::event::{ConnKind, Direction, Event};
 
 /// A connection end: (local, remote) as that process's socket names them.
 pub type End = (SocketAddr, SocketAddr);
 
-/// Ends are forgotten this long after their connection closed (its last exchanges complete
-/// around the close).
-const GRACE_NS: u64 = 30_000_000_000;
 /// Ends kept at most; beyond it the table starts over (joins through NAT of older connections
 /// are then lost, never wrong).
 const MAX_ENDS: usize = 262_144;
@@ -40,7 +38,8 @@ struct FirstBytes {
     since_ns: u64,
 }
 
-/// First bytes of every connection end this host has seen data on.
+/// First bytes of every connection end this host has seen data on; a closed end's are
+/// forgotten `END_GRACE_NS` after its close.
 #[derive(Debug, Default)]
 pub struct Peers {
     first: HashMap<End, FirstBytes>,
@@ -131,9 +130,10 @@ impl Peers {
         self.first.len()
     }
 
-    fn forget_closed(&mut self, now: u64) {
+    /// Forget the ends closed `END_GRACE_NS` or more before `now`.
+    pub(super) fn forget_closed(&mut self, now: u64) {
         while let Some(&(ts, end)) = self.closed.front() {
-            if now.saturating_sub(ts) < GRACE_NS {
+            if now.saturating_sub(ts) < END_GRACE_NS {
                 break;
             }
             self.closed.pop_front();
@@ -241,7 +241,7 @@ mod tests {
             ConnKind::Close,
             "127.0.0.1:1",
             "127.0.0.1:2",
-            5 + GRACE_NS,
+            5 + END_GRACE_NS,
         ));
         assert_eq!(
             p.other_end(end(server.0, server.1)),

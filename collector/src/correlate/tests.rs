@@ -64,20 +64,25 @@ fn correlator() -> Correlator {
     Correlator::new(1_000, IdGenerator::with_seed(1))
 }
 
-/// The traced client's connect: its end of the connection reached the agent.
-fn client_connects(c: &mut Correlator) {
-    c.on_event(&Event::Conn(Conn {
-        kind: ConnKind::Connect,
+/// An event of the traced client's connection (its end: CLIENT → SERVER).
+fn client_conn(kind: ConnKind, ts_ns: u64) -> Event {
+    Event::Conn(Conn {
+        kind,
         pid: 1,
         tid: 1,
         comm: "p1".into(),
         conn_id: 1,
         local: addr(CLIENT),
         remote: addr(SERVER),
-        ts_ns: 1,
+        ts_ns,
         mode: crate::event::AttachMode::Tracepoint,
         errno: None,
-    }));
+    })
+}
+
+/// The traced client's connect: its end of the connection reached the agent.
+fn client_connects(c: &mut Correlator) {
+    c.on_event(&client_conn(ConnKind::Connect, 1));
 }
 
 #[test]
@@ -229,4 +234,30 @@ fn a_server_whose_local_client_is_not_traced_does_not_wait() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].link, ParentLink::Root);
     assert_eq!(c.stats.orphans, 0);
+}
+
+#[test]
+fn closed_ends_go_a_grace_period_after_their_close_without_later_events() {
+    let mut c = Correlator::new(DEFAULT_WINDOW_NS, IdGenerator::with_seed(1));
+    for (kind, ts_ns) in [(ConnKind::Connect, 1), (ConnKind::Close, 2)] {
+        c.on_event(&client_conn(kind, ts_ns));
+    }
+    let held = c.tables();
+    assert_eq!(
+        (held.contexts.ends, held.contexts.closing, held.peer_ends),
+        (1, 1, 1)
+    );
+    // No event after the close: the clock alone lets them go.
+    c.advance_clock(2 + END_GRACE_NS - 1);
+    assert_eq!(
+        c.tables().contexts.closing,
+        1,
+        "kept through the grace period"
+    );
+    c.advance_clock(2 + END_GRACE_NS);
+    let held = c.tables();
+    assert_eq!(
+        (held.contexts.ends, held.contexts.closing, held.peer_ends),
+        (0, 0, 0)
+    );
 }
