@@ -99,7 +99,7 @@ fn privileged_startup_report_names_the_mode_of_each_hook_and_why_others_failed()
             );
         }
     }
-    // This machine class refuses kprobes (no kprobe PMU) and fentry: tracepoint mode, and the
+    // This machine class refuses kprobes (no kprobe PMU) and fentry: tp_btf mode, and the
     // report carries each exact reason.
     if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         assert!(
@@ -108,7 +108,9 @@ fn privileged_startup_report_names_the_mode_of_each_hook_and_why_others_failed()
             ),
             "{report}"
         );
-        if report.contains("hook tcp_connect: attached tracepoint") {
+        if report.contains("hook tcp_connect: attached tp_btf")
+            || report.contains("hook tcp_connect: attached tracepoint")
+        {
             assert!(report.contains("fentry (tcp_connect) failed: "), "{report}");
         }
     }
@@ -277,11 +279,11 @@ fn privileged_a_required_hook_without_a_working_mode_stops_the_agent_naming_each
 }
 
 /// The attach modes that must work on this kernel: `WIRESPAN_REQUIRE_ATTACH_MODES`
-/// (comma-separated; `cargo xtask vm-test` sets all three in Debian's kernels), else tracepoint
-/// (this machine class refuses kprobes and fentry).
+/// (comma-separated; `cargo xtask vm-test` sets all four in Debian's kernels), else tp_btf and
+/// tracepoint (this machine class refuses kprobes and fentry).
 fn required_modes() -> Vec<String> {
     std::env::var("WIRESPAN_REQUIRE_ATTACH_MODES")
-        .unwrap_or_else(|_| "tracepoint".into())
+        .unwrap_or_else(|_| "tp_btf,tracepoint".into())
         .split(',')
         .map(|m| m.trim().to_owned())
         .filter(|m| !m.is_empty())
@@ -365,7 +367,7 @@ fn privileged_every_attach_mode_gives_the_same_five_tuples_and_byte_counts() {
     }
     let required = required_modes();
     let mut views = Vec::new();
-    for mode in ["tracepoint", "kprobe", "fentry"] {
+    for mode in ["tp_btf", "tracepoint", "kprobe", "fentry"] {
         match one_connection_in_mode(mode) {
             Ok(view) => views.push((mode, view)),
             Err(printed) => {

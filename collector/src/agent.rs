@@ -13,7 +13,7 @@ use crate::{
     conn::{ConnExchange, ConnStats, ConnTable},
     correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS, Tables},
     golang::discover::GoReport,
-    load::{HookReport, LoadError, LoadOptions, Probes, TlsReport},
+    load::{HookReport, LoadError, LoadOptions, Probes, TlsReport, skipped::skipped_runs},
     protocol::content::{SecretNames, masked_query},
     sink::{EventSink, ExchangeSink, SpanSink},
     source::{
@@ -58,6 +58,9 @@ pub struct RunSummary {
     pub malformed: u64,
     /// Events lost in the kernel, by `LOST_*` cause.
     pub lost: [u64; LOST_CAUSES as usize],
+    /// Runs of the agent's programs the kernel skipped (see `load::skipped`): their events were
+    /// never made (live runs).
+    pub skipped_runs: u64,
     /// How often the ring-buffer reader ran and found records (live runs).
     pub reader: Option<ReaderStats>,
     /// What the connection table gave up on, when exchanges were decoded.
@@ -82,7 +85,7 @@ impl RunSummary {
             "{} events, {} malformed; lost in kernel: {}",
             self.events,
             self.malformed,
-            describe_lost(&self.lost)
+            describe_lost(&self.lost, self.skipped_runs)
         );
         if let Some(r) = self.reader {
             let _ = write!(
@@ -137,13 +140,18 @@ impl RunSummary {
     }
 }
 
-fn describe_lost(lost: &[u64; LOST_CAUSES as usize]) -> String {
-    let parts: Vec<String> = lost
+fn describe_lost(lost: &[u64; LOST_CAUSES as usize], skipped_runs: u64) -> String {
+    let mut parts: Vec<String> = lost
         .iter()
         .zip(LOST_CAUSE_NAMES)
         .filter(|(n, _)| **n > 0)
         .map(|(n, cause)| format!("{n} ({cause})"))
         .collect();
+    if skipped_runs > 0 {
+        parts.push(format!(
+            "{skipped_runs} program runs skipped by the kernel (another BPF program was running on the CPU)"
+        ));
+    }
     if parts.is_empty() {
         "none".to_owned()
     } else {
@@ -607,8 +615,12 @@ pub async fn run<'a>(
             }
             _ = loss_log.tick() => {
                 let lost = maps.lost.counts();
-                if lost.iter().any(|n| *n > 0) {
-                    eprintln!("wirespan: lost in kernel so far: {}", describe_lost(&lost));
+                let skipped = skipped_runs();
+                if lost.iter().any(|n| *n > 0) || skipped > 0 {
+                    eprintln!(
+                        "wirespan: lost in kernel so far: {}",
+                        describe_lost(&lost, skipped)
+                    );
                 }
                 Some(Ok(false))
             }
@@ -650,7 +662,9 @@ pub async fn run<'a>(
         // Otherwise the source waits: on its poll timer while records keep coming, which
         // gathers them into batches (see `source::ringbuf`), or for the kernel when idle.
     };
-    // Detach first so no new events arrive, then take what the ring buffer still holds.
+    // Read the skipped runs while the programs are still attached, then detach so no new
+    // events arrive, and take what the ring buffer still holds.
+    pipeline.summary.skipped_runs = skipped_runs();
     probes.detach();
     let outcome = outcome
         .and_then(|()| source.drain_now(|raw| pipeline.record(raw)))

@@ -12,7 +12,12 @@ pub enum AttachMode {
     Kprobe,
     /// An fentry (BPF trampoline) program: cheapest, needs BTF and may be refused (lockdown).
     Fentry,
-    /// Stable tracepoints only (`sock:inet_sock_set_state`): works wherever BPF does.
+    /// A BTF tracepoint (`tp_btf/inet_sock_set_state`): the stable tracepoint with typed
+    /// arguments, needs BTF; unlike the classic one it is not skipped while another program
+    /// runs on the CPU.
+    #[value(name = "tp_btf")]
+    TpBtf,
+    /// Classic tracepoints only (`sock:inet_sock_set_state`): works wherever BPF does.
     Tracepoint,
 }
 
@@ -21,6 +26,7 @@ impl fmt::Display for AttachMode {
         f.write_str(match self {
             Self::Kprobe => "kprobe",
             Self::Fentry => "fentry",
+            Self::TpBtf => "tp_btf",
             Self::Tracepoint => "tracepoint",
         })
     }

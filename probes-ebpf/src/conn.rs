@@ -1,16 +1,17 @@
 //! TCP connection lifecycle hooks: connect, accept, close, one program per attach mode. User
-//! space tries the modes of each hook in order (kprobe → fentry → tracepoint) and keeps the first
-//! that loads and attaches; every mode of a hook emits the same `ConnEvent`.
+//! space tries the modes of each hook in order (kprobe → fentry → tp_btf → tracepoint) and keeps
+//! the first that loads and attaches; every mode of a hook emits the same `ConnEvent`.
 //!
 //! - connect: kprobe / fentry on `tcp_connect(struct sock *)` run in the connecting task after
-//!   the source port is chosen. The tracepoint mode uses `sock:inet_sock_set_state`:
-//!   CLOSE→SYN_SENT runs in the connecting task but before the port is chosen, SYN_SENT→ESTABLISHED
-//!   has the full five-tuple but may run in softirq; the two are joined on the sock address.
+//!   the source port is chosen. The tracepoint modes (see `set_state`) use
+//!   `inet_sock_set_state`: CLOSE→SYN_SENT runs in the connecting task but before the port is
+//!   chosen, SYN_SENT→ESTABLISHED has the full five-tuple but may run in softirq; the two are
+//!   joined on the sock address.
 //! - accept: a kretprobe on `inet_csk_accept` (returns the new sock), or `sys_exit_accept{,4}`
 //!   with the returned fd resolved to its sock.
-//! - close: kprobe / fentry on `tcp_close`, or `inet_sock_set_state` → CLOSE, with the socket's
-//!   error (a reset sets ECONNRESET just before the state change).
-//! - failed connect (its own hook, a tracepoint whatever the connect hook's mode): SYN_SENT →
+//! - close: kprobe / fentry on `tcp_close`, or `inet_sock_set_state` → CLOSE (`set_state`),
+//!   with the socket's error (a reset sets ECONNRESET just before the state change).
+//! - failed connect (its own hook, a tracepoint mode whatever the connect hook's): SYN_SENT →
 //!   CLOSE without ESTABLISHED, with the socket's error (ECONNREFUSED, ETIMEDOUT, or none when
 //!   the program gave up).
 //!
@@ -22,15 +23,14 @@ use aya_ebpf::{
     programs::{FEntryContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use wirespan_shared::{
-    ConnEvent, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_CONNECT_FAILED, IPPROTO_TCP,
-    LOST_READ_FAILED, LOST_RINGBUF_FULL, LOST_START_UNSEEN, MODE_FENTRY, MODE_KPROBE,
-    MODE_TRACEPOINT, SYSCALL_RET_OFFSET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT,
+    ConnEvent, EVENT_ACCEPT, EVENT_CLOSE, EVENT_CONNECT, EVENT_CONNECT_FAILED, LOST_READ_FAILED,
+    LOST_RINGBUF_FULL, MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT, SYSCALL_RET_OFFSET,
 };
 
 use crate::{
     maps::{
-        CONNS, ConnInfo, EVENTS, PENDING_CONNECTS, PendingConnect, count_lost, next_conn_id,
-        ports_pass, process_passes, set_state_format, settings, wake_flags,
+        CONNS, ConnInfo, EVENTS, PendingConnect, count_lost, next_conn_id, ports_pass,
+        process_passes, wake_flags,
     },
     sock::{read_sock_err, read_tuple, tcp_sock_of_fd},
 };
@@ -91,43 +91,6 @@ pub fn tcp_close_fentry(ctx: FEntryContext) -> u32 {
     emit_close(ctx.arg::<u64>(0), MODE_FENTRY)
 }
 
-/// `sock:inet_sock_set_state`, connect half (tracepoint mode of the connect hook).
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    match try_set_state_connect(&ctx) {
-        Ok(v) | Err(v) => v,
-    }
-}
-
-/// `sock:inet_sock_set_state`, close half (tracepoint mode of the close hook).
-#[tracepoint]
-pub fn inet_sock_set_state_close(ctx: TracePointContext) -> u32 {
-    match read_transition(&ctx) {
-        Ok((_, TCP_CLOSE, sk)) => emit_close(sk, MODE_TRACEPOINT),
-        _ => 0,
-    }
-}
-
-/// (old state, new state, sock address) of a TCP `inet_sock_set_state` record.
-#[inline(always)]
-fn read_transition(ctx: &TracePointContext) -> Result<(i32, i32, u64), u32> {
-    let format = set_state_format();
-    // SAFETY: the offsets are those of the running kernel's `inet_sock_set_state` format, read from
-    // tracefs by user space; read_at goes through bpf_probe_read, and a failed read returns 0 from
-    // the probe.
-    let protocol: u16 = unsafe { ctx.read_at(format.protocol as usize) }.map_err(|_| 0u32)?;
-    if protocol != IPPROTO_TCP {
-        return Err(0);
-    }
-    // SAFETY: as above: a field of the record at the offset tracefs gave, read by the helper.
-    let old: i32 = unsafe { ctx.read_at(format.oldstate as usize) }.map_err(|_| 0u32)?;
-    // SAFETY: as above: a field of the record at the offset tracefs gave, read by the helper.
-    let new: i32 = unsafe { ctx.read_at(format.newstate as usize) }.map_err(|_| 0u32)?;
-    // SAFETY: as above: a field of the record at the offset tracefs gave, read by the helper.
-    let sk: u64 = unsafe { ctx.read_at(format.skaddr as usize) }.map_err(|_| 0u32)?;
-    Ok((old, new, sk))
-}
-
 /// A connection starts in the current task: give it a fresh id and emit connect or accept.
 #[inline(always)]
 fn start_in_current(sk: u64, kind: u32, mode: u16) -> u32 {
@@ -136,21 +99,26 @@ fn start_in_current(sk: u64, kind: u32, mode: u16) -> u32 {
     if !process_passes(pid) {
         return 0;
     }
-    let owner = PendingConnect {
-        pid,
+    start(sk, kind, mode, &current_owner(pid_tgid));
+    0
+}
+
+/// The current task as a connection's owner, now.
+#[inline(always)]
+pub(crate) fn current_owner(pid_tgid: u64) -> PendingConnect {
+    PendingConnect {
+        pid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         comm: bpf_get_current_comm().unwrap_or_default(),
-    };
-    start(sk, kind, mode, &owner);
-    0
+    }
 }
 
 /// Emit the start of a connection and record it in `CONNS` under a fresh id: a sock address
 /// reused by a new connection must never inherit the old one's id.
 #[inline(always)]
-fn start(sk: u64, kind: u32, mode: u16, owner: &PendingConnect) {
+pub(crate) fn start(sk: u64, kind: u32, mode: u16, owner: &PendingConnect) {
     let Ok(tuple) = read_tuple(sk) else {
         count_lost(LOST_READ_FAILED);
         return;
@@ -187,7 +155,7 @@ fn start(sk: u64, kind: u32, mode: u16, owner: &PendingConnect) {
 
 /// The end of a connection the probes knew: emit close with its id and owner, forget it.
 #[inline(always)]
-fn emit_close(sk: u64, mode: u16) -> u32 {
+pub(crate) fn emit_close(sk: u64, mode: u16) -> u32 {
     // SAFETY: a hash map lookup by key; the value is copied out at once, never held across an
     // update.
     let Some(info) = (unsafe { CONNS.get(&sk) }).copied() else {
@@ -216,99 +184,17 @@ fn emit_close(sk: u64, mode: u16) -> u32 {
     0
 }
 
-fn try_set_state_connect(ctx: &TracePointContext) -> Result<u32, u32> {
-    let (old, new, sk) = read_transition(ctx)?;
-    match (old, new) {
-        (TCP_CLOSE, TCP_SYN_SENT) => {
-            // Process context: decide here whether the connect is wanted (agent, pid, cgroup).
-            let pid_tgid = bpf_get_current_pid_tgid();
-            let pid = (pid_tgid >> 32) as u32;
-            if !process_passes(pid) {
-                // Remember it anyway, so ESTABLISHED knows it was seen and skips it quietly.
-                let skip = PendingConnect {
-                    pid: 0,
-                    tid: 0,
-                    ts_ns: 0,
-                    comm: [0; 16],
-                };
-                let _ = PENDING_CONNECTS.insert(&sk, &skip, 0);
-                return Ok(0);
-            }
-            let pending = PendingConnect {
-                pid,
-                tid: pid_tgid as u32,
-                // SAFETY: bpf_ktime_get_ns takes no arguments and only returns the monotonic clock.
-                ts_ns: unsafe { bpf_ktime_get_ns() },
-                comm: bpf_get_current_comm().unwrap_or_default(),
-            };
-            // LRU map: an insert never fails for lack of room, the oldest entry goes instead.
-            let _ = PENDING_CONNECTS.insert(&sk, &pending, 0);
-        }
-        (TCP_SYN_SENT, TCP_ESTABLISHED) => {
-            // SAFETY: a hash map lookup by key; the value is copied out at once, never held across
-            // an update.
-            let Some(pending) = (unsafe { PENDING_CONNECTS.get(&sk) }).copied() else {
-                count_lost(LOST_START_UNSEEN);
-                return Ok(0);
-            };
-            let _ = PENDING_CONNECTS.remove(&sk);
-            if pending.pid != 0 && pending.pid != settings().agent_tgid {
-                start(sk, EVENT_CONNECT, MODE_TRACEPOINT, &pending);
-            }
-        }
-        // SYN_SENT → CLOSE (a failed connect) is `inet_sock_set_state_failed`'s, which takes the
-        // pending entry (the LRU drops it when that hook is not attached).
-        _ => {}
-    }
-    Ok(0)
-}
-
-/// `sock:inet_sock_set_state`, failed-connect half (the `tcp_connect_failed` hook, a tracepoint
-/// in every attach mode of the connect hook): SYN_SENT → CLOSE without ESTABLISHED. Blocking or
-/// not, every failed connect passes here: refused, timed out, or abandoned by the program.
-#[tracepoint]
-pub fn inet_sock_set_state_failed(ctx: TracePointContext) -> u32 {
-    match try_connect_failed(&ctx) {
-        Ok(v) | Err(v) => v,
-    }
-}
-
-fn try_connect_failed(ctx: &TracePointContext) -> Result<u32, u32> {
-    let (old, new, sk) = read_transition(ctx)?;
-    if (old, new) != (TCP_SYN_SENT, TCP_CLOSE) {
-        return Ok(0);
-    }
-    // SAFETY: a field of the record at the offset tracefs gave, read by the helper.
-    let sport: u16 = unsafe { ctx.read_at(set_state_format().sport as usize) }.map_err(|_| 0u32)?;
-    // Tracepoint mode: the owner waits in PENDING_CONNECTS. kprobe / fentry modes: the connect
-    // was emitted at tcp_connect, its owner is in CONNS (its close follows as usual).
-    // SAFETY: hash map lookups by key; the values are copied out at once, never held across an
-    // update.
-    let (owner, conn_id) = if let Some(pending) = unsafe { PENDING_CONNECTS.get(&sk) }.copied() {
-        let _ = PENDING_CONNECTS.remove(&sk);
-        (pending, 0)
-    // SAFETY: as above.
-    } else if let Some(info) = unsafe { CONNS.get(&sk) }.copied() {
-        let owner = PendingConnect {
-            pid: info.pid,
-            tid: info.tid,
-            ts_ns: 0,
-            comm: info.comm,
-        };
-        (owner, info.conn_id)
-    } else {
-        return Ok(0);
-    };
-    if owner.pid != 0 && owner.pid != settings().agent_tgid {
-        emit_connect_failed(sk, sport, &owner, conn_id);
-    }
-    Ok(0)
-}
-
 /// A connect that never established, with the owner that started it and the socket's error;
-/// `conn_id` is the id its connect event had (kprobe / fentry modes), else 0.
+/// `conn_id` is the id its connect event had (kprobe / fentry modes), else 0. `recorded_sport`
+/// stands in for a source port already released (0: none recorded).
 #[inline(always)]
-fn emit_connect_failed(sk: u64, recorded_sport: u16, owner: &PendingConnect, conn_id: u64) {
+pub(crate) fn emit_connect_failed(
+    sk: u64,
+    recorded_sport: u16,
+    owner: &PendingConnect,
+    conn_id: u64,
+    mode: u16,
+) {
     let Ok(mut tuple) = read_tuple(sk) else {
         count_lost(LOST_READ_FAILED);
         return;
@@ -321,7 +207,7 @@ fn emit_connect_failed(sk: u64, recorded_sport: u16, owner: &PendingConnect, con
         return;
     }
     let mut ev = ConnEvent::zeroed(EVENT_CONNECT_FAILED);
-    ev.mode = MODE_TRACEPOINT;
+    ev.mode = mode;
     ev.conn_id = conn_id;
     ev.pid = owner.pid;
     ev.tid = owner.tid;

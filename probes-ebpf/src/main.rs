@@ -1,7 +1,7 @@
 //! wirespan's kernel side. Probes are thin: capture, tag with pid/tid/five-tuple, send through the
 //! `EVENTS` ring buffer. Parsing belongs to user space.
 //!
-//! One file per hook family: `conn` (TCP connection lifecycle), `data` (socket syscalls; `frames` follows HTTP/2 frames through them), `golang` (Go runtime and net/http uprobes), `grpc` (grpc-go uprobes; `multi` loads both as multi-uprobes), `process` (exec and exit), `tls` (OpenSSL's read and write calls: plaintext), `gotls` (Go crypto/tls's). Shared maps are in `maps`, reads of
+//! One file per hook family: `conn` (TCP connection lifecycle; `set_state` holds its tracepoint modes), `data` (socket syscalls; `frames` follows HTTP/2 frames through them), `golang` (Go runtime and net/http uprobes), `grpc` (grpc-go uprobes; `multi` loads both as multi-uprobes), `process` (exec and exit), `tls` (OpenSSL's read and write calls: plaintext), `gotls` (Go crypto/tls's). Shared maps are in `maps`, reads of
 //! kernel structs (at offsets user space found in BTF) in `sock`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -43,6 +43,8 @@ mod maps;
 mod multi;
 #[cfg(target_arch = "bpf")]
 mod process;
+#[cfg(target_arch = "bpf")]
+mod set_state;
 #[cfg(target_arch = "bpf")]
 mod sock;
 #[cfg(target_arch = "bpf")]

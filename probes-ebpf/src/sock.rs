@@ -137,3 +137,13 @@ pub fn read_sock_err(sk: u64) -> u32 {
     let err: i32 = unsafe { read(sk, fd_offsets().sock_err) }.unwrap_or(0);
     err.max(0).cast_unsigned()
 }
+
+/// Whether a sock is TCP (`sk_protocol`): `inet_sock_set_state` also fires for MPTCP's
+/// connection-level socket, whose subflows are the TCP connections to follow.
+#[inline(always)]
+pub fn is_tcp(sk: u64) -> bool {
+    // SAFETY: a read of the sock at the BTF offset of `sk_protocol` through
+    // bpf_probe_read_kernel, which fails instead of faulting (then: not TCP, skipped).
+    let protocol: Result<u16, i32> = unsafe { read(sk, fd_offsets().sock_protocol) };
+    protocol == Ok(IPPROTO_TCP)
+}

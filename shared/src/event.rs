@@ -174,6 +174,8 @@ pub const COMM_LEN: usize = 16;
 pub const MODE_KPROBE: u16 = 1;
 pub const MODE_FENTRY: u16 = 2;
 pub const MODE_TRACEPOINT: u16 = 3;
+/// A BTF tracepoint (`tp_btf`): the tracepoint's arguments, typed by the kernel's BTF.
+pub const MODE_TP_BTF: u16 = 4;
 
 /// A connection's lifecycle: connect, accept or close (see `kind`).
 ///

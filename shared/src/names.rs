@@ -94,6 +94,9 @@ pub const PROGRAM_TCP_CLOSE_FENTRY: &str = "tcp_close_fentry";
 pub const PROGRAM_INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
 pub const PROGRAM_INET_SOCK_SET_STATE_CLOSE: &str = "inet_sock_set_state_close";
 pub const PROGRAM_INET_SOCK_SET_STATE_FAILED: &str = "inet_sock_set_state_failed";
+pub const PROGRAM_SET_STATE_CONNECT_BTF: &str = "set_state_connect_btf";
+pub const PROGRAM_SET_STATE_CLOSE_BTF: &str = "set_state_close_btf";
+pub const PROGRAM_SET_STATE_FAILED_BTF: &str = "set_state_failed_btf";
 
 // Programs of probes-ebpf/src/data.rs.
 pub const PROGRAM_SYS_ENTER_READ: &str = "sys_enter_read";
@@ -159,6 +162,9 @@ pub const PROGRAMS: &[&str] = &[
     PROGRAM_INET_SOCK_SET_STATE,
     PROGRAM_INET_SOCK_SET_STATE_CLOSE,
     PROGRAM_INET_SOCK_SET_STATE_FAILED,
+    PROGRAM_SET_STATE_CONNECT_BTF,
+    PROGRAM_SET_STATE_CLOSE_BTF,
+    PROGRAM_SET_STATE_FAILED_BTF,
     PROGRAM_SYS_ENTER_READ,
     PROGRAM_SYS_ENTER_WRITE,
     PROGRAM_SYS_ENTER_READV,

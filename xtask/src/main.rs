@@ -53,8 +53,8 @@ enum Cmd {
         duration: Option<f64>,
     },
     /// Boot Debian's kernels under qemu (software emulation) and run the privileged smoke tests
-    /// inside each: connections, data and Go uprobes, with kprobe, fentry and tracepoint modes
-    /// forced in turn. Kernels are fetched once and cached.
+    /// inside each: connections, data and Go uprobes, with kprobe, fentry, tp_btf and tracepoint
+    /// modes forced in turn. Kernels are fetched once and cached.
     VmTest {
         /// A kernel to test (6.1, 6.12); repeat for several. Default: all.
         #[arg(long = "kernel", value_name = "NAME")]

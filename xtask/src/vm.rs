@@ -337,7 +337,7 @@ mount -t debugfs debugfs /sys/kernel/debug
 mount -t bpf bpf /sys/fs/bpf
 mkdir -p {tmpdir}
 ip link set lo up
-export CI=true HOME=/tmp PATH=/bin WIRESPAN_REQUIRE_ATTACH_MODES=kprobe,fentry,tracepoint
+export CI=true HOME=/tmp PATH=/bin WIRESPAN_REQUIRE_ATTACH_MODES=kprobe,fentry,tp_btf,tracepoint
 export WIRESPAN_GO_HELLO=/go/http-hello
 echo \"WIRESPAN-KERNEL $(uname -r)\"
 {agent} events --duration 1 > /dev/null

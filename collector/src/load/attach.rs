@@ -1,17 +1,18 @@
 //! The attach strategy: every kernel-side hook has an ordered list of modes (kprobe → fentry →
-//! tracepoint). Each is tried in turn and the first that loads and attaches is kept; every
+//! tp_btf → tracepoint). Each is tried in turn and the first that loads and attaches is kept; every
 //! failure is kept with its exact error for the start-up report.
 
 use std::fmt;
 
 use aya::{
     Ebpf,
-    programs::{FEntry, KProbe, ProgramError, TracePoint},
+    programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint},
 };
 use wirespan_shared::names::{
     PROGRAM_INET_CSK_ACCEPT_KRETPROBE, PROGRAM_INET_SOCK_SET_STATE,
     PROGRAM_INET_SOCK_SET_STATE_CLOSE, PROGRAM_INET_SOCK_SET_STATE_FAILED,
-    PROGRAM_SCHED_PROCESS_EXEC, PROGRAM_SCHED_PROCESS_EXIT, PROGRAM_SYS_ENTER_READ,
+    PROGRAM_SCHED_PROCESS_EXEC, PROGRAM_SCHED_PROCESS_EXIT, PROGRAM_SET_STATE_CLOSE_BTF,
+    PROGRAM_SET_STATE_CONNECT_BTF, PROGRAM_SET_STATE_FAILED_BTF, PROGRAM_SYS_ENTER_READ,
     PROGRAM_SYS_ENTER_READV, PROGRAM_SYS_ENTER_RECVMSG, PROGRAM_SYS_ENTER_SENDMSG,
     PROGRAM_SYS_ENTER_WRITE, PROGRAM_SYS_ENTER_WRITEV, PROGRAM_SYS_EXIT_ACCEPT,
     PROGRAM_SYS_EXIT_DATA, PROGRAM_TCP_CLOSE_FENTRY, PROGRAM_TCP_CLOSE_KPROBE,
@@ -25,6 +26,8 @@ pub use crate::event::AttachMode;
 pub enum Target {
     /// A kernel function (kprobe, kretprobe, fentry).
     Function(&'static str),
+    /// A tracepoint by its BTF name, `btf_trace_<name>` (tp_btf).
+    BtfTracepoint(&'static str),
     Tracepoint {
         category: &'static str,
         name: &'static str,
@@ -35,6 +38,7 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Function(name) => f.write_str(name),
+            Self::BtfTracepoint(name) => write!(f, "tp_btf/{name}"),
             Self::Tracepoint { category, name } => write!(f, "{category}:{name}"),
         }
     }
@@ -95,6 +99,10 @@ const SET_STATE: Target = Target::Tracepoint {
     name: "inet_sock_set_state",
 };
 
+/// The same tracepoint through BTF: not skipped while another program runs on the CPU, which
+/// the classic one is (its closes went missing under connection churn).
+const SET_STATE_BTF: Target = Target::BtfTracepoint("inet_sock_set_state");
+
 /// Every hook wirespan attaches, in the order they are attached.
 pub const HOOKS: &[Hook] = &[
     Hook {
@@ -116,21 +124,31 @@ pub const HOOKS: &[Hook] = &[
                 )],
             },
             HookMode {
+                mode: AttachMode::TpBtf,
+                attachments: &[function(PROGRAM_SET_STATE_CONNECT_BTF, &[SET_STATE_BTF])],
+            },
+            HookMode {
                 mode: AttachMode::Tracepoint,
                 attachments: &[function(PROGRAM_INET_SOCK_SET_STATE, &[SET_STATE])],
             },
         ],
     },
-    // A connect that never established: what failed outbound calls are made of. One tracepoint
-    // in every mode (kprobe and fentry on tcp_connect see connects start, not how they end).
-    // Not required: the capture works without it, failed calls are then left out.
+    // A connect that never established: what failed outbound calls are made of. The tracepoint
+    // whatever the connect hook's mode (kprobe and fentry on tcp_connect see connects start, not
+    // how they end). Not required: the capture works without it, failed calls are then left out.
     Hook {
         name: "tcp_connect_failed",
         required: false,
-        modes: &[HookMode {
-            mode: AttachMode::Tracepoint,
-            attachments: &[function(PROGRAM_INET_SOCK_SET_STATE_FAILED, &[SET_STATE])],
-        }],
+        modes: &[
+            HookMode {
+                mode: AttachMode::TpBtf,
+                attachments: &[function(PROGRAM_SET_STATE_FAILED_BTF, &[SET_STATE_BTF])],
+            },
+            HookMode {
+                mode: AttachMode::Tracepoint,
+                attachments: &[function(PROGRAM_INET_SOCK_SET_STATE_FAILED, &[SET_STATE])],
+            },
+        ],
     },
     Hook {
         name: "tcp_accept",
@@ -171,6 +189,10 @@ pub const HOOKS: &[Hook] = &[
                     PROGRAM_TCP_CLOSE_FENTRY,
                     &[Target::Function("tcp_close")],
                 )],
+            },
+            HookMode {
+                mode: AttachMode::TpBtf,
+                attachments: &[function(PROGRAM_SET_STATE_CLOSE_BTF, &[SET_STATE_BTF])],
             },
             HookMode {
                 mode: AttachMode::Tracepoint,
@@ -252,8 +274,10 @@ pub struct ModeFailure {
 pub enum ModeError {
     #[error("program {0} is missing from the probes object")]
     MissingProgram(&'static str),
-    #[error("fentry program {0} needs exactly one function")]
-    FentryTargets(&'static str),
+    #[error(
+        "program {0} needs exactly one target of its kind (fentry: a function, tp_btf: a tracepoint)"
+    )]
+    OneTarget(&'static str),
     /// The kernel (or aya) refused: the error chain, with an empty verifier log said out loud.
     #[error("{0}")]
     Refused(String),
@@ -399,6 +423,7 @@ fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
         aya::programs::Program::KProbe(p) => p.unload(),
         aya::programs::Program::FEntry(p) => p.unload(),
         aya::programs::Program::TracePoint(p) => p.unload(),
+        aya::programs::Program::BtfTracePoint(p) => p.unload(),
         _ => Ok(()),
     }
 }
@@ -420,22 +445,32 @@ fn attach_program(
             kprobe.load().and_then(|()| {
                 attachment.targets.iter().try_for_each(|t| match t {
                     Target::Function(f) => kprobe.attach(f, 0).map(drop),
-                    Target::Tracepoint { .. } => Err(ProgramError::UnexpectedProgramType),
+                    Target::Tracepoint { .. } | Target::BtfTracepoint(_) => {
+                        Err(ProgramError::UnexpectedProgramType)
+                    }
                 })
             })
         }
         AttachMode::Fentry => {
-            if kernel_btf.is_none() {
-                *kernel_btf = Some(aya::Btf::from_sys_fs().map_err(|e| refused(&e))?);
-            }
-            let btf = kernel_btf.as_ref().expect("set above");
+            let btf = kernel_btf_of(kernel_btf).map_err(|e| refused(&e))?;
             let fentry: &mut FEntry = program.try_into().map_err(|e| refused(&e))?;
             let [Target::Function(function)] = attachment.targets else {
-                return Err(ModeError::FentryTargets(name));
+                return Err(ModeError::OneTarget(name));
             };
             fentry
                 .load(function, btf)
                 .and_then(|()| fentry.attach())
+                .map(drop)
+        }
+        AttachMode::TpBtf => {
+            let btf = kernel_btf_of(kernel_btf).map_err(|e| refused(&e))?;
+            let tracepoint: &mut BtfTracePoint = program.try_into().map_err(|e| refused(&e))?;
+            let [Target::BtfTracepoint(event)] = attachment.targets else {
+                return Err(ModeError::OneTarget(name));
+            };
+            tracepoint
+                .load(event, btf)
+                .and_then(|()| tracepoint.attach())
                 .map(drop)
         }
         AttachMode::Tracepoint => {
@@ -445,7 +480,9 @@ fn attach_program(
                     Target::Tracepoint { category, name } => {
                         tracepoint.attach(category, name).map(drop)
                     }
-                    Target::Function(_) => Err(ProgramError::UnexpectedProgramType),
+                    Target::Function(_) | Target::BtfTracepoint(_) => {
+                        Err(ProgramError::UnexpectedProgramType)
+                    }
                 })
             })
         }
@@ -454,6 +491,14 @@ fn attach_program(
         let _ = unload(program);
         ModeError::Refused(describe_failure(&e))
     })
+}
+
+/// The kernel's BTF, read once for every fentry and tp_btf program.
+fn kernel_btf_of(cache: &mut Option<aya::Btf>) -> Result<&aya::Btf, aya::BtfError> {
+    if cache.is_none() {
+        *cache = Some(aya::Btf::from_sys_fs()?);
+    }
+    Ok(cache.as_ref().expect("set above"))
 }
 
 /// The error text, with an empty verifier log said out loud (fentry refused by the kernel shows

@@ -1,6 +1,6 @@
 //! `load`: check privileges, read this kernel's layout (BTF, tracefs formats), write it into the
 //! probes object as load-time globals, load it, and attach every hook by mode
-//! (kprobe → fentry → tracepoint). Produces the maps the `source` stage reads.
+//! (kprobe → fentry → tp_btf → tracepoint). Produces the maps the `source` stage reads.
 
 pub mod attach;
 pub mod btf;
@@ -10,6 +10,7 @@ pub mod go_attach;
 mod object_names;
 pub mod privilege;
 pub mod serving;
+pub mod skipped;
 pub mod tls_attach;
 pub mod tracefs;
 

@@ -12,7 +12,7 @@ use wirespan_shared::{
     EVENT_GO_GRPC_CLIENT_START, EVENT_GO_GRPC_STREAM_OPENED, EVENT_GO_HEADERS, EVENT_GO_SERVE_END,
     EVENT_GO_SERVE_START, EVENT_GO_SPAWN, EVENT_PROCESS_EXIT, EVENT_PROCESS_START, GoConnEvent,
     GoExitEvent, GoGrpcCallEvent, GoHeadersEvent, GoServeEvent, GoSpawnEvent, MAX_CAPTURE,
-    MODE_FENTRY, MODE_KPROBE, MODE_TRACEPOINT,
+    MODE_FENTRY, MODE_KPROBE, MODE_TP_BTF, MODE_TRACEPOINT,
 };
 
 use super::windows::{WindowError, parse_windows, windows_in_place};
@@ -277,6 +277,7 @@ fn mode(raw: u16) -> Result<AttachMode, DecodeError> {
     match raw {
         MODE_KPROBE => Ok(AttachMode::Kprobe),
         MODE_FENTRY => Ok(AttachMode::Fentry),
+        MODE_TP_BTF => Ok(AttachMode::TpBtf),
         MODE_TRACEPOINT => Ok(AttachMode::Tracepoint),
         other => Err(DecodeError::Mode(other)),
     }
