@@ -523,6 +523,7 @@ mod tests {
             [
                 AttachMode::Kprobe,
                 AttachMode::Fentry,
+                AttachMode::TpBtf,
                 AttachMode::Tracepoint,
             ]
             .iter()
@@ -547,6 +548,7 @@ mod tests {
             [
                 AttachMode::Kprobe,
                 AttachMode::Fentry,
+                AttachMode::TpBtf,
                 AttachMode::Tracepoint
             ]
         );
