@@ -418,12 +418,14 @@ fn attach_mode(
     result
 }
 
-fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
+/// Detach a program's links and unload it, whatever kind the agent uses it as.
+pub(super) fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
     match program {
         aya::programs::Program::KProbe(p) => p.unload(),
         aya::programs::Program::FEntry(p) => p.unload(),
         aya::programs::Program::TracePoint(p) => p.unload(),
         aya::programs::Program::BtfTracePoint(p) => p.unload(),
+        aya::programs::Program::UProbe(p) => p.unload(),
         _ => Ok(()),
     }
 }

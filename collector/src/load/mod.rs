@@ -237,8 +237,21 @@ impl Probes {
         self.go.retire_quiet(&mut self.ebpf);
     }
 
-    /// Detach and unload every program (the same as dropping `self`, said out loud).
-    pub fn detach(self) {
+    /// Detach and unload every program, each on a thread of its own. Detaching a link waits
+    /// for RCU grace periods (~0.1 s each on these machines), and one after another the
+    /// agent's programs took 2.9 s to stop; in parallel the waits that the kernel does not
+    /// serialize overlap (classic tracepoints still take a kernel mutex each): 2.3 s.
+    pub fn detach(mut self) {
+        std::thread::scope(|scope| {
+            for (_, program) in self.ebpf.programs_mut() {
+                let spawned = std::thread::Builder::new()
+                    .name("wirespan-detach".into())
+                    .spawn_scoped(scope, move || attach::unload(program));
+                // Without a thread, the program is unloaded when `ebpf` drops below: slower,
+                // still correct.
+                drop(spawned);
+            }
+        });
         drop(self.ebpf);
     }
 }
