@@ -26,6 +26,8 @@ use crate::{
     source::{CallPhase, ConnKind, ConnRole, Data, Direction, Event, GoConnUse, HeadersSource},
 };
 
+use super::end_key::EndKey;
+
 #[path = "context_bounds.rs"]
 mod bounds;
 #[path = "context_bytes.rs"]
@@ -89,8 +91,8 @@ const GRACE_NS: u64 = 30_000_000_000;
 struct HandlerRun {
     start: u64,
     end: Option<u64>,
-    local: SocketAddr,
-    remote: SocketAddr,
+    /// The connection it serves (this process's end).
+    conn: EndKey,
     /// Seen in the bytes (a request read, ended by the first write back), not at `ServeHTTP`.
     from_bytes: bool,
 }
@@ -126,13 +128,13 @@ struct GoProcess {
     /// read (a one-byte read, on a goroutine of its own, while a handler runs on a keep-alive
     /// connection) may take a request's first byte, and the connection's goroutine then reads
     /// the rest (`ET /path ...`).
-    first_bytes: HashMap<(SocketAddr, SocketAddr), u8>,
+    first_bytes: HashMap<EndKey, u8>,
     /// grpc-go handler goroutines: the stream and connection they serve.
     stream_handlers: HashMap<u64, StreamRun>,
     /// (reader goroutine, stream) → connection, from the request headers it decoded.
     stream_conns: HashMap<(u64, u32), (SocketAddr, SocketAddr)>,
     /// Client requests by connection: (when, requesting goroutine), oldest first.
-    client_uses: HashMap<(SocketAddr, SocketAddr), VecDeque<(u64, u64)>>,
+    client_uses: HashMap<EndKey, VecDeque<(u64, u64)>>,
     /// Unary gRPC calls by (connection, stream): the calling goroutine.
     grpc_calls: HashMap<(SocketAddr, SocketAddr, u32), u64>,
     /// Whether this program makes gRPC calls at all (then an outbound gRPC exchange waits for
@@ -171,7 +173,7 @@ pub struct Contexts {
     /// Connection ends (local, remote) this agent has seen events of, with the last one's time:
     /// a server span waits for its client only when the client's end is here (a peer the
     /// filters leave out, or an untraced one, never completes its side).
-    ends: HashMap<(SocketAddr, SocketAddr), u64>,
+    ends: HashMap<EndKey, u64>,
     pub stats: ContextStats,
 }
 
@@ -180,7 +182,7 @@ impl Contexts {
     pub fn on_event(&mut self, event: &Event) {
         match event {
             Event::Conn(c) => {
-                self.touch_end(c.local, c.remote, c.ts_ns);
+                self.touch_end(EndKey::new(c.local, c.remote), c.ts_ns);
                 match c.kind {
                     ConnKind::Accept => {
                         self.insert_accepted(c.conn_id, c.ts_ns);
@@ -192,15 +194,14 @@ impl Contexts {
                         self.push_closed(Closed {
                             at: c.ts_ns,
                             pid: c.pid,
-                            local: c.local,
-                            remote: c.remote,
+                            end: EndKey::new(c.local, c.remote),
                         });
                     }
                     ConnKind::Connect => self.forget_closed(c.ts_ns),
                 }
             }
             Event::Data(d) => {
-                self.touch_end(d.local, d.remote, d.ts_exit_ns);
+                self.touch_end(EndKey::new(d.local, d.remote), d.ts_exit_ns);
                 self.on_data(d);
             }
             _ => self.on_go_event(event),
@@ -376,8 +377,8 @@ impl Contexts {
 
     /// Whether events of the connection end (local, remote) reached this agent.
     #[must_use]
-    pub fn end_seen(&self, local: SocketAddr, remote: SocketAddr) -> bool {
-        self.ends.contains_key(&(local, remote))
+    pub(super) fn end_seen(&self, end: EndKey) -> bool {
+        self.ends.contains_key(&end)
     }
 
     fn on_conn_use(&mut self, u: &GoConnUse) {
@@ -407,21 +408,20 @@ impl Contexts {
                     HandlerRun {
                         start: u.ts_ns,
                         end: None,
-                        local,
-                        remote,
+                        conn: EndKey::new(local, remote),
                         from_bytes: false,
                     },
                 );
             }
             ConnRole::Client => {
                 if p.client_uses.len() >= MAX_CLIENT_CONNS
-                    && !p.client_uses.contains_key(&(local, remote))
+                    && !p.client_uses.contains_key(&EndKey::new(local, remote))
                 {
                     self.stats.over_cap += halve(&mut p.client_uses, |uses| {
                         uses.back().map_or(0, |(ts, _)| *ts)
                     });
                 }
-                let uses = p.client_uses.entry((local, remote)).or_default();
+                let uses = p.client_uses.entry(EndKey::new(local, remote)).or_default();
                 uses.push_back((u.ts_ns, u.goid));
                 while uses
                     .front()
@@ -492,12 +492,15 @@ impl Contexts {
         }
         // net/http: the last roundTrip on this connection that began before the request's first
         // byte was written (the pooled connection's own goroutine writes it).
-        let by_use = p.client_uses.get(&(x.local, x.remote)).and_then(|uses| {
-            uses.iter()
-                .rev()
-                .find(|(ts, _)| *ts <= x.exchange.start_ns)
-                .map(|(_, goid)| *goid)
-        });
+        let by_use = p
+            .client_uses
+            .get(&EndKey::new(x.local, x.remote))
+            .and_then(|uses| {
+                uses.iter()
+                    .rev()
+                    .find(|(ts, _)| *ts <= x.exchange.start_ns)
+                    .map(|(_, goid)| *goid)
+            });
         Some(by_use.or(x.exchange.origin.goid))
     }
 
@@ -527,8 +530,8 @@ impl Contexts {
                 }
                 return Lookup::Serving(ServerRef::Handler {
                     pid,
-                    local: run.local,
-                    remote: run.remote,
+                    local: run.conn.local(),
+                    remote: run.conn.remote(),
                     ts: run.start,
                 });
             }

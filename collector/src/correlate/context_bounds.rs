@@ -9,9 +9,9 @@
 //! - a cap per table: past it, the older half (by last activity) is dropped, counted. Halving
 //!   keeps the cost per event constant.
 
-use std::{collections::HashMap, hash::Hash, net::SocketAddr};
+use std::{collections::HashMap, hash::Hash};
 
-use super::{Contexts, bytes::median_ts};
+use super::{Contexts, EndKey, bytes::median_ts};
 use crate::conn::{DEFAULT_MAX_CONNS, Gone};
 use crate::correlate::END_GRACE_NS;
 
@@ -31,8 +31,7 @@ pub(super) const MAX_CLOSING: usize = MAX_ENDS;
 pub(super) struct Closed {
     pub(super) at: u64,
     pub(super) pid: u32,
-    pub(super) local: SocketAddr,
-    pub(super) remote: SocketAddr,
+    pub(super) end: EndKey,
 }
 
 /// How many entries the contexts hold, table by table (for the stop summary).
@@ -77,8 +76,7 @@ impl Contexts {
         self.push_closed(Closed {
             at: gone.last_ns,
             pid: gone.pid,
-            local: gone.local,
-            remote: gone.remote,
+            end: EndKey::new(gone.local, gone.remote),
         });
     }
 
@@ -105,11 +103,11 @@ impl Contexts {
     }
 
     /// An end seen at `ts`.
-    pub(super) fn touch_end(&mut self, local: SocketAddr, remote: SocketAddr, ts: u64) {
-        if self.ends.len() >= MAX_ENDS && !self.ends.contains_key(&(local, remote)) {
+    pub(super) fn touch_end(&mut self, end: EndKey, ts: u64) {
+        if self.ends.len() >= MAX_ENDS && !self.ends.contains_key(&end) {
             self.stats.over_cap += halve(&mut self.ends, |ts| *ts);
         }
-        self.ends.insert((local, remote), ts);
+        self.ends.insert(end, ts);
     }
 
     /// Room for one more serving thread.
@@ -134,7 +132,7 @@ impl Contexts {
 
     /// Forget a closed end's last-seen time and client uses, unless used again since.
     fn forget_end(&mut self, c: Closed) {
-        let end = (c.local, c.remote);
+        let end = c.end;
         if self.ends.get(&end).is_some_and(|last| *last <= c.at) {
             self.ends.remove(&end);
         }

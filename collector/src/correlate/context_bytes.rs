@@ -2,7 +2,7 @@
 //! request on an accepted connection is its handler until it writes back, with no probe on the
 //! request path; and the bounds of the per-goroutine tables whose goroutines report no end.
 
-use super::{Data, Direction, GRACE_NS, GoProcess, HandlerRun, MAX_GOROUTINES};
+use super::{Data, Direction, EndKey, GRACE_NS, GoProcess, HandlerRun, MAX_GOROUTINES};
 
 /// Handler entries a process keeps before the first sweep of ended ones.
 const SWEEP_FLOOR: usize = 4096;
@@ -52,10 +52,11 @@ impl GoProcess {
             .or_insert_with(|| Vec::with_capacity(1));
         // The open byte run on this connection, wherever it is: a `ServeHTTP` run may have
         // been added after it.
-        let open = runs.iter_mut().rev().find(|r| {
-            r.from_bytes && r.end.is_none() && (r.local, r.remote) == (d.local, d.remote)
-        });
-        let conn = (d.local, d.remote);
+        let conn = EndKey::new(d.local, d.remote);
+        let open = runs
+            .iter_mut()
+            .rev()
+            .find(|r| r.from_bytes && r.end.is_none() && r.conn == conn);
         let first = match d.direction {
             Direction::Ingress => self.first_bytes.remove(&conn),
             Direction::Egress => None,
@@ -80,8 +81,7 @@ impl GoProcess {
                         HandlerRun {
                             start: d.ts_exit_ns,
                             end: None,
-                            local: d.local,
-                            remote: d.remote,
+                            conn,
                             from_bytes: true,
                         },
                     );

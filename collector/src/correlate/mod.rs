@@ -19,6 +19,7 @@
 //! expected parent never arrives is emitted as a root after the window, and counted.
 
 pub mod context;
+mod end_key;
 mod enrich;
 pub mod failed;
 #[cfg(test)]
@@ -31,12 +32,13 @@ mod tests;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
 };
 
 pub use self::tables::Tables;
 use self::{
     context::{Contexts, Lookup, ServerRef},
+    end_key::EndKey,
     failed::{Caller, Failed, Failures},
     idhash::{IdMap, IdSet},
 };
@@ -69,14 +71,17 @@ enum RequestId {
     Stream(u32),
 }
 
-/// A request as seen from its client: (client end, server end, request).
-type PeerKey = (SocketAddr, SocketAddr, RequestId);
+/// A request as seen from its client: (the client's end, request).
+type PeerKey = (EndKey, RequestId);
+
+/// A server's connection: (pid, the server's end).
+type ServerKey = (u32, EndKey);
 
 /// Where a node is indexed.
 #[derive(Debug, Clone, Copy)]
 enum NodeKey {
     Client(PeerKey),
-    Server((u32, SocketAddr, SocketAddr)),
+    Server(ServerKey),
 }
 
 /// What the correlator counted.
@@ -148,7 +153,7 @@ pub struct Correlator {
     /// Client nodes (pending or emitted) by their request, for the server at the other end.
     clients: HashMap<PeerKey, u64>,
     /// Server nodes (pending or emitted) by process and connection, for in-process children.
-    servers: HashMap<(u32, SocketAddr, SocketAddr), Vec<u64>>,
+    servers: HashMap<ServerKey, Vec<u64>>,
     /// Every node's exchange summary, kept as long as `emitted` keeps it (for lookups).
     server_info: IdMap<ServerInfo>,
     /// Addresses of this host (local ends of its connections), to tell local peers.
@@ -223,7 +228,8 @@ impl Correlator {
     /// its contexts and ends are forgotten as if it had closed when last seen.
     pub fn on_conn_gone(&mut self, gone: &Gone) {
         self.contexts.on_conn_gone(gone);
-        self.peers.on_gone((gone.local, gone.remote), gone.last_ns);
+        self.peers
+            .on_gone(EndKey::new(gone.local, gone.remote), gone.last_ns);
     }
 
     /// How much the per-connection tables hold now, and what their bounds did.
@@ -273,12 +279,12 @@ impl Correlator {
             SpanKind::Client => {
                 self.failures
                     .on_client_exchange(x.pid, x.local, x.remote, x.exchange.start_ns);
-                let key = (x.local, x.remote, request_id(&x.exchange));
+                let key = (EndKey::new(x.local, x.remote), request_id(&x.exchange));
                 self.clients.insert(key, id);
                 self.keys.insert(id, NodeKey::Client(key));
             }
             SpanKind::Server => {
-                let key = (x.pid, x.local, x.remote);
+                let key = (x.pid, EndKey::new(x.local, x.remote));
                 self.servers.entry(key).or_default().push(id);
                 self.keys.insert(id, NodeKey::Server(key));
                 self.server_info.insert(
@@ -378,8 +384,8 @@ impl Correlator {
     /// A server span's parent: the client at the other end of the same request.
     fn decide_server(&self, node: &Node) -> Decision {
         let x = &node.x;
-        let (peer_local, peer_remote) = self.peers.other_end((x.local, x.remote));
-        let key = (peer_local, peer_remote, request_id(&x.exchange));
+        let peer = self.peers.other_end(EndKey::new(x.local, x.remote));
+        let key = (peer, request_id(&x.exchange));
         if let Some(&client) = self.clients.get(&key) {
             return if self.emitted.contains_key(&client) {
                 Decision::Child(client, ParentLink::Peer)
@@ -392,8 +398,9 @@ impl Correlator {
         // A traced peer on this host may still complete its side (clients finish after
         // servers); one whose events never reach this agent (left out by the filters, or not
         // traced) will not, so the span does not wait for it.
-        let local_peer = peer_local.ip().is_loopback() || self.local_ips.contains(&peer_local.ip());
-        if local_peer && self.contexts.end_seen(peer_local, peer_remote) {
+        let peer_ip = peer.local().ip();
+        let local_peer = peer_ip.is_loopback() || self.local_ips.contains(&peer_ip);
+        if local_peer && self.contexts.end_seen(peer) {
             Decision::Wait
         } else {
             Decision::Root(ParentLink::Root)
@@ -433,7 +440,7 @@ impl Correlator {
         };
         let candidates = self
             .servers
-            .get(&(pid, local, remote))
+            .get(&(pid, EndKey::new(local, remote)))
             .map_or(&[][..], Vec::as_slice);
         let found = candidates.iter().rev().find(|id| {
             self.server_info.get(id).is_some_and(|s| match server {

@@ -13,16 +13,13 @@
 //! An end first seen mid-connection (older than the agent) records a later byte as its first,
 //! which the other end does not share: such pairs are not found, never mispaired.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
-};
+use std::collections::{HashMap, VecDeque};
 
-use super::END_GRACE_NS;
+use super::{END_GRACE_NS, end_key::EndKey};
 use crate::event::{ConnKind, Direction, Event};
 
 /// A connection end: (local, remote) as that process's socket names them.
-pub type End = (SocketAddr, SocketAddr);
+pub type End = EndKey;
 
 /// Ends kept at most; beyond it the table starts over (joins through NAT of older connections
 /// are then lost, never wrong).
@@ -53,11 +50,11 @@ impl Peers {
     pub fn on_event(&mut self, event: &Event) {
         match event {
             Event::Data(d) => {
-                if self.first.len() >= MAX_ENDS && !self.first.contains_key(&(d.local, d.remote)) {
+                let end = End::new(d.local, d.remote);
+                if self.first.len() >= MAX_ENDS && !self.first.contains_key(&end) {
                     self.first.clear();
                     self.by_first_sent.clear();
                 }
-                let end = (d.local, d.remote);
                 let first = self.first.entry(end).or_insert(FirstBytes {
                     since_ns: d.ts_exit_ns,
                     ..FirstBytes::default()
@@ -76,9 +73,10 @@ impl Peers {
             // A new connection on an address pair used before (ports are reused): its first
             // bytes are new too.
             Event::Conn(c) if matches!(c.kind, ConnKind::Connect | ConnKind::Accept) => {
-                self.forget((c.local, c.remote), u64::MAX);
+                let end = End::new(c.local, c.remote);
+                self.forget(end, u64::MAX);
                 self.first.insert(
-                    (c.local, c.remote),
+                    end,
                     FirstBytes {
                         since_ns: c.ts_ns,
                         ..FirstBytes::default()
@@ -87,7 +85,8 @@ impl Peers {
             }
             Event::Conn(c) if c.kind == ConnKind::Close => {
                 self.forget_closed(c.ts_ns);
-                self.closed.push_back((c.ts_ns, (c.local, c.remote)));
+                self.closed
+                    .push_back((c.ts_ns, End::new(c.local, c.remote)));
             }
             _ => {}
         }
@@ -97,7 +96,7 @@ impl Peers {
     /// nothing better is known), else the end whose first bytes match this one's.
     #[must_use]
     pub fn other_end(&self, end: End) -> End {
-        let mirrored = (end.1, end.0);
+        let mirrored = end.mirrored();
         if self.first.contains_key(&mirrored) {
             return mirrored;
         }
@@ -182,7 +181,7 @@ mod tests {
     }
 
     fn end(local: &str, remote: &str) -> End {
-        (local.parse().unwrap(), remote.parse().unwrap())
+        End::new(local.parse().unwrap(), remote.parse().unwrap())
     }
 
     #[test]
