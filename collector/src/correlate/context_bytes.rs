@@ -6,6 +6,8 @@ use super::{Data, Direction, EndKey, GRACE_NS, GoProcess, HandlerRun, MAX_GOROUT
 
 /// Handler entries a process keeps before the first sweep of ended ones.
 const SWEEP_FLOOR: usize = 4096;
+/// Handler runs kept per goroutine: the last few of a keep-alive connection's.
+const MAX_RUNS: usize = 8;
 
 /// Whether a read's first bytes start an HTTP/1 request: an upper-case method token and a
 /// space (`GET /`, `POST /`). A body's bytes, an HTTP/2 preface or frames, and TLS records do
@@ -44,8 +46,8 @@ impl GoProcess {
         if !self.handlers.contains_key(&goid) {
             self.sweep_handlers(d.ts_exit_ns);
         }
-        // Most goroutines serve one connection and one request: room for one run, not the
-        // four a first push would reserve (a run is 96 bytes, and there is one per connection).
+        // Most goroutines serve one connection and one request: room for one run (see
+        // `push_run`; a run is 64 bytes, and there is one per connection).
         let runs = self
             .handlers
             .entry(goid)
@@ -129,8 +131,14 @@ pub(super) fn median_ts(times: impl Iterator<Item = u64>) -> u64 {
 
 /// Add a handler run; a serving goroutine runs many handlers, and the last few are enough.
 pub(super) fn push_run(runs: &mut Vec<HandlerRun>, run: HandlerRun) {
-    if runs.len() >= 8 {
+    if runs.len() >= MAX_RUNS {
         runs.remove(0);
     }
+    // Room for this run only, not the doubling (to four runs, 256 bytes) a plain push would
+    // reserve: a plain server's connection goroutine has one or two runs (from the bytes and
+    // from `ServeHTTP`), and the table holds one such goroutine per connection of the last
+    // grace period. A keep-alive connection's goroutine grows by one run at a time, up to
+    // `MAX_RUNS`.
+    runs.reserve_exact(1);
     runs.push(run);
 }
