@@ -26,12 +26,13 @@ pub mod failed;
 mod failed_tests;
 mod idhash;
 mod peers;
+mod span_index;
 mod tables;
 #[cfg(test)]
 mod tests;
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashSet, VecDeque},
     net::IpAddr,
 };
 
@@ -41,6 +42,7 @@ use self::{
     end_key::EndKey,
     failed::{Caller, Failed, Failures},
     idhash::{IdMap, IdSet},
+    span_index::SpanIndex,
 };
 use crate::{
     conn::{ConnExchange, Gone},
@@ -76,13 +78,6 @@ type PeerKey = (EndKey, RequestId);
 
 /// A server's connection: (pid, the server's end).
 type ServerKey = (u32, EndKey);
-
-/// Where a node is indexed.
-#[derive(Debug, Clone, Copy)]
-enum NodeKey {
-    Client(PeerKey),
-    Server(ServerKey),
-}
 
 /// What the correlator counted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -145,15 +140,12 @@ pub struct Correlator {
     )]
     pending: Vec<Box<Node>>,
     pending_ids: IdSet,
-    /// Where each node is indexed, to take it out again when it is forgotten.
-    keys: IdMap<NodeKey>,
     next_id: u64,
     emitted: IdMap<Emitted>,
     emitted_order: VecDeque<u64>,
-    /// Client nodes (pending or emitted) by their request, for the server at the other end.
-    clients: HashMap<PeerKey, u64>,
-    /// Server nodes (pending or emitted) by process and connection, for in-process children.
-    servers: HashMap<ServerKey, Vec<u64>>,
+    /// Nodes (pending or emitted): clients by their request, for the server at the other end;
+    /// servers by process and connection, for in-process children.
+    index: SpanIndex,
     /// Every node's exchange summary, kept as long as `emitted` keeps it (for lookups).
     server_info: IdMap<ServerInfo>,
     /// Addresses of this host (local ends of its connections), to tell local peers.
@@ -190,12 +182,10 @@ impl Correlator {
             go_headers: enrich::GoHeaderStore::default(),
             pending: Vec::new(),
             pending_ids: IdSet::default(),
-            keys: IdMap::default(),
             next_id: 1,
             emitted: IdMap::default(),
             emitted_order: VecDeque::new(),
-            clients: HashMap::new(),
-            servers: HashMap::new(),
+            index: SpanIndex::default(),
             server_info: IdMap::default(),
             local_ips: HashSet::new(),
             now_ns: 0,
@@ -280,13 +270,11 @@ impl Correlator {
                 self.failures
                     .on_client_exchange(x.pid, x.local, x.remote, x.exchange.start_ns);
                 let key = (EndKey::new(x.local, x.remote), request_id(&x.exchange));
-                self.clients.insert(key, id);
-                self.keys.insert(id, NodeKey::Client(key));
+                self.index.insert_client(key, id);
             }
             SpanKind::Server => {
                 let key = (x.pid, EndKey::new(x.local, x.remote));
-                self.servers.entry(key).or_default().push(id);
-                self.keys.insert(id, NodeKey::Server(key));
+                self.index.insert_server(key, id);
                 self.server_info.insert(
                     id,
                     ServerInfo {
@@ -386,7 +374,7 @@ impl Correlator {
         let x = &node.x;
         let peer = self.peers.other_end(EndKey::new(x.local, x.remote));
         let key = (peer, request_id(&x.exchange));
-        if let Some(&client) = self.clients.get(&key) {
+        if let Some(client) = self.index.client(&key) {
             return if self.emitted.contains_key(&client) {
                 Decision::Child(client, ParentLink::Peer)
             } else if self.pending_ids.contains(&client) {
@@ -438,10 +426,7 @@ impl Correlator {
                 pid, local, remote, ..
             } => (pid, local, remote, ParentLink::Thread),
         };
-        let candidates = self
-            .servers
-            .get(&(pid, EndKey::new(local, remote)))
-            .map_or(&[][..], Vec::as_slice);
+        let candidates = self.index.servers(&(pid, EndKey::new(local, remote)));
         let found = candidates.iter().rev().find(|id| {
             self.server_info.get(id).is_some_and(|s| match server {
                 ServerRef::Handler { ts, .. } => s.start_ns <= ts && ts <= s.end_ns,
@@ -596,22 +581,7 @@ impl Correlator {
             self.emitted_order.pop_front();
             self.emitted.remove(&id);
             self.server_info.remove(&id);
-            match self.keys.remove(&id) {
-                Some(NodeKey::Client(key)) => {
-                    if self.clients.get(&key) == Some(&id) {
-                        self.clients.remove(&key);
-                    }
-                }
-                Some(NodeKey::Server(key)) => {
-                    if let Some(ids) = self.servers.get_mut(&key) {
-                        ids.retain(|i| *i != id);
-                        if ids.is_empty() {
-                            self.servers.remove(&key);
-                        }
-                    }
-                }
-                None => {}
-            }
+            self.index.forget(id);
         }
     }
 }
