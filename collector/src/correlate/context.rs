@@ -26,14 +26,17 @@ use crate::{
     source::{CallPhase, ConnKind, ConnRole, Data, Direction, Event, GoConnUse, HeadersSource},
 };
 
-use super::end_key::EndKey;
+use super::{
+    closed_ends::{Closed, ClosedEnds},
+    end_key::EndKey,
+};
 
 #[path = "context_bounds.rs"]
 mod bounds;
 #[path = "context_bytes.rs"]
 mod bytes;
-use bounds::{Closed, MAX_CLIENT_CONNS, halve};
 pub use bounds::{ContextSizes, ContextStats};
+use bounds::{MAX_CLIENT_CONNS, halve};
 use bytes::{median_ts, push_run};
 
 /// An inbound request an outbound one was made for; resolved against server exchanges.
@@ -166,8 +169,8 @@ pub struct Contexts {
     threads: HashMap<(u32, u32), Serving>,
     /// Connections closed (when, pid, local, remote): their end and client uses are forgotten
     /// after `END_GRACE_NS`, not at once (the close itself may complete the connection's last
-    /// exchange).
-    closed: VecDeque<Closed>,
+    /// exchange). The peers read the same queue (see `closed_ends`).
+    closed: ClosedEnds,
     /// Processes that exited (when, pid): their Go state is dropped after the grace period.
     exited: VecDeque<(u64, u32)>,
     /// Connection ends (local, remote) this agent has seen events of, with the last one's time:

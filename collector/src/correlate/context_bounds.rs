@@ -14,6 +14,7 @@ use std::{collections::HashMap, hash::Hash};
 use super::{Contexts, EndKey, bytes::median_ts};
 use crate::conn::{DEFAULT_MAX_CONNS, Gone};
 use crate::correlate::END_GRACE_NS;
+use crate::correlate::closed_ends::{Closed, ClosedEnds, Reader};
 
 /// Accepted connections kept at most: as many as the connection table tracks.
 pub(super) const MAX_ACCEPTED: usize = DEFAULT_MAX_CONNS;
@@ -25,14 +26,6 @@ pub(super) const MAX_THREADS: usize = 65_536;
 pub(super) const MAX_CLIENT_CONNS: usize = DEFAULT_MAX_CONNS;
 /// Closed ends waiting for their grace period at most: past it, the oldest are forgotten early.
 pub(super) const MAX_CLOSING: usize = MAX_ENDS;
-
-/// A connection end that closed (or was given up on, see `on_conn_gone`) at `at`.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Closed {
-    pub(super) at: u64,
-    pub(super) pid: u32,
-    pub(super) end: EndKey,
-}
 
 /// How many entries the contexts hold, table by table (for the stop summary).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -83,15 +76,20 @@ impl Contexts {
     /// Note a closed end, to forget after the grace period.
     pub(super) fn push_closed(&mut self, closed: Closed) {
         self.forget_closed(closed.at);
-        if self.closed.len() >= MAX_CLOSING
-            && let Some(oldest) = self.closed.pop_front()
+        if self.closed.len(Reader::Contexts) >= MAX_CLOSING
+            && let Some(oldest) = self.closed.take_if(Reader::Contexts, |_| true)
         {
             // Forget the oldest now, not after its grace period: its last exchanges may lose
             // their join, the table never its bound.
             self.forget_end(oldest);
             self.stats.over_cap += 1;
         }
-        self.closed.push_back(closed);
+        self.closed.push(closed);
+    }
+
+    /// The closed ends, which the peers read too (see `closed_ends`).
+    pub(crate) fn closed_ends(&mut self) -> &mut ClosedEnds {
+        &mut self.closed
     }
 
     /// A connection accepted by this host.
@@ -121,11 +119,9 @@ impl Contexts {
     /// (unless the address pair was used again since), so the tables do not grow with every
     /// connection.
     pub(crate) fn forget_closed(&mut self, now: u64) {
-        while let Some(&closed) = self.closed.front() {
-            if now.saturating_sub(closed.at) < END_GRACE_NS {
-                break;
-            }
-            self.closed.pop_front();
+        while let Some(closed) = self.closed.take_if(Reader::Contexts, |c| {
+            now.saturating_sub(c.at) >= END_GRACE_NS
+        }) {
             self.forget_end(closed);
         }
     }
@@ -154,7 +150,7 @@ impl Contexts {
             accepted: self.accepted.len(),
             ends: self.ends.len(),
             client_conns: self.go.values().map(|p| p.client_uses.len()).sum(),
-            closing: self.closed.len(),
+            closing: self.closed.len(Reader::Contexts),
         }
     }
 }

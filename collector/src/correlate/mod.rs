@@ -18,6 +18,7 @@
 //! (bounded by `window_ns`) until their parent is emitted, then take its trace id. A span whose
 //! expected parent never arrives is emitted as a root after the window, and counted.
 
+mod closed_ends;
 pub mod context;
 mod end_key;
 mod enrich;
@@ -47,7 +48,7 @@ use self::{
 use crate::{
     conn::{ConnExchange, Gone},
     protocol::Exchange,
-    source::{Direction, Event},
+    source::{ConnKind, Direction, Event},
     span::{IdGenerator, ParentLink, Payload, Span, SpanId, SpanKind, TraceId, TraceParent},
 };
 
@@ -209,6 +210,13 @@ impl Correlator {
         }
         self.contexts.on_event(event);
         self.peers.on_event(event);
+        if let Event::Conn(c) = event
+            && c.kind == ConnKind::Close
+        {
+            // The contexts queued the close; the peers forget what is due by then.
+            self.peers
+                .forget_closed(c.ts_ns, self.contexts.closed_ends());
+        }
         self.failures.on_event(event);
         // A thread's serving state is transient: a failed connect's parent is looked up now.
         self.take_failed();
@@ -219,7 +227,7 @@ impl Correlator {
     pub fn on_conn_gone(&mut self, gone: &Gone) {
         self.contexts.on_conn_gone(gone);
         self.peers
-            .on_gone(EndKey::new(gone.local, gone.remote), gone.last_ns);
+            .forget_closed(gone.last_ns, self.contexts.closed_ends());
     }
 
     /// How much the per-connection tables hold now, and what their bounds did.
@@ -245,7 +253,8 @@ impl Correlator {
         // Closed ends go a grace period after their close even when no later connection event
         // comes to push them out: a host whose churn stopped keeps nothing of it.
         self.contexts.forget_closed(self.now_ns);
-        self.peers.forget_closed(self.now_ns);
+        self.peers
+            .forget_closed(self.now_ns, self.contexts.closed_ends());
     }
 
     /// Take in a completed exchange.
