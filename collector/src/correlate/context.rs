@@ -93,7 +93,9 @@ const GRACE_NS: u64 = 30_000_000_000;
 #[derive(Debug, Clone, Copy)]
 struct HandlerRun {
     start: u64,
-    end: Option<u64>,
+    /// When it ended, `OPEN` until then (see `end`): 8 bytes, not an `Option`'s 16, in a
+    /// table that holds a run or two per connection of the last grace period.
+    end_ns: u64,
     /// The connection it serves (this process's end).
     conn: EndKey,
     /// Seen in the bytes (a request read, ended by the first write back), not at `ServeHTTP`.
@@ -110,9 +112,30 @@ struct StreamRun {
     end: Option<u64>,
 }
 
+/// A handler run's end before it ended: no event time is this late.
+const OPEN: u64 = u64::MAX;
+
 impl HandlerRun {
+    /// A run that started at `start` and has not ended.
+    fn new(start: u64, conn: EndKey, from_bytes: bool) -> Self {
+        Self {
+            start,
+            end_ns: OPEN,
+            conn,
+            from_bytes,
+        }
+    }
+
+    fn end(&self) -> Option<u64> {
+        (self.end_ns != OPEN).then_some(self.end_ns)
+    }
+
+    fn set_end(&mut self, ts: u64) {
+        self.end_ns = ts;
+    }
+
     fn open_at(&self, ts: u64) -> bool {
-        self.start <= ts && self.end.is_none_or(|end| ts <= end)
+        self.start <= ts && self.end().is_none_or(|end| ts <= end)
     }
 }
 
@@ -264,9 +287,9 @@ impl Contexts {
                         .handlers
                         .get_mut(&g.goid)
                         .and_then(|r| r.iter_mut().rev().find(|r| !r.from_bytes))
-                    && run.end.is_none()
+                    && run.end().is_none()
                 {
-                    run.end = Some(g.ts_ns);
+                    run.set_end(g.ts_ns);
                 }
                 if !g.start
                     && let Some(run) = p.stream_handlers.get_mut(&g.goid)
@@ -408,12 +431,7 @@ impl Contexts {
                     p.handlers
                         .entry(u.goid)
                         .or_insert_with(|| Vec::with_capacity(1)),
-                    HandlerRun {
-                        start: u.ts_ns,
-                        end: None,
-                        conn: EndKey::new(local, remote),
-                        from_bytes: false,
-                    },
+                    HandlerRun::new(u.ts_ns, EndKey::new(local, remote), false),
                 );
             }
             ConnRole::Client => {

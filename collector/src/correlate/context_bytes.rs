@@ -47,7 +47,7 @@ impl GoProcess {
             self.sweep_handlers(d.ts_exit_ns);
         }
         // Most goroutines serve one connection and one request: room for one run (see
-        // `push_run`; a run is 64 bytes, and there is one per connection).
+        // `push_run`; a run is 56 bytes, and there is one per connection).
         let runs = self
             .handlers
             .entry(goid)
@@ -58,7 +58,7 @@ impl GoProcess {
         let open = runs
             .iter_mut()
             .rev()
-            .find(|r| r.from_bytes && r.end.is_none() && r.conn == conn);
+            .find(|r| r.from_bytes && r.end().is_none() && r.conn == conn);
         let first = match d.direction {
             Direction::Ingress => self.first_bytes.remove(&conn),
             Direction::Egress => None,
@@ -78,20 +78,12 @@ impl GoProcess {
                     None => starts_http1_request(&d.payload),
                 };
                 if open.is_none() && starts {
-                    push_run(
-                        runs,
-                        HandlerRun {
-                            start: d.ts_exit_ns,
-                            end: None,
-                            conn,
-                            from_bytes: true,
-                        },
-                    );
+                    push_run(runs, HandlerRun::new(d.ts_exit_ns, conn, true));
                 }
             }
             Direction::Egress => {
                 if let Some(run) = open {
-                    run.end = Some(d.ts_enter_ns);
+                    run.set_end(d.ts_enter_ns);
                 }
             }
         }
@@ -113,7 +105,7 @@ impl GoProcess {
         }
         self.handlers.retain(|_, runs| {
             runs.iter()
-                .any(|r| r.end.is_none_or(|end| now.saturating_sub(end) < GRACE_NS))
+                .any(|r| r.end().is_none_or(|end| now.saturating_sub(end) < GRACE_NS))
         });
         self.handlers_swept = self.handlers.len();
     }
@@ -134,7 +126,7 @@ pub(super) fn push_run(runs: &mut Vec<HandlerRun>, run: HandlerRun) {
     if runs.len() >= MAX_RUNS {
         runs.remove(0);
     }
-    // Room for this run only, not the doubling (to four runs, 256 bytes) a plain push would
+    // Room for this run only, not the doubling (to four runs) a plain push would
     // reserve: a plain server's connection goroutine has one or two runs (from the bytes and
     // from `ServeHTTP`), and the table holds one such goroutine per connection of the last
     // grace period. A keep-alive connection's goroutine grows by one run at a time, up to

@@ -481,12 +481,9 @@ fn a_plain_servers_handler_goroutines_are_swept_a_grace_period_after_their_runs_
 
 #[test]
 fn a_goroutine_keeps_room_for_its_runs_only_and_its_last_eight() {
-    let run = |start| HandlerRun {
-        start,
-        end: None,
-        conn: EndKey::new(SERVER.parse().unwrap(), "127.0.0.1:40000".parse().unwrap()),
-        from_bytes: true,
-    };
+    let conn = EndKey::new(SERVER.parse().unwrap(), "127.0.0.1:40000".parse().unwrap());
+    let run = |start| HandlerRun::new(start, conn, true);
+    assert_eq!(size_of::<HandlerRun>(), 56);
     let mut runs = Vec::with_capacity(1);
     push_run(&mut runs, run(1));
     push_run(&mut runs, run(2));
