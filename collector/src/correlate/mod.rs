@@ -110,6 +110,8 @@ struct Node {
     context: Lookup,
     /// Event time when it arrived; the window counts from here.
     arrived_ns: u64,
+    /// Its key's hash in the span index, to take it out again (see `span_index`).
+    index_hash: u64,
 }
 
 /// An emitted span's ids, for its late children.
@@ -118,6 +120,7 @@ struct Emitted {
     trace_id: TraceId,
     span_id: SpanId,
     at_ns: u64,
+    index_hash: u64,
 }
 
 /// Whether a span can be emitted now.
@@ -274,16 +277,16 @@ impl Correlator {
         self.next_id += 1;
         self.now_ns = self.now_ns.max(x.exchange.end_ns);
         self.local_ips.insert(x.local.ip());
-        match kind {
+        let index_hash = match kind {
             SpanKind::Client => {
                 self.failures
                     .on_client_exchange(x.pid, x.local, x.remote, x.exchange.start_ns);
                 let key = (EndKey::new(x.local, x.remote), request_id(&x.exchange));
-                self.index.insert_client(key, id);
+                self.index.insert_client(key, id)
             }
             SpanKind::Server => {
                 let key = (x.pid, EndKey::new(x.local, x.remote));
-                self.index.insert_server(key, id);
+                let hash = self.index.insert_server(key, id);
                 self.server_info.insert(
                     id,
                     ServerInfo {
@@ -292,8 +295,9 @@ impl Correlator {
                         stream: stream_of(&x.exchange),
                     },
                 );
+                hash
             }
-        }
+        };
         let context = match kind {
             SpanKind::Client => self.contexts.server_of(&x),
             SpanKind::Server => Lookup::NoServer,
@@ -305,6 +309,7 @@ impl Correlator {
             kind,
             context,
             arrived_ns: self.now_ns,
+            index_hash,
         }));
     }
 
@@ -478,6 +483,7 @@ impl Correlator {
                 trace_id,
                 span_id,
                 at_ns: self.now_ns.min(node.x.exchange.end_ns.max(node.arrived_ns)),
+                index_hash: node.index_hash,
             },
         );
         self.emitted_order.push_back(node.id);
@@ -588,9 +594,10 @@ impl Correlator {
                 break;
             }
             self.emitted_order.pop_front();
-            self.emitted.remove(&id);
             self.server_info.remove(&id);
-            self.index.forget(id);
+            if let Some(e) = self.emitted.remove(&id) {
+                self.index.forget(id, e.index_hash);
+            }
         }
     }
 }

@@ -5,14 +5,15 @@
 //! A span is taken out again when it is forgotten (two windows after it was emitted), so each
 //! span must remember where it is indexed. Remembering its key would store every key twice:
 //! under churn that is some 130k spans, and a key (a connection end and a request) is some 50
-//! bytes. A span remembers the key's hash instead, and is found again in its table by that
-//! hash and its own id (an id is in at most one entry).
+//! bytes. A span remembers the key's hash instead (the correlator keeps it with the span's
+//! ids), and is found again in its table by that hash and its own id (an id is in at most one
+//! entry).
 
 use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::{HashTable, hash_table::Entry};
 
-use super::{PeerKey, ServerKey, idhash::IdMap};
+use super::{PeerKey, ServerKey};
 
 /// Client and server spans by what finds them.
 #[derive(Default)]
@@ -23,13 +24,12 @@ pub(super) struct SpanIndex {
     clients: HashTable<(PeerKey, u64)>,
     /// Server spans by (pid, connection), oldest first.
     servers: HashTable<(ServerKey, Vec<u64>)>,
-    /// Each indexed span's key hash, to find it again.
-    hashes: IdMap<u64>,
 }
 
 impl SpanIndex {
     /// Index client span `id` by its request (replacing an earlier span of the same request).
-    pub(super) fn insert_client(&mut self, key: PeerKey, id: u64) {
+    /// The key's hash, to forget the span by.
+    pub(super) fn insert_client(&mut self, key: PeerKey, id: u64) -> u64 {
         let hasher = &self.hasher;
         let hash = hasher.hash_one(key);
         match self
@@ -41,11 +41,12 @@ impl SpanIndex {
                 e.insert((key, id));
             }
         }
-        self.hashes.insert(id, hash);
+        hash
     }
 
-    /// Index server span `id` by its process and connection.
-    pub(super) fn insert_server(&mut self, key: ServerKey, id: u64) {
+    /// Index server span `id` by its process and connection. The key's hash, to forget the span
+    /// by.
+    pub(super) fn insert_server(&mut self, key: ServerKey, id: u64) -> u64 {
         let hasher = &self.hasher;
         let hash = hasher.hash_one(key);
         let (_, ids) = self
@@ -54,7 +55,7 @@ impl SpanIndex {
             .or_insert_with(|| (key, Vec::with_capacity(1)))
             .into_mut();
         ids.push(id);
-        self.hashes.insert(id, hash);
+        hash
     }
 
     /// The latest client span of a request.
@@ -71,12 +72,9 @@ impl SpanIndex {
             .map_or(&[][..], |(_, ids)| ids.as_slice())
     }
 
-    /// Take span `id` out of the index. A client span replaced by a later one of the same
-    /// request is in no entry any more: only its hash goes.
-    pub(super) fn forget(&mut self, id: u64) {
-        let Some(hash) = self.hashes.remove(&id) else {
-            return;
-        };
+    /// Take span `id`, indexed under `hash`, out of the index. A client span replaced by a
+    /// later one of the same request is in no entry any more.
+    pub(super) fn forget(&mut self, id: u64, hash: u64) {
         if let Ok(entry) = self.clients.find_entry(hash, |(_, i)| *i == id) {
             entry.remove();
         } else if let Ok(mut entry) = self.servers.find_entry(hash, |(_, ids)| ids.contains(&id)) {
@@ -102,15 +100,15 @@ mod tests {
     fn a_request_finds_its_latest_client_and_forgetting_an_older_one_keeps_it() {
         let mut index = SpanIndex::default();
         let key = (end(1), RequestId::Seq(7));
-        index.insert_client(key, 1);
+        let hash = index.insert_client(key, 1);
         index.insert_client((end(2), RequestId::Seq(7)), 2);
         assert_eq!(index.client(&key), Some(1));
         // The same request again (a retransmitted capture, a reused port): the later span.
-        index.insert_client(key, 3);
+        assert_eq!(index.insert_client(key, 3), hash);
         assert_eq!(index.client(&key), Some(3));
-        index.forget(1);
+        index.forget(1, hash);
         assert_eq!(index.client(&key), Some(3));
-        index.forget(3);
+        index.forget(3, hash);
         assert_eq!(index.client(&key), None);
         assert_eq!(index.client(&(end(2), RequestId::Seq(7))), Some(2));
         assert_eq!(index.client(&(end(2), RequestId::Stream(7))), None);
@@ -120,24 +118,24 @@ mod tests {
     fn a_connection_lists_its_servers_oldest_first_until_each_is_forgotten() {
         let mut index = SpanIndex::default();
         let (a, b) = ((9, end(1)), (9, end(2)));
-        for id in [10, 11, 12] {
-            index.insert_server(a, id);
+        let hash = index.insert_server(a, 10);
+        for id in [11, 12] {
+            assert_eq!(index.insert_server(a, id), hash);
         }
-        index.insert_server(b, 13);
+        let hash_b = index.insert_server(b, 13);
         assert_eq!(index.servers(&a), &[10, 11, 12]);
-        index.forget(11);
+        index.forget(11, hash);
         assert_eq!(index.servers(&a), &[10, 12]);
-        index.forget(10);
-        index.forget(12);
+        index.forget(10, hash);
+        index.forget(12, hash);
         assert_eq!(index.servers(&a), &[] as &[u64]);
         assert_eq!(index.servers(&b), &[13]);
         assert_eq!(index.servers(&(8, end(2))), &[] as &[u64]);
         // Forgetting twice, or an id never indexed, changes nothing.
-        index.forget(12);
-        index.forget(99);
+        index.forget(12, hash);
+        index.forget(99, hash_b);
         assert_eq!(index.servers(&b), &[13]);
         assert_eq!(index.clients.len(), 0);
         assert_eq!(index.servers.len(), 1);
-        assert_eq!(index.hashes.len(), 1);
     }
 }
