@@ -26,12 +26,17 @@ use crate::{
     source::{CallPhase, ConnKind, ConnRole, Data, Direction, Event, GoConnUse, HeadersSource},
 };
 
+use super::{
+    closed_ends::{Closed, ClosedEnds},
+    end_key::EndKey,
+};
+
 #[path = "context_bounds.rs"]
 mod bounds;
 #[path = "context_bytes.rs"]
 mod bytes;
-use bounds::{Closed, MAX_CLIENT_CONNS, halve};
 pub use bounds::{ContextSizes, ContextStats};
+use bounds::{MAX_CLIENT_CONNS, halve};
 use bytes::{median_ts, push_run};
 
 /// An inbound request an outbound one was made for; resolved against server exchanges.
@@ -88,9 +93,11 @@ const GRACE_NS: u64 = 30_000_000_000;
 #[derive(Debug, Clone, Copy)]
 struct HandlerRun {
     start: u64,
-    end: Option<u64>,
-    local: SocketAddr,
-    remote: SocketAddr,
+    /// When it ended, `OPEN` until then (see `end`): 8 bytes, not an `Option`'s 16, in a
+    /// table that holds a run or two per connection of the last grace period.
+    end_ns: u64,
+    /// The connection it serves (this process's end).
+    conn: EndKey,
     /// Seen in the bytes (a request read, ended by the first write back), not at `ServeHTTP`.
     from_bytes: bool,
 }
@@ -105,9 +112,30 @@ struct StreamRun {
     end: Option<u64>,
 }
 
+/// A handler run's end before it ended: no event time is this late.
+const OPEN: u64 = u64::MAX;
+
 impl HandlerRun {
+    /// A run that started at `start` and has not ended.
+    fn new(start: u64, conn: EndKey, from_bytes: bool) -> Self {
+        Self {
+            start,
+            end_ns: OPEN,
+            conn,
+            from_bytes,
+        }
+    }
+
+    fn end(&self) -> Option<u64> {
+        (self.end_ns != OPEN).then_some(self.end_ns)
+    }
+
+    fn set_end(&mut self, ts: u64) {
+        self.end_ns = ts;
+    }
+
     fn open_at(&self, ts: u64) -> bool {
-        self.start <= ts && self.end.is_none_or(|end| ts <= end)
+        self.start <= ts && self.end().is_none_or(|end| ts <= end)
     }
 }
 
@@ -126,13 +154,13 @@ struct GoProcess {
     /// read (a one-byte read, on a goroutine of its own, while a handler runs on a keep-alive
     /// connection) may take a request's first byte, and the connection's goroutine then reads
     /// the rest (`ET /path ...`).
-    first_bytes: HashMap<(SocketAddr, SocketAddr), u8>,
+    first_bytes: HashMap<EndKey, u8>,
     /// grpc-go handler goroutines: the stream and connection they serve.
     stream_handlers: HashMap<u64, StreamRun>,
     /// (reader goroutine, stream) → connection, from the request headers it decoded.
     stream_conns: HashMap<(u64, u32), (SocketAddr, SocketAddr)>,
     /// Client requests by connection: (when, requesting goroutine), oldest first.
-    client_uses: HashMap<(SocketAddr, SocketAddr), VecDeque<(u64, u64)>>,
+    client_uses: HashMap<EndKey, VecDeque<(u64, u64)>>,
     /// Unary gRPC calls by (connection, stream): the calling goroutine.
     grpc_calls: HashMap<(SocketAddr, SocketAddr, u32), u64>,
     /// Whether this program makes gRPC calls at all (then an outbound gRPC exchange waits for
@@ -164,14 +192,14 @@ pub struct Contexts {
     threads: HashMap<(u32, u32), Serving>,
     /// Connections closed (when, pid, local, remote): their end and client uses are forgotten
     /// after `END_GRACE_NS`, not at once (the close itself may complete the connection's last
-    /// exchange).
-    closed: VecDeque<Closed>,
+    /// exchange). The peers read the same queue (see `closed_ends`).
+    closed: ClosedEnds,
     /// Processes that exited (when, pid): their Go state is dropped after the grace period.
     exited: VecDeque<(u64, u32)>,
     /// Connection ends (local, remote) this agent has seen events of, with the last one's time:
     /// a server span waits for its client only when the client's end is here (a peer the
     /// filters leave out, or an untraced one, never completes its side).
-    ends: HashMap<(SocketAddr, SocketAddr), u64>,
+    ends: HashMap<EndKey, u64>,
     pub stats: ContextStats,
 }
 
@@ -180,7 +208,7 @@ impl Contexts {
     pub fn on_event(&mut self, event: &Event) {
         match event {
             Event::Conn(c) => {
-                self.touch_end(c.local, c.remote, c.ts_ns);
+                self.touch_end(EndKey::new(c.local, c.remote), c.ts_ns);
                 match c.kind {
                     ConnKind::Accept => {
                         self.insert_accepted(c.conn_id, c.ts_ns);
@@ -192,15 +220,14 @@ impl Contexts {
                         self.push_closed(Closed {
                             at: c.ts_ns,
                             pid: c.pid,
-                            local: c.local,
-                            remote: c.remote,
+                            end: EndKey::new(c.local, c.remote),
                         });
                     }
                     ConnKind::Connect => self.forget_closed(c.ts_ns),
                 }
             }
             Event::Data(d) => {
-                self.touch_end(d.local, d.remote, d.ts_exit_ns);
+                self.touch_end(EndKey::new(d.local, d.remote), d.ts_exit_ns);
                 self.on_data(d);
             }
             _ => self.on_go_event(event),
@@ -260,9 +287,9 @@ impl Contexts {
                         .handlers
                         .get_mut(&g.goid)
                         .and_then(|r| r.iter_mut().rev().find(|r| !r.from_bytes))
-                    && run.end.is_none()
+                    && run.end().is_none()
                 {
-                    run.end = Some(g.ts_ns);
+                    run.set_end(g.ts_ns);
                 }
                 if !g.start
                     && let Some(run) = p.stream_handlers.get_mut(&g.goid)
@@ -376,8 +403,8 @@ impl Contexts {
 
     /// Whether events of the connection end (local, remote) reached this agent.
     #[must_use]
-    pub fn end_seen(&self, local: SocketAddr, remote: SocketAddr) -> bool {
-        self.ends.contains_key(&(local, remote))
+    pub(super) fn end_seen(&self, end: EndKey) -> bool {
+        self.ends.contains_key(&end)
     }
 
     fn on_conn_use(&mut self, u: &GoConnUse) {
@@ -404,24 +431,18 @@ impl Contexts {
                     p.handlers
                         .entry(u.goid)
                         .or_insert_with(|| Vec::with_capacity(1)),
-                    HandlerRun {
-                        start: u.ts_ns,
-                        end: None,
-                        local,
-                        remote,
-                        from_bytes: false,
-                    },
+                    HandlerRun::new(u.ts_ns, EndKey::new(local, remote), false),
                 );
             }
             ConnRole::Client => {
                 if p.client_uses.len() >= MAX_CLIENT_CONNS
-                    && !p.client_uses.contains_key(&(local, remote))
+                    && !p.client_uses.contains_key(&EndKey::new(local, remote))
                 {
                     self.stats.over_cap += halve(&mut p.client_uses, |uses| {
                         uses.back().map_or(0, |(ts, _)| *ts)
                     });
                 }
-                let uses = p.client_uses.entry((local, remote)).or_default();
+                let uses = p.client_uses.entry(EndKey::new(local, remote)).or_default();
                 uses.push_back((u.ts_ns, u.goid));
                 while uses
                     .front()
@@ -492,12 +513,15 @@ impl Contexts {
         }
         // net/http: the last roundTrip on this connection that began before the request's first
         // byte was written (the pooled connection's own goroutine writes it).
-        let by_use = p.client_uses.get(&(x.local, x.remote)).and_then(|uses| {
-            uses.iter()
-                .rev()
-                .find(|(ts, _)| *ts <= x.exchange.start_ns)
-                .map(|(_, goid)| *goid)
-        });
+        let by_use = p
+            .client_uses
+            .get(&EndKey::new(x.local, x.remote))
+            .and_then(|uses| {
+                uses.iter()
+                    .rev()
+                    .find(|(ts, _)| *ts <= x.exchange.start_ns)
+                    .map(|(_, goid)| *goid)
+            });
         Some(by_use.or(x.exchange.origin.goid))
     }
 
@@ -527,8 +551,8 @@ impl Contexts {
                 }
                 return Lookup::Serving(ServerRef::Handler {
                     pid,
-                    local: run.local,
-                    remote: run.remote,
+                    local: run.conn.local(),
+                    remote: run.conn.remote(),
                     ts: run.start,
                 });
             }

@@ -9,11 +9,12 @@
 //! - a cap per table: past it, the older half (by last activity) is dropped, counted. Halving
 //!   keeps the cost per event constant.
 
-use std::{collections::HashMap, hash::Hash, net::SocketAddr};
+use std::{collections::HashMap, hash::Hash};
 
-use super::{Contexts, bytes::median_ts};
+use super::{Contexts, EndKey, bytes::median_ts};
 use crate::conn::{DEFAULT_MAX_CONNS, Gone};
 use crate::correlate::END_GRACE_NS;
+use crate::correlate::closed_ends::{Closed, ClosedEnds, Reader};
 
 /// Accepted connections kept at most: as many as the connection table tracks.
 pub(super) const MAX_ACCEPTED: usize = DEFAULT_MAX_CONNS;
@@ -25,15 +26,6 @@ pub(super) const MAX_THREADS: usize = 65_536;
 pub(super) const MAX_CLIENT_CONNS: usize = DEFAULT_MAX_CONNS;
 /// Closed ends waiting for their grace period at most: past it, the oldest are forgotten early.
 pub(super) const MAX_CLOSING: usize = MAX_ENDS;
-
-/// A connection end that closed (or was given up on, see `on_conn_gone`) at `at`.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Closed {
-    pub(super) at: u64,
-    pub(super) pid: u32,
-    pub(super) local: SocketAddr,
-    pub(super) remote: SocketAddr,
-}
 
 /// How many entries the contexts hold, table by table (for the stop summary).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -77,23 +69,27 @@ impl Contexts {
         self.push_closed(Closed {
             at: gone.last_ns,
             pid: gone.pid,
-            local: gone.local,
-            remote: gone.remote,
+            end: EndKey::new(gone.local, gone.remote),
         });
     }
 
     /// Note a closed end, to forget after the grace period.
     pub(super) fn push_closed(&mut self, closed: Closed) {
         self.forget_closed(closed.at);
-        if self.closed.len() >= MAX_CLOSING
-            && let Some(oldest) = self.closed.pop_front()
+        if self.closed.len(Reader::Contexts) >= MAX_CLOSING
+            && let Some(oldest) = self.closed.take_if(Reader::Contexts, |_| true)
         {
             // Forget the oldest now, not after its grace period: its last exchanges may lose
             // their join, the table never its bound.
             self.forget_end(oldest);
             self.stats.over_cap += 1;
         }
-        self.closed.push_back(closed);
+        self.closed.push(closed);
+    }
+
+    /// The closed ends, which the peers read too (see `closed_ends`).
+    pub(crate) fn closed_ends(&mut self) -> &mut ClosedEnds {
+        &mut self.closed
     }
 
     /// A connection accepted by this host.
@@ -105,11 +101,11 @@ impl Contexts {
     }
 
     /// An end seen at `ts`.
-    pub(super) fn touch_end(&mut self, local: SocketAddr, remote: SocketAddr, ts: u64) {
-        if self.ends.len() >= MAX_ENDS && !self.ends.contains_key(&(local, remote)) {
+    pub(super) fn touch_end(&mut self, end: EndKey, ts: u64) {
+        if self.ends.len() >= MAX_ENDS && !self.ends.contains_key(&end) {
             self.stats.over_cap += halve(&mut self.ends, |ts| *ts);
         }
-        self.ends.insert((local, remote), ts);
+        self.ends.insert(end, ts);
     }
 
     /// Room for one more serving thread.
@@ -123,18 +119,16 @@ impl Contexts {
     /// (unless the address pair was used again since), so the tables do not grow with every
     /// connection.
     pub(crate) fn forget_closed(&mut self, now: u64) {
-        while let Some(&closed) = self.closed.front() {
-            if now.saturating_sub(closed.at) < END_GRACE_NS {
-                break;
-            }
-            self.closed.pop_front();
+        while let Some(closed) = self.closed.take_if(Reader::Contexts, |c| {
+            now.saturating_sub(c.at) >= END_GRACE_NS
+        }) {
             self.forget_end(closed);
         }
     }
 
     /// Forget a closed end's last-seen time and client uses, unless used again since.
     fn forget_end(&mut self, c: Closed) {
-        let end = (c.local, c.remote);
+        let end = c.end;
         if self.ends.get(&end).is_some_and(|last| *last <= c.at) {
             self.ends.remove(&end);
         }
@@ -156,7 +150,7 @@ impl Contexts {
             accepted: self.accepted.len(),
             ends: self.ends.len(),
             client_conns: self.go.values().map(|p| p.client_uses.len()).sum(),
-            closing: self.closed.len(),
+            closing: self.closed.len(Reader::Contexts),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use super::{MAX_ACCEPTED, MAX_ENDS};
+use super::{EndKey, MAX_ACCEPTED, MAX_ENDS};
 use crate::correlate::END_GRACE_NS;
 use crate::{
     conn::ConnTable,
@@ -153,7 +153,7 @@ fn client_ends_whose_close_was_lost_are_forgotten_and_the_new_one_kept() {
     ));
     assert_eq!(chain.table.stats.replaced, 1);
     assert!(
-        chain.contexts.end_seen(local, server),
+        chain.contexts.end_seen(EndKey::new(local, server)),
         "the new connection on the same ends is still open"
     );
     assert_eq!(chain.contexts.sizes().closing, 0);

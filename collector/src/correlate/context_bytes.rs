@@ -2,10 +2,12 @@
 //! request on an accepted connection is its handler until it writes back, with no probe on the
 //! request path; and the bounds of the per-goroutine tables whose goroutines report no end.
 
-use super::{Data, Direction, GRACE_NS, GoProcess, HandlerRun, MAX_GOROUTINES};
+use super::{Data, Direction, EndKey, GRACE_NS, GoProcess, HandlerRun, MAX_GOROUTINES};
 
 /// Handler entries a process keeps before the first sweep of ended ones.
 const SWEEP_FLOOR: usize = 4096;
+/// Handler runs kept per goroutine: the last few of a keep-alive connection's.
+const MAX_RUNS: usize = 8;
 
 /// Whether a read's first bytes start an HTTP/1 request: an upper-case method token and a
 /// space (`GET /`, `POST /`). A body's bytes, an HTTP/2 preface or frames, and TLS records do
@@ -44,18 +46,19 @@ impl GoProcess {
         if !self.handlers.contains_key(&goid) {
             self.sweep_handlers(d.ts_exit_ns);
         }
-        // Most goroutines serve one connection and one request: room for one run, not the
-        // four a first push would reserve (a run is 96 bytes, and there is one per connection).
+        // Most goroutines serve one connection and one request: room for one run (see
+        // `push_run`; a run is 56 bytes, and there is one per connection).
         let runs = self
             .handlers
             .entry(goid)
             .or_insert_with(|| Vec::with_capacity(1));
         // The open byte run on this connection, wherever it is: a `ServeHTTP` run may have
         // been added after it.
-        let open = runs.iter_mut().rev().find(|r| {
-            r.from_bytes && r.end.is_none() && (r.local, r.remote) == (d.local, d.remote)
-        });
-        let conn = (d.local, d.remote);
+        let conn = EndKey::new(d.local, d.remote);
+        let open = runs
+            .iter_mut()
+            .rev()
+            .find(|r| r.from_bytes && r.end().is_none() && r.conn == conn);
         let first = match d.direction {
             Direction::Ingress => self.first_bytes.remove(&conn),
             Direction::Egress => None,
@@ -75,21 +78,12 @@ impl GoProcess {
                     None => starts_http1_request(&d.payload),
                 };
                 if open.is_none() && starts {
-                    push_run(
-                        runs,
-                        HandlerRun {
-                            start: d.ts_exit_ns,
-                            end: None,
-                            local: d.local,
-                            remote: d.remote,
-                            from_bytes: true,
-                        },
-                    );
+                    push_run(runs, HandlerRun::new(d.ts_exit_ns, conn, true));
                 }
             }
             Direction::Egress => {
                 if let Some(run) = open {
-                    run.end = Some(d.ts_enter_ns);
+                    run.set_end(d.ts_enter_ns);
                 }
             }
         }
@@ -111,7 +105,7 @@ impl GoProcess {
         }
         self.handlers.retain(|_, runs| {
             runs.iter()
-                .any(|r| r.end.is_none_or(|end| now.saturating_sub(end) < GRACE_NS))
+                .any(|r| r.end().is_none_or(|end| now.saturating_sub(end) < GRACE_NS))
         });
         self.handlers_swept = self.handlers.len();
     }
@@ -129,8 +123,14 @@ pub(super) fn median_ts(times: impl Iterator<Item = u64>) -> u64 {
 
 /// Add a handler run; a serving goroutine runs many handlers, and the last few are enough.
 pub(super) fn push_run(runs: &mut Vec<HandlerRun>, run: HandlerRun) {
-    if runs.len() >= 8 {
+    if runs.len() >= MAX_RUNS {
         runs.remove(0);
     }
+    // Room for this run only, not the doubling (to four runs) a plain push would
+    // reserve: a plain server's connection goroutine has one or two runs (from the bytes and
+    // from `ServeHTTP`), and the table holds one such goroutine per connection of the last
+    // grace period. A keep-alive connection's goroutine grows by one run at a time, up to
+    // `MAX_RUNS`.
+    runs.reserve_exact(1);
     runs.push(run);
 }

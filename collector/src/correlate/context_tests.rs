@@ -1,7 +1,10 @@
 //! Tests of `context`: goroutine ancestry, handler runs (from `ServeHTTP` and from the
 //! bytes), their ends, and what is forgotten when.
 
-use super::{bytes::starts_http1_request, *};
+use super::{
+    bytes::{push_run, starts_http1_request},
+    *,
+};
 use crate::{
     load::AttachMode,
     source::{Conn, GoConnection},
@@ -473,5 +476,24 @@ fn a_plain_servers_handler_goroutines_are_swept_a_grace_period_after_their_runs_
     assert!(
         !c.go[&PID].handlers.contains_key(&0),
         "the first goroutine's run ended 100 s ago"
+    );
+}
+
+#[test]
+fn a_goroutine_keeps_room_for_its_runs_only_and_its_last_eight() {
+    let conn = EndKey::new(SERVER.parse().unwrap(), "127.0.0.1:40000".parse().unwrap());
+    let run = |start| HandlerRun::new(start, conn, true);
+    assert_eq!(size_of::<HandlerRun>(), 56);
+    let mut runs = Vec::with_capacity(1);
+    push_run(&mut runs, run(1));
+    push_run(&mut runs, run(2));
+    // One run from the bytes and one from `ServeHTTP`: two runs' room, not four.
+    assert_eq!(runs.capacity(), 2);
+    for start in 3..=20 {
+        push_run(&mut runs, run(start));
+    }
+    assert_eq!(
+        runs.iter().map(|r| r.start).collect::<Vec<_>>(),
+        (13..=20).collect::<Vec<_>>()
     );
 }

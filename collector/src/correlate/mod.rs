@@ -18,32 +18,37 @@
 //! (bounded by `window_ns`) until their parent is emitted, then take its trace id. A span whose
 //! expected parent never arrives is emitted as a root after the window, and counted.
 
+mod closed_ends;
 pub mod context;
+mod end_key;
 mod enrich;
 pub mod failed;
 #[cfg(test)]
 mod failed_tests;
 mod idhash;
 mod peers;
+mod span_index;
 mod tables;
 #[cfg(test)]
 mod tests;
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    net::{IpAddr, SocketAddr},
+    collections::{HashSet, VecDeque},
+    net::IpAddr,
 };
 
 pub use self::tables::Tables;
 use self::{
     context::{Contexts, Lookup, ServerRef},
+    end_key::EndKey,
     failed::{Caller, Failed, Failures},
     idhash::{IdMap, IdSet},
+    span_index::SpanIndex,
 };
 use crate::{
     conn::{ConnExchange, Gone},
     protocol::Exchange,
-    source::{Direction, Event},
+    source::{ConnKind, Direction, Event},
     span::{IdGenerator, ParentLink, Payload, Span, SpanId, SpanKind, TraceId, TraceParent},
 };
 
@@ -69,15 +74,11 @@ enum RequestId {
     Stream(u32),
 }
 
-/// A request as seen from its client: (client end, server end, request).
-type PeerKey = (SocketAddr, SocketAddr, RequestId);
+/// A request as seen from its client: (the client's end, request).
+type PeerKey = (EndKey, RequestId);
 
-/// Where a node is indexed.
-#[derive(Debug, Clone, Copy)]
-enum NodeKey {
-    Client(PeerKey),
-    Server((u32, SocketAddr, SocketAddr)),
-}
+/// A server's connection: (pid, the server's end).
+type ServerKey = (u32, EndKey);
 
 /// What the correlator counted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +110,8 @@ struct Node {
     context: Lookup,
     /// Event time when it arrived; the window counts from here.
     arrived_ns: u64,
+    /// Its key's hash in the span index, to take it out again (see `span_index`).
+    index_hash: u64,
 }
 
 /// An emitted span's ids, for its late children.
@@ -117,6 +120,7 @@ struct Emitted {
     trace_id: TraceId,
     span_id: SpanId,
     at_ns: u64,
+    index_hash: u64,
 }
 
 /// Whether a span can be emitted now.
@@ -140,15 +144,12 @@ pub struct Correlator {
     )]
     pending: Vec<Box<Node>>,
     pending_ids: IdSet,
-    /// Where each node is indexed, to take it out again when it is forgotten.
-    keys: IdMap<NodeKey>,
     next_id: u64,
     emitted: IdMap<Emitted>,
     emitted_order: VecDeque<u64>,
-    /// Client nodes (pending or emitted) by their request, for the server at the other end.
-    clients: HashMap<PeerKey, u64>,
-    /// Server nodes (pending or emitted) by process and connection, for in-process children.
-    servers: HashMap<(u32, SocketAddr, SocketAddr), Vec<u64>>,
+    /// Nodes (pending or emitted): clients by their request, for the server at the other end;
+    /// servers by process and connection, for in-process children.
+    index: SpanIndex,
     /// Every node's exchange summary, kept as long as `emitted` keeps it (for lookups).
     server_info: IdMap<ServerInfo>,
     /// Addresses of this host (local ends of its connections), to tell local peers.
@@ -185,12 +186,10 @@ impl Correlator {
             go_headers: enrich::GoHeaderStore::default(),
             pending: Vec::new(),
             pending_ids: IdSet::default(),
-            keys: IdMap::default(),
             next_id: 1,
             emitted: IdMap::default(),
             emitted_order: VecDeque::new(),
-            clients: HashMap::new(),
-            servers: HashMap::new(),
+            index: SpanIndex::default(),
             server_info: IdMap::default(),
             local_ips: HashSet::new(),
             now_ns: 0,
@@ -214,6 +213,13 @@ impl Correlator {
         }
         self.contexts.on_event(event);
         self.peers.on_event(event);
+        if let Event::Conn(c) = event
+            && c.kind == ConnKind::Close
+        {
+            // The contexts queued the close; the peers forget what is due by then.
+            self.peers
+                .forget_closed(c.ts_ns, self.contexts.closed_ends());
+        }
         self.failures.on_event(event);
         // A thread's serving state is transient: a failed connect's parent is looked up now.
         self.take_failed();
@@ -223,7 +229,8 @@ impl Correlator {
     /// its contexts and ends are forgotten as if it had closed when last seen.
     pub fn on_conn_gone(&mut self, gone: &Gone) {
         self.contexts.on_conn_gone(gone);
-        self.peers.on_gone((gone.local, gone.remote), gone.last_ns);
+        self.peers
+            .forget_closed(gone.last_ns, self.contexts.closed_ends());
     }
 
     /// How much the per-connection tables hold now, and what their bounds did.
@@ -249,7 +256,8 @@ impl Correlator {
         // Closed ends go a grace period after their close even when no later connection event
         // comes to push them out: a host whose churn stopped keeps nothing of it.
         self.contexts.forget_closed(self.now_ns);
-        self.peers.forget_closed(self.now_ns);
+        self.peers
+            .forget_closed(self.now_ns, self.contexts.closed_ends());
     }
 
     /// Take in a completed exchange.
@@ -269,18 +277,16 @@ impl Correlator {
         self.next_id += 1;
         self.now_ns = self.now_ns.max(x.exchange.end_ns);
         self.local_ips.insert(x.local.ip());
-        match kind {
+        let index_hash = match kind {
             SpanKind::Client => {
                 self.failures
                     .on_client_exchange(x.pid, x.local, x.remote, x.exchange.start_ns);
-                let key = (x.local, x.remote, request_id(&x.exchange));
-                self.clients.insert(key, id);
-                self.keys.insert(id, NodeKey::Client(key));
+                let key = (EndKey::new(x.local, x.remote), request_id(&x.exchange));
+                self.index.insert_client(key, id)
             }
             SpanKind::Server => {
-                let key = (x.pid, x.local, x.remote);
-                self.servers.entry(key).or_default().push(id);
-                self.keys.insert(id, NodeKey::Server(key));
+                let key = (x.pid, EndKey::new(x.local, x.remote));
+                let hash = self.index.insert_server(key, id);
                 self.server_info.insert(
                     id,
                     ServerInfo {
@@ -289,8 +295,9 @@ impl Correlator {
                         stream: stream_of(&x.exchange),
                     },
                 );
+                hash
             }
-        }
+        };
         let context = match kind {
             SpanKind::Client => self.contexts.server_of(&x),
             SpanKind::Server => Lookup::NoServer,
@@ -302,6 +309,7 @@ impl Correlator {
             kind,
             context,
             arrived_ns: self.now_ns,
+            index_hash,
         }));
     }
 
@@ -378,9 +386,9 @@ impl Correlator {
     /// A server span's parent: the client at the other end of the same request.
     fn decide_server(&self, node: &Node) -> Decision {
         let x = &node.x;
-        let (peer_local, peer_remote) = self.peers.other_end((x.local, x.remote));
-        let key = (peer_local, peer_remote, request_id(&x.exchange));
-        if let Some(&client) = self.clients.get(&key) {
+        let peer = self.peers.other_end(EndKey::new(x.local, x.remote));
+        let key = (peer, request_id(&x.exchange));
+        if let Some(client) = self.index.client(&key) {
             return if self.emitted.contains_key(&client) {
                 Decision::Child(client, ParentLink::Peer)
             } else if self.pending_ids.contains(&client) {
@@ -392,8 +400,9 @@ impl Correlator {
         // A traced peer on this host may still complete its side (clients finish after
         // servers); one whose events never reach this agent (left out by the filters, or not
         // traced) will not, so the span does not wait for it.
-        let local_peer = peer_local.ip().is_loopback() || self.local_ips.contains(&peer_local.ip());
-        if local_peer && self.contexts.end_seen(peer_local, peer_remote) {
+        let peer_ip = peer.local().ip();
+        let local_peer = peer_ip.is_loopback() || self.local_ips.contains(&peer_ip);
+        if local_peer && self.contexts.end_seen(peer) {
             Decision::Wait
         } else {
             Decision::Root(ParentLink::Root)
@@ -431,10 +440,7 @@ impl Correlator {
                 pid, local, remote, ..
             } => (pid, local, remote, ParentLink::Thread),
         };
-        let candidates = self
-            .servers
-            .get(&(pid, local, remote))
-            .map_or(&[][..], Vec::as_slice);
+        let candidates = self.index.servers(&(pid, EndKey::new(local, remote)));
         let found = candidates.iter().rev().find(|id| {
             self.server_info.get(id).is_some_and(|s| match server {
                 ServerRef::Handler { ts, .. } => s.start_ns <= ts && ts <= s.end_ns,
@@ -477,6 +483,7 @@ impl Correlator {
                 trace_id,
                 span_id,
                 at_ns: self.now_ns.min(node.x.exchange.end_ns.max(node.arrived_ns)),
+                index_hash: node.index_hash,
             },
         );
         self.emitted_order.push_back(node.id);
@@ -587,23 +594,9 @@ impl Correlator {
                 break;
             }
             self.emitted_order.pop_front();
-            self.emitted.remove(&id);
             self.server_info.remove(&id);
-            match self.keys.remove(&id) {
-                Some(NodeKey::Client(key)) => {
-                    if self.clients.get(&key) == Some(&id) {
-                        self.clients.remove(&key);
-                    }
-                }
-                Some(NodeKey::Server(key)) => {
-                    if let Some(ids) = self.servers.get_mut(&key) {
-                        ids.retain(|i| *i != id);
-                        if ids.is_empty() {
-                            self.servers.remove(&key);
-                        }
-                    }
-                }
-                None => {}
+            if let Some(e) = self.emitted.remove(&id) {
+                self.index.forget(id, e.index_hash);
             }
         }
     }

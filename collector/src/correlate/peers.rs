@@ -13,16 +13,17 @@
 //! An end first seen mid-connection (older than the agent) records a later byte as its first,
 //! which the other end does not share: such pairs are not found, never mispaired.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
-};
+use std::collections::HashMap;
 
-use super::END_GRACE_NS;
+use super::{
+    END_GRACE_NS,
+    closed_ends::{ClosedEnds, Reader},
+    end_key::EndKey,
+};
 use crate::event::{ConnKind, Direction, Event};
 
 /// A connection end: (local, remote) as that process's socket names them.
-pub type End = (SocketAddr, SocketAddr);
+pub type End = EndKey;
 
 /// Ends kept at most; beyond it the table starts over (joins through NAT of older connections
 /// are then lost, never wrong).
@@ -39,25 +40,26 @@ struct FirstBytes {
 }
 
 /// First bytes of every connection end this host has seen data on; a closed end's are
-/// forgotten `END_GRACE_NS` after its close.
+/// forgotten `END_GRACE_NS` after its close (the closes are the contexts' queue, which the
+/// peers read with a cursor of their own: see `closed_ends`).
 #[derive(Debug, Default)]
 pub struct Peers {
     first: HashMap<End, FirstBytes>,
     /// The end that sent a first byte with this sequence number.
     by_first_sent: HashMap<u32, End>,
-    closed: VecDeque<(u64, End)>,
 }
 
 impl Peers {
-    /// Take in one event: data records first bytes, closes are forgotten later.
+    /// Take in one event: data records first bytes (closes are forgotten later, see
+    /// `forget_closed`).
     pub fn on_event(&mut self, event: &Event) {
         match event {
             Event::Data(d) => {
-                if self.first.len() >= MAX_ENDS && !self.first.contains_key(&(d.local, d.remote)) {
+                let end = End::new(d.local, d.remote);
+                if self.first.len() >= MAX_ENDS && !self.first.contains_key(&end) {
                     self.first.clear();
                     self.by_first_sent.clear();
                 }
-                let end = (d.local, d.remote);
                 let first = self.first.entry(end).or_insert(FirstBytes {
                     since_ns: d.ts_exit_ns,
                     ..FirstBytes::default()
@@ -76,18 +78,15 @@ impl Peers {
             // A new connection on an address pair used before (ports are reused): its first
             // bytes are new too.
             Event::Conn(c) if matches!(c.kind, ConnKind::Connect | ConnKind::Accept) => {
-                self.forget((c.local, c.remote), u64::MAX);
+                let end = End::new(c.local, c.remote);
+                self.forget(end, u64::MAX);
                 self.first.insert(
-                    (c.local, c.remote),
+                    end,
                     FirstBytes {
                         since_ns: c.ts_ns,
                         ..FirstBytes::default()
                     },
                 );
-            }
-            Event::Conn(c) if c.kind == ConnKind::Close => {
-                self.forget_closed(c.ts_ns);
-                self.closed.push_back((c.ts_ns, (c.local, c.remote)));
             }
             _ => {}
         }
@@ -97,7 +96,7 @@ impl Peers {
     /// nothing better is known), else the end whose first bytes match this one's.
     #[must_use]
     pub fn other_end(&self, end: End) -> End {
-        let mirrored = (end.1, end.0);
+        let mirrored = end.mirrored();
         if self.first.contains_key(&mirrored) {
             return mirrored;
         }
@@ -117,27 +116,19 @@ impl Peers {
         (other != end && consistent).then_some(other)
     }
 
-    /// A connection end whose close event was lost, last seen at `last_ns` (the connection
-    /// table gave up on it): forgotten after the grace period, like a closed one.
-    pub fn on_gone(&mut self, end: End, last_ns: u64) {
-        self.forget_closed(last_ns);
-        self.closed.push_back((last_ns, end));
-    }
-
     /// Ends tracked now.
     #[must_use]
     pub fn len(&self) -> usize {
         self.first.len()
     }
 
-    /// Forget the ends closed `END_GRACE_NS` or more before `now`.
-    pub(super) fn forget_closed(&mut self, now: u64) {
-        while let Some(&(ts, end)) = self.closed.front() {
-            if now.saturating_sub(ts) < END_GRACE_NS {
-                break;
-            }
-            self.closed.pop_front();
-            self.forget(end, ts);
+    /// Forget the ends closed `END_GRACE_NS` or more before `now` (a close, a connection
+    /// given up on, or the clock). Their closes are in `closed`, the contexts' queue.
+    pub(super) fn forget_closed(&mut self, now: u64, closed: &mut ClosedEnds) {
+        while let Some(c) =
+            closed.take_if(Reader::Peers, |c| now.saturating_sub(c.at) >= END_GRACE_NS)
+        {
+            self.forget(c.end, c.at);
         }
     }
 
@@ -158,7 +149,7 @@ impl Peers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Data;
+    use crate::{correlate::closed_ends::Closed, event::Data};
 
     fn data(local: &str, remote: &str, direction: Direction, seq: u32) -> Event {
         Event::Data(Data {
@@ -182,7 +173,7 @@ mod tests {
     }
 
     fn end(local: &str, remote: &str) -> End {
-        (local.parse().unwrap(), remote.parse().unwrap())
+        End::new(local.parse().unwrap(), remote.parse().unwrap())
     }
 
     #[test]
@@ -221,13 +212,25 @@ mod tests {
         })
     }
 
+    /// A close as the correlator passes it on: the contexts queue it, then the peers forget
+    /// what is due.
+    fn close(p: &mut Peers, closed: &mut ClosedEnds, (local, remote): (&str, &str), at: u64) {
+        closed.push(Closed {
+            at,
+            pid: 1,
+            end: end(local, remote),
+        });
+        p.forget_closed(at, closed);
+    }
+
     #[test]
     fn a_reused_address_pair_pairs_on_its_new_connection_first_bytes() {
         let mut p = Peers::default();
+        let mut closed = ClosedEnds::default();
         let client = ("10.0.1.2:40000", "10.96.0.10:80");
         let server = ("10.0.2.2:8080", "10.0.1.2:40000");
         p.on_event(&data(client.0, client.1, Direction::Egress, 1000));
-        p.on_event(&conn(ConnKind::Close, client.0, client.1, 5));
+        close(&mut p, &mut closed, client, 5);
         // The same pair again: a new connection with new sequence numbers.
         p.on_event(&conn(ConnKind::Connect, client.0, client.1, 10));
         p.on_event(&data(client.0, client.1, Direction::Egress, 7000));
@@ -237,12 +240,13 @@ mod tests {
             end(client.0, client.1)
         );
         // The old connection's close, forgotten later, leaves the new one alone.
-        p.on_event(&conn(
-            ConnKind::Close,
-            "127.0.0.1:1",
-            "127.0.0.1:2",
+        close(
+            &mut p,
+            &mut closed,
+            ("127.0.0.1:1", "127.0.0.1:2"),
             5 + END_GRACE_NS,
-        ));
+        );
+        assert_eq!(closed.len(Reader::Peers), 1, "the old close was taken");
         assert_eq!(
             p.other_end(end(server.0, server.1)),
             end(client.0, client.1)
