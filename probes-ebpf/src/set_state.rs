@@ -33,7 +33,8 @@ use crate::{
 };
 
 /// One TCP state change: the sock, its old and new state, and the source port the classic
-/// record kept (0 when the flavour reads the live sock, whose port is still bound then).
+/// record kept for a failed connect (0 otherwise, and in tp_btf mode, which reads the live
+/// sock, whose port is still bound then).
 struct Transition {
     sk: u64,
     old: i32,
@@ -88,10 +89,21 @@ pub fn set_state_close_btf(ctx: BtfTracePointContext) -> u32 {
 /// refused, timed out, or abandoned by the program.
 #[tracepoint]
 pub fn inet_sock_set_state_failed(ctx: TracePointContext) -> u32 {
-    match classic_transition(&ctx) {
-        Ok(t) => on_failed_transition(&t),
-        Err(v) => v,
+    let Ok(mut t) = classic_transition(&ctx) else {
+        return 0;
+    };
+    if (t.old, t.new) != (TCP_SYN_SENT, TCP_CLOSE) {
+        return 0;
     }
+    // The port is released on the way to CLOSE: the record kept it. Read only here, not at
+    // every state change of every connection.
+    // SAFETY: a field of the record at the offset tracefs gave, read by bpf_probe_read; a failed
+    // read returns 0 from the probe.
+    match unsafe { ctx.read_at::<u16>(set_state_format().sport as usize) } {
+        Ok(sport) => t.recorded_sport = sport,
+        Err(_) => return 0,
+    }
+    on_failed_transition(&t)
 }
 
 /// `inet_sock_set_state`, failed-connect half (tp_btf mode of `tcp_connect_failed`).
@@ -120,13 +132,12 @@ fn classic_transition(ctx: &TracePointContext) -> Result<Transition, u32> {
     let new: i32 = unsafe { ctx.read_at(format.newstate as usize) }.map_err(|_| 0u32)?;
     // SAFETY: as above: a field of the record at the offset tracefs gave, read by the helper.
     let sk: u64 = unsafe { ctx.read_at(format.skaddr as usize) }.map_err(|_| 0u32)?;
-    // SAFETY: as above: a field of the record at the offset tracefs gave, read by the helper.
-    let recorded_sport: u16 = unsafe { ctx.read_at(format.sport as usize) }.map_err(|_| 0u32)?;
     Ok(Transition {
         sk,
         old,
         new,
-        recorded_sport,
+        // Read by the failed half alone (see `inet_sock_set_state_failed`).
+        recorded_sport: 0,
         mode: MODE_TRACEPOINT,
     })
 }

@@ -1,6 +1,6 @@
 //! The attach strategy: every kernel-side hook has an ordered list of modes (kprobe → fentry →
-//! tp_btf → tracepoint). Each is tried in turn and the first that loads and attaches is kept; every
-//! failure is kept with its exact error for the start-up report.
+//! tp_btf → tracepoint). Each is tried in turn and the first that loads and attaches is kept;
+//! every failure is kept with its exact error for the start-up report.
 
 use std::fmt;
 
