@@ -221,7 +221,8 @@ fn cargo_fuzz() -> anyhow::Result<()> {
 /// Graphviz's `dot` renders `wirespan map --format svg`.
 /// qemu and a static busybox boot the kernels of `cargo xtask vm-test`, and musl-tools compiles
 /// the C of its static builds; nftables makes the NAT tests' rules; nghttp2's client and server
-/// speak plain HTTP/2 in the large-message test.
+/// speak plain HTTP/2 in the large-message test; redis-server is the multi-host test's join
+/// store.
 fn debian_packages(need: Need) -> anyhow::Result<()> {
     // openssl makes the certificate of the demo's and the bench's HTTPS example.
     let mut wanted = vec![
@@ -243,6 +244,9 @@ fn debian_packages(need: Need) -> anyhow::Result<()> {
             ("nghttp2-server", probe("nghttpd", "--version")),
             // curl (OpenSSL) is the HTTPS client of privileged_tls.
             ("curl", probe("curl", "--version")),
+            // redis-server is the join store of the multi-host test (privileged_hosts), run in
+            // a network namespace of its own, with no persistence.
+            ("redis-server", probe("redis-server", "--version")),
             // musl-gcc compiles ring's C and assembly (the OTLP exporter's TLS) for the musl
             // builds of vm-test: Debian's gcc alone has no musl headers or x86_64-linux-musl-gcc.
             ("musl-tools", probe(MUSL_CC, "--version")),
