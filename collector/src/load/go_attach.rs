@@ -4,6 +4,10 @@
 //! usable binary gets its layout written into `GO_PROCS` (the probes forget it when the process
 //! exits). A binary whose layout cannot be determined is skipped with one report line; its
 //! syscalls are still traced.
+//!
+//! Only processes the agent's `--pid` and `--cgroup` filters select get a layout entry, as the
+//! kernel's filter selects them (either matching): an agent per host (or per container) must not
+//! attach to, report or keep the serving probes of another host's Go programs.
 
 use std::{
     collections::HashMap,
@@ -71,8 +75,13 @@ enum Binary {
 /// Finds Go programs and attaches the Go uprobes to each binary once.
 pub struct GoAttacher {
     agent_pid: u32,
-    /// With `--pid`: only these processes.
+    /// With `--pid`: these processes.
     only_pids: Vec<u32>,
+    /// With `--cgroup`: processes in these cgroup v2 directories (their ids, the directories'
+    /// inode numbers, which is what the kernel's `bpf_get_current_cgroup_id` compares).
+    only_cgroups: Vec<u64>,
+    /// Where cgroup v2 is mounted, to find a process's cgroup directory (None: not mounted).
+    cgroup2_mount: Option<PathBuf>,
     binaries: HashMap<(u64, u64), Binary>,
     /// Process → its binary, for the processes of attached binaries.
     binary_of: HashMap<u32, (u64, u64)>,
@@ -82,11 +91,22 @@ pub struct GoAttacher {
 }
 
 impl GoAttacher {
+    /// `only_pids` and `only_cgroups` (cgroup ids) are the agent's `--pid` and `--cgroup`
+    /// filters; both empty, every process but the agent's own is wanted.
     #[must_use]
-    pub fn new(agent_pid: u32, only_pids: &[u32], quiet_after: Option<Duration>) -> Self {
+    pub fn new(
+        agent_pid: u32,
+        only_pids: &[u32],
+        only_cgroups: &[u64],
+        quiet_after: Option<Duration>,
+    ) -> Self {
         Self {
             agent_pid,
             only_pids: only_pids.to_vec(),
+            only_cgroups: only_cgroups.to_vec(),
+            cgroup2_mount: (!only_cgroups.is_empty())
+                .then(super::filters::cgroup2_mount)
+                .flatten(),
             binaries: HashMap::new(),
             binary_of: HashMap::new(),
             quiet_after,
@@ -156,7 +176,17 @@ impl GoAttacher {
     }
 
     fn wanted(&self, pid: u32) -> bool {
-        pid != self.agent_pid && (self.only_pids.is_empty() || self.only_pids.contains(&pid))
+        wanted_by(
+            self.agent_pid,
+            &self.only_pids,
+            &self.only_cgroups,
+            pid,
+            || {
+                let mount = self.cgroup2_mount.as_deref()?;
+                let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+                cgroup_id(mount, cgroup2_path(&text)?)
+            },
+        )
     }
 
     /// Attach to every Go program running now; one report per Go binary.
@@ -297,6 +327,49 @@ impl GoAttacher {
         };
         Some(report)
     }
+}
+
+/// Whether process `pid` is wanted by an agent (`agent_pid`) with these `--pid` and `--cgroup`
+/// filters, as the kernel's `process_passes` decides: never the agent itself; with neither
+/// filter every process; otherwise a process that either selects. `cgroup_of` gives the
+/// process's cgroup v2 id (asked only when the cgroups decide; None: unknown, e.g. it exited).
+fn wanted_by(
+    agent_pid: u32,
+    only_pids: &[u32],
+    only_cgroups: &[u64],
+    pid: u32,
+    cgroup_of: impl FnOnce() -> Option<u64>,
+) -> bool {
+    if pid == agent_pid {
+        return false;
+    }
+    if only_pids.is_empty() && only_cgroups.is_empty() {
+        return true;
+    }
+    only_pids.contains(&pid)
+        || (!only_cgroups.is_empty() && cgroup_of().is_some_and(|id| only_cgroups.contains(&id)))
+}
+
+/// The cgroup v2 path in a `/proc/<pid>/cgroup` text: the `0::<path>` line (on a hybrid
+/// system the v1 hierarchies' lines come first). Relative to the cgroup v2 mount as the reader
+/// sees it (the agent's cgroup namespace).
+fn cgroup2_path(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(str::trim_end)
+        .filter(|path| path.starts_with('/'))
+}
+
+/// The id of cgroup `path` (from `cgroup2_path`) under the cgroup v2 `mount`: its directory's
+/// inode number, as for `--cgroup` (`filters::cgroup_ids`).
+fn cgroup_id(mount: &Path, path: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    // A process in a cgroup that was removed shows ` (deleted)` after its path: no directory.
+    std::fs::metadata(mount.join(path.trim_start_matches('/')))
+        .ok()
+        .filter(std::fs::Metadata::is_dir)
+        .map(|meta| meta.ino())
 }
 
 fn write_offsets(ebpf: &mut Ebpf, pids: &[u32], offsets: GoOffsets) -> Result<(), GoAttachError> {
@@ -440,4 +513,60 @@ fn attach_binary(
         functions,
         serving: ServingTier::new(serving_plan, serving_links),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_filters_every_process_but_the_agent_is_wanted() {
+        let never = || -> Option<u64> { panic!("no cgroup is needed without --cgroup") };
+        assert!(wanted_by(1, &[], &[], 7, never));
+        assert!(!wanted_by(7, &[], &[], 7, never));
+    }
+
+    #[test]
+    fn pid_and_cgroup_filters_select_either_matching_process() {
+        // --pid 7 --cgroup <id 42>: 7 whatever its cgroup, others only in cgroup 42.
+        assert!(wanted_by(1, &[7], &[42], 7, || Some(9)));
+        assert!(wanted_by(1, &[7], &[42], 8, || Some(42)));
+        assert!(!wanted_by(1, &[7], &[42], 8, || Some(9)));
+        // An unreadable cgroup (the process exited) is not a match.
+        assert!(!wanted_by(1, &[], &[42], 8, || None));
+        // --pid alone: the cgroup is never asked.
+        assert!(!wanted_by(1, &[7], &[], 8, || panic!("no --cgroup given")));
+        // The agent itself, even inside a selected cgroup.
+        assert!(!wanted_by(1, &[], &[42], 1, || Some(42)));
+    }
+
+    #[test]
+    fn the_cgroup_v2_line_is_found_on_unified_and_hybrid_systems() {
+        assert_eq!(
+            cgroup2_path("0::/system.slice/nginx.service\n"),
+            Some("/system.slice/nginx.service")
+        );
+        let hybrid = "9:name=systemd:/\n4:memory:/process_api/4d11\n1:cpu:/\n0::/wirespan-host-a\n";
+        assert_eq!(cgroup2_path(hybrid), Some("/wirespan-host-a"));
+        // cgroup v1 only: no v2 path, so no --cgroup match.
+        assert_eq!(cgroup2_path("4:memory:/a\n1:cpu:/\n"), None);
+    }
+
+    #[test]
+    fn a_process_cgroup_id_is_its_cgroup_directory_inode() {
+        use std::os::unix::fs::MetadataExt as _;
+        let Some(mount) = super::super::filters::cgroup2_mount() else {
+            eprintln!("no cgroup v2 mounted here: nothing to compare");
+            return;
+        };
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = cgroup2_path(&text).expect("a 0:: line where cgroup v2 is mounted");
+        let dir = mount.join(path.trim_start_matches('/'));
+        assert_eq!(
+            cgroup_id(&mount, path),
+            Some(std::fs::metadata(&dir).unwrap().ino())
+        );
+        // A removed cgroup (`... (deleted)`) or a path that is not there: no id.
+        assert_eq!(cgroup_id(&mount, "/no/such/cgroup (deleted)"), None);
+    }
 }

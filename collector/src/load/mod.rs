@@ -191,6 +191,7 @@ impl Probes {
         let mut go = GoAttacher::new(
             settings.agent_tgid,
             &options.filters.pids,
+            &cgroup_ids,
             options.serving_quiet_after,
         );
         let go_report = go.attach_running(&mut ebpf);
