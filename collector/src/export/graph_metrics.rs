@@ -9,7 +9,9 @@
 //! once more when the agent stops, so a short run still exports its graph; the OTLP exporter
 //! runs on an async runtime of its own, so the agent's loop never waits on the network.
 //! `OTEL_METRICS_EXPORTER=none` turns the metrics off. The endpoint, protocol, headers and
-//! timeout are the span exporter's.
+//! timeout are the span exporter's. The metrics' resource is the agent's: `service.name`
+//! `wirespan` and the host's attributes every process's resource has (`host.name`, the agent's
+//! `OTEL_RESOURCE_ATTRIBUTES`), so a graph from each node of a cluster is told apart.
 
 use std::{
     sync::{
@@ -112,14 +114,18 @@ impl GraphInstruments {
     }
 }
 
-/// A meter provider whose resource is the agent (the graph's services are labels) and that
-/// exports through `exporter` periodically.
+/// A meter provider whose resource is the agent on its host (the graph's services are labels)
+/// and that exports through `exporter` periodically. `host` is [`Resources::host_attributes`].
 #[must_use]
-pub fn provider<E: PushMetricExporter>(exporter: E) -> SdkMeterProvider {
+pub fn provider<E: PushMetricExporter>(exporter: E, host: &[(String, String)]) -> SdkMeterProvider {
     SdkMeterProvider::builder()
         .with_resource(
             opentelemetry_sdk::Resource::builder_empty()
                 .with_service_name("wirespan")
+                .with_attributes(
+                    host.iter()
+                        .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+                )
                 .build(),
         )
         .with_reader(PeriodicReader::builder(exporter).build())
@@ -234,7 +240,10 @@ impl GraphMetrics {
     /// Build the exporter (failing now on a bad configuration) and start the reader.
     pub fn start(config: &OtlpConfig, resources: Resources) -> Result<Self, ExportError> {
         let counts = Arc::new(MetricCounts::default());
-        let provider = provider(OnRuntime::new(config, Arc::clone(&counts))?);
+        let provider = provider(
+            OnRuntime::new(config, Arc::clone(&counts))?,
+            &resources.host_attributes(),
+        );
         Ok(Self {
             finder: EdgeFinder::new(resources),
             instruments: GraphInstruments::new(&provider.meter("wirespan")),
@@ -301,13 +310,18 @@ mod tests {
     type Row = (String, String, String, u64);
 
     #[derive(Clone, Default)]
-    struct Collected(Arc<Mutex<Vec<Vec<Row>>>>);
+    struct Collected(Arc<Mutex<Vec<Vec<Row>>>>, Arc<Mutex<Vec<(String, String)>>>);
 
     impl PushMetricExporter for Collected {
         fn export(
             &self,
             rm: &ResourceMetrics,
         ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+            *self.1.lock().unwrap() = rm
+                .resource()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             let mut out = Vec::new();
             for metric in rm.scope_metrics().flat_map(ScopeMetrics::metrics) {
                 let labels = |attrs: Vec<&KeyValue>| {
@@ -360,7 +374,7 @@ mod tests {
     #[test]
     fn edges_become_tempo_named_metrics_with_client_and_server_labels() {
         let exported = Collected::default();
-        let provider = provider(exported.clone());
+        let provider = provider(exported.clone(), &[]);
         let instruments = GraphInstruments::new(&provider.meter("test"));
         instruments.record(&edge("front", "relay", false, 2));
         instruments.record(&edge("front", "relay", true, 3));
@@ -383,5 +397,28 @@ mod tests {
         );
         // Cumulative: the export at shutdown still holds the totals.
         assert_eq!(exports.last(), exports.first());
+    }
+
+    #[test]
+    fn the_metrics_resource_is_the_agent_on_its_host() {
+        let exported = Collected::default();
+        let host = [
+            ("k8s.node.name".to_owned(), "n1".to_owned()),
+            ("host.name".to_owned(), "node-a".to_owned()),
+        ];
+        let provider = provider(exported.clone(), &host);
+        GraphInstruments::new(&provider.meter("test")).record(&edge("a", "b", false, 1));
+        provider.shutdown().unwrap();
+        let mut resource = exported.1.lock().unwrap().clone();
+        resource.sort();
+        let owned = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            resource,
+            [
+                owned("host.name", "node-a"),
+                owned("k8s.node.name", "n1"),
+                owned("service.name", "wirespan"),
+            ]
+        );
     }
 }

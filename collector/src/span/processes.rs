@@ -21,6 +21,9 @@
 //!
 //! One table per run, shared by every sink (`Resources` is a cheap handle); the pipeline feeds
 //! it exec and exit events in stream order, before any span of those processes is delivered.
+//!
+//! A live run reads the agent's own `OTEL_RESOURCE_ATTRIBUTES` once, when the table is made:
+//! the host's attributes every resource gets (see [`super::resource`] for who wins a key).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -28,7 +31,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use super::resource::{ProcessImage, Resource, ResourceStyle};
+use super::resource::{HostAttributes, ProcessImage, Resource, ResourceStyle};
 use crate::{
     correlate::DEFAULT_WINDOW_NS,
     source::{Exec, ProcessExit},
@@ -62,6 +65,8 @@ pub struct ProcessStats {
     pub forgotten: u64,
     /// Processes forgotten early because a bound was reached.
     pub evicted: u64,
+    /// Entries of processes' `OTEL_RESOURCE_ATTRIBUTES` skipped as malformed.
+    pub malformed_attributes: u64,
 }
 
 impl ProcessStats {
@@ -69,7 +74,7 @@ impl ProcessStats {
     #[must_use]
     pub fn describe(&self) -> String {
         format!(
-            "{} started ({} environments over the cap: {} read whole from /proc, {} cut), {} read from /proc, {} by command name only, {} forgotten after exit, {} evicted",
+            "{} started ({} environments over the cap: {} read whole from /proc, {} cut), {} read from /proc, {} by command name only, {} forgotten after exit, {} evicted, {} malformed OTEL_RESOURCE_ATTRIBUTES entries skipped",
             self.started,
             self.env_cut,
             self.env_completed,
@@ -77,7 +82,8 @@ impl ProcessStats {
             self.read_from_proc,
             self.command_name_only,
             self.forgotten,
-            self.evicted
+            self.evicted,
+            self.malformed_attributes
         )
     }
 }
@@ -90,11 +96,27 @@ struct Generation {
     resource: Arc<Resource>,
 }
 
+/// How the table makes resources: the same for every process of a run.
+#[derive(Debug)]
+struct Maker {
+    style: ResourceStyle,
+    /// The agent's host attributes but `host.name` (which is in `style`).
+    defaults: Vec<(String, String)>,
+}
+
+impl Maker {
+    fn make(&self, image: &ProcessImage<'_>, stats: &mut ProcessStats) -> Resource {
+        let (resource, malformed) = Resource::on_host(image, &self.style, &self.defaults);
+        stats.malformed_attributes += malformed as u64;
+        resource
+    }
+}
+
 #[derive(Debug)]
 struct Table {
     /// `/proc`, or `None` for a replay.
     proc_root: Option<PathBuf>,
-    style: ResourceStyle,
+    maker: Maker,
     /// pid → its generations, in exec order.
     procs: HashMap<u32, Vec<Generation>>,
     /// (exit time, pid, that generation's start), in exit order.
@@ -107,27 +129,48 @@ struct Table {
 pub struct Resources(Arc<Mutex<Table>>);
 
 impl Resources {
-    /// Resources of a live run, reading `/proc` under `proc_root` where events say too little.
+    /// Resources of a live run, reading `/proc` under `proc_root` where events say too little,
+    /// with the host attributes of the agent's own `OTEL_RESOURCE_ATTRIBUTES` (read here, once;
+    /// what it leaves out is said once, as a warning).
     #[must_use]
     pub fn new(proc_root: PathBuf, show_command_args: bool) -> Self {
-        let host_name = std::fs::read_to_string(proc_root.join("sys/kernel/hostname"))
+        let hostname = std::fs::read_to_string(proc_root.join("sys/kernel/hostname"))
             .map_or_else(|_| "unknown".to_owned(), |h| h.trim().to_owned());
-        Self::with(Some(proc_root), host_name, show_command_args)
+        // Not UTF-8: as unset (the SDKs read it as a string too).
+        let own = std::env::var("OTEL_RESOURCE_ATTRIBUTES").ok();
+        let host = HostAttributes::parse(own.as_deref());
+        if let Some(problems) = host.problems() {
+            eprintln!("wirespan: warning: {problems}");
+        }
+        Self::with(Some(proc_root), hostname, show_command_args, host)
     }
 
     /// Resources of a replayed recording: its processes are gone (their pids may now be other
-    /// processes'), so only what the events said is used.
+    /// processes'), so only what the events said is used. Neither the hostname nor the agent's
+    /// `OTEL_RESOURCE_ATTRIBUTES` is used: they describe the host replaying, not the one
+    /// recorded.
     #[must_use]
     pub fn offline() -> Self {
-        Self::with(None, "unknown".to_owned(), false)
+        Self::with(None, "unknown".to_owned(), false, HostAttributes::default())
     }
 
-    fn with(proc_root: Option<PathBuf>, host_name: String, show_command_args: bool) -> Self {
+    /// The table, from what [`Self::new`] reads (`hostname`, the agent's `host`).
+    fn with(
+        proc_root: Option<PathBuf>,
+        hostname: String,
+        show_command_args: bool,
+        host: HostAttributes,
+    ) -> Self {
         Self(Arc::new(Mutex::new(Table {
             proc_root,
-            style: ResourceStyle {
-                host_name,
-                show_command_args,
+            maker: Maker {
+                style: ResourceStyle {
+                    // The agent's host.name over the hostname (a containerised agent's hostname
+                    // is its pod's, not the node's it was told).
+                    host_name: host.host_name.unwrap_or(hostname),
+                    show_command_args,
+                },
+                defaults: host.defaults,
             },
             procs: HashMap::new(),
             exited: VecDeque::new(),
@@ -140,10 +183,22 @@ impl Resources {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The host's attributes, as every process's resource has them when it sets none of their
+    /// keys (the agent's `OTEL_RESOURCE_ATTRIBUTES`, then `host.name`): for resources that
+    /// describe the agent rather than a process (the service graph's metrics).
+    #[must_use]
+    pub fn host_attributes(&self) -> Vec<(String, String)> {
+        let table = self.table();
+        let mut attributes = table.maker.defaults.clone();
+        attributes.push(("host.name".to_owned(), table.maker.style.host_name.clone()));
+        attributes
+    }
+
     /// Read every running process from `/proc` (live runs; call once the exec probe is
     /// attached, so no process falls between the two).
     pub fn scan_running(&self) {
-        let mut table = self.table();
+        let mut guard = self.table();
+        let table = &mut *guard;
         let Some(root) = table.proc_root.clone() else {
             return;
         };
@@ -163,7 +218,9 @@ impl Resources {
             }
             let comm = std::fs::read_to_string(root.join(pid.to_string()).join("comm"))
                 .unwrap_or_default();
-            if let Some(resource) = read_proc(&root, pid, comm.trim(), &table.style) {
+            if let Some(resource) =
+                read_proc(&root, pid, comm.trim(), &table.maker, &mut table.stats)
+            {
                 table.stats.read_from_proc += 1;
                 table.insert(pid, 0, Arc::new(resource));
             }
@@ -172,7 +229,8 @@ impl Resources {
 
     /// A process executed a program: its resource from what the event carries.
     pub fn on_exec(&self, exec: &Exec) {
-        let mut table = self.table();
+        let mut guard = self.table();
+        let table = &mut *guard;
         let resource = match &exec.image {
             Some(image) => {
                 table.stats.started += 1;
@@ -207,7 +265,7 @@ impl Resources {
                     args: &args,
                     env: &env,
                 };
-                Resource::of(&process, &table.style)
+                table.maker.make(&process, &mut table.stats)
             }
             // A recording from before exec events carried the program.
             None => table.unread(exec.pid, &exec.comm),
@@ -255,7 +313,7 @@ impl Table {
     /// A process no exec event described: `/proc` (live runs), else its command name.
     fn unread(&mut self, pid: u32, comm: &str) -> Resource {
         if let Some(root) = &self.proc_root
-            && let Some(resource) = read_proc(root, pid, comm, &self.style)
+            && let Some(resource) = read_proc(root, pid, comm, &self.maker, &mut self.stats)
         {
             self.stats.read_from_proc += 1;
             return resource;
@@ -268,7 +326,7 @@ impl Table {
             args: &[],
             env: &[],
         };
-        Resource::of(&process, &self.style)
+        self.maker.make(&process, &mut self.stats)
     }
 
     fn insert(&mut self, pid: u32, started_ns: u64, resource: Arc<Resource>) {
@@ -335,7 +393,13 @@ impl Table {
 }
 
 /// A process's resource from `/proc/<pid>` (`None` when it is gone).
-fn read_proc(root: &Path, pid: u32, comm: &str, style: &ResourceStyle) -> Option<Resource> {
+fn read_proc(
+    root: &Path,
+    pid: u32,
+    comm: &str,
+    maker: &Maker,
+    stats: &mut ProcessStats,
+) -> Option<Resource> {
     let dir = root.join(pid.to_string());
     let env = std::fs::read(dir.join("environ"));
     let args = std::fs::read(dir.join("cmdline"));
@@ -352,7 +416,7 @@ fn read_proc(root: &Path, pid: u32, comm: &str, style: &ResourceStyle) -> Option
         args: &args.unwrap_or_default(),
         env: &env.unwrap_or_default(),
     };
-    Some(Resource::of(&process, style))
+    Some(maker.make(&process, stats))
 }
 
 /// `/proc/<pid>/<file>` whole, if it still shows the block the kernel captured the start of

@@ -154,3 +154,66 @@ fn a_recording_without_programs_names_processes_by_command() {
     });
     assert_eq!(resources.of(8, "job", 2).service_name, "job");
 }
+
+#[test]
+fn the_agent_resource_attributes_are_every_process_host_defaults() {
+    let host = HostAttributes::parse(Some(
+        "host.name=node-a,k8s.node.name=n1,deployment.environment.name=staging",
+    ));
+    let resources = Resources::with(None, "container-1".into(), false, host);
+    resources.on_exec(&exec(
+        1,
+        100,
+        b"OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=prod,service.version=1.2\0",
+        false,
+    ));
+    let own = resources.of(1, "curl", 100);
+    assert_eq!(own.attribute("deployment.environment.name"), Some("prod"));
+    assert_eq!(own.attribute("service.version"), Some("1.2"));
+    assert_eq!(own.attribute("k8s.node.name"), Some("n1"));
+    // The agent's host.name, not the hostname it read.
+    assert_eq!(own.attribute("host.name"), Some("node-a"));
+    // A process never seen at its exec gets them too.
+    let unread = resources.of(2, "gone", 100);
+    assert_eq!(
+        unread.attribute("deployment.environment.name"),
+        Some("staging")
+    );
+    assert_eq!(unread.attribute("host.name"), Some("node-a"));
+    // What the service graph's metrics carry.
+    let owned = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(
+        resources.host_attributes(),
+        [
+            owned("k8s.node.name", "n1"),
+            owned("deployment.environment.name", "staging"),
+            owned("host.name", "node-a"),
+        ]
+    );
+}
+
+#[test]
+fn without_the_agent_host_name_the_hostname_names_the_host() {
+    let resources = Resources::with(None, "box".into(), false, HostAttributes::parse(None));
+    assert_eq!(
+        resources.of(1, "gone", 1).attribute("host.name"),
+        Some("box")
+    );
+    assert_eq!(
+        resources.host_attributes(),
+        [("host.name".to_owned(), "box".to_owned())]
+    );
+}
+
+#[test]
+fn malformed_resource_attributes_of_processes_are_counted() {
+    let resources = Resources::offline();
+    resources.on_exec(&exec(
+        1,
+        100,
+        b"OTEL_RESOURCE_ATTRIBUTES=a=1,broken,=x\0",
+        false,
+    ));
+    assert_eq!(resources.of(1, "curl", 100).attribute("a"), Some("1"));
+    assert_eq!(resources.stats().malformed_attributes, 2);
+}
