@@ -305,6 +305,7 @@ fn exchange(p: &ConnPlan, server: bool, times: (u64, u64)) -> ConnExchange {
             end_ns: times.1,
             request_bytes: 40,
             response_bytes: 48,
+            wire: wirespan::protocol::WireSeqs::default(),
             detail: Detail::Http(Http {
                 version: Some(HttpVersion::Http11),
                 method: "GET".into(),

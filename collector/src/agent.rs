@@ -11,8 +11,9 @@ use wirespan_shared::{LOST_CAUSE_NAMES, LOST_CAUSES};
 use crate::{
     clock::monotonic_now_ns,
     conn::{ConnExchange, ConnStats, ConnTable},
-    correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS, Tables},
+    correlate::{CorrelateStats, Correlator, DEFAULT_WINDOW_NS, Tables, remote::RemoteStats},
     golang::discover::GoReport,
+    join::{JoinStore, StoreStats},
     load::{HookReport, LoadError, LoadOptions, Probes, TlsReport, skipped::skipped_runs},
     protocol::content::{SecretNames, masked_query},
     sink::{EventSink, ExchangeSink, SpanSink},
@@ -69,6 +70,8 @@ pub struct RunSummary {
     pub spans: Option<CorrelateStats>,
     /// What the correlator's per-connection tables held at the stop, when spans were made.
     pub correlator: Option<Tables>,
+    /// What the join across hosts did, when a store was configured.
+    pub remote: Option<(RemoteStats, StoreStats)>,
     /// Where the spans' process resources came from, when spans were made.
     pub processes: Option<ProcessStats>,
     /// How HTTP spans' routes were named, when spans were made.
@@ -129,6 +132,22 @@ impl RunSummary {
         }
         if let Some(t) = self.correlator {
             let _ = write!(text, "; correlator at stop: {}", t.describe());
+        }
+        if let Some((r, s)) = self.remote {
+            let _ = write!(
+                text,
+                "; joins across hosts: published {} ({} dropped: store away or queue full), asked {}, joined {}, unjoined {} ({} not found within the wait, {} store away, {} another request's record), {} unreadable records, {} store errors",
+                s.published,
+                s.publish_dropped,
+                r.asked,
+                r.joined,
+                r.unjoined(),
+                r.not_found,
+                r.away,
+                r.route_mismatch,
+                s.unreadable,
+                s.store_errors
+            );
         }
         if let Some(p) = self.processes {
             let _ = write!(text, "; processes: {}", p.describe());
@@ -213,6 +232,30 @@ impl<'a> Output<'a> {
                 IdGenerator::from_entropy(),
             )),
             sink,
+        }
+    }
+
+    /// Spans join across hosts through `store` (see `correlate::remote`); None changes nothing.
+    #[must_use]
+    pub fn with_join_store(self, store: Option<Box<dyn JoinStore>>) -> Self {
+        match (self, store) {
+            (
+                Self::Spans {
+                    table,
+                    correlator,
+                    sink,
+                    resources,
+                    routes,
+                },
+                Some(store),
+            ) => Self::Spans {
+                table,
+                correlator: Box::new(correlator.with_join_store(store)),
+                sink,
+                resources,
+                routes,
+            },
+            (output, _) => output,
         }
     }
 }
@@ -500,6 +543,7 @@ impl<'a> Pipeline<'a> {
             self.summary.stages.sink_ns += StageTimes::since(settled);
             self.summary.spans = Some(correlator.stats);
             self.summary.correlator = Some(correlator.tables());
+            self.summary.remote = correlator.remote_stats();
             self.summary.processes = Some(resources.stats());
             self.summary.routes = Some(routes.stats);
         }

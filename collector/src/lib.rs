@@ -13,6 +13,7 @@ pub mod correlate;
 pub mod event;
 pub mod export;
 pub mod golang;
+pub mod join;
 pub mod load;
 pub mod private_file;
 pub mod protocol;

@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use join_args::JoinArgs;
 use wirespan::{
     agent::{self, Output, RunSummary},
     clock::WallClock,
@@ -62,6 +63,8 @@ enum Command {
         export: Box<ExportArgs>,
         #[command(flatten)]
         routes: RouteArgs,
+        #[command(flatten)]
+        join: JoinArgs,
         /// Make spans from a recording (`wirespan record`) instead of the kernel.
         #[arg(long, value_name = "FILE")]
         replay: Option<PathBuf>,
@@ -520,9 +523,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run {
             export,
             routes,
+            join,
             replay,
             capture,
-        } => run_spans(&export, &routes, replay.as_deref(), &capture),
+        } => run_spans(&export, &routes, &join, replay.as_deref(), &capture),
         Command::Map {
             format,
             replay,
@@ -606,11 +610,13 @@ fn route_book(rules: RouteRules, replay: bool) -> RouteBook {
 fn run_spans(
     export: &ExportArgs,
     routes: &RouteArgs,
+    join: &JoinArgs,
     replay: Option<&Path>,
     capture: &CaptureArgs,
 ) -> anyhow::Result<()> {
-    // Checked before anything starts, so a bad rule fails at once.
+    // Checked before anything starts, so a bad rule or address fails at once.
     let route_rules = routes.route_rules()?;
+    let join_store = join.store(replay.is_some())?;
     let clock = clock_for(replay)?;
     let resources = export.resources(replay.is_some());
     let mut sink = FanOut(export.sinks(&clock, &resources)?);
@@ -621,7 +627,8 @@ fn run_spans(
             &mut sink,
             resources,
             route_book(route_rules, replay.is_some()),
-        ),
+        )
+        .with_join_store(join_store),
         None,
     )?;
     // Closed first: export threads report their CPU time as they end.
@@ -725,6 +732,7 @@ fn shutdown_signal(
     })
 }
 
+mod join_args;
 #[cfg(test)]
 #[path = "main_tests.rs"]
 mod tests;

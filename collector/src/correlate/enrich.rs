@@ -348,6 +348,7 @@ mod tests {
                 end_ns: 2,
                 request_bytes: 1,
                 response_bytes: 1,
+                wire: crate::protocol::WireSeqs::default(),
                 detail: Detail::Http(Http {
                     stream_id: Some(5),
                     ..Http::default()
@@ -404,6 +405,7 @@ mod tests {
                 end_ns: 2,
                 request_bytes: 1,
                 response_bytes: 1,
+                wire: crate::protocol::WireSeqs::default(),
                 detail: Detail::Http(Http {
                     stream_id: Some(5),
                     status: Some(200),

@@ -113,6 +113,7 @@ fn exchange(
             end_ns: times.1,
             request_bytes: 10,
             response_bytes: if no_response { 0 } else { 10 },
+            wire: crate::protocol::WireSeqs::default(),
             detail: Detail::Http(Http {
                 version: Some(HttpVersion::Http11),
                 method: "GET".into(),

@@ -9,6 +9,9 @@
 //! - Inside a process, a client span's parent is the server span being served when the request
 //!   was made (see `context`), and only while that request is open: a goroutine that outlives
 //!   the request it inherited starts new traces (counted as `context_ended`).
+//! - Across hosts (a store configured, see `remote`), a server span whose peer is on another
+//!   host takes as parent the client span that host's agent published under the exchange's
+//!   sequence numbers.
 //! - With no observed parent, a request's `traceparent` is adopted; otherwise a new trace starts.
 //!
 //! - HTTP/2 exchanges whose headers the bytes did not give (HPACK state unknown) take grpc-go's
@@ -27,6 +30,9 @@ pub mod failed;
 mod failed_tests;
 mod idhash;
 mod peers;
+pub mod remote;
+#[cfg(test)]
+mod remote_tests;
 mod span_index;
 mod tables;
 #[cfg(test)]
@@ -43,10 +49,12 @@ use self::{
     end_key::EndKey,
     failed::{Caller, Failed, Failures},
     idhash::{IdMap, IdSet},
+    remote::RemoteJoins,
     span_index::SpanIndex,
 };
 use crate::{
     conn::{ConnExchange, Gone},
+    join::{Answer, JoinKey, JoinRecord, JoinStore},
     protocol::Exchange,
     source::{ConnKind, Direction, Event},
     span::{IdGenerator, ParentLink, Payload, Span, SpanId, SpanKind, TraceId, TraceParent},
@@ -112,6 +120,8 @@ struct Node {
     arrived_ns: u64,
     /// Its key's hash in the span index, to take it out again (see `span_index`).
     index_hash: u64,
+    /// A server span that asked the store for its client on another host.
+    remote_key: Option<JoinKey>,
 }
 
 /// An emitted span's ids, for its late children.
@@ -126,6 +136,8 @@ struct Emitted {
 /// Whether a span can be emitted now.
 enum Decision {
     Child(u64, ParentLink),
+    /// A client span on another host (see `remote`).
+    Remote(JoinRecord),
     Root(ParentLink),
     Wait,
 }
@@ -159,6 +171,8 @@ pub struct Correlator {
     /// Failed outbound calls (see `failed`), and those waiting for their parent.
     failures: Failures,
     failed_pending: Vec<FailedNode>,
+    /// The join across hosts, when a store is configured.
+    remote: Option<RemoteJoins>,
 }
 
 /// A failed call waiting for its parent, with the context looked up when it was ready.
@@ -196,7 +210,28 @@ impl Correlator {
             stats: CorrelateStats::default(),
             failures: Failures::default(),
             failed_pending: Vec::new(),
+            remote: None,
         }
+    }
+
+    /// Join across hosts through `store`: publish client spans whose peer is on another host,
+    /// and ask for the client of server spans whose peer is.
+    #[must_use]
+    pub fn with_join_store(mut self, store: Box<dyn JoinStore>) -> Self {
+        self.remote = Some(RemoteJoins::new(store));
+        self
+    }
+
+    /// What the join across hosts did (None without a store): the correlator's counts, and the
+    /// store's.
+    #[must_use]
+    pub fn remote_stats(&self) -> Option<(remote::RemoteStats, crate::join::StoreStats)> {
+        self.remote.as_ref().map(|r| (r.stats, r.store_stats()))
+    }
+
+    /// Whether `ip` is this host's (or loopback): a peer there is traced by this agent.
+    fn is_local(&self, ip: IpAddr) -> bool {
+        ip.is_loopback() || self.local_ips.contains(&ip)
     }
 
     /// Take in an event (execution contexts, the clock, this host's addresses).
@@ -302,6 +337,16 @@ impl Correlator {
             SpanKind::Client => self.contexts.server_of(&x),
             SpanKind::Server => Lookup::NoServer,
         };
+        // A server's peer on another host: ask its agent's record now, so the answer is in by
+        // the time the span would settle.
+        let remote_key = match (&mut self.remote, kind) {
+            (Some(remote), SpanKind::Server) if !self.local_ips.contains(&x.remote.ip()) => {
+                RemoteJoins::key_of(&x.exchange)
+                    .filter(|_| !x.remote.ip().is_loopback())
+                    .inspect(|&key| remote.ask(key))
+            }
+            _ => None,
+        };
         self.pending_ids.insert(id);
         self.pending.push(Box::new(Node {
             id,
@@ -310,12 +355,16 @@ impl Correlator {
             context,
             arrived_ns: self.now_ns,
             index_hash,
+            remote_key,
         }));
     }
 
     /// Emit every span whose parent is settled (or whose wait is over) into `out`.
     pub fn settle(&mut self, out: &mut Vec<Span>) {
         self.take_failed();
+        if let Some(remote) = &mut self.remote {
+            remote.poll();
+        }
         // Parents start before their children: in start order most resolve in one pass.
         self.pending.sort_by_key(|n| n.x.exchange.start_ns);
         // Over the bound, the oldest waiting spans go without their parent.
@@ -338,12 +387,27 @@ impl Correlator {
                     }
                     d => d,
                 };
+                if !matches!(decision, Decision::Wait)
+                    && let (Some(remote), Some(key)) = (&mut self.remote, node.remote_key)
+                {
+                    remote.settled(key, matches!(decision, Decision::Remote(_)));
+                }
                 match decision {
                     Decision::Wait => waiting.push(node),
                     Decision::Child(parent, link) => {
                         self.pending_ids.remove(&node.id);
                         let parent = self.emitted[&parent];
                         out.push(self.emit(node, parent.trace_id, Some(parent.span_id), link));
+                        progressed = true;
+                    }
+                    Decision::Remote(client) => {
+                        self.pending_ids.remove(&node.id);
+                        out.push(self.emit(
+                            node,
+                            client.trace_id,
+                            Some(client.span_id),
+                            ParentLink::RemotePeer,
+                        ));
                         progressed = true;
                     }
                     Decision::Root(link) => {
@@ -401,11 +465,19 @@ impl Correlator {
         // servers); one whose events never reach this agent (left out by the filters, or not
         // traced) will not, so the span does not wait for it.
         let peer_ip = peer.local().ip();
-        let local_peer = peer_ip.is_loopback() || self.local_ips.contains(&peer_ip);
-        if local_peer && self.contexts.end_seen(peer) {
-            Decision::Wait
-        } else {
-            Decision::Root(ParentLink::Root)
+        if self.is_local(peer_ip) && self.contexts.end_seen(peer) {
+            return Decision::Wait;
+        }
+        // A peer on another host: its agent's record, once the store answered.
+        match (node.remote_key, &self.remote) {
+            (Some(key), Some(remote)) => match remote.answer(key) {
+                None => Decision::Wait,
+                Some(Answer::Found(client)) if remote::fits(&client, &x.exchange) => {
+                    Decision::Remote(client)
+                }
+                Some(_) => Decision::Root(ParentLink::Root),
+            },
+            _ => Decision::Root(ParentLink::Root),
         }
     }
 
@@ -488,6 +560,13 @@ impl Correlator {
         );
         self.emitted_order.push_back(node.id);
         self.stats.spans += 1;
+        if node.kind == SpanKind::Client
+            && !self.is_local(node.x.remote.ip())
+            && let Some(remote) = &mut self.remote
+            && let Some(key) = RemoteJoins::key_of(&node.x.exchange)
+        {
+            remote.publish(key, &node.x.exchange, trace_id, span_id);
+        }
         let x = node.x;
         let f = x.exchange.flags;
         // A client that got no response: the socket error its connection ended with says why,
@@ -551,7 +630,8 @@ impl Correlator {
                 d => d,
             };
             let (trace_id, parent, link) = match decision {
-                Decision::Wait => {
+                // Only server spans ask across hosts.
+                Decision::Wait | Decision::Remote(_) => {
                     self.failed_pending.push(node);
                     continue;
                 }

@@ -43,6 +43,7 @@ fn exchange(
             end_ns: times.1,
             request_bytes: 10,
             response_bytes: 10,
+            wire: crate::protocol::WireSeqs::default(),
             detail: Detail::Http(Http {
                 version: Some(HttpVersion::Http11),
                 method: "GET".into(),

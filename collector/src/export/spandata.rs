@@ -75,7 +75,10 @@ pub fn span_data(span: &Span, clock: &WallClock, options: AttributeOptions) -> S
             }),
         // The parent is in another process: the client at the other end, or an instrumented
         // caller that sent a traceparent.
-        parent_span_is_remote: matches!(span.link, ParentLink::Peer | ParentLink::TraceParent),
+        parent_span_is_remote: matches!(
+            span.link,
+            ParentLink::Peer | ParentLink::RemotePeer | ParentLink::TraceParent
+        ),
         span_kind: match span.kind {
             crate::span::SpanKind::Server => SpanKind::Server,
             crate::span::SpanKind::Client => SpanKind::Client,

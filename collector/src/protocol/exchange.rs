@@ -22,8 +22,41 @@ pub struct Exchange {
     /// Bytes on the wire, including bodies that were not captured.
     pub request_bytes: u64,
     pub response_bytes: u64,
+    /// Where the request and the response start on the wire, the same at both ends.
+    pub wire: WireSeqs,
     pub detail: Detail,
     pub flags: Flags,
+}
+
+/// The TCP sequence numbers of the first byte of an exchange's request and of its response
+/// (HTTP/1: the message's first byte; HTTP/2: the first byte of the stream's HEADERS payload).
+///
+/// Both ends of a connection count the same bytes with the same numbers, and NAT rewrites
+/// addresses and ports but never sequence numbers, so agents on two hosts that see the two
+/// ends of one exchange name it alike (see `join`). `None` where the capture does not know the
+/// number exactly (a segment without one, HTTP/2 framing joined mid-segment).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireSeqs {
+    pub request: Option<u32>,
+    pub response: Option<u32>,
+}
+
+impl WireSeqs {
+    /// From two segment-derived numbers, 0 meaning unknown (the probes write 0 when the kernel
+    /// read failed).
+    #[must_use]
+    pub fn of(request: u32, response: u32) -> Self {
+        Self {
+            request: (request != 0).then_some(request),
+            response: (response != 0).then_some(response),
+        }
+    }
+
+    /// Both numbers, when both are known.
+    #[must_use]
+    pub fn both(self) -> Option<(u32, u32)> {
+        Some((self.request?, self.response?))
+    }
 }
 
 /// The protocol-specific part of an exchange.

@@ -12,7 +12,7 @@ pub mod fuzzing;
 pub mod http1;
 pub mod http2;
 
-pub use exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion, Interesting};
+pub use exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion, Interesting, WireSeqs};
 
 use std::sync::Arc;
 

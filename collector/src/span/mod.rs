@@ -30,6 +30,9 @@ pub enum SpanKind {
 pub enum ParentLink {
     /// A server span whose client is the other end of the same connection and bytes.
     Peer,
+    /// A server span whose client is on another host: that host's agent published the client
+    /// span under the exchange's sequence numbers (see `join`).
+    RemotePeer,
     /// A client span made while this server span's goroutine (or one of its descendants) ran.
     Goroutine,
     /// A client span made on the thread that was serving this server span.

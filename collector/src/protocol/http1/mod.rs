@@ -14,7 +14,7 @@ use self::framing::{Body, BodyStep, Chunk, consume_body, request_head, response_
 use super::{
     Origin, Segment,
     content::ContentMarks,
-    exchange::{Detail, Exchange, Flags, Http},
+    exchange::{Detail, Exchange, Flags, Http, WireSeqs},
 };
 use crate::event::Direction;
 
@@ -203,7 +203,7 @@ impl Http1Conn {
             out.push(self.exchange(
                 p,
                 None,
-                0,
+                (0, 0),
                 ts_ns,
                 Flags {
                     no_response: true,
@@ -326,7 +326,7 @@ impl Http1Conn {
                 truncated: true,
                 ..Flags::default()
             };
-            out.push(self.exchange(p, Some(status), bytes, seg.ts_exit_ns, flags));
+            out.push(self.exchange(p, Some(status), (bytes, origin.seq), seg.ts_exit_ns, flags));
         }
     }
 
@@ -506,7 +506,13 @@ impl Http1Conn {
                 truncated: p.truncated || progress.truncated,
                 ..Flags::default()
             };
-            out.push(self.exchange(p, status, progress.bytes, end_ns, flags));
+            out.push(self.exchange(
+                p,
+                status,
+                (progress.bytes, progress.origin.seq),
+                end_ns,
+                flags,
+            ));
         }
     }
 
@@ -514,7 +520,7 @@ impl Http1Conn {
         &self,
         p: Pending,
         status: Option<u16>,
-        response_bytes: u64,
+        (response_bytes, response_seq): (u64, u32),
         end_ns: u64,
         flags: Flags,
     ) -> Exchange {
@@ -527,6 +533,7 @@ impl Http1Conn {
             end_ns,
             request_bytes: p.request_bytes,
             response_bytes,
+            wire: WireSeqs::of(p.origin.seq, response_seq),
             detail: Detail::Http(http),
             flags,
         }

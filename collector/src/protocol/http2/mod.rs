@@ -125,6 +125,18 @@ struct DirState {
     segment_start: u64,
     /// Position of the byte after the current segment.
     segment_end: u64,
+    /// The TCP sequence number of position 0 (mod 2^32), from the current segment's: a
+    /// position's number is this plus the position. `None` where the segment has none (TLS
+    /// plaintext, whose positions do not count encrypted bytes; a failed kernel read).
+    seq_base: Option<u32>,
+}
+
+impl DirState {
+    /// The TCP sequence number of the byte at `position` in this direction's stream.
+    fn seq_at(&self, position: u64) -> Option<u32> {
+        // Mod 2^32 on purpose: sequence numbers wrap.
+        self.seq_base.map(|base| base.wrapping_add(position as u32))
+    }
 }
 
 impl DirState {
@@ -139,6 +151,7 @@ impl DirState {
             next_seq: 0,
             segment_start: 0,
             segment_end: 0,
+            seq_base: None,
         }
     }
 }
@@ -219,6 +232,12 @@ impl Http2Conn {
         let total = seg.data.len() as u64 + seg.missing;
         self.dirs[d].segment_start = self.dirs[d].segment_end;
         self.dirs[d].segment_end += total;
+        self.dirs[d].seq_base = (!seg.tls && seg.origin.seq != 0).then(|| {
+            // Mod 2^32 on purpose: sequence numbers wrap.
+            seg.origin
+                .seq
+                .wrapping_sub(self.dirs[d].segment_start as u32)
+        });
         self.check_continuity(seg);
         if !self.dirs[d].synced {
             if !frame::starts_with_frames(seg.data) {
@@ -767,6 +786,10 @@ impl Http2Conn {
                 // HTTP/2 requests are joined across processes by stream id; the segment's
                 // sequence number is kept for completeness.
                 s.origin = seg.origin;
+                s.wire.request = block
+                    .origins
+                    .first()
+                    .and_then(|&(_, at)| self.dirs[d].seq_at(at));
                 s.headers_unknown |= headers_unknown;
                 s.truncated |= block.cut;
                 apply_request_fields(s, &fields);
@@ -795,6 +818,12 @@ impl Http2Conn {
             };
             s.headers_unknown |= headers_unknown;
             s.truncated |= block.cut;
+            if !s.response_headers_seen {
+                s.wire.response = block
+                    .origins
+                    .first()
+                    .and_then(|&(_, at)| self.dirs[d].seq_at(at));
+            }
             s.response_headers_seen = true;
             s.end_ns = s.end_ns.max(seg.ts_exit_ns);
             apply_response_fields(s, &fields);
@@ -890,6 +919,7 @@ impl Http2Conn {
             end_ns: s.end_ns,
             request_bytes: s.bytes[0],
             response_bytes: s.bytes[1],
+            wire: s.wire,
             detail,
             flags,
         }

@@ -4,7 +4,7 @@
 use super::frame::{FLAG_PADDED, FLAG_PRIORITY, FrameHeader, HEADERS, PUSH_PROMISE};
 use super::other;
 use crate::{
-    protocol::{Origin, exchange::Http},
+    protocol::{Origin, WireSeqs, exchange::Http},
     source::Direction,
 };
 
@@ -93,6 +93,8 @@ pub(super) struct Stream {
     pub(super) message_counts: [u64; 2],
     pub(super) start_ns: Option<u64>,
     pub(super) origin: Origin,
+    /// Where its request's and response's first HEADERS payloads sit on the wire.
+    pub(super) wire: WireSeqs,
     pub(super) end_ns: u64,
     pub(super) bytes: [u64; 2],
     pub(super) request_headers_seen: bool,
