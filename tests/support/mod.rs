@@ -7,6 +7,7 @@ pub mod churn;
 pub mod faults;
 pub mod go_builds;
 pub mod hostile;
+pub mod hosts_lab;
 pub mod jaeger;
 pub mod keep_alive;
 pub mod nat_lab;
