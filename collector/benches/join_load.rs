@@ -11,6 +11,10 @@
 //!
 //! `cargo bench -p wirespan --bench join_load` (`-- --seconds N --agents N --rates R,R`). Needs
 //! `redis-server` (Debian's package; `cargo xtask setup` installs it).
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "counts and times become figures of a report"
+)]
 
 use std::{
     collections::VecDeque,
