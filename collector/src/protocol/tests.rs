@@ -94,6 +94,50 @@ fn keep_alive_three_requests_pair_in_order_with_times_and_sizes() {
     assert!(out.iter().all(|e| e.flags == Flags::default()));
 }
 
+/// Each HTTP/1 exchange is named on the wire by its request's and its response's first bytes,
+/// pipelined messages in one syscall included; TLS plaintext has no such numbers.
+#[test]
+fn http1_exchanges_carry_the_wire_numbers_of_their_messages_starts() {
+    let requests: &[u8] = b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n";
+    let first_request = b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n".len() as u32;
+    let responses = [OK_5, OK_5].concat();
+    let decode = |tls: bool| {
+        let mut decoder = ConnDecoder::new();
+        let mut out = Vec::new();
+        for (direction, data, seq) in [
+            (CLIENT, requests, 1_000),
+            (SERVER, &responses[..], u32::MAX - 10),
+        ] {
+            decoder.feed(
+                &Segment {
+                    direction,
+                    origin: Origin {
+                        seq,
+                        ..Origin::default()
+                    },
+                    data,
+                    missing: 0,
+                    windows: &[],
+                    ts_enter_ns: 1,
+                    ts_exit_ns: 2,
+                    tls,
+                },
+                &mut out,
+            );
+        }
+        out.iter().map(|x| x.wire).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        decode(false),
+        [
+            WireSeqs::of(1_000, u32::MAX - 10),
+            // Sequence numbers wrap.
+            WireSeqs::of(1_000 + first_request, (OK_5.len() as u32).wrapping_sub(11)),
+        ]
+    );
+    assert_eq!(decode(true), [WireSeqs::default(); 2]);
+}
+
 #[test]
 fn pipelined_requests_in_one_write_pair_with_responses_in_one_read() {
     let out = run(&[

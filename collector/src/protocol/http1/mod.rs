@@ -98,6 +98,9 @@ pub struct Http1Conn {
     pub stats: Http1Stats,
     /// The bodies in the segment last fed (TLS plaintext only).
     pub(crate) marks: ContentMarks,
+    /// The bytes are TLS plaintext: their positions are not TCP sequence numbers, so exchanges
+    /// carry no wire numbers (`Exchange::wire`).
+    tls: bool,
 }
 
 /// Whether bytes look like the start of an HTTP/1 request (`METHOD SP`).
@@ -140,6 +143,7 @@ impl Http1Conn {
             response_status: None,
             stats: Http1Stats::default(),
             marks: ContentMarks::default(),
+            tls: false,
         }
     }
 
@@ -147,6 +151,7 @@ impl Http1Conn {
     pub fn feed(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
         let is_request = seg.direction == self.request_direction;
         self.marks.begin(seg.tls);
+        self.tls |= seg.tls;
         let total = seg.data.len() as u64 + seg.missing;
         {
             let side = if is_request {
@@ -533,7 +538,11 @@ impl Http1Conn {
             end_ns,
             request_bytes: p.request_bytes,
             response_bytes,
-            wire: WireSeqs::of(p.origin.seq, response_seq),
+            wire: if self.tls {
+                WireSeqs::default()
+            } else {
+                WireSeqs::of(p.origin.seq, response_seq)
+            },
             detail: Detail::Http(http),
             flags,
         }
