@@ -610,6 +610,14 @@ impl<'a> Pipeline<'a> {
     }
 }
 
+/// Resolves when `notify` is told; never without one.
+async fn notified(notify: Option<&tokio::sync::Notify>) {
+    match notify {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Run live until `shutdown` resolves. `on_ready` receives the attach report once every hook is
 /// attached (the caller prints it; tests wait for it). With `recorder`, every raw record is also
 /// written to a recording.
@@ -628,6 +636,10 @@ pub async fn run<'a>(
     on_ready(&probes.report, &probes.go_report, &probes.tls_report);
     let mut source =
         RingBufSource::new(maps.events, maps.reader_polling).map_err(AgentError::Read)?;
+    let join_answers = match &output {
+        Output::Spans { correlator, .. } => correlator.join_waker(),
+        _ => None,
+    };
     let mut pipeline = Pipeline::new(output, recorder);
     if options.show_secrets {
         eprintln!(
@@ -655,6 +667,14 @@ pub async fn run<'a>(
                     break Err(e);
                 }
                 probes.retire_quiet();
+                Some(Ok(false))
+            }
+            // Server spans from other hosts got their clients' records: settle them now, not
+            // at the next clock tick (chains across hosts wait on each hop).
+            () = notified(join_answers.as_deref()) => {
+                if let Err(e) = pipeline.tick(monotonic_now_ns()) {
+                    break Err(e);
+                }
                 Some(Ok(false))
             }
             _ = loss_log.tick() => {

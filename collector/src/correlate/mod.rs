@@ -229,6 +229,12 @@ impl Correlator {
         self.remote.as_ref().map(|r| (r.stats, r.store_stats()))
     }
 
+    /// Told when the join store has answers for spans waiting on them (see `remote`).
+    #[must_use]
+    pub fn join_waker(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        self.remote.as_ref().and_then(RemoteJoins::waker)
+    }
+
     /// Whether `ip` is this host's (or loopback): a peer there is traced by this agent.
     fn is_local(&self, ip: IpAddr) -> bool {
         ip.is_loopback() || self.local_ips.contains(&ip)

@@ -112,6 +112,12 @@ impl RemoteJoins {
         );
     }
 
+    /// Told when the store has answers (see `JoinStore::waker`).
+    #[must_use]
+    pub fn waker(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        self.store.waker()
+    }
+
     /// What the store itself counted.
     #[must_use]
     pub fn store_stats(&self) -> StoreStats {

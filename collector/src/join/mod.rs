@@ -14,6 +14,10 @@
 //! [`MemoryJoin`] (in-process, for tests and for agents sharing one process). With no store
 //! configured nothing here runs: the same-host join is the default.
 
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
 mod key;
 pub mod memory;
 mod redis_store;
@@ -64,4 +68,9 @@ pub trait JoinStore: Send {
     fn answers(&mut self, out: &mut Vec<(JoinKey, Answer)>);
     /// What it did so far.
     fn stats(&self) -> StoreStats;
+    /// Notified when answers come in, so a live agent settles the spans waiting for them at
+    /// once rather than at its next clock tick (None: poll `answers` on your own schedule).
+    fn waker(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }

@@ -22,6 +22,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tokio::sync::Notify;
+
 use super::{Answer, JoinKey, JoinRecord, JoinStore, StoreStats};
 
 /// Commands queued to the thread at most; beyond it publishes are dropped, asks answered Away.
@@ -85,6 +87,7 @@ pub struct RedisJoin {
     /// Asks the full queue refused: answered Away at the next `answers`.
     refused: Vec<JoinKey>,
     stats: Arc<SharedStats>,
+    wake: Arc<Notify>,
 }
 
 impl RedisJoin {
@@ -101,7 +104,9 @@ impl RedisJoin {
         let (commands, command_rx) = mpsc::sync_channel(QUEUE);
         let (answer_tx, answers) = mpsc::channel();
         let stats = Arc::new(SharedStats::default());
+        let wake = Arc::new(Notify::new());
         let worker = Worker {
+            wake: Arc::clone(&wake),
             client,
             url: hide_password(&options.url),
             options,
@@ -122,6 +127,7 @@ impl RedisJoin {
             answers,
             refused: Vec::new(),
             stats,
+            wake,
         })
     }
 }
@@ -157,6 +163,10 @@ impl JoinStore for RedisJoin {
             store_errors: s.store_errors.load(Ordering::Relaxed),
         }
     }
+
+    fn waker(&self) -> Option<Arc<Notify>> {
+        Some(Arc::clone(&self.wake))
+    }
 }
 
 /// An ask the thread is still working on.
@@ -177,6 +187,8 @@ struct Worker {
     publishes: Vec<(JoinKey, JoinRecord)>,
     asks: Vec<PendingAsk>,
     answers: mpsc::Sender<(JoinKey, Answer)>,
+    /// Told after answers were sent (see `JoinStore::waker`).
+    wake: Arc<Notify>,
     stats: Arc<SharedStats>,
     /// The current outage was logged (once per outage, not per attempt).
     away_logged: bool,
@@ -194,7 +206,11 @@ impl Worker {
             while let Ok(command) = commands.try_recv() {
                 self.take(command);
             }
+            let asks = self.asks.len();
             self.round_trip();
+            if self.asks.len() < asks {
+                self.wake.notify_one();
+            }
         }
     }
 
