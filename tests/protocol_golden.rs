@@ -481,21 +481,12 @@ async fn http2_warm_connection_reset_grpc_and_large_data() {
     let reads = recording.lock().unwrap().len();
     for skip in 1..reads {
         for e in decode(&recording, skip) {
-            let http = match &e.detail {
-                Detail::Http(h) => h,
-                Detail::Grpc(g) => &g.http,
-            };
-            let same = full.iter().find(|f| match &f.detail {
-                Detail::Http(h) => h.stream_id == http.stream_id,
-                Detail::Grpc(g) => g.http.stream_id == http.stream_id,
-            });
+            let http = e.detail.http().expect("an HTTP/2 exchange");
+            let same = full.iter().find(|f| f.detail.stream_id() == http.stream_id);
             let Some(same) = same else {
                 panic!("skip {skip}: an exchange on an unknown stream: {e}")
             };
-            let truth = match &same.detail {
-                Detail::Http(h) => h,
-                Detail::Grpc(g) => &g.http,
-            };
+            let truth = same.detail.http().expect("an HTTP/2 exchange");
             // Whatever was filled in must be right; without the flag, all of it must be there.
             let complete = !e.flags.headers_unknown;
             for (got, want) in [(&http.method, &truth.method), (&http.target, &truth.target)] {

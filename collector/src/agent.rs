@@ -500,8 +500,9 @@ impl<'a> Pipeline<'a> {
         match &mut self.output {
             Output::Exchanges { sink, .. } => {
                 for mut x in self.exchanges.drain(..) {
-                    if self.mask_queries {
-                        let http = x.exchange.detail.http_mut();
+                    if self.mask_queries
+                        && let Some(http) = x.exchange.detail.http_mut()
+                    {
                         http.target = masked_query(&http.target);
                     }
                     sink.exchange(&x).map_err(StepError::Write)?;

@@ -496,7 +496,7 @@ impl Contexts {
         reason = "not yet / unknown / known are three answers"
     )]
     fn requesting_goroutine(p: &GoProcess, x: &ConnExchange) -> Option<Option<u64>> {
-        let stream = x.exchange.detail.http().stream_id;
+        let stream = x.exchange.detail.stream_id();
         if let Some(stream) = stream {
             // A unary gRPC call names its stream when it returns (even when the bytes' HPACK
             // state was unknown and the exchange could not tell it was gRPC).

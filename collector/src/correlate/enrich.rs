@@ -166,7 +166,7 @@ impl GoHeaderStore {
     /// the capture could not resolve) may come from grpc-go, whose trailers event follows the
     /// read that completed the exchange. The stream's blocks are dropped then.
     pub fn fill_status(&mut self, x: &mut ConnExchange) {
-        let stream = x.exchange.detail.http().stream_id;
+        let stream = x.exchange.detail.stream_id();
         let Some(stream) = stream else {
             return;
         };
@@ -197,6 +197,7 @@ impl GoHeaderStore {
                 &g.http,
                 g.http.method.is_empty() || x.exchange.flags.headers_unknown,
             ),
+            Detail::Db(_) => return,
         };
         let Some(stream) = http.stream_id else {
             return;
@@ -252,7 +253,7 @@ impl GoHeaderStore {
                     g.message.clone(),
                     (g.request_messages, g.response_messages),
                 ),
-                Detail::Http(_) => (None, None, (0, 0)),
+                Detail::Http(_) | Detail::Db(_) => (None, None, (0, 0)),
             };
             Detail::Grpc(Grpc {
                 http: filled,
@@ -449,7 +450,7 @@ mod tests {
             // The request the bytes missed began when the handler did.
             assert!(!x.exchange.flags.request_unseen);
             assert_eq!(x.exchange.start_ns, 1);
-            let http = x.exchange.detail.http();
+            let http = x.exchange.detail.http().unwrap();
             assert_eq!(
                 (http.method.as_str(), http.target.as_str(), http.status),
                 ("GET", "/hello", Some(200))
@@ -494,7 +495,7 @@ mod tests {
         // HTTP/2 writes the request from goroutine 4, which the call (goroutine 3) started.
         let mut x = undecoded(Direction::Egress, Some(4));
         store.fill(&mut x, |pid, goid| (pid, goid).eq(&(7, 4)).then_some(3));
-        assert_eq!(x.exchange.detail.http().target, "/items/1");
+        assert_eq!(x.exchange.detail.http().unwrap().target, "/items/1");
         // Without a known writer, nothing is guessed.
         let mut x = undecoded(Direction::Egress, None);
         store.fill(&mut x, |_, _| Some(3));

@@ -689,7 +689,7 @@ impl Correlator {
 }
 
 fn stream_of(x: &Exchange) -> Option<u32> {
-    x.detail.http().stream_id
+    x.detail.stream_id()
 }
 
 fn request_id(x: &Exchange) -> RequestId {
@@ -698,7 +698,7 @@ fn request_id(x: &Exchange) -> RequestId {
 
 fn traceparent(x: &Exchange) -> Option<TraceParent> {
     x.detail
-        .http()
+        .http()?
         .headers
         .traceparent
         .as_deref()

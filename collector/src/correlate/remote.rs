@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use crate::{
     join::{Answer, JoinKey, JoinRecord, JoinStore, StoreStats, route_check},
-    protocol::Exchange,
+    protocol::{Detail, Exchange, Grpc, Http},
     span::{SpanId, TraceId},
 };
 
@@ -101,13 +101,12 @@ impl RemoteJoins {
     /// Leave an emitted client span's ids for the server's agent.
     pub fn publish(&mut self, key: JoinKey, x: &Exchange, trace_id: TraceId, span_id: SpanId) {
         self.stats.offered += 1;
-        let http = x.detail.http();
         self.store.publish(
             key,
             JoinRecord {
                 trace_id,
                 span_id,
-                route_check: route_check(&http.method, &http.target),
+                route_check: check_of(x),
             },
         );
     }
@@ -128,6 +127,18 @@ impl RemoteJoins {
 /// Whether a record found for a server exchange may be its parent (the route check).
 #[must_use]
 pub fn fits(record: &JoinRecord, x: &Exchange) -> bool {
-    let http = x.detail.http();
-    record.matches(route_check(&http.method, &http.target))
+    record.matches(check_of(x))
+}
+
+/// The route check of what both ends see of a request: HTTP's method and target, a database
+/// command's operation and (sanitized) text.
+fn check_of(x: &Exchange) -> u32 {
+    match &x.detail {
+        Detail::Http(Http { method, target, .. })
+        | Detail::Grpc(Grpc {
+            http: Http { method, target, .. },
+            ..
+        }) => route_check(method, target),
+        Detail::Db(db) => route_check(&db.operation, db.query_text.as_deref().unwrap_or("")),
+    }
 }

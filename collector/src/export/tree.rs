@@ -56,6 +56,7 @@ impl<W: Write> TreeSink<W> {
             Payload::Grpc(g) => g
                 .status
                 .map_or_else(|| "-".to_owned(), |s| format!("grpc {s}")),
+            Payload::Db(d) => d.status_code.as_deref().unwrap_or("ok").to_owned(),
             Payload::Connect => "-".to_owned(),
         };
         let error = match span.error {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::Origin;
+use super::{Origin, db::Db};
 use crate::event::Direction;
 
 /// One request/response exchange on a connection.
@@ -64,24 +64,35 @@ impl WireSeqs {
 pub enum Detail {
     Http(Http),
     Grpc(Grpc),
+    /// A database or cache command (Redis, PostgreSQL, MySQL).
+    Db(Db),
 }
 
 impl Detail {
-    /// The HTTP part: an HTTP exchange itself, or the HTTP/2 exchange a gRPC call rides on.
+    /// The HTTP part: an HTTP exchange itself, or the HTTP/2 exchange a gRPC call rides on;
+    /// none for a database command.
     #[must_use]
-    pub fn http(&self) -> &Http {
+    pub fn http(&self) -> Option<&Http> {
         match self {
-            Self::Http(h) => h,
-            Self::Grpc(g) => &g.http,
+            Self::Http(h) => Some(h),
+            Self::Grpc(g) => Some(&g.http),
+            Self::Db(_) => None,
         }
     }
 
     /// The HTTP part, to fill in.
-    pub fn http_mut(&mut self) -> &mut Http {
+    pub fn http_mut(&mut self) -> Option<&mut Http> {
         match self {
-            Self::Http(h) => h,
-            Self::Grpc(g) => &mut g.http,
+            Self::Http(h) => Some(h),
+            Self::Grpc(g) => Some(&mut g.http),
+            Self::Db(_) => None,
         }
+    }
+
+    /// The HTTP/2 stream id, for exchanges that have one.
+    #[must_use]
+    pub fn stream_id(&self) -> Option<u32> {
+        self.http().and_then(|h| h.stream_id)
     }
 }
 
@@ -196,7 +207,9 @@ impl fmt::Display for Exchange {
     /// `HTTP/1.1 GET /a -> 200 req=78 resp=190` or
     /// `gRPC pkg.Svc/Method stream=1 -> grpc-status 5 "not found" msgs=1/0 req=.. resp=..`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let http = self.detail.http();
+        let Some(http) = self.detail.http() else {
+            return self.fmt_db(f);
+        };
         let version = http.version.map_or("?", HttpVersion::as_str);
         let status = http
             .status
@@ -208,6 +221,7 @@ impl fmt::Display for Exchange {
                 or_dash(&h.method),
                 or_dash(&h.target)
             )?,
+            Detail::Db(_) => {}
             Detail::Grpc(g) => {
                 let grpc_status = g.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
                 write!(
@@ -225,6 +239,25 @@ impl fmt::Display for Exchange {
         if let Some(id) = http.stream_id {
             write!(f, " stream={id}")?;
         }
+        self.fmt_tail(f)
+    }
+}
+
+impl Exchange {
+    /// `DB postgresql SELECT orders -> 23505 req=.. resp=..` (the status code, or `ok`).
+    fn fmt_db(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Detail::Db(db) = &self.detail {
+            write!(f, "DB {} {}", db.system.as_str(), or_dash(&db.operation))?;
+            if let Some(c) = &db.collection {
+                write!(f, " {c}")?;
+            }
+            write!(f, " -> {}", db.status_code.as_deref().unwrap_or("ok"))?;
+        }
+        self.fmt_tail(f)
+    }
+
+    /// Sizes and flags, the end of every exchange's line.
+    fn fmt_tail(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             " req={} resp={}",

@@ -7,6 +7,7 @@
 //! Unknown protocols are counted, never guessed.
 
 pub mod content;
+pub mod db;
 pub mod exchange;
 pub mod fuzzing;
 pub mod http1;

@@ -32,7 +32,7 @@ fn run(segments: &[(Direction, &[u8], u64)]) -> Vec<Exchange> {
 }
 
 fn http(e: &Exchange) -> &Http {
-    e.detail.http()
+    e.detail.http().unwrap()
 }
 
 fn summary(out: &[Exchange]) -> Vec<(String, String, Option<u16>)> {

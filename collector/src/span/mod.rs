@@ -2,6 +2,7 @@
 //! per-protocol payloads (not one flat struct every protocol reuses), and their OpenTelemetry
 //! semantic conventions: names, kinds, status and attributes. Exporters turn these into OTLP.
 
+pub mod db;
 pub mod error;
 pub mod ids;
 pub mod processes;
@@ -16,7 +17,7 @@ pub use self::{
     ids::{IdGenerator, SpanId, TraceId, TraceParent},
     route::{Route, RouteSource},
 };
-use crate::protocol::{Detail, Exchange, Grpc, Http, HttpVersion};
+use crate::protocol::{Detail, Exchange, Grpc, Http, HttpVersion, db::Db};
 
 /// Server (an inbound request) or client (an outbound one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,8 @@ pub struct Span {
 pub enum Payload {
     Http(HttpSpan),
     Grpc(GrpcSpan),
+    /// A database or cache command (see `db`).
+    Db(Db),
     /// A connect that failed before any byte, by a program whose request the agent cannot
     /// name (no Go uprobes; nothing was written): the span says which peer could not be
     /// reached, and why (`Span::error`).
@@ -120,6 +123,7 @@ impl Payload {
         match &exchange.detail {
             Detail::Http(http) => Self::Http(http_span(http)),
             Detail::Grpc(grpc) => Self::Grpc(grpc_span(grpc)),
+            Detail::Db(db) => Self::Db(db.clone()),
         }
     }
 }
@@ -225,6 +229,7 @@ impl Span {
             },
             Payload::Grpc(g) if g.service.is_empty() => "gRPC".to_owned(),
             Payload::Grpc(g) => g.full_method(),
+            Payload::Db(d) => db::name(d),
             Payload::Connect => "connect".to_owned(),
         }
     }
@@ -249,6 +254,8 @@ impl Span {
                 (Some(code), SpanKind::Server) => GRPC_SERVER_ERRORS.contains(&code),
                 (Some(_), SpanKind::Client) => true,
             },
+            // A database error is the caller's and the server's alike.
+            Payload::Db(d) => d.status_code.is_some() || self.incomplete,
             Payload::Connect => false,
         }
     }
@@ -273,6 +280,10 @@ impl Span {
                 .and_then(grpc_code_name)
                 .unwrap_or("_OTHER")
                 .to_owned(),
+            Payload::Db(d) => d
+                .status_code
+                .clone()
+                .unwrap_or_else(|| ErrorType::NoResponse.as_str().to_owned()),
             Payload::Connect => ErrorType::Other.as_str().to_owned(),
         })
     }
@@ -298,6 +309,14 @@ impl Span {
                 self.remote,
                 self.error.unwrap_or(ErrorType::Other).describe()
             ),
+            Payload::Db(d) => match &d.status_code {
+                Some(code) => format!("{} error {code}", d.system.as_str()),
+                None => self
+                    .error
+                    .unwrap_or(ErrorType::NoResponse)
+                    .describe()
+                    .to_owned(),
+            },
             Payload::Grpc(g) => {
                 let name = g.status.and_then(grpc_code_name).unwrap_or("UNKNOWN");
                 match &g.message {
@@ -329,6 +348,7 @@ impl Span {
                 grpc_attributes(g, options.rpc, &mut attrs);
                 server_name = g.authority.as_deref();
             }
+            Payload::Db(d) => db::attributes(d, &mut attrs),
             Payload::Connect => {}
         }
         if let Some(error) = self.error_type() {

@@ -72,6 +72,12 @@ struct Record<'a> {
     grpc_method: Option<&'a str>,
     grpc_status: Option<u32>,
     grpc_message: Option<&'a str>,
+    /// Database commands: `db.*` as in their spans (the query text sanitized).
+    db_operation: Option<&'a str>,
+    db_collection: Option<&'a str>,
+    db_namespace: Option<&'a str>,
+    db_query_text: Option<&'a str>,
+    db_status_code: Option<&'a str>,
     traceparent: Option<&'a str>,
     tracestate: Option<&'a str>,
     user_agent: Option<&'a str>,
@@ -95,17 +101,15 @@ impl<W: Write> JsonExchanges<W> {
     }
 }
 
-fn http_of(detail: &Detail) -> &Http {
-    detail.http()
-}
-
 impl<W: Write> ExchangeSink for JsonExchanges<W> {
     fn exchange(&mut self, x: &ConnExchange) -> std::io::Result<()> {
         let e = &x.exchange;
-        let http = http_of(&e.detail);
-        let grpc = match &e.detail {
-            Detail::Grpc(g) => Some(g),
-            Detail::Http(_) => None,
+        let no_http = Http::default();
+        let http = e.detail.http().unwrap_or(&no_http);
+        let (grpc, db) = match &e.detail {
+            Detail::Grpc(g) => (Some(g), None),
+            Detail::Http(_) => (None, None),
+            Detail::Db(d) => (None, Some(d)),
         };
         let record = Record {
             conn_id: x.conn_id,
@@ -120,7 +124,11 @@ impl<W: Write> ExchangeSink for JsonExchanges<W> {
             } else {
                 "server"
             },
-            protocol: if grpc.is_some() { "grpc" } else { "http" },
+            protocol: match (grpc, db) {
+                (Some(_), _) => "grpc",
+                (_, Some(d)) => d.system.as_str(),
+                _ => "http",
+            },
             version: http.version.map(crate::protocol::HttpVersion::as_str),
             method: &http.method,
             target: &http.target,
@@ -131,6 +139,11 @@ impl<W: Write> ExchangeSink for JsonExchanges<W> {
             grpc_method: grpc.map(|g| g.method.as_str()),
             grpc_status: grpc.and_then(|g| g.status),
             grpc_message: grpc.and_then(|g| g.message.as_deref()),
+            db_operation: db.map(|d| d.operation.as_str()),
+            db_collection: db.and_then(|d| d.collection.as_deref()),
+            db_namespace: db.and_then(|d| d.namespace.as_deref()),
+            db_query_text: db.and_then(|d| d.query_text.as_deref()),
+            db_status_code: db.and_then(|d| d.status_code.as_deref()),
             traceparent: http.headers.traceparent.as_deref(),
             tracestate: http.headers.tracestate.as_deref(),
             user_agent: http.headers.user_agent.as_deref(),
