@@ -12,6 +12,10 @@ pub mod exchange;
 pub mod fuzzing;
 pub mod http1;
 pub mod http2;
+pub mod mysql;
+pub mod postgres;
+pub mod redis;
+pub mod sql;
 
 pub use exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion, Interesting, WireSeqs};
 

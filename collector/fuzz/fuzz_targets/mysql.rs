@@ -1,0 +1,8 @@
+//! mysql decoder: arbitrary segment sequences never panic (its decoder is being written).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = data;
+});

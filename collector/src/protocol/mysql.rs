@@ -1,0 +1,1 @@
+//! MySQL client/server protocol (being written).
