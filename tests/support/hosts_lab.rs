@@ -275,7 +275,8 @@ impl Redis {
         Ok(redis)
     }
 
-    /// `redis-cli` against database `db`: its standard output.
+    /// `redis-cli` against database `db`: its standard output, and its standard error after it
+    /// (what a failed command says shows where its answer was expected).
     pub fn cli(&self, db: u32, args: &[&str]) -> String {
         let out = in_netns(&self.ns, "redis-cli")
             .args(["-h", REDIS_ADDR, "-p", "6379", "--no-auth-warning", "-a"])
@@ -283,8 +284,14 @@ impl Redis {
             .args(["-n", &db.to_string()])
             .args(args)
             .output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+        match out {
+            Ok(o) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("redis-cli cannot run: {e}"),
+        }
     }
 
     /// SIGSTOP: Redis keeps its connections open and accepts new ones into its backlog, but
@@ -397,21 +404,17 @@ pub struct JoinCounts {
     pub store_away: u64,
 }
 
-/// The agent's `joins across hosts:` line, parsed; None when it printed none.
+/// The agent's `joins across hosts:` summary (the part of its stop line from there to the next
+/// `;`), parsed; None when it printed none. A count reads `name N` (`published 24`) or `N name`
+/// (`0 store away`), whichever the agent wrote.
 pub fn join_counts(stderr: &str) -> Option<(String, JoinCounts)> {
-    let line = stderr.lines().find(|l| l.contains("joins across hosts:"))?;
+    let (_, rest) = stderr.split_once("joins across hosts:")?;
+    let part = rest.split([';', '\n']).next().unwrap_or_default();
     let count = |name: &str| -> u64 {
-        line.split_once(&format!("{name} "))
-            .and_then(|(_, after)| {
-                after
-                    .split(|c: char| !c.is_ascii_digit())
-                    .next()
-                    .and_then(|n| n.parse().ok())
-            })
-            .unwrap_or_else(|| panic!("no `{name} N` in {line:?}"))
+        count_in(part, name).unwrap_or_else(|| panic!("no `{name} N` or `N {name}` in {part:?}"))
     };
     Some((
-        line.to_owned(),
+        format!("joins across hosts:{part}"),
         JoinCounts {
             published: count("published"),
             joined: count("joined"),
@@ -419,6 +422,41 @@ pub fn join_counts(stderr: &str) -> Option<(String, JoinCounts)> {
             store_away: count("store away"),
         },
     ))
+}
+
+/// The number written next to `name` (a whole word) in `text`: after it, else before it.
+fn count_in(text: &str, name: &str) -> Option<u64> {
+    let word_start = |i: usize| {
+        text[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric())
+    };
+    for (i, _) in text.match_indices(name) {
+        let end = i + name.len();
+        if !word_start(i)
+            || text[end..]
+                .chars()
+                .next()
+                .is_some_and(char::is_alphanumeric)
+        {
+            continue;
+        }
+        let after: String = text[end..]
+            .trim_start_matches(' ')
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(n) = after.parse() {
+            return Some(n);
+        }
+        let before = text[..i].trim_end_matches(' ');
+        let digits = before.len() - before.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        if let Ok(n) = before[before.len() - digits..].parse() {
+            return Some(n);
+        }
+    }
+    None
 }
 
 /// An exported span with its resource's `host.name` and `process.pid`.
