@@ -235,6 +235,16 @@ impl<'a> Output<'a> {
         }
     }
 
+    /// Whether connections of unknown protocol give an exchange per turn (see
+    /// `protocol::turns`; on by default).
+    #[must_use]
+    pub fn with_tcp_turns(mut self, on: bool) -> Self {
+        if let Self::Exchanges { table, .. } | Self::Spans { table, .. } = &mut self {
+            table.tcp_turns(on);
+        }
+        self
+    }
+
     /// Spans join across hosts through `store` (see `correlate::remote`); None changes nothing.
     #[must_use]
     pub fn with_join_store(self, store: Option<Box<dyn JoinStore>>) -> Self {

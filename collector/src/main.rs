@@ -395,6 +395,12 @@ struct CaptureArgs {
     /// (non-TLS) traffic is captured as it is.
     #[arg(long, env = "WIRESPAN_CAPTURE_TLS_BODIES")]
     capture_tls_bodies: bool,
+    /// Make no `tcp` spans. By default each request/response turn on a connection whose
+    /// protocol no decoder knows is a span (`tcp <server address>`: peer, bytes each way,
+    /// duration, under the request that made it), so a trace has no hole where such a call
+    /// went; a connection gives 1,000 at most, the rest folded into its last.
+    #[arg(long, env = "WIRESPAN_NO_TCP_SPANS")]
+    no_tcp_spans: bool,
     /// More header names whose values are credentials (comma-separated, any case), masked in
     /// place wherever captured bytes are shown or kept (the events view, recordings), as the
     /// defaults are: Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key,
@@ -647,6 +653,7 @@ fn from_source<'a>(
     output: Output<'a>,
     recorder: Option<&'a mut RecordingWriter>,
 ) -> anyhow::Result<RunSummary> {
+    let output = output.with_tcp_turns(!capture.no_tcp_spans);
     if let Some(path) = replay {
         let mut reader = RecordingReader::open(path)?;
         let summary = agent::replay(&mut reader, output)?;

@@ -30,8 +30,9 @@ use crate::{
     protocol::{
         ConnDecoder, DecoderStats, Detected, Exchange, Origin, Segment,
         content::{Blank, BlankKind, SecretNames},
+        turns,
     },
-    source::{ConnKind, Event},
+    source::{ConnKind, Direction, Event},
 };
 
 /// Defaults: enough connections for a busy host, and the idle time after which a keep-alive
@@ -99,6 +100,8 @@ fn ends_key(local: SocketAddr, remote: SocketAddr) -> Option<(SocketAddr, Socket
 
 struct Entry {
     decoder: ConnDecoder,
+    /// Which direction carries its requests, when its opening (or its ports) said.
+    client: Option<Direction>,
     pid: u32,
     comm: String,
     local: SocketAddr,
@@ -151,6 +154,9 @@ pub struct ConnTable {
     secrets: Option<Arc<SecretNames>>,
     /// What to blank in the last event (see `blanks`).
     blanks: Vec<Blank>,
+    /// Connections of unknown protocol give an exchange per request/response turn (see
+    /// `protocol::turns`); on by default.
+    tcp_turns: bool,
 }
 
 impl Default for ConnTable {
@@ -176,7 +182,21 @@ impl ConnTable {
             keep_tls_content: false,
             secrets: None,
             blanks: Vec::new(),
+            tcp_turns: true,
         }
+    }
+
+    /// Whether connections of unknown protocol give an exchange per turn (see
+    /// `protocol::turns`), for connections seen from now on.
+    pub fn tcp_turns(&mut self, on: bool) {
+        self.tcp_turns = on;
+    }
+
+    /// A fresh decoder for a connection whose requests go `client` (None: not known).
+    fn decoder(&self, client: Option<Direction>) -> ConnDecoder {
+        ConnDecoder::new()
+            .noting_secrets(self.secrets.clone())
+            .with_turns(client.filter(|_| self.tcp_turns))
     }
 
     /// Note the credentials in HTTP/1 heads (of connections seen from now on) for blanking:
@@ -237,7 +257,12 @@ impl ConnTable {
                     // A new connection under this id: whatever was there is over (ids are
                     // not reused, so its close was lost).
                     self.give_up(c.conn_id, c.ts_ns, out);
-                    self.ensure(c.conn_id, c.pid, &c.comm, c.local, c.remote, c.ts_ns, out);
+                    let client = match c.kind {
+                        ConnKind::Accept => Direction::Ingress,
+                        _ => Direction::Egress,
+                    };
+                    let ends = (c.local, c.remote, Some(client));
+                    self.ensure(c.conn_id, c.pid, &c.comm, ends, c.ts_ns, out);
                 }
                 ConnKind::Close => self.close(c.conn_id, c.ts_ns, out),
             },
@@ -266,12 +291,13 @@ impl ConnTable {
                     ts_exit_ns: d.ts_exit_ns,
                     tls: d.tls,
                 };
+                // A connection older than the agent: its ports say which end is the client.
+                let client = turns::client_direction(d.local, d.remote);
                 self.ensure(
                     d.conn_id,
                     d.pid,
                     &d.comm,
-                    d.local,
-                    d.remote,
+                    (d.local, d.remote, client),
                     d.ts_exit_ns,
                     out,
                 );
@@ -279,7 +305,11 @@ impl ConnTable {
                 entry.last_ns = d.ts_exit_ns;
                 let blank_content = d.tls && !self.keep_tls_content;
                 let whole = Blank::content(0..d.payload.len() as u64 + seg.missing);
-                if !admit_tls(entry, d.tls, &d.payload, self.secrets.as_ref()) {
+                if !admit_tls(entry, d.tls, &d.payload, |client| {
+                    ConnDecoder::new()
+                        .noting_secrets(self.secrets.clone())
+                        .with_turns(client.filter(|_| self.tcp_turns))
+                }) {
                     if blank_content {
                         self.blanks.push(whole);
                     }
@@ -366,18 +396,13 @@ impl ConnTable {
         }
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the fields of a new entry, taken from either event kind"
-    )]
     /// Make sure the connection has an entry, making room if the table is full.
     fn ensure(
         &mut self,
         conn_id: u64,
         pid: u32,
         comm: &str,
-        local: SocketAddr,
-        remote: SocketAddr,
+        (local, remote, client): (SocketAddr, SocketAddr, Option<Direction>),
         ts_ns: u64,
         out: &mut Vec<ConnExchange>,
     ) {
@@ -407,8 +432,10 @@ impl ConnTable {
         if let Some(key) = ends_key(local, remote) {
             self.by_ends.insert(key, conn_id);
         }
+        let decoder = self.decoder(client);
         self.conns.entry(conn_id).or_insert_with(|| Entry {
-            decoder: ConnDecoder::new().noting_secrets(self.secrets.clone()),
+            decoder,
+            client,
             pid,
             comm: comm.to_owned(),
             local,
@@ -475,7 +502,7 @@ fn admit_tls(
     entry: &mut Entry,
     plaintext: bool,
     payload: &[u8],
-    secrets: Option<&Arc<SecretNames>>,
+    fresh_decoder: impl FnOnce(Option<Direction>) -> ConnDecoder,
 ) -> bool {
     match (entry.tls, plaintext) {
         (Tls::Plaintext, true) => true,
@@ -484,7 +511,7 @@ fn admit_tls(
         (Tls::Plaintext | Tls::Encrypted, false) => false,
         (Tls::No | Tls::Encrypted, true) => {
             entry.tls = Tls::Plaintext;
-            entry.decoder = ConnDecoder::new().noting_secrets(secrets.cloned());
+            entry.decoder = fresh_decoder(entry.client);
             entry.fed = true;
             true
         }

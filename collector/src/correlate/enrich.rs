@@ -197,7 +197,7 @@ impl GoHeaderStore {
                 &g.http,
                 g.http.method.is_empty() || x.exchange.flags.headers_unknown,
             ),
-            Detail::Db(_) => return,
+            Detail::Db(_) | Detail::Tcp => return,
         };
         let Some(stream) = http.stream_id else {
             return;
@@ -253,7 +253,7 @@ impl GoHeaderStore {
                     g.message.clone(),
                     (g.request_messages, g.response_messages),
                 ),
-                Detail::Http(_) | Detail::Db(_) => (None, None, (0, 0)),
+                Detail::Http(_) | Detail::Db(_) | Detail::Tcp => (None, None, (0, 0)),
             };
             Detail::Grpc(Grpc {
                 http: filled,

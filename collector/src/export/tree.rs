@@ -57,7 +57,7 @@ impl<W: Write> TreeSink<W> {
                 .status
                 .map_or_else(|| "-".to_owned(), |s| format!("grpc {s}")),
             Payload::Db(d) => d.status_code.as_deref().unwrap_or("ok").to_owned(),
-            Payload::Connect => "-".to_owned(),
+            Payload::Tcp | Payload::Connect => "-".to_owned(),
         };
         let error = match span.error {
             Some(e) => format!(" ERROR {}", e.as_str()),

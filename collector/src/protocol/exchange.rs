@@ -66,6 +66,9 @@ pub enum Detail {
     Grpc(Grpc),
     /// A database or cache command (Redis, PostgreSQL, MySQL).
     Db(Db),
+    /// A request/response turn of a protocol no decoder knows (see `turns`): bytes and
+    /// times only.
+    Tcp,
 }
 
 impl Detail {
@@ -76,7 +79,7 @@ impl Detail {
         match self {
             Self::Http(h) => Some(h),
             Self::Grpc(g) => Some(&g.http),
-            Self::Db(_) => None,
+            Self::Db(_) | Self::Tcp => None,
         }
     }
 
@@ -85,7 +88,7 @@ impl Detail {
         match self {
             Self::Http(h) => Some(h),
             Self::Grpc(g) => Some(&mut g.http),
-            Self::Db(_) => None,
+            Self::Db(_) | Self::Tcp => None,
         }
     }
 
@@ -221,7 +224,7 @@ impl fmt::Display for Exchange {
                 or_dash(&h.method),
                 or_dash(&h.target)
             )?,
-            Detail::Db(_) => {}
+            Detail::Db(_) | Detail::Tcp => {}
             Detail::Grpc(g) => {
                 let grpc_status = g.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
                 write!(
@@ -244,14 +247,19 @@ impl fmt::Display for Exchange {
 }
 
 impl Exchange {
-    /// `DB postgresql SELECT orders -> 23505 req=.. resp=..` (the status code, or `ok`).
+    /// `DB postgresql SELECT orders -> 23505 req=.. resp=..` (the status code, or `ok`), or
+    /// `TCP turn req=.. resp=..`.
     fn fmt_db(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Detail::Db(db) = &self.detail {
-            write!(f, "DB {} {}", db.system.as_str(), or_dash(&db.operation))?;
-            if let Some(c) = &db.collection {
-                write!(f, " {c}")?;
+        match &self.detail {
+            Detail::Db(db) => {
+                write!(f, "DB {} {}", db.system.as_str(), or_dash(&db.operation))?;
+                if let Some(c) = &db.collection {
+                    write!(f, " {c}")?;
+                }
+                write!(f, " -> {}", db.status_code.as_deref().unwrap_or("ok"))?;
             }
-            write!(f, " -> {}", db.status_code.as_deref().unwrap_or("ok"))?;
+            Detail::Tcp => write!(f, "TCP turn")?,
+            Detail::Http(_) | Detail::Grpc(_) => {}
         }
         self.fmt_tail(f)
     }

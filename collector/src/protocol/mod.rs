@@ -16,6 +16,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod redis;
 pub mod sql;
+pub mod turns;
 
 pub use exchange::{Detail, Exchange, Flags, Grpc, Http, HttpVersion, Interesting, WireSeqs};
 
@@ -134,9 +135,13 @@ const DETECT_SEGMENTS: u32 = 4;
 /// What a connection turned out to carry.
 #[derive(Debug)]
 enum State {
-    Detecting { seen: u32 },
+    Detecting {
+        seen: u32,
+    },
     Http1(Box<http1::Http1Conn>),
     Http2(Box<http2::Http2Conn>),
+    /// No decoder knows it: an exchange per request/response turn (see `turns`).
+    Turns(Box<turns::TurnsConn>),
     Unknown,
 }
 
@@ -145,6 +150,7 @@ enum State {
 pub struct DecoderStats {
     pub http1: http1::Http1Stats,
     pub http2: http2::Http2Stats,
+    pub turns: turns::TurnStats,
 }
 
 impl DecoderStats {
@@ -162,6 +168,10 @@ impl DecoderStats {
         a.cut_frames += b.cut_frames;
         a.seq_gaps += b.seq_gaps;
         a.wrong_role_guesses += b.wrong_role_guesses;
+        let (a, b) = (&mut self.turns, &other.turns);
+        a.turns += b.turns;
+        a.folded += b.folded;
+        a.unrequested += b.unrequested;
     }
 
     /// The nonzero counts, named for people (`http/2 header blocks not decoded 3`), or none.
@@ -188,6 +198,10 @@ impl DecoderStats {
                 "http/2 mid-connection roles guessed wrong",
                 h2.wrong_role_guesses,
             ),
+            (
+                "tcp turns folded into their connection's last span (over the cap)",
+                self.turns.folded,
+            ),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -203,6 +217,22 @@ pub struct ConnDecoder {
     /// Credential headers its HTTP/1 heads and HTTP/2 header blocks note for blanking (None:
     /// none).
     secrets: Option<Arc<SecretNames>>,
+    /// Which direction carries requests, when a connection of unknown protocol is to give an
+    /// exchange per turn (None: it gives none).
+    turns: Option<Direction>,
+    /// The segments seen while detecting, as counts, for the turns of an unknown protocol.
+    early: Vec<Early>,
+}
+
+/// A segment seen while the protocol was being recognised: what turns need of it.
+#[derive(Debug, Clone, Copy)]
+struct Early {
+    direction: Direction,
+    origin: Origin,
+    bytes: u64,
+    ts_enter_ns: u64,
+    ts_exit_ns: u64,
+    tls: bool,
 }
 
 /// Which protocol a decoder settled on, for counters.
@@ -226,7 +256,17 @@ impl ConnDecoder {
         Self {
             state: State::Detecting { seen: 0 },
             secrets: None,
+            turns: None,
+            early: Vec::new(),
         }
+    }
+
+    /// Give an exchange per request/response turn if no decoder knows the protocol, the
+    /// requests going `client` (None: give none).
+    #[must_use]
+    pub fn with_turns(mut self, client: Option<Direction>) -> Self {
+        self.turns = client;
+        self
     }
 
     /// Note the credentials in HTTP/1 heads (see `content`), of headers named in `names`.
@@ -242,7 +282,7 @@ impl ConnDecoder {
             State::Detecting { .. } => Detected::Pending,
             State::Http1(_) => Detected::Http1,
             State::Http2(_) => Detected::Http2,
-            State::Unknown => Detected::Unknown,
+            State::Turns(_) | State::Unknown => Detected::Unknown,
         }
     }
 
@@ -258,6 +298,10 @@ impl ConnDecoder {
                 http2: conn.stats,
                 ..DecoderStats::default()
             },
+            State::Turns(conn) => DecoderStats {
+                turns: conn.stats,
+                ..DecoderStats::default()
+            },
             State::Detecting { .. } | State::Unknown => DecoderStats::default(),
         }
     }
@@ -268,7 +312,7 @@ impl ConnDecoder {
         match &self.state {
             State::Http1(conn) => conn.buffered_bytes(),
             State::Http2(conn) => conn.buffered_bytes(),
-            State::Detecting { .. } | State::Unknown => 0,
+            State::Detecting { .. } | State::Turns(_) | State::Unknown => 0,
         }
     }
 
@@ -279,12 +323,25 @@ impl ConnDecoder {
             match &mut self.state {
                 State::Http1(conn) => conn.marks.set_secrets(self.secrets.clone()),
                 State::Http2(conn) => conn.marks.set_secrets(self.secrets.clone()),
-                State::Detecting { .. } | State::Unknown => {}
+                State::Detecting { .. } => self.early.push(Early {
+                    direction: seg.direction,
+                    origin: seg.origin,
+                    bytes: seg.data.len() as u64 + seg.missing,
+                    ts_enter_ns: seg.ts_enter_ns,
+                    ts_exit_ns: seg.ts_exit_ns,
+                    tls: seg.tls,
+                }),
+                State::Unknown => self.start_turns(out),
+                State::Turns(_) => {}
+            }
+            if !matches!(self.state, State::Detecting { .. }) {
+                self.early = Vec::new();
             }
         }
         match &mut self.state {
             State::Http1(conn) => conn.feed(seg, out),
             State::Http2(conn) => conn.feed(seg, out),
+            State::Turns(conn) => conn.feed(seg, out),
             State::Detecting { .. } | State::Unknown => {}
         }
     }
@@ -297,7 +354,7 @@ impl ConnDecoder {
         match &self.state {
             State::Http1(conn) => Some(conn.marks.ranges()),
             State::Http2(conn) => Some(conn.marks.ranges()),
-            State::Detecting { .. } | State::Unknown => None,
+            State::Detecting { .. } | State::Turns(_) | State::Unknown => None,
         }
     }
 
@@ -306,8 +363,34 @@ impl ConnDecoder {
         match &mut self.state {
             State::Http1(conn) => conn.close(ts_ns, out),
             State::Http2(conn) => conn.close(ts_ns, out),
+            State::Turns(conn) => conn.close(ts_ns, out),
             State::Detecting { .. } | State::Unknown => {}
         }
+    }
+
+    /// No decoder knows the protocol: with a known client, its turns from the first segment
+    /// on (those seen while detecting, by their counts, then the rest as they come).
+    fn start_turns(&mut self, out: &mut Vec<Exchange>) {
+        let Some(client) = self.turns else {
+            return;
+        };
+        let mut turns = turns::TurnsConn::new(client);
+        for e in &self.early {
+            turns.feed(
+                &Segment {
+                    direction: e.direction,
+                    origin: e.origin,
+                    data: &[],
+                    missing: e.bytes,
+                    windows: &[],
+                    ts_enter_ns: e.ts_enter_ns,
+                    ts_exit_ns: e.ts_exit_ns,
+                    tls: e.tls,
+                },
+                out,
+            );
+        }
+        self.state = State::Turns(Box::new(turns));
     }
 }
 

@@ -79,6 +79,8 @@ pub enum Payload {
     Grpc(GrpcSpan),
     /// A database or cache command (see `db`).
     Db(Db),
+    /// A request/response turn of a protocol no decoder knows (see `protocol::turns`).
+    Tcp,
     /// A connect that failed before any byte, by a program whose request the agent cannot
     /// name (no Go uprobes; nothing was written): the span says which peer could not be
     /// reached, and why (`Span::error`).
@@ -124,6 +126,7 @@ impl Payload {
             Detail::Http(http) => Self::Http(http_span(http)),
             Detail::Grpc(grpc) => Self::Grpc(grpc_span(grpc)),
             Detail::Db(db) => Self::Db(db.clone()),
+            Detail::Tcp => Self::Tcp,
         }
     }
 }
@@ -230,6 +233,11 @@ impl Span {
             Payload::Grpc(g) if g.service.is_empty() => "gRPC".to_owned(),
             Payload::Grpc(g) => g.full_method(),
             Payload::Db(d) => db::name(d),
+            // The server's end names it: the client's port says nothing.
+            Payload::Tcp => match self.kind {
+                SpanKind::Client => format!("tcp {}", self.remote),
+                SpanKind::Server => format!("tcp {}", self.local),
+            },
             Payload::Connect => "connect".to_owned(),
         }
     }
@@ -256,7 +264,8 @@ impl Span {
             },
             // A database error is the caller's and the server's alike.
             Payload::Db(d) => d.status_code.is_some() || self.incomplete,
-            Payload::Connect => false,
+            // Bytes alone say nothing of success (a request may get no answer by design).
+            Payload::Tcp | Payload::Connect => false,
         }
     }
 
@@ -284,7 +293,7 @@ impl Span {
                 .status_code
                 .clone()
                 .unwrap_or_else(|| ErrorType::NoResponse.as_str().to_owned()),
-            Payload::Connect => ErrorType::Other.as_str().to_owned(),
+            Payload::Tcp | Payload::Connect => ErrorType::Other.as_str().to_owned(),
         })
     }
 
@@ -304,6 +313,7 @@ impl Span {
                 },
                 |s| format!("HTTP {s}"),
             ),
+            Payload::Tcp => self.error.unwrap_or(ErrorType::Other).describe().to_owned(),
             Payload::Connect => format!(
                 "connect to {}: {}",
                 self.remote,
@@ -349,7 +359,7 @@ impl Span {
                 server_name = g.authority.as_deref();
             }
             Payload::Db(d) => db::attributes(d, &mut attrs),
-            Payload::Connect => {}
+            Payload::Tcp | Payload::Connect => {}
         }
         if let Some(error) = self.error_type() {
             attrs.push(("error.type", Value::Str(error)));

@@ -108,8 +108,8 @@ impl<W: Write> ExchangeSink for JsonExchanges<W> {
         let http = e.detail.http().unwrap_or(&no_http);
         let (grpc, db) = match &e.detail {
             Detail::Grpc(g) => (Some(g), None),
-            Detail::Http(_) => (None, None),
             Detail::Db(d) => (None, Some(d)),
+            Detail::Http(_) | Detail::Tcp => (None, None),
         };
         let record = Record {
             conn_id: x.conn_id,
@@ -127,6 +127,7 @@ impl<W: Write> ExchangeSink for JsonExchanges<W> {
             protocol: match (grpc, db) {
                 (Some(_), _) => "grpc",
                 (_, Some(d)) => d.system.as_str(),
+                _ if e.detail == Detail::Tcp => "tcp",
                 _ => "http",
             },
             version: http.version.map(crate::protocol::HttpVersion::as_str),

@@ -415,7 +415,7 @@ fn lost_events_are_counted_and_never_mis_decoded() {
         let (http, status) = match &e.detail {
             Detail::Grpc(g) => (&g.http, g.status),
             Detail::Http(h) => (h, None),
-            Detail::Db(_) => unreachable!("an HTTP/2 decoder makes no database command"),
+            Detail::Db(_) | Detail::Tcp => unreachable!("an HTTP/2 decoder makes HTTP/2 exchanges"),
         };
         let id = http.stream_id.unwrap();
         let c = &calls[(id as usize - 1) / 2];
