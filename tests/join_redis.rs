@@ -215,6 +215,22 @@ fn a_stopped_store_is_answered_away_at_once_and_joining_resumes_when_it_is_back(
         vec![(key(7), Answer::Away)]
     );
     assert!(asked.elapsed() < Duration::from_millis(1_500));
+    // Later, while an attempt to connect again hangs on the frozen server, asks are still
+    // answered at once: the attempt runs on a thread of its own.
+    for n in 10..14 {
+        thread::sleep(Duration::from_millis(400));
+        let asked = Instant::now();
+        s.ask(key(n));
+        assert_eq!(
+            answers(&mut s, 1, Duration::from_secs(5)),
+            vec![(key(n), Answer::Away)]
+        );
+        assert!(
+            asked.elapsed() < Duration::from_millis(300),
+            "ask {n} waited {:?}",
+            asked.elapsed()
+        );
+    }
     assert!(s.stats().publish_dropped >= 1);
     redis.signal(libc::SIGCONT);
     // Back: within the reconnect pause, new records are written and found again.

@@ -111,6 +111,7 @@ impl RedisJoin {
             url: hide_password(&options.url),
             options,
             connection: None,
+            connecting: None,
             next_connect: Instant::now(),
             publishes: Vec::new(),
             asks: Vec::new(),
@@ -183,6 +184,8 @@ struct Worker {
     url: String,
     options: RedisJoinOptions,
     connection: Option<redis::Connection>,
+    /// A connection being made (see `connect`).
+    connecting: Option<Receiver<redis::RedisResult<redis::Connection>>>,
     next_connect: Instant,
     publishes: Vec<(JoinKey, JoinRecord)>,
     asks: Vec<PendingAsk>,
@@ -234,7 +237,11 @@ impl Worker {
             return;
         }
         if !self.connect() {
-            self.store_away();
+            // Before the first attempt has said anything, asks wait for it; during an outage
+            // they are answered at once.
+            if self.away_logged {
+                self.store_away();
+            }
             return;
         }
         if let Err(e) = self.write_publishes().and_then(|()| self.read_asks()) {
@@ -246,23 +253,48 @@ impl Worker {
         }
     }
 
-    /// A connection, made now if there is none and it is time to try.
+    /// Whether a connection is up. Connections are made on a thread of their own: against a
+    /// frozen Redis, connecting (TCP, then AUTH and SELECT, each up to the I/O timeout) takes
+    /// seconds, and the asks that come meanwhile must still be answered at once.
     fn connect(&mut self) -> bool {
         if self.connection.is_some() {
             return true;
         }
         let now = Instant::now();
-        if now < self.next_connect {
-            return false;
-        }
-        let made = self
-            .client
-            .get_connection_with_timeout(IO_TIMEOUT)
-            .and_then(|c| {
-                c.set_read_timeout(Some(IO_TIMEOUT))?;
-                c.set_write_timeout(Some(IO_TIMEOUT))?;
-                Ok(c)
-            });
+        let made = match &self.connecting {
+            Some(attempt) => match attempt.try_recv() {
+                Ok(made) => made,
+                Err(mpsc::TryRecvError::Empty) => return false,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    self.connecting = None;
+                    return false;
+                }
+            },
+            None if now < self.next_connect => return false,
+            None => {
+                let (tx, rx) = mpsc::channel();
+                let client = self.client.clone();
+                let spawned = thread::Builder::new()
+                    .name("join-connect".into())
+                    .spawn(move || {
+                        let made = client
+                            .get_connection_with_timeout(IO_TIMEOUT)
+                            .and_then(|c| {
+                                c.set_read_timeout(Some(IO_TIMEOUT))?;
+                                c.set_write_timeout(Some(IO_TIMEOUT))?;
+                                Ok(c)
+                            });
+                        let _ = tx.send(made);
+                    });
+                if spawned.is_ok() {
+                    self.connecting = Some(rx);
+                } else {
+                    self.next_connect = now + RECONNECT_EVERY;
+                }
+                return false;
+            }
+        };
+        self.connecting = None;
         match made {
             Ok(c) => {
                 if self.away_logged {
