@@ -345,11 +345,10 @@ impl Correlator {
         };
         // A server's peer on another host: ask its agent's record now, so the answer is in by
         // the time the span would settle.
+        let remote_peer = !self.is_local(x.remote.ip());
         let remote_key = match (&mut self.remote, kind) {
-            (Some(remote), SpanKind::Server) if !self.local_ips.contains(&x.remote.ip()) => {
-                RemoteJoins::key_of(&x.exchange)
-                    .filter(|_| !x.remote.ip().is_loopback())
-                    .inspect(|&key| remote.ask(key))
+            (Some(remote), SpanKind::Server) if remote_peer => {
+                RemoteJoins::key_of(&x.exchange).inspect(|&key| remote.ask(key))
             }
             _ => None,
         };
