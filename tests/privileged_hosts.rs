@@ -20,19 +20,20 @@ mod support;
 use std::{
     collections::HashMap,
     path::PathBuf,
-    process::{Command, Stdio},
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 use support::{
-    Listening, Stopped,
-    hosts_lab::{
-        HOST_A, HOST_B, HOST_C, HostSpan, HostsLab, JoinCounts, PYTHON_VIP, RELAY_VIP, Redis,
-        go_report_pids, host_spans, join_counts, start_agents, stop_agents,
+    Stopped,
+    hosts_agent_output::{JoinCounts, join_counts, stderr_of},
+    hosts_checks::{
+        check_alone, check_counts, check_joined, check_no_wrong_parent, check_scoping,
+        check_stopped, check_unjoined,
     },
-    python_server, require_privileges,
-    shapes::tmp,
+    hosts_lab::{Redis, start_agents, stop_agents},
+    hosts_services::{SERVICES, Setup, files, secs},
+    hosts_spans::{HostSpan, Route, Sent, Spans},
 };
 use wirespan::testing::cannot_run;
 
@@ -57,517 +58,6 @@ const EXPORT_SLACK: Duration = Duration::from_millis(2500);
 const RESUME_GRACE: Duration = Duration::from_secs(3);
 /// Requests during the outage, one every this long.
 const OUTAGE_PACE: Duration = Duration::from_millis(500);
-
-/// The services of each host, as their agents must see them.
-const SERVICES: [(&str, &[&str]); 3] = [
-    ("host-a", &["curl-a", "front"]),
-    ("host-b", &["relay", "py-b"]),
-    ("host-c", &["echo-grpc"]),
-];
-
-/// The lab with its services running. Fields drop in order: the programs before the lab.
-struct Setup {
-    front: Listening,
-    relay: Listening,
-    echo: Listening,
-    /// Kept running until the lab goes.
-    _python: Listening,
-    lab: HostsLab,
-    started: Instant,
-    /// Trace ids of this run start with it.
-    run_id: String,
-}
-
-impl Setup {
-    /// Build the examples, make the lab and start the services; None (after `cannot_run`)
-    /// when something the test needs is missing.
-    fn new() -> Option<Self> {
-        if !require_privileges() {
-            return None;
-        }
-        let started = Instant::now();
-        if !tools_present() {
-            return None;
-        }
-        let (Some(grpc_echo), Some(gin_front)) = (
-            support::go_build("examples/grpc-echo", "hosts-grpc-echo"),
-            support::go_build("examples/gin-front", "hosts-gin-front"),
-        ) else {
-            cannot_run("cannot build examples/grpc-echo and examples/gin-front");
-            return None;
-        };
-        let lab = match HostsLab::up() {
-            Ok(lab) => lab,
-            Err(why) => {
-                cannot_run(&format!("cannot build the hosts lab: {why}"));
-                return None;
-            }
-        };
-        let start = |host: &str, program: &PathBuf, name: &str, args: &[&str]| {
-            let mut command = Command::new(program);
-            command.args(args).env("OTEL_SERVICE_NAME", name);
-            Listening::start(&mut lab.host(host).command(&command))
-        };
-        let echo_addr = format!("{HOST_C}:9090");
-        let echo = start(
-            "host-c",
-            &grpc_echo,
-            "echo-grpc",
-            &["server", "--listen", &echo_addr],
-        );
-        let relay = start(
-            "host-b",
-            &grpc_echo,
-            "relay",
-            &[
-                "relay",
-                "--listen",
-                &format!("{HOST_B}:8080"),
-                "--target",
-                &echo_addr,
-            ],
-        );
-        let page_dir = tmp("hosts-pages");
-        std::fs::create_dir_all(&page_dir).unwrap();
-        std::fs::write(page_dir.join("page.txt"), b"a page on host b\n").unwrap();
-        let mut py = python_server(&page_dir);
-        py.arg(HOST_B).env("OTEL_SERVICE_NAME", "py-b");
-        let python = Listening::start(&mut lab.host("host-b").command(&py));
-        let python_port: u16 = python
-            .addr
-            .parse()
-            .expect("the Python server prints its port");
-        if let Err(why) = lab
-            .dnat(RELAY_VIP, HOST_B, 8080)
-            .and_then(|()| lab.dnat(PYTHON_VIP, HOST_B, python_port))
-        {
-            panic!("cannot add the virtual addresses: {why}");
-        }
-        let front = start(
-            "host-a",
-            &gin_front,
-            "front",
-            &[
-                "--listen",
-                &format!("{HOST_A}:8080"),
-                "--backend",
-                &format!("{RELAY_VIP}:80"),
-            ],
-        );
-        eprintln!("hosts: lab and services up in {}", secs(started.elapsed()));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        Some(Self {
-            front,
-            relay,
-            echo,
-            _python: python,
-            lab,
-            started,
-            run_id: format!("{:016x}{:08x}", nanos as u64, std::process::id()),
-        })
-    }
-
-    /// The pids of each host's Go programs.
-    fn go_pids(&self) -> [(&'static str, Vec<u32>); 3] {
-        [
-            ("host-a", vec![self.front.pid()]),
-            ("host-b", vec![self.relay.pid()]),
-            ("host-c", vec![self.echo.pid()]),
-        ]
-    }
-
-    /// curl on host A, with a traceparent of its own: the request's trace.
-    /// The Go routes carry a `traceparent` of their own, which names the request's trace (front,
-    /// on the same host, does not pass it on: the hops to other hosts join through the store
-    /// alone). The Python route carries none, or Python's server span could adopt it rather
-    /// than join through the store: its trace is the one curl's client span starts.
-    fn send(&self, route: Route, n: u32) -> Sent {
-        let msg = format!("q{n:03}x");
-        let (trace, parent) = if route == Route::Python {
-            (String::new(), String::new())
-        } else {
-            (
-                format!("{}{n:08x}", self.run_id),
-                format!("{:016x}", 0xa11c_e000_u64 + u64::from(n)),
-            )
-        };
-        let url = match route {
-            Route::Echo => format!("http://{HOST_A}:8080/echo?msg={msg}"),
-            Route::Fanout => format!("http://{HOST_A}:8080/fanout?msg={msg}"),
-            Route::Python => format!("http://{PYTHON_VIP}/page.txt?msg={msg}"),
-        };
-        let at = self.started.elapsed();
-        let mut curl = Command::new("curl");
-        curl.args(["-sS", "-f", "--max-time", "10"])
-            .arg(&url)
-            .env("OTEL_SERVICE_NAME", "curl-a");
-        if !trace.is_empty() {
-            curl.arg("-H")
-                .arg(format!("traceparent: 00-{trace}-{parent}-01"));
-        }
-        let out = self
-            .lab
-            .host("host-a")
-            .command(&curl)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl {url} on host A failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Sent {
-            route,
-            msg,
-            trace,
-            parent,
-            at,
-        }
-    }
-}
-
-/// Whether every program the test runs is installed (`cannot_run` names the first missing).
-fn tools_present() -> bool {
-    for (program, arg, package) in [
-        ("nft", "--version", "nftables"),
-        ("curl", "--version", "curl"),
-        ("nsenter", "--version", "util-linux"),
-        ("redis-server", "--version", "redis-server"),
-        ("redis-cli", "--version", "redis-tools"),
-        ("python3", "--version", "python3"),
-    ] {
-        if !Command::new(program)
-            .arg(arg)
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            cannot_run(&format!(
-                "{program} is missing (Debian package {package}; cargo xtask setup installs it)"
-            ));
-            return false;
-        }
-    }
-    true
-}
-
-/// The spans files of a case, one per host.
-fn files(case: &str) -> [PathBuf; 3] {
-    ["a", "b", "c"].map(|h| tmp(&format!("hosts-{case}-{}-{h}.jsonl", std::process::id())))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Echo,
-    Fanout,
-    Python,
-}
-
-/// A request sent from host A: its route, `msg=` value, trace and parent (its traceparent),
-/// and when (since the test started).
-#[derive(Debug, Clone)]
-struct Sent {
-    route: Route,
-    msg: String,
-    trace: String,
-    parent: String,
-    at: Duration,
-}
-
-impl Sent {
-    fn calls(&self) -> usize {
-        match self.route {
-            Route::Echo => 1,
-            Route::Fanout => 2,
-            Route::Python => 0,
-        }
-    }
-}
-
-/// All spans of a run, each host's apart and together.
-struct Spans {
-    all: Vec<HostSpan>,
-}
-
-impl Spans {
-    fn read(files: &[PathBuf; 3]) -> Self {
-        Self {
-            all: files.iter().flat_map(|f| host_spans(f)).collect(),
-        }
-    }
-
-    fn of_host<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a HostSpan> + 'a {
-        self.all.iter().filter(move |s| s.host == host)
-    }
-
-    fn by_id(&self, id: &str) -> Option<&HostSpan> {
-        (!id.is_empty())
-            .then(|| self.all.iter().find(|s| s.span.id == id))
-            .flatten()
-    }
-
-    /// Every span of the request (carrying its `msg`), with its parent: the evidence a failure
-    /// message shows.
-    fn evidence(&self, sent: &Sent) -> String {
-        let traces: Vec<&str> = self
-            .all
-            .iter()
-            .filter(|s| s.carries(&sent.msg))
-            .map(|s| s.span.trace.as_str())
-            .chain([sent.trace.as_str()])
-            .collect();
-        let mut lines: Vec<String> = self
-            .all
-            .iter()
-            .filter(|s| traces.contains(&s.span.trace.as_str()) || s.carries(&sent.msg))
-            .map(|s| format!("    {}", s.describe()))
-            .collect();
-        lines.sort();
-        format!(
-            "  request {} ({:?}, trace {}, sent at {:.1}s):\n{}",
-            sent.msg,
-            sent.route,
-            sent.trace,
-            sent.at.as_secs_f64(),
-            lines.join("\n")
-        )
-    }
-}
-
-/// The one child of `parent` in `trace` on `host` of `service`, `kind`, named `name…`.
-fn one_child<'a>(
-    trace: &[&'a HostSpan],
-    parent: &str,
-    (host, service, kind, name): (&str, &str, u64, &str),
-) -> Result<&'a HostSpan, String> {
-    let found: Vec<&HostSpan> = trace
-        .iter()
-        .copied()
-        .filter(|s| s.span.parent == parent)
-        .collect();
-    match found.as_slice() {
-        [one]
-            if one.host == host
-                && one.span.service == service
-                && one.span.kind == kind
-                && one.span.name.starts_with(name) =>
-        {
-            Ok(one)
-        }
-        _ => Err(format!(
-            "expected one child of {parent}: {host} {service} kind={kind} {name:?}; found {}",
-            found.len()
-        )),
-    }
-}
-
-/// The whole trace of a request: every span on its host, every parent right, and no span of
-/// the request outside the trace.
-fn check_joined(spans: &Spans, sent: &Sent) -> Result<(), String> {
-    let fail = |why: String| format!("{why}\n{}", spans.evidence(sent));
-    let (trace_id, parent) = if sent.route == Route::Python {
-        // curl's client span starts the trace.
-        let curls: Vec<&HostSpan> = spans
-            .of_host("host-a")
-            .filter(|s| s.span.kind == 3 && s.carries(&sent.msg))
-            .collect();
-        let [curl] = curls.as_slice() else {
-            return Err(fail(format!("{} client spans of curl, not 1", curls.len())));
-        };
-        (curl.span.trace.clone(), String::new())
-    } else {
-        (sent.trace.clone(), sent.parent.clone())
-    };
-    let trace: Vec<&HostSpan> = spans
-        .all
-        .iter()
-        .filter(|s| s.span.trace == trace_id)
-        .collect();
-    let curl = one_child(&trace, &parent, ("host-a", "curl-a", 3, "GET")).map_err(fail)?;
-    if sent.route == Route::Python {
-        one_child(&trace, &curl.span.id, ("host-b", "py-b", 2, "GET"))
-            .map_err(|e| fail(format!("curl → Python (across hosts, through DNAT): {e}")))?;
-    } else {
-        let path = if sent.route == Route::Echo {
-            "/echo"
-        } else {
-            "/fanout"
-        };
-        let front = one_child(
-            &trace,
-            &curl.span.id,
-            ("host-a", "front", 2, &format!("GET {path}")),
-        )
-        .map_err(fail)?;
-        let calls: Vec<&&HostSpan> = trace
-            .iter()
-            .filter(|s| s.span.parent == front.span.id)
-            .collect();
-        if calls.len() != sent.calls() {
-            return Err(fail(format!(
-                "front made {} calls for the request, not {}",
-                calls.len(),
-                sent.calls()
-            )));
-        }
-        for call in calls {
-            if (
-                call.host.as_str(),
-                call.span.service.as_str(),
-                call.span.kind,
-            ) != ("host-a", "front", 3)
-            {
-                return Err(fail(format!("front's call is {}", call.describe())));
-            }
-            let relay = one_child(&trace, &call.span.id, ("host-b", "relay", 2, "GET /relay"))
-                .map_err(|e| fail(format!("front → relay (across hosts, through DNAT): {e}")))?;
-            let relay_call = one_child(
-                &trace,
-                &relay.span.id,
-                ("host-b", "relay", 3, "wirespan.echo.Echo/Say"),
-            )
-            .map_err(fail)?;
-            let echo = one_child(
-                &trace,
-                &relay_call.span.id,
-                ("host-c", "echo-grpc", 2, "wirespan.echo.Echo/Say"),
-            )
-            .map_err(|e| fail(format!("relay → echo-grpc (across hosts, gRPC): {e}")))?;
-            if trace.iter().any(|s| s.span.parent == echo.span.id) {
-                return Err(fail("echo-grpc's server span has children".into()));
-            }
-        }
-    }
-    let want = if sent.route == Route::Python {
-        2
-    } else {
-        2 + 4 * sent.calls()
-    };
-    if trace.len() != want {
-        return Err(fail(format!(
-            "{} spans in the trace, not {want}",
-            trace.len()
-        )));
-    }
-    if let Some(stray) = spans
-        .all
-        .iter()
-        .find(|s| s.carries(&sent.msg) && s.span.trace != trace_id)
-    {
-        return Err(fail(format!(
-            "a span of the request in another trace: {}",
-            stray.describe()
-        )));
-    }
-    Ok(())
-}
-
-/// A request whose hop to host B met no store: host A's part is whole (same-host joins need no
-/// store), and relay's server span on B is a root (`joined_ok`: or joined right, for a request
-/// whose wait outlasted the outage), with its own call below it.
-fn check_unjoined(spans: &Spans, sent: &Sent, joined_ok: bool) -> Result<(), String> {
-    let fail = |why: String| format!("{why}\n{}", spans.evidence(sent));
-    let trace: Vec<&HostSpan> = spans
-        .all
-        .iter()
-        .filter(|s| s.span.trace == sent.trace)
-        .collect();
-    let curl = one_child(&trace, &sent.parent, ("host-a", "curl-a", 3, "GET")).map_err(fail)?;
-    let front =
-        one_child(&trace, &curl.span.id, ("host-a", "front", 2, "GET /echo")).map_err(fail)?;
-    let call = one_child(&trace, &front.span.id, ("host-a", "front", 3, "GET")).map_err(fail)?;
-    let relays: Vec<&HostSpan> = spans
-        .of_host("host-b")
-        .filter(|s| s.span.kind == 2 && s.carries(&sent.msg))
-        .collect();
-    let [relay] = relays.as_slice() else {
-        return Err(fail(format!("{} relay server spans, not 1", relays.len())));
-    };
-    let joined = relay.span.parent == call.span.id && relay.span.trace == sent.trace;
-    if !(relay.span.parent.is_empty() || (joined_ok && joined)) {
-        return Err(fail(format!(
-            "relay's server span during the outage has parent {:?}",
-            relay.span.parent
-        )));
-    }
-    let below: Vec<&HostSpan> = spans
-        .of_host("host-b")
-        .filter(|s| s.span.parent == relay.span.id)
-        .collect();
-    match below.as_slice() {
-        [one] if one.span.kind == 3 && one.span.trace == relay.span.trace => Ok(()),
-        _ => Err(fail("relay's server span lost its own call".into())),
-    }
-}
-
-/// Every span on the host whose agent exported it, named by that agent's `host.name`; no
-/// service of another host; Go programs attached only by their own host's agent.
-fn check_scoping(setup: &Setup, files: &[PathBuf; 3], stopped: &[Stopped]) -> Vec<String> {
-    let mut failures = Vec::new();
-    let go_pids = setup.go_pids();
-    for (((host, services), file), stopped) in SERVICES.iter().zip(files).zip(stopped) {
-        let own_pids = &go_pids.iter().find(|(h, _)| h == host).unwrap().1;
-        for span in host_spans(file) {
-            if span.host != *host {
-                failures.push(format!(
-                    "{host}'s agent exported host.name={:?} (its OTEL_RESOURCE_ATTRIBUTES says host.name={host}): {}",
-                    span.host,
-                    span.describe()
-                ));
-            }
-            if !services.contains(&span.span.service.as_str()) {
-                failures.push(format!(
-                    "{host}'s agent exported a span of another host's process: {}",
-                    span.describe()
-                ));
-            }
-        }
-        for (line, pid) in go_report_pids(
-            &stopped
-                .stderr
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>(),
-        ) {
-            if !own_pids.contains(&pid) {
-                failures.push(format!(
-                    "{host}'s agent attached the Go uprobes to pid {pid}, a process of another host (its own: {own_pids:?}): {line}"
-                ));
-            }
-        }
-        if !stopped.stderr.lines().any(|l| {
-            l.starts_with("wirespan: go: ") && own_pids.iter().any(|p| l.contains(&p.to_string()))
-        }) {
-            failures.push(format!(
-                "{host}'s agent did not attach to its own Go program (pids {own_pids:?}):\n{}",
-                stopped.stderr
-            ));
-        }
-    }
-    failures
-}
-
-/// Each agent exited cleanly; its stop output read and checked against the semantic
-/// conventions (every line JSON, every attribute key known).
-fn check_stopped(files: &[PathBuf; 3], stopped: &[Stopped]) {
-    for (file, stopped) in files.iter().zip(stopped) {
-        assert!(
-            stopped.status.success(),
-            "an agent failed:\n{}",
-            stopped.stderr
-        );
-        support::file_spans(file);
-    }
-}
-
-/// Seconds, for the report.
-fn secs(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
-}
 
 /// When each request's spans first showed in host A's and host B's files (front's call, relay's
 /// server span), polled while the agents run.
@@ -744,13 +234,6 @@ fn join_prefix() -> String {
     format!("wirespan-lab{}", std::process::id())
 }
 
-/// Server spans exported on `host`: (with a parent, roots).
-fn server_spans(spans: &Spans, host: &str) -> (u64, u64) {
-    let all: Vec<&HostSpan> = spans.of_host(host).filter(|s| s.span.kind == 2).collect();
-    let joined = all.iter().filter(|s| !s.span.parent.is_empty()).count() as u64;
-    (joined, all.len() as u64 - joined)
-}
-
 /// What was measured, printed before any assertion.
 fn report(run: &JoinedRun, spans: &Spans, counts: &[Option<(String, JoinCounts)>]) {
     let t = run.times.map(secs);
@@ -767,7 +250,7 @@ fn report(run: &JoinedRun, spans: &Spans, counts: &[Option<(String, JoinCounts)>
         t[5],
     );
     for ((host, _), count) in SERVICES.iter().zip(counts) {
-        let (joined, roots) = server_spans(spans, host);
+        let (joined, roots) = spans.server_spans(host);
         eprintln!(
             "hosts: {host}: {} | server spans exported: {joined} with a parent, {roots} roots",
             count
@@ -827,70 +310,6 @@ fn check_outage(run: &JoinedRun, spans: &Spans) -> Vec<String> {
     failures
 }
 
-/// No server span is joined to anything but a client span on the host that calls it, in its
-/// own trace.
-fn check_no_wrong_parent(spans: &Spans) -> Vec<String> {
-    let mut failures = Vec::new();
-    for s in spans
-        .all
-        .iter()
-        .filter(|s| s.span.kind == 2 && s.host != "host-a" && !s.span.parent.is_empty())
-    {
-        let caller = if s.host == "host-b" {
-            "host-a"
-        } else {
-            "host-b"
-        };
-        match spans.by_id(&s.span.parent) {
-            Some(p) if p.host == caller && p.span.kind == 3 && p.span.trace == s.span.trace => {}
-            p => failures.push(format!(
-                "a wrong parent across hosts: {} under {:?}",
-                s.describe(),
-                p.map(HostSpan::describe)
-            )),
-        }
-    }
-    failures
-}
-
-/// The agents' `joins across hosts:` lines count what they exported: on B and C, every
-/// server span joined or unjoined; the outage met; no join without a published record.
-fn check_counts(spans: &Spans, counts: &[Option<(String, JoinCounts)>]) -> Vec<String> {
-    let mut failures = Vec::new();
-    for ((host, _), count) in SERVICES.iter().zip(counts) {
-        let Some((line, count)) = count else {
-            failures.push(format!(
-                "{host}'s agent printed no `joins across hosts:` line"
-            ));
-            continue;
-        };
-        if *host == "host-a" {
-            continue;
-        }
-        let (joined, roots) = server_spans(spans, host);
-        if (count.joined, count.unjoined) != (joined, roots) {
-            failures.push(format!(
-                "{host}: summary {line:?}, but {joined} server spans were exported joined and {roots} unjoined"
-            ));
-        }
-        if count.store_away == 0 {
-            failures.push(format!(
-                "{host}: summary {line:?} counts nothing that met the store away, yet Redis was stopped for {}",
-                secs(OUTAGE)
-            ));
-        }
-    }
-    if let [Some((_, a)), Some((_, b)), Some((_, c))] = counts
-        && (a.published < b.joined || b.published < c.joined)
-    {
-        failures.push(format!(
-            "fewer records published than joined: A published {}, B joined {}; B published {}, C joined {}",
-            a.published, b.joined, b.published, c.joined
-        ));
-    }
-    failures
-}
-
 /// The records are under the prefix, in the URL's database, and expire.
 fn check_redis(run: &JoinedRun, redis: &Redis) -> Vec<String> {
     let mut failures = Vec::new();
@@ -906,21 +325,6 @@ fn check_redis(run: &JoinedRun, redis: &Redis) -> Vec<String> {
         failures.push(format!("a join record does not expire: PTTL {:?}", run.ttl));
     }
     failures
-}
-
-/// The agents' standard error, without the per-stage timing lines, for a failure message.
-fn stderr_of(stopped: &[Stopped]) -> String {
-    stopped
-        .iter()
-        .map(|s| {
-            s.stderr
-                .lines()
-                .filter(|l| !l.starts_with("stages:"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .collect::<Vec<_>>()
-        .join("\n---\n")
 }
 
 #[test]
@@ -941,7 +345,7 @@ fn privileged_hosts_one_trace_per_request_across_three_hosts_through_nat_and_a_r
         stopped.iter().map(|s| join_counts(&s.stderr)).collect();
     report(&run, &spans, &counts);
 
-    let mut failures = check_scoping(&setup, &files, &stopped);
+    let mut failures = check_scoping(&setup.go_pids(), &files, &stopped);
     for sent in run.before.iter().chain(&run.after) {
         if let Err(why) = check_joined(&spans, sent) {
             failures.push(why);
@@ -949,7 +353,7 @@ fn privileged_hosts_one_trace_per_request_across_three_hosts_through_nat_and_a_r
     }
     failures.extend(check_outage(&run, &spans));
     failures.extend(check_no_wrong_parent(&spans));
-    failures.extend(check_counts(&spans, &counts));
+    failures.extend(check_counts(&spans, &counts, OUTAGE));
     failures.extend(check_redis(&run, &redis));
     eprintln!("hosts: test ran {}", secs(setup.started.elapsed()));
     assert!(
@@ -959,58 +363,6 @@ fn privileged_hosts_one_trace_per_request_across_three_hosts_through_nat_and_a_r
         failures.join("\n"),
         stderr_of(&stopped)
     );
-}
-
-/// Without a store, a request's spans as before: host A's part whole (same-host joins), the
-/// server spans on the other hosts roots of traces of their own.
-fn check_alone(spans: &Spans, sent: &Sent) -> Result<(), String> {
-    match sent.route {
-        // Host A's part whole, relay's server span a root.
-        Route::Echo => check_unjoined(spans, sent, false),
-        Route::Fanout => {
-            let roots = spans
-                .of_host("host-b")
-                .filter(|s| s.span.kind == 2 && s.carries(&sent.msg))
-                .filter(|s| s.span.parent.is_empty())
-                .count();
-            let in_trace = spans
-                .all
-                .iter()
-                .filter(|s| s.span.trace == sent.trace)
-                .count();
-            // curl, front's server span and its two calls.
-            if roots == 2 && in_trace == 4 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{roots} root relay spans (want 2), {in_trace} spans in the trace on host A (want 4)\n{}",
-                    spans.evidence(sent)
-                ))
-            }
-        }
-        Route::Python => {
-            let carrying = |host: &'static str, service: &'static str| -> Vec<&HostSpan> {
-                spans
-                    .of_host(host)
-                    .filter(|s| s.span.service == service && s.carries(&sent.msg))
-                    .collect()
-            };
-            match (
-                carrying("host-a", "curl-a").as_slice(),
-                carrying("host-b", "py-b").as_slice(),
-            ) {
-                ([curl], [python])
-                    if python.span.parent.is_empty() && python.span.trace != curl.span.trace =>
-                {
-                    Ok(())
-                }
-                _ => Err(format!(
-                    "curl's span and the Python server's, a root\n{}",
-                    spans.evidence(sent)
-                )),
-            }
-        }
-    }
 }
 
 #[test]
@@ -1035,7 +387,7 @@ fn privileged_hosts_without_a_join_store_each_host_exports_as_today() {
     let stopped = stop_agents(agents);
     check_stopped(&files, &stopped);
     let spans = Spans::read(&files);
-    let mut failures = check_scoping(&setup, &files, &stopped);
+    let mut failures = check_scoping(&setup.go_pids(), &files, &stopped);
     for s in &stopped {
         // Nothing about a store, but the zero counts of the summary if it has them.
         if let Some(line) = s

@@ -1,6 +1,7 @@
 //! Hosts simulated on this machine for the multi-host test (privileged_hosts): three "hosts" (A,
-//! B, C) and a Redis host, each a network namespace with its own address, joined by veth pairs
-//! to a bridge in a fifth, switch-only namespace, so their traffic never touches this machine's
+//! B, C), a Redis host and a gateway host (where an OpenTelemetry Collector and Jaeger run, see
+//! hosts_gateway), each a network namespace with its own address, joined by veth pairs to a
+//! bridge in a sixth, switch-only namespace, so their traffic never touches this machine's
 //! own namespace or addresses. Each host also has a cgroup v2 directory that holds its
 //! processes, which its agent selects with `--cgroup`; each agent runs in its host's network
 //! namespace (so it reaches Redis the way its host does). A virtual service address in front of
@@ -9,20 +10,19 @@
 //! lab's namespaces. Everything is removed when the lab is dropped, on failure too.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-
-use super::{Agent, Stopped, shapes::Got};
+use super::{Agent, Stopped, nat_lab::sh};
 
 pub const HOST_A: &str = "10.232.1.1";
 pub const HOST_B: &str = "10.232.1.2";
 pub const HOST_C: &str = "10.232.1.3";
 pub const REDIS_ADDR: &str = "10.232.1.9";
+/// The gateway host, where the agents may send OTLP.
+pub const GATEWAY_ADDR: &str = "10.232.1.8";
 /// Virtual service addresses (port 80), rewritten in host A to services on host B.
 pub const RELAY_VIP: &str = "10.232.9.1";
 pub const PYTHON_VIP: &str = "10.232.9.2";
@@ -90,26 +90,34 @@ pub fn in_netns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
     command
 }
 
-fn sh(script: &str) -> Result<(), String> {
-    let out = Command::new("sh")
-        .args(["-ec", script])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{script}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+/// `f` run on a thread of its own that has entered network namespace `ns`: its sockets are the
+/// namespace's (how the test, itself outside the lab, talks to a server that listens only on a
+/// namespace's loopback). An error when the namespace cannot be entered.
+pub fn on_netns_thread<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    let path = netns_path(ns);
+    let file = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                use std::os::fd::AsRawFd as _;
+                // SAFETY: setns(2) on an open namespace file; it changes this thread only (a
+                // network namespace may be entered by one thread of a process).
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
-/// The lab: hosts A, B, C, the Redis namespace and the switch between them.
+/// The lab: hosts A, B, C, the Redis and gateway namespaces and the switch between them.
 pub struct HostsLab {
     tag: String,
     pub hosts: [Host; 3],
     pub redis_ns: String,
+    pub gateway_ns: String,
     /// Namespaces made so far, removed on drop (the switch's too).
     namespaces: Vec<String>,
 }
@@ -137,6 +145,7 @@ impl HostsLab {
                 host("c", "host-c", HOST_C),
             ],
             redis_ns: format!("wshr{tag}"),
+            gateway_ns: format!("wshg{tag}"),
             namespaces: Vec::new(),
             tag,
         };
@@ -151,6 +160,7 @@ impl HostsLab {
         let mut members: Vec<(String, &str)> =
             lab.hosts.iter().map(|h| (h.ns.clone(), h.addr)).collect();
         members.push((lab.redis_ns.clone(), REDIS_ADDR));
+        members.push((lab.gateway_ns.clone(), GATEWAY_ADDR));
         for (i, (ns, addr)) in members.into_iter().enumerate() {
             sh(&format!("ip netns add {ns}"))?;
             lab.namespaces.push(ns.clone());
@@ -373,183 +383,4 @@ pub fn stop_agents(agents: Vec<Agent>) -> Vec<Stopped> {
             .collect();
         stopping.into_iter().map(|h| h.join().unwrap()).collect()
     })
-}
-
-/// The process ids named in an agent's `go:` report lines (the Go programs it attached to).
-pub fn go_report_pids(report: &[String]) -> Vec<(String, u32)> {
-    let mut found = Vec::new();
-    for line in report {
-        let Some(rest) = line.strip_prefix("wirespan: go: ") else {
-            continue;
-        };
-        let Some((_, after)) = rest.split_once("pids ") else {
-            continue;
-        };
-        let list = after.split(')').next().unwrap_or_default();
-        found.extend(
-            list.split(',')
-                .filter_map(|p| p.trim().parse().ok())
-                .map(|pid| (line.clone(), pid)),
-        );
-    }
-    found
-}
-
-/// The counts of an agent's `joins across hosts:` summary line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct JoinCounts {
-    pub published: u64,
-    pub joined: u64,
-    pub unjoined: u64,
-    pub store_away: u64,
-}
-
-/// The agent's `joins across hosts:` summary (the part of its stop line from there to the next
-/// `;`), parsed; None when it printed none. A count reads `name N` (`published 24`) or `N name`
-/// (`0 store away`), whichever the agent wrote.
-pub fn join_counts(stderr: &str) -> Option<(String, JoinCounts)> {
-    let (_, rest) = stderr.split_once("joins across hosts:")?;
-    let part = rest.split([';', '\n']).next().unwrap_or_default();
-    let count = |name: &str| -> u64 {
-        count_in(part, name).unwrap_or_else(|| panic!("no `{name} N` or `N {name}` in {part:?}"))
-    };
-    Some((
-        format!("joins across hosts:{part}"),
-        JoinCounts {
-            published: count("published"),
-            joined: count("joined"),
-            unjoined: count("unjoined"),
-            store_away: count("store away"),
-        },
-    ))
-}
-
-/// The number written next to `name` (a whole word) in `text`: after it, else before it.
-fn count_in(text: &str, name: &str) -> Option<u64> {
-    let word_start = |i: usize| {
-        text[..i]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !c.is_alphanumeric())
-    };
-    for (i, _) in text.match_indices(name) {
-        let end = i + name.len();
-        if !word_start(i)
-            || text[end..]
-                .chars()
-                .next()
-                .is_some_and(char::is_alphanumeric)
-        {
-            continue;
-        }
-        let after: String = text[end..]
-            .trim_start_matches(' ')
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        if let Ok(n) = after.parse() {
-            return Some(n);
-        }
-        let before = text[..i].trim_end_matches(' ');
-        let digits = before.len() - before.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-        if let Ok(n) = before[before.len() - digits..].parse() {
-            return Some(n);
-        }
-    }
-    None
-}
-
-/// An exported span with its resource's `host.name` and `process.pid`.
-#[derive(Debug, Clone)]
-pub struct HostSpan {
-    pub host: String,
-    pub pid: String,
-    pub span: Got,
-}
-
-impl HostSpan {
-    /// Whether an attribute carries `msg=<msg>` (a request's own query, or a call made for it:
-    /// `<msg>-0`).
-    pub fn carries(&self, msg: &str) -> bool {
-        let needle = format!("msg={msg}");
-        self.span.attrs.values().any(|v| v.contains(&needle))
-    }
-
-    /// One line for failure messages.
-    pub fn describe(&self) -> String {
-        let s = &self.span;
-        format!(
-            "{} {} pid={} kind={} {:?} trace={} id={} parent={} {}",
-            self.host,
-            s.service,
-            self.pid,
-            s.kind,
-            s.name,
-            s.trace,
-            s.id,
-            if s.parent.is_empty() { "-" } else { &s.parent },
-            s.attrs
-                .get("url.full")
-                .or_else(|| s.attrs.get("url.query"))
-                .map(String::as_str)
-                .unwrap_or_default(),
-        )
-    }
-}
-
-/// The spans of an `--exporter file` output with their hosts. While the agent runs its last
-/// line may be incomplete: lines that are not JSON are skipped (after the agent stopped, read
-/// with `support::file_spans` too, which checks every line and attribute key).
-pub fn host_spans(path: &Path) -> Vec<HostSpan> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut spans = Vec::new();
-    for line in text.lines() {
-        let Ok(request) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        for rs in request["resourceSpans"].as_array().into_iter().flatten() {
-            let resource: HashMap<&str, String> = rs["resource"]["attributes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| Some((a["key"].as_str()?, value_text(&a["value"]))))
-                .collect();
-            let text = |k: &str| resource.get(k).cloned().unwrap_or_default();
-            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-                for span in ss["spans"].as_array().into_iter().flatten() {
-                    let field = |k: &str| span[k].as_str().unwrap_or_default().to_owned();
-                    let attrs = span["attributes"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|a| {
-                            Some((a["key"].as_str()?.to_owned(), value_text(&a["value"])))
-                        })
-                        .collect();
-                    spans.push(HostSpan {
-                        host: text("host.name"),
-                        pid: text("process.pid"),
-                        span: Got {
-                            service: text("service.name"),
-                            name: field("name"),
-                            kind: span["kind"].as_u64().unwrap_or_default(),
-                            trace: field("traceId"),
-                            id: field("spanId"),
-                            parent: field("parentSpanId"),
-                            attrs,
-                        },
-                    });
-                }
-            }
-        }
-    }
-    spans
-}
-
-fn value_text(value: &Value) -> String {
-    value["stringValue"]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| value["intValue"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| value.to_string())
 }

@@ -19,7 +19,9 @@ pub const SERVER_NS_ADDR: &str = "10.231.2.2";
 pub const FRONT_VIP: &str = "10.231.9.9";
 pub const BACK_VIP: &str = "10.231.9.10";
 
-fn sh(script: &str) -> Result<(), String> {
+/// Run `script` with `sh -e`; its standard error (and the script) when it fails. The hosts lab
+/// builds its namespaces with it too.
+pub fn sh(script: &str) -> Result<(), String> {
     let out = Command::new("sh")
         .args(["-ec", script])
         .output()
