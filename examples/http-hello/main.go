@@ -2,13 +2,15 @@
 // from a grandchild goroutine, /fanout twice in parallel from child goroutines (to --backend,
 // another http-hello, or itself), /work through one long-lived worker goroutine, /call once to
 // ?target=host:port[&timeout=300ms] (502 when the call fails); /items/{id} and
-// GET /files/{path...} answer with their wildcards. -tls (self-signed) or -tls-cert/-tls-key
+// GET /files/{path...} answer with their wildcards; /line talks a made-up line protocol to
+// ?target=host:port (?lines=N). -tls (self-signed) or -tls-cert/-tls-key
 // and -tls-ca make it HTTPS (tls.go). -set-cookie-file makes /hello answer with a Set-Cookie
 // header (a response credential, which the privacy tests look for in wirespan's outputs).
 // wirespan's Go tests trace it end to end.
 package main
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
 	"io"
@@ -155,6 +157,31 @@ func main() {
 	// the ids in the path. The handlers read the path itself, not r.PathValue, so that the
 	// program still builds with older Go (a test builds it with Go 1.19, where these
 	// patterns are plain literal paths).
+	mux.HandleFunc("/line", func(w http.ResponseWriter, r *http.Request) {
+		// A made-up line protocol (no decoder knows it): ?lines=N lines to ?target=host:port
+		// on one connection, each answered by one line; the answers are the response.
+		conn, err := net.DialTimeout("tcp", r.URL.Query().Get("target"), 2*time.Second)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer conn.Close()
+		lines := 1
+		fmt.Sscan(r.URL.Query().Get("lines"), &lines)
+		reader := bufio.NewReader(conn)
+		for i := 0; i < lines; i++ {
+			if _, err := fmt.Fprintf(conn, "PING %d\n", i); err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			answer, err := reader.ReadString('\n')
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			fmt.Fprint(w, answer)
+		}
+	})
 	mux.HandleFunc("/items/{id}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "item %s\n", strings.TrimPrefix(r.URL.Path, "/items/"))
 	})
