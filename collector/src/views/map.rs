@@ -1,6 +1,7 @@
 //! `wirespan map`: the service graph observed over a run. Each edge is a client service calling a
 //! server service: a server span whose parent is a client span of another process (the same
-//! request seen from both ends). Printed as a table, as DOT, or as SVG through Graphviz's `dot`.
+//! request seen from both ends), or a database (`postgresql 10.0.0.5:5432`) that a client span
+//! called. Printed as a table, as DOT, or as SVG through Graphviz's `dot`.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -10,7 +11,7 @@ use std::{
 };
 
 use crate::sink::SpanSink;
-use crate::span::{ParentLink, Span, SpanId, SpanKind, processes::Resources};
+use crate::span::{ParentLink, Payload, Span, SpanId, SpanKind, processes::Resources};
 
 /// Client spans remembered for their server children, at most.
 const MAX_CLIENTS: usize = 100_000;
@@ -95,8 +96,19 @@ impl EdgeFinder {
             .service_name
             .clone();
         let duration = span.end_ns.saturating_sub(span.start_ns);
-        match span.kind {
-            SpanKind::Client => {
+        match (span.kind, &span.payload) {
+            // A database is a node of its own whether or not its server is traced: the client's
+            // span makes the edge (its server's spans, if any, make none, or it would count
+            // twice).
+            (SpanKind::Client, Payload::Db(db)) => Some(EdgeSample {
+                client: service,
+                server: format!("{} {}", db.system.as_str(), span.remote),
+                failed: span.is_error(),
+                server_ns: duration,
+                client_ns: duration,
+            }),
+            (SpanKind::Server, Payload::Db(_)) => None,
+            (SpanKind::Client, _) => {
                 if self.clients.len() >= MAX_CLIENTS
                     && let Some(old) = self.client_order.pop_front()
                 {
@@ -107,7 +119,7 @@ impl EdgeFinder {
                 self.client_order.push_back(span.span_id);
                 None
             }
-            SpanKind::Server => {
+            (SpanKind::Server, _) => {
                 // Only the other end of the same request makes an edge.
                 let parent = span
                     .parent_span_id
@@ -290,6 +302,29 @@ mod tests {
             incomplete: false,
             error: None,
         }
+    }
+
+    /// A database is a node, named by its system and address, with its own error count; the
+    /// database server's own spans (when it is traced too) add no second edge.
+    #[test]
+    fn database_calls_make_an_edge_to_the_database() {
+        use crate::protocol::db::{Db, DbSystem};
+        let mut map = ServiceMap::new(Resources::offline());
+        let mut query = http(SpanKind::Client, 1, None, 200);
+        query.remote = "127.0.0.1:5432".parse().unwrap();
+        query.payload = Payload::Db(Db::new(DbSystem::Postgresql, "SELECT"));
+        map.span(&query).unwrap();
+        let mut failed = query.clone();
+        if let Payload::Db(db) = &mut failed.payload {
+            db.status_code = Some("42P01".into());
+        }
+        map.span(&failed).unwrap();
+        let mut server_side = http(SpanKind::Server, 2, Some(1), 200);
+        server_side.payload = query.payload.clone();
+        map.span(&server_side).unwrap();
+        let edge = &map.edges[&("svc1".to_owned(), "postgresql 127.0.0.1:5432".to_owned())];
+        assert_eq!((edge.requests, edge.errors), (2, 1), "{}", map.table());
+        assert_eq!(map.edges.len(), 1, "{}", map.table());
     }
 
     #[test]
