@@ -183,6 +183,7 @@ impl RedisConn {
     pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>) {
         if self.replies_synced
             && let Some(partial) = self.replies.cut()
+            && self.skip_replies == 0
             && let Some(p) = self.pending.pop_front()
         {
             self.emit(p, Some(&partial), ts_ns, true, out);
@@ -286,7 +287,8 @@ impl RedisConn {
             text,
             kind,
             at,
-            truncated,
+            // A name the capture did not hold whole is part of the head not captured.
+            truncated: truncated || words.name.is_none(),
         });
     }
 

@@ -10,8 +10,8 @@ use super::command::{MAX_NAME, Words};
 pub(super) const MAX_LINE: u64 = 64 * 1024;
 /// Bytes of a line kept for parsing (numbers, error prefixes, short simple strings).
 const LINE_KEEP: usize = 64;
-/// Most arguments a command may announce (Redis: 1024 * 1024 by default... and up to INT_MAX;
-/// beyond this it is not a command stream).
+/// Most arguments a command may announce (Redis accepts up to INT_MAX; beyond that the bytes
+/// are not a command).
 const MAX_ARGS: i64 = 1 << 31;
 /// Longest bulk string accepted (Redis's `proto-max-bulk-len` is 512 MiB by default).
 pub(super) const MAX_BULK: i64 = 1 << 36;
