@@ -1,1 +1,0 @@
-//! MySQL client/server protocol (being written).
