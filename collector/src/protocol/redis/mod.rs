@@ -78,6 +78,51 @@ pub struct RedisStats {
     pub namespace_unknown: u64,
 }
 
+impl RedisStats {
+    /// Add another connection's counts.
+    pub fn add(&mut self, other: &Self) {
+        for (a, b) in self.counts_mut().into_iter().zip(other.counts()) {
+            *a += b.1;
+        }
+    }
+
+    /// Each count with what it means for people (`redis replies without a command 3`).
+    #[must_use]
+    pub fn counts(&self) -> [(&'static str, u64); 9] {
+        [
+            ("redis commands lost framing", self.request_desyncs),
+            ("redis replies lost framing", self.response_desyncs),
+            ("redis commands cut by the capture", self.cut_commands),
+            (
+                "redis commands ended without their reply",
+                self.lost_replies,
+            ),
+            ("redis replies without a command", self.unmatched_replies),
+            ("redis pushes and pub/sub messages", self.pushes),
+            ("redis commands over the waiting cap", self.pending_overflow),
+            ("redis replies nested too deep", self.too_deep),
+            (
+                "redis commands without a known database",
+                self.namespace_unknown,
+            ),
+        ]
+    }
+
+    fn counts_mut(&mut self) -> [&mut u64; 9] {
+        [
+            &mut self.request_desyncs,
+            &mut self.response_desyncs,
+            &mut self.cut_commands,
+            &mut self.lost_replies,
+            &mut self.unmatched_replies,
+            &mut self.pushes,
+            &mut self.pending_overflow,
+            &mut self.too_deep,
+            &mut self.namespace_unknown,
+        ]
+    }
+}
+
 /// Where a message in progress started, and its bytes so far.
 #[derive(Debug, Default, Clone, Copy)]
 struct Progress {

@@ -124,3 +124,22 @@ fn write_redis_fuzz_seeds() {
     cut.extend(encode(&[(SERVER, b"+OK\r\n")]));
     std::fs::write(dir.join("cut-value"), cut).unwrap();
 }
+
+#[test]
+fn stats_add_and_describe_every_count() {
+    let one = RedisStats {
+        request_desyncs: 1,
+        response_desyncs: 2,
+        cut_commands: 3,
+        lost_replies: 4,
+        unmatched_replies: 5,
+        pushes: 6,
+        pending_overflow: 7,
+        too_deep: 8,
+        namespace_unknown: 9,
+    };
+    let mut sum = one;
+    sum.add(&one);
+    let counts: Vec<u64> = sum.counts().iter().map(|c| c.1).collect();
+    assert_eq!(counts, [2, 4, 6, 8, 10, 12, 14, 16, 18]);
+}
