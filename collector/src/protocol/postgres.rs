@@ -1,1 +1,0 @@
-//! PostgreSQL wire protocol v3 (being written).
