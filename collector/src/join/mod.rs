@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 mod key;
 pub mod memory;
+mod redis_conn;
 mod redis_store;
 
 pub use self::{

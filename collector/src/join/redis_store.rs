@@ -8,7 +8,7 @@
 //!   can be after the server's agent asks);
 //! - when Redis is away (refused, or silent past the I/O timeout), pending and new asks are
 //!   answered [`Answer::Away`] at once and publishes are dropped, both counted; the thread tries
-//!   to connect again every second and joining resumes by itself.
+//!   to connect again every half second, asks or not, and joining resumes by itself.
 //!
 //! Queues are bounded: a full one drops the publish (counted) or answers the ask Away.
 
@@ -24,7 +24,10 @@ use std::{
 
 use tokio::sync::Notify;
 
-use super::{Answer, JoinKey, JoinRecord, JoinStore, StoreStats};
+use super::{
+    Answer, JoinKey, JoinRecord, JoinStore, StoreStats,
+    redis_conn::{Conn, Target},
+};
 
 /// Commands queued to the thread at most; beyond it publishes are dropped, asks answered Away.
 const QUEUE: usize = 65_536;
@@ -33,14 +36,15 @@ const TICK: Duration = Duration::from_millis(10);
 /// Connect, read and write timeout: a stopped Redis must not hold the thread longer.
 const IO_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause between connection attempts while Redis is away.
-const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 /// Keys per MGET and commands per pipeline, so one round trip stays small.
 const BATCH: usize = 1_000;
 
 /// How to reach the store and what to do there.
 #[derive(Debug, Clone)]
 pub struct RedisJoinOptions {
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS; several,
+    /// comma-separated, are nodes of one Redis Cluster.
     pub url: String,
     /// Key prefix (`prefix:` + 16 hex digits), so agents of several clusters can share a Redis.
     pub prefix: String,
@@ -97,7 +101,7 @@ impl RedisJoin {
             crate::export::tls::install_provider();
         }
         let client =
-            redis::Client::open(options.url.as_str()).map_err(|source| RedisJoinError::Url {
+            Target::parse(&options.url, IO_TIMEOUT).map_err(|source| RedisJoinError::Url {
                 url: hide_password(&options.url),
                 source,
             })?;
@@ -179,13 +183,13 @@ struct PendingAsk {
 }
 
 struct Worker {
-    client: redis::Client,
+    client: Target,
     /// For logs, without the password.
     url: String,
     options: RedisJoinOptions,
-    connection: Option<redis::Connection>,
+    connection: Option<Conn>,
     /// A connection being made (see `connect`).
-    connecting: Option<Receiver<redis::RedisResult<redis::Connection>>>,
+    connecting: Option<Receiver<redis::RedisResult<Conn>>>,
     next_connect: Instant,
     publishes: Vec<(JoinKey, JoinRecord)>,
     asks: Vec<PendingAsk>,
@@ -208,6 +212,12 @@ impl Worker {
             }
             while let Ok(command) = commands.try_recv() {
                 self.take(command);
+            }
+            // During an outage, connecting again goes on whether or not anything waits, so the
+            // first request after Redis is back finds it connected (not a failed attempt from
+            // while it was away).
+            if self.away_logged {
+                self.connect();
             }
             let asks = self.asks.len();
             self.round_trip();
@@ -277,14 +287,7 @@ impl Worker {
                 let spawned = thread::Builder::new()
                     .name("join-connect".into())
                     .spawn(move || {
-                        let made = client
-                            .get_connection_with_timeout(IO_TIMEOUT)
-                            .and_then(|c| {
-                                c.set_read_timeout(Some(IO_TIMEOUT))?;
-                                c.set_write_timeout(Some(IO_TIMEOUT))?;
-                                Ok(c)
-                            });
-                        let _ = tx.send(made);
+                        let _ = tx.send(client.connect(IO_TIMEOUT));
                     });
                 if spawned.is_ok() {
                     self.connecting = Some(rx);
@@ -320,9 +323,9 @@ impl Worker {
         if !self.away_logged {
             eprintln!(
                 "wirespan: join store {} is away ({e}): server spans from other hosts go out unjoined \
-                 (counted) until it is back; trying again every {}s",
+                 (counted) until it is back; trying again every {} ms",
                 self.url,
-                RECONNECT_EVERY.as_secs()
+                RECONNECT_EVERY.as_millis()
             );
             self.away_logged = true;
         }
@@ -346,16 +349,11 @@ impl Worker {
         };
         let ttl_ms = u64::try_from(self.options.ttl.as_millis()).unwrap_or(u64::MAX);
         for batch in self.publishes.chunks(BATCH) {
-            let mut pipe = redis::pipe();
-            for (key, record) in batch {
-                pipe.cmd("SET")
-                    .arg(key.store_key(&self.options.prefix))
-                    .arg(&record.encode()[..])
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .ignore();
-            }
-            pipe.query::<()>(connection)?;
+            let entries: Vec<_> = batch
+                .iter()
+                .map(|(key, record)| (key.store_key(&self.options.prefix), record.encode()))
+                .collect();
+            connection.set_all(&entries, ttl_ms)?;
             self.stats
                 .published
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -378,11 +376,11 @@ impl Worker {
         if due.is_empty() {
             return Ok(());
         }
-        let mut mget = redis::cmd("MGET");
-        for &i in &due {
-            mget.arg(self.asks[i].key.store_key(&self.options.prefix));
-        }
-        let values: Vec<Option<Vec<u8>>> = mget.query(connection)?;
+        let keys: Vec<String> = due
+            .iter()
+            .map(|&i| self.asks[i].key.store_key(&self.options.prefix))
+            .collect();
+        let values = connection.get_all(&keys)?;
         let mut done = vec![false; self.asks.len()];
         for (&i, value) in due.iter().zip(values) {
             let ask = &mut self.asks[i];
