@@ -2,8 +2,10 @@
 //! 1-byte sequence id, then the payload. A payload of exactly `MAX_PAYLOAD` bytes continues in
 //! the next packet; the packets of one payload make one [`Message`].
 //!
-//! Only a bounded prefix of each payload is kept (`head`); the rest is skipped by count, whether
-//! it was captured or not, so rows and large query tails cost nothing. A gap (uncaptured bytes)
+//! Only a bounded prefix of each payload is kept (`head`), as long as its kind needs (a `Cap`
+//! of its sequence id and first byte: query text, but a few bytes of a row or an ERR); the rest
+//! is skipped by count, whether it was captured or not, so rows, bind values and error messages
+//! are not held. A gap (uncaptured bytes)
 //! that runs past the end of a payload hides the next header: the direction is then lost until
 //! the connection decoder says where the next packet starts (see `Reader::resume`).
 
@@ -20,7 +22,7 @@ pub(super) struct Message {
     pub last_seq: u8,
     /// Payload bytes over all its packets.
     pub len: u64,
-    /// The payload's first bytes, at most the reader's cap.
+    /// The payload's first bytes, at most what the reader's `Cap` allows.
     pub head: Vec<u8>,
     /// Bytes the head would have held were not captured.
     pub cut: bool,
@@ -49,11 +51,16 @@ enum State {
     Lost { resume: bool },
 }
 
+/// Head bytes to keep of a message, from its sequence id and first payload byte.
+pub(super) type Cap = fn(u8, u8) -> usize;
+
 /// The framing state of one direction.
 #[derive(Debug)]
 pub(super) struct Reader {
     state: State,
-    cap: usize,
+    cap: Cap,
+    /// What the message in progress keeps (0 until its first payload byte).
+    msg_cap: usize,
     /// The message in progress, and whether its last packet was full (continued).
     msg: Option<Message>,
     continued: bool,
@@ -61,7 +68,7 @@ pub(super) struct Reader {
 
 impl Reader {
     /// A reader that starts at a packet boundary (`synced`) or lost, keeping `cap` head bytes.
-    pub fn new(cap: usize, synced: bool) -> Self {
+    pub fn new(cap: Cap, synced: bool) -> Self {
         Self {
             state: if synced {
                 State::Header {
@@ -72,6 +79,7 @@ impl Reader {
                 State::Lost { resume: false }
             },
             cap,
+            msg_cap: 0,
             msg: None,
             continued: false,
         }
@@ -184,7 +192,10 @@ impl Reader {
                     *left -= take as u32;
                     let done = *left == 0;
                     if let Some(msg) = self.msg.as_mut() {
-                        let room = self.cap.saturating_sub(msg.head.len()).min(take);
+                        if msg.head.is_empty() && take > 0 {
+                            self.msg_cap = (self.cap)(msg.first_seq, bytes[0]);
+                        }
+                        let room = self.msg_cap.saturating_sub(msg.head.len()).min(take);
                         msg.head.extend_from_slice(&bytes[..room]);
                         msg.wire += take as u64;
                     }
@@ -211,7 +222,7 @@ impl Reader {
             let done = *left == 0;
             if let Some(msg) = self.msg.as_mut() {
                 msg.wire += skip;
-                if msg.head.len() < self.cap {
+                if msg.head.is_empty() || msg.head.len() < self.msg_cap {
                     msg.cut = true;
                 }
             }

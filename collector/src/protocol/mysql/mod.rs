@@ -7,7 +7,9 @@
 //! the database with CLIENT_CONNECT_WITH_DB: the namespace; user and auth data are skipped), the
 //! authentication packets until OK or ERR, then commands: each starts with sequence id 0 from the
 //! client and gets a response whose end `response` works out. An SSLRequest means TLS follows:
-//! nothing more is decoded (counted); so does compression.
+//! nothing more of the socket's bytes is decoded (counted), nor with compression. The TLS
+//! plaintext, where the library is traced, goes to a fresh decoder and starts with the login
+//! (sequence id 2), which is recognised and decoded like the one in the clear.
 //!
 //! Exchanges: COM_QUERY (operation, collection and text with literals replaced, from `sql`),
 //! COM_STMT_PREPARE (operation `PREPARE`; the statement id in the response ties the text to
@@ -47,8 +49,30 @@ use crate::event::Direction;
 
 /// Client payload bytes kept per command: the query text beyond this is not read (`truncated`).
 pub const MAX_QUERY: usize = 16 * 1024;
-/// Server payload bytes kept per message (enough for the greeting, OK, ERR, PREPARE_OK).
-const SERVER_HEAD: usize = 256;
+
+/// Client head bytes: the text of COM_QUERY, COM_STMT_PREPARE, COM_INIT_DB and COM_CHANGE_USER;
+/// the login (sequence id 1, or 2 inside TLS) up to 1 KiB; of other commands (COM_STMT_EXECUTE's
+/// bind values, LOCAL INFILE contents) the first bytes only.
+fn client_cap(seq: u8, first: u8) -> usize {
+    use self::packets::com;
+    match (seq, first) {
+        (0, com::QUERY | com::STMT_PREPARE | com::INIT_DB | com::CHANGE_USER) => MAX_QUERY,
+        (0, _) => 16,
+        _ => 1024,
+    }
+}
+
+/// Server head bytes: the greeting whole; of an OK, EOF or PREPARE_OK (and binary rows, which
+/// start alike) enough for their fields; an ERR's code, never its message; a byte or a few of
+/// anything else (column counts and definitions, text rows).
+fn server_cap(seq: u8, first: u8) -> usize {
+    match (seq, first) {
+        (0, 0x0a) => 256,
+        (_, 0x00 | 0xfe) => 32,
+        (_, 0xff) => 3,
+        _ => 16,
+    }
+}
 /// Commands waiting for responses (pipelining depth) kept at most.
 pub const MAX_PENDING: usize = 32;
 /// Prepared statements remembered per connection, and their total text bytes.
@@ -83,19 +107,23 @@ pub struct MysqlStats {
     pub unexpected_responses: u64,
 }
 
-/// Whether a connection's first captured bytes are MySQL: the server's greeting (so only in the
-/// response direction): sequence id 0, a payload of 18..=1024 bytes starting with protocol
+/// Whether a connection's first captured bytes are MySQL. In the response direction: the
+/// server's greeting: sequence id 0, a payload of 18..=1024 bytes starting with protocol
 /// version 10, a printable version string starting with a digit and ending in NUL, a zero filler
-/// after the 8 bytes of auth data, and CLIENT_PROTOCOL_41 set. HTTP (`GET `, `HTTP/`), TLS
-/// (`16 03`) and random bytes fail the sequence id, the length bound or the 0x0a.
+/// after the 8 bytes of auth data, and CLIENT_PROTOCOL_41 set. In the request direction: only a
+/// login sent inside TLS (the first plaintext of a connection that sent an SSLRequest, see
+/// `packets::tls_login`). HTTP (`GET `, `HTTP/`), TLS records (`16 03`) and random bytes fail
+/// the sequence id, the length bound, the 0x0a or the zero filler.
 #[must_use]
 pub fn looks_like_mysql(data: &[u8], direction_is_request: bool) -> bool {
+    if direction_is_request {
+        return packets::tls_login(data);
+    }
     let Some(hdr) = data.get(..4) else {
         return false;
     };
     let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], 0]) as usize;
-    !direction_is_request
-        && hdr[3] == 0
+    hdr[3] == 0
         && (18..=1024).contains(&len)
         && packets::greeting(&data[4..data.len().min(4 + len)]).is_some()
 }
@@ -197,8 +225,8 @@ impl MysqlConn {
         Self {
             request_direction,
             phase: Phase::Start,
-            client: Reader::new(MAX_QUERY, true),
-            server: Reader::new(SERVER_HEAD, true),
+            client: Reader::new(client_cap, true),
+            server: Reader::new(server_cap, true),
             caps: None,
             namespace: None,
             pending: VecDeque::new(),
@@ -216,6 +244,11 @@ impl MysqlConn {
         self.tls |= seg.tls;
         match self.phase {
             Phase::Opaque => return,
+            // The plaintext of a TLS connection starts with the login (the greeting and the
+            // SSLRequest went before, unencrypted): the client's capabilities stand for both.
+            Phase::Start if is_request && packets::tls_login(seg.data) => {
+                self.phase = Phase::Login(u32::MAX);
+            }
             Phase::Start
                 if is_request || (self.server.at_boundary() && !starts_greeting(seg.data)) =>
             {

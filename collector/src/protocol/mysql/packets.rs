@@ -157,6 +157,24 @@ fn login_database(p: &[u8], caps: u32) -> Option<String> {
     schema_name(&rest[..end])
 }
 
+/// Whether a client segment starts with a HandshakeResponse41 sent after an SSLRequest, as the
+/// first plaintext of a TLS connection: sequence id 2, a payload of 34..=4096 bytes,
+/// CLIENT_PROTOCOL_41 and CLIENT_SSL set, the 23-byte zero filler, and a NUL-terminated user
+/// name after it.
+pub(super) fn tls_login(data: &[u8]) -> bool {
+    let Some(hdr) = data.get(..4) else {
+        return false;
+    };
+    let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], 0]);
+    let p = &data[4..];
+    let need = caps::PROTOCOL_41 | caps::SSL;
+    hdr[3] == 2
+        && (34..=4096).contains(&len)
+        && u32_at(p, 0).is_some_and(|c| c & need == need)
+        && p.get(9..32).is_some_and(|f| f.iter().all(|&b| b == 0))
+        && nul_terminated(p, 32).is_some()
+}
+
 /// COM_CHANGE_USER's schema: user, auth data (1-byte length with CLIENT_SECURE_CONNECTION,
 /// assumed when the capabilities are unknown), then the schema.
 pub(super) fn change_user_schema(p: &[u8], caps: Option<u32>) -> Option<String> {

@@ -18,7 +18,7 @@ pub(super) fn recording() -> Vec<(Direction, Vec<u8>, u64)> {
     out
 }
 
-const EXPECTED: [&str; 12] = [
+pub(super) const EXPECTED: [&str; 12] = [
     "PING - -> ok ns=shop stmt=- -",
     "SELECT orders -> ok ns=shop stmt=- SELECT id, name FROM orders WHERE id > ? AND note <> ?",
     "INSERT orders -> 1062 ns=shop stmt=- INSERT INTO orders (id, name) VALUES (?, ?)",

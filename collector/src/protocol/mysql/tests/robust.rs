@@ -114,3 +114,54 @@ fn write_fuzz_seeds() {
         std::fs::write(dir.join(name), fuzzing::encode(&segs)).unwrap();
     }
 }
+
+#[test]
+fn tls_plaintext_starts_with_the_login_and_is_decoded() {
+    let caps = GO_CAPS | caps::SSL;
+    let login = packet(2, &login(caps, Some("shop")));
+    assert!(looks_like_mysql(&login, true));
+    assert!(!looks_like_mysql(&login, false));
+    assert!(!looks_like_mysql(
+        &packet(1, &super::wire::login(caps, None)),
+        true
+    ));
+    let (out, conn) = run_conn(&[
+        (C, login, 0),
+        (S, packet(3, &ok(0, 2)), 0),
+        (C, query("SELECT a FROM t"), 0),
+        (S, result_set(&["a"], &[&["1"]], false, 1), 0),
+    ]);
+    assert_eq!(
+        lines(&out),
+        ["SELECT t -> ok ns=shop stmt=- SELECT a FROM t"]
+    );
+    assert_eq!(conn.stats, MysqlStats::default());
+}
+
+#[test]
+fn a_server_side_capture_decodes_the_same() {
+    let segs = real::recording();
+    let mut conn = MysqlConn::new(Direction::Ingress);
+    let mut out = Vec::new();
+    for (i, (direction, data, _)) in segs.iter().enumerate() {
+        let t = i as u64 * 100;
+        let direction = if *direction == C { S } else { C };
+        let seg = Segment {
+            direction,
+            origin: Origin::default(),
+            data,
+            missing: 0,
+            windows: &[],
+            ts_enter_ns: t,
+            ts_exit_ns: t + 10,
+            tls: false,
+        };
+        conn.feed(&seg, &mut out);
+    }
+    conn.close(u64::MAX, &mut out);
+    assert_eq!(lines(&out), real::EXPECTED);
+    assert!(
+        out.iter()
+            .all(|e| e.request_direction == Direction::Ingress)
+    );
+}
