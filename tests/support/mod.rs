@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod churn;
+pub mod db_servers;
 pub mod faults;
 pub mod go_builds;
 pub mod hostile;

@@ -222,7 +222,7 @@ fn cargo_fuzz() -> anyhow::Result<()> {
 /// qemu and a static busybox boot the kernels of `cargo xtask vm-test`, and musl-tools compiles
 /// the C of its static builds; nftables makes the NAT tests' rules; nghttp2's client and server
 /// speak plain HTTP/2 in the large-message test; redis-server is the multi-host test's join
-/// store.
+/// store and, with postgresql and mariadb-server, a server of the database-span test.
 fn debian_packages(need: Need) -> anyhow::Result<()> {
     // openssl makes the certificate of the demo's and the bench's HTTPS example.
     let mut wanted = vec![
@@ -247,6 +247,12 @@ fn debian_packages(need: Need) -> anyhow::Result<()> {
             // redis-server is the join store of the multi-host test (privileged_hosts), run in
             // a network namespace of its own, with no persistence.
             ("redis-server", probe("redis-server", "--version")),
+            // PostgreSQL and MariaDB servers (with their psql and mariadb clients) of the
+            // database-span test (privileged_db), each started on a loopback port of its own in
+            // a temporary directory. Installing them may start Debian's system services on the
+            // default ports (5432, 3306); the test never uses those.
+            ("postgresql", dpkg_installed("postgresql")),
+            ("mariadb-server", dpkg_installed("mariadb-server")),
             // musl-gcc compiles ring's C and assembly (the OTLP exporter's TLS) for the musl
             // builds of vm-test: Debian's gcc alone has no musl headers or x86_64-linux-musl-gcc.
             ("musl-tools", probe(MUSL_CC, "--version")),
