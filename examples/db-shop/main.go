@@ -47,18 +47,16 @@ func main() {
 	flag.Parse()
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("/redis", notConfigured("redis"))
-	mux.HandleFunc("/pg", notConfigured("pg"))
-	mux.HandleFunc("/mysql", notConfigured("mysql"))
+	redisRoute, pgRoute, mysqlRoute := notConfigured("redis"), notConfigured("pg"), notConfigured("mysql")
 	if *redisAddr != "" {
-		mux.HandleFunc("/redis", redisHandler(newRedis(*redisAddr)))
+		redisRoute = redisHandler(newRedis(*redisAddr))
 	}
 	if *pgURL != "" {
 		pool, err := newPg(*pgURL)
 		if err != nil {
 			log.Fatalf("-pg %q: %v", *pgURL, err)
 		}
-		mux.HandleFunc("/pg", pgHandler(pool))
+		pgRoute = pgHandler(pool)
 	}
 	if *mysqlDSN != "" {
 		// Opening makes no connection: the first request's handler makes it.
@@ -66,8 +64,11 @@ func main() {
 		if err != nil {
 			log.Fatalf("-mysql %q: %v", *mysqlDSN, err)
 		}
-		mux.HandleFunc("/mysql", mysqlHandler(db))
+		mysqlRoute = mysqlHandler(db)
 	}
+	mux.HandleFunc("/redis", redisRoute)
+	mux.HandleFunc("/pg", pgRoute)
+	mux.HandleFunc("/mysql", mysqlRoute)
 
 	listener, err := net.Listen("tcp", *addr)
 	if err != nil {
