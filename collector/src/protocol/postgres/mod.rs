@@ -32,7 +32,7 @@
 //! the exchange.
 //!
 //! Joining mid-connection (`PgConn::mid_connection`, or a `new` connection whose first client
-//! bytes are not a startup message): a direction starts decoding only at a syscall that begins
+//! bytes are not a startup message, or whose server speaks first): a direction starts decoding only at a syscall that begins
 //! with a plausible chain of messages (`framing::valid_chain`): client chains start with one
 //! of `Q P B E S D C H F X`, lengths under 1 MiB, and bodies that parse (a Query is printable
 //! UTF-8 ending in its NUL, names are printable, fixed-size messages have their size); the
@@ -41,7 +41,9 @@
 //! ReadyForQuery) when the request was sent; requests sent otherwise are counted as unpaired,
 //! never paired with a response that may answer another. A direction that loses its framing
 //! resyncs the same way; a lost server framing drops the waiting requests (counted); a lost
-//! client framing makes the server's idleness unknown until its next ReadyForQuery.
+//! client framing makes the server's idleness unknown until its next ReadyForQuery. A
+//! response whose first byte moved before its request's did answers an unseen request: it is
+//! counted, not paired.
 //!
 //! Not handled: a pipelining client joined mid-pipeline can pair its first requests with the
 //! answers of unseen ones (the server looks idle between two pipelined responses); replication
@@ -98,6 +100,9 @@ pub struct PostgresStats {
     pub mid_connection: u64,
     /// CancelRequests seen.
     pub cancel_requests: u64,
+    /// Responses that started before the request waiting for one was sent (answers to
+    /// unseen requests): not paired.
+    pub stray_responses: u64,
 }
 
 /// Whether bytes are the first a PostgreSQL client sends on a connection (`data` is that
@@ -177,6 +182,8 @@ pub struct PgConn {
     encrypted: bool,
     /// Joined mid-connection: exchanges carry `headers_unknown`.
     joined: bool,
+    /// A client message was seen.
+    client_seen: bool,
     tls: bool,
     pub stats: PostgresStats,
 }
@@ -202,6 +209,7 @@ impl PgConn {
             server_idle: true,
             encrypted: false,
             joined: false,
+            client_seen: false,
             tls: false,
             stats: PostgresStats::default(),
         }
@@ -242,12 +250,13 @@ impl PgConn {
         }
         self.tls |= seg.tls;
         let is_client = seg.direction == self.request_direction;
-        if is_client
-            && self.client.untyped
-            && self.client.at_boundary()
-            && !seg.data.is_empty()
-            && !messages::may_be_startup(seg.data)
-        {
+        let not_a_start = if is_client {
+            self.client.at_boundary() && !messages::may_be_startup(seg.data)
+        } else {
+            // The server spoke before the client said anything.
+            !self.client_seen
+        };
+        if self.client.untyped && !seg.data.is_empty() && not_a_start {
             // Not a connection's first bytes after all.
             self.join_midway();
         }
@@ -303,6 +312,7 @@ impl PgConn {
     }
 
     fn client_message(&mut self, msg: &Msg) {
+        self.client_seen = true;
         if msg.ty == 0 {
             self.startup_message(msg);
             return;
@@ -529,6 +539,11 @@ impl PgConn {
         let Some(p) = self.pending.front_mut() else {
             return;
         };
+        if p.response.is_none() && msg.start_ns < p.start_ns {
+            // It started before the request was sent: it answers an unseen one.
+            self.stats.stray_responses += u64::from(msg.ty == b'Z');
+            return;
+        }
         let response = p.response.get_or_insert((msg.origin.seq, 0));
         response.1 += msg.wire_len;
         p.truncated |= msg.cut;

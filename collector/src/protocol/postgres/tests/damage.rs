@@ -299,6 +299,41 @@ fn a_new_connection_without_startup_joins_mid_connection() {
 }
 
 #[test]
+fn a_server_speaking_first_means_a_join_mid_connection() {
+    let mut f = Feeder::new();
+    f.send(SERVER, &cat(&[complete("SELECT 1"), ready(b'I')]));
+    assert_eq!(f.conn.stats.mid_connection, 1);
+    f.send(CLIENT, &query("SELECT 2"));
+    f.send(SERVER, &cat(&[complete("SELECT 1"), ready(b'I')]));
+    assert_eq!(summary(&f.out), ["SELECT - | SELECT ? | - | ok | 1"]);
+    assert!(f.out[0].flags.headers_unknown);
+}
+
+#[test]
+fn a_response_older_than_its_request_is_not_paired() {
+    let mut f = Feeder::new();
+    f.connect("shop");
+    f.send(CLIENT, &query("SELECT 1"));
+    // A read that returned before the query was written (an unseen request's answer).
+    let early = cat(&[complete("SELECT 1"), ready(b'I')]);
+    let seg = Segment {
+        direction: SERVER,
+        origin: Origin::default(),
+        data: &early,
+        missing: 0,
+        windows: &[],
+        ts_enter_ns: 1,
+        ts_exit_ns: 2,
+        tls: false,
+    };
+    f.conn.feed(&seg, &mut f.out);
+    assert_eq!(f.out, []);
+    assert_eq!(f.conn.stats.stray_responses, 1);
+    f.send(SERVER, &cat(&[complete("SELECT 1"), ready(b'I')]));
+    assert_eq!(summary(&f.out), ["SELECT - | SELECT ? | - | ok | 1"]);
+}
+
+#[test]
 fn resync_refuses_segments_that_start_inside_messages() {
     let mut f = Feeder::with(PgConn::mid_connection(CLIENT));
     let big = bind("", "s", &[b'Q'; 300]);
