@@ -492,7 +492,10 @@ fn write_postgres_fuzz_seeds() {
             ]),
         ),
     ];
+    let (psql, pgx) = (super::real::psql(), super::real::pgx());
     for (name, segs) in [
+        ("psql-15", &psql),
+        ("pgx-5", &pgx),
         ("session", &conv),
         ("pipelined-copy", &pipelined),
         ("ssl-no", &ssl),
