@@ -268,6 +268,7 @@ fn a_stopped_store_is_answered_away_at_once_and_joining_resumes_when_it_is_back(
 /// published is found (the store reads a cluster with per-slot GETs, not a cross-slot MGET).
 #[test]
 fn a_redis_cluster_spreads_the_records_and_finds_every_one() {
+    const N: u32 = 60;
     let dirs: Vec<_> = (0..3)
         .map(|i| {
             let d =
@@ -310,7 +311,7 @@ fn a_redis_cluster_spreads_the_records_and_finds_every_one() {
     let url = format!("redis://{},redis://{}", addrs[0], addrs[1]);
     let mut client_host = store(url.clone(), Duration::from_secs(3));
     let mut server_host = store(url, Duration::from_secs(3));
-    const N: u32 = 60;
+
     for n in 0..N {
         client_host.publish(key(100 + n), record((n % 200) as u8 + 1));
     }

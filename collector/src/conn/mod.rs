@@ -102,6 +102,8 @@ struct Entry {
     decoder: ConnDecoder,
     /// Which direction carries its requests, when its opening (or its ports) said.
     client: Option<Direction>,
+    /// The capture saw it open (connect or accept).
+    opened: bool,
     pid: u32,
     comm: String,
     local: SocketAddr,
@@ -192,11 +194,10 @@ impl ConnTable {
         self.tcp_turns = on;
     }
 
-    /// A fresh decoder for a connection whose requests go `client` (None: not known).
-    fn decoder(&self, client: Option<Direction>) -> ConnDecoder {
-        ConnDecoder::new()
-            .noting_secrets(self.secrets.clone())
-            .with_turns(client.filter(|_| self.tcp_turns))
+    /// A fresh decoder for a connection whose requests go `client` (None: not known), whose
+    /// opening the capture saw or not.
+    fn decoder(&self, client: Option<Direction>, opened: bool) -> ConnDecoder {
+        fresh_decoder(self.secrets.as_ref(), self.tcp_turns, client, opened)
     }
 
     /// Note the credentials in HTTP/1 heads (of connections seen from now on) for blanking:
@@ -261,7 +262,7 @@ impl ConnTable {
                         ConnKind::Accept => Direction::Ingress,
                         _ => Direction::Egress,
                     };
-                    let ends = (c.local, c.remote, Some(client));
+                    let ends = (c.local, c.remote, (Some(client), true));
                     self.ensure(c.conn_id, c.pid, &c.comm, ends, c.ts_ns, out);
                 }
                 ConnKind::Close => self.close(c.conn_id, c.ts_ns, out),
@@ -297,7 +298,7 @@ impl ConnTable {
                     d.conn_id,
                     d.pid,
                     &d.comm,
-                    (d.local, d.remote, client),
+                    (d.local, d.remote, (client, false)),
                     d.ts_exit_ns,
                     out,
                 );
@@ -305,10 +306,9 @@ impl ConnTable {
                 entry.last_ns = d.ts_exit_ns;
                 let blank_content = d.tls && !self.keep_tls_content;
                 let whole = Blank::content(0..d.payload.len() as u64 + seg.missing);
-                if !admit_tls(entry, d.tls, &d.payload, |client| {
-                    ConnDecoder::new()
-                        .noting_secrets(self.secrets.clone())
-                        .with_turns(client.filter(|_| self.tcp_turns))
+                let (secrets, tcp_turns) = (self.secrets.as_ref(), self.tcp_turns);
+                if !admit_tls(entry, d.tls, &d.payload, |client, opened| {
+                    fresh_decoder(secrets, tcp_turns, client, opened)
                 }) {
                     if blank_content {
                         self.blanks.push(whole);
@@ -396,13 +396,14 @@ impl ConnTable {
         }
     }
 
-    /// Make sure the connection has an entry, making room if the table is full.
+    /// Make sure the connection has an entry, making room if the table is full. Its ends come
+    /// with what its opening said: which way requests go, and whether it was seen to open.
     fn ensure(
         &mut self,
         conn_id: u64,
         pid: u32,
         comm: &str,
-        (local, remote, client): (SocketAddr, SocketAddr, Option<Direction>),
+        (local, remote, (client, opened)): (SocketAddr, SocketAddr, (Option<Direction>, bool)),
         ts_ns: u64,
         out: &mut Vec<ConnExchange>,
     ) {
@@ -432,10 +433,11 @@ impl ConnTable {
         if let Some(key) = ends_key(local, remote) {
             self.by_ends.insert(key, conn_id);
         }
-        let decoder = self.decoder(client);
+        let decoder = self.decoder(client, opened);
         self.conns.entry(conn_id).or_insert_with(|| Entry {
             decoder,
             client,
+            opened,
             pid,
             comm: comm.to_owned(),
             local,
@@ -495,6 +497,20 @@ impl ConnTable {
     }
 }
 
+/// A decoder noting `secrets`, giving turns of unknown protocols if `tcp_turns`, told which
+/// way requests go (`client`) and whether the connection was seen to open.
+fn fresh_decoder(
+    secrets: Option<&Arc<SecretNames>>,
+    tcp_turns: bool,
+    client: Option<Direction>,
+    opened: bool,
+) -> ConnDecoder {
+    ConnDecoder::new()
+        .noting_secrets(secrets.cloned())
+        .with_turns(client.filter(|_| tcp_turns))
+        .with_opening(client, opened)
+}
+
 /// Whether a segment goes to the connection's decoder, as far as TLS goes; moves the
 /// connection to `Encrypted` at TLS records, and to `Plaintext` (a fresh decoder) at its first
 /// plaintext.
@@ -502,7 +518,7 @@ fn admit_tls(
     entry: &mut Entry,
     plaintext: bool,
     payload: &[u8],
-    fresh_decoder: impl FnOnce(Option<Direction>) -> ConnDecoder,
+    fresh_decoder: impl FnOnce(Option<Direction>, bool) -> ConnDecoder,
 ) -> bool {
     match (entry.tls, plaintext) {
         (Tls::Plaintext, true) => true,
@@ -511,7 +527,7 @@ fn admit_tls(
         (Tls::Plaintext | Tls::Encrypted, false) => false,
         (Tls::No | Tls::Encrypted, true) => {
             entry.tls = Tls::Plaintext;
-            entry.decoder = fresh_decoder(entry.client);
+            entry.decoder = fresh_decoder(entry.client, entry.opened);
             entry.fed = true;
             true
         }

@@ -190,6 +190,10 @@ pub struct Contexts {
     accepted: HashMap<u64, u64>,
     /// (pid, tid) → the request that thread is serving.
     threads: HashMap<(u32, u32), Serving>,
+    /// (pid, tid) → the last request that thread answered, and when it began its answer: an
+    /// outbound exchange made while serving it may complete only later (a call in an unknown
+    /// protocol ends at the next call or at its connection's close, see `protocol::turns`).
+    served: HashMap<(u32, u32), (Serving, u64)>,
     /// Connections closed (when, pid, local, remote): their end and client uses are forgotten
     /// after `END_GRACE_NS`, not at once (the close itself may complete the connection's last
     /// exchange). The peers read the same queue (see `closed_ends`).
@@ -270,11 +274,23 @@ impl Contexts {
                     .threads
                     .get(&key)
                     .is_some_and(|s| s.conn_id == d.conn_id)
+                    && let Some(done) = self.threads.remove(&key)
                 {
-                    self.threads.remove(&key);
+                    self.served.insert(key, (done, d.ts_enter_ns));
                 }
             }
         }
+    }
+
+    /// A process exited: its threads' state goes now, its Go state after the grace period.
+    fn on_exit(&mut self, pid: u32, ts_ns: u64) {
+        self.threads.retain(|(p, _), _| *p != pid);
+        self.served.retain(|(p, _), _| *p != pid);
+        if let Some(p) = self.go.get_mut(&pid) {
+            p.exited_at = Some(ts_ns);
+            self.exited.push_back((ts_ns, pid));
+        }
+        self.forget_exited(ts_ns);
     }
 
     /// Goroutine ancestry, handlers, gRPC streams and calls.
@@ -375,14 +391,7 @@ impl Contexts {
             Event::Exec(e) => {
                 self.go.remove(&e.pid);
             }
-            Event::Exit(e) => {
-                self.threads.retain(|(pid, _), _| *pid != e.pid);
-                if let Some(p) = self.go.get_mut(&e.pid) {
-                    p.exited_at = Some(e.ts_ns);
-                    self.exited.push_back((e.ts_ns, e.pid));
-                }
-                self.forget_exited(e.ts_ns);
-            }
+            Event::Exit(e) => self.on_exit(e.pid, e.ts_ns),
             _ => {}
         }
     }
@@ -477,16 +486,7 @@ impl Contexts {
                 Self::handler_of(x.pid, p, g, x.exchange.start_ns)
             });
         }
-        match self.threads.get(&(x.pid, origin.tid)) {
-            Some(s) if s.ts <= x.exchange.start_ns => Lookup::Serving(ServerRef::Thread {
-                pid: x.pid,
-                tid: origin.tid,
-                local: s.local,
-                remote: s.remote,
-                ts: s.ts,
-            }),
-            _ => Lookup::NoServer,
-        }
+        self.server_of_thread(x.pid, origin.tid, x.exchange.start_ns)
     }
 
     /// The goroutine that asked for this outbound request: Some(None) when unknown, None when
@@ -593,16 +593,24 @@ impl Contexts {
     /// thread state is transient).
     #[must_use]
     pub fn server_of_thread(&self, pid: u32, tid: u32, at: u64) -> Lookup {
-        match self.threads.get(&(pid, tid)) {
-            Some(s) if s.ts <= at => Lookup::Serving(ServerRef::Thread {
+        let serving = match self.threads.get(&(pid, tid)) {
+            Some(s) if s.ts <= at => Some(s),
+            // Answered since: the call began while it was still being served.
+            _ => self
+                .served
+                .get(&(pid, tid))
+                .filter(|(s, answered)| s.ts <= at && at <= *answered)
+                .map(|(s, _)| s),
+        };
+        serving.map_or(Lookup::NoServer, |s| {
+            Lookup::Serving(ServerRef::Thread {
                 pid,
                 tid,
                 local: s.local,
                 remote: s.remote,
                 ts: s.ts,
-            }),
-            _ => Lookup::NoServer,
-        }
+            })
+        })
     }
 }
 

@@ -113,6 +113,9 @@ impl Contexts {
         if self.threads.len() >= MAX_THREADS {
             self.stats.over_cap += halve(&mut self.threads, |s| s.ts);
         }
+        if self.served.len() >= MAX_THREADS {
+            self.stats.over_cap += halve(&mut self.served, |(s, _)| s.ts);
+        }
     }
 
     /// Drop the ends and client uses of connections closed more than `END_GRACE_NS` ago

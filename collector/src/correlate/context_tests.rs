@@ -497,3 +497,40 @@ fn a_goroutine_keeps_room_for_its_runs_only_and_its_last_eight() {
         (13..=20).collect::<Vec<_>>()
     );
 }
+
+/// A thread that answered its request still owns the calls it began while serving it: an
+/// outbound exchange that completes later (a call in an unknown protocol ends only at the next
+/// call or the close) finds it; a call begun after the answer does not.
+#[test]
+fn a_thread_keeps_the_request_it_answered_for_calls_begun_before_the_answer() {
+    let mut c = Contexts::default();
+    let client = "127.0.0.1:5000";
+    accept(&mut c, 1, client, 50);
+    let thread_bytes = |c: &mut Contexts, direction, ts_ns| {
+        c.on_event(&Event::Data(Data {
+            direction,
+            pid: PID,
+            tid: 7,
+            comm: "python3".into(),
+            fd: 5,
+            conn_id: 1,
+            local: SERVER.parse().unwrap(),
+            remote: client.parse().unwrap(),
+            bytes: 10,
+            seq: 0,
+            goid: None,
+            ts_enter_ns: ts_ns,
+            ts_exit_ns: ts_ns,
+            payload: Vec::new(),
+            windows: Vec::new(),
+            tls: false,
+        }));
+    };
+    thread_bytes(&mut c, Direction::Ingress, 100);
+    thread_bytes(&mut c, Direction::Egress, 200);
+    assert!(matches!(
+        c.server_of_thread(PID, 7, 150),
+        Lookup::Serving(ServerRef::Thread { ts: 100, .. })
+    ));
+    assert_eq!(c.server_of_thread(PID, 7, 250), Lookup::NoServer);
+}

@@ -56,7 +56,7 @@ impl Target {
                         "cluster nodes did not answer",
                     )));
                 }
-                Ok(Conn::Cluster(c))
+                Ok(Conn::Cluster(Box::new(c)))
             }
         }
     }
@@ -65,7 +65,8 @@ impl Target {
 /// A live connection to the store.
 pub(super) enum Conn {
     Single(redis::Connection),
-    Cluster(ClusterConnection),
+    /// Boxed: it holds a connection per node and the slot map.
+    Cluster(Box<ClusterConnection>),
 }
 
 impl Conn {

@@ -140,6 +140,9 @@ enum State {
     },
     Http1(Box<http1::Http1Conn>),
     Http2(Box<http2::Http2Conn>),
+    Redis(Box<redis::RedisConn>),
+    Postgres(Box<postgres::PgConn>),
+    Mysql(Box<mysql::MysqlConn>),
     /// No decoder knows it: an exchange per request/response turn (see `turns`).
     Turns(Box<turns::TurnsConn>),
     Unknown,
@@ -150,6 +153,9 @@ enum State {
 pub struct DecoderStats {
     pub http1: http1::Http1Stats,
     pub http2: http2::Http2Stats,
+    pub redis: redis::RedisStats,
+    pub postgres: postgres::PostgresStats,
+    pub mysql: mysql::MysqlStats,
     pub turns: turns::TurnStats,
 }
 
@@ -168,6 +174,19 @@ impl DecoderStats {
         a.cut_frames += b.cut_frames;
         a.seq_gaps += b.seq_gaps;
         a.wrong_role_guesses += b.wrong_role_guesses;
+        self.redis.add(&other.redis);
+        let (a, b) = (&mut self.postgres, &other.postgres);
+        a.desyncs += b.desyncs;
+        a.unpaired += b.unpaired;
+        a.pending_overflow += b.pending_overflow;
+        a.encrypted += b.encrypted;
+        a.mid_connection += b.mid_connection;
+        let (a, b) = (&mut self.mysql, &other.mysql);
+        a.desyncs += b.desyncs;
+        a.responses_undecoded += b.responses_undecoded;
+        a.pending_overflow += b.pending_overflow;
+        a.tls += b.tls;
+        a.mid_connection += b.mid_connection;
         let (a, b) = (&mut self.turns, &other.turns);
         a.turns += b.turns;
         a.folded += b.folded;
@@ -202,8 +221,37 @@ impl DecoderStats {
                 "tcp turns folded into their connection's last span (over the cap)",
                 self.turns.folded,
             ),
+            ("postgresql lost framing", self.postgres.desyncs),
+            ("postgresql requests not paired", self.postgres.unpaired),
+            (
+                "postgresql requests over the waiting cap",
+                self.postgres.pending_overflow,
+            ),
+            (
+                "postgresql connections encrypted (not decoded)",
+                self.postgres.encrypted,
+            ),
+            (
+                "postgresql connections joined mid-way (database unknown)",
+                self.postgres.mid_connection,
+            ),
+            ("mysql lost framing", self.mysql.desyncs),
+            (
+                "mysql responses not decoded",
+                self.mysql.responses_undecoded,
+            ),
+            (
+                "mysql commands over the waiting cap",
+                self.mysql.pending_overflow,
+            ),
+            ("mysql connections over TLS (not decoded)", self.mysql.tls),
+            (
+                "mysql connections joined mid-way (schema unknown)",
+                self.mysql.mid_connection,
+            ),
         ]
         .into_iter()
+        .chain(self.redis.counts())
         .filter(|(_, n)| *n > 0)
         .map(|(what, n)| format!("{what} {n}"))
         .collect()
@@ -220,6 +268,12 @@ pub struct ConnDecoder {
     /// Which direction carries requests, when a connection of unknown protocol is to give an
     /// exchange per turn (None: it gives none).
     turns: Option<Direction>,
+    /// Which direction carries requests, as far as the connection's opening (connect or
+    /// accept) or its ports tell: mid-connection database joins are recognised only from the
+    /// client's side.
+    client: Option<Direction>,
+    /// The capture saw the connection open (a Redis connection's database is then 0).
+    opened: bool,
     /// The segments seen while detecting, as counts, for the turns of an unknown protocol.
     early: Vec<Early>,
 }
@@ -241,6 +295,8 @@ pub enum Detected {
     Pending,
     Http1,
     Http2,
+    /// Redis, PostgreSQL or MySQL.
+    Database,
     Unknown,
 }
 
@@ -257,8 +313,19 @@ impl ConnDecoder {
             state: State::Detecting { seen: 0 },
             secrets: None,
             turns: None,
+            client: None,
+            opened: false,
             early: Vec::new(),
         }
+    }
+
+    /// What the connection's opening said: which direction carries requests (None: not
+    /// known), and whether the capture saw it open.
+    #[must_use]
+    pub fn with_opening(mut self, client: Option<Direction>, opened: bool) -> Self {
+        self.client = client;
+        self.opened = opened;
+        self
     }
 
     /// Give an exchange per request/response turn if no decoder knows the protocol, the
@@ -282,6 +349,7 @@ impl ConnDecoder {
             State::Detecting { .. } => Detected::Pending,
             State::Http1(_) => Detected::Http1,
             State::Http2(_) => Detected::Http2,
+            State::Redis(_) | State::Postgres(_) | State::Mysql(_) => Detected::Database,
             State::Turns(_) | State::Unknown => Detected::Unknown,
         }
     }
@@ -302,6 +370,18 @@ impl ConnDecoder {
                 turns: conn.stats,
                 ..DecoderStats::default()
             },
+            State::Redis(conn) => DecoderStats {
+                redis: conn.stats,
+                ..DecoderStats::default()
+            },
+            State::Postgres(conn) => DecoderStats {
+                postgres: conn.stats,
+                ..DecoderStats::default()
+            },
+            State::Mysql(conn) => DecoderStats {
+                mysql: conn.stats,
+                ..DecoderStats::default()
+            },
             State::Detecting { .. } | State::Unknown => DecoderStats::default(),
         }
     }
@@ -312,6 +392,9 @@ impl ConnDecoder {
         match &self.state {
             State::Http1(conn) => conn.buffered_bytes(),
             State::Http2(conn) => conn.buffered_bytes(),
+            State::Redis(conn) => conn.buffered_bytes(),
+            State::Postgres(conn) => conn.buffered_bytes(),
+            State::Mysql(conn) => conn.buffered_bytes(),
             State::Detecting { .. } | State::Turns(_) | State::Unknown => 0,
         }
     }
@@ -319,7 +402,12 @@ impl ConnDecoder {
     /// Feed one syscall's bytes; completed exchanges are appended to `out`.
     pub fn feed(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
         if let State::Detecting { seen } = self.state {
-            self.state = detect(seg, seen);
+            self.state = detect(seg, seen, self.client);
+            if let State::Redis(conn) = &mut self.state
+                && self.opened
+            {
+                conn.saw_connection_start();
+            }
             match &mut self.state {
                 State::Http1(conn) => conn.marks.set_secrets(self.secrets.clone()),
                 State::Http2(conn) => conn.marks.set_secrets(self.secrets.clone()),
@@ -332,7 +420,7 @@ impl ConnDecoder {
                     tls: seg.tls,
                 }),
                 State::Unknown => self.start_turns(out),
-                State::Turns(_) => {}
+                State::Turns(_) | State::Redis(_) | State::Postgres(_) | State::Mysql(_) => {}
             }
             if !matches!(self.state, State::Detecting { .. }) {
                 self.early = Vec::new();
@@ -342,6 +430,9 @@ impl ConnDecoder {
             State::Http1(conn) => conn.feed(seg, out),
             State::Http2(conn) => conn.feed(seg, out),
             State::Turns(conn) => conn.feed(seg, out),
+            State::Redis(conn) => conn.feed(seg, out),
+            State::Postgres(conn) => conn.feed(seg, out),
+            State::Mysql(conn) => conn.feed(seg, out),
             State::Detecting { .. } | State::Unknown => {}
         }
     }
@@ -354,7 +445,12 @@ impl ConnDecoder {
         match &self.state {
             State::Http1(conn) => Some(conn.marks.ranges()),
             State::Http2(conn) => Some(conn.marks.ranges()),
-            State::Detecting { .. } | State::Turns(_) | State::Unknown => None,
+            State::Detecting { .. }
+            | State::Turns(_)
+            | State::Redis(_)
+            | State::Postgres(_)
+            | State::Mysql(_)
+            | State::Unknown => None,
         }
     }
 
@@ -364,6 +460,9 @@ impl ConnDecoder {
             State::Http1(conn) => conn.close(ts_ns, out),
             State::Http2(conn) => conn.close(ts_ns, out),
             State::Turns(conn) => conn.close(ts_ns, out),
+            State::Redis(conn) => conn.close(ts_ns, out),
+            State::Postgres(conn) => conn.close(ts_ns, out),
+            State::Mysql(conn) => conn.close(ts_ns, out),
             State::Detecting { .. } | State::Unknown => {}
         }
     }
@@ -401,8 +500,9 @@ fn opposite(direction: Direction) -> Direction {
     }
 }
 
-/// Recognise the protocol from a segment, or keep waiting (up to `DETECT_SEGMENTS`).
-fn detect(seg: &Segment<'_>, seen: u32) -> State {
+/// Recognise the protocol from a segment, or keep waiting (up to `DETECT_SEGMENTS`). `client`
+/// is the direction the connection's requests go, when its opening or ports said.
+fn detect(seg: &Segment<'_>, seen: u32, client: Option<Direction>) -> State {
     let data = seg.data;
     if data.starts_with(http2::PREFACE) {
         return State::Http2(Box::new(http2::Http2Conn::from_preface(seg.direction)));
@@ -417,6 +517,9 @@ fn detect(seg: &Segment<'_>, seen: u32) -> State {
         // Joined mid-connection: HPACK state and roles unknown until header blocks show them.
         return State::Http2(Box::new(http2::Http2Conn::mid_connection()));
     }
+    if let Some(state) = detect_database(seg, client) {
+        return state;
+    }
     if data.is_empty() || seen + 1 < DETECT_SEGMENTS {
         State::Detecting {
             seen: seen + u32::from(!data.is_empty()),
@@ -424,6 +527,43 @@ fn detect(seg: &Segment<'_>, seen: u32) -> State {
     } else {
         State::Unknown
     }
+}
+
+/// A database protocol, from what starts a connection (a Redis command, PostgreSQL's startup
+/// message, MySQL's greeting), or, from the client's side of a connection older than the
+/// capture, a PostgreSQL or MySQL command (each decoder's strict check; see their modules).
+fn detect_database(seg: &Segment<'_>, client: Option<Direction>) -> Option<State> {
+    let data = seg.data;
+    let this = seg.direction;
+    if redis::looks_like_redis(data, true) {
+        return Some(State::Redis(Box::new(redis::RedisConn::new(this))));
+    }
+    if redis::looks_like_redis(data, false) {
+        return Some(State::Redis(Box::new(redis::RedisConn::new(opposite(
+            this,
+        )))));
+    }
+    if postgres::looks_like_postgres(data, true) {
+        return Some(State::Postgres(Box::new(postgres::PgConn::new(this))));
+    }
+    if mysql::looks_like_mysql(data, false) {
+        return Some(State::Mysql(Box::new(mysql::MysqlConn::new(opposite(
+            this,
+        )))));
+    }
+    if client != Some(this) {
+        return None;
+    }
+    let total = data.len() as u64 + seg.missing;
+    if postgres::looks_like_client_messages(data) {
+        return Some(State::Postgres(Box::new(postgres::PgConn::mid_connection(
+            this,
+        ))));
+    }
+    if mysql::looks_like_command(data, total) {
+        return Some(State::Mysql(Box::new(mysql::MysqlConn::new(this))));
+    }
+    None
 }
 
 #[cfg(test)]
