@@ -322,7 +322,8 @@ impl PgConn {
                 let stmt = Stmt::new(messages::query_text(&msg.body), msg.cut);
                 let mut db = self.db(stmt.operation);
                 db.collection = stmt.collection;
-                db.query_text = Some(stmt.text);
+                // A text not captured at all names nothing; the tag will name the command.
+                db.query_text = Some(stmt.text).filter(|t| !t.is_empty());
                 self.push_request(Pending {
                     db,
                     start_ns: msg.start_ns,

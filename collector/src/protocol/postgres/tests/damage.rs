@@ -171,6 +171,17 @@ fn a_query_cut_by_the_capture_keeps_its_prefix() {
 }
 
 #[test]
+fn a_query_whose_text_was_not_captured_is_named_by_its_tag() {
+    let mut f = Feeder::new();
+    f.connect("shop");
+    let q = query("DELETE FROM sessions WHERE id = 4");
+    f.cut(CLIENT, &q, 5);
+    f.send(SERVER, &cat(&[complete("DELETE 1"), ready(b'I')]));
+    assert_eq!(summary(&f.out), ["DELETE - | - | - | ok | 1"]);
+    assert!(f.out[0].flags.truncated);
+}
+
+#[test]
 fn a_lost_header_costs_the_waiting_requests_and_pairing_resumes_safely() {
     let mut f = Feeder::new();
     f.connect("shop");

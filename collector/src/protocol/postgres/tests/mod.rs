@@ -310,7 +310,7 @@ fn empty_query_takes_its_operation_from_the_tag() {
     f.connect("shop");
     f.send(CLIENT, &query("/* only a comment */"));
     f.send(SERVER, &cat(&[complete("SELECT 0"), ready(b'I')]));
-    assert_eq!(summary(&f.out), ["SELECT - |  | - | ok | 1"]);
+    assert_eq!(summary(&f.out), ["SELECT - | - | - | ok | 1"]);
 }
 
 #[test]
