@@ -282,10 +282,12 @@ fn check_go(db: &DbServers, redis: &[Vec<&Value>], pg: &[Vec<&Value>], mysql: &[
         expect_failure(calls, "LPUSH", "WRONGTYPE");
     }
     for calls in pg {
+        // pgx prepares a statement (Parse, Describe, Sync) before it executes it: a missing
+        // table fails there, so the failed call is the prepare, named for its statement.
         let expected = [
             ("SELECT orders", 2),
             ("INSERT orders", 2),
-            ("SELECT missing_orders", 1),
+            ("PREPARE missing_orders", 1),
         ];
         check_calls(
             calls,
@@ -314,7 +316,7 @@ fn check_go(db: &DbServers, redis: &[Vec<&Value>], pg: &[Vec<&Value>], mysql: &[
             "INSERT orders",
             "INSERT INTO orders (item) VALUES ($1)",
         );
-        expect_failure(calls, "SELECT missing_orders", "42P01");
+        expect_failure(calls, "PREPARE missing_orders", "42P01");
     }
     for calls in mysql {
         let expected = [

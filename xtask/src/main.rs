@@ -494,7 +494,9 @@ fn offsets() -> anyhow::Result<()> {
 /// default 20). New inputs go to a corpus in the cache, beside the committed seeds, so longer
 /// runs (`cargo fuzz run <target>` by hand) pick up where these left off.
 fn fuzz() -> anyhow::Result<()> {
-    const TARGETS: [&str; 4] = ["http1", "http2", "hpack", "events"];
+    const TARGETS: [&str; 7] = [
+        "http1", "http2", "hpack", "events", "redis", "postgres", "mysql",
+    ];
     let seconds = std::env::var("WIRESPAN_FUZZ_SECONDS").unwrap_or_else(|_| "20".to_owned());
     let fuzz_dir = workspace_root().join("collector/fuzz");
     for target in TARGETS {
