@@ -76,31 +76,24 @@ impl Conn {
         entries: &[(String, [u8; RECORD_LEN])],
         ttl_ms: u64,
     ) -> RedisResult<()> {
+        // The two pipelines share their builder methods but no trait.
+        macro_rules! sets {
+            ($pipe:expr) => {{
+                let mut pipe = $pipe;
+                for (key, record) in entries {
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(&record[..])
+                        .arg("PX")
+                        .arg(ttl_ms)
+                        .ignore();
+                }
+                pipe
+            }};
+        }
         match self {
-            Self::Single(c) => {
-                let mut pipe = redis::pipe();
-                for (key, record) in entries {
-                    pipe.cmd("SET")
-                        .arg(key)
-                        .arg(&record[..])
-                        .arg("PX")
-                        .arg(ttl_ms)
-                        .ignore();
-                }
-                pipe.query(c)
-            }
-            Self::Cluster(c) => {
-                let mut pipe = cluster_pipe();
-                for (key, record) in entries {
-                    pipe.cmd("SET")
-                        .arg(key)
-                        .arg(&record[..])
-                        .arg("PX")
-                        .arg(ttl_ms)
-                        .ignore();
-                }
-                pipe.query(c)
-            }
+            Self::Single(c) => sets!(redis::pipe()).query(c),
+            Self::Cluster(c) => sets!(cluster_pipe()).query(c),
         }
     }
 
