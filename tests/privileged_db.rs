@@ -396,9 +396,14 @@ fn privileged_db_calls_are_spans_under_the_request_that_made_them() {
         db.postgres.port.to_string(),
         db.mariadb.port.to_string(),
     ];
+    let recording = std::env::temp_dir().join("wirespan-db.rec");
+    let recorder = start_recorder(&recording, &ports);
     let agent = agent_to_file(&file, &ports.iter().map(String::as_str).collect::<Vec<_>>());
     drive(&services);
     agent.stop();
+    if let Some(recorder) = recorder {
+        save_fixture(recorder, &recording);
+    }
     eprintln!("requests done, agent stopped after {:?}", started.elapsed());
     let run = Run::read(&file);
 
@@ -435,4 +440,29 @@ fn privileged_db_calls_are_spans_under_the_request_that_made_them() {
     check_go(db, &redis, &pg, &mysql);
     check_py(db, &py_pg, &py_redis);
     eprintln!("checked after {:?}", started.elapsed());
+}
+
+/// With WIRESPAN_RECORD_FIXTURES set, `wirespan record` on the same ports for the whole run
+/// (started first, so it sees every connection open); `save_fixture` writes it to
+/// tests/fixtures/db_shop.rec, replayed, unprivileged, by tests/protocol_golden.rs and
+/// tests/span_golden.rs.
+fn start_recorder(recording: &Path, ports: &[String]) -> Option<support::Agent> {
+    std::env::var_os("WIRESPAN_RECORD_FIXTURES")?;
+    let mut args = vec!["record", "--output", recording.to_str().unwrap()];
+    for port in ports {
+        args.extend(["--port", port.as_str()]);
+    }
+    Some(support::Agent::start(&args))
+}
+
+fn save_fixture(recorder: support::Agent, recording: &Path) {
+    let stopped = recorder.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/db_shop.rec");
+    std::fs::copy(recording, fixture).unwrap();
+    let _ = std::fs::remove_file(recording);
+    eprintln!(
+        "recorded {fixture}: {} bytes",
+        std::fs::metadata(fixture).unwrap().len()
+    );
 }

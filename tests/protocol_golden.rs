@@ -115,12 +115,18 @@ fn check_golden(case: &str, exchanges: &[Exchange]) {
         }
     };
     let actual: String = exchanges.iter().map(|e| line(e) + "\n").collect();
+    check_golden_text(case, &actual);
+}
+
+/// `actual` against `tests/golden/<case>.txt`; on a mismatch it is written beside it as
+/// `<case>.actual.txt`.
+fn check_golden_text(case: &str, actual: &str) {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden"));
     let golden = dir.join(format!("{case}.txt"));
     let expected = std::fs::read_to_string(&golden).unwrap_or_default();
     if actual != expected {
         let written = dir.join(format!("{case}.actual.txt"));
-        std::fs::write(&written, &actual).unwrap();
+        std::fs::write(&written, actual).unwrap();
         panic!(
             "{case}: exchanges differ from {}; actual output written to {}:\n{actual}",
             golden.display(),
@@ -669,4 +675,66 @@ fn recorded_http_and_grpc_replay_to_the_right_exchanges() {
         "/../tests/fixtures/http_grpc.rec"
     );
     check_recorded_exchanges(&replay_exchanges(std::path::Path::new(fixture)));
+}
+
+// ---------------------------------------------------------------- Redis, PostgreSQL, MySQL
+
+/// In every value examples/db-shop and tests/support/db_clients.py write.
+const DB_SECRET: &str = "db-shop-secret";
+
+/// One exchange of `wirespan exchanges --json` as a line, times, ids and ports left out.
+fn exchange_line(e: &serde_json::Value) -> String {
+    let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+    let who = format!("{} {}", s("comm"), s("role"));
+    let sizes = format!("req={} resp={}", e["request_bytes"], e["response_bytes"]);
+    if e["db_operation"].is_string() {
+        let name = match e["db_collection"].as_str() {
+            Some(collection) => format!("{} {collection}", s("db_operation")),
+            None => s("db_operation"),
+        };
+        let status = e["db_status_code"].as_str().unwrap_or("ok");
+        format!(
+            "{who} DB {} {name} -> {status} {sizes} ns={} text={:?}",
+            s("protocol"),
+            s("db_namespace"),
+            s("db_query_text"),
+        )
+    } else {
+        format!(
+            "{who} {} {} {} -> {} {sizes}",
+            s("protocol").to_uppercase(),
+            s("method"),
+            s("target"),
+            e["status"]
+        )
+    }
+}
+
+/// Real Redis, PostgreSQL (pgx, psycopg) and MariaDB (go-sql-driver/mysql) traffic recorded by
+/// tests/privileged_db.rs (WIRESPAN_RECORD_FIXTURES=1) as tests/fixtures/db_shop.rec, replayed
+/// unprivileged: every call at both ends decoded to its command or statement, collection,
+/// sanitized text and error code (`WRONGTYPE`, `42P01`, `1146`), and none shows a value the
+/// programs wrote.
+#[test]
+fn recorded_redis_postgres_and_mysql_replay_to_the_golden_exchanges() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/db_shop.rec");
+    let exchanges = replay_exchanges(std::path::Path::new(fixture));
+    let actual: String = exchanges.iter().map(|e| exchange_line(e) + "\n").collect();
+    assert!(
+        !serde_json::to_string(&exchanges)
+            .unwrap()
+            .contains(DB_SECRET),
+        "an exchange shows a value the programs wrote ({DB_SECRET}...)"
+    );
+    for (protocol, failure) in [
+        ("redis", "LPUSH -> WRONGTYPE"),
+        ("postgresql", "PREPARE missing_orders -> 42P01"),
+        ("mysql", "SELECT missing_users -> 1146"),
+    ] {
+        assert!(
+            actual.contains(&format!("DB {protocol} {failure}")),
+            "{protocol}: no failing call in\n{actual}"
+        );
+    }
+    check_golden_text("db_shop_exchanges", &actual);
 }

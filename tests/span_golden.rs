@@ -138,6 +138,36 @@ fn http1_http2_and_grpc_exchanges_pair_up_by_sequence_number_or_stream() {
     check("spans_http_grpc", &render(&spans));
 }
 
+/// tests/fixtures/db_shop.rec (recorded by tests/privileged_db.rs with
+/// WIRESPAN_RECORD_FIXTURES=1): examples/db-shop's `/redis`, `/pg` and `/mysql` and
+/// tests/support/db_clients.py's `/py`, three requests each. Each request is one trace: its
+/// server span with, under it, a client span per Redis command or SQL statement, named per the
+/// database conventions, with the failing ones' codes; no span shows a value the programs wrote.
+#[test]
+fn redis_postgres_and_mysql_calls_are_client_spans_under_their_requests() {
+    let (spans, orphans) = spans_of("db_shop.rec");
+    let tree = render(&spans);
+    assert!(
+        !tree.contains("db-shop-secret"),
+        "a span shows a value the programs wrote:\n{tree}"
+    );
+    for (name, code) in [
+        ("LPUSH", "db.response.status_code=WRONGTYPE"),
+        ("PREPARE missing_orders", "db.response.status_code=42P01"),
+        ("SELECT missing_users", "db.response.status_code=1146"),
+    ] {
+        assert!(
+            tree.lines()
+                .any(|l| l.contains(&format!("Client {name} ")) && l.contains(code)),
+            "no failing {name} ({code}):\n{tree}"
+        );
+    }
+    assert_eq!(orphans, 0, "{tree}");
+    // Three requests to each of the four handlers, a trace each.
+    assert_eq!(tree.lines().filter(|l| *l == "trace").count(), 12, "{tree}");
+    check("db_shop_spans", &tree);
+}
+
 #[test]
 fn the_service_map_of_a_recording_has_its_edge_with_counts() {
     let fixture = concat!(
