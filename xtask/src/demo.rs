@@ -2,9 +2,11 @@
 //! all on loopback. gin-front (/echo, /fanout) calls relay (net/http), which calls echo-grpc
 //! (grpc-go) for each request; a little traffic flows every two seconds. hello-https
 //! (examples/http-hello over HTTPS, HTTP/2 by ALPN, with a certificate made here) calls itself
-//! over HTTPS on /chain, which the traffic asks for with curl too. The console shows each
-//! trace as a tree; Jaeger (all-in-one, in-memory) gets the same spans over OTLP. Ctrl-C (or
-//! `--duration`) stops everything this started.
+//! over HTTPS on /chain, which the traffic asks for with curl too. db-shop (examples/db-shop)
+//! talks to a redis-server of the demo's own (loopback, no persistence) on /redis, which the
+//! traffic asks for too: its SET, GET, ... are client spans under db-shop's server span.
+//! The console shows each trace as a tree; Jaeger (all-in-one, in-memory) gets the same spans
+//! over OTLP. Ctrl-C (or `--duration`) stops everything this started (redis-server too).
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -158,6 +160,49 @@ pub fn jaeger_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
+/// Start a redis-server of the demo's own on a free loopback port, without persistence (its
+/// working directory is `dir/redis`), and wait (up to 10 s) until it answers PING; its address.
+fn start_redis(started: &mut Started, dir: &Path) -> anyhow::Result<String> {
+    let port = free_port()?;
+    let work = dir.join("redis");
+    std::fs::create_dir_all(&work)?;
+    let log = std::fs::File::create(dir.join("redis.log"))?;
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&work)
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let child = spawn_unblocked(&mut cmd).context("cannot start redis-server")?;
+    started.children.push(("redis-server".into(), child));
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !redis_pong(&addr) {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "redis-server did not answer PING; see {}",
+                dir.join("redis.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(addr)
+}
+
+/// Whether a Redis server answers PING at `addr`.
+fn redis_pong(addr: &str) -> bool {
+    let ping = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"PING\r\n")?;
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply)?;
+        Ok(&reply == b"+PONG\r\n")
+    };
+    ping().unwrap_or(false)
+}
+
 /// Ports of a running Jaeger.
 pub struct JaegerPorts {
     pub otlp_grpc: u16,
@@ -284,7 +329,12 @@ fn start_agent(
 }
 
 /// Where the demo's services, views and endpoints are.
-fn announce(services: &[&String; 4], jaeger_ports: Option<&JaegerPorts>, agent: &Path) {
+fn announce(
+    services: &[&String; 4],
+    db: Option<&(String, String)>,
+    jaeger_ports: Option<&JaegerPorts>,
+    agent: &Path,
+) {
     let [front, relay, grpc, hello] = services;
     eprintln!("xtask: demo running. front (gin): http://{front}/echo?msg=hi and /fanout");
     eprintln!(
@@ -295,6 +345,11 @@ fn announce(services: &[&String; 4], jaeger_ports: Option<&JaegerPorts>, agent: 
         "xtask:   hello-https (net/http over TLS, HTTP/2): curl -k https://localhost:{hello_port}/chain \
          or /items/42 (--http1.1 for HTTP/1.1)"
     );
+    if let Some((redis, shop)) = db {
+        eprintln!(
+            "xtask:   db-shop (net/http, go-redis): http://{shop}/redis (SET, GET, a pipeline, WRONGTYPE) against the demo's redis-server {redis}"
+        );
+    }
     if let Some(ports) = jaeger_ports {
         let q = ports.query_http;
         eprintln!(
@@ -314,11 +369,53 @@ fn announce(services: &[&String; 4], jaeger_ports: Option<&JaegerPorts>, agent: 
     );
 }
 
+/// A little traffic every two seconds until `stop`: front's /echo and /fanout, relay's /count,
+/// db-shop's /redis (when the database leg runs) and hello-https's /chain through curl.
+fn drive_traffic(
+    stop: Arc<AtomicBool>,
+    [front, relay, hello]: [String; 3],
+    db_shop: Option<String>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            match n % 5 {
+                0 => drop(http_get(&front, &format!("/echo?msg=hello-{n}"))),
+                1 => drop(http_get(&front, &format!("/fanout?msg=fan-{n}"))),
+                2 => drop(http_get(&relay, "/count?n=3")),
+                3 => {
+                    if let Some(db_shop) = &db_shop {
+                        drop(http_get(db_shop, "/redis"));
+                    }
+                }
+                // HTTPS with HTTP/2 through curl (OpenSSL), when the machine has it.
+                _ => drop(
+                    Command::new("curl")
+                        .args(["-sk", "-o", "/dev/null"])
+                        .arg(format!("https://{hello}/chain"))
+                        .status(),
+                ),
+            }
+            n += 1;
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    })
+}
+
 /// `cargo xtask demo [--duration SECS]`.
 pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
     let dir = setup::cache_dir().join("demo");
     std::fs::create_dir_all(&dir)?;
-    build_examples(&dir, &["grpc-echo", "gin-front", "http-hello"])?;
+    build_examples(&dir, &["grpc-echo", "gin-front", "http-hello", "db-shop"])?;
+    // The database leg's server: not in what `build` needs, so installed here (as root).
+    if let Err(why) = setup::debian_package(
+        "redis-server",
+        Command::new("redis-server").arg("--version"),
+    ) {
+        eprintln!(
+            "xtask: cannot install redis-server ({why:#}); the demo runs without its database leg"
+        );
+    }
     let (cert, key) = setup::certificate(&dir)?;
     // An OTLP endpoint in the environment is where the user wants the spans: no Jaeger then.
     let user_endpoint = [
@@ -369,44 +466,44 @@ pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
         &["-tls-cert", &cert, "-tls-key", &key, "-tls-ca", &cert],
     )?;
 
+    // The database leg: db-shop's /redis against a redis-server of the demo's own.
+    let db = match start_redis(&mut started, &dir) {
+        Ok(redis) => Some(
+            started
+                .service("db-shop", &dir.join("db-shop"), &["-redis", &redis])
+                .map(|shop| (redis, shop))?,
+        ),
+        Err(why) => {
+            eprintln!("xtask: no database leg ({why:#})");
+            None
+        }
+    };
+
     let sink = match (&user_endpoint, &jaeger_ports) {
         (Some(_), _) => Sink::UserEndpoint,
         (None, Some(ports)) => Sink::ConsoleAndJaeger(ports),
         (None, None) => Sink::Console,
     };
-    start_agent(&mut started, agent, &[&grpc, &relay, &front, &hello], &sink)?;
+    let mut watched = vec![&grpc, &relay, &front, &hello];
+    if let Some((redis, shop)) = &db {
+        watched.extend([shop, redis]);
+    }
+    start_agent(&mut started, agent, &watched, &sink)?;
 
     announce(
         &[&front, &relay, &grpc, &hello],
+        db.as_ref(),
         jaeger_ports.as_ref(),
         agent,
     );
     eprintln!("xtask: Ctrl-C stops everything the demo started.");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let traffic = {
-        let stop = Arc::clone(&stop);
-        let (front, relay, hello) = (front.clone(), relay.clone(), hello.clone());
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                match n % 4 {
-                    0 => drop(http_get(&front, &format!("/echo?msg=hello-{n}"))),
-                    1 => drop(http_get(&front, &format!("/fanout?msg=fan-{n}"))),
-                    2 => drop(http_get(&relay, "/count?n=3")),
-                    // HTTPS with HTTP/2 through curl (OpenSSL), when the machine has it.
-                    _ => drop(
-                        Command::new("curl")
-                            .args(["-sk", "-o", "/dev/null"])
-                            .arg(format!("https://{hello}/chain"))
-                            .status(),
-                    ),
-                }
-                n += 1;
-                std::thread::sleep(Duration::from_secs(2));
-            }
-        })
-    };
+    let traffic = drive_traffic(
+        Arc::clone(&stop),
+        [front.clone(), relay.clone(), hello.clone()],
+        db.as_ref().map(|(_, shop)| shop.clone()),
+    );
     wait_for_stop(duration);
     stop.store(true, Ordering::Relaxed);
     let _ = traffic.join();
