@@ -507,7 +507,7 @@ fn fresh_decoder(
 ) -> ConnDecoder {
     ConnDecoder::new()
         .noting_secrets(secrets.cloned())
-        .with_turns(client.filter(|_| tcp_turns))
+        .with_turns(tcp_turns)
         .with_opening(client, opened)
 }
 

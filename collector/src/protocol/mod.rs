@@ -265,9 +265,8 @@ pub struct ConnDecoder {
     /// Credential headers its HTTP/1 heads and HTTP/2 header blocks note for blanking (None:
     /// none).
     secrets: Option<Arc<SecretNames>>,
-    /// Which direction carries requests, when a connection of unknown protocol is to give an
-    /// exchange per turn (None: it gives none).
-    turns: Option<Direction>,
+    /// Whether a connection of unknown protocol gives an exchange per turn (it needs `client`).
+    turns: bool,
     /// Which direction carries requests, as far as the connection's opening (connect or
     /// accept) or its ports tell: mid-connection database joins are recognised only from the
     /// client's side.
@@ -312,7 +311,7 @@ impl ConnDecoder {
         Self {
             state: State::Detecting { seen: 0 },
             secrets: None,
-            turns: None,
+            turns: false,
             client: None,
             opened: false,
             early: Vec::new(),
@@ -328,11 +327,11 @@ impl ConnDecoder {
         self
     }
 
-    /// Give an exchange per request/response turn if no decoder knows the protocol, the
-    /// requests going `client` (None: give none).
+    /// Give an exchange per request/response turn if no decoder knows the protocol (when the
+    /// opening told which way requests go, see `with_opening`).
     #[must_use]
-    pub fn with_turns(mut self, client: Option<Direction>) -> Self {
-        self.turns = client;
+    pub fn with_turns(mut self, on: bool) -> Self {
+        self.turns = on;
         self
     }
 
@@ -470,7 +469,7 @@ impl ConnDecoder {
     /// No decoder knows the protocol: with a known client, its turns from the first segment
     /// on (those seen while detecting, by their counts, then the rest as they come).
     fn start_turns(&mut self, out: &mut Vec<Exchange>) {
-        let Some(client) = self.turns else {
+        let Some(client) = self.client.filter(|_| self.turns) else {
             return;
         };
         let mut turns = turns::TurnsConn::new(client);
