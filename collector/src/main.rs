@@ -10,26 +10,19 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use export_args::ExportArgs;
 use join_args::JoinArgs;
 use wirespan::{
     agent::{self, Output, RunSummary},
     clock::WallClock,
-    export::{
-        file::FileSink,
-        graph_metrics::{self, GraphMetrics},
-        otlp::{OtlpConfig, OtlpSink, Protocol, parse_headers},
-        tls::TlsFlags,
-        tree::TreeSink,
-    },
     golang::discover::GoReport,
     load::{
         AttachMode, DEFAULT_CAPTURE_BYTES, DEFAULT_RING_BUFFER_MIB, Filters, HookReport,
         LoadOptions, TlsReport,
     },
-    sink::{EventSink, ExchangeSink, FanOut, SpanSink},
+    sink::{EventSink, ExchangeSink, FanOut},
     source::recording::{RecordingInfo, RecordingReader, RecordingWriter},
     span::{
-        AttributeOptions, RpcConventions,
         processes::Resources,
         route::{RouteOption, RouteRuleError, RouteRules},
         route_book::{RouteBook, TableReader, live_table_reader},
@@ -127,196 +120,11 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Exporter {
-    /// Each trace as an indented tree on standard output (service, kind, name, status,
-    /// duration), once its root span is complete.
-    Console,
-    /// OTLP to a collector, Jaeger or Tempo (gRPC or HTTP/protobuf; see --otlp-*).
-    Otlp,
-    /// OTLP JSON lines into --output (the OpenTelemetry Collector file exporter's format).
-    File,
-}
-
 #[derive(Clone, Copy, ValueEnum)]
 enum MapFormat {
     Table,
     Dot,
     Svg,
-}
-
-#[derive(Args)]
-struct ExportArgs {
-    /// Where spans go; repeat to combine. Default: otlp when OTEL_EXPORTER_OTLP_ENDPOINT (or
-    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, console otherwise. otlp also sends the
-    /// service graph as metrics named like Tempo's (traces_service_graph_request_total, ...,
-    /// labels client and server) every OTEL_METRIC_EXPORT_INTERVAL ms (60000) and at exit;
-    /// OTEL_METRICS_EXPORTER=none turns them off.
-    #[arg(long, value_enum)]
-    exporter: Vec<Exporter>,
-    /// OTLP endpoint, e.g. http://127.0.0.1:4317 for grpc or http://127.0.0.1:4318 for
-    /// http/protobuf; https:// for TLS (see --otlp-certificate). A grpc endpoint without a
-    /// scheme is TLS unless OTEL_EXPORTER_OTLP_INSECURE=true [env: OTEL_EXPORTER_OTLP_ENDPOINT,
-    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT].
-    #[arg(long, value_name = "URL")]
-    otlp_endpoint: Option<String>,
-    /// grpc or http/protobuf [env: OTEL_EXPORTER_OTLP_PROTOCOL,
-    /// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL; default http/protobuf].
-    #[arg(long, value_name = "PROTOCOL")]
-    otlp_protocol: Option<String>,
-    /// Extra headers, key=value,key=value, e.g. authorization=Bearer%20TOKEN (values
-    /// percent-encoded in the variables) [env: OTEL_EXPORTER_OTLP_HEADERS,
-    /// OTEL_EXPORTER_OTLP_TRACES_HEADERS].
-    #[arg(long, value_name = "HEADERS")]
-    otlp_headers: Option<String>,
-    /// PEM file of the CA(s) the https:// backend's certificate must chain to, instead of the
-    /// system's roots (/etc/ssl/certs) [env: OTEL_EXPORTER_OTLP_CERTIFICATE,
-    /// OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE; metrics: OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE].
-    /// Read and checked at start.
-    #[arg(long, value_name = "PEM")]
-    otlp_certificate: Option<PathBuf>,
-    /// PEM file of the agent's own certificate (chain), for a backend that requires client
-    /// certificates (mutual TLS); needs --otlp-client-key [env:
-    /// OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE;
-    /// metrics: OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE].
-    #[arg(long, value_name = "PEM")]
-    otlp_client_certificate: Option<PathBuf>,
-    /// PEM file of the private key of --otlp-client-certificate (PKCS#8, RSA or EC) [env:
-    /// OTEL_EXPORTER_OTLP_CLIENT_KEY, OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY; metrics:
-    /// OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY].
-    #[arg(long, value_name = "PEM")]
-    otlp_client_key: Option<PathBuf>,
-    /// Export timeout in seconds [env: OTEL_EXPORTER_OTLP_TIMEOUT (ms),
-    /// OTEL_EXPORTER_OTLP_TRACES_TIMEOUT (ms); default 10].
-    #[arg(long, value_name = "SECS")]
-    otlp_timeout: Option<f64>,
-    /// Spans waiting for the OTLP exporter at most; more are dropped and counted. While the
-    /// backend is down, new spans wait here.
-    #[arg(long, value_name = "N", default_value_t = wirespan::export::otlp::DEFAULT_QUEUE)]
-    otlp_queue: usize,
-    /// How long a batch the backend does not take (down, restarting, 429/503, UNAVAILABLE) is
-    /// retried, with backoff up to 5 s, before it is dropped and counted. Refusals (400, 401,
-    /// 403, InvalidArgument, ...) are not retried. On stop, failing batches get 5 s in all.
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = wirespan::export::retry::DEFAULT_RETRY_MAX.as_secs(),
-        env = "WIRESPAN_OTLP_RETRY_MAX_SECS"
-    )]
-    otlp_retry_max_secs: u64,
-    /// The file of --exporter file (replaced if it exists).
-    #[arg(long, short, value_name = "FILE")]
-    output: Option<PathBuf>,
-    /// Export `url.query` as sent (by default its value is REDACTED: queries carry tokens).
-    #[arg(long)]
-    show_query: bool,
-    /// Export `process.command_args` whole (by default only the program: arguments can hold
-    /// secrets).
-    #[arg(long)]
-    show_command_args: bool,
-}
-
-impl ExportArgs {
-    /// `--show-query`, and the RPC conventions `OTEL_SEMCONV_STABILITY_OPT_IN` asks for.
-    fn attribute_options(&self) -> AttributeOptions {
-        AttributeOptions {
-            show_query: self.show_query,
-            rpc: RpcConventions::from_opt_in(
-                std::env::var("OTEL_SEMCONV_STABILITY_OPT_IN")
-                    .ok()
-                    .as_deref(),
-            ),
-        }
-    }
-
-    /// The exporters asked for, or the default.
-    fn exporters(&self) -> Vec<Exporter> {
-        if !self.exporter.is_empty() {
-            return self.exporter.clone();
-        }
-        let endpoint_set = [
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        ]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|e| !e.trim().is_empty()));
-        if endpoint_set || self.otlp_endpoint.is_some() {
-            vec![Exporter::Otlp]
-        } else {
-            vec![Exporter::Console]
-        }
-    }
-
-    /// The run's process resources (`offline` for a replay: the recorded processes are gone,
-    /// /proc is not theirs; the recording's exec events name them).
-    fn resources(&self, offline: bool) -> Resources {
-        if offline {
-            Resources::offline()
-        } else {
-            Resources::new(PathBuf::from("/proc"), self.show_command_args)
-        }
-    }
-
-    /// The span sinks for a run whose times convert with `clock`, sharing `resources`.
-    fn sinks(
-        &self,
-        clock: &WallClock,
-        resources: &Resources,
-    ) -> anyhow::Result<Vec<Box<dyn SpanSink>>> {
-        let resources = || resources.clone();
-        let mut sinks: Vec<Box<dyn SpanSink>> = Vec::new();
-        for exporter in self.exporters() {
-            match exporter {
-                Exporter::Console => {
-                    sinks.push(Box::new(TreeSink::new(std::io::stdout(), resources())));
-                }
-                Exporter::File => {
-                    let path = self
-                        .output
-                        .as_deref()
-                        .context("--exporter file needs --output FILE")?;
-                    let sink =
-                        FileSink::create(path, *clock, resources(), self.attribute_options())
-                            .with_context(|| format!("cannot create {}", path.display()))?;
-                    sinks.push(Box::new(sink));
-                }
-                Exporter::Otlp => {
-                    let timeout = self
-                        .otlp_timeout
-                        .map(|s| {
-                            Duration::try_from_secs_f64(s).map_err(|_| {
-                                anyhow::anyhow!("--otlp-timeout {s}: expected seconds")
-                            })
-                        })
-                        .transpose()?;
-                    let config = OtlpConfig {
-                        protocol: Protocol::resolve(self.otlp_protocol.as_deref())?,
-                        endpoint: self.otlp_endpoint.clone(),
-                        headers: self
-                            .otlp_headers
-                            .as_deref()
-                            .map(parse_headers)
-                            .transpose()?
-                            .unwrap_or_default(),
-                        timeout,
-                        tls: TlsFlags {
-                            certificate: self.otlp_certificate.clone(),
-                            client_certificate: self.otlp_client_certificate.clone(),
-                            client_key: self.otlp_client_key.clone(),
-                        },
-                        queue: self.otlp_queue,
-                        retry_max: Duration::from_secs(self.otlp_retry_max_secs),
-                        attributes: self.attribute_options(),
-                    };
-                    if graph_metrics::enabled() {
-                        sinks.push(Box::new(GraphMetrics::start(&config, resources())?));
-                    }
-                    sinks.push(Box::new(OtlpSink::start(config, *clock, resources())?));
-                }
-            }
-        }
-        Ok(sinks)
-    }
 }
 
 #[derive(Args)]
@@ -739,6 +547,7 @@ fn shutdown_signal(
     })
 }
 
+mod export_args;
 mod join_args;
 #[cfg(test)]
 #[path = "main_tests.rs"]

@@ -5,8 +5,10 @@
 //! over HTTPS on /chain, which the traffic asks for with curl too. db-shop (examples/db-shop)
 //! talks to a redis-server of the demo's own (loopback, no persistence) on /redis, which the
 //! traffic asks for too: its SET, GET, ... are client spans under db-shop's server span.
-//! The console shows each trace as a tree; Jaeger (all-in-one, in-memory) gets the same spans
-//! over OTLP. Ctrl-C (or `--duration`) stops everything this started (redis-server too).
+//! The console shows each trace as a tree; Zipkin's server (its UI: the trace list, waterfalls,
+//! the dependency graph) gets the same spans as Zipkin JSON, and Jaeger (all-in-one,
+//! in-memory; its query API and service-graph metrics, no UI in a build from its module) over
+//! OTLP. Ctrl-C (or `--duration`) stops everything this started (redis-server too).
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -24,7 +26,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{build_examples, module_source, run_checked, setup, workspace_root};
+use super::{build_examples, module_source, run_checked, setup, workspace_root, zipkin};
 
 /// Jaeger v2 is built from its Go module (`cmd/jaeger`, the all-in-one binary).
 const JAEGER_MODULE: &str = "github.com/jaegertracing/jaeger";
@@ -245,6 +247,16 @@ fn start_jaeger(started: &mut Started, binary: &Path, dir: &Path) -> anyhow::Res
     Ok(ports)
 }
 
+/// Start Zipkin (fetched once) on a free loopback port; its port. Readiness is waited for
+/// later (`zipkin::wait_ready`): the JVM starts while the services do.
+fn start_zipkin(started: &mut Started, jar: &Path, dir: &Path) -> anyhow::Result<u16> {
+    let port = free_port()?;
+    let mut cmd = zipkin::command(jar, port, &dir.join("zipkin.log"))?;
+    let child = spawn_unblocked(&mut cmd).context("cannot start Zipkin (java)")?;
+    started.children.push(("zipkin".into(), child));
+    Ok(port)
+}
+
 /// A GET on a new connection; the body.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(addr)?;
@@ -261,12 +273,13 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
         .unwrap_or_default())
 }
 
-/// Where the demo's agent sends spans.
+/// Where the demo's agent sends spans, besides the live trace trees.
 enum Sink<'a> {
-    /// The live trace trees only (Jaeger could not run).
-    Console,
-    /// The trees, and OTLP/gRPC to the demo's Jaeger.
-    ConsoleAndJaeger(&'a JaegerPorts),
+    /// The demo's own backends, those that started: Zipkin (its port) and Jaeger.
+    Demo {
+        zipkin: Option<u16>,
+        jaeger: Option<&'a JaegerPorts>,
+    },
     /// OTLP to the endpoint the standard variables name (the agent reads them).
     UserEndpoint,
 }
@@ -282,20 +295,30 @@ fn start_agent(
     let mut args: Vec<String> = vec!["run".into(), "--exporter".into()];
     args.push(match sink {
         Sink::UserEndpoint => "otlp".into(),
-        Sink::Console | Sink::ConsoleAndJaeger(_) => "console".into(),
+        Sink::Demo { .. } => "console".into(),
     });
     for addr in services {
         args.extend(["--port".into(), port(addr)]);
     }
-    if let Sink::ConsoleAndJaeger(ports) = sink {
-        args.extend([
-            "--exporter".into(),
-            "otlp".into(),
-            "--otlp-protocol".into(),
-            "grpc".into(),
-            "--otlp-endpoint".into(),
-            format!("http://127.0.0.1:{}", ports.otlp_grpc),
-        ]);
+    if let Sink::Demo { zipkin, jaeger } = sink {
+        if let Some(port) = zipkin {
+            args.extend([
+                "--exporter".into(),
+                "zipkin".into(),
+                "--zipkin-endpoint".into(),
+                format!("http://127.0.0.1:{port}/api/v2/spans"),
+            ]);
+        }
+        if let Some(ports) = jaeger {
+            args.extend([
+                "--exporter".into(),
+                "otlp".into(),
+                "--otlp-protocol".into(),
+                "grpc".into(),
+                "--otlp-endpoint".into(),
+                format!("http://127.0.0.1:{}", ports.otlp_grpc),
+            ]);
+        }
     }
     let mut cmd = if setup::is_root() {
         Command::new(agent)
@@ -329,13 +352,16 @@ fn start_agent(
 }
 
 /// Where the demo's services, views and endpoints are.
-fn announce(
-    services: &[&String; 4],
-    db: Option<&(String, String)>,
-    jaeger_ports: Option<&JaegerPorts>,
-    agent: &Path,
-) {
+fn announce(services: &[&String; 4], db: Option<&(String, String)>, sink: &Sink, agent: &Path) {
     let [front, relay, grpc, hello] = services;
+    if let Sink::Demo {
+        zipkin: Some(port), ..
+    } = sink
+    {
+        eprintln!(
+            "xtask: trace UI (Zipkin): http://127.0.0.1:{port}/zipkin/ (Run query, or serviceName=front; Dependencies for the graph)"
+        );
+    }
     eprintln!("xtask: demo running. front (gin): http://{front}/echo?msg=hi and /fanout");
     eprintln!(
         "xtask:   relay (net/http): http://{relay}/relay?msg=hi, /count?n=3; echo-grpc: {grpc}"
@@ -350,13 +376,14 @@ fn announce(
             "xtask:   db-shop (net/http, go-redis): http://{shop}/redis (SET, GET, a pipeline, WRONGTYPE) against the demo's redis-server {redis}"
         );
     }
-    if let Some(ports) = jaeger_ports {
+    if let Sink::Demo {
+        jaeger: Some(ports),
+        ..
+    } = sink
+    {
         let q = ports.query_http;
         eprintln!(
-            "xtask:   Jaeger query API: http://127.0.0.1:{q}/api/services, /api/traces?service=front, /api/dependencies?endTs=<ms>&lookback=<ms>"
-        );
-        eprintln!(
-            "xtask:   Jaeger UI: http://127.0.0.1:{q}/ (a go-install build serves a placeholder page; the API above works)"
+            "xtask:   Jaeger query API (this Jaeger, built from its Go module, has no UI): http://127.0.0.1:{q}/api/services, /api/traces?service=front, /api/dependencies?endTs=<ms>&lookback=<ms>"
         );
         eprintln!(
             "xtask:   service graph metrics (Prometheus): http://127.0.0.1:{}/metrics",
@@ -402,6 +429,34 @@ fn drive_traffic(
     })
 }
 
+/// The OTLP endpoint the standard variables name, if any: where the user wants the spans.
+fn user_endpoint() -> Option<String> {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok().filter(|e| !e.trim().is_empty()))
+}
+
+/// Jaeger's binary and Zipkin's jar, each built or fetched once, or None (said why): none
+/// when the user named an OTLP endpoint, where the spans go instead.
+fn trace_backends() -> (Option<PathBuf>, Option<PathBuf>) {
+    if let Some(endpoint) = user_endpoint() {
+        eprintln!(
+            "xtask: OTLP endpoint configured ({endpoint}): spans go there, no Zipkin or Jaeger"
+        );
+        return (None, None);
+    }
+    let jaeger = jaeger_binary()
+        .map_err(|why| eprintln!("xtask: no Jaeger ({why:#}); its query API is not available"))
+        .ok();
+    let zipkin = zipkin::jar()
+        .map_err(|why| eprintln!("xtask: no Zipkin ({why:#}); the trace UI is not available"))
+        .ok();
+    (jaeger, zipkin)
+}
+
 /// `cargo xtask demo [--duration SECS]`.
 pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
     let dir = setup::cache_dir().join("demo");
@@ -417,30 +472,19 @@ pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
         );
     }
     let (cert, key) = setup::certificate(&dir)?;
-    // An OTLP endpoint in the environment is where the user wants the spans: no Jaeger then.
-    let user_endpoint = [
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-    ]
-    .iter()
-    .find_map(|v| std::env::var(v).ok().filter(|e| !e.trim().is_empty()));
-    let jaeger = match &user_endpoint {
-        Some(endpoint) => {
-            eprintln!("xtask: OTLP endpoint configured ({endpoint}): spans go there, no Jaeger");
-            None
-        }
-        None => jaeger_binary()
-            .map_err(|why| {
-                eprintln!("xtask: no Jaeger ({why:#}); the demo runs with the console view only");
-            })
-            .ok(),
-    };
+    let (jaeger, zipkin_jar) = trace_backends();
     // Block the stop signals before any thread or child exists; they are waited for below.
     let set = stop_signals();
     // SAFETY: blocking signals in this thread; children unblock them (spawn_unblocked).
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) };
 
     let mut started = Started::default();
+    // Zipkin first: its JVM starts while the rest does.
+    let zipkin_port = zipkin_jar.and_then(|jar| {
+        start_zipkin(&mut started, &jar, &dir)
+            .map_err(|why| eprintln!("xtask: no Zipkin UI ({why:#})"))
+            .ok()
+    });
     let jaeger_ports = match &jaeger {
         Some(binary) => match start_jaeger(&mut started, binary, &dir) {
             Ok(ports) => Some(ports),
@@ -479,10 +523,18 @@ pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
         }
     };
 
-    let sink = match (&user_endpoint, &jaeger_ports) {
-        (Some(_), _) => Sink::UserEndpoint,
-        (None, Some(ports)) => Sink::ConsoleAndJaeger(ports),
-        (None, None) => Sink::Console,
+    let zipkin_port = zipkin_port.filter(|&port| {
+        zipkin::wait_ready(port, &dir.join("zipkin.log"))
+            .map_err(|why| eprintln!("xtask: no Zipkin UI ({why:#})"))
+            .is_ok()
+    });
+    let sink = if user_endpoint().is_some() {
+        Sink::UserEndpoint
+    } else {
+        Sink::Demo {
+            zipkin: zipkin_port,
+            jaeger: jaeger_ports.as_ref(),
+        }
     };
     let mut watched = vec![&grpc, &relay, &front, &hello];
     if let Some((redis, shop)) = &db {
@@ -490,12 +542,7 @@ pub fn run(agent: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
     }
     start_agent(&mut started, agent, &watched, &sink)?;
 
-    announce(
-        &[&front, &relay, &grpc, &hello],
-        db.as_ref(),
-        jaeger_ports.as_ref(),
-        agent,
-    );
+    announce(&[&front, &relay, &grpc, &hello], db.as_ref(), &sink, agent);
     eprintln!("xtask: Ctrl-C stops everything the demo started.");
 
     let stop = Arc::new(AtomicBool::new(false));

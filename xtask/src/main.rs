@@ -8,6 +8,7 @@ mod faults;
 mod fresh;
 mod setup;
 mod vm;
+mod zipkin;
 
 use std::{
     path::{Path, PathBuf},
@@ -307,6 +308,13 @@ fn test() -> anyhow::Result<()> {
             test.env("WIRESPAN_JAEGER", jaeger);
         }
         Err(why) => eprintln!("xtask: cannot build Jaeger ({why:#}); its test will say so"),
+    }
+    // The browser test's Zipkin server, fetched once (cached outside the clone).
+    match zipkin::jar() {
+        Ok(jar) => {
+            test.env("WIRESPAN_ZIPKIN_JAR", jar);
+        }
+        Err(why) => eprintln!("xtask: cannot fetch Zipkin ({why:#}); its test will say so"),
     }
     run_checked(&mut test)?;
     if figures.exists() {

@@ -253,6 +253,10 @@ fn debian_packages(need: Need) -> anyhow::Result<()> {
             // default ports (5432, 3306); the test never uses those.
             ("postgresql", dpkg_installed("postgresql")),
             ("mariadb-server", dpkg_installed("mariadb-server")),
+            // Headless Chromium, driven through chromedriver, is the browser of the trace UI
+            // test (privileged_browser).
+            ("chromium", probe("chromium", "--version")),
+            ("chromium-driver", probe("chromedriver", "--version")),
             // musl-gcc compiles ring's C and assembly (the OTLP exporter's TLS) for the musl
             // builds of vm-test: Debian's gcc alone has no musl headers or x86_64-linux-musl-gcc.
             ("musl-tools", probe(MUSL_CC, "--version")),

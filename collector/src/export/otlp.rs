@@ -1,32 +1,20 @@
-//! OTLP export over gRPC or HTTP/protobuf with opentelemetry-otlp. The agent's loop hands spans
-//! to a bounded queue and never waits on the network; an export thread (with its own async
-//! runtime) batches them, groups each batch by process (one resource per process), retries
-//! through outages (`retry`), and counts what it had to drop: exported + dropped (queue full) +
-//! dropped (export failed) = spans made. Closing drains the queue within `retry::CLOSE_GRACE`.
+//! OTLP export over gRPC or HTTP/protobuf with opentelemetry-otlp, behind the shared export
+//! thread of `pipeline` (bounded queue, batches per process, retries, counts). This module is
+//! the configuration and the last step: a process's spans as `SpanData` with its resource.
 //!
 //! Configuration follows the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `_PROTOCOL`,
 //! `_HEADERS`, `_TIMEOUT`, `_INSECURE` and their `_TRACES_` forms, which opentelemetry-otlp
 //! reads itself; `_CERTIFICATE`, `_CLIENT_CERTIFICATE` and `_CLIENT_KEY`, which `tls` reads);
 //! the matching flags override them.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Duration};
 
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SpanExporter as _;
 
 use super::{
-    SpanSink,
     http_client::{self, Cause, ExplainingClient},
-    retry::{Closing, Retrier},
+    pipeline::{Backend, Export, ExportSink, PipelineConfig},
     spandata,
     tls::{Signal, TlsError, TlsFlags, TlsSetup},
 };
@@ -35,9 +23,6 @@ use crate::span::{AttributeOptions, Span, processes::Resources, resource::Resour
 
 /// Spans waiting for export at most; more are dropped and counted.
 pub const DEFAULT_QUEUE: usize = 65_536;
-/// Spans per export request at most, and how long a partial batch waits.
-const MAX_BATCH: usize = 512;
-const BATCH_DELAY: Duration = Duration::from_millis(500);
 
 /// The wire protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,168 +101,57 @@ pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, ExportError> {
         .collect()
 }
 
-/// Counts the export thread keeps.
-#[derive(Debug, Default)]
-pub struct ExportCounts {
-    pub exported: AtomicU64,
-    /// Dropped because the queue was full (the backend was slower than the traffic).
-    pub dropped_queue_full: AtomicU64,
-    /// Dropped after every try failed (or refused by the backend).
-    pub dropped_failed: AtomicU64,
-}
-
-/// A span waiting for export, with its process's resource.
-type Queued = (Arc<Resource>, Span);
-
-/// The sink: a bounded queue into the export thread.
-pub struct OtlpSink {
-    /// Each span goes with its process's resource, taken when the span came: a queued span
-    /// keeps it however long the export takes, even after its process is forgotten.
-    tx: Option<SyncSender<Vec<Queued>>>,
-    /// Spans since the last flush: they go to the export thread together, one wake-up of it
-    /// per batch rather than per span.
-    batch: Vec<Queued>,
-    /// Spans sent to the export thread and not yet taken from its queue (the bound).
-    queued: Arc<AtomicUsize>,
-    queue: usize,
+/// Build the exporter (failing now on a bad configuration) and start the export thread.
+/// Spans are paired with their resources from `resources` as they come.
+pub fn start(
+    config: OtlpConfig,
+    clock: WallClock,
     resources: Resources,
-    counts: Arc<ExportCounts>,
-    thread: Option<JoinHandle<()>>,
-    protocol: Protocol,
-    closing: Arc<Closing>,
+) -> Result<ExportSink, ExportError> {
+    let pipeline = PipelineConfig {
+        label: match config.protocol {
+            Protocol::Grpc => "otlp (grpc)",
+            Protocol::HttpProtobuf => "otlp (http/protobuf)",
+        },
+        queue: config.queue,
+        retry_max: config.retry_max,
+    };
+    ExportSink::start(&pipeline, resources, move || {
+        let (exporter, cause) = build(&config)?;
+        Ok(OtlpBackend {
+            exporter,
+            cause,
+            clock,
+            attributes: config.attributes,
+        })
+    })
 }
 
-impl OtlpSink {
-    /// Build the exporter (failing now on a bad configuration) and start the export thread.
-    /// Spans are paired with their resources from `resources` as they come.
-    pub fn start(
-        config: OtlpConfig,
-        clock: WallClock,
-        resources: Resources,
-    ) -> Result<Self, ExportError> {
-        let queue = config.queue.max(1);
-        // Batches, each of at least one span: the span bound (`queued`) is the one that binds.
-        let (tx, rx) = mpsc::sync_channel(queue);
-        let counts = Arc::new(ExportCounts::default());
-        let queued = Arc::new(AtomicUsize::new(0));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread_counts = Arc::clone(&counts);
-        let thread_queued = Arc::clone(&queued);
-        let protocol = config.protocol;
-        let closing = Arc::new(Closing::default());
-        let retrier = Retrier::new(config.retry_max, Arc::clone(&closing));
-        let thread = std::thread::Builder::new()
-            .name("wirespan-otlp".into())
-            .spawn(move || {
-                export_thread(
-                    &config,
-                    clock,
-                    &Queue {
-                        rx,
-                        queued: thread_queued,
-                    },
-                    &thread_counts,
-                    retrier,
-                    &ready_tx,
-                );
-            })
-            .map_err(ExportError::Thread)?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
-                tx: Some(tx),
-                batch: Vec::new(),
-                queued,
-                queue,
-                resources,
-                counts,
-                thread: Some(thread),
-                protocol,
-                closing,
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ExportError::Build("the export thread ended".into())),
-        }
-    }
-
-    /// Stop taking spans, export what is queued, and report the counts.
-    pub fn close(&mut self) -> String {
-        self.send_batch();
-        self.tx = None;
-        self.closing.start();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        let c = &self.counts;
-        format!(
-            "otlp ({}): {} spans exported, {} dropped (queue full), {} dropped (export failed)",
-            match self.protocol {
-                Protocol::Grpc => "grpc",
-                Protocol::HttpProtobuf => "http/protobuf",
-            },
-            c.exported.load(Ordering::Relaxed),
-            c.dropped_queue_full.load(Ordering::Relaxed),
-            c.dropped_failed.load(Ordering::Relaxed)
-        )
-    }
+/// The last step of the export thread: opentelemetry-otlp's exporter.
+struct OtlpBackend {
+    exporter: opentelemetry_otlp::SpanExporter,
+    cause: Cause,
+    clock: WallClock,
+    attributes: AttributeOptions,
 }
 
-impl Drop for OtlpSink {
-    fn drop(&mut self) {
-        if self.thread.is_some() {
-            eprintln!("wirespan: {}", self.close());
-        }
-    }
-}
-
-impl OtlpSink {
-    /// Hand the spans since the last flush to the export thread; what does not fit in the queue
-    /// is dropped and counted.
-    fn send_batch(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let Some(tx) = &self.tx else {
-            self.batch.clear();
-            return;
-        };
-        let mut batch = std::mem::take(&mut self.batch);
-        let room = self
-            .queue
-            .saturating_sub(self.queued.load(Ordering::Relaxed));
-        if batch.len() > room {
-            let over = batch.len() - room;
-            batch.truncate(room);
-            self.counts
-                .dropped_queue_full
-                .fetch_add(over as u64, Ordering::Relaxed);
-            if batch.is_empty() {
-                return;
-            }
-        }
-        let n = batch.len();
-        self.queued.fetch_add(n, Ordering::Relaxed);
-        let failed = match tx.try_send(batch) {
-            Ok(()) => return,
-            Err(TrySendError::Full(_)) => &self.counts.dropped_queue_full,
-            Err(TrySendError::Disconnected(_)) => &self.counts.dropped_failed,
-        };
-        self.queued.fetch_sub(n, Ordering::Relaxed);
-        failed.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
-impl SpanSink for OtlpSink {
-    fn span(&mut self, span: &Span) -> std::io::Result<()> {
-        if self.tx.is_some() {
-            let resource = self.resources.of(span.pid, &span.comm, span.start_ns);
-            self.batch.push((resource, span.clone()));
-        }
-        Ok(())
+impl Backend for OtlpBackend {
+    fn set_resource(&mut self, resource: &Resource) {
+        self.exporter
+            .set_resource(&spandata::sdk_resource(resource));
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send_batch();
-        Ok(())
+    fn export<'a>(&'a self, _: &'a Resource, spans: &'a [Span]) -> Export<'a> {
+        let data = spans
+            .iter()
+            .map(|s| spandata::span_data(s, &self.clock, self.attributes))
+            .collect();
+        let export = self.exporter.export(data);
+        Box::pin(async move { export.await.map_err(|e| self.cause.explain(&e.to_string())) })
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.exporter.shutdown();
     }
 }
 
@@ -417,125 +291,6 @@ fn http_signal_url(endpoint: &str, signal: &str) -> String {
     } else {
         format!("{trimmed}/v1/{signal}")
     }
-}
-
-/// The export thread's end of the queue: batches, and the count of spans in them.
-struct Queue<T = Queued> {
-    rx: Receiver<Vec<T>>,
-    queued: Arc<AtomicUsize>,
-}
-
-fn export_thread(
-    config: &OtlpConfig,
-    clock: WallClock,
-    rx: &Queue,
-    counts: &ExportCounts,
-    mut retrier: Retrier,
-    ready: &mpsc::Sender<Result<(), ExportError>>,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = ready.send(Err(ExportError::Build(e.to_string())));
-            return;
-        }
-    };
-    // Built inside the runtime: tonic's channel wants one.
-    let (mut exporter, cause) = match runtime.block_on(async { build(config) }) {
-        Ok(built) => built,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
-    let mut last_failure_log: Option<Instant> = None;
-    let mut carry = VecDeque::new();
-    // The thread's CPU time goes to the `stages` summary as it grows.
-    let mut cpu_reported = 0;
-    let mut report_cpu = || {
-        let now = crate::stages::thread_cpu_ns();
-        crate::stages::add_export_thread_ns(now.saturating_sub(cpu_reported));
-        cpu_reported = now;
-    };
-    loop {
-        let (batch, closed) = next_batch(rx, &mut carry);
-        if !batch.is_empty() {
-            // One export request per process: the resource is the process.
-            for (resource, spans) in spandata::by_resource(batch) {
-                exporter.set_resource(&spandata::sdk_resource(&resource));
-                let data = || {
-                    spans
-                        .iter()
-                        .map(|s| spandata::span_data(s, &clock, config.attributes))
-                        .collect()
-                };
-                let n = spans.len() as u64;
-                if retrier.out_of_time() {
-                    // Closing, and the grace period is spent on a backend that does not answer.
-                    counts.dropped_failed.fetch_add(n, Ordering::Relaxed);
-                    continue;
-                }
-                let outcome = runtime.block_on(retrier.run(|| {
-                    let export = exporter.export(data());
-                    async { export.await.map_err(|e| cause.explain(&e.to_string())) }
-                }));
-                match outcome {
-                    Ok(()) => {
-                        counts.exported.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        counts.dropped_failed.fetch_add(n, Ordering::Relaxed);
-                        if last_failure_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                            eprintln!("wirespan: otlp export failed ({n} spans dropped): {e}");
-                            last_failure_log = Some(Instant::now());
-                        }
-                    }
-                }
-            }
-        }
-        report_cpu();
-        if closed {
-            break;
-        }
-    }
-    let _ = exporter.shutdown();
-    report_cpu();
-}
-
-/// Up to `MAX_BATCH` spans, waiting at most `BATCH_DELAY` after the first; and whether the
-/// queue was closed. Spans of a received batch beyond `MAX_BATCH` wait in `carry` for the next.
-fn next_batch<T>(queue: &Queue<T>, carry: &mut VecDeque<T>) -> (Vec<T>, bool) {
-    let mut batch = Vec::new();
-    let take = |carry: &mut VecDeque<T>, batch: &mut Vec<T>| {
-        let n = carry.len().min(MAX_BATCH - batch.len());
-        batch.extend(carry.drain(..n));
-        queue.queued.fetch_sub(n, Ordering::Relaxed);
-    };
-    take(carry, &mut batch);
-    if batch.is_empty() {
-        match queue.rx.recv() {
-            Ok(spans) => carry.extend(spans),
-            Err(_) => return (batch, true),
-        }
-        take(carry, &mut batch);
-    }
-    let deadline = Instant::now() + BATCH_DELAY;
-    while batch.len() < MAX_BATCH {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match queue.rx.recv_timeout(left) {
-            Ok(spans) => {
-                carry.extend(spans);
-                take(carry, &mut batch);
-            }
-            Err(RecvTimeoutError::Timeout) => break,
-            Err(RecvTimeoutError::Disconnected) => return (batch, carry.is_empty()),
-        }
-    }
-    (batch, false)
 }
 
 #[cfg(test)]

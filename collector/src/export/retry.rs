@@ -162,6 +162,8 @@ impl Closing {
 /// The export thread's retry state across batches.
 #[derive(Debug)]
 pub struct Retrier {
+    /// The exporter's name in the log (`otlp`, `zipkin`).
+    label: &'static str,
     max: Duration,
     closing: Arc<Closing>,
     /// When this thread first saw `closing`: the grace period counts from there.
@@ -198,6 +200,7 @@ impl Retrier {
     #[must_use]
     pub fn new(max: Duration, closing: Arc<Closing>) -> Self {
         Self {
+            label: "otlp",
             max,
             closing,
             close_seen: None,
@@ -206,12 +209,19 @@ impl Retrier {
         }
     }
 
+    /// The same, naming another exporter in its log lines.
+    #[must_use]
+    pub fn labelled(self, label: &'static str) -> Self {
+        Self { label, ..self }
+    }
+
     /// A try failed: say so once per outage, with what the agent does about it.
     fn failed(&mut self, error: &str) {
         if self.outage_since.is_none() {
             self.outage_since = Some(Instant::now());
             eprintln!(
-                "wirespan: otlp export failing ({error}); retrying for up to {} s per batch while new spans wait in the queue",
+                "wirespan: {} export failing ({error}); retrying for up to {} s per batch while new spans wait in the queue",
+                self.label,
                 self.max.as_secs()
             );
         }
@@ -243,7 +253,8 @@ impl Retrier {
         self.certificate_failing = false;
         if let Some(since) = self.outage_since.take() {
             eprintln!(
-                "wirespan: otlp export recovered after {:.1} s",
+                "wirespan: {} export recovered after {:.1} s",
+                self.label,
                 since.elapsed().as_secs_f64()
             );
         }

@@ -217,6 +217,12 @@ impl TlsSetup {
         Ok(Some(setup))
     }
 
+    /// TLS with the system's roots and no client certificate (for an exporter with no
+    /// certificate settings of its own, such as Zipkin's).
+    pub fn system_roots(endpoint: &str) -> Result<Self, TlsError> {
+        Self::load(None, None, None, endpoint)
+    }
+
     fn load(
         ca: Option<&Named>,
         cert: Option<&Named>,
