@@ -23,6 +23,8 @@ pub mod semconv;
 pub mod shapes;
 pub mod span_run;
 pub mod tls;
+pub mod webdriver;
+pub mod zipkin;
 
 use std::{
     io::{BufRead, BufReader, Read},
