@@ -21,14 +21,23 @@ pub fn repo(path: &str) -> PathBuf {
 
 /// `WIRESPAN_JAEGER`, else the binary `cargo xtask demo` or `test` cached.
 pub fn jaeger_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("WIRESPAN_JAEGER") {
-        return Some(PathBuf::from(path));
+    given_or_cached(
+        "WIRESPAN_JAEGER",
+        &format!("jaeger-{JAEGER_VERSION}/jaeger"),
+    )
+}
+
+/// The path in the variable `env`, else `path` in xtask's cache (`WIRESPAN_CACHE`, default
+/// `~/.cache/wirespan`) when it is there.
+pub fn given_or_cached(env: &str, path: &str) -> Option<PathBuf> {
+    if let Some(given) = std::env::var_os(env) {
+        return Some(PathBuf::from(given));
     }
     let cache = std::env::var_os("WIRESPAN_CACHE").map_or_else(
         || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/wirespan"),
         PathBuf::from,
     );
-    let cached = cache.join(format!("jaeger-{JAEGER_VERSION}/jaeger"));
+    let cached = cache.join(path);
     cached.exists().then_some(cached)
 }
 

@@ -12,21 +12,19 @@ use std::{
 
 use serde_json::Value;
 
-use super::{http_get as get, jaeger::free_port};
+use super::{
+    http_get as get,
+    jaeger::{free_port, given_or_cached},
+};
 
 pub const ZIPKIN_VERSION: &str = "3.5.1";
 
 /// `WIRESPAN_ZIPKIN_JAR`, else the jar `cargo xtask demo` or `test` cached.
 pub fn zipkin_jar() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("WIRESPAN_ZIPKIN_JAR") {
-        return Some(PathBuf::from(path));
-    }
-    let cache = std::env::var_os("WIRESPAN_CACHE").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/wirespan"),
-        PathBuf::from,
-    );
-    let cached = cache.join(format!("zipkin-{ZIPKIN_VERSION}/zipkin-server-exec.jar"));
-    cached.exists().then_some(cached)
+    given_or_cached(
+        "WIRESPAN_ZIPKIN_JAR",
+        &format!("zipkin-{ZIPKIN_VERSION}/zipkin-server-exec.jar"),
+    )
 }
 
 /// A running Zipkin server.
