@@ -202,10 +202,10 @@ pub fn zipkin_span(
         tags.insert("error".into(), Json::String(message));
     }
     let mut out = Map::new();
-    out.insert("traceId".into(), json!(hex(&span.trace_id.0)));
-    out.insert("id".into(), json!(hex(&span.span_id.0)));
+    out.insert("traceId".into(), json!(span.trace_id.to_string()));
+    out.insert("id".into(), json!(span.span_id.to_string()));
     if let Some(parent) = span.parent_span_id {
-        out.insert("parentId".into(), json!(hex(&parent.0)));
+        out.insert("parentId".into(), json!(parent.to_string()));
     }
     out.insert(
         "kind".into(),
@@ -246,14 +246,6 @@ fn endpoint(service: Option<&str>, address: SocketAddr) -> Json {
         out.insert("port".into(), json!(address.port()));
     }
     Json::Object(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 #[cfg(test)]
